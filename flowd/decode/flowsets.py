@@ -1,0 +1,176 @@
+"""Data sets shared by NetFlow v9 and IPFIX: decode with a known template, park without one,
+and turn options data into sampling and timing state for later records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flowd.decode.records import CompiledTemplate
+from flowd.decode.templates import DomainState, ParkedSet, TemplateCache
+from flowd.errors import DecodeError
+from flowd.model import KIND_NETFLOW_FLOW, KIND_NETFLOW_OPTIONS, DecodeResult, Exporter, FlowRecord, SoftError
+
+SAMPLER_ID_NAMES = ("sampler_id", "flow_sampler_id", "selector_id")
+RATE_NAMES = ("sampling_interval", "sampler_random_interval", "flow_sampler_random_interval")
+
+
+@dataclass(slots=True)
+class MessageContext:
+    """Header values every record of one message shares."""
+
+    exporter: Exporter
+    version: int
+    domain_id: int
+    export_time: int
+    sequence: int
+    uptime_ms: int | None
+    received_at: float
+
+
+def decode_data_set(
+    context: MessageContext,
+    templates: TemplateCache,
+    template_id: int,
+    data: bytes | memoryview,
+    start: int,
+    end: int,
+    result: DecodeResult,
+) -> None:
+    """Decode one data set, or park it until its template is known (design.md section 3)."""
+    key = (context.exporter, context.version, context.domain_id, template_id)
+    template = templates.get(key, context.received_at)
+    if template is None:
+        parked = ParkedSet(bytes(data[start:end]), context.received_at, context.export_time, context.sequence, context.uptime_ms)
+        if templates.park(key, parked):
+            result.parked += 1
+        else:
+            result.errors.append(SoftError("parked_overflow", f"no room to park template {template_id}", start))
+        return
+    emit_records(context, templates, template, template.decode_set(data, start, end), result)
+
+
+def release_parked(
+    context: MessageContext,
+    templates: TemplateCache,
+    template: CompiledTemplate,
+    parked_sets: list[ParkedSet],
+    result: DecodeResult,
+) -> None:
+    """Decode the sets a newly learned template releases, each with its own header context."""
+    for parked in parked_sets:
+        own = MessageContext(
+            context.exporter,
+            context.version,
+            context.domain_id,
+            parked.export_time,
+            parked.sequence,
+            parked.uptime_ms,
+            parked.received_at,
+        )
+        try:
+            rows = template.decode_set(parked.body, 0, len(parked.body))
+        except DecodeError as error:
+            result.errors.append(SoftError(error.reason, f"parked set: {error}"))
+            continue
+        emit_records(own, templates, template, rows, result)
+
+
+def emit_records(
+    context: MessageContext,
+    templates: TemplateCache,
+    template: CompiledTemplate,
+    rows: list[dict[str, Any]],
+    result: DecodeResult,
+) -> None:
+    domain_key = (context.exporter, context.version, context.domain_id)
+    if template.is_options:
+        state = templates.domain(domain_key)
+        for row in rows:
+            apply_options(row, state)
+            result.options.append(_record(KIND_NETFLOW_OPTIONS, context, template, row, context.uptime_ms, 1))
+        return
+    state_or_none = templates.peek_domain(domain_key)
+    uptime_ms = context.uptime_ms
+    if uptime_ms is None and state_or_none is not None and state_or_none.system_init_ms is not None:
+        uptime_ms = context.export_time * 1000 - state_or_none.system_init_ms
+    flows = result.flows
+    for row in rows:
+        flows.append(_record(KIND_NETFLOW_FLOW, context, template, row, uptime_ms, sampling_rate(row, state_or_none)))
+
+
+def _record(
+    kind: str,
+    context: MessageContext,
+    template: CompiledTemplate,
+    row: dict[str, Any],
+    uptime_ms: int | None,
+    rate: int,
+) -> FlowRecord:
+    return FlowRecord(
+        kind,
+        context.exporter,
+        context.version,
+        context.received_at,
+        row,
+        context.domain_id,
+        template.template_id,
+        context.sequence,
+        context.export_time,
+        uptime_ms,
+        rate,
+    )
+
+
+def rate_from(row: dict[str, Any]) -> int:
+    """A sampling rate stated in one record (RFC 3954 field 34/50, RFC 5477 elements); 0 if none."""
+    for name in RATE_NAMES:
+        value = row.get(name)
+        if isinstance(value, int) and value > 0:
+            return value
+    interval = row.get("sampling_packet_interval")
+    if isinstance(interval, int) and interval > 0:
+        space = row.get("sampling_packet_space", 0)
+        space = space if isinstance(space, int) else 0
+        return max(1, (interval + space) // interval)
+    size, population = row.get("sampling_size"), row.get("sampling_population")
+    if isinstance(size, int) and isinstance(population, int) and size > 0:
+        return max(1, population // size)
+    return 0
+
+
+def apply_options(row: dict[str, Any], state: DomainState) -> None:
+    """Options data that changes how later flow records are read."""
+    rate = rate_from(row)
+    if rate:
+        sampler = _sampler_id(row)
+        if sampler is None:
+            state.sampling_rate = rate
+        elif len(state.samplers) < 4096 or sampler in state.samplers:
+            state.samplers[sampler] = rate
+            if not state.sampling_rate:
+                state.sampling_rate = rate
+    init = row.get("system_init_time_milliseconds")
+    if isinstance(init, int):
+        state.system_init_ms = init
+
+
+def _sampler_id(row: dict[str, Any]) -> int | None:
+    for name in SAMPLER_ID_NAMES:
+        value = row.get(name)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def sampling_rate(row: dict[str, Any], state: DomainState | None) -> int:
+    """In-record rate first, then the record's sampler table entry, then the domain's rate."""
+    rate = rate_from(row)
+    if rate:
+        return rate
+    if state is None:
+        return 1
+    sampler = _sampler_id(row)
+    if sampler is not None and sampler in state.samplers:
+        return state.samplers[sampler]
+    return state.sampling_rate or 1

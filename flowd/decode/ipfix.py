@@ -1,0 +1,142 @@
+"""IPFIX (RFC 7011), with RFC 7012 elements, RFC 5103 biflows and RFC 7133 data-link sections.
+
+A 16-byte message header (version 10, length, export time, sequence, observation domain) and
+Sets: id 2 templates, 3 options templates, from 256 data. A field specifier with the high bit
+of its element id set carries a 4-byte enterprise number (RFC 7011 section 3.2). A template
+record with no fields withdraws its template; template id 2 or 3 with none withdraws them all
+(section 8.1). The message length bounds everything; a stream of messages is split by it.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from flowd.decode.flowsets import MessageContext, decode_data_set, release_parked
+from flowd.decode.records import TemplateField, compile_template
+from flowd.decode.templates import TemplateCache
+from flowd.errors import DecodeError, TemplateError, TruncatedError
+from flowd.model import DecodeResult, Exporter, SoftError
+
+HEADER = struct.Struct("!HHIII")
+SET_HEADER = struct.Struct("!HH")
+TEMPLATE_SET_ID = 2
+OPTIONS_TEMPLATE_SET_ID = 3
+FIRST_DATA_SET_ID = 256
+ENTERPRISE_BIT = 0x8000
+MAX_FIELDS = 512
+
+
+def decode_ipfix(
+    data: bytes | memoryview, exporter: Exporter, templates: TemplateCache, received_at: float
+) -> DecodeResult:
+    """Decode every IPFIX message in `data` (one per datagram over UDP, several in a file)."""
+    result = DecodeResult(version=10)
+    pos = 0
+    while pos < len(data):
+        if len(data) - pos < HEADER.size:
+            raise TruncatedError("IPFIX message header truncated", offset=pos)
+        version, length, export_time, sequence, domain_id = HEADER.unpack_from(data, pos)
+        if version != 10 or length < HEADER.size:
+            raise DecodeError(f"bad IPFIX message header (version {version}, length {length})", offset=pos)
+        end = pos + length
+        if end > len(data):
+            result.errors.append(SoftError("truncated", f"message of {length} bytes, {len(data) - pos} received", pos))
+            end = len(data)
+        context = MessageContext(exporter, 10, domain_id, export_time, sequence, None, received_at)
+        _decode_sets(data, pos + HEADER.size, end, context, templates, result)
+        pos = end
+    if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
+        first = result.errors[0]
+        raise DecodeError(first.message, offset=first.offset, reason=first.reason)
+    return result
+
+
+def _decode_sets(
+    data: bytes | memoryview, pos: int, end: int, context: MessageContext, templates: TemplateCache, result: DecodeResult
+) -> None:
+    while end - pos >= SET_HEADER.size:
+        set_id, length = SET_HEADER.unpack_from(data, pos)
+        if length < SET_HEADER.size:
+            result.errors.append(SoftError("bad_set_length", f"set {set_id} declares {length} bytes", pos))
+            return
+        if pos + length > end:
+            result.errors.append(SoftError("truncated", f"set {set_id} of {length} bytes overruns the message", pos))
+            length = end - pos
+        body_start, body_end = pos + SET_HEADER.size, pos + length
+        try:
+            if set_id == TEMPLATE_SET_ID:
+                _parse_templates(data, body_start, body_end, context, templates, result, options=False)
+            elif set_id == OPTIONS_TEMPLATE_SET_ID:
+                _parse_templates(data, body_start, body_end, context, templates, result, options=True)
+            elif set_id >= FIRST_DATA_SET_ID:
+                decode_data_set(context, templates, set_id, data, body_start, body_end, result)
+            else:
+                result.errors.append(SoftError("reserved_set_id", f"set id {set_id} is reserved", pos))
+        except DecodeError as error:
+            result.errors.append(SoftError(error.reason, str(error), error.offset))
+        pos += length
+
+
+def _parse_templates(
+    data: bytes | memoryview,
+    start: int,
+    end: int,
+    context: MessageContext,
+    templates: TemplateCache,
+    result: DecodeResult,
+    *,
+    options: bool,
+) -> None:
+    pos = start
+    while end - pos >= 4:
+        template_id, field_count = SET_HEADER.unpack_from(data, pos)
+        pos += 4
+        if field_count == 0:
+            _withdraw(template_id, context, templates, result, options)
+            continue
+        scope_count = 0
+        if options:
+            if end - pos < 2:
+                raise TruncatedError(f"options template {template_id} lacks its scope count", offset=pos)
+            scope_count = struct.unpack_from("!H", data, pos)[0]
+            pos += 2
+            if scope_count == 0 or scope_count > field_count:
+                raise TemplateError(f"options template {template_id}: scope count {scope_count}", offset=pos)
+        if template_id < FIRST_DATA_SET_ID:
+            raise TemplateError(f"template id {template_id} is below 256", offset=pos)
+        if field_count > MAX_FIELDS:
+            raise TemplateError(f"template {template_id} has {field_count} fields", offset=pos)
+        fields = []
+        for _ in range(field_count):
+            if end - pos < 4:
+                raise TruncatedError(f"template {template_id} overruns its set", offset=pos)
+            element_id, length = SET_HEADER.unpack_from(data, pos)
+            pos += 4
+            pen = 0
+            if element_id & ENTERPRISE_BIT:
+                if end - pos < 4:
+                    raise TruncatedError(f"template {template_id}: enterprise number truncated", offset=pos)
+                pen = struct.unpack_from("!I", data, pos)[0]
+                pos += 4
+                element_id &= ~ENTERPRISE_BIT
+            fields.append(TemplateField(element_id, length, pen))
+        template = compile_template(template_id, tuple(fields), scope_count)
+        key = (context.exporter, 10, context.domain_id, template_id)
+        released = templates.put(key, template, context.received_at)
+        if released is None:
+            result.errors.append(SoftError("template_cap", f"template {template_id} refused: cache full", pos))
+            continue
+        result.templates_added += 1
+        if released:
+            release_parked(context, templates, template, released, result)
+
+
+def _withdraw(
+    template_id: int, context: MessageContext, templates: TemplateCache, result: DecodeResult, options: bool
+) -> None:
+    if template_id in (TEMPLATE_SET_ID, OPTIONS_TEMPLATE_SET_ID):
+        result.templates_withdrawn += templates.withdraw_domain(
+            context.exporter, 10, context.domain_id, template_id == OPTIONS_TEMPLATE_SET_ID
+        )
+    else:
+        result.templates_withdrawn += templates.withdraw((context.exporter, 10, context.domain_id, template_id))

@@ -1,0 +1,107 @@
+"""NetFlow version 9 (RFC 3954).
+
+A 20-byte header (version, count, sysUpTime, UNIX seconds, sequence, source id) and then
+FlowSets: id 0 holds templates, id 1 options templates, ids from 256 data. The source id joins
+the template key (RFC 3954 section 5.1). Each FlowSet is read inside its declared length and
+may end in padding; a damaged FlowSet is reported and the cursor moves to the next one.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from flowd.decode.flowsets import MessageContext, decode_data_set, release_parked
+from flowd.decode.records import TemplateField, compile_template
+from flowd.decode.templates import TemplateCache
+from flowd.errors import DecodeError, TemplateError, TruncatedError
+from flowd.model import DecodeResult, Exporter, SoftError
+
+HEADER = struct.Struct("!HHIIII")
+SET_HEADER = struct.Struct("!HH")
+TEMPLATE_SET_ID = 0
+OPTIONS_TEMPLATE_SET_ID = 1
+FIRST_DATA_SET_ID = 256
+MAX_FIELDS = 512
+
+
+def decode_netflow_v9(
+    data: bytes | memoryview, exporter: Exporter, templates: TemplateCache, received_at: float
+) -> DecodeResult:
+    if len(data) < HEADER.size:
+        raise TruncatedError(f"NetFlow v9 header needs {HEADER.size} bytes, datagram has {len(data)}", offset=0)
+    version, count, uptime_ms, unix_secs, sequence, source_id = HEADER.unpack_from(data, 0)
+    context = MessageContext(exporter, version, source_id, unix_secs, sequence, uptime_ms, received_at)
+    result = DecodeResult(version=9, declared_records=count)
+    pos = HEADER.size
+    end = len(data)
+    while end - pos >= SET_HEADER.size:
+        set_id, length = SET_HEADER.unpack_from(data, pos)
+        if length < SET_HEADER.size:
+            result.errors.append(SoftError("bad_set_length", f"FlowSet {set_id} declares {length} bytes", pos))
+            break
+        if pos + length > end:
+            result.errors.append(SoftError("truncated", f"FlowSet {set_id} of {length} bytes overruns the datagram", pos))
+            length = end - pos  # decode what is there: whole records only
+        body_start, body_end = pos + SET_HEADER.size, pos + length
+        try:
+            if set_id == TEMPLATE_SET_ID:
+                _parse_templates(data, body_start, body_end, context, templates, result, options=False)
+            elif set_id == OPTIONS_TEMPLATE_SET_ID:
+                _parse_templates(data, body_start, body_end, context, templates, result, options=True)
+            elif set_id >= FIRST_DATA_SET_ID:
+                decode_data_set(context, templates, set_id, data, body_start, body_end, result)
+            else:
+                result.errors.append(SoftError("reserved_set_id", f"FlowSet id {set_id} is reserved", pos))
+        except DecodeError as error:
+            result.errors.append(SoftError(error.reason, str(error), error.offset))
+        pos += length
+    if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
+        first = result.errors[0]
+        raise DecodeError(first.message, offset=first.offset, reason=first.reason)
+    return result
+
+
+def _parse_templates(
+    data: bytes | memoryview,
+    start: int,
+    end: int,
+    context: MessageContext,
+    templates: TemplateCache,
+    result: DecodeResult,
+    *,
+    options: bool,
+) -> None:
+    pos = start
+    minimum = 6 if options else 4
+    while end - pos >= minimum:
+        if options:
+            template_id, scope_bytes, option_bytes = struct.unpack_from("!HHH", data, pos)
+            pos += 6
+            if scope_bytes % 4 or option_bytes % 4:
+                raise TemplateError(f"options template {template_id}: lengths not multiples of 4", offset=pos)
+            scope_count, field_count = scope_bytes // 4, scope_bytes // 4 + option_bytes // 4
+        else:
+            template_id, field_count = SET_HEADER.unpack_from(data, pos)
+            pos += 4
+            scope_count = 0
+        if template_id < FIRST_DATA_SET_ID:
+            if template_id == 0 and field_count == 0:
+                return  # zero padding at the end of the set
+            raise TemplateError(f"template id {template_id} is below 256", offset=pos)
+        if field_count == 0 or field_count > MAX_FIELDS:
+            raise TemplateError(f"template {template_id} has {field_count} fields", offset=pos)
+        if pos + field_count * 4 > end:
+            raise TruncatedError(f"template {template_id} overruns its FlowSet", offset=pos)
+        fields = tuple(
+            TemplateField(*SET_HEADER.unpack_from(data, pos + 4 * index)) for index in range(field_count)
+        )
+        pos += field_count * 4
+        template = compile_template(template_id, fields, scope_count, netflow_v9=True)
+        key = (context.exporter, context.version, context.domain_id, template_id)
+        released = templates.put(key, template, context.received_at)
+        if released is None:
+            result.errors.append(SoftError("template_cap", f"template {template_id} refused: cache full", pos))
+            continue
+        result.templates_added += 1
+        if released:
+            release_parked(context, templates, template, released, result)

@@ -1,0 +1,270 @@
+"""Per-exporter template state: templates, parked data sets, sampling tables.
+
+Keyed by (exporter address and port, protocol version, observation domain or source id,
+template id), as RFC 7011 section 8 scopes templates to a transport session and domain. Time is
+an argument (the datagram's receive time), never read from a clock. Everything the network can
+grow is bounded: templates per exporter and in all, parked sets per key and in all.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowd.decode.records import CompiledTemplate, TemplateField, compile_template
+from flowd.model import Exporter
+
+TemplateKey = tuple[Exporter, int, int, int]
+"""(exporter, version, domain id, template id)."""
+DomainKey = tuple[Exporter, int, int]
+"""(exporter, version, domain id)."""
+
+TEMPLATE_TTL_S = 86_400.0
+MAX_TEMPLATES_PER_EXPORTER = 4_096
+MAX_TEMPLATES = 262_144
+MAX_PARKED_PER_KEY = 64
+MAX_PARKED_SETS = 16_384
+PARKED_TTL_S = 600.0
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(slots=True)
+class ParkedSet:
+    """A data set that arrived before its template, with the header context it needs."""
+
+    body: bytes
+    received_at: float
+    export_time: int
+    sequence: int
+    uptime_ms: int | None
+
+
+@dataclass(slots=True)
+class TemplateStats:
+    added: int = 0
+    redefined: int = 0
+    withdrawn: int = 0
+    expired: int = 0
+    rejected_over_cap: int = 0
+    parked: int = 0
+    unparked: int = 0
+    parked_dropped: int = 0
+    parked_expired: int = 0
+
+
+@dataclass(slots=True)
+class _Entry:
+    template: CompiledTemplate
+    version: int
+    seen_at: float
+
+
+@dataclass(slots=True)
+class DomainState:
+    """Options data that applies to later flow records of one exporter and domain."""
+
+    sampling_rate: int = 0
+    """Exporter-wide rate from options data (0: none announced)."""
+    samplers: dict[int, int] = field(default_factory=dict)
+    """Sampler or selector id -> rate, from sampler options tables."""
+    system_init_ms: int | None = None
+    """IPFIX systemInitTimeMilliseconds, for sysUpTime-relative timestamps."""
+
+
+class TemplateCache:
+    """Templates and related per-domain state for every exporter seen."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float = TEMPLATE_TTL_S,
+        max_per_exporter: int = MAX_TEMPLATES_PER_EXPORTER,
+        max_templates: int = MAX_TEMPLATES,
+        max_parked_per_key: int = MAX_PARKED_PER_KEY,
+        max_parked_sets: int = MAX_PARKED_SETS,
+        parked_ttl_s: float = PARKED_TTL_S,
+    ) -> None:
+        self.ttl_s = ttl_s
+        self.max_per_exporter = max_per_exporter
+        self.max_templates = max_templates
+        self.max_parked_per_key = max_parked_per_key
+        self.max_parked_sets = max_parked_sets
+        self.parked_ttl_s = parked_ttl_s
+        self.stats = TemplateStats()
+        self._templates: dict[TemplateKey, _Entry] = {}
+        self._per_exporter: dict[Exporter, int] = {}
+        self._parked: OrderedDict[TemplateKey, list[ParkedSet]] = OrderedDict()
+        self._parked_count = 0
+        self._domains: dict[DomainKey, DomainState] = {}
+
+    def __len__(self) -> int:
+        return len(self._templates)
+
+    @property
+    def parked_sets(self) -> int:
+        return self._parked_count
+
+    def get(self, key: TemplateKey, now: float) -> CompiledTemplate | None:
+        entry = self._templates.get(key)
+        if entry is None:
+            return None
+        if now - entry.seen_at > self.ttl_s:
+            self._remove(key)
+            self.stats.expired += 1
+            return None
+        return entry.template
+
+    def put(self, key: TemplateKey, template: CompiledTemplate, now: float) -> list[ParkedSet] | None:
+        """Learn or refresh a template. Returns the parked sets it releases, or None when refused."""
+        exporter = key[0]
+        old = self._templates.get(key)
+        if old is None:
+            if self._per_exporter.get(exporter, 0) >= self.max_per_exporter or len(self._templates) >= self.max_templates:
+                self.stats.rejected_over_cap += 1
+                return None
+            self._per_exporter[exporter] = self._per_exporter.get(exporter, 0) + 1
+            self.stats.added += 1
+        elif old.template.fields != template.fields or old.template.scope_count != template.scope_count:
+            self.stats.redefined += 1
+        else:
+            template = old.template  # a refresh: keep the compiled decoder
+        self._templates[key] = _Entry(template, key[1], now)
+        released = self._parked.pop(key, None)
+        if released:
+            self._parked_count -= len(released)
+            self.stats.unparked += len(released)
+            return released
+        return []
+
+    def withdraw(self, key: TemplateKey) -> int:
+        """RFC 7011 section 8.1: a template withdrawal; returns how many were removed."""
+        if key in self._templates:
+            self._remove(key)
+            self.stats.withdrawn += 1
+            return 1
+        return 0
+
+    def withdraw_domain(self, exporter: Exporter, version: int, domain_id: int, options: bool | None) -> int:
+        """Withdraw all (options) templates of a domain (template id 2 or 3 with no fields)."""
+        doomed = [
+            k
+            for k, e in self._templates.items()
+            if k[0] == exporter and k[1] == version and k[2] == domain_id and (options is None or e.template.is_options == options)
+        ]
+        for key in doomed:
+            self._remove(key)
+        self.stats.withdrawn += len(doomed)
+        return len(doomed)
+
+    def _remove(self, key: TemplateKey) -> None:
+        del self._templates[key]
+        count = self._per_exporter.get(key[0], 1) - 1
+        if count:
+            self._per_exporter[key[0]] = count
+        else:
+            self._per_exporter.pop(key[0], None)
+
+    def park(self, key: TemplateKey, parked: ParkedSet) -> bool:
+        """Hold a data set until its template arrives; False (and counted) when over the caps."""
+        queue = self._parked.get(key)
+        if queue is None:
+            if len(self._parked) >= self.max_parked_sets:
+                self.stats.parked_dropped += 1
+                return False
+            queue = self._parked[key] = []
+        if len(queue) >= self.max_parked_per_key:
+            queue.pop(0)
+            self._parked_count -= 1
+            self.stats.parked_dropped += 1
+        while self._parked_count >= self.max_parked_sets and self._parked:
+            oldest_key, oldest = next(iter(self._parked.items()))
+            oldest.pop(0)
+            self._parked_count -= 1
+            self.stats.parked_dropped += 1
+            if not oldest:
+                del self._parked[oldest_key]
+        queue = self._parked.setdefault(key, queue)
+        queue.append(parked)
+        self._parked_count += 1
+        self.stats.parked += 1
+        return True
+
+    def expire(self, now: float) -> int:
+        """Drop templates past their TTL and parked sets past theirs; returns the number dropped."""
+        stale = [k for k, e in self._templates.items() if now - e.seen_at > self.ttl_s]
+        for key in stale:
+            self._remove(key)
+        self.stats.expired += len(stale)
+        dropped = 0
+        for key in list(self._parked):
+            queue = self._parked[key]
+            kept = [p for p in queue if now - p.received_at <= self.parked_ttl_s]
+            dropped += len(queue) - len(kept)
+            if kept:
+                self._parked[key] = kept
+            else:
+                del self._parked[key]
+        self._parked_count -= dropped
+        self.stats.parked_expired += dropped
+        return len(stale) + dropped
+
+    def domain(self, key: DomainKey) -> DomainState:
+        state = self._domains.get(key)
+        if state is None:
+            if len(self._domains) >= self.max_templates:
+                self._domains.clear()
+            state = self._domains[key] = DomainState()
+        return state
+
+    def peek_domain(self, key: DomainKey) -> DomainState | None:
+        return self._domains.get(key)
+
+    def snapshot(self) -> dict[str, Any]:
+        """A JSON-able copy of every template and domain state, for restore after a restart."""
+        templates = [
+            {
+                "exporter": list(key[0]),
+                "version": key[1],
+                "domain": key[2],
+                "id": key[3],
+                "scope_count": entry.template.scope_count,
+                "fields": [[f.element_id, f.length, f.pen] for f in entry.template.fields],
+                "seen_at": entry.seen_at,
+            }
+            for key, entry in self._templates.items()
+        ]
+        domains = [
+            {
+                "exporter": list(key[0]),
+                "version": key[1],
+                "domain": key[2],
+                "sampling_rate": state.sampling_rate,
+                "samplers": [[k, v] for k, v in state.samplers.items()],
+                "system_init_ms": state.system_init_ms,
+            }
+            for key, state in self._domains.items()
+        ]
+        return {"format": SNAPSHOT_FORMAT, "templates": templates, "domains": domains}
+
+    def restore(self, snapshot: dict[str, Any]) -> int:
+        """Load a snapshot; returns the number of templates restored."""
+        if snapshot.get("format") != SNAPSHOT_FORMAT:
+            return 0
+        restored = 0
+        for item in snapshot.get("templates", []):
+            exporter = (str(item["exporter"][0]), int(item["exporter"][1]))
+            version = int(item["version"])
+            fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
+            template = compile_template(int(item["id"]), fields, int(item["scope_count"]), netflow_v9=version == 9)
+            key = (exporter, version, int(item["domain"]), int(item["id"]))
+            if self.put(key, template, float(item["seen_at"])) is not None:
+                restored += 1
+        for item in snapshot.get("domains", []):
+            exporter = (str(item["exporter"][0]), int(item["exporter"][1]))
+            state = self.domain((exporter, int(item["version"]), int(item["domain"])))
+            state.sampling_rate = int(item["sampling_rate"])
+            state.samplers = {int(k): int(v) for k, v in item["samplers"]}
+            state.system_init_ms = item["system_init_ms"]
+        self.stats.added -= restored
+        return restored

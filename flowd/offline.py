@@ -1,0 +1,65 @@
+"""`flowd decode`: files in, documents out, with a summary of what could not be decoded."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flowd.capture import read_datagrams
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.errors import DecodeError
+from flowd.model import DecodeResult
+from flowd.output.documents import flow_document
+
+
+@dataclass(slots=True)
+class DecodeSummary:
+    datagrams: int = 0
+    flows: int = 0
+    options: int = 0
+    templates: int = 0
+    parked_now: int = 0
+    failed_datagrams: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+
+    def describe(self) -> str:
+        reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.errors.items())) or "none"
+        return (
+            f"datagrams={self.datagrams} flows={self.flows} options={self.options} templates={self.templates} "
+            f"still_parked={self.parked_now} undecodable_datagrams={self.failed_datagrams} errors: {reasons}"
+        )
+
+
+def decode_results(paths: Iterable[str | Path], summary: DecodeSummary) -> Iterator[DecodeResult]:
+    """Decode every datagram of the files in order, through one template cache."""
+    templates = TemplateCache()
+    for path in paths:
+        for datagram in read_datagrams(path):
+            summary.datagrams += 1
+            try:
+                result = decode_datagram(datagram.payload, datagram.source, templates, datagram.timestamp)
+            except DecodeError as error:
+                summary.failed_datagrams += 1
+                summary.errors[error.reason] += 1
+                continue
+            summary.flows += len(result.flows)
+            summary.options += len(result.options)
+            summary.templates += result.templates_added
+            for soft in result.errors:
+                summary.errors[soft.reason] += 1
+            yield result
+    summary.parked_now = templates.parked_sets
+
+
+def decode_documents(
+    paths: Iterable[str | Path], summary: DecodeSummary, *, include_options: bool = False
+) -> Iterator[dict[str, Any]]:
+    for result in decode_results(paths, summary):
+        for record in result.flows:
+            yield flow_document(record)
+        if include_options:
+            for record in result.options:
+                yield flow_document(record)

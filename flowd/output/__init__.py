@@ -1,0 +1,1 @@
+"""Turning records into documents and getting documents to a sink."""

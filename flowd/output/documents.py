@@ -1,0 +1,197 @@
+"""FlowRecord -> ECS document (design.md section 4), as a flat dict with dotted keys.
+
+Flat keys are what Elasticsearch expands into objects anyway, and building them is the cheapest
+form in Python. Raw element values stay under `netflow.*`; the ECS fields are derived here once.
+Counters are scaled by the record's sampling rate; `flowd.raw_*` keep what the exporter sent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from flowd.model import KIND_NETFLOW_OPTIONS, KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, FlowRecord
+from flowd.output.timestamps import iso_from_ms
+
+TRANSPORTS = {1: "icmp", 2: "igmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah", 58: "ipv6-icmp", 89: "ospf", 132: "sctp"}
+_FORWARD_BYTES = ("octet_delta_count", "octet_total_count", "initiator_octets", "layer2_octet_delta_count")
+_FORWARD_PACKETS = ("packet_delta_count", "packet_total_count", "initiator_packets")
+_REVERSE_BYTES = ("reverse_octet_delta_count", "reverse_octet_total_count", "responder_octets")
+_REVERSE_PACKETS = ("reverse_packet_delta_count", "reverse_packet_total_count", "responder_packets")
+_START_ABSOLUTE = (
+    "flow_start_milliseconds",
+    "flow_start_seconds",
+    "flow_start_microseconds",
+    "flow_start_nanoseconds",
+)
+_END_ABSOLUTE = ("flow_end_milliseconds", "flow_end_seconds", "flow_end_microseconds", "flow_end_nanoseconds")
+_EVENT_TIME = ("observation_time_milliseconds", "observation_time_seconds", "event_time_milliseconds")
+"""ASA NSEL and other event exporters stamp records with an observation time instead of an end."""
+
+
+def _first(fields: dict[str, Any], names: tuple[str, ...]) -> Any:
+    for name in names:
+        value = fields.get(name)
+        if value is not None:
+            return value
+    return None
+
+
+def ecs_mac(mac: str) -> str:
+    """ECS writes MAC addresses upper-case with hyphens."""
+    return mac.replace(":", "-").upper()
+
+
+def flow_document(record: FlowRecord) -> dict[str, Any]:
+    """The index document for any record kind."""
+    if record.kind in (KIND_SFLOW_FLOW, KIND_SFLOW_COUNTERS):
+        from flowd.output.sflow_documents import sflow_document
+
+        return sflow_document(record)
+    return netflow_document(record)
+
+
+def netflow_document(record: FlowRecord) -> dict[str, Any]:
+    fields = record.fields
+    exporter_address, exporter_port = record.exporter
+    start_ms, end_ms = _flow_times(record)
+    options = record.kind == KIND_NETFLOW_OPTIONS
+    doc: dict[str, Any] = {
+        "@timestamp": iso_from_ms(_timestamp_ms(record, end_ms)),
+        "event.kind": "event",
+        "event.category": ["network"],
+        "event.type": ["info"] if options else ["connection"],
+        "event.action": record.kind,
+        "observer.ip": exporter_address,
+        "netflow.type": record.kind,
+        "netflow.exporter.address": f"{exporter_address}:{exporter_port}",
+        "netflow.exporter.version": record.version,
+        "netflow.exporter.source_id": record.domain_id,
+        "netflow.exporter.timestamp": iso_from_ms(record.export_time * 1000),
+    }
+    if record.uptime_ms is not None:
+        doc["netflow.exporter.uptime_millis"] = record.uptime_ms
+    for name, value in fields.items():
+        doc["netflow." + name] = value
+    if start_ms is not None:
+        doc["event.start"] = iso_from_ms(start_ms)
+    if end_ms is not None:
+        doc["event.end"] = iso_from_ms(end_ms)
+        if start_ms is not None and end_ms >= start_ms:
+            doc["event.duration"] = (end_ms - start_ms) * 1_000_000
+    if options:
+        return doc
+
+    source_ip = fields.get("source_ipv4_address") or fields.get("source_ipv6_address")
+    destination_ip = fields.get("destination_ipv4_address") or fields.get("destination_ipv6_address")
+    related = []
+    if source_ip is not None:
+        doc["source.ip"] = source_ip
+        related.append(source_ip)
+    if destination_ip is not None:
+        doc["destination.ip"] = destination_ip
+        if destination_ip != source_ip:
+            related.append(destination_ip)
+    if related:
+        doc["related.ip"] = related
+        doc["network.type"] = "ipv6" if ":" in related[0] else "ipv4"
+    source_port = fields.get("source_transport_port")
+    destination_port = fields.get("destination_transport_port")
+    if source_port is not None:
+        doc["source.port"] = source_port
+    if destination_port is not None:
+        doc["destination.port"] = destination_port
+    protocol = fields.get("protocol_identifier")
+    if protocol is not None:
+        doc["network.iana_number"] = str(protocol)
+        doc["network.transport"] = TRANSPORTS.get(protocol, str(protocol))
+
+    rate = record.sampling_rate
+    forward_bytes = _first(fields, _FORWARD_BYTES)
+    forward_packets = _first(fields, _FORWARD_PACKETS)
+    reverse_bytes = _first(fields, _REVERSE_BYTES)
+    reverse_packets = _first(fields, _REVERSE_PACKETS)
+    raw_bytes = (forward_bytes or 0) + (reverse_bytes or 0)
+    raw_packets = (forward_packets or 0) + (reverse_packets or 0)
+    if forward_bytes is not None:
+        doc["source.bytes"] = forward_bytes * rate
+    if forward_packets is not None:
+        doc["source.packets"] = forward_packets * rate
+    if reverse_bytes is not None:
+        doc["destination.bytes"] = reverse_bytes * rate
+    if reverse_packets is not None:
+        doc["destination.packets"] = reverse_packets * rate
+    doc["network.bytes"] = raw_bytes * rate
+    doc["network.packets"] = raw_packets * rate
+    doc["flowd.raw_bytes"] = raw_bytes
+    doc["flowd.raw_packets"] = raw_packets
+    doc["flowd.sampling_rate"] = rate
+
+    mac = fields.get("source_mac_address")
+    if mac is not None:
+        doc["source.mac"] = ecs_mac(mac)
+    mac = fields.get("destination_mac_address") or fields.get("post_destination_mac_address")
+    if mac is not None:
+        doc["destination.mac"] = ecs_mac(mac)
+    vlan = fields.get("vlan_id")
+    if vlan is not None:
+        doc["network.vlan.id"] = str(vlan)
+    ingress = fields.get("ingress_interface")
+    if ingress is not None:
+        doc["observer.ingress.interface.id"] = ingress
+    egress = fields.get("egress_interface")
+    if egress is not None:
+        doc["observer.egress.interface.id"] = egress
+    source_as = fields.get("bgp_source_as_number")
+    if source_as:
+        doc["source.as.number"] = source_as
+    destination_as = fields.get("bgp_destination_as_number")
+    if destination_as:
+        doc["destination.as.number"] = destination_as
+    doc["flow.id"] = flow_id(record.exporter[0], source_ip, source_port, destination_ip, destination_port, protocol)
+    return doc
+
+
+def flow_id(exporter: str, *five_tuple: Any) -> str:
+    """Stable id of a flow's 5-tuple as seen by one exporter (as Filebeat's `flow.id`)."""
+    key = "|".join(map(str, (exporter, *five_tuple))).encode()
+    return hashlib.blake2b(key, digest_size=8).hexdigest()
+
+
+def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
+    """Flow end; else the event time; else the export time; else when it was received."""
+    if end_ms is not None:
+        return end_ms
+    event_ms = _first(record.fields, _EVENT_TIME)
+    if isinstance(event_ms, int):
+        return event_ms
+    if record.export_time:
+        return record.export_time * 1000
+    return int(record.received_at * 1000)
+
+
+def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
+    """Absolute start and end in epoch ms, from absolute elements or sysUpTime-relative ones."""
+    fields = record.fields
+    start = _first(fields, _START_ABSOLUTE)
+    end = _first(fields, _END_ABSOLUTE)
+    if record.uptime_ms is not None:
+        boot_ms = record.export_time * 1000 - record.uptime_ms
+        if start is None:
+            relative = fields.get("flow_start_sys_up_time")
+            if relative is not None:
+                start = boot_ms + relative
+        if end is None:
+            relative = fields.get("flow_end_sys_up_time")
+            if relative is not None:
+                end = boot_ms + relative
+    export_ms = record.export_time * 1000
+    if start is None:
+        delta = fields.get("flow_start_delta_microseconds")
+        if delta is not None:
+            start = export_ms - delta // 1000
+    if end is None:
+        delta = fields.get("flow_end_delta_microseconds")
+        if delta is not None:
+            end = export_ms - delta // 1000
+    return start, end

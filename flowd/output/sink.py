@@ -1,0 +1,19 @@
+"""The interface every output implements: the pipeline hands it batches of documents."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Sink(Protocol):
+    """An output stage. `write` may await to apply backpressure; it never drops silently."""
+
+    async def start(self) -> None: ...
+
+    async def write(self, documents: list[dict[str, Any]]) -> None: ...
+
+    async def flush(self) -> None:
+        """Everything written so far is durable (indexed, spooled or on disk) when this returns."""
+        ...
+
+    async def close(self) -> None: ...
