@@ -24,6 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     run = commands.add_parser("run", help="serve until SIGTERM/SIGINT")
     run.add_argument("--config", help="TOML configuration file")
 
+    check = commands.add_parser("check-config", help="print the effective configuration and where each value came from")
+    check.add_argument("--config", help="TOML configuration file")
+
     args = parser.parse_args(argv)
     if args.command == "decode":
         return _decode(args)
@@ -31,8 +34,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flowd.server.app import run_server
 
         return run_server(args.config)
+    if args.command == "check-config":
+        return _check_config(args)
     parser.error(f"unknown command {args.command}")
     return 2
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from flowd.config import describe_settings, load_settings
+    from flowd.errors import ConfigError
+
+    try:
+        loaded = load_settings(args.config)
+    except ConfigError as error:
+        print(f"flowd: configuration error: {error}", file=sys.stderr)
+        return 2
+    print(describe_settings(loaded))
+    return 0
 
 
 def _decode(args: argparse.Namespace) -> int:

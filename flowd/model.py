@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 Exporter = tuple[str, int]
 """The datagram's source (address, port); the observation domain is kept apart."""
@@ -39,6 +40,79 @@ class FlowRecord:
     """Packet sampling rate the raw counters are to be scaled by (1: unsampled or unknown)."""
 
 
+class FlowList(Sequence[FlowRecord]):
+    """The records of one datagram, in order: single records and whole decoded data sets.
+
+    A data set decoded at once (a columnar batch) is kept as one part and only turned into
+    FlowRecords when somebody iterates it, so counting and batch-wise consumers pay nothing per
+    record.
+    """
+
+    __slots__ = ("_length", "_parts")
+
+    def __init__(self, records: Iterable[FlowRecord] = ()) -> None:
+        self._parts: list[Sequence[FlowRecord]] = []
+        self._length = 0
+        self.extend(records)
+
+    def append(self, record: FlowRecord) -> None:
+        if self._parts and isinstance(self._parts[-1], list):
+            self._parts[-1].append(record)
+        else:
+            self._parts.append([record])
+        self._length += 1
+
+    def extend(self, records: Iterable[FlowRecord]) -> None:
+        for record in records:
+            self.append(record)
+
+    def add_batch(self, batch: Sequence[FlowRecord]) -> None:
+        """Add a whole decoded set; it stays unmaterialised until iterated."""
+        if len(batch):
+            self._parts.append(batch)
+            self._length += len(batch)
+
+    @property
+    def parts(self) -> list[Sequence[FlowRecord]]:
+        return self._parts
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[FlowRecord]:
+        for part in self._parts:
+            yield from part
+
+    @overload
+    def __getitem__(self, index: int) -> FlowRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[FlowRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> FlowRecord | list[FlowRecord]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if index < 0:
+            index += self._length
+        if not 0 <= index < self._length:
+            raise IndexError(index)
+        for part in self._parts:
+            if index < len(part):
+                return part[index]
+            index -= len(part)
+        raise IndexError(index)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FlowList | list | tuple):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"FlowList({len(self)} records in {len(self._parts)} parts)"
+
+
 @dataclass(slots=True)
 class SoftError:
     """A problem inside a datagram that did not stop the rest of it from decoding."""
@@ -53,7 +127,7 @@ class DecodeResult:
     """What one datagram produced."""
 
     version: int
-    flows: list[FlowRecord] = field(default_factory=list)
+    flows: FlowList = field(default_factory=FlowList)
     """Flow records and sFlow samples, including parked records released by a new template."""
     options: list[FlowRecord] = field(default_factory=list)
     """Options records (sampling, interface and application tables)."""

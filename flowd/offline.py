@@ -12,6 +12,7 @@ from flowd.capture import read_datagrams
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.errors import DecodeError
 from flowd.model import DecodeResult
+from flowd.output.batch_documents import documents_for
 from flowd.output.documents import flow_document
 
 
@@ -58,8 +59,7 @@ def decode_documents(
     paths: Iterable[str | Path], summary: DecodeSummary, *, include_options: bool = False
 ) -> Iterator[dict[str, Any]]:
     for result in decode_results(paths, summary):
-        for record in result.flows:
-            yield flow_document(record)
+        yield from documents_for(result.flows)
         if include_options:
             for record in result.options:
                 yield flow_document(record)

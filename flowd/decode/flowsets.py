@@ -6,6 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy.typing as npt
+
+from flowd.decode.batch import RecordBatch
 from flowd.decode.records import CompiledTemplate
 from flowd.decode.templates import DomainState, ParkedSet, TemplateCache
 from flowd.errors import DecodeError
@@ -13,6 +16,9 @@ from flowd.model import KIND_NETFLOW_FLOW, KIND_NETFLOW_OPTIONS, DecodeResult, E
 
 SAMPLER_ID_NAMES = ("sampler_id", "flow_sampler_id", "selector_id")
 RATE_NAMES = ("sampling_interval", "sampler_random_interval", "flow_sampler_random_interval")
+SAMPLING_FIELD_NAMES = frozenset(
+    (*SAMPLER_ID_NAMES, *RATE_NAMES, "sampling_packet_interval", "sampling_size", "sampling_population")
+)
 
 
 @dataclass(slots=True)
@@ -41,13 +47,18 @@ def decode_data_set(
     key = (context.exporter, context.version, context.domain_id, template_id)
     template = templates.get(key, context.received_at)
     if template is None:
-        parked = ParkedSet(bytes(data[start:end]), context.received_at, context.export_time, context.sequence, context.uptime_ms)
+        parked = ParkedSet(
+            bytes(data[start:end]), context.received_at, context.export_time, context.sequence, context.uptime_ms
+        )
         if templates.park(key, parked):
             result.parked += 1
         else:
             result.errors.append(SoftError("parked_overflow", f"no room to park template {template_id}", start))
         return
-    emit_records(context, templates, template, template.decode_set(data, start, end), result)
+    if template.is_fixed and not template.is_options:
+        emit_batch(context, templates, template, template.decode_array(data, start, end), result)
+    else:
+        emit_records(context, templates, template, template.decode_set(data, start, end), result)
 
 
 def release_parked(
@@ -69,11 +80,12 @@ def release_parked(
             parked.received_at,
         )
         try:
-            rows = template.decode_set(parked.body, 0, len(parked.body))
+            if template.is_fixed and not template.is_options:
+                emit_batch(own, templates, template, template.decode_array(parked.body, 0, len(parked.body)), result)
+            else:
+                emit_records(own, templates, template, template.decode_set(parked.body, 0, len(parked.body)), result)
         except DecodeError as error:
             result.errors.append(SoftError(error.reason, f"parked set: {error}"))
-            continue
-        emit_records(own, templates, template, rows, result)
 
 
 def emit_records(
@@ -85,18 +97,49 @@ def emit_records(
 ) -> None:
     domain_key = (context.exporter, context.version, context.domain_id)
     if template.is_options:
-        state = templates.domain(domain_key)
+        options_state = templates.domain(domain_key)
         for row in rows:
-            apply_options(row, state)
+            apply_options(row, options_state)
             result.options.append(_record(KIND_NETFLOW_OPTIONS, context, template, row, context.uptime_ms, 1))
         return
-    state_or_none = templates.peek_domain(domain_key)
+    state = templates.peek_domain(domain_key)
     uptime_ms = context.uptime_ms
-    if uptime_ms is None and state_or_none is not None and state_or_none.system_init_ms is not None:
-        uptime_ms = context.export_time * 1000 - state_or_none.system_init_ms
+    if uptime_ms is None and state is not None and state.system_init_ms is not None:
+        uptime_ms = context.export_time * 1000 - state.system_init_ms
     flows = result.flows
     for row in rows:
-        flows.append(_record(KIND_NETFLOW_FLOW, context, template, row, uptime_ms, sampling_rate(row, state_or_none)))
+        flows.append(_record(KIND_NETFLOW_FLOW, context, template, row, uptime_ms, sampling_rate(row, state)))
+
+
+def emit_batch(
+    context: MessageContext,
+    templates: TemplateCache,
+    template: CompiledTemplate,
+    array: npt.NDArray[Any],
+    result: DecodeResult,
+) -> None:
+    """Flow records of a fixed-length set, kept columnar until somebody reads them."""
+    state = templates.peek_domain((context.exporter, context.version, context.domain_id))
+    uptime_ms = context.uptime_ms
+    if uptime_ms is None and state is not None and state.system_init_ms is not None:
+        uptime_ms = context.export_time * 1000 - state.system_init_ms
+    batch = RecordBatch(
+        template,
+        array,
+        kind=KIND_NETFLOW_FLOW,
+        exporter=context.exporter,
+        version=context.version,
+        received_at=context.received_at,
+        domain_id=context.domain_id,
+        sequence=context.sequence,
+        export_time=context.export_time,
+        uptime_ms=uptime_ms,
+    )
+    if SAMPLING_FIELD_NAMES.isdisjoint(template.names):
+        batch.rates = (state.sampling_rate or 1) if state is not None else 1
+    else:  # the rate (or the sampler it names) is in each record
+        batch.rates = [sampling_rate(row, state) for row in batch.rows()]
+    result.flows.add_batch(batch)
 
 
 def _record(

@@ -4,7 +4,7 @@ A 16-byte message header (version 10, length, export time, sequence, observation
 Sets: id 2 templates, 3 options templates, from 256 data. A field specifier with the high bit
 of its element id set carries a 4-byte enterprise number (RFC 7011 section 3.2). A template
 record with no fields withdraws its template; template id 2 or 3 with none withdraws them all
-(section 8.1). The message length bounds everything; a stream of messages is split by it.
+(section 8.1). The message length bounds everything.
 """
 
 from __future__ import annotations
@@ -29,22 +29,26 @@ MAX_FIELDS = 512
 def decode_ipfix(
     data: bytes | memoryview, exporter: Exporter, templates: TemplateCache, received_at: float
 ) -> DecodeResult:
-    """Decode every IPFIX message in `data` (one per datagram over UDP, several in a file)."""
+    """Decode the IPFIX message at the start of `data`.
+
+    RFC 7011 section 10.3.3 puts one message in each UDP datagram; bytes after the message's
+    declared length are reported, not decoded (TCP streams and IPFIX files are split into
+    messages by their readers before they get here).
+    """
+    if len(data) < HEADER.size:
+        raise TruncatedError("IPFIX message header truncated", offset=0)
+    version, length, export_time, sequence, domain_id = HEADER.unpack_from(data, 0)
+    if version != 10 or length < HEADER.size:
+        raise DecodeError(f"bad IPFIX message header (version {version}, length {length})", offset=0)
     result = DecodeResult(version=10)
-    pos = 0
-    while pos < len(data):
-        if len(data) - pos < HEADER.size:
-            raise TruncatedError("IPFIX message header truncated", offset=pos)
-        version, length, export_time, sequence, domain_id = HEADER.unpack_from(data, pos)
-        if version != 10 or length < HEADER.size:
-            raise DecodeError(f"bad IPFIX message header (version {version}, length {length})", offset=pos)
-        end = pos + length
-        if end > len(data):
-            result.errors.append(SoftError("truncated", f"message of {length} bytes, {len(data) - pos} received", pos))
-            end = len(data)
-        context = MessageContext(exporter, 10, domain_id, export_time, sequence, None, received_at)
-        _decode_sets(data, pos + HEADER.size, end, context, templates, result)
-        pos = end
+    end = length
+    if end > len(data):
+        result.errors.append(SoftError("truncated", f"message of {length} bytes, {len(data)} received", 0))
+        end = len(data)
+    elif end < len(data):
+        result.errors.append(SoftError("trailing_bytes", f"{len(data) - end} bytes after the message", end))
+    context = MessageContext(exporter, 10, domain_id, export_time, sequence, None, received_at)
+    _decode_sets(data, HEADER.size, end, context, templates, result)
     if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
         first = result.errors[0]
         raise DecodeError(first.message, offset=first.offset, reason=first.reason)
@@ -52,7 +56,12 @@ def decode_ipfix(
 
 
 def _decode_sets(
-    data: bytes | memoryview, pos: int, end: int, context: MessageContext, templates: TemplateCache, result: DecodeResult
+    data: bytes | memoryview,
+    pos: int,
+    end: int,
+    context: MessageContext,
+    templates: TemplateCache,
+    result: DecodeResult,
 ) -> None:
     while end - pos >= SET_HEADER.size:
         set_id, length = SET_HEADER.unpack_from(data, pos)

@@ -40,7 +40,9 @@ def decode_netflow_v9(
             result.errors.append(SoftError("bad_set_length", f"FlowSet {set_id} declares {length} bytes", pos))
             break
         if pos + length > end:
-            result.errors.append(SoftError("truncated", f"FlowSet {set_id} of {length} bytes overruns the datagram", pos))
+            result.errors.append(
+                SoftError("truncated", f"FlowSet {set_id} of {length} bytes overruns the datagram", pos)
+            )
             length = end - pos  # decode what is there: whole records only
         body_start, body_end = pos + SET_HEADER.size, pos + length
         try:
@@ -55,6 +57,9 @@ def decode_netflow_v9(
         except DecodeError as error:
             result.errors.append(SoftError(error.reason, str(error), error.offset))
         pos += length
+    found = result.templates_added + result.parked + len(result.flows) + len(result.options)
+    if found != count:  # RFC 3954 section 5.1: templates and records together
+        result.errors.append(SoftError("record_count_mismatch", f"header count {count}, found {found}", 0))
     if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
         first = result.errors[0]
         raise DecodeError(first.message, offset=first.offset, reason=first.reason)
@@ -92,9 +97,7 @@ def _parse_templates(
             raise TemplateError(f"template {template_id} has {field_count} fields", offset=pos)
         if pos + field_count * 4 > end:
             raise TruncatedError(f"template {template_id} overruns its FlowSet", offset=pos)
-        fields = tuple(
-            TemplateField(*SET_HEADER.unpack_from(data, pos + 4 * index)) for index in range(field_count)
-        )
+        fields = tuple(TemplateField(*SET_HEADER.unpack_from(data, pos + 4 * index)) for index in range(field_count))
         pos += field_count * 4
         template = compile_template(template_id, fields, scope_count, netflow_v9=True)
         key = (context.exporter, context.version, context.domain_id, template_id)

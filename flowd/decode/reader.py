@@ -18,7 +18,7 @@ _U64 = struct.Struct("!Q")
 class Reader:
     """Cursor over `data[start:end]`; reads never cross `end`."""
 
-    __slots__ = ("data", "pos", "end")
+    __slots__ = ("data", "end", "pos")
 
     def __init__(self, data: bytes | memoryview, start: int = 0, end: int | None = None) -> None:
         self.data = data

@@ -1,10 +1,10 @@
 """Templates compiled once into record decoders (RFC 3954 section 5, RFC 7011 section 3.4).
 
-A template whose fields all have fixed lengths becomes one `struct.Struct`; a data set is then
-decoded with `iter_unpack` and a handful of per-field conversions. Templates with variable-length
-fields (RFC 7011 section 7: a 1-byte length, or 255 followed by a 2-byte length) take a slower
-field-by-field path. Values are converted to what a document holds: ints, floats, address and MAC
-strings, text, hex for opaque octets, and epoch milliseconds for every absolute timestamp.
+Fixed-length templates decode a whole data set into one numpy structured array (design.md
+section 5); the per-record cost is paid only when records become documents, column by column.
+Templates with variable-length fields (RFC 7011 section 7: a 1-byte length, or 255 and a 2-byte
+length) take a record-by-record path. Values become what a document holds: ints, floats,
+address and MAC strings, text, hex for opaque octets, epoch milliseconds for absolute times.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from flowd.decode import fields as ie
 from flowd.errors import TruncatedError
@@ -70,42 +73,44 @@ def _ntp_to_ms(value: int) -> int:
     return (seconds - NTP_EPOCH_OFFSET_S) * 1000 + (fraction * 1000 >> 32)
 
 
-def _struct_code(kind: str, length: int) -> tuple[str, Converter | None]:
-    """The struct code for a fixed-length field and the conversion its value still needs."""
+IGNORED_NAMES = frozenset({"padding_octets"})
+"""RFC 7012 paddingOctets (210) only aligns records; it carries no information."""
+MPLS_LABEL = "mpls_label"
+"""Not an RFC 7012 type: label stack entries (RFC 3032, 3 bytes) decode to the 20-bit label."""
+
+
+def _mpls_label(raw: bytes) -> int:
+    return int.from_bytes(raw, "big") >> 4
+
+
+def _bytes_converter(kind: str, length: int) -> Converter:
+    """Conversion from the raw bytes of one field (variable-length fields and odd sizes)."""
+    if kind == MPLS_LABEL:
+        return _mpls_label
     if kind in (ie.UNSIGNED, ie.DATETIME_S, ie.DATETIME_MS, ie.DATETIME_US, ie.DATETIME_NS, ie.BOOLEAN):
-        code = {1: "B", 2: "H", 4: "I", 8: "Q"}.get(length)
-        post: Converter | None = None
+        if length > 8 or length == 0:
+            return hex_string
         if kind == ie.DATETIME_S:
-            post = _seconds_to_ms
-        elif kind in (ie.DATETIME_US, ie.DATETIME_NS) and length == 8:
-            post = _ntp_to_ms
-        elif kind == ie.BOOLEAN:
-            post = _boolean
-        if code is None:  # RFC 7011 section 6.2: reduced-size encoding of unsigned integers
-            return f"{length}s", _chain(_unsigned_from_bytes, post)
-        return code, post
-    if kind == ie.SIGNED:
-        code = {1: "b", 2: "h", 4: "i", 8: "q"}.get(length)
-        return (code, None) if code else (f"{length}s", _signed_from_bytes)
+            return lambda raw: int.from_bytes(raw, "big") * 1000
+        if kind in (ie.DATETIME_US, ie.DATETIME_NS) and length == 8:
+            return lambda raw: _ntp_to_ms(int.from_bytes(raw, "big"))
+        if kind == ie.BOOLEAN:
+            return lambda raw: int.from_bytes(raw, "big") == 1  # RFC 7011 section 6.1.5: 2 is false
+        return _unsigned_from_bytes  # includes reduced-size encoding (RFC 7011 section 6.2)
+    if kind == ie.SIGNED and 0 < length <= 8:
+        return _signed_from_bytes
     if kind == ie.FLOAT and length in (4, 8):
-        return ("f" if length == 4 else "d"), None
+        single = struct.Struct("!f" if length == 4 else "!d")
+        return lambda raw: single.unpack(raw)[0]
     if kind == ie.IPV4 and length == 4:
-        return "4s", ipv4_string
+        return ipv4_string
     if kind == ie.IPV6 and length == 16:
-        return "16s", ipv6_string
+        return ipv6_string
     if kind == ie.MAC and length == 6:
-        return "6s", mac_string
+        return mac_string
     if kind == ie.STRING:
-        return f"{length}s", text_string
-    return f"{length}s", hex_string
-
-
-def _seconds_to_ms(value: int) -> int:
-    return value * 1000
-
-
-def _boolean(value: int) -> bool:
-    return value == 1  # RFC 7011 section 6.1.5: 1 is true, 2 is false
+        return text_string
+    return hex_string
 
 
 def _unsigned_from_bytes(raw: bytes) -> int:
@@ -116,39 +121,63 @@ def _signed_from_bytes(raw: bytes) -> int:
     return int.from_bytes(raw, "big", signed=True)
 
 
-def _chain(first: Converter, second: Converter | None) -> Converter:
-    if second is None:
-        return first
-    return lambda value: second(first(value))
+_NUMERIC_KINDS = (ie.UNSIGNED, ie.DATETIME_S, ie.DATETIME_MS, ie.DATETIME_US, ie.DATETIME_NS, ie.BOOLEAN)
 
 
-def _bytes_converter(kind: str, length: int) -> Converter:
-    """Conversion from the raw bytes of one field (the variable-length path)."""
-    code, post = _struct_code(kind, length)
-    if code.endswith("s"):
-        return post or bytes
-    single = struct.Struct("!" + code)
+def _numpy_format(kind: str, length: int) -> str:
+    """The big-endian numpy format a fixed-length field is read as; `V<n>` means raw bytes."""
+    if kind in _NUMERIC_KINDS or kind == ie.IPV4:
+        if length in (1, 2, 4, 8) and (kind != ie.IPV4 or length == 4):
+            return ">u" + str(length)
+    elif kind == ie.SIGNED and length in (1, 2, 4, 8):
+        return ">i" + str(length)
+    elif kind == ie.FLOAT and length in (4, 8):
+        return ">f" + str(length)
+    return f"V{length}"
 
-    def convert(raw: bytes) -> Any:
-        value = single.unpack(raw)[0]
-        return post(value) if post else value
 
-    return convert
+def column_values(kind: str, length: int, column: npt.NDArray[Any]) -> list[Any]:
+    """One field of every record of a set, as the Python values a document holds."""
+    if column.dtype.kind == "V":
+        raw = column.tobytes()
+        convert = _bytes_converter(kind, length)
+        if kind in (ie.IPV6, ie.MAC, ie.STRING):  # repeated values: convert each distinct one once
+            chunks = [raw[i : i + length] for i in range(0, len(raw), length)]
+            distinct = {chunk: convert(chunk) for chunk in set(chunks)}
+            return [distinct[chunk] for chunk in chunks]
+        return [convert(raw[i : i + length]) for i in range(0, len(raw), length)]
+    if kind == ie.IPV4:
+        values = column.tolist()
+        names = {value: ipv4_string(value.to_bytes(4, "big")) for value in set(values)}
+        return [names[value] for value in values]
+    if kind == ie.DATETIME_S:
+        return (column.astype(np.int64) * 1000).tolist()  # type: ignore[no-any-return]
+    if kind in (ie.DATETIME_US, ie.DATETIME_NS) and length == 8:
+        seconds = (column >> np.uint64(32)).astype(np.int64) - NTP_EPOCH_OFFSET_S
+        fraction = (column & np.uint64(0xFFFFFFFF)) * np.uint64(1000) >> np.uint64(32)
+        return (seconds * 1000 + fraction.astype(np.int64)).tolist()  # type: ignore[no-any-return]
+    if kind == ie.BOOLEAN:
+        return [value == 1 for value in column.tolist()]
+    return column.tolist()  # type: ignore[no-any-return]
 
 
 class CompiledTemplate:
-    """A template ready to decode data records; built once per template (re)definition."""
+    """A template ready to decode data records; built once per template (re)definition.
+
+    Fixed-length templates read a whole set as one numpy structured array (`decode_array`);
+    templates with variable-length fields are read record by record.
+    """
 
     __slots__ = (
-        "template_id",
+        "_slow",
+        "columns",
+        "dtype",
         "fields",
-        "scope_count",
+        "min_length",
         "names",
         "record_length",
-        "min_length",
-        "_struct",
-        "_post",
-        "_slow",
+        "scope_count",
+        "template_id",
     )
 
     def __init__(
@@ -165,8 +194,8 @@ class CompiledTemplate:
         self.names = names
         variable = any(f.length == VARIABLE_LENGTH for f in template_fields)
         self.min_length = sum(1 if f.length == VARIABLE_LENGTH else f.length for f in template_fields)
-        self._struct: struct.Struct | None = None
-        self._post: list[tuple[int, Converter]] = []
+        self.dtype: np.dtype[Any] | None = None
+        self.columns: list[tuple[str, str, int]] = []
         self._slow: list[tuple[str, int, Converter]] = []
         if variable:
             self.record_length = 0
@@ -176,48 +205,54 @@ class CompiledTemplate:
             ]
             return
         self.record_length = self.min_length
-        codes = []
-        kept_names = []
+        formats: list[str] = []
+        offsets: list[int] = []
+        offset = 0
         for name, f, kind in zip(names, template_fields, kinds, strict=True):
-            if f.length == 0:  # zero-length fields carry no value (tshark shows them empty)
-                continue
-            code, post = _struct_code(kind, f.length)
-            if post is not None:
-                self._post.append((len(codes), post))
-            codes.append(code)
-            kept_names.append(name)
-        self.names = tuple(kept_names)
-        self._struct = struct.Struct("!" + "".join(codes))
+            if f.length and name not in IGNORED_NAMES:  # zero-length fields carry no value
+                self.columns.append((name, kind, f.length))
+                formats.append(_numpy_format(kind, f.length))
+                offsets.append(offset)
+            offset += f.length
+        self.names = tuple(column[0] for column in self.columns)
+        if self.record_length:
+            self.dtype = np.dtype(
+                {"names": list(self.names), "formats": formats, "offsets": offsets, "itemsize": self.record_length}
+            )
 
     @property
     def is_options(self) -> bool:
         return self.scope_count > 0
 
-    def decode_set(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
-        """Every record in a data set body; trailing bytes shorter than a record are padding."""
-        if self._struct is not None:
-            return self._decode_fixed(data, start, end)
-        return self._decode_variable(data, start, end)
+    @property
+    def is_fixed(self) -> bool:
+        return self.dtype is not None
 
-    def _decode_fixed(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
-        size = self.record_length
-        if size == 0:
+    def decode_array(self, data: bytes | memoryview, start: int, end: int) -> npt.NDArray[Any]:
+        """Every record of a fixed-length set at once; trailing bytes shorter than a record are padding."""
+        assert self.dtype is not None
+        count = (end - start) // self.record_length
+        return np.frombuffer(data, dtype=self.dtype, count=count, offset=start)
+
+    def column_lists(self, array: npt.NDArray[Any]) -> dict[str, list[Any]]:
+        """Each field of every record of a decoded array, as document values."""
+        return {name: column_values(kind, length, array[name]) for name, kind, length in self.columns}
+
+    def rows(self, array: npt.NDArray[Any]) -> list[dict[str, Any]]:
+        """Records of a decoded array as dicts of document values."""
+        if not len(array):
             return []
-        count = (end - start) // size
-        assert self._struct is not None
-        body = memoryview(data)[start : start + count * size]
         names = self.names
-        post = self._post
-        records = []
-        for values in self._struct.iter_unpack(body):
-            if post:
-                row = list(values)
-                for index, convert in post:
-                    row[index] = convert(row[index])
-                records.append(dict(zip(names, row, strict=True)))
-            else:
-                records.append(dict(zip(names, values, strict=True)))
-        return records
+        columns = self.column_lists(array)
+        return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
+
+    def decode_set(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
+        """Every record in a data set body, as dicts."""
+        if self.dtype is not None:
+            return self.rows(self.decode_array(data, start, end))
+        if self._slow:
+            return self._decode_variable(data, start, end)
+        return []
 
     def _decode_variable(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
         records = []
@@ -274,13 +309,16 @@ def compile_template(
         else:
             spec = ie.field_spec(f.pen, f.element_id)
         name = spec.name
+        kind = spec.type
+        if f.length == 3 and "label_stack_section" in name:
+            kind = MPLS_LABEL
         if name in seen:  # repeated IEs (e.g. several MPLS labels of one id): keep each, numbered
             seen[name] += 1
             name = f"{name}_{seen[name]}"
         else:
             seen[name] = 1
         names.append(name)
-        kinds.append(spec.type)
+        kinds.append(kind)
     return CompiledTemplate(template_id, template_fields, tuple(names), tuple(kinds), scope_count)
 
 

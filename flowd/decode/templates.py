@@ -120,7 +120,10 @@ class TemplateCache:
         exporter = key[0]
         old = self._templates.get(key)
         if old is None:
-            if self._per_exporter.get(exporter, 0) >= self.max_per_exporter or len(self._templates) >= self.max_templates:
+            if (
+                self._per_exporter.get(exporter, 0) >= self.max_per_exporter
+                or len(self._templates) >= self.max_templates
+            ):
                 self.stats.rejected_over_cap += 1
                 return None
             self._per_exporter[exporter] = self._per_exporter.get(exporter, 0) + 1
@@ -150,7 +153,10 @@ class TemplateCache:
         doomed = [
             k
             for k, e in self._templates.items()
-            if k[0] == exporter and k[1] == version and k[2] == domain_id and (options is None or e.template.is_options == options)
+            if k[0] == exporter
+            and k[1] == version
+            and k[2] == domain_id
+            and (options is None or e.template.is_options == options)
         ]
         for key in doomed:
             self._remove(key)

@@ -1,0 +1,99 @@
+"""Template cache policy: caps, TTL, parking bounds and snapshot/restore, with time as an argument."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.decode.records import TemplateField, compile_template
+from flowd.decode.templates import ParkedSet
+from flowd.errors import DecodeError
+from tests.test_ipfix_features import V4_TEMPLATE, ipfix_message, ipfix_set, v4_record
+
+EXPORTER = ("192.0.2.9", 4739)
+
+
+def _template(template_id: int) -> bytes:
+    return struct.pack("!HHHH", template_id, 1, 8, 4)
+
+
+def test_per_exporter_cap_refuses_and_counts() -> None:
+    cache = TemplateCache(max_per_exporter=10)
+    flood = ipfix_message(ipfix_set(2, b"".join(_template(256 + i) for i in range(50))))
+    result = decode_datagram(flood, EXPORTER, cache, 0.0)
+    assert len(cache) == 10 and result.templates_added == 10
+    assert cache.stats.rejected_over_cap == 40
+    assert sum(e.reason == "template_cap" for e in result.errors) == 40
+    other = decode_datagram(ipfix_message(ipfix_set(2, _template(256))), ("192.0.2.10", 4739), cache, 0.0)
+    assert other.templates_added == 1  # one noisy exporter does not starve the others
+
+
+def test_global_cap() -> None:
+    cache = TemplateCache(max_templates=5)
+    refused = 0
+    for port in range(10):
+        try:
+            decode_datagram(ipfix_message(ipfix_set(2, _template(256))), ("192.0.2.1", 1000 + port), cache, 0.0)
+        except DecodeError as error:  # a datagram whose only content was refused
+            assert error.reason == "template_cap"
+            refused += 1
+    assert len(cache) == 5 and refused == 5
+
+
+def test_ttl_expires_templates_by_receive_time() -> None:
+    cache = TemplateCache(ttl_s=100.0)
+    decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), EXPORTER, cache, 0.0)
+    data = ipfix_message(ipfix_set(256, v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4)))
+    assert len(decode_datagram(data, EXPORTER, cache, 99.0).flows) == 1
+    assert decode_datagram(data, EXPORTER, cache, 201.0).flows == []
+    assert cache.stats.expired == 1
+
+
+def test_parking_is_bounded_per_key_and_globally() -> None:
+    cache = TemplateCache(max_parked_per_key=3, max_parked_sets=5)
+    key = (EXPORTER, 10, 0, 256)
+    for number in range(10):
+        cache.park(key, ParkedSet(bytes([number]), float(number), 0, number, None))
+    assert cache.parked_sets == 3 and cache.stats.parked_dropped == 7
+    for template_id in range(300, 310):
+        cache.park((EXPORTER, 10, 0, template_id), ParkedSet(b"x", 0.0, 0, 0, None))
+    assert cache.parked_sets <= 5
+
+
+def test_parked_sets_expire() -> None:
+    cache = TemplateCache(parked_ttl_s=10.0)
+    cache.park((EXPORTER, 10, 0, 256), ParkedSet(b"x", 0.0, 0, 0, None))
+    assert cache.expire(5.0) == 0
+    assert cache.expire(20.0) == 1 and cache.parked_sets == 0 and cache.stats.parked_expired == 1
+
+
+def test_snapshot_restore_round_trip_decodes_after_restart() -> None:
+    cache = TemplateCache()
+    opt = struct.pack("!HHH", 400, 2, 1) + struct.pack("!HHHH", 149, 4, 34, 4)
+    decode_datagram(
+        ipfix_message(ipfix_set(2, V4_TEMPLATE), ipfix_set(3, opt), ipfix_set(400, struct.pack("!II", 1, 100))),
+        EXPORTER,
+        cache,
+        0.0,
+    )
+    snapshot = json.loads(json.dumps(cache.snapshot()))
+    restarted = TemplateCache()
+    assert restarted.restore(snapshot) == 2
+    data = ipfix_message(ipfix_set(256, v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 7, 1)))
+    (record,) = decode_datagram(data, EXPORTER, restarted, 1.0).flows
+    assert record.fields["source_ipv4_address"] == "10.0.0.1"
+    assert record.sampling_rate == 100  # the sampling options state came back too
+
+
+def test_refresh_keeps_compiled_template_and_redefinition_counts() -> None:
+    cache = TemplateCache()
+    key = (EXPORTER, 10, 0, 256)
+    first = compile_template(256, (TemplateField(8, 4),))
+    cache.put(key, first, 0.0)
+    cache.put(key, compile_template(256, (TemplateField(8, 4),)), 1.0)
+    assert cache.get(key, 1.0) is first
+    cache.put(key, compile_template(256, (TemplateField(12, 4),)), 2.0)
+    assert cache.stats.redefined == 1
+    template = cache.get(key, 2.0)
+    assert template is not None and template.names == ("destination_ipv4_address",)
