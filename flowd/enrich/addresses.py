@@ -1,0 +1,134 @@
+"""Facts about an address that need no database: its class, whether it is internal, its packed form.
+
+Address classes follow the IANA special-purpose registries (RFC 6890 and its updates): private
+(RFC 1918, ULA RFC 4193), loopback, link-local (RFC 3927, RFC 4291), CGNAT shared space
+(RFC 6598, 100.64.0.0/10), documentation (RFC 5737, RFC 3849 2001:db8::/32, RFC 9637 3fff::/20),
+multicast, and the rest. Only `public` addresses are worth a GeoIP lookup.
+
+`network.direction` and `flow.locality` compare both ends with the operator's internal networks,
+as Filebeat's netflow input and ECS describe them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from dataclasses import dataclass
+
+from flowd.enrich.cache import Clock, TtlLruCache
+from flowd.errors import ConfigError
+
+PUBLIC = "public"
+
+_V4_CLASSES: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
+    (ipaddress.IPv4Network(net), label)
+    for net, label in (
+        ("0.0.0.0/8", "unspecified"),
+        ("127.0.0.0/8", "loopback"),
+        ("10.0.0.0/8", "private"),
+        ("172.16.0.0/12", "private"),
+        ("192.168.0.0/16", "private"),
+        ("100.64.0.0/10", "cgnat"),
+        ("169.254.0.0/16", "link_local"),
+        ("192.0.2.0/24", "documentation"),
+        ("198.51.100.0/24", "documentation"),
+        ("203.0.113.0/24", "documentation"),
+        ("224.0.0.0/4", "multicast"),
+        ("255.255.255.255/32", "broadcast"),
+        ("240.0.0.0/4", "reserved"),
+        ("192.0.0.0/24", "reserved"),
+        ("198.18.0.0/15", "reserved"),
+    )
+)
+_V6_CLASSES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
+    (ipaddress.IPv6Network(net), label)
+    for net, label in (
+        ("::/128", "unspecified"),
+        ("::1/128", "loopback"),
+        ("fe80::/10", "link_local"),
+        ("fc00::/7", "private"),
+        ("2001:db8::/32", "documentation"),
+        ("3fff::/20", "documentation"),
+        ("ff00::/8", "multicast"),
+    )
+)
+_V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+
+
+def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """`public`, or the special-purpose class the address belongs to."""
+    if isinstance(address, ipaddress.IPv6Address):
+        mapped = address.ipv4_mapped
+        if mapped is not None:
+            return classify_address(mapped)
+        for network6, label in _V6_CLASSES:
+            if address in network6:
+                return label
+        # Outside 2000::/3 nothing is allocated for global unicast (RFC 4291 section 2.4).
+        return PUBLIC if address in _V6_GLOBAL_UNICAST else "reserved"
+    for network4, label in _V4_CLASSES:
+        if address in network4:
+            return label
+    return PUBLIC
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFacts:
+    packed: bytes
+    """Network-order bytes (4 or 16), for the Community ID hash."""
+    address_class: str
+    internal: bool
+
+
+INVALID = AddressFacts(b"", "invalid", False)
+
+
+def parse_networks(networks: list[str], setting: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    parsed = []
+    for text in networks:
+        try:
+            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as error:
+            raise ConfigError(f"enrich.{setting}: {text!r} is not a network: {error}") from error
+    return tuple(parsed)
+
+
+class AddressClassifier:
+    """Cached `AddressFacts` per address string."""
+
+    def __init__(self, internal_networks: list[str], cache_size: int = 65_536, clock: Clock = time.monotonic) -> None:
+        self.internal_networks = parse_networks(internal_networks, "internal_networks")
+        self.cache: TtlLruCache[str, AddressFacts] = TtlLruCache(cache_size, 86_400.0, clock, "address_facts")
+        self.invalid = 0
+
+    def facts(self, address: str, now: float) -> AddressFacts:
+        cached = self.cache.get(address, now)
+        if cached is not None:
+            return cached
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            self.invalid += 1
+            return INVALID
+        lookup = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped else parsed
+        internal = any(lookup in network for network in self.internal_networks)
+        facts = AddressFacts(parsed.packed, classify_address(parsed), internal)
+        self.cache.put(address, facts, now)
+        return facts
+
+    def stats(self) -> dict[str, int]:
+        return {**self.cache.stats(), "address_invalid": self.invalid}
+
+
+def network_direction(source_internal: bool | None, destination_internal: bool | None) -> str:
+    """ECS `network.direction` from the internal/external status of both ends (None: unknown)."""
+    if source_internal is None or destination_internal is None:
+        return "unknown"
+    if source_internal:
+        return "internal" if destination_internal else "outbound"
+    return "inbound" if destination_internal else "external"
+
+
+def flow_locality(source_internal: bool, destination_internal: bool) -> str:
+    """Filebeat's `flow.locality`: internal only when both ends are."""
+    return "internal" if source_internal and destination_internal else "external"

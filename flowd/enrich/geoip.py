@@ -1,0 +1,226 @@
+"""GeoIP and ASN lookups over MaxMind-format databases (GeoIP2/GeoLite2 City, Country, ASN, ISP).
+
+Each configured database is a `ReloadingDatabase`: opened with `geoip2`, and re-opened when the
+file on disk changes (its mtime or size), checked at most every `check_interval_s`, so a weekly
+`geoipupdate` takes effect without a restart. A database that fails to open keeps the previous
+one serving. Readers map the file, so a database must be replaced by renaming a new file over
+it (as geoipupdate does), never rewritten in place. Only `public` addresses are looked up (see
+`addresses.py`); results are cached per address as the ready-made `source.*` and
+`destination.*` fields, and the cache is cleared when any database is reloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import geoip2.database
+import geoip2.errors
+import maxminddb
+
+from flowd.config import EnrichSettings
+from flowd.enrich.addresses import PUBLIC
+from flowd.enrich.cache import Clock, TtlLruCache
+
+log = logging.getLogger(__name__)
+
+GEOIP_CACHE_TTL_S = 3_600.0
+RELOAD_CHECK_INTERVAL_S = 60.0
+
+Fields = dict[str, Any]
+GeoFields = tuple[Fields, Fields]
+"""(source.* fields, destination.* fields) for one address."""
+
+NO_FIELDS: GeoFields = ({}, {})
+
+
+class ReloadingDatabase:
+    """One MaxMind database file, re-opened when it is replaced on disk."""
+
+    def __init__(self, path: str, check_interval_s: float = RELOAD_CHECK_INTERVAL_S) -> None:
+        self.path = path
+        self.check_interval_s = check_interval_s
+        self.reader: geoip2.database.Reader | None = None
+        self.database_type = ""
+        self._signature: tuple[int, int] | None = None
+        self._next_check = float("-inf")
+        self.reloads = 0
+        self.load_errors = 0
+        self._open()
+
+    def _open(self) -> bool:
+        try:
+            stat = os.stat(self.path)
+            signature = (stat.st_mtime_ns, stat.st_size)
+            if signature == self._signature:
+                return False
+            reader = geoip2.database.Reader(self.path)
+        except (OSError, ValueError, maxminddb.InvalidDatabaseError) as error:
+            # A half-written or corrupt file keeps the old reader serving.
+            self.load_errors += 1
+            log.warning("GeoIP database %s not loaded: %s", self.path, error)
+            return False
+        old, self.reader = self.reader, reader
+        self.database_type = reader.metadata().database_type
+        self._signature = signature
+        if old is not None:
+            old.close()
+            self.reloads += 1
+            log.info("GeoIP database %s reloaded (%s)", self.path, self.database_type)
+        return True
+
+    def maybe_reload(self, now: float) -> bool:
+        """Re-open the file if it changed; stats it at most every `check_interval_s`. True if reloaded."""
+        if now < self._next_check:
+            return False
+        self._next_check = now + self.check_interval_s
+        return self._open()
+
+    def lookup(self, address: str) -> Any:
+        """The geoip2 model for the address, or None when it is not in the database."""
+        reader = self.reader
+        if reader is None:
+            return None
+        kind = self.database_type
+        try:
+            if "City" in kind:
+                return reader.city(address)
+            if "Country" in kind:
+                return reader.country(address)
+            if "ASN" in kind:
+                return reader.asn(address)
+            if "ISP" in kind:
+                return reader.isp(address)
+            if "Enterprise" in kind:
+                return reader.enterprise(address)
+        except (geoip2.errors.AddressNotFoundError, ValueError):
+            return None
+        except maxminddb.InvalidDatabaseError as error:
+            self.load_errors += 1
+            log.warning("GeoIP database %s is corrupt: %s", self.path, error)
+            return None
+        return None
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+def _geo_fields(model: Any) -> Fields:
+    fields: Fields = {}
+    country = model.country
+    if country.iso_code:
+        fields["geo.country_iso_code"] = country.iso_code
+    if country.name:
+        fields["geo.country_name"] = country.name
+    if model.continent.name:
+        fields["geo.continent_name"] = model.continent.name
+    city = getattr(model, "city", None)
+    if city is not None and city.name:
+        fields["geo.city_name"] = city.name
+    subdivisions = getattr(model, "subdivisions", None)
+    if subdivisions:
+        region = subdivisions.most_specific.name
+        if region:
+            fields["geo.region_name"] = region
+    location = getattr(model, "location", None)
+    if location is not None and location.latitude is not None and location.longitude is not None:
+        fields["geo.location"] = {"lat": location.latitude, "lon": location.longitude}
+    return fields
+
+
+def _as_fields(model: Any) -> Fields:
+    fields: Fields = {}
+    number = model.autonomous_system_number
+    if number is not None:
+        fields["as.number"] = number
+    organization = model.autonomous_system_organization
+    if organization:
+        fields["as.organization.name"] = organization
+    return fields
+
+
+class GeoIpLookup:
+    """Geo and AS fields per address from the configured databases, cached."""
+
+    def __init__(
+        self,
+        settings: EnrichSettings,
+        clock: Clock = time.monotonic,
+        reload_check_s: float = RELOAD_CHECK_INTERVAL_S,
+        cache_ttl_s: float = GEOIP_CACHE_TTL_S,
+    ) -> None:
+        self.geo_databases: list[ReloadingDatabase] = []
+        self.as_databases: list[ReloadingDatabase] = []
+        if settings.geoip_lookup:
+            # City carries everything Country does; Country is the fallback when City is absent.
+            for path in (settings.geoip_city_db, settings.geoip_country_db):
+                if path:
+                    self.geo_databases.append(ReloadingDatabase(path, reload_check_s))
+        if settings.asn_lookup:
+            for path in (settings.geoip_asn_db, settings.geoip_isp_db):
+                if path:
+                    self.as_databases.append(ReloadingDatabase(path, reload_check_s))
+        self.cache: TtlLruCache[str, GeoFields] = TtlLruCache(settings.geoip_cache_size, cache_ttl_s, clock, "geoip")
+        self.lookups = 0
+        self.not_found = 0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.geo_databases or self.as_databases)
+
+    def maybe_reload(self, now: float) -> bool:
+        """Reload changed databases (see `ReloadingDatabase`); True if any was, and the cache is cleared."""
+        reloaded = False
+        for database in (*self.geo_databases, *self.as_databases):
+            reloaded |= database.maybe_reload(now)
+        if reloaded:
+            self.cache.clear()
+        return reloaded
+
+    def lookup(self, address: str, address_class: str = PUBLIC, now: float | None = None) -> GeoFields:
+        """Ready-made (source.*, destination.*) fields; empty for non-public addresses or no match."""
+        if address_class != PUBLIC or not self.enabled:
+            return NO_FIELDS
+        cached = self.cache.get(address, now)
+        if cached is not None:
+            return cached
+        self.lookups += 1
+        fields: Fields = {}
+        for database in self.geo_databases:
+            model = database.lookup(address)
+            if model is not None:
+                fields.update(_geo_fields(model))
+                break
+        for database in self.as_databases:
+            model = database.lookup(address)
+            if model is not None and model.autonomous_system_number is not None:
+                fields.update(_as_fields(model))
+                break
+        if not fields:
+            self.not_found += 1
+            result = NO_FIELDS
+        else:
+            result = (
+                {"source." + key: value for key, value in fields.items()},
+                {"destination." + key: value for key, value in fields.items()},
+            )
+        self.cache.put(address, result, now)
+        return result
+
+    def stats(self) -> dict[str, int]:
+        databases = (*self.geo_databases, *self.as_databases)
+        return {
+            **self.cache.stats(),
+            "geoip_lookups": self.lookups,
+            "geoip_not_found": self.not_found,
+            "geoip_reloads": sum(d.reloads for d in databases),
+            "geoip_load_errors": sum(d.load_errors for d in databases),
+        }
+
+    def close(self) -> None:
+        for database in (*self.geo_databases, *self.as_databases):
+            database.close()

@@ -1,0 +1,85 @@
+"""Interface names per (exporter, ifIndex), from configuration and from options data.
+
+Exporters announce their interface table in options records (IPFIX `interfaceName` 82 and
+`interfaceDescription` 83, scoped by `ingressInterface` or the v9 interface scope). Names the
+operator configures (`enrich.interface_names`, "exporter_ip:ifindex" -> name) win over learned
+ones. The learned table is bounded like every table keyed by what the network sends.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from flowd.enrich.cache import Clock, TtlLruCache
+from flowd.enrich.services import clean_name
+from flowd.errors import ConfigError
+
+INTERFACE_TABLE_SIZE = 262_144
+INTERFACE_TABLE_TTL_S = 7 * 86_400.0
+IFINDEX_KEYS = ("netflow.ingress_interface", "netflow.scope_interface", "netflow.egress_interface")
+
+Names = tuple[str | None, str | None]
+"""(name, description)"""
+
+
+def parse_interface_key(text: str) -> tuple[str, int]:
+    """Parse "exporter:ifindex", with the exporter an IPv4 address or a (bracketed or bare) IPv6 address."""
+    exporter, sep, index = text.rpartition(":")
+    exporter = exporter.strip("[]")
+    if not sep or not exporter or not index.isdigit():
+        raise ConfigError(f"enrich.interface_names: key {text!r} is not exporter_ip:ifindex")
+    return exporter, int(index)
+
+
+class InterfaceNames:
+    def __init__(
+        self,
+        configured: dict[str, str] | None = None,
+        max_size: int = INTERFACE_TABLE_SIZE,
+        ttl_s: float = INTERFACE_TABLE_TTL_S,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.configured: dict[tuple[str, int], str] = {}
+        for key, name in (configured or {}).items():
+            clean = clean_name(name)
+            if clean is not None:
+                self.configured[parse_interface_key(key)] = clean
+        self.learned: TtlLruCache[tuple[str, int], Names] = TtlLruCache(max_size, ttl_s, clock, "interface_names")
+        self.learned_records = 0
+
+    def learn(self, exporter: str, ifindex: int, name: Any, description: Any = None) -> bool:
+        names = (clean_name(name), clean_name(description))
+        if names == (None, None):
+            return False
+        self.learned.put((exporter, ifindex), names)
+        self.learned_records += 1
+        return True
+
+    def learn_from_options(self, document: dict[str, Any]) -> bool:
+        exporter = document.get("observer.ip")
+        if not isinstance(exporter, str):
+            return False
+        name = document.get("netflow.interface_name")
+        description = document.get("netflow.interface_description")
+        if name is None and description is None:
+            return False
+        for key in IFINDEX_KEYS:
+            ifindex = document.get(key)
+            if isinstance(ifindex, int):
+                return self.learn(exporter, ifindex, name, description)
+        return False
+
+    def lookup(self, exporter: str, ifindex: int, now: float | None = None) -> Names | None:
+        key = (exporter, ifindex)
+        configured = self.configured.get(key)
+        if configured is not None:
+            return configured, None
+        return self.learned.get(key, now)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            **self.learned.stats(),
+            "interface_names_configured": len(self.configured),
+            "interface_names_learned": self.learned_records,
+        }

@@ -1,0 +1,123 @@
+"""Community ID v1 against the published baseline of corelight/community-id-spec
+(baseline/baseline_deflt.json for seed 0, baseline/baseline_seed1.json for seed 1).
+
+For ICMP/ICMPv6 the baseline lists the port equivalents; for request/reply types the first is the
+type and the second its counterpart, so passing (type, anything) must reproduce them; for
+one-way types they are (type, code).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from typing import Any
+
+import pytest
+
+from flowd.config import EnrichSettings
+from flowd.enrich.chain import EnrichmentChain
+from flowd.enrich.community_id import community_id, seed_bytes
+
+# (proto, saddr, daddr, sport, dport, seed 0, seed 1)
+BASELINE = [
+    (58, "fe80::200:86ff:fe05:80da", "fe80::260:97ff:fe07:69ea", 135, 136,
+     "1:dGHyGvjMfljg6Bppwm3bg0LO8TY=", "1:kHa1FhMYIT6Ym2Vm2AOtoOARDzY="),
+    (58, "fe80::260:97ff:fe07:69ea", "fe80::200:86ff:fe05:80da", 136, 135,
+     "1:dGHyGvjMfljg6Bppwm3bg0LO8TY=", "1:kHa1FhMYIT6Ym2Vm2AOtoOARDzY="),
+    (58, "fe80::260:97ff:fe07:69ea", "fe80::200:86ff:fe05:80da", 135, 136,
+     "1:zavyT/cezQr1fmImYCwYnMXbgck=", "1:2hSqmsDZ2kdcY9kbiUzOEBic0iM="),
+    (58, "3ffe:501:1800:2345::2", "3ffe:507:0:1:200:86ff:fe05:80da", 3, 0,
+     "1:2ObVBgIn28oZvibYZhZMBgh7WdQ=", "1:lVEtCZpYu84Xqaa++3lXFyuu2n4="),
+    (58, "3ffe:501:410:0:2c0:dfff:fe47:33e", "3ffe:507:0:1:200:86ff:fe05:80da", 1, 4,
+     "1:hLZd0XGWojozrvxqE0dWB1iM6R0=", "1:W8MHwXpWzpoSTD+cGcaJr4u0ys8="),
+    (58, "3ffe:507:0:1:200:86ff:fe05:80da", "3ffe:501:0:1001::2", 128, 129,
+     "1:+TW+HtLHvV1xnGhV1lv7XoJrqQg=", "1:GfZxjAkDk2MkegpBYHV6tadtFXQ="),
+    (58, "3ffe:501:0:1001::2", "3ffe:507:0:1:200:86ff:fe05:80da", 129, 128,
+     "1:+TW+HtLHvV1xnGhV1lv7XoJrqQg=", "1:GfZxjAkDk2MkegpBYHV6tadtFXQ="),
+    (58, "fe80::200:86ff:fe05:80da", "ff02::2", 133, 134,
+     "1:hO+sN4H+MG5MY/8hIrXPqc4ZQz0=", "1:L7Ka0ZMYu+J3bL4ulW2PrqyXNo8="),
+    (58, "fe80::260:97ff:fe07:69ea", "ff02::1", 134, 133,
+     "1:pkvHqCL88/tg1k4cPigmZXUtL00=", "1:K/ee5UCqAMAQXDorP5nSa2CGLjc="),
+    (1, "192.168.0.89", "192.168.0.1", 8, 0, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=", "1:03g6IloqVBdcZlPyX8r0hgoE7kA="),
+    (1, "192.168.0.1", "192.168.0.89", 0, 8, "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=", "1:03g6IloqVBdcZlPyX8r0hgoE7kA="),
+    (1, "10.0.0.1", "10.0.0.2", 11, 0, "1:YHxtAirCG//0OzkcVAukqKQN9xM=", "1:XjUibYHaafLQ3pxQeiMI8g25q20="),
+    (6, "2001:470:e5bf:dead:4957:2174:e82c:4887", "2607:f8b0:400c:c03::1a", 63943, 25,
+     "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4=", "1:eJYTW6AOzFLlSUoESovMjnu7rMw="),
+    (6, "2607:f8b0:400c:c03::1a", "2001:470:e5bf:dead:4957:2174:e82c:4887", 25, 63943,
+     "1:/qFaeAR+gFe1KYjMzVDsMv+wgU4=", "1:eJYTW6AOzFLlSUoESovMjnu7rMw="),
+    (132, "192.168.170.8", "192.168.170.56", 7, 7, "1:MP2EtRCAUIZvTw6MxJHLV7N7JDs=", "1:5w3ZRjeKBzqT3zsaEECDGjUbYeg="),
+    (132, "192.168.170.56", "192.168.170.8", 7, 7, "1:MP2EtRCAUIZvTw6MxJHLV7N7JDs=", "1:5w3ZRjeKBzqT3zsaEECDGjUbYeg="),
+    (6, "128.232.110.120", "66.35.250.204", 34855, 80,
+     "1:LQU9qZlK+B5F3KDmev6m5PMibrg=", "1:3V71V58M3Ksw/yuFALMcW0LAHvc="),
+    (6, "66.35.250.204", "128.232.110.120", 80, 34855,
+     "1:LQU9qZlK+B5F3KDmev6m5PMibrg=", "1:3V71V58M3Ksw/yuFALMcW0LAHvc="),
+    (17, "192.168.1.52", "8.8.8.8", 54585, 53, "1:d/FP5EW3wiY1vCndhwleRRKHowQ=", "1:Q9We8WO3piVF8yEQBNJF4uiSVrI="),
+    (17, "8.8.8.8", "192.168.1.52", 53, 54585, "1:d/FP5EW3wiY1vCndhwleRRKHowQ=", "1:Q9We8WO3piVF8yEQBNJF4uiSVrI="),
+    (46, "10.1.12.1", "10.1.12.2", None, None, "1:KHlLkgoJW7ifUTyTSgyVfkFHzKw=", "1:rYir8gphR31noO9iDRQmF/BteEI="),
+    (46, "10.1.12.2", "10.1.12.1", None, None, "1:KHlLkgoJW7ifUTyTSgyVfkFHzKw=", "1:rYir8gphR31noO9iDRQmF/BteEI="),
+]  # fmt: skip
+
+
+def packed(address: str) -> bytes:
+    return ipaddress.ip_address(address).packed
+
+
+@pytest.mark.parametrize(("proto", "saddr", "daddr", "sport", "dport", "seed0", "seed1"), BASELINE)
+def test_baseline(
+    proto: int, saddr: str, daddr: str, sport: int | None, dport: int | None, seed0: str, seed1: str
+) -> None:
+    for seed, expected in ((0, seed0), (1, seed1)):
+        actual = community_id(packed(saddr), packed(daddr), proto, sport or 0, dport or 0, seed_bytes(seed))
+        assert actual == expected
+
+
+def test_icmp_request_reply_types_ignore_the_code() -> None:
+    # Echo request type 8 with code 0; the baseline's second value is the counterpart type (0).
+    a, b = packed("192.168.0.89"), packed("192.168.0.1")
+    assert community_id(a, b, 1, 8, 0, seed_bytes(0)) == community_id(a, b, 1, 8, 5, seed_bytes(0))
+
+
+def run_chain(documents: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
+    chain = EnrichmentChain(EnrichSettings(community_id_seed=seed, oui_lookup=False))
+    asyncio.run(chain.enrich(documents))
+    return documents
+
+
+def test_chain_uses_ports_and_netflow_icmp_encoding() -> None:
+    documents = run_chain(
+        [
+            {"source.ip": "66.35.250.204", "destination.ip": "128.232.110.120", "source.port": 80,
+             "destination.port": 34855, "network.iana_number": "6", "network.transport": "tcp"},
+            # NetFlow v5 puts ICMP type * 256 + code into the destination port.
+            {"source.ip": "192.168.0.1", "destination.ip": "192.168.0.89", "source.port": 0,
+             "destination.port": 0 * 256 + 0, "network.iana_number": "1", "network.transport": "icmp"},
+            # IPFIX sends the type and code elements.
+            {"source.ip": "10.0.0.1", "destination.ip": "10.0.0.2", "netflow.icmp_type_ipv4": 11,
+             "netflow.icmp_code_ipv4": 0, "network.iana_number": "1"},
+            {"source.ip": "fe80::200:86ff:fe05:80da", "destination.ip": "ff02::2",
+             "netflow.icmp_type_code_ipv6": 133 * 256, "network.iana_number": "58"},
+        ],
+        seed=1,
+    )  # fmt: skip
+    assert [d["network.community_id"] for d in documents] == [
+        "1:3V71V58M3Ksw/yuFALMcW0LAHvc=",
+        "1:03g6IloqVBdcZlPyX8r0hgoE7kA=",
+        "1:XjUibYHaafLQ3pxQeiMI8g25q20=",
+        "1:L7Ka0ZMYu+J3bL4ulW2PrqyXNo8=",
+    ]
+
+
+def test_no_community_id_without_protocol_or_for_mixed_families() -> None:
+    documents = run_chain(
+        [
+            {"source.ip": "10.0.0.1", "destination.ip": "10.0.0.2"},
+            {"source.ip": "10.0.0.1", "destination.ip": "2001:db8::1", "network.iana_number": "6"},
+            {"source.ip": "not an address", "destination.ip": "10.0.0.2", "network.iana_number": "6"},
+        ]
+    )
+    assert all("network.community_id" not in d for d in documents)
+
+
+def test_seed_must_fit_in_16_bits() -> None:
+    with pytest.raises(ValueError):
+        seed_bytes(65536)

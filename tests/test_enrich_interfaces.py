@@ -1,0 +1,66 @@
+"""Interface names from options data and configuration."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flowd.config import EnrichSettings
+from flowd.enrich.chain import EnrichmentChain
+from flowd.enrich.interfaces import InterfaceNames, parse_interface_key
+from flowd.errors import ConfigError
+
+
+def test_parse_interface_key() -> None:
+    assert parse_interface_key("192.0.2.1:7") == ("192.0.2.1", 7)
+    assert parse_interface_key("[2001:db8::1]:7") == ("2001:db8::1", 7)
+    assert parse_interface_key("2001:db8::1:7") == ("2001:db8::1", 7)
+    for bad in ("192.0.2.1", "192.0.2.1:x", ":7"):
+        with pytest.raises(ConfigError):
+            parse_interface_key(bad)
+
+
+def test_learned_from_options_and_configured_names_win() -> None:
+    names = InterfaceNames({"192.0.2.1:2": "uplink-configured"})
+    assert names.learn_from_options(
+        {"observer.ip": "192.0.2.1", "netflow.ingress_interface": 1,
+         "netflow.interface_name": "Gi0/0/1", "netflow.interface_description": "to core\x1b"}
+    )  # fmt: skip
+    assert names.learn_from_options(
+        {"observer.ip": "192.0.2.1", "netflow.scope_interface": 2, "netflow.interface_name": "Gi0/0/2"}
+    )
+    assert not names.learn_from_options({"observer.ip": "192.0.2.1", "netflow.ingress_interface": 3})
+    assert not names.learn_from_options({"observer.ip": "192.0.2.1", "netflow.interface_name": "no index"})
+    assert names.lookup("192.0.2.1", 1) == ("Gi0/0/1", "to core")
+    assert names.lookup("192.0.2.1", 2) == ("uplink-configured", None)
+    assert names.lookup("192.0.2.9", 1) is None
+
+
+def test_table_is_bounded() -> None:
+    names = InterfaceNames(max_size=3)
+    for index in range(10):
+        names.learn("192.0.2.1", index, f"if{index}")
+    assert names.stats()["interface_names_size"] == 3
+    assert names.stats()["interface_names_evictions"] == 7
+    assert names.lookup("192.0.2.1", 9) == ("if9", None)
+    assert names.lookup("192.0.2.1", 0) is None
+
+
+def test_chain_names_ingress_and_egress() -> None:
+    chain = EnrichmentChain(EnrichSettings(oui_lookup=False, interface_names={"192.0.2.1:20": "wan0"}))
+    chain.learn_from_options(
+        [{"event.action": "netflow_options", "observer.ip": "192.0.2.1", "netflow.ingress_interface": 10,
+          "netflow.interface_name": "lan0", "netflow.interface_description": "office LAN"}]
+    )  # fmt: skip
+    documents = [
+        {"observer.ip": "192.0.2.1", "observer.ingress.interface.id": 10, "observer.egress.interface.id": 20},
+        {"observer.ip": "192.0.2.2", "observer.ingress.interface.id": 10},
+    ]
+    asyncio.run(chain.enrich(documents))
+    first, second = documents
+    assert first["observer.ingress.interface.name"] == "lan0"
+    assert first["observer.ingress.interface.alias"] == "office LAN"
+    assert first["observer.egress.interface.name"] == "wan0"
+    assert "observer.egress.interface.alias" not in first
+    assert "observer.ingress.interface.name" not in second
