@@ -1,0 +1,605 @@
+"""The Elasticsearch / OpenSearch sink: `_bulk` over elastic_transport with plain mimetypes.
+
+Why not the `elasticsearch` client: it rewrites every Accept/Content-Type into
+`application/vnd.elasticsearch+json; compatible-with=N`, which OpenSearch and osmem-server answer
+with 406 (design.md section 10). `elastic_transport.AsyncTransport` (the layer that client is
+built on: node pool, TLS, auth, aiohttp) sends what it is given, so this works against
+Elasticsearch 8.x/9.x, OpenSearch 2.x/3.x and osmem alike.
+
+Flow of a document: `write` encodes it to its NDJSON pair at once (bulk.py), pairs are cut into
+batches by documents and bytes (or by the flush interval), batches wait in a bounded memory queue
+and `max_in_flight` workers send them. A failed request (connection error, timeout, 429, 5xx)
+puts its batch back at the front and the whole sink backs off (capped exponential with jitter);
+while backing off only one request probes the cluster. While the cluster is away and memory is
+full, the oldest batches go to the disk spool (spool.py), which is replayed first, oldest first,
+when the cluster answers again, and at the next start. Items the cluster refuses for their
+content go to the dead-letter file with the server's reason. Nothing is dropped without a count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import gzip
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from elastic_transport import AsyncTransport, NodeConfig, TransportError
+from elastic_transport import OrjsonSerializer as _OrjsonSerializer
+
+from flowd.config import ElasticsearchSettings
+from flowd.output.bulk import (
+    Batch,
+    BatchBuilder,
+    BulkEncoder,
+    RetryPolicy,
+    Unserialisable,
+    classify_bulk_response,
+    dead_letter_line,
+    document_of,
+    split_pairs,
+)
+from flowd.output.spool import Spool, SpoolEntry, SpoolFull
+from flowd.output.timestamps import iso_from_seconds
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_PORT = 9200
+DEFAULT_MEMORY_BUFFER_BYTES = 64 * 1024 * 1024
+"""Batches held in memory while the cluster is away, before the oldest go to the spool."""
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+DEFAULT_CLOSE_TIMEOUT_S = 30.0
+GZIP_LEVEL = 1
+"""Level 1 keeps most of the saving on flow documents at a fraction of level 9's CPU."""
+LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BULK_FILTER_PATH = "filter_path=errors,items.*.status,items.*.error"
+"""Successful items need only their status; this keeps responses small."""
+_NDJSON_HEADERS = {"content-type": "application/x-ndjson", "accept": "application/json"}
+_GZIP_HEADERS = {**_NDJSON_HEADERS, "content-encoding": "gzip"}
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """Counters (monotonic) and gauges for /metrics; `ElasticsearchSink.stats` adds the live gauges."""
+
+    docs_written: int = 0
+    """Documents handed to `write`."""
+    docs_indexed: int = 0
+    docs_duplicate: int = 0
+    """Answered 409 to `create`: already indexed by an earlier attempt; counted as done."""
+    docs_failed: int = 0
+    """Item failures of any kind (each attempt counts)."""
+    docs_retried: int = 0
+    docs_dead_lettered: int = 0
+    docs_dropped: int = 0
+    """Lost at shutdown because neither the cluster nor the spool could take them (logged)."""
+    bulk_requests: int = 0
+    bulk_request_failures: int = 0
+    """Requests that failed as a whole: connection errors, timeouts, 429, 5xx and other non-2xx."""
+    retries: int = 0
+    """Batches (or the failed part of one) put back for another attempt."""
+    bulk_latency_seconds_sum: float = 0.0
+    bulk_latency_seconds_count: int = 0
+    bulk_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
+    """Non-cumulative counts per LATENCY_BUCKETS_S upper bound, the last one for +Inf."""
+    batches_spooled: int = 0
+    docs_spooled: int = 0
+    batches_replayed: int = 0
+    docs_replayed: int = 0
+    outages: int = 0
+
+
+def parse_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
+    """`host`, `host:port` or `scheme://host[:port][/prefix]` -> (scheme, host, port, path prefix)."""
+    text = url.strip()
+    if "://" not in text:
+        text = ("https://" if tls else "http://") + text
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"elasticsearch host {url!r} is not http(s)://host[:port]")
+    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORT, parts.path.rstrip("/")
+
+
+def auth_headers(settings: ElasticsearchSettings) -> dict[str, str]:
+    """An API key wins over user/password. `id:key` is encoded; an encoded key is sent as given."""
+    if settings.api_key:
+        key = settings.api_key
+        if ":" in key:
+            key = base64.b64encode(key.encode()).decode()
+        return {"authorization": f"ApiKey {key}"}
+    if settings.user:
+        token = base64.b64encode(f"{settings.user}:{settings.password}".encode()).decode()
+        return {"authorization": f"Basic {token}"}
+    return {}
+
+
+def build_transport(
+    settings: ElasticsearchSettings, *, request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+) -> AsyncTransport:
+    """An AsyncTransport over every configured host; retries are flowd's, so the transport's are off."""
+    if not settings.hosts:
+        raise ValueError("no elasticsearch hosts configured")
+    headers = auth_headers(settings)
+    nodes = []
+    for host in settings.hosts:
+        scheme, hostname, port, prefix = parse_host(host, tls=settings.tls)
+        tls_options: dict[str, Any] = {}
+        if scheme == "https":
+            tls_options["verify_certs"] = settings.verify
+            tls_options["ssl_show_warn"] = False
+            if settings.ca_file and settings.verify:
+                tls_options["ca_certs"] = settings.ca_file
+        nodes.append(
+            NodeConfig(
+                scheme,
+                hostname,
+                port,
+                path_prefix=prefix,
+                headers=headers,
+                connections_per_node=max(2, settings.max_in_flight + 2),
+                request_timeout=request_timeout_s,
+                **tls_options,
+            )
+        )
+    if not settings.verify and any(n.scheme == "https" for n in nodes):
+        _log.warning("TLS certificate verification of the elasticsearch hosts is off")
+    return AsyncTransport(
+        nodes,
+        node_class="aiohttp",
+        serializers={"application/json": _OrjsonSerializer()},
+        max_retries=0,
+        retry_on_status=(),
+        meta_header=False,
+    )
+
+
+async def request_json(
+    transport: AsyncTransport, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+) -> tuple[int, Any]:
+    """One request with plain JSON mimetypes; (status, decoded body). Transport errors propagate."""
+    headers = {"accept": "application/json"}
+    if body is not None:
+        headers["content-type"] = "application/json"
+    kwargs: dict[str, Any] = {}
+    if timeout_s is not None:
+        kwargs["request_timeout"] = timeout_s
+    response = await transport.perform_request(method, path, body=body, headers=headers, **kwargs)
+    return response.meta.status, response.body
+
+
+def error_reason(body: Any) -> str:
+    """The `reason` of an error response, or the body itself, shortened for a log line."""
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            return f"{error.get('type', '')}: {error.get('reason', '')}"[:300]
+        return str(error)[:300]
+    return str(body)[:300]
+
+
+class ElasticsearchSink:
+    """`Sink` into a data stream (or index) named `<data_stream>-<namespace>` through `_bulk`."""
+
+    def __init__(
+        self,
+        settings: ElasticsearchSettings,
+        *,
+        transport: AsyncTransport | None = None,
+        policy: RetryPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        memory_buffer_bytes: int = DEFAULT_MEMORY_BUFFER_BYTES,
+        document_ids: bool = True,
+        request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+        close_timeout_s: float = DEFAULT_CLOSE_TIMEOUT_S,
+    ) -> None:
+        self.settings = settings
+        self.index = f"{settings.data_stream}-{settings.namespace}"
+        self._transport = transport
+        self._own_transport = transport is None
+        self._policy = policy if policy is not None else RetryPolicy(cap_s=settings.retry_max_s)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._memory_limit = memory_buffer_bytes
+        self._request_timeout_s = request_timeout_s
+        self._close_timeout_s = close_timeout_s
+        self._encoder = BulkEncoder(document_ids=document_ids)
+        self._builder = BatchBuilder(settings.batch_docs, settings.batch_bytes, clock)
+        self._spool = Spool(settings.spool_dir, settings.spool_max_bytes, wall_clock=wall_clock)
+        self._dead_letter_path = Path(settings.dead_letter_path)
+        self._target = f"/{self.index}/_bulk?{BULK_FILTER_PATH}"
+        self._stats = SinkStats()
+        self._cond = asyncio.Condition()
+        self._pending: deque[Batch] = deque()
+        self._pending_bytes = 0
+        self._in_flight = 0
+        self._memory_in_flight = 0
+        self._failures = 0
+        self._resume_at = 0.0
+        self._outage_since: float | None = None
+        self._stopping = False
+        self._started = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._timer: asyncio.Task[None] | None = None
+
+    # -- Sink protocol -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        if self._transport is None:
+            self._transport = build_transport(self.settings, request_timeout_s=self._request_timeout_s)
+        found = await asyncio.to_thread(self._spool.scan)
+        if found:
+            _log.info(
+                "spool %s holds %d batches (%d documents, %d bytes) from an earlier run; replaying them first",
+                self._spool.directory,
+                len(found),
+                sum(e.docs for e in found),
+                sum(e.nbytes for e in found),
+            )
+        self._tasks = [asyncio.create_task(self._run_worker()) for _ in range(max(1, self.settings.max_in_flight))]
+        self._timer = asyncio.create_task(self._run_flush_timer())
+
+    async def write(self, documents: list[dict[str, Any]]) -> None:
+        pairs, unserialisable = self._encoder.encode(documents)
+        self._stats.docs_written += len(documents)
+        if unserialisable:
+            await self._dead_letter_unserialisable(unserialisable)
+        for batch in self._builder.add(pairs):
+            await self._enqueue(batch)
+
+    async def flush(self) -> None:
+        """Returns once every document written is indexed, dead-lettered or spooled."""
+        batch = self._builder.cut()
+        if batch is not None:
+            await self._enqueue(batch)
+        while True:
+            async with self._cond:
+                if not self._pending and self._memory_in_flight == 0:
+                    return
+                if not (self._pending and self._failures > 0):
+                    await self._cond.wait()
+                    continue
+                batches = list(self._pending)
+                self._pending.clear()
+                self._pending_bytes = 0
+            for position, waiting in enumerate(batches):
+                if not await self._spool_batch(waiting):
+                    async with self._cond:  # spool full: wait for the cluster to take some back
+                        for unspooled in reversed(batches[position:]):
+                            self._push_front(unspooled)
+                        await self._cond.wait()
+                    break
+
+    async def close(self) -> None:
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            await asyncio.wait_for(self.flush(), self._close_timeout_s)
+        except TimeoutError:
+            _log.error("elasticsearch sink: flush did not finish within %.0f s at close", self._close_timeout_s)
+        async with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._timer is not None:
+            self._timer.cancel()
+        _done, running = await asyncio.wait(self._tasks, timeout=self._request_timeout_s) if self._tasks else ((), ())
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *([self._timer] if self._timer else []), return_exceptions=True)
+        leftover = list(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        opened = self._builder.cut()
+        if opened is not None:
+            leftover.append(opened)
+        for batch in leftover:
+            if not await self._spool_batch(batch):
+                self._stats.docs_dropped += batch.docs
+                _log.error("elasticsearch sink: %d documents lost at close: cluster and spool both full", batch.docs)
+        if self._transport is not None and self._own_transport:
+            await self._transport.close()
+
+    # -- observability ---------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges, flat, for the metrics exporter."""
+        snapshot: dict[str, Any] = asdict(self._stats)
+        snapshot["batches_spooled"] = self._spool.spooled_batches
+        snapshot["docs_spooled"] = self._spool.spooled_docs
+        snapshot["spool_bytes"] = self._spool.nbytes
+        snapshot["spool_batches"] = self._spool.batches
+        snapshot["spool_docs"] = self._spool.docs
+        snapshot["spool_oldest_age_seconds"] = self._spool.oldest_age_s()
+        snapshot["spool_max_bytes"] = self._spool.max_bytes
+        snapshot["buffered_bytes"] = self._pending_bytes + self._builder.nbytes
+        snapshot["buffered_batches"] = len(self._pending)
+        snapshot["in_flight"] = self._in_flight
+        snapshot["unavailable_seconds"] = 0.0 if self._outage_since is None else self._clock() - self._outage_since
+        return snapshot
+
+    async def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until nothing is buffered, in flight or spooled (tests, `flowd replay`)."""
+        deadline = self._clock() + timeout_s
+        while self._clock() < deadline:
+            async with self._cond:
+                if not self._pending and not self._in_flight and not self._spool.batches and not self._builder.docs:
+                    return True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._cond.wait(), max(0.01, deadline - self._clock()))
+        return False
+
+    # -- queueing --------------------------------------------------------------------------------
+
+    def _push_front(self, batch: Batch) -> None:
+        self._pending.appendleft(batch)
+        self._pending_bytes += batch.nbytes
+
+    async def _enqueue(self, batch: Batch) -> None:
+        """Into memory; when memory is full apply backpressure, or during an outage spool the oldest."""
+        while True:
+            async with self._cond:
+                if not self._pending or self._pending_bytes + batch.nbytes <= self._memory_limit:
+                    self._pending.append(batch)
+                    self._pending_bytes += batch.nbytes
+                    self._cond.notify_all()
+                    return
+                if self._failures == 0:
+                    await self._cond.wait()
+                    continue
+                oldest = self._pending.popleft()
+                self._pending_bytes -= oldest.nbytes
+            if not await self._spool_batch(oldest):
+                async with self._cond:
+                    self._push_front(oldest)
+                    await self._cond.wait()
+
+    async def _spool_batch(self, batch: Batch) -> bool:
+        try:
+            entry = self._spool.reserve(batch.body, batch.docs)
+        except SpoolFull:
+            return False
+        try:
+            await asyncio.to_thread(self._spool.write, entry, batch.body)
+        except OSError as error:
+            self._spool.abandon(entry)
+            _log.error("spool write %s failed: %s", entry.name, error)
+            return False
+        async with self._cond:
+            self._spool.commit(entry)
+            self._cond.notify_all()
+        return True
+
+    async def _take(self) -> tuple[Batch | None, SpoolEntry | None] | None:
+        async with self._cond:
+            while True:
+                if self._stopping:
+                    return None
+                now = self._clock()
+                if self._failures > 0 and self._in_flight > 0:
+                    await self._cond.wait()  # one probe at a time while the cluster is failing
+                    continue
+                if now < self._resume_at:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cond.wait(), self._resume_at - now)
+                    continue
+                entry = self._spool.claim()
+                if entry is not None:
+                    self._in_flight += 1
+                    return None, entry
+                if self._pending:
+                    batch = self._pending.popleft()
+                    self._pending_bytes -= batch.nbytes
+                    self._in_flight += 1
+                    self._memory_in_flight += 1
+                    self._cond.notify_all()
+                    return batch, None
+                await self._cond.wait()
+
+    async def _run_worker(self) -> None:
+        while True:
+            job = await self._take()
+            if job is None:
+                return
+            batch, entry = job
+            try:
+                if entry is not None:
+                    body = await asyncio.to_thread(self._spool.read, entry)
+                    batch = Batch(body, entry.docs, entry.created_s, entry.name)
+                    self._stats.batches_replayed += 1
+                    self._stats.docs_replayed += entry.docs
+                assert batch is not None
+                await self._send(batch, entry)
+            except asyncio.CancelledError:
+                self._give_back(batch, entry)
+                raise
+            except FileNotFoundError:
+                _log.error("spool file %s vanished before replay", entry.name if entry else "?")
+                if entry is not None:
+                    self._spool.remove(entry)
+            except Exception:
+                _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
+                self._give_back(batch, entry)
+            finally:
+                async with self._cond:
+                    self._in_flight -= 1
+                    if entry is None:
+                        self._memory_in_flight -= 1
+                    self._cond.notify_all()
+
+    def _give_back(self, batch: Batch | None, entry: SpoolEntry | None) -> None:
+        if entry is not None:
+            self._spool.release(entry)
+        elif batch is not None:
+            self._push_front(batch)
+
+    async def _run_flush_timer(self) -> None:
+        interval = max(0.01, self.settings.flush_interval_s)
+        while True:
+            await asyncio.sleep(interval / 4)
+            if self._builder.docs and self._clock() - self._builder.opened_at >= interval:
+                batch = self._builder.cut()
+                if batch is not None:
+                    await self._enqueue(batch)
+
+    # -- one request -----------------------------------------------------------------------------
+
+    async def _send(self, batch: Batch, entry: SpoolEntry | None) -> None:
+        assert self._transport is not None
+        body = batch.body
+        headers = _NDJSON_HEADERS
+        if self.settings.gzip:
+            body = await asyncio.to_thread(gzip.compress, body, GZIP_LEVEL)
+            headers = _GZIP_HEADERS
+        self._stats.bulk_requests += 1
+        started = self._clock()
+        try:
+            response = await self._transport.perform_request(
+                "POST", self._target, body=body, headers=headers, request_timeout=self._request_timeout_s
+            )
+        except TransportError as error:
+            self._observe_latency(self._clock() - started)
+            self._stats.bulk_request_failures += 1
+            await self._retry(batch, entry, batch.body, batch.docs, f"{type(error).__name__}: {error}")
+            return
+        self._observe_latency(self._clock() - started)
+        status = response.meta.status
+        if 200 <= status < 300:
+            await self._settle(batch, entry, response.body)
+            return
+        self._stats.bulk_request_failures += 1
+        reason = f"HTTP {status} {error_reason(response.body)}"
+        if status == 400:
+            # The request as a whole is refused for what it says; sending it again cannot help.
+            pairs = split_pairs(batch.body)
+            await self._dead_letter([(document_of(p), status, response.body) for p in pairs])
+            self._stats.docs_failed += batch.docs
+            await self._succeeded(entry)
+            return
+        if status == 413 and batch.docs > 1 and entry is None:
+            pairs = split_pairs(batch.body)
+            half = len(pairs) // 2
+            async with self._cond:
+                self._push_front(Batch(b"".join(pairs[half:]), len(pairs) - half, batch.created_at))
+                self._push_front(Batch(b"".join(pairs[:half]), half, batch.created_at))
+                self._cond.notify_all()
+            _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
+            return
+        await self._retry(batch, entry, batch.body, batch.docs, reason)
+
+    async def _settle(self, batch: Batch, entry: SpoolEntry | None, body: Any) -> None:
+        outcome = classify_bulk_response(body, batch.docs)
+        self._stats.docs_indexed += outcome.created
+        self._stats.docs_duplicate += outcome.duplicates
+        failed = len(outcome.retry) + len(outcome.rejected)
+        if not failed:
+            await self._succeeded(entry)
+            return
+        self._stats.docs_failed += failed
+        pairs = split_pairs(batch.body)
+        if outcome.rejected:
+            await self._dead_letter([(document_of(pairs[r.index]), r.status, r.error) for r in outcome.rejected])
+        if not outcome.retry:
+            await self._succeeded(entry)
+            return
+        statuses = ", ".join(f"{count} x {status}" for status, count in sorted(outcome.retry_statuses.items()))
+        retry_body = b"".join(pairs[i] for i in outcome.retry)
+        await self._retry(batch, entry, retry_body, len(outcome.retry), f"items not accepted: {statuses}")
+
+    async def _succeeded(self, entry: SpoolEntry | None) -> None:
+        if entry is not None:
+            await asyncio.to_thread(self._spool.remove, entry)
+        async with self._cond:
+            if self._failures:
+                unavailable = self._clock() - (self._outage_since or self._clock())
+                _log.warning("elasticsearch accepts documents again after %.1f s", unavailable)
+            self._failures = 0
+            self._resume_at = 0.0
+            self._outage_since = None
+            self._cond.notify_all()
+
+    async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: bytes, docs: int, reason: str) -> None:
+        if entry is not None and docs != entry.docs:
+            await asyncio.to_thread(self._spool.replace, entry, body, docs)
+        async with self._cond:
+            if entry is not None and docs == entry.docs:
+                self._spool.release(entry)
+            elif entry is None:
+                self._push_front(batch if docs == batch.docs else Batch(body, docs, batch.created_at))
+            if self._failures == 0:
+                self._outage_since = self._clock()
+                self._stats.outages += 1
+                _log.warning(
+                    "elasticsearch did not take a bulk request (%s); retrying with backoff, "
+                    "buffering up to %d bytes in memory, then spooling to %s",
+                    reason,
+                    self._memory_limit,
+                    self._spool.directory,
+                )
+            else:
+                _log.debug("bulk retry %d: %s", self._failures, reason)
+            delay = self._policy.delay_s(self._failures)
+            self._failures += 1
+            self._resume_at = max(self._resume_at, self._clock() + delay)
+            self._stats.retries += 1
+            self._stats.docs_retried += docs
+            self._cond.notify_all()
+
+    def _observe_latency(self, seconds: float) -> None:
+        stats = self._stats
+        stats.bulk_latency_seconds_sum += seconds
+        stats.bulk_latency_seconds_count += 1
+        for position, bound in enumerate(LATENCY_BUCKETS_S):
+            if seconds <= bound:
+                stats.bulk_latency_buckets[position] += 1
+                return
+        stats.bulk_latency_buckets[-1] += 1
+
+    # -- dead letters ----------------------------------------------------------------------------
+
+    async def _dead_letter(self, rejected: list[tuple[bytes, int, Any]]) -> None:
+        """Append (document, status, server error) lines to the dead-letter file; one log line per call."""
+        at = iso_from_seconds(self._wall_clock())
+        lines = b"".join(dead_letter_line(document, status, error, at) for document, status, error in rejected)
+        self._stats.docs_dead_lettered += len(rejected)
+        _document, status, error = rejected[0]
+        _log.warning(
+            "%d documents rejected (first: HTTP %d %s); written to %s",
+            len(rejected),
+            status,
+            error_reason({"error": error}),
+            self._dead_letter_path,
+        )
+        await asyncio.to_thread(self._append_dead_letters, lines)
+
+    async def _dead_letter_unserialisable(self, rejected: list[Unserialisable]) -> None:
+        for item in rejected:
+            try:
+                document = orjson.dumps(item.document, default=repr, option=orjson.OPT_NON_STR_KEYS)
+            except orjson.JSONEncodeError:
+                document = orjson.dumps(repr(item.document))
+            await self._dead_letter([(document, 0, {"type": "serialization_error", "reason": item.reason})])
+
+    def _append_dead_letters(self, lines: bytes) -> None:
+        self._dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self._dead_letter_path, "ab") as handle:
+            handle.write(lines)
+
+
+def build_elasticsearch_sink(settings: ElasticsearchSettings) -> ElasticsearchSink:
+    """The sink the pipeline uses when `elasticsearch.hosts` is set."""
+    return ElasticsearchSink(settings)

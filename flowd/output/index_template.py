@@ -1,0 +1,402 @@
+"""`flowd setup`: lifecycle policy, composable index template and data stream, idempotently.
+
+The mapping types every field of design.md section 4; raw `netflow.*`/`sflow.*` fields are typed
+by dynamic templates (addresses as ip, MAC addresses and other strings as keyword, integers as long).
+What the server supports decides the rest, and `setup` says what it did:
+- Elasticsearch: an ILM policy (hot with rollover by size and age, delete after the retention),
+  and LogsDB index mode from 8.17 on.
+- OpenSearch: an ISM policy with the same states (ISM applies to the data stream's backing indices
+  through `ism_template`); no LogsDB.
+- A server without data streams (osmem-server) gets the template without `data_stream` and a
+  plain index of the same name, so the sink's `create` requests work unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+from elastic_transport import AsyncTransport, TransportError
+
+from flowd.config import ElasticsearchSettings
+from flowd.output.elasticsearch import build_transport, error_reason, request_json
+
+TEMPLATE_VERSION = 1
+LOGSDB_MIN_VERSION = (8, 17)
+"""LogsDB index mode is generally available from Elasticsearch 8.17."""
+
+_KEYWORD = {"type": "keyword", "ignore_above": 1024}
+_LONG = {"type": "long"}
+_IP = {"type": "ip"}
+_DATE = {"type": "date"}
+
+
+def _endpoint() -> dict[str, Any]:
+    """`source` and `destination`: the same fields."""
+    return {
+        "properties": {
+            "ip": _IP,
+            "port": _LONG,
+            "mac": _KEYWORD,
+            "domain": _KEYWORD,
+            "bytes": _LONG,
+            "packets": _LONG,
+            "geo": {
+                "properties": {
+                    "country_iso_code": _KEYWORD,
+                    "country_name": _KEYWORD,
+                    "city_name": _KEYWORD,
+                    "region_name": _KEYWORD,
+                    "continent_name": _KEYWORD,
+                    "location": {"type": "geo_point"},
+                }
+            },
+            "as": {"properties": {"number": _LONG, "organization": {"properties": {"name": _KEYWORD}}}},
+        }
+    }
+
+
+def _interface() -> dict[str, Any]:
+    return {"properties": {"interface": {"properties": {"id": _LONG, "name": _KEYWORD}}}}
+
+
+def mappings() -> dict[str, Any]:
+    """The explicit mapping of design.md section 4 plus dynamic templates for raw fields."""
+    dynamic_templates: list[dict[str, Any]] = []
+    for protocol in ("netflow", "sflow"):
+        dynamic_templates += [
+            {f"{protocol}_mac": {"path_match": f"{protocol}.*mac*", "mapping": _KEYWORD}},
+            {f"{protocol}_addresses": {"path_match": f"{protocol}.*_address", "mapping": _IP}},
+        ]
+    dynamic_templates += [
+        {"sflow_ips": {"path_match": "sflow.*_ip", "mapping": _IP}},
+        {"sflow_next_hops": {"path_match": "sflow.*next_hop", "mapping": _IP}},
+    ]
+    for protocol in ("netflow", "sflow"):
+        dynamic_templates += [
+            {
+                f"{protocol}_strings": {
+                    "path_match": f"{protocol}.*",
+                    "match_mapping_type": "string",
+                    "mapping": _KEYWORD,
+                }
+            },
+            {f"{protocol}_numbers": {"path_match": f"{protocol}.*", "match_mapping_type": "long", "mapping": _LONG}},
+        ]
+    properties: dict[str, Any] = {
+        "@timestamp": _DATE,
+        "event": {
+            "properties": {
+                "start": _DATE,
+                "end": _DATE,
+                "duration": _LONG,
+                "kind": _KEYWORD,
+                "category": _KEYWORD,
+                "type": _KEYWORD,
+                "action": _KEYWORD,
+            }
+        },
+        "observer": {"properties": {"ip": _IP, "hostname": _KEYWORD, "ingress": _interface(), "egress": _interface()}},
+        "source": _endpoint(),
+        "destination": _endpoint(),
+        "network": {
+            "properties": {
+                "transport": _KEYWORD,
+                "iana_number": _KEYWORD,
+                "type": _KEYWORD,
+                "bytes": _LONG,
+                "packets": _LONG,
+                "direction": _KEYWORD,
+                "community_id": _KEYWORD,
+                "vlan": {"properties": {"id": _KEYWORD}},
+                "application": _KEYWORD,
+            }
+        },
+        "related": {"properties": {"ip": _IP, "hosts": _KEYWORD}},
+        "flow": {"properties": {"id": _KEYWORD, "locality": _KEYWORD}},
+        "netflow": {
+            "properties": {
+                "type": _KEYWORD,
+                "exporter": {
+                    "properties": {
+                        "address": _KEYWORD,
+                        "version": _LONG,
+                        "uptime_millis": _LONG,
+                        "source_id": _LONG,
+                        "timestamp": _DATE,
+                    }
+                },
+            }
+        },
+        "flowd": {"properties": {"sampling_rate": _LONG, "raw_bytes": _LONG, "raw_packets": _LONG}},
+    }
+    return {"date_detection": False, "dynamic_templates": dynamic_templates, "properties": properties}
+
+
+def index_template(
+    settings: ElasticsearchSettings, *, data_stream: bool, ilm_policy: str | None, logsdb: bool
+) -> dict[str, Any]:
+    index_settings: dict[str, Any] = {"codec": "best_compression"}
+    if ilm_policy:
+        index_settings["lifecycle"] = {"name": ilm_policy}
+    if logsdb:
+        index_settings["mode"] = "logsdb"
+    body: dict[str, Any] = {
+        "index_patterns": [f"{settings.data_stream}-*"],
+        "priority": 200,
+        "template": {"settings": {"index": index_settings}, "mappings": mappings()},
+    }
+    if data_stream:
+        body["data_stream"] = {}
+    fingerprint = hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    body["_meta"] = {"managed_by": "flowd", "version": TEMPLATE_VERSION, "fingerprint": fingerprint}
+    return body
+
+
+def ilm_policy(settings: ElasticsearchSettings) -> dict[str, Any]:
+    return {
+        "policy": {
+            "_meta": {"managed_by": "flowd"},
+            "phases": {
+                "hot": {
+                    "actions": {
+                        "rollover": {
+                            "max_primary_shard_size": settings.rollover_max_size,
+                            "max_age": settings.rollover_max_age,
+                        }
+                    }
+                },
+                "delete": {"min_age": f"{settings.retention_days}d", "actions": {"delete": {}}},
+            },
+        }
+    }
+
+
+def ism_policy(settings: ElasticsearchSettings) -> dict[str, Any]:
+    return {
+        "policy": {
+            "description": "flowd flows: roll over when big or old, delete after the retention",
+            "default_state": "hot",
+            "states": [
+                {
+                    "name": "hot",
+                    "actions": [
+                        {
+                            "rollover": {
+                                "min_primary_shard_size": settings.rollover_max_size,
+                                "min_index_age": settings.rollover_max_age,
+                            }
+                        }
+                    ],
+                    "transitions": [
+                        {"state_name": "delete", "conditions": {"min_index_age": f"{settings.retention_days}d"}}
+                    ],
+                },
+                {"name": "delete", "actions": [{"delete": {}}], "transitions": []},
+            ],
+            "ism_template": [{"index_patterns": [f".ds-{settings.data_stream}-*"], "priority": 200}],
+        }
+    }
+
+
+@dataclass(slots=True, frozen=True)
+class ClusterInfo:
+    product: str
+    """`elasticsearch` or `opensearch`."""
+    version: tuple[int, int]
+    version_text: str
+
+    @property
+    def supports_logsdb(self) -> bool:
+        return self.product == "elasticsearch" and self.version >= LOGSDB_MIN_VERSION
+
+
+def parse_cluster_info(body: Any) -> ClusterInfo:
+    version = body.get("version", {}) if isinstance(body, dict) else {}
+    number = str(version.get("number", "0.0"))
+    product = "opensearch" if version.get("distribution") == "opensearch" else "elasticsearch"
+    numbers = [int(part) if part.isdigit() else 0 for part in number.split("-")[0].split(".")[:2]]
+    major, minor = [*numbers, 0, 0][:2]
+    return ClusterInfo(product, (major, minor), number)
+
+
+class SetupError(Exception):
+    pass
+
+
+async def _call(transport: AsyncTransport, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    status, answer = await request_json(transport, method, path, body)
+    if status >= 500:
+        raise SetupError(f"{method} {path}: HTTP {status} {error_reason(answer)}")
+    return status, answer
+
+
+def _missing_api(status: int, answer: Any) -> bool:
+    """osmem and clusters without the plugin answer an unknown endpoint with 400/404 'no handler'."""
+    return status in (400, 404, 405) and "no handler found" in str(answer)
+
+
+async def _install_lifecycle(
+    transport: AsyncTransport, info: ClusterInfo, settings: ElasticsearchSettings, printer: Callable[[str], None]
+) -> str | None:
+    """Returns the ILM policy name to put in the template (None for ISM or none at all)."""
+    name = settings.data_stream
+    if info.product == "elasticsearch":
+        status, answer = await _call(transport, "GET", f"/_ilm/policy/{name}")
+        if _missing_api(status, answer):
+            printer(f"ILM policy {name}: not supported by this server, skipped")
+            return None
+        wanted = ilm_policy(settings)
+        if status == 200 and answer.get(name, {}).get("policy", {}).get("phases") == wanted["policy"]["phases"]:
+            printer(f"ILM policy {name}: found, up to date")
+            return name
+        status_put, answer_put = await _call(transport, "PUT", f"/_ilm/policy/{name}", wanted)
+        if status_put >= 300:
+            raise SetupError(f"ILM policy {name}: HTTP {status_put} {error_reason(answer_put)}")
+        printer(f"ILM policy {name}: {'updated' if status == 200 else 'created'}")
+        return name
+    path = f"/_plugins/_ism/policies/{name}"
+    status, answer = await _call(transport, "GET", path)
+    if _missing_api(status, answer):
+        printer(f"ISM policy {name}: not supported by this server (no ISM plugin), skipped")
+        return None
+    if status == 200:
+        printer(f"ISM policy {name}: found (left as it is)")
+        return None
+    status_put, answer_put = await _call(transport, "PUT", path, ism_policy(settings))
+    if status_put >= 300:
+        raise SetupError(f"ISM policy {name}: HTTP {status_put} {error_reason(answer_put)}")
+    printer(f"ISM policy {name}: created")
+    return None
+
+
+async def _install_template(
+    transport: AsyncTransport,
+    name: str,
+    body: dict[str, Any],
+    printer: Callable[[str], None],
+    also_accept: dict[str, Any] | None = None,
+) -> None:
+    status, answer = await _call(transport, "GET", f"/_index_template/{name}")
+    found = None
+    if status == 200:
+        for item in answer.get("index_templates", []):
+            if item.get("name") == name:
+                found = item.get("index_template", {})
+    accepted = {body["_meta"]["fingerprint"]}
+    if also_accept is not None:
+        accepted.add(also_accept["_meta"]["fingerprint"])
+    if found is not None and found.get("_meta", {}).get("fingerprint") in accepted:
+        printer(f"index template {name}: found, up to date")
+        return
+    status_put, answer_put = await _call(transport, "PUT", f"/_index_template/{name}", body)
+    if status_put >= 300:
+        raise SetupError(f"index template {name}: HTTP {status_put} {error_reason(answer_put)}")
+    printer(f"index template {name}: {'updated' if found is not None else 'created'}")
+
+
+async def _install_target(
+    transport: AsyncTransport,
+    settings: ElasticsearchSettings,
+    template_body: Callable[[bool], dict[str, Any]],
+    printer: Callable[[str], None],
+) -> None:
+    """The template, then the data stream; a plain index where the server has no data streams."""
+    template = settings.data_stream
+    stream = f"{settings.data_stream}-{settings.namespace}"
+    status, answer = await _call(transport, "GET", f"/_data_stream/{stream}")
+    if status == 200 and answer.get("data_streams"):
+        await _install_template(transport, template, template_body(True), printer)
+        printer(f"data stream {stream}: found")
+        return
+    status_index, _ = await _call(transport, "HEAD", f"/{stream}")
+    if status_index == 200:
+        # Set up before on a server without data streams (or by hand): either template variant will do.
+        await _install_template(transport, template, template_body(False), printer, also_accept=template_body(True))
+        printer(f"index {stream}: found (a plain index, not a data stream)")
+        return
+    await _install_template(transport, template, template_body(True), printer)
+    status, answer = await _call(transport, "PUT", f"/_data_stream/{stream}")
+    if status < 300:
+        printer(f"data stream {stream}: created")
+        return
+    if "not supported" not in str(answer) and not _missing_api(status, answer):
+        raise SetupError(f"data stream {stream}: HTTP {status} {error_reason(answer)}")
+    printer(f"data stream {stream}: data streams are not supported by this server; using a plain index")
+    await _install_template(transport, template, template_body(False), printer)
+    status, answer = await _call(transport, "PUT", f"/{stream}")
+    if status >= 300 and "already_exists" not in str(answer):
+        raise SetupError(f"index {stream}: HTTP {status} {error_reason(answer)}")
+    printer(f"index {stream}: created")
+
+
+async def setup_cluster(settings: ElasticsearchSettings, printer: Callable[[str], None] = print) -> int:
+    """Install policy, template and data stream; 0 when everything is in place, 1 otherwise."""
+    try:
+        transport = build_transport(settings)
+    except ValueError as error:
+        printer(f"setup: {error}")
+        return 1
+    try:
+        status, answer = await _call(transport, "GET", "/")
+        if status != 200:
+            raise SetupError(f"GET /: HTTP {status} {error_reason(answer)}")
+        info = parse_cluster_info(answer)
+        printer(f"connected: {info.product} {info.version_text}")
+        policy = await _install_lifecycle(transport, info, settings, printer)
+        logsdb = info.supports_logsdb
+        printer(f"LogsDB index mode: {'on' if logsdb else 'not available on this server'}")
+
+        def template_body(data_stream: bool) -> dict[str, Any]:
+            return index_template(settings, data_stream=data_stream, ilm_policy=policy, logsdb=logsdb)
+
+        await _install_target(transport, settings, template_body, printer)
+        return 0
+    except (SetupError, TransportError) as error:
+        printer(f"setup failed: {error}")
+        return 1
+    finally:
+        await transport.close()
+
+
+def settings_from_args(args: argparse.Namespace, base: ElasticsearchSettings | None = None) -> ElasticsearchSettings:
+    """`--es URL [--user --password --api-key --ca-file --insecure --namespace]` over the configured settings."""
+    settings = base if base is not None else ElasticsearchSettings()
+    changes: dict[str, Any] = {}
+    es = getattr(args, "es", None)
+    if es:
+        changes["hosts"] = [host.strip() for host in str(es).split(",") if host.strip()]
+    for argument, name in (
+        ("user", "user"),
+        ("password", "password"),
+        ("api_key", "api_key"),
+        ("ca_file", "ca_file"),
+        ("namespace", "namespace"),
+    ):
+        value = getattr(args, argument, None)
+        if value:
+            changes[name] = value
+    if getattr(args, "insecure", False):
+        changes["verify"] = False
+    return replace(settings, **changes)
+
+
+def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `flowd setup` options, for cli.py."""
+    parser.add_argument("--es", required=True, help="Elasticsearch/OpenSearch URL(s), comma-separated")
+    parser.add_argument("--user", help="basic auth user")
+    parser.add_argument("--password", help="basic auth password")
+    parser.add_argument("--api-key", dest="api_key", help="API key (id:key or the encoded form)")
+    parser.add_argument("--ca-file", dest="ca_file", help="CA certificate file for TLS")
+    parser.add_argument("--insecure", action="store_true", help="do not verify the server's TLS certificate")
+    parser.add_argument("--namespace", help="data stream namespace (default from the configuration)")
+
+
+def run_setup(args: argparse.Namespace, base: ElasticsearchSettings | None = None) -> int:
+    """Entry point for `flowd setup`."""
+    return asyncio.run(setup_cluster(settings_from_args(args, base), print))

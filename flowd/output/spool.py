@@ -1,0 +1,205 @@
+"""A bounded disk buffer of `_bulk` bodies for when the cluster is away longer than memory lasts.
+
+One file per batch, named `<wall-clock ns>-<sequence>-<docs>.ndjson` so that sorting the names is
+oldest-first order, across restarts too. Each file is written to a `.tmp` name, fsynced and renamed,
+so a crash leaves either the whole batch or nothing (stale `.tmp` files are removed at start).
+The body keeps its action lines and their `_id`s, so a replay of a batch the cluster already has
+(flowd died between the cluster's answer and the file's removal) is answered 409 and not indexed twice.
+
+The methods do blocking file I/O; the sink calls them in a worker thread. Bookkeeping (what is
+queued, claimed, how many bytes) is updated synchronously under the caller's event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_log = logging.getLogger(__name__)
+
+NEAR_CAP_FRACTION = 0.8
+"""Warn once the spool holds this share of its cap; warn again after it has fallen below half."""
+SUFFIX = ".ndjson"
+
+
+@dataclass(slots=True, frozen=True)
+class SpoolEntry:
+    name: str
+    nbytes: int
+    docs: int
+    created_s: float
+    """Wall-clock seconds since the epoch when the batch was spooled."""
+
+
+class SpoolFull(Exception):
+    """The batch would take the spool past its cap."""
+
+
+class Spool:
+    """Spooled batches in a directory, oldest first, at most `max_bytes` in total."""
+
+    def __init__(self, directory: str | Path, max_bytes: int, *, wall_clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self._wall_clock = wall_clock
+        self._queued: deque[SpoolEntry] = deque()
+        self._claimed: dict[str, SpoolEntry] = {}
+        self._bytes = 0
+        self._sequence = 0
+        self._warned = False
+        self.spooled_batches = 0
+        self.spooled_docs = 0
+
+    def scan(self) -> list[SpoolEntry]:
+        """Adopt the batch files a previous run left (blocking); removes partial `.tmp` files."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        found: list[SpoolEntry] = []
+        for path in sorted(self.directory.iterdir()):
+            if path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                continue
+            entry = self._entry_for(path)
+            if entry is not None and entry.name not in self._claimed and entry not in self._queued:
+                found.append(entry)
+        for entry in found:
+            self._queued.append(entry)
+            self._bytes += entry.nbytes
+        if found:
+            self._sequence = max(self._sequence, 1 + max(_sequence_of(e.name) for e in found))
+        return found
+
+    def _entry_for(self, path: Path) -> SpoolEntry | None:
+        parts = path.name.removesuffix(SUFFIX).split("-")
+        if not path.name.endswith(SUFFIX) or len(parts) != 3 or not all(p.isdigit() for p in parts):
+            return None
+        return SpoolEntry(path.name, path.stat().st_size, int(parts[2]), int(parts[0]) / 1e9)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk, claimed files included."""
+        return self._bytes
+
+    @property
+    def batches(self) -> int:
+        return len(self._queued) + len(self._claimed)
+
+    @property
+    def docs(self) -> int:
+        return sum(e.docs for e in self._queued) + sum(e.docs for e in self._claimed.values())
+
+    def oldest_age_s(self) -> float:
+        created = [e.created_s for e in self._claimed.values()]
+        if self._queued:
+            created.append(self._queued[0].created_s)
+        return max(0.0, self._wall_clock() - min(created)) if created else 0.0
+
+    def has_ready(self) -> bool:
+        return bool(self._queued)
+
+    def reserve(self, body: bytes, docs: int) -> SpoolEntry:
+        """Account for a batch and name its file; `write` then puts it on disk. Raises SpoolFull."""
+        if self._bytes + len(body) > self.max_bytes:
+            raise SpoolFull(f"spool at {self._bytes} of {self.max_bytes} bytes")
+        created = self._wall_clock()
+        name = f"{int(created * 1e9):020d}-{self._sequence:09d}-{docs}{SUFFIX}"
+        self._sequence += 1
+        self._bytes += len(body)
+        self.spooled_batches += 1
+        self.spooled_docs += docs
+        self._check_cap()
+        return SpoolEntry(name, len(body), docs, created)
+
+    def write(self, entry: SpoolEntry, body: bytes) -> None:
+        """Blocking: write the file atomically (tmp, fsync, rename, fsync the directory)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / entry.name
+        temporary = final.with_name(entry.name + ".tmp")
+        with open(temporary, "wb") as handle:
+            handle.write(body)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+        _fsync_directory(self.directory)
+
+    def commit(self, entry: SpoolEntry) -> None:
+        """The file is on disk: it may be replayed. Files reach the queue in reservation order."""
+        self._queued.append(entry)
+        if len(self._queued) > 1 and self._queued[-2].name > entry.name:
+            self._queued = deque(sorted(self._queued, key=lambda e: e.name))
+
+    def abandon(self, entry: SpoolEntry) -> None:
+        """Writing the file failed: give the reservation back."""
+        self._bytes -= entry.nbytes
+        self.spooled_batches -= 1
+        self.spooled_docs -= entry.docs
+
+    def claim(self) -> SpoolEntry | None:
+        """The oldest queued batch, now owned by the caller until `release` or `remove`."""
+        if not self._queued:
+            return None
+        entry = self._queued.popleft()
+        self._claimed[entry.name] = entry
+        return entry
+
+    def read(self, entry: SpoolEntry) -> bytes:
+        """Blocking."""
+        return (self.directory / entry.name).read_bytes()
+
+    def release(self, entry: SpoolEntry) -> None:
+        """Not sent after all: back to the front of the queue."""
+        if self._claimed.pop(entry.name, None) is not None:
+            self._queued.appendleft(entry)
+
+    def remove(self, entry: SpoolEntry) -> None:
+        """Blocking: the cluster has every document of the batch."""
+        (self.directory / entry.name).unlink(missing_ok=True)
+        if self._claimed.pop(entry.name, None) is not None:
+            self._bytes -= entry.nbytes
+        self._check_cap()
+
+    def replace(self, entry: SpoolEntry, body: bytes, docs: int) -> SpoolEntry:
+        """Blocking: keep only the documents still to send, under the same position in the queue."""
+        self._claimed.pop(entry.name, None)
+        head = entry.name.rsplit("-", 1)[0]
+        smaller = SpoolEntry(f"{head}-{docs}{SUFFIX}", len(body), docs, entry.created_s)
+        self.write(smaller, body)
+        if smaller.name != entry.name:
+            (self.directory / entry.name).unlink(missing_ok=True)
+        self._bytes += smaller.nbytes - entry.nbytes
+        self._queued.appendleft(smaller)
+        return smaller
+
+    def _check_cap(self) -> None:
+        if not self._warned and self._bytes >= NEAR_CAP_FRACTION * self.max_bytes:
+            self._warned = True
+            _log.warning(
+                "spool %s is near its cap: %d of %d bytes (%d batches); the cluster has been unreachable",
+                self.directory,
+                self._bytes,
+                self.max_bytes,
+                self.batches,
+            )
+        elif self._warned and self._bytes < self.max_bytes / 2:
+            self._warned = False
+
+
+def _sequence_of(name: str) -> int:
+    return int(name.split("-")[1])
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)

@@ -1,0 +1,119 @@
+"""The pure parts of the sink: encoding, batching, retry policy, response triage, spool files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from flowd.config import ElasticsearchSettings
+from flowd.output.bulk import (
+    BatchBuilder,
+    BulkEncoder,
+    RetryPolicy,
+    classify_bulk_response,
+    dead_letter_line,
+    document_of,
+    split_pairs,
+)
+from flowd.output.elasticsearch import auth_headers, parse_host
+from flowd.output.spool import Spool, SpoolFull
+
+
+def test_encoder_gives_each_document_a_fixed_unique_id() -> None:
+    encoder = BulkEncoder(id_prefix=b"p")
+    pairs, rejected = encoder.encode([{"a": 1}, {"a": 2}, {"big": 2**70}])
+    more, _ = encoder.encode([{"a": 3}])
+    assert [orjson.loads(p.split(b"\n")[0])["create"]["_id"] for p in pairs + more] == ["p-0", "p-1", "p-2"]
+    assert [orjson.loads(document_of(p)) for p in pairs] == [{"a": 1}, {"a": 2}]
+    assert len(rejected) == 1 and "64-bit" in rejected[0].reason
+
+
+def test_encoder_without_ids_uses_the_constant_action() -> None:
+    pairs, _ = BulkEncoder(document_ids=False).encode([{"a": 1}])
+    assert pairs == [b'{"create":{}}\n{"a":1}\n']
+
+
+def test_batches_cut_at_docs_or_bytes_and_split_back() -> None:
+    pairs, _ = BulkEncoder(id_prefix=b"x").encode([{"n": i} for i in range(10)])
+    by_docs = BatchBuilder(4, 1 << 20, lambda: 0.0)
+    full = by_docs.add(pairs)
+    assert [b.docs for b in full] == [4, 4] and by_docs.docs == 2
+    rest = by_docs.cut()
+    assert rest is not None and rest.docs == 2 and by_docs.cut() is None
+    assert split_pairs(full[0].body) == pairs[:4]
+    by_bytes = BatchBuilder(1000, len(pairs[0]) * 3, lambda: 0.0)
+    assert [b.docs for b in by_bytes.add(pairs)] == [3, 3, 3]
+
+
+def test_retry_policy_is_capped_exponential_with_jitter() -> None:
+    policy = RetryPolicy(initial_s=0.1, cap_s=2.0, jitter=0.5, random=lambda: 0.0)
+    assert [round(policy.delay_s(n), 3) for n in range(7)] == [0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0]
+    jittered = RetryPolicy(initial_s=0.1, cap_s=2.0, jitter=0.5, random=lambda: 1.0)
+    assert jittered.delay_s(3) == pytest.approx(0.4)
+    assert RetryPolicy(cap_s=30.0, random=lambda: 0.0).delay_s(10_000) == 30.0
+
+
+def test_bulk_response_triage() -> None:
+    statuses = [201, 409, 429, 503, 400, 404, 200]
+    body = {
+        "errors": True,
+        "items": [{"create": {"status": s, **({"error": {"reason": str(s)}} if s >= 300 else {})}} for s in statuses],
+    }
+    outcome = classify_bulk_response(body, len(statuses))
+    assert (outcome.created, outcome.duplicates) == (2, 1)
+    assert outcome.retry == [2, 3]
+    assert [(r.index, r.status) for r in outcome.rejected] == [(4, 400), (5, 404)]
+    assert classify_bulk_response({"errors": False}, 5).created == 5
+    assert classify_bulk_response({"errors": True, "items": []}, 3).retry == [0, 1, 2]
+
+
+def test_dead_letter_line_keeps_the_document_and_reason() -> None:
+    line = orjson.loads(dead_letter_line(b'{"a":1}', 400, {"reason": "bad"}, "2026-01-01T00:00:00Z"))
+    assert line == {
+        "@timestamp": "2026-01-01T00:00:00Z",
+        "status": 400,
+        "error": {"reason": "bad"},
+        "document": {"a": 1},
+    }
+
+
+def test_spool_is_bounded_atomic_and_survives_restart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = iter(range(1000, 2000)).__next__
+    spool = Spool(tmp_path, max_bytes=100, wall_clock=lambda: float(clock()))
+    spool.scan()
+    for body in (b"a" * 40, b"b" * 40):
+        entry = spool.reserve(body, 1)
+        spool.write(entry, body)
+        spool.commit(entry)
+    assert "near its cap" in caplog.text
+    with pytest.raises(SpoolFull):
+        spool.reserve(b"c" * 40, 1)
+    (tmp_path / "junk.ndjson.tmp").write_bytes(b"partial")
+
+    restarted = Spool(tmp_path, max_bytes=100)
+    found = restarted.scan()
+    assert [restarted.read(e) for e in found] == [b"a" * 40, b"b" * 40]
+    assert restarted.nbytes == 80 and not (tmp_path / "junk.ndjson.tmp").exists()
+    oldest = restarted.claim()
+    assert oldest is not None and restarted.read(oldest) == b"a" * 40
+    restarted.release(oldest)
+    again = restarted.claim()
+    assert again == oldest
+    smaller = restarted.replace(again, b"a" * 10, 1)
+    assert restarted.nbytes == 50
+    assert restarted.claim() == smaller
+    restarted.remove(smaller)
+    assert restarted.nbytes == 40 and restarted.batches == 1
+
+
+def test_hosts_and_auth() -> None:
+    assert parse_host("es1", tls=False) == ("http", "es1", 9200, "")
+    assert parse_host("es1:9201", tls=True) == ("https", "es1", 9201, "")
+    assert parse_host("https://es.example/prefix/", tls=False) == ("https", "es.example", 9200, "/prefix")
+    with pytest.raises(ValueError):
+        parse_host("ftp://x", tls=False)
+    assert auth_headers(ElasticsearchSettings(user="u", password="p")) == {"authorization": "Basic dTpw"}
+    assert auth_headers(ElasticsearchSettings(api_key="id:key", user="u")) == {"authorization": "ApiKey aWQ6a2V5"}
+    assert auth_headers(ElasticsearchSettings(api_key="ZW5jb2RlZA==")) == {"authorization": "ApiKey ZW5jb2RlZA=="}

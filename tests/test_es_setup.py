@@ -1,0 +1,173 @@
+"""`flowd setup` against a real server: idempotent, and the mapping types every schema field.
+
+osmem-server has neither ILM/ISM nor data streams: there the test checks that setup says so, falls
+back to a plain index, and that the template and the mapping are right. Against FLOWD_TEST_ES_URL
+(Elasticsearch or OpenSearch) it also checks the lifecycle policy and the data stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from typing import Any
+
+import pytest
+
+from flowd.config import ElasticsearchSettings
+from flowd.output.index_template import (
+    add_setup_arguments,
+    index_template,
+    parse_cluster_info,
+    settings_from_args,
+    setup_cluster,
+)
+from tests.es_server import delete_target, es_auth, es_request, es_url, is_osmem  # noqa: F401
+
+pytestmark = [pytest.mark.integration]
+
+SCHEMA_TYPES = {
+    "@timestamp": "date",
+    "event.start": "date",
+    "event.end": "date",
+    "event.duration": "long",
+    "event.kind": "keyword",
+    "event.category": "keyword",
+    "event.type": "keyword",
+    "event.action": "keyword",
+    "observer.ip": "ip",
+    "observer.hostname": "keyword",
+    "observer.ingress.interface.id": "long",
+    "observer.ingress.interface.name": "keyword",
+    "observer.egress.interface.id": "long",
+    "observer.egress.interface.name": "keyword",
+    "network.transport": "keyword",
+    "network.iana_number": "keyword",
+    "network.type": "keyword",
+    "network.bytes": "long",
+    "network.packets": "long",
+    "network.direction": "keyword",
+    "network.community_id": "keyword",
+    "network.vlan.id": "keyword",
+    "network.application": "keyword",
+    "related.ip": "ip",
+    "related.hosts": "keyword",
+    "flow.id": "keyword",
+    "flow.locality": "keyword",
+    "netflow.type": "keyword",
+    "netflow.exporter.address": "keyword",
+    "netflow.exporter.version": "long",
+    "netflow.exporter.uptime_millis": "long",
+    "netflow.exporter.source_id": "long",
+    "netflow.exporter.timestamp": "date",
+    "flowd.sampling_rate": "long",
+    "flowd.raw_bytes": "long",
+    "flowd.raw_packets": "long",
+}
+for _side in ("source", "destination"):
+    SCHEMA_TYPES |= {
+        f"{_side}.ip": "ip",
+        f"{_side}.port": "long",
+        f"{_side}.mac": "keyword",
+        f"{_side}.domain": "keyword",
+        f"{_side}.bytes": "long",
+        f"{_side}.packets": "long",
+        f"{_side}.as.number": "long",
+        f"{_side}.as.organization.name": "keyword",
+        f"{_side}.geo.location": "geo_point",
+    } | {
+        f"{_side}.geo.{k}": "keyword"
+        for k in ("country_iso_code", "country_name", "city_name", "region_name", "continent_name")
+    }
+
+RAW_FIELDS = {
+    "netflow.source_ipv4_address": ("10.0.0.1", "ip"),
+    "netflow.bgp_next_hop_ipv6_address": ("2001:db8::1", "ip"),
+    "netflow.source_mac_address": ("00:11:22:33:44:55", "keyword"),
+    "netflow.octet_delta_count": (1234, "long"),
+    "netflow.interface_name": ("Gi0/0", "keyword"),
+    "sflow.agent_address": ("192.0.2.1", "ip"),
+    "sflow.src_ip": ("192.0.2.2", "ip"),
+    "sflow.next_hop": ("192.0.2.3", "ip"),
+    "sflow.src_mac": ("00:11:22:33:44:66", "keyword"),
+    "sflow.if_admin_status": ("up", "keyword"),
+    "sflow.sampling_rate": (512, "long"),
+}
+
+
+def flatten(properties: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, spec in properties.items():
+        if "properties" in spec:
+            out |= flatten(spec["properties"], f"{prefix}{name}.")
+        else:
+            out[f"{prefix}{name}"] = spec.get("type", "object")
+    return out
+
+
+def test_template_types_every_schema_field() -> None:
+    body = index_template(ElasticsearchSettings(), data_stream=True, ilm_policy="p", logsdb=True)
+    types = flatten(body["template"]["mappings"]["properties"])
+    assert {k: types.get(k) for k in SCHEMA_TYPES} == SCHEMA_TYPES
+    assert body["template"]["settings"]["index"] == {
+        "codec": "best_compression",
+        "lifecycle": {"name": "p"},
+        "mode": "logsdb",
+    }
+    assert body["data_stream"] == {} and body["index_patterns"] == ["flows-flowd-*"]
+
+
+def test_logsdb_only_from_elasticsearch_8_17() -> None:
+    assert parse_cluster_info({"version": {"number": "8.17.0"}}).supports_logsdb
+    assert parse_cluster_info({"version": {"number": "9.1.2"}}).supports_logsdb
+    assert not parse_cluster_info({"version": {"number": "8.16.1"}}).supports_logsdb
+    assert not parse_cluster_info({"version": {"number": "3.1.0", "distribution": "opensearch"}}).supports_logsdb
+
+
+def test_setup_arguments() -> None:
+    parser = argparse.ArgumentParser()
+    add_setup_arguments(parser)
+    args = parser.parse_args(
+        ["--es", "https://a:9200,https://b:9200", "--api-key", "k", "--insecure", "--ca-file", "ca.pem"]
+    )
+    settings = settings_from_args(args)
+    assert settings.hosts == ["https://a:9200", "https://b:9200"]
+    assert (settings.api_key, settings.verify, settings.ca_file) == ("k", False, "ca.pem")
+
+
+async def test_setup_is_idempotent_and_the_mapping_holds(es_url: str) -> None:  # noqa: F811
+    user, password = es_auth()
+    settings = ElasticsearchSettings(
+        hosts=[es_url], user=user, password=password, data_stream="flows-flowdsetup", namespace=uuid.uuid4().hex[:10]
+    )
+    target = f"{settings.data_stream}-{settings.namespace}"
+    first: list[str] = []
+    second: list[str] = []
+    try:
+        assert await setup_cluster(settings, first.append) == 0, first
+        assert await setup_cluster(settings, second.append) == 0, second
+        assert any("created" in line for line in first)
+        assert not any("created" in line or "updated" in line for line in second), second
+        assert any("index template flows-flowdsetup: found" in line for line in second)
+
+        answer = es_request(es_url, "GET", "/_index_template/flows-flowdsetup")
+        template = answer["index_templates"][0]["index_template"]
+        types = flatten(template["template"]["mappings"]["properties"])
+        assert {k: types.get(k) for k in SCHEMA_TYPES} == SCHEMA_TYPES
+        assert template["template"]["settings"]["index"]["codec"] == "best_compression"
+
+        document = {"@timestamp": "2026-01-01T00:00:00Z", **{k: v for k, (v, _) in RAW_FIELDS.items()}}
+        es_request(es_url, "POST", f"/{target}/_create/doc-1?refresh=true", document)
+        mapping = next(iter(es_request(es_url, "GET", f"/{target}/_mapping").values()))["mappings"]
+        raw_types = flatten(mapping["properties"])
+        assert {k: raw_types.get(k) for k in RAW_FIELDS} == {k: t for k, (_, t) in RAW_FIELDS.items()}
+
+        if is_osmem(es_url):
+            # osmem: no ILM/ISM and no data streams; setup must say so and fall back to an index.
+            assert any("not supported" in line and "policy" in line for line in first)
+            assert any("using a plain index" in line for line in first)
+        else:
+            streams = es_request(es_url, "GET", f"/_data_stream/{target}")
+            assert streams["data_streams"][0]["name"] == target
+    finally:
+        delete_target(es_url, target)
+        es_request(es_url, "DELETE", "/_index_template/flows-flowdsetup")
