@@ -3,7 +3,17 @@ ElastiFlow 4.x compatibility names) lives below the dataclasses."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_origin, get_type_hints
+
+import orjson
+
+from flowd.errors import ConfigError
 
 
 @dataclass(slots=True)
@@ -14,9 +24,11 @@ class ListenSettings:
     sflow: list[str] = field(default_factory=lambda: ["0.0.0.0:6343"])
     ipfix_tcp: list[str] = field(default_factory=lambda: ["0.0.0.0:4739"])
     receive_buffer_bytes: int = 32 * 1024 * 1024
-    queue_size: int = 4096
-    """Batches held between receive and decode; ingress drops (and counts) beyond it."""
+    queue_size: int = 65_536
+    """Datagrams held between receive and decode (as ElastiFlow's UDP_QUEUE_SIZE, in packets);
+    ingress drops (and counts) beyond it."""
     batch_size: int = 256
+    """Datagrams per batch handed from receive to decode."""
     workers: int = 0
     """Worker processes; 0 means one per core."""
     allowed_exporters: list[str] = field(default_factory=list)
@@ -101,7 +113,11 @@ class ElasticsearchSettings:
 @dataclass(slots=True)
 class MetricsSettings:
     address: str = "127.0.0.1:9107"
+    """host:port of /metrics, /healthz and /readyz; port 0 turns the endpoint off."""
     status_interval_s: float = 10.0
+    """Seconds between summary log lines when stderr is not a terminal (0: never)."""
+    exporter_label_limit: int = 1000
+    """Distinct exporters named in metric labels; the rest are counted as "other"."""
 
 
 @dataclass(slots=True)
@@ -113,3 +129,349 @@ class Settings:
     elasticsearch: ElasticsearchSettings = field(default_factory=ElasticsearchSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     shutdown_grace_s: float = 30.0
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+SECTIONS: tuple[str, ...] = ("listen", "templates", "output", "enrich", "elasticsearch", "metrics")
+"""TOML tables, in the order check-config prints them; top-level keys (shutdown_grace_s) come first."""
+ENV_PREFIX = "FLOWD_"
+ELASTIFLOW_PREFIX = "ELASTIFLOW_"
+SECRET_KEYS = frozenset({"elasticsearch.password", "elasticsearch.api_key"})
+RESOLVE_IP2HOST_VALUES = ("false", "true", "exporters", "endpoints")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+@dataclass(slots=True)
+class LoadedSettings:
+    """The effective settings and, for every key ("section.key"), where its value came from."""
+
+    settings: Settings
+    sources: dict[str, str]
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> LoadedSettings:
+    """defaults < TOML file < ELASTIFLOW_* < FLOWD_<SECTION>_<KEY>; raises ConfigError naming the key."""
+    env = os.environ if environ is None else environ
+    settings = Settings()
+    sources = {key: "default" for key in _all_keys()}
+    if path is not None:
+        _apply_toml(settings, sources, Path(path))
+    _apply_elastiflow(settings, sources, env)
+    _apply_flowd_env(settings, sources, env)
+    validate_settings(settings)
+    return LoadedSettings(settings, sources)
+
+
+def _target(settings: Settings, section: str) -> Any:
+    return settings if section == "" else getattr(settings, section)
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    cls = Settings if section == "" else get_type_hints(Settings)[section]
+    hints = get_type_hints(cls)
+    return {f.name: hints[f.name] for f in fields(cls) if section != "" or f.name not in SECTIONS}
+
+
+def _all_keys() -> list[str]:
+    keys = [name for name in _field_types("")]
+    for section in SECTIONS:
+        keys.extend(f"{section}.{name}" for name in _field_types(section))
+    return keys
+
+
+def _split_key(key: str) -> tuple[str, str]:
+    section, _, name = key.rpartition(".")
+    return section, name
+
+
+def _set(settings: Settings, sources: dict[str, str], key: str, value: Any, source: str) -> None:
+    section, name = _split_key(key)
+    setattr(_target(settings, section), name, _coerce(key, value, _field_types(section)[name]))
+    sources[key] = source
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """A TOML value or an environment string, checked against the field's type."""
+    origin = get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value.strip().replace("_", ""), 0)
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key}: expected a number, got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key}: expected a string, got {value!r}")
+    if origin is list:
+        if isinstance(value, str):
+            value = [item.strip() for item in value.split(",") if item.strip()]
+        if isinstance(value, list) and all(isinstance(item, str) for item in value):
+            return list(value)
+        raise ConfigError(f"{key}: expected a list of strings, got {value!r}")
+    if origin is dict:
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError as error:
+                raise ConfigError(f"{key}: expected a JSON object, got {value!r}") from error
+        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+            return {str(k): v for k, v in value.items()}
+        raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+    raise ConfigError(f"{key}: unsupported setting type {kind!r}")  # pragma: no cover
+
+
+def _apply_toml(settings: Settings, sources: dict[str, str], path: Path) -> None:
+    try:
+        with path.open("rb") as handle:
+            document = tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: {error}") from error
+    source = f"toml:{path}"
+    top = _field_types("")
+    for name, value in document.items():
+        if name in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{name}: expected a table")
+            known = _field_types(name)
+            for key, item in value.items():
+                if key not in known:
+                    raise ConfigError(f"{name}.{key}: unknown key in {path}")
+                _set(settings, sources, f"{name}.{key}", item, source)
+        elif name in top:
+            _set(settings, sources, name, value, source)
+        else:
+            raise ConfigError(f"{name}: unknown key in {path}")
+
+
+def _apply_flowd_env(settings: Settings, sources: dict[str, str], env: Mapping[str, str]) -> None:
+    """FLOWD_<SECTION>_<KEY>; FLOWD_<KEY> for top-level keys. Variables naming no section and no
+    top-level key (FLOWD_CORPUS, FLOWD_TEST_*) belong to other tools and are left alone."""
+    top = _field_types("")
+    for variable in sorted(env):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        rest = variable[len(ENV_PREFIX) :].lower()
+        section, _, name = rest.partition("_")
+        if section in SECTIONS:
+            if name not in _field_types(section):
+                raise ConfigError(f"{variable}: unknown key {section}.{name}")
+            _set(settings, sources, f"{section}.{name}", env[variable], f"env:{variable}")
+        elif rest in top:
+            _set(settings, sources, rest, env[variable], f"env:{variable}")
+
+
+# ElastiFlow 4.x (logstash.service.d/elastiflow.conf, docker-compose.yml): variable -> key.
+ELASTIFLOW_SIMPLE: dict[str, str] = {
+    "GEOIP_CACHE_SIZE": "enrich.geoip_cache_size",
+    "GEOIP_LOOKUP": "enrich.geoip_lookup",
+    "ASN_LOOKUP": "enrich.asn_lookup",
+    "OUI_LOOKUP": "enrich.oui_lookup",
+    "RESOLVE_IP2HOST": "enrich.resolve_ip2host",
+    "NAMESERVER": "enrich.nameservers",
+    "DNS_HIT_CACHE_SIZE": "enrich.dns_hit_cache_size",
+    "DNS_HIT_CACHE_TTL": "enrich.dns_hit_cache_ttl_s",
+    "DNS_FAILED_CACHE_SIZE": "enrich.dns_failed_cache_size",
+    "DNS_FAILED_CACHE_TTL": "enrich.dns_failed_cache_ttl_s",
+    "ES_USER": "elasticsearch.user",
+    "ES_PASSWD": "elasticsearch.password",
+    "ES_SSL_ENABLE": "elasticsearch.tls",
+    "ES_SSL_VERIFY": "elasticsearch.verify",
+}
+ELASTIFLOW_INPUTS: dict[str, str] = {
+    # ElastiFlow input prefix (ELASTIFLOW_<prefix>_IPV4_PORT...) -> listen key
+    "NETFLOW": "listen.netflow",
+    "SFLOW": "listen.sflow",
+    "IPFIX_UDP": "listen.ipfix",
+    "IPFIX_TCP": "listen.ipfix_tcp",
+}
+ELASTIFLOW_UDP_OPTIONS: dict[str, str] = {
+    # One value per protocol in ElastiFlow; flowd has one pipeline, so the largest value set wins.
+    "UDP_WORKERS": "listen.workers",
+    "UDP_QUEUE_SIZE": "listen.queue_size",
+    "UDP_RCV_BUFF": "listen.receive_buffer_bytes",
+}
+
+
+def _apply_elastiflow(settings: Settings, sources: dict[str, str], env: Mapping[str, str]) -> None:
+    for suffix, key in ELASTIFLOW_SIMPLE.items():
+        variable = ELASTIFLOW_PREFIX + suffix
+        if variable in env:
+            _set(settings, sources, key, env[variable], f"env:{variable}")
+    hosts = [
+        (variable, env[variable])
+        for variable in ("ELASTIFLOW_ES_HOST", "ELASTIFLOW_ES_HOST_1", "ELASTIFLOW_ES_HOST_2", "ELASTIFLOW_ES_HOST_3")
+        if env.get(variable, "").strip()
+    ]
+    if hosts:
+        value = ",".join(host for _, host in hosts)
+        _set(settings, sources, "elasticsearch.hosts", value, "env:" + "+".join(v for v, _ in hosts))
+    for prefix, key in ELASTIFLOW_INPUTS.items():
+        _apply_elastiflow_input(settings, sources, env, prefix, key)
+    for option, key in ELASTIFLOW_UDP_OPTIONS.items():
+        chosen: tuple[str, int] | None = None
+        for family in ("NETFLOW", "SFLOW", "IPFIX"):
+            variable = f"{ELASTIFLOW_PREFIX}{family}_{option}"
+            if variable in env:
+                value = _coerce(variable, env[variable], int)
+                if chosen is None or value > chosen[1]:
+                    chosen = (variable, value)
+        if chosen is not None:
+            _set(settings, sources, key, chosen[1], f"env:{chosen[0]}")
+
+
+def _apply_elastiflow_input(
+    settings: Settings, sources: dict[str, str], env: Mapping[str, str], prefix: str, key: str
+) -> None:
+    """ELASTIFLOW_<P>_IPV4_HOST/_PORT and _IPV6_HOST/_PORT replace that family's address."""
+    section, name = _split_key(key)
+    current: list[str] = list(getattr(_target(settings, section), name))
+    used: list[str] = []
+    for family, default_host in (("IPV4", "0.0.0.0"), ("IPV6", "::")):
+        host_var = f"{ELASTIFLOW_PREFIX}{prefix}_{family}_HOST"
+        port_var = f"{ELASTIFLOW_PREFIX}{prefix}_{family}_PORT"
+        if host_var not in env and port_var not in env:
+            continue
+        ipv6 = family == "IPV6"
+        index = next((i for i, a in enumerate(current) if (":" in split_address(a, key)[0]) == ipv6), None)
+        host, port = split_address(current[index], key) if index is not None else (default_host, 0)
+        if host_var in env:
+            host = env[host_var].strip().strip("[]")
+        if port_var in env:
+            port = _coerce(port_var, env[port_var], int)
+            _check_port(port_var, port)
+        elif index is None:
+            raise ConfigError(f"{port_var}: needed with {host_var}")
+        address = join_address(host, port)
+        if index is None:
+            current.append(address)
+        else:
+            current[index] = address
+        used.extend(v for v in (host_var, port_var) if v in env)
+    if used:
+        _set(settings, sources, key, current, "env:" + "+".join(used))
+
+
+# --- addresses and validation ------------------------------------------------------------------
+
+
+def split_address(address: str, key: str = "address") -> tuple[str, int]:
+    """ "host:port" or "[v6]:port" -> (host, port); ConfigError naming `key` when malformed."""
+    text = address.strip()
+    if text.startswith("["):
+        host, sep, port_text = text[1:].partition("]:")
+    else:
+        host, sep, port_text = text.rpartition(":")
+    if not sep or not host or ("[" not in text and ":" in host):
+        raise ConfigError(f"{key}: {address!r} is not host:port (IPv6 as [addr]:port)")
+    try:
+        port = int(port_text)
+    except ValueError as error:
+        raise ConfigError(f"{key}: bad port in {address!r}") from error
+    _check_port(key, port)
+    return host, port
+
+
+def join_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _check_port(key: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: port {port} is outside 0-65535")
+
+
+def validate_settings(settings: Settings) -> None:
+    """Checks that types alone cannot express; every message names the key."""
+    listen = settings.listen
+    for name in ("netflow", "ipfix", "sflow", "ipfix_tcp"):
+        for address in getattr(listen, name):
+            host, _ = split_address(address, f"listen.{name}")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError as error:
+                raise ConfigError(f"listen.{name}: {host!r} is not an IP address") from error
+    for network in listen.allowed_exporters:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError as error:
+            raise ConfigError(f"listen.allowed_exporters: {network!r} is not a network") from error
+    split_address(settings.metrics.address, "metrics.address")
+    positive: dict[str, float] = {
+        "listen.receive_buffer_bytes": listen.receive_buffer_bytes,
+        "listen.queue_size": listen.queue_size,
+        "listen.batch_size": listen.batch_size,
+        "templates.max_per_exporter": settings.templates.max_per_exporter,
+        "templates.max_total": settings.templates.max_total,
+        "output.rotate_bytes": settings.output.rotate_bytes,
+        "enrich.geoip_cache_size": settings.enrich.geoip_cache_size,
+        "enrich.dns_hit_cache_size": settings.enrich.dns_hit_cache_size,
+        "enrich.dns_failed_cache_size": settings.enrich.dns_failed_cache_size,
+        "enrich.dns_concurrency": settings.enrich.dns_concurrency,
+        "elasticsearch.batch_docs": settings.elasticsearch.batch_docs,
+        "elasticsearch.batch_bytes": settings.elasticsearch.batch_bytes,
+        "elasticsearch.max_in_flight": settings.elasticsearch.max_in_flight,
+        "metrics.exporter_label_limit": settings.metrics.exporter_label_limit,
+    }
+    non_negative: dict[str, float] = {
+        "listen.workers": listen.workers,
+        "templates.persist_interval_s": settings.templates.persist_interval_s,
+        "templates.ttl_s": settings.templates.ttl_s,
+        "enrich.dns_timeout_s": settings.enrich.dns_timeout_s,
+        "enrich.dns_deadline_ms": settings.enrich.dns_deadline_ms,
+        "enrich.dns_hit_cache_ttl_s": settings.enrich.dns_hit_cache_ttl_s,
+        "enrich.dns_failed_cache_ttl_s": settings.enrich.dns_failed_cache_ttl_s,
+        "elasticsearch.retention_days": settings.elasticsearch.retention_days,
+        "elasticsearch.flush_interval_s": settings.elasticsearch.flush_interval_s,
+        "elasticsearch.retry_max_s": settings.elasticsearch.retry_max_s,
+        "elasticsearch.spool_max_bytes": settings.elasticsearch.spool_max_bytes,
+        "metrics.status_interval_s": settings.metrics.status_interval_s,
+        "shutdown_grace_s": settings.shutdown_grace_s,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key}: must be positive, got {value}")
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key}: must not be negative, got {value}")
+    resolve = settings.enrich.resolve_ip2host
+    if resolve.lower() not in RESOLVE_IP2HOST_VALUES:
+        raise ConfigError(f"enrich.resolve_ip2host: {resolve!r} is not one of {', '.join(RESOLVE_IP2HOST_VALUES)}")
+
+
+def describe_settings(loaded: LoadedSettings) -> str:
+    """check-config output: one `key = value  # source` line per key, secrets masked."""
+    lines = []
+    settings = loaded.settings
+    for key in _all_keys():
+        section, name = _split_key(key)
+        value = getattr(_target(settings, section), name)
+        rendered = '"********"' if key in SECRET_KEYS and value else orjson.dumps(value).decode()
+        lines.append(f"{key} = {rendered}  # {loaded.sources[key]}")
+    return "\n".join(lines)
+
+
+def worker_count(settings: Settings) -> int:
+    return settings.listen.workers or os.cpu_count() or 1
