@@ -5,10 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
 from flowd import __version__
+
+if TYPE_CHECKING:
+    from flowd.config import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -20,12 +24,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     decode.add_argument("files", nargs="+", help="pcap, pcapng, .dat payloads (in order) or IPFIX files")
     decode.add_argument("--options", action="store_true", help="also print options records")
     decode.add_argument("--enrich", action="store_true", help="apply the configured enrichment")
+    decode.add_argument("--config", help="TOML configuration file (for --enrich)")
 
     run = commands.add_parser("run", help="serve until SIGTERM/SIGINT")
     run.add_argument("--config", help="TOML configuration file")
 
     check = commands.add_parser("check-config", help="print the effective configuration and where each value came from")
     check.add_argument("--config", help="TOML configuration file")
+
+    setup = commands.add_parser("setup", help="install the index template, lifecycle policy and data stream")
+    from flowd.output.index_template import add_setup_arguments
+
+    add_setup_arguments(setup)
+    setup.add_argument("--config", help="TOML configuration file (namespace, retention, credentials)")
+    setup.add_argument("--kibana", help="Kibana URL: also import the dashboards")
+    setup.add_argument("--space", default="", help="Kibana space to import into (default space when empty)")
 
     args = parser.parse_args(argv)
     if args.command == "decode":
@@ -36,6 +49,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_server(args.config)
     if args.command == "check-config":
         return _check_config(args)
+    if args.command == "setup":
+        return _setup(args)
     parser.error(f"unknown command {args.command}")
     return 2
 
@@ -53,13 +68,45 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(path: str | None) -> Settings | None:
+    from flowd.config import load_settings
+    from flowd.errors import ConfigError
+
+    try:
+        return load_settings(path).settings
+    except ConfigError as error:
+        print(f"flowd: configuration error: {error}", file=sys.stderr)
+        return None
+
+
+def _setup(args: argparse.Namespace) -> int:
+    from flowd.output.index_template import run_setup
+
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    status = run_setup(args, settings.elasticsearch)
+    if args.kibana and status == 0:
+        from flowd.output.kibana import run_kibana_import
+
+        status = run_kibana_import(args)
+    return status
+
+
 def _decode(args: argparse.Namespace) -> int:
-    from flowd.offline import DecodeSummary, decode_documents
+    from flowd.offline import DecodeSummary, decode_documents, decode_enriched_documents
 
     summary = DecodeSummary()
     out = sys.stdout.buffer
     try:
-        for document in decode_documents(args.files, summary, include_options=args.options):
+        if args.enrich:
+            settings = _load(args.config)
+            if settings is None:
+                return 2
+            documents = decode_enriched_documents(args.files, summary, settings.enrich, include_options=args.options)
+        else:
+            documents = decode_documents(args.files, summary, include_options=args.options)
+        for document in documents:
             out.write(orjson.dumps(document) + b"\n")
         out.flush()
     except BrokenPipeError:  # `flowd decode x.pcap | head` is normal use

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -9,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from flowd.capture import read_datagrams
+from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
+from flowd.enrich.chain import build_enricher
 from flowd.errors import DecodeError
 from flowd.model import DecodeResult
 from flowd.output.batch_documents import documents_for
@@ -63,3 +66,23 @@ def decode_documents(
         if include_options:
             for record in result.options:
                 yield flow_document(record)
+
+
+def decode_enriched_documents(
+    paths: Iterable[str | Path], summary: DecodeSummary, settings: EnrichSettings, *, include_options: bool = False
+) -> Iterator[dict[str, Any]]:
+    """As `decode_documents`, with the enrichment `flowd run` applies (options feed its tables)."""
+    enricher = build_enricher(settings)
+    loop = asyncio.new_event_loop()
+    try:
+        for result in decode_results(paths, summary):
+            options = [flow_document(record) for record in result.options]
+            enricher.learn_from_options(options)
+            documents = documents_for(result.flows)
+            loop.run_until_complete(enricher.enrich(documents))
+            yield from documents
+            if include_options:
+                yield from options
+    finally:
+        loop.run_until_complete(enricher.close())
+        loop.close()

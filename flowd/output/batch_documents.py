@@ -59,17 +59,22 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     keys: list[str] = ["netflow." + name for name in columns]
     values: list[list[Any]] = list(columns.values())
 
-    def add(key: str, column: list[Any]) -> None:
+    sparse: list[int] = []
+
+    def add(key: str, column: list[Any], *, may_be_none: bool = False) -> None:
+        if may_be_none:
+            sparse.append(len(keys))
         keys.append(key)
         values.append(column)
 
     start, end = _times(batch, columns, count)
     timestamps = _timestamps(batch, columns, end, count)
-    add("@timestamp", [iso_from_ms(ms) for ms in timestamps])
+    timestamp_strings = _iso_column(timestamps)
+    add("@timestamp", timestamp_strings)
     if start is not None:
-        add("event.start", [None if ms is None else iso_from_ms(ms) for ms in start])
+        add("event.start", _iso_column(start), may_be_none=True)
     if end is not None:
-        add("event.end", [None if ms is None else iso_from_ms(ms) for ms in end])
+        add("event.end", timestamp_strings, may_be_none=True)
         if start is not None:
             add(
                 "event.duration",
@@ -79,6 +84,7 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
                     else None
                     for s, e in zip(start, end, strict=True)
                 ],
+                may_be_none=True,
             )
 
     source = _pick_addresses(columns.get("source_ipv4_address"), columns.get("source_ipv6_address"))
@@ -126,7 +132,7 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     ):
         column = columns.get(name)
         if column is not None:
-            add(key, [v if v else None for v in column])
+            add(key, [v if v else None for v in column], may_be_none=True)
     add("flow.id", _flow_ids(batch, source, source_port, destination, destination_port, protocol, count))
 
     common: dict[str, Any] = {
@@ -146,7 +152,6 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     if not isinstance(batch.rates, list):
         common["flowd.sampling_rate"] = batch.rates
     documents = []
-    sparse = [index for index, column in enumerate(values) if None in column]
     for row in zip(*values, strict=True):
         document = dict(zip(keys, row, strict=True))
         for index in sparse:
@@ -157,27 +162,45 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     return documents
 
 
+def _iso_column(epoch_ms: list[Any]) -> list[Any]:
+    """ISO strings for a column of epoch ms (None stays None), each distinct value formatted once."""
+    distinct = {ms: None if ms is None else iso_from_ms(ms) for ms in set(epoch_ms)}
+    return [distinct[ms] for ms in epoch_ms]
+
+
+def _scaled(column: list[int], rates: int | list[int]) -> list[int]:
+    """Counter × rate, saturated at the largest `long`; the common cases without a per-value min."""
+    limit = single.MAX_LONG
+    if isinstance(rates, list):
+        return [min(v * r, limit) for v, r in zip(column, rates, strict=True)]
+    if not column or max(column) * rates <= limit:
+        return column if rates == 1 else [v * rates for v in column]
+    return [min(v * rates, limit) for v in column]
+
+
 def _add_counters(batch: RecordBatch, columns: dict[str, list[Any]], count: int, add: Any) -> None:
-    rates = batch.rates if isinstance(batch.rates, list) else [batch.rates] * count
-    if isinstance(batch.rates, list):
+    rates = batch.rates
+    if isinstance(rates, list):
         add("flowd.sampling_rate", rates)
     found = [
         _first_column(columns, names, ints_only=True)
         for names in (single._FORWARD_BYTES, single._FORWARD_PACKETS, single._REVERSE_BYTES, single._REVERSE_PACKETS)
     ]
-    limit = single.MAX_LONG
     for column, key in zip(
         found, ("source.bytes", "source.packets", "destination.bytes", "destination.packets"), strict=True
     ):
         if column is not None:
-            add(key, [min(v * r, limit) for v, r in zip(column, rates, strict=True)])
-    zeros = [0] * count
-    raw_bytes = [f + r for f, r in zip(found[0] or zeros, found[2] or zeros, strict=True)]
-    raw_packets = [f + r for f, r in zip(found[1] or zeros, found[3] or zeros, strict=True)]
-    add("network.bytes", [min(v * r, limit) for v, r in zip(raw_bytes, rates, strict=True)])
-    add("network.packets", [min(v * r, limit) for v, r in zip(raw_packets, rates, strict=True)])
-    add("flowd.raw_bytes", [min(v, limit) for v in raw_bytes])
-    add("flowd.raw_packets", [min(v, limit) for v in raw_packets])
+            add(key, _scaled(column, rates))
+    totals = []
+    for forward, reverse in ((found[0], found[2]), (found[1], found[3])):
+        if forward is not None and reverse is not None:
+            totals.append([f + r for f, r in zip(forward, reverse, strict=True)])
+        else:
+            totals.append(forward or reverse or [0] * count)
+    add("network.bytes", _scaled(totals[0], rates))
+    add("network.packets", _scaled(totals[1], rates))
+    add("flowd.raw_bytes", _scaled(totals[0], 1))
+    add("flowd.raw_packets", _scaled(totals[1], 1))
 
 
 def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tuple[list[Any] | None, list[Any] | None]:
@@ -220,6 +243,9 @@ def _flow_ids(
     count: int,
 ) -> list[str]:
     """`documents.flow_id` for every record, computed over numpy columns."""
+    words = _raw_words(batch)
+    if words is not None:
+        return _mix_columns(batch, words, count)
     try:
         source_words = _address_words(source, count)
         destination_words = _address_words(destination, count)
@@ -236,23 +262,59 @@ def _flow_ids(
                 strict=True,
             )
         ]
+    words = [
+        *source_words,
+        _int_words(source_port, count),
+        *destination_words,
+        _int_words(destination_port, count),
+        _int_words(protocol, count),
+    ]
+    return _mix_columns(batch, words, count)
+
+
+def _mix_columns(batch: RecordBatch, words: list[np.ndarray[Any, Any]], count: int) -> list[str]:
     value = np.full(count, single.FNV_OFFSET, dtype=_U64)
     prime = _U64(single.FNV_PRIME)
-
-    def mix(word: np.ndarray[Any, Any]) -> None:
-        nonlocal value
+    for word in [np.full(count, single.exporter_word(batch.exporter[0]), dtype=_U64), *words]:
         value = (value ^ word) * prime
-
-    mix(np.full(count, single.exporter_word(batch.exporter[0]), dtype=_U64))
-    for address_words, port in ((source_words, source_port), (destination_words, destination_port)):
-        for word in address_words:
-            mix(word)
-        mix(_int_words(port, count))
-    mix(_int_words(protocol, count))
     value ^= value >> _U64(29)
     value = value * prime
     value ^= value >> _U64(32)
-    return [f"{v:016x}" for v in value.tolist()]
+    text = value.astype(">u8").tobytes().hex()
+    return [text[i : i + 16] for i in range(0, len(text), 16)]
+
+
+def _raw_words(batch: RecordBatch) -> list[np.ndarray[Any, Any]] | None:
+    """The flow-id words straight from the decoded array, when each end has one address family."""
+    array = batch.array
+    names = set(batch.template.names)
+    words: list[np.ndarray[Any, Any]] = []
+    for end in ("source", "destination"):
+        four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
+        if four in names and six in names:
+            return None
+        if four in names:
+            column = array[four]
+            if column.dtype.kind != "u":
+                return None
+            words.append(column.astype(_U64))
+        elif six in names:
+            column = array[six]
+            if column.dtype.itemsize != 16:
+                return None
+            pairs = np.frombuffer(column.tobytes(), dtype=">u8").reshape(-1, 2)
+            words += [pairs[:, 0].astype(_U64), pairs[:, 1].astype(_U64)]
+        else:
+            words.append(np.zeros(len(array), dtype=_U64))
+        words.append(_array_word(array, names, f"{end}_transport_port"))
+    words.append(_array_word(array, names, "protocol_identifier"))
+    return words
+
+
+def _array_word(array: np.ndarray[Any, Any], names: set[str], name: str) -> np.ndarray[Any, Any]:
+    if name in names and array[name].dtype.kind == "u":
+        return array[name].astype(_U64)
+    return np.zeros(len(array), dtype=_U64)
 
 
 def _int_words(column: list[Any] | None, count: int) -> np.ndarray[Any, Any]:

@@ -1,0 +1,339 @@
+"""`flowd run`: load the configuration, start the supervisor; and the worker process itself.
+
+A worker owns one copy of the pipeline (design.md section 1): its listeners (every configured
+UDP address and the IPFIX TCP ones, bound with SO_REUSEPORT), one template cache, the decode
+and output stages and the sink. It reports its numbers to the supervisor over a pipe about once
+a second. On SIGTERM or SIGINT it stops receiving, drains its queues into the sink, flushes it,
+persists the template cache and exits 0, within the configured grace period.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import signal
+import sys
+import time
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flowd.config import Settings, load_settings
+from flowd.decode import TemplateCache
+from flowd.enrich import Enricher
+from flowd.errors import ConfigError, SinkError
+from flowd.output.files import NdjsonFileSink
+from flowd.output.sink import Sink
+from flowd.server.metrics import WorkerStats, export_component_stats
+from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
+from flowd.server.tcp import IpfixTcpServer
+from flowd.server.udp import ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
+
+log = logging.getLogger("flowd.worker")
+
+EXIT_OK = 0
+EXIT_DRAIN_TIMEOUT = 1
+EXIT_STARTUP_FAILED = 3
+"""A worker that cannot bind or open its sink: the supervisor stops instead of restarting it."""
+REPORT_INTERVAL_S = 1.0
+TEMPLATE_EXPIRE_INTERVAL_S = 60.0
+DRAIN_MARGIN_S = 1.0
+UDP_PROTOCOLS = ("netflow", "ipfix", "sflow")
+
+
+def run_server(config_path: str | None) -> int:
+    """The `flowd run` command: 0 after a clean shutdown, 2 on a configuration error."""
+    try:
+        loaded = load_settings(config_path)
+    except ConfigError as error:
+        print(f"flowd: configuration error: {error}", file=sys.stderr)
+        return 2
+    setup_logging()
+    from flowd.server.workers import Supervisor
+
+    return Supervisor(loaded.settings).run()
+
+
+def setup_logging(worker: int | None = None) -> None:
+    who = "supervisor" if worker is None else f"worker-{worker}"
+    logging.basicConfig(
+        level=os.environ.get("FLOWD_LOG_LEVEL", "INFO").upper(),
+        format=f"%(asctime)s {who} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def describe_output(settings: Settings) -> str:
+    if settings.elasticsearch.hosts and _elasticsearch_module() is not None:
+        return f"Elasticsearch at {', '.join(settings.elasticsearch.hosts)}"
+    directory = Path(settings.output.directory).resolve()
+    return f"NDJSON files under {directory} (no Elasticsearch configured; the embedded default)"
+
+
+def _elasticsearch_module() -> Any:
+    try:
+        return importlib.import_module("flowd.output.elasticsearch")
+    except ModuleNotFoundError:
+        return None
+
+
+def build_sink(settings: Settings, worker: int) -> Sink:
+    """Elasticsearch when hosts are configured (and the module is present), else NDJSON files."""
+    if settings.elasticsearch.hosts:
+        module = _elasticsearch_module()
+        if module is not None:
+            sink: Sink = module.build_elasticsearch_sink(settings.elasticsearch)
+            return sink
+        log.warning("elasticsearch.hosts is set but flowd.output.elasticsearch is missing; writing files")
+    return NdjsonFileSink(settings.output.directory, worker=worker, rotate_bytes=settings.output.rotate_bytes)
+
+
+def build_enricher(settings: Settings) -> Enricher | None:
+    """`flowd.enrich.chain.build_enricher(settings.enrich)` when that module exists; else no enrichment."""
+    try:
+        module = importlib.import_module("flowd.enrich.chain")
+    except ModuleNotFoundError:
+        return None
+    enricher: Enricher | None = module.build_enricher(settings.enrich)
+    return enricher
+
+
+# --- template persistence --------------------------------------------------------------------
+
+
+def template_path(base: str | Path, worker: int) -> Path:
+    """Worker 0 writes the configured path; worker N writes `<stem>-N<suffix>` beside it."""
+    path = Path(base)
+    return path if worker == 0 else path.with_name(f"{path.stem}-{worker}{path.suffix}")
+
+
+def restore_templates(templates: TemplateCache, base: str | Path) -> int:
+    """Load every worker's snapshot: after a restart the kernel may hash an exporter to another
+    worker, and templates of exporters a worker never sees cost only memory within the caps."""
+    path = Path(base)
+    candidates = [path, *sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))]
+    restored = 0
+    for candidate in candidates:
+        try:
+            snapshot = orjson.loads(candidate.read_bytes())
+            restored += templates.restore(snapshot)
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+            log.warning("ignoring template snapshot %s: %s", candidate, error)
+    return restored
+
+
+def write_snapshot_atomically(path: Path, snapshot: dict[str, Any]) -> None:
+    """Write to a temporary file beside the target, fsync, then rename over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("wb") as handle:
+        handle.write(orjson.dumps(snapshot))
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+# --- the worker --------------------------------------------------------------------------------
+
+
+def worker_main(settings: Settings, worker: int, connection: Connection) -> None:
+    """Process entry point of one worker."""
+    setup_logging(worker)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the loop installs its own handlers
+    import uvloop
+
+    code = uvloop.run(Worker(settings, worker, connection).run())
+    connection.close()
+    sys.exit(code)
+
+
+class Worker:
+    def __init__(self, settings: Settings, worker: int, connection: Connection | None) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.connection = connection
+        self.stats = WorkerStats()
+        tpl = settings.templates
+        self.templates = TemplateCache(
+            ttl_s=tpl.ttl_s, max_per_exporter=tpl.max_per_exporter, max_templates=tpl.max_total
+        )
+        self.listeners: list[ListenerStats] = []
+        self.transports: list[asyncio.DatagramTransport] = []
+        self.tcp_servers: list[IpfixTcpServer] = []
+        self.stop = asyncio.Event()
+        self._parent = os.getppid()
+        self.sink: Sink | None = None
+
+    def send(self, kind: str, payload: Any) -> None:
+        if self.connection is None:
+            return
+        try:
+            self.connection.send((kind, self.worker, payload))
+        except (OSError, ValueError):
+            self.stop.set()  # the supervisor is gone
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.stop.set)
+        settings = self.settings
+        restored = restore_templates(self.templates, settings.templates.path)
+        self.stats.inc("flowd_templates_restored", (), restored)
+        if restored:
+            log.info("restored %d templates from %s", restored, settings.templates.path)
+        sink = build_sink(settings, self.worker)
+        self.sink = sink
+        try:
+            await sink.start()
+        except (SinkError, OSError) as error:
+            log.error("cannot start the output: %s", error)
+            return EXIT_STARTUP_FAILED
+        ingress = IngressQueue(settings.listen.batch_size, settings.listen.queue_size)
+        decoder = BatchDecoder(self.templates, self.stats, exporter_label_limit=settings.metrics.exporter_label_limit)
+        pipeline = Pipeline(ingress, decoder, sink, self.stats, enricher=build_enricher(settings))
+        pipeline.start()
+        try:
+            await self._open_listeners(ingress, decoder)
+        except OSError as error:
+            log.error("cannot listen: %s", error)
+            await self._stop_receiving()
+            pipeline.abort()
+            return EXIT_STARTUP_FAILED
+        self._update_stats(ingress, pipeline)
+        self.send("stats", self.stats.snapshot())  # before "ready": restored templates are visible at once
+        self.send("ready", {"listeners": [s.name for s in self.listeners] + [t.name for t in self.tcp_servers]})
+        reporter = asyncio.create_task(self._report_loop(ingress, pipeline))
+        await self.stop.wait()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            # A second signal (the supervisor forwards one, a terminal or `timeout` sends the
+            # group one) must not kill the drain, nor the exit after the loop has closed.
+            loop.remove_signal_handler(signum)
+            signal.signal(signum, signal.SIG_IGN)
+
+        code = EXIT_OK
+        await self._stop_receiving()
+        grace = max(0.5, settings.shutdown_grace_s - DRAIN_MARGIN_S)
+        try:
+            await asyncio.wait_for(pipeline.drain(), timeout=grace)
+        except TimeoutError:
+            log.error("drain did not finish within %.1f s; %d datagrams left", grace, len(ingress))
+            pipeline.abort()
+            code = EXIT_DRAIN_TIMEOUT
+        reporter.cancel()
+        self.persist_templates()
+        try:
+            await sink.close()
+        except Exception as error:
+            log.error("closing the output failed: %s", error)
+        if pipeline.enricher is not None:
+            with contextlib.suppress(Exception):
+                await pipeline.enricher.close()
+        self._update_stats(ingress, pipeline)
+        self.send("bye", self.stats.snapshot())
+        return code
+
+    async def _open_listeners(self, ingress: IngressQueue, decoder: BatchDecoder) -> None:
+        listen = self.settings.listen
+        allowlist = ExporterAllowlist(listen.allowed_exporters) if listen.allowed_exporters else None
+        for protocol in UDP_PROTOCOLS:
+            for address in getattr(listen, protocol):
+                transport, stats = await open_udp_listener(
+                    f"{protocol}/udp/{address}",
+                    address,
+                    ingress,
+                    receive_buffer_bytes=listen.receive_buffer_bytes,
+                    allowlist=allowlist,
+                    warn_buffer=self.worker == 0,
+                )
+                self.transports.append(transport)
+                self.listeners.append(stats)
+        for address in listen.ipfix_tcp:
+            server = IpfixTcpServer(f"ipfix/tcp/{address}", ingress, self.stats, decoder.exporter_label)
+            await server.start(address, allowlist)
+            self.tcp_servers.append(server)
+
+    async def _stop_receiving(self) -> None:
+        for transport in self.transports:
+            transport.close()
+        for server in self.tcp_servers:
+            await server.stop_receiving()
+
+    async def _report_loop(self, ingress: IngressQueue, pipeline: Pipeline) -> None:
+        interval = self.settings.templates.persist_interval_s
+        next_persist = time.monotonic() + interval if interval > 0 else float("inf")
+        next_expire = time.monotonic() + TEMPLATE_EXPIRE_INTERVAL_S
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL_S)
+            now = time.monotonic()
+            if now >= next_expire:
+                self.templates.expire(time.time())
+                next_expire = now + TEMPLATE_EXPIRE_INTERVAL_S
+            if now >= next_persist:
+                written = await asyncio.to_thread(self._write_templates, self.templates.snapshot())
+                self._count_persist(written)
+                next_persist = now + interval
+            self._update_stats(ingress, pipeline)
+            self.send("stats", self.stats.snapshot())
+            if os.getppid() != self._parent:
+                log.error("the supervisor is gone; stopping")
+                self.stop.set()
+
+    def _update_stats(self, ingress: IngressQueue, pipeline: Pipeline) -> None:
+        stats = self.stats
+        drops = read_kernel_drops() if self.listeners else {}
+        for listener in self.listeners:
+            labels = (listener.name,)
+            stats.counters.setdefault("flowd_datagrams_received", {})[labels] = listener.datagrams
+            stats.counters.setdefault("flowd_bytes_received", {})[labels] = listener.bytes
+            stats.counters.setdefault("flowd_ingress_drops", {})[labels] = listener.ingress_drops
+            stats.counters.setdefault("flowd_allowlist_drops", {})[labels] = listener.allowlist_drops
+            stats.counters.setdefault("flowd_kernel_drops", {})[labels] = sum(drops.get(i, 0) for i in listener.inodes)
+            stats.set("flowd_receive_buffer_bytes", labels, listener.receive_buffer_bytes)
+        for server in self.tcp_servers:
+            labels = (server.name,)
+            stats.counters.setdefault("flowd_datagrams_received", {})[labels] = server.listener_datagrams
+            stats.counters.setdefault("flowd_bytes_received", {})[labels] = server.listener_bytes
+            stats.set("flowd_tcp_connections_open", (), len(server.connections))
+        export_component_stats(stats, self.sink, pipeline.enricher)
+        stats.set("flowd_queue_depth", ("ingress",), len(ingress))
+        stats.set("flowd_queue_capacity", ("ingress",), ingress.capacity)
+        stats.set("flowd_queue_depth", ("documents",), pipeline.documents.qsize())
+        stats.set("flowd_queue_capacity", ("documents",), pipeline.documents.maxsize)
+        cache = self.templates
+        stats.set("flowd_templates_known", (), len(cache))
+        stats.set("flowd_parked_records", (), cache.parked_sets)
+        template_events = stats.counters.setdefault("flowd_template_events", {})
+        for event in ("added", "redefined", "withdrawn", "expired", "rejected_over_cap"):
+            template_events[(event,)] = getattr(cache.stats, event)
+        parked_events = stats.counters.setdefault("flowd_parked_events", {})
+        for event, attribute in (
+            ("parked", "parked"),
+            ("unparked", "unparked"),
+            ("dropped", "parked_dropped"),
+            ("expired", "parked_expired"),
+        ):
+            parked_events[(event,)] = getattr(cache.stats, attribute)
+
+    def persist_templates(self) -> None:
+        self._count_persist(self._write_templates(self.templates.snapshot()))
+
+    def _count_persist(self, written: bool) -> None:
+        self.stats.inc("flowd_templates_persisted" if written else "flowd_templates_persist_errors")
+
+    def _write_templates(self, snapshot: dict[str, Any]) -> bool:
+        """Runs in a thread for the periodic save: touches nothing but the file."""
+        path = template_path(self.settings.templates.path, self.worker)
+        try:
+            write_snapshot_atomically(path, snapshot)
+        except OSError as error:
+            log.error("cannot persist templates to %s: %s", path, error)
+            return False
+        return True

@@ -1,0 +1,336 @@
+"""The worker's pipeline: ingress batches -> decode -> enrich -> sink, joined by bounded queues.
+
+The policies here are plain classes with injected clocks, testable without sockets:
+- `IngressQueue`: `datagram_received` appends (data, address, time); datagrams are grouped in
+  batches of `batch_size`; the only place that drops (when `capacity` datagrams wait), and it
+  counts what it drops. The consumer takes a full batch, or the partial one when nothing else
+  waits, so a quiet exporter's datagram is not held back waiting for company.
+- `BatchDecoder`: a batch in, documents out. Any exception from the decoder is counted per
+  exporter, protocol and reason and logged at a bounded rate; it never escapes.
+- `Pipeline`: the async stages. Between decode and output an `asyncio.Queue` of document
+  batches applies backpressure (later stages never drop); `drain()` empties both in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.enrich import Enricher
+from flowd.errors import DecodeError, SinkError
+from flowd.output.batch_documents import documents_for
+from flowd.output.documents import flow_document
+from flowd.output.sink import Sink
+from flowd.server.metrics import LabelCap, WorkerStats
+
+log = logging.getLogger("flowd.pipeline")
+
+Item = tuple[bytes, Any, float]
+"""(payload, source address as the socket gave it, receive time in seconds since the epoch)."""
+Batch = list[Item]
+DocumentBatch = tuple[list[dict[str, Any]], list[dict[str, Any]], float]
+"""(flow documents, options documents, receive time of the batch's first datagram)."""
+
+DOCUMENT_QUEUE_BATCHES = 64
+"""Decoded batches waiting for enrichment and the sink; the decoder waits when it is full."""
+SINK_FLUSH_INTERVAL_S = 1.0
+SINK_RETRY_S = 1.0
+LOG_INTERVAL_S = 10.0
+MAX_LOG_KEYS = 1024
+PROTOCOLS = {5: "netflow_v5", 9: "netflow_v9", 10: "ipfix"}
+
+
+def protocol_of(data: bytes) -> str:
+    """Metric label from the version word (sFlow: a 32-bit 5, so its first two bytes are zero)."""
+    if len(data) < 4:
+        return "unknown"
+    version = (data[0] << 8) | data[1]
+    if version == 0 and data[2] == 0 and data[3] == 5:
+        return "sflow"
+    return PROTOCOLS.get(version, "unknown")
+
+
+def _noop() -> None:
+    return None
+
+
+class IngressQueue:
+    """Datagrams grouped in batches, at most `capacity` waiting; the excess is dropped and counted."""
+
+    def __init__(self, batch_size: int, capacity: int, wake: Callable[[], None] = _noop) -> None:
+        self.batch_size = max(1, batch_size)
+        self.capacity = max(self.batch_size, capacity)
+        self.wake = wake
+        """Called when the queue goes from empty to non-empty (sets the consumer's event)."""
+        self._ready: deque[Batch] = deque()
+        self._current: Batch = []
+        self._waiting = 0
+        self.accepted = 0
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        """Datagrams waiting."""
+        return self._waiting
+
+    @property
+    def full(self) -> bool:
+        return self._waiting >= self.capacity
+
+    def append(self, data: bytes, address: Any, received_at: float, *, force: bool = False) -> bool:
+        """Queue a datagram; False (counted in `dropped`) when full. `force` is for TCP, whose
+        sender is paused by backpressure instead of dropped (see tcp.py)."""
+        if self._waiting >= self.capacity and not force:
+            self.dropped += 1
+            return False
+        current = self._current
+        if len(current) >= self.batch_size:
+            self._ready.append(current)
+            current = self._current = []
+        current.append((data, address, received_at))
+        self._waiting += 1
+        self.accepted += 1
+        if self._waiting == 1:
+            self.wake()
+        return True
+
+    def pop(self) -> Batch | None:
+        """The oldest full batch, else the partial one; None when nothing waits."""
+        if self._ready:
+            batch = self._ready.popleft()
+        elif self._current:
+            batch, self._current = self._current, []
+        else:
+            return None
+        self._waiting -= len(batch)
+        return batch
+
+
+class RateLimitedLog:
+    """At most one line per key per interval; the lines held back are counted in the next one."""
+
+    def __init__(
+        self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic
+    ):
+        self.logger = logger
+        self.interval_s = interval_s
+        self.clock = clock
+        self._last: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+    def warning(self, key: str, message: str) -> bool:
+        now = self.clock()
+        last = self._last.get(key)
+        if last is not None and now - last < self.interval_s:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+        if key not in self._last and len(self._last) >= MAX_LOG_KEYS:
+            self._last.clear()
+            self._suppressed.clear()
+        self._last[key] = now
+        held = self._suppressed.pop(key, 0)
+        self.logger.warning("%s%s", message, f" ({held} similar suppressed)" if held else "")
+        return True
+
+
+class BatchDecoder:
+    """Decodes batches through one template cache and turns records into documents."""
+
+    def __init__(
+        self,
+        templates: TemplateCache,
+        stats: WorkerStats,
+        *,
+        exporter_label_limit: int = 1000,
+        warn: RateLimitedLog | None = None,
+    ) -> None:
+        self.templates = templates
+        self.stats = stats
+        self.exporter_label = LabelCap(exporter_label_limit)
+        self.warn = warn or RateLimitedLog(log)
+        self.options: list[dict[str, Any]] = []
+
+    def decode(self, batch: Batch) -> list[dict[str, Any]]:
+        """Flow documents of the batch; options documents go to `self.options` (see `take_options`)."""
+        documents: list[dict[str, Any]] = []
+        options = self.options
+        stats = self.stats
+        for data, address, received_at in batch:
+            exporter = (address[0], address[1])
+            protocol = protocol_of(data)
+            try:
+                result = decode_datagram(data, exporter, self.templates, received_at)
+            except DecodeError as error:
+                self._error(exporter, protocol, error.reason, str(error))
+                continue
+            except Exception as error:  # a decoder bug: count it, keep the worker alive
+                self._error(exporter, protocol, "internal_error", f"{type(error).__name__}: {error}")
+                continue
+            stats.inc("flowd_datagrams_decoded", (protocol,))
+            for soft in result.errors:
+                self._error(exporter, protocol, soft.reason, soft.message)
+            if result.flows:
+                stats.inc("flowd_flows_decoded", (protocol,), len(result.flows))
+                self._documents(result.flows, documents, exporter, protocol)
+            if result.options:
+                stats.inc("flowd_options_records_decoded", (protocol,), len(result.options))
+                self._documents(result.options, options, exporter, protocol)
+        return documents
+
+    def take_options(self) -> list[dict[str, Any]]:
+        """Options documents decoded since the last call (interface and application tables)."""
+        options, self.options = self.options, []
+        return options
+
+    def _documents(self, records: Any, into: list[dict[str, Any]], exporter: tuple[str, int], protocol: str) -> None:
+        try:
+            into.extend(documents_for(records))  # whole data sets column by column
+            return
+        except Exception:  # a mapping bug: redo record by record to isolate it
+            pass
+        for record in records:
+            try:
+                into.append(flow_document(record))
+            except Exception as error:  # a mapping bug must not lose the rest of the batch
+                self._error(exporter, protocol, "document_error", f"{type(error).__name__}: {error}")
+
+    def _error(self, exporter: tuple[str, int], protocol: str, reason: str, message: str) -> None:
+        self.stats.inc("flowd_decode_errors", (self.exporter_label(exporter[0]), protocol, reason))
+        self.warn.warning(
+            f"{exporter[0]}|{reason}", f"{protocol} from {exporter[0]}:{exporter[1]}: {reason}: {message}"
+        )
+
+
+class Pipeline:
+    """Runs the decode and output stages of one worker."""
+
+    def __init__(
+        self,
+        ingress: IngressQueue,
+        decoder: BatchDecoder,
+        sink: Sink,
+        stats: WorkerStats,
+        *,
+        enricher: Enricher | None = None,
+        document_queue_batches: int = DOCUMENT_QUEUE_BATCHES,
+        flush_interval_s: float = SINK_FLUSH_INTERVAL_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ingress = ingress
+        self.decoder = decoder
+        self.sink = sink
+        self.enricher = enricher
+        """The enrichment seam: any `flowd.enrich.Enricher`; None passes documents through."""
+        self.stats = stats
+        self.clock = clock
+        self.flush_interval_s = flush_interval_s
+        self.documents: asyncio.Queue[DocumentBatch | None] = asyncio.Queue(document_queue_batches)
+        self._ingress_ready = asyncio.Event()
+        ingress.wake = self._ingress_ready.set
+        self._stopping = False
+        self._decode_task: asyncio.Task[None] | None = None
+        self._output_task: asyncio.Task[None] | None = None
+        self.flows_out = 0
+        self.last_lag_s = 0.0
+
+    def start(self) -> None:
+        self._decode_task = asyncio.create_task(self._decode_loop(), name="flowd-decode")
+        self._output_task = asyncio.create_task(self._output_loop(), name="flowd-output")
+
+    async def _decode_loop(self) -> None:
+        while True:
+            batch = self.ingress.pop()
+            if batch is None:
+                if self._stopping:
+                    break
+                self._ingress_ready.clear()
+                await self._ingress_ready.wait()
+                continue
+            documents = self.decoder.decode(batch)
+            options = self.decoder.take_options()
+            if documents or options:
+                await self.documents.put((documents, options, batch[0][2]))
+            else:
+                await asyncio.sleep(0)  # let the receive callbacks run between batches
+        await self.documents.put(None)
+
+    async def _output_loop(self) -> None:
+        last_flush = self.clock()
+        dirty = False
+        while True:
+            try:
+                item = await asyncio.wait_for(self.documents.get(), timeout=self.flush_interval_s)
+            except TimeoutError:
+                pass  # nothing arrived: time to flush what was written
+            else:
+                if item is None:
+                    break
+                await self._write(*item)
+                dirty = True
+            now = self.clock()
+            if dirty and now - last_flush >= self.flush_interval_s:
+                await self._flush()
+                last_flush, dirty = now, False
+        await self._flush()
+
+    async def _write(self, documents: list[dict[str, Any]], options: list[dict[str, Any]], oldest: float) -> None:
+        learn = getattr(self.enricher, "learn_from_options", None)
+        if options and learn is not None:
+            try:
+                learn(options)  # interface and application names for the flows that follow
+            except Exception as error:
+                self.stats.inc("flowd_enrich_errors")
+                log.warning("learning from %d options records failed: %s", len(options), error)
+        if not documents:
+            return
+        if self.enricher is not None:
+            try:
+                await self.enricher.enrich(documents)
+            except Exception as error:  # enrichment is best effort: the flows still go out
+                self.stats.inc("flowd_enrich_errors")
+                log.warning("enrichment failed for a batch of %d: %s", len(documents), error)
+        started = time.monotonic()
+        while True:
+            try:
+                await self.sink.write(documents)
+                break
+            except (SinkError, OSError) as error:
+                # The sink owns retry and spooling; an error here is a full disk or the like:
+                # keep the batch, back off and try again (the shutdown grace bounds it).
+                self.stats.inc("flowd_sink_errors", ("write",))
+                log.error("sink write failed (%d documents), retrying: %s", len(documents), error)
+                await asyncio.sleep(SINK_RETRY_S)
+            except Exception as error:
+                # Anything else is about the content (a bug): retrying cannot help. Count, log, go on.
+                self.stats.inc("flowd_sink_errors", ("rejected",))
+                self.stats.inc("flowd_sink_rejected_documents", (), len(documents))
+                log.error("sink rejected a batch of %d documents: %s: %s", len(documents), type(error).__name__, error)
+                return
+        self.stats.observe("flowd_sink_write_seconds", time.monotonic() - started)
+        self.flows_out += len(documents)
+        self.stats.inc("flowd_flows_out", (), len(documents))
+        self.last_lag_s = max(0.0, self.clock() - oldest)
+        self.stats.set("flowd_sink_lag_seconds", (), self.last_lag_s)
+
+    async def _flush(self) -> None:
+        try:
+            await self.sink.flush()
+        except Exception as error:
+            self.stats.inc("flowd_sink_errors", ("flush",))
+            log.error("sink flush failed: %s", error)
+
+    async def drain(self) -> None:
+        """Decode everything queued, write it out and flush the sink; call after receiving stopped."""
+        self._stopping = True
+        self._ingress_ready.set()
+        tasks = [t for t in (self._decode_task, self._output_task) if t is not None]
+        await asyncio.gather(*tasks)
+
+    def abort(self) -> None:
+        for task in (self._decode_task, self._output_task):
+            if task is not None:
+                task.cancel()

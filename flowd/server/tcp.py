@@ -1,0 +1,162 @@
+"""IPFIX over TCP (RFC 7011 section 10.4): a stream of messages, each delimited by the Length
+field of its 16-byte header. The exporter key is the peer address and port, so the template
+rules are those of UDP with the session as the scope.
+
+`IpfixStreamSplitter` is the pure part (bytes in, whole messages out); `IpfixTcpReceiver` is the
+asyncio adapter. TCP is reliable, so a full ingress queue pauses reading (the exporter's send
+window closes) instead of dropping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from typing import Any, cast
+
+from flowd.config import split_address
+from flowd.errors import DecodeError
+from flowd.server.metrics import WorkerStats
+from flowd.server.pipeline import IngressQueue, RateLimitedLog
+from flowd.server.udp import bind_socket
+
+log = logging.getLogger("flowd.tcp")
+
+IPFIX_VERSION = 10
+IPFIX_HEADER_BYTES = 16
+MAX_TCP_CONNECTIONS = 1024
+RESUME_POLL_S = 0.005
+
+
+class IpfixStreamSplitter:
+    """Splits a TCP byte stream into IPFIX messages; raises DecodeError when framing is lost."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        messages: list[bytes] = []
+        buffer = self._buffer
+        position = 0
+        while len(buffer) - position >= 4:
+            version = (buffer[position] << 8) | buffer[position + 1]
+            length = (buffer[position + 2] << 8) | buffer[position + 3]
+            # RFC 7011 section 3.1: version 10; the length counts the 16-byte header too.
+            if version != IPFIX_VERSION:
+                raise DecodeError(f"IPFIX stream: version {version} at a message boundary", reason="bad_stream")
+            if length < IPFIX_HEADER_BYTES:
+                raise DecodeError(f"IPFIX stream: message length {length}", reason="bad_stream")
+            if len(buffer) - position < length:
+                break
+            messages.append(bytes(buffer[position : position + length]))
+            position += length
+        if position:
+            del buffer[:position]
+        return messages
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+
+class IpfixTcpReceiver(asyncio.Protocol):
+    def __init__(self, server: IpfixTcpServer) -> None:
+        self.server = server
+        self.splitter = IpfixStreamSplitter()
+        self.transport: asyncio.Transport | None = None
+        self.peer: tuple[str, int] = ("", 0)
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
+        peer = transport.get_extra_info("peername")
+        self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        if not self.server.admit(self):
+            transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        server = self.server
+        try:
+            messages = self.splitter.feed(data)
+        except DecodeError as error:
+            server.stats.inc("flowd_decode_errors", (server.exporter_label(self.peer[0]), "ipfix", error.reason))
+            server.warn.warning(
+                f"tcp|{self.peer[0]}", f"IPFIX/TCP from {self.peer[0]}:{self.peer[1]}: {error}; closing"
+            )
+            if self.transport is not None:
+                self.transport.close()
+            return
+        now = time.time()
+        for message in messages:
+            server.listener_datagrams += 1
+            server.listener_bytes += len(message)
+            server.ingress.append(message, self.peer, now, force=True)
+        if server.ingress.full and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+            asyncio.get_running_loop().call_later(RESUME_POLL_S, self._maybe_resume)
+
+    def _maybe_resume(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.server.ingress.full and not self.server.closing:
+            asyncio.get_running_loop().call_later(RESUME_POLL_S, self._maybe_resume)
+            return
+        self._paused = False
+        self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.forget(self)
+        self.transport = None
+
+
+class IpfixTcpServer:
+    """One listening socket and its connections; counts go to the worker's stats."""
+
+    def __init__(self, name: str, ingress: IngressQueue, stats: WorkerStats, exporter_label: Any) -> None:
+        self.name = name
+        self.ingress = ingress
+        self.stats = stats
+        self.exporter_label = exporter_label
+        self.warn = RateLimitedLog(log)
+        self.connections: set[IpfixTcpReceiver] = set()
+        self.listener_datagrams = 0
+        self.listener_bytes = 0
+        self.closing = False
+        self._server: asyncio.Server | None = None
+
+    async def start(self, address: str, allowlist: Any) -> None:
+        host, port = split_address(address, self.name)
+        sock = bind_socket(host, port, socket.SOCK_STREAM)
+        self.allowlist = allowlist
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: IpfixTcpReceiver(self), sock=sock, backlog=128)
+
+    def admit(self, connection: IpfixTcpReceiver) -> bool:
+        if self.allowlist is not None and not self.allowlist(connection.peer[0]):
+            self.stats.inc("flowd_allowlist_drops", (self.name,))
+            return False
+        if len(self.connections) >= MAX_TCP_CONNECTIONS:
+            self.warn.warning("tcp|limit", f"{self.name}: {MAX_TCP_CONNECTIONS} connections open, refusing more")
+            return False
+        self.connections.add(connection)
+        self.stats.inc("flowd_tcp_connections")
+        return True
+
+    def forget(self, connection: IpfixTcpReceiver) -> None:
+        self.connections.discard(connection)
+
+    async def stop_receiving(self) -> None:
+        """Stop accepting and reading; messages already split stay queued for the drain."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections):
+            if connection.transport is not None:
+                connection.transport.close()
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)

@@ -1,0 +1,169 @@
+"""UDP listeners: thin asyncio adapters that append each datagram to the ingress queue.
+
+Every worker binds every configured address with SO_REUSEPORT, so the kernel spreads exporters
+over workers by 4-tuple hash and one exporter's templates and data meet in one process.
+`datagram_received` does only what must happen per datagram: the allowlist check, two counter
+increments and the append. Kernel drops are read from /proc/net/udp{,6} (the `drops` column of
+our sockets, found by inode): asyncio receives with recvfrom, so SO_RXQ_OVFL ancillary data
+never reaches us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from flowd.config import split_address
+from flowd.server.pipeline import IngressQueue
+
+log = logging.getLogger("flowd.udp")
+
+MAX_ALLOWLIST_VERDICTS = 65_536
+PROC_NET_UDP = ("/proc/net/udp", "/proc/net/udp6")
+
+
+class ExporterAllowlist:
+    """Exporter networks allowed to send; verdicts are cached per address (bounded)."""
+
+    def __init__(self, networks: Iterable[str]) -> None:
+        self.networks = [ipaddress.ip_network(n, strict=False) for n in networks]
+        self._verdicts: dict[str, bool] = {}
+
+    def __call__(self, address: str) -> bool:
+        verdict = self._verdicts.get(address)
+        if verdict is None:
+            try:
+                ip = ipaddress.ip_address(address.split("%", 1)[0])
+            except ValueError:
+                verdict = False
+            else:
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                verdict = any(ip.version == n.version and ip in n for n in self.networks)
+            if len(self._verdicts) >= MAX_ALLOWLIST_VERDICTS:
+                self._verdicts.clear()
+            self._verdicts[address] = verdict
+        return verdict
+
+
+@dataclass(slots=True)
+class ListenerStats:
+    """Plain counters of one listener, copied into the worker's metrics once a second."""
+
+    name: str
+    datagrams: int = 0
+    bytes: int = 0
+    ingress_drops: int = 0
+    allowlist_drops: int = 0
+    receive_buffer_bytes: int = 0
+    inodes: list[int] = field(default_factory=list)
+
+
+class DatagramReceiver(asyncio.DatagramProtocol):
+    def __init__(self, ingress: IngressQueue, stats: ListenerStats, allowlist: ExporterAllowlist | None) -> None:
+        self.ingress = ingress
+        self.stats = stats
+        self.allowlist = allowlist
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.allowlist is not None and not self.allowlist(addr[0]):
+            self.stats.allowlist_drops += 1
+            return
+        stats = self.stats
+        stats.datagrams += 1
+        stats.bytes += len(data)
+        if not self.ingress.append(data, addr, time.time()):
+            stats.ingress_drops += 1
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("%s: %s", self.stats.name, exc)
+
+
+def bind_socket(host: str, port: int, kind: int, *, reuse_port: bool = True) -> socket.socket:
+    """A socket bound to host:port with SO_REUSEPORT (IPv6 sockets are v6-only, so 0.0.0.0 and
+    :: can share a port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def set_receive_buffer(sock: socket.socket, requested: int) -> int:
+    """Ask for `requested` bytes of SO_RCVBUF and return what the kernel granted (Linux reports
+    double the usable size, and clamps the request to net.core.rmem_max)."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, requested)
+    except OSError as error:
+        log.warning("SO_RCVBUF %d refused: %s", requested, error)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    return granted // 2 if os.uname().sysname == "Linux" else granted
+
+
+async def open_udp_listener(
+    name: str,
+    address: str,
+    ingress: IngressQueue,
+    *,
+    receive_buffer_bytes: int,
+    allowlist: ExporterAllowlist | None,
+    warn_buffer: bool = True,
+) -> tuple[asyncio.DatagramTransport, ListenerStats]:
+    host, port = split_address(address, name)
+    sock = bind_socket(host, port, socket.SOCK_DGRAM)
+    granted = set_receive_buffer(sock, receive_buffer_bytes)
+    if granted < receive_buffer_bytes and warn_buffer:
+        log.warning(
+            "%s: asked for a %d-byte receive buffer, the kernel granted %d; raise net.core.rmem_max "
+            "(sysctl -w net.core.rmem_max=%d) to absorb bursts",
+            name,
+            receive_buffer_bytes,
+            granted,
+            receive_buffer_bytes,
+        )
+    stats = ListenerStats(name, receive_buffer_bytes=granted, inodes=[os.fstat(sock.fileno()).st_ino])
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(lambda: DatagramReceiver(ingress, stats, allowlist), sock=sock)
+    return transport, stats
+
+
+def parse_proc_net_udp(text: str) -> dict[int, int]:
+    """/proc/net/udp{,6} -> {socket inode: drops}; the header names the columns."""
+    drops: dict[int, int] = {}
+    for line in text.splitlines()[1:]:
+        columns = line.split()
+        if len(columns) < 13:
+            continue
+        try:
+            drops[int(columns[9])] = int(columns[12])
+        except ValueError:
+            continue
+    return drops
+
+
+def read_kernel_drops(paths: Iterable[str] = PROC_NET_UDP) -> dict[int, int]:
+    drops: dict[int, int] = {}
+    for path in paths:
+        try:
+            with open(path, encoding="ascii") as handle:
+                drops.update(parse_proc_net_udp(handle.read()))
+        except OSError:
+            continue
+    return drops

@@ -1,0 +1,274 @@
+"""The supervisor: starts N worker processes, restarts one that dies, aggregates their metrics,
+serves /metrics, /healthz and /readyz, shows the status line, and on SIGTERM/SIGINT asks every
+worker to drain and waits for them (at most the grace period, then SIGKILL).
+
+Workers are started with the "spawn" method (a fresh interpreter each: nothing of the
+supervisor's threads or locks is inherited) and each binds every port itself with SO_REUSEPORT.
+Each worker sends ("ready" | "stats" | "bye", worker id, payload) over its pipe; see metrics.py
+for how the numbers are combined.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any, TextIO
+
+from flowd.config import Settings, split_address, worker_count
+from flowd.server.app import EXIT_STARTUP_FAILED, describe_output, worker_main
+from flowd.server.metrics import Aggregator, MetricsServer, build_registry
+
+log = logging.getLogger("flowd.supervisor")
+
+POLL_S = 0.25
+STATUS_TICK_S = 1.0
+RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+STABLE_RUN_S = 60.0
+"""A worker that ran this long resets its restart backoff."""
+KILL_MARGIN_S = 0.5
+
+
+@dataclass(slots=True)
+class WorkerSlot:
+    index: int
+    process: BaseProcess | None = None
+    connection: Connection | None = None
+    started_at: float = 0.0
+    ready: bool = False
+    failures: int = 0
+    restart_at: float | None = None
+    listeners: list[str] = field(default_factory=list)
+
+
+class StatusLine:
+    """Live one-line status on a terminal; a periodic summary line in the log otherwise."""
+
+    def __init__(self, stream: TextIO, interactive: bool, interval_s: float) -> None:
+        self.stream = stream
+        self.interactive = interactive
+        self.interval_s = interval_s
+        self._last: tuple[float, float, float] | None = None
+        self._last_logged = time.monotonic()
+
+    def tick(self, aggregator: Aggregator, now: float) -> None:
+        datagrams = aggregator.counter_total("flowd_datagrams_received")
+        flows = aggregator.counter_total("flowd_flows_out")
+        if self._last is None:
+            self._last = (now, datagrams, flows)
+            return
+        elapsed = max(1e-6, now - self._last[0])
+        datagram_rate = (datagrams - self._last[1]) / elapsed
+        flow_rate = (flows - self._last[2]) / elapsed
+        if self.interactive:
+            self._last = (now, datagrams, flows)
+            self.stream.write("\r\x1b[K" + self.describe(aggregator, datagram_rate, flow_rate))
+            self.stream.flush()
+        elif self.interval_s > 0 and now - self._last_logged >= self.interval_s:
+            self._last = (now, datagrams, flows)
+            self._last_logged = now
+            log.info("%s", self.describe(aggregator, datagram_rate, flow_rate))
+
+    @staticmethod
+    def describe(aggregator: Aggregator, datagram_rate: float, flow_rate: float) -> str:
+        drops = aggregator.counter_total("flowd_kernel_drops") + aggregator.counter_total("flowd_ingress_drops")
+        return (
+            f"{datagram_rate:,.0f} datagrams/s  {flow_rate:,.0f} flows/s  drops {drops:,.0f}  "
+            f"queue {aggregator.gauge_total('flowd_queue_depth'):,.0f}  "
+            f"sink lag {aggregator.gauge_total('flowd_sink_lag_seconds'):.2f}s  "
+            f"errors {aggregator.counter_total('flowd_decode_errors'):,.0f}"
+        )
+
+    def close(self) -> None:
+        if self.interactive and self._last is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+class Supervisor:
+    def __init__(self, settings: Settings, *, stream: TextIO | None = None) -> None:
+        self.settings = settings
+        self.context = multiprocessing.get_context("spawn")
+        self.aggregator = Aggregator(settings.metrics.exporter_label_limit)
+        self.slots = [WorkerSlot(index) for index in range(worker_count(settings))]
+        out = stream or sys.stderr
+        self.status = StatusLine(out, out.isatty(), settings.metrics.status_interval_s)
+        self.stopping_since: float | None = None
+        self.failed = False
+        self._signalled = False
+
+    # --- health ---------------------------------------------------------------------------------
+
+    def healthy(self) -> bool:
+        return self.stopping_since is None and any(s.process is not None and s.process.is_alive() for s in self.slots)
+
+    def ready(self) -> bool:
+        return self.stopping_since is None and all(s.ready for s in self.slots)
+
+    # --- processes ------------------------------------------------------------------------------
+
+    def _spawn(self, slot: WorkerSlot) -> None:
+        parent_end, child_end = self.context.Pipe(duplex=False)
+        process = self.context.Process(
+            target=worker_main, args=(self.settings, slot.index, child_end), name=f"flowd-worker-{slot.index}"
+        )
+        process.start()
+        child_end.close()
+        slot.process, slot.connection = process, parent_end
+        slot.started_at, slot.ready, slot.restart_at = time.monotonic(), False, None
+
+    def _receive(self, slot: WorkerSlot) -> None:
+        connection = slot.connection
+        if connection is None:
+            return
+        try:
+            while connection.poll():
+                kind, _, payload = connection.recv()
+                if kind == "ready":
+                    slot.ready = True
+                    slot.failures = 0 if time.monotonic() - slot.started_at > STABLE_RUN_S else slot.failures
+                    slot.listeners = list(payload.get("listeners", []))
+                    if slot.index == 0:
+                        log.info("listening on %s", ", ".join(slot.listeners))
+                elif kind in ("stats", "bye"):
+                    self.aggregator.update(slot.index, payload)
+        except (EOFError, OSError):
+            connection.close()
+            slot.connection = None
+
+    def _reap(self, slot: WorkerSlot) -> None:
+        process = slot.process
+        assert process is not None
+        self._receive(slot)
+        process.join(timeout=0)
+        code = process.exitcode
+        self.aggregator.retire(slot.index)
+        if slot.connection is not None:
+            slot.connection.close()
+        slot.process, slot.connection = None, None
+        was_ready, slot.ready = slot.ready, False
+        if self.stopping_since is not None:
+            if code != 0:
+                log.error("worker %d exited with status %s during shutdown", slot.index, code)
+                self.failed = True
+            return
+        if code == EXIT_STARTUP_FAILED and not was_ready:
+            log.error("worker %d could not start; stopping", slot.index)
+            self.failed = True
+            self._begin_stop()
+            return
+        ran = time.monotonic() - slot.started_at
+        slot.failures = 0 if ran > STABLE_RUN_S else slot.failures + 1
+        delay = RESTART_BACKOFF_S[min(slot.failures, len(RESTART_BACKOFF_S) - 1)]
+        slot.restart_at = time.monotonic() + delay
+        self.aggregator.local.inc("flowd_worker_restarts")
+        log.error("worker %d died (exit status %s) after %.1f s; restarting in %.1f s", slot.index, code, ran, delay)
+
+    # --- shutdown -------------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signalled = True
+
+    def _begin_stop(self) -> None:
+        if self.stopping_since is not None:
+            return
+        self.stopping_since = time.monotonic()
+        log.info("stopping: draining workers (grace %.1f s)", self.settings.shutdown_grace_s)
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.process is not None and slot.process.pid is not None and slot.process.is_alive():
+                os.kill(slot.process.pid, signal.SIGTERM)
+
+    def _kill_stragglers(self) -> None:
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive():
+                log.error("worker %d did not stop within the grace period; killing it", slot.index)
+                slot.process.kill()
+                self.failed = True
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        settings = self.settings
+        log.info("output: %s", describe_output(settings))
+        log.info("starting %d worker(s)", len(self.slots))
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        server = self._start_metrics_server()
+        try:
+            for slot in self.slots:
+                self._spawn(slot)
+            self._loop()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self.status.close()
+            if server is not None:
+                server.close()
+        self._log_summary()
+        return 1 if self.failed else 0
+
+    def _start_metrics_server(self) -> MetricsServer | None:
+        host, port = split_address(self.settings.metrics.address, "metrics.address")
+        if port == 0:
+            return None
+        server = MetricsServer(host, port, build_registry(self.aggregator), self.healthy, self.ready)
+        server.start()
+        log.info("metrics on http://%s/metrics", self.settings.metrics.address)
+        return server
+
+    def _loop(self) -> None:
+        next_status = time.monotonic() + STATUS_TICK_S
+        grace = self.settings.shutdown_grace_s
+        while True:
+            if self._signalled:
+                self._begin_stop()
+            waitables: list[Any] = []
+            for slot in self.slots:
+                if slot.connection is not None:
+                    waitables.append(slot.connection)
+                if slot.process is not None:
+                    waitables.append(slot.process.sentinel)
+            if waitables:
+                wait(waitables, timeout=POLL_S)
+            else:
+                time.sleep(POLL_S)
+            now = time.monotonic()
+            for slot in self.slots:
+                self._receive(slot)
+                if slot.process is not None and not slot.process.is_alive():
+                    self._reap(slot)
+                elif slot.process is None and slot.restart_at is not None and now >= slot.restart_at:
+                    self._spawn(slot)
+            alive = sum(1 for s in self.slots if s.process is not None)
+            self.aggregator.local.set("flowd_workers", ("configured",), len(self.slots))
+            self.aggregator.local.set("flowd_workers", ("alive",), alive)
+            self.aggregator.local.set("flowd_workers", ("ready",), sum(1 for s in self.slots if s.ready))
+            if self.stopping_since is not None:
+                if alive == 0:
+                    return
+                if now - self.stopping_since > grace + KILL_MARGIN_S:
+                    self._kill_stragglers()
+            if now >= next_status and self.stopping_since is None:
+                self.status.tick(self.aggregator, now)
+                next_status = now + STATUS_TICK_S
+
+    def _log_summary(self) -> None:
+        total = self.aggregator.counter_total
+        log.info(
+            "stopped: datagrams_received=%d flows_out=%d ingress_drops=%d kernel_drops=%d allowlist_drops=%d "
+            "decode_errors=%d templates_persisted=%d",
+            total("flowd_datagrams_received"),
+            total("flowd_flows_out"),
+            total("flowd_ingress_drops"),
+            total("flowd_kernel_drops"),
+            total("flowd_allowlist_drops"),
+            total("flowd_decode_errors"),
+            total("flowd_templates_persisted"),
+        )

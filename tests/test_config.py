@@ -1,0 +1,176 @@
+"""Configuration loading: precedence, ElastiFlow 4.x names, errors naming the key, check-config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flowd.cli import main
+from flowd.config import ELASTIFLOW_SIMPLE, load_settings
+from flowd.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "flowd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_have_default_source() -> None:
+    loaded = load_settings(None, {})
+    assert loaded.settings.listen.netflow == ["0.0.0.0:2055"]
+    assert loaded.settings.listen.receive_buffer_bytes == 32 * 1024 * 1024
+    assert loaded.settings.metrics.address == "127.0.0.1:9107"
+    assert set(loaded.sources.values()) == {"default"}
+
+
+def test_precedence_default_toml_elastiflow_flowd(tmp_path: Path) -> None:
+    path = write(tmp_path, "[listen]\nworkers = 2\nqueue_size = 1000\nbatch_size = 64\n")
+    env = {"ELASTIFLOW_NETFLOW_UDP_WORKERS": "3", "ELASTIFLOW_SFLOW_UDP_QUEUE_SIZE": "2000"}
+    loaded = load_settings(path, env)
+    assert loaded.settings.listen.batch_size == 64
+    assert loaded.sources["listen.batch_size"] == f"toml:{path}"
+    assert loaded.settings.listen.workers == 3
+    assert loaded.sources["listen.workers"] == "env:ELASTIFLOW_NETFLOW_UDP_WORKERS"
+    assert loaded.settings.listen.queue_size == 2000
+    loaded = load_settings(path, {**env, "FLOWD_LISTEN_WORKERS": "4"})
+    assert loaded.settings.listen.workers == 4
+    assert loaded.sources["listen.workers"] == "env:FLOWD_LISTEN_WORKERS"
+    assert loaded.sources["listen.netflow"] == "default"
+
+
+def test_flowd_env_top_level_and_lists() -> None:
+    loaded = load_settings(
+        None,
+        {
+            "FLOWD_SHUTDOWN_GRACE_S": "7.5",
+            "FLOWD_LISTEN_NETFLOW": "0.0.0.0:2055, [::]:2055",
+            "FLOWD_ENRICH_INTERFACE_NAMES": '{"192.0.2.1:3": "ge-0/0/3"}',
+            "FLOWD_CORPUS": "/somewhere",  # another tool's variable: ignored
+        },
+    )
+    assert loaded.settings.shutdown_grace_s == 7.5
+    assert loaded.settings.listen.netflow == ["0.0.0.0:2055", "[::]:2055"]
+    assert loaded.settings.enrich.interface_names == {"192.0.2.1:3": "ge-0/0/3"}
+
+
+ELASTIFLOW_ENV = {
+    "ELASTIFLOW_NETFLOW_IPV4_PORT": "9995",
+    "ELASTIFLOW_NETFLOW_UDP_WORKERS": "2",
+    "ELASTIFLOW_NETFLOW_UDP_QUEUE_SIZE": "8192",
+    "ELASTIFLOW_NETFLOW_UDP_RCV_BUFF": "16777216",
+    "ELASTIFLOW_SFLOW_IPV4_HOST": "127.0.0.1",
+    "ELASTIFLOW_SFLOW_IPV4_PORT": "6344",
+    "ELASTIFLOW_SFLOW_IPV6_PORT": "56343",
+    "ELASTIFLOW_IPFIX_UDP_IPV4_PORT": "4740",
+    "ELASTIFLOW_IPFIX_TCP_IPV4_PORT": "4741",
+    "ELASTIFLOW_GEOIP_CACHE_SIZE": "16384",
+    "ELASTIFLOW_GEOIP_LOOKUP": "false",
+    "ELASTIFLOW_ASN_LOOKUP": "false",
+    "ELASTIFLOW_OUI_LOOKUP": "true",
+    "ELASTIFLOW_RESOLVE_IP2HOST": "exporters",
+    "ELASTIFLOW_NAMESERVER": "127.0.0.53",
+    "ELASTIFLOW_DNS_HIT_CACHE_SIZE": "100",
+    "ELASTIFLOW_DNS_HIT_CACHE_TTL": "60",
+    "ELASTIFLOW_DNS_FAILED_CACHE_SIZE": "200",
+    "ELASTIFLOW_DNS_FAILED_CACHE_TTL": "120",
+    "ELASTIFLOW_ES_HOST": "127.0.0.1:9200",
+    "ELASTIFLOW_ES_USER": "elastic",
+    "ELASTIFLOW_ES_PASSWD": "changeme",
+    "ELASTIFLOW_ES_SSL_ENABLE": "true",
+    "ELASTIFLOW_ES_SSL_VERIFY": "false",
+}
+
+
+def test_elastiflow_names() -> None:
+    loaded = load_settings(None, ELASTIFLOW_ENV)
+    s = loaded.settings
+    assert s.listen.netflow == ["0.0.0.0:9995"]
+    assert s.listen.sflow == ["127.0.0.1:6344", "[::]:56343"]
+    assert s.listen.ipfix == ["0.0.0.0:4740"]
+    assert s.listen.ipfix_tcp == ["0.0.0.0:4741"]
+    assert (s.listen.workers, s.listen.queue_size, s.listen.receive_buffer_bytes) == (2, 8192, 16777216)
+    e = s.enrich
+    assert (e.geoip_cache_size, e.geoip_lookup, e.asn_lookup, e.oui_lookup) == (16384, False, False, True)
+    assert (e.resolve_ip2host, e.nameservers) == ("exporters", ["127.0.0.53"])
+    assert (e.dns_hit_cache_size, e.dns_hit_cache_ttl_s, e.dns_failed_cache_size, e.dns_failed_cache_ttl_s) == (
+        100,
+        60.0,
+        200,
+        120.0,
+    )
+    es = s.elasticsearch
+    assert (es.hosts, es.user, es.password, es.tls, es.verify) == (
+        ["127.0.0.1:9200"],
+        "elastic",
+        "changeme",
+        True,
+        False,
+    )
+    for suffix, key in ELASTIFLOW_SIMPLE.items():
+        assert loaded.sources[key] == f"env:ELASTIFLOW_{suffix}"
+    assert loaded.sources["listen.netflow"] == "env:ELASTIFLOW_NETFLOW_IPV4_PORT"
+
+
+def test_elastiflow_numbered_es_hosts() -> None:
+    env = {"ELASTIFLOW_ES_HOST_1": "a:9200", "ELASTIFLOW_ES_HOST_2": "b:9200", "ELASTIFLOW_ES_HOST_3": ""}
+    assert load_settings(None, env).settings.elasticsearch.hosts == ["a:9200", "b:9200"]
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "key"),
+    [
+        ('[listen]\nnetflow = ["0.0.0.0:70000"]\n', {}, "listen.netflow"),
+        ('[listen]\nsflow = ["nonsense"]\n', {}, "listen.sflow"),
+        ("", {"ELASTIFLOW_NETFLOW_IPV4_PORT": "99999"}, "ELASTIFLOW_NETFLOW_IPV4_PORT"),
+        ("", {"ELASTIFLOW_NETFLOW_IPV4_PORT": "abc"}, "ELASTIFLOW_NETFLOW_IPV4_PORT"),
+        ("[listen]\nqueue_size = -5\n", {}, "listen.queue_size"),
+        ("", {"FLOWD_TEMPLATES_TTL_S": "-1"}, "templates.ttl_s"),
+        ("[listen]\nbogus = 1\n", {}, "listen.bogus"),
+        ("[nosuchsection]\nx = 1\n", {}, "nosuchsection"),
+        ("surprise = 1\n", {}, "surprise"),
+        ("", {"FLOWD_ENRICH_GEOIP_LOOKUP": "maybe"}, "enrich.geoip_lookup"),
+        ("", {"ELASTIFLOW_ES_SSL_ENABLE": "perhaps"}, "elasticsearch.tls"),
+        ("", {"FLOWD_LISTEN_BOGUS": "1"}, "FLOWD_LISTEN_BOGUS"),
+        ('[listen]\nworkers = "two"\n', {}, "listen.workers"),
+        ('[listen]\nallowed_exporters = ["10.0.0.0/33"]\n', {}, "listen.allowed_exporters"),
+        ("", {"ELASTIFLOW_RESOLVE_IP2HOST": "sometimes"}, "enrich.resolve_ip2host"),
+        ('[metrics]\naddress = "127.0.0.1"\n', {}, "metrics.address"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, toml), env)
+    assert key in str(caught.value)
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.toml", {})
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_settings(write(tmp_path, "[listen\n"), {})
+
+
+def test_check_config_prints_values_and_sources(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[output]\ndirectory = "/data/flows"\n')
+    monkeypatch.setenv("ELASTIFLOW_ES_PASSWD", "secret")
+    monkeypatch.setenv("FLOWD_LISTEN_BATCH_SIZE", "32")
+    assert main(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    lines = dict(line.split(" = ", 1) for line in out.splitlines())
+    assert lines["output.directory"] == f'"/data/flows"  # toml:{path}'
+    assert lines["listen.batch_size"] == "32  # env:FLOWD_LISTEN_BATCH_SIZE"
+    assert lines["elasticsearch.password"] == '"********"  # env:ELASTIFLOW_ES_PASSWD'
+    assert lines["listen.netflow"] == '["0.0.0.0:2055"]  # default'
+    assert "secret" not in out
+
+
+def test_cli_exits_2_on_bad_configuration(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, "[listen]\nreceive_buffer_bytes = -1\n")
+    assert main(["check-config", "--config", str(path)]) == 2
+    assert "listen.receive_buffer_bytes" in capsys.readouterr().err
+    assert main(["run", "--config", str(path)]) == 2
+    assert "listen.receive_buffer_bytes" in capsys.readouterr().err

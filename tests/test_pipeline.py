@@ -1,0 +1,416 @@
+"""The worker's policies without sockets: batching, drop accounting, decode error accounting,
+backpressure, drain, metrics aggregation, TCP framing, /proc parsing, file output, persistence."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from flowd.decode import TemplateCache
+from flowd.errors import DecodeError
+from flowd.output.files import NdjsonFileSink
+from flowd.server import pipeline as pipeline_module
+from flowd.server.app import restore_templates, template_path, write_snapshot_atomically
+from flowd.server.metrics import Aggregator, LabelCap, WorkerStats, build_registry
+from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline, RateLimitedLog, protocol_of
+from flowd.server.tcp import IpfixStreamSplitter
+from flowd.server.udp import ExporterAllowlist, parse_proc_net_udp
+from tests.corpus_units import UNITS_BY_NAME, corpus_available, unit_datagrams
+
+EXPORTER = ("192.0.2.7", 40000)
+
+
+def netflow_v5(ident: int, records: int = 2, *, unix_secs: int = 1_700_000_000) -> bytes:
+    """A NetFlow v5 datagram whose records carry `ident` in their ports (src = low 16 bits,
+    dst = high 16 bits) and their index in the source address, so each record is findable."""
+    header = struct.pack("!HHIIIIBBH", 5, records, 100_000, unix_secs, 0, ident, 0, 0, 0)
+    body = b"".join(
+        struct.pack(
+            "!4s4s4sHHIIIIHHBBBBHHBBH",
+            bytes([10, 0, 0, index + 1]),
+            bytes([10, 1, 0, 1]),
+            b"\0\0\0\0",
+            1,
+            2,
+            3,
+            300,
+            90_000,
+            99_000,
+            ident & 0xFFFF,
+            ident >> 16,
+            0,
+            0x10,
+            6,
+            0,
+            0,
+            0,
+            24,
+            24,
+            0,
+        )
+        for index in range(records)
+    )
+    return header + body
+
+
+def test_netflow_v5_helper_decodes() -> None:
+    decoder = BatchDecoder(TemplateCache(), WorkerStats())
+    docs = decoder.decode([(netflow_v5(0x30004, 3), EXPORTER, 1.0)])
+    assert [(d["source.port"], d["destination.port"], d["source.ip"]) for d in docs] == [
+        (4, 3, "10.0.0.1"),
+        (4, 3, "10.0.0.2"),
+        (4, 3, "10.0.0.3"),
+    ]
+
+
+# --- ingress ------------------------------------------------------------------------------------
+
+
+def test_ingress_batches_and_drops_when_full() -> None:
+    wakes: list[int] = []
+    queue = IngressQueue(batch_size=4, capacity=10, wake=lambda: wakes.append(1))
+    results = [queue.append(b"x%d" % i, EXPORTER, float(i)) for i in range(15)]
+    assert results == [True] * 10 + [False] * 5
+    assert (queue.accepted, queue.dropped, len(queue), queue.full) == (10, 5, 10, True)
+    assert wakes == [1]  # only the empty -> non-empty transition wakes the consumer
+    sizes = []
+    while (batch := queue.pop()) is not None:
+        sizes.append(len(batch))
+    assert sizes == [4, 4, 2]
+    assert len(queue) == 0
+    queue.append(b"again", EXPORTER, 99.0)
+    assert wakes == [1, 1]
+    assert queue.pop() == [(b"again", EXPORTER, 99.0)]
+
+
+def test_ingress_partial_batch_is_not_held_back() -> None:
+    queue = IngressQueue(batch_size=256, capacity=1024)
+    queue.append(b"one", EXPORTER, 1.0)
+    assert queue.pop() == [(b"one", EXPORTER, 1.0)]
+    assert queue.pop() is None
+
+
+def test_ingress_force_exceeds_capacity_for_tcp() -> None:
+    queue = IngressQueue(batch_size=2, capacity=2)
+    assert queue.append(b"a", EXPORTER, 0.0) and queue.append(b"b", EXPORTER, 0.0)
+    assert not queue.append(b"c", EXPORTER, 0.0)
+    assert queue.append(b"d", EXPORTER, 0.0, force=True)
+    assert (len(queue), queue.dropped) == (3, 1)
+
+
+# --- decoding -----------------------------------------------------------------------------------
+
+
+def test_protocol_labels() -> None:
+    assert protocol_of(netflow_v5(1)) == "netflow_v5"
+    assert protocol_of(b"\x00\x09abcd") == "netflow_v9"
+    assert protocol_of(b"\x00\x0aabcd") == "ipfix"
+    assert protocol_of(b"\x00\x00\x00\x05") == "sflow"
+    assert protocol_of(b"\x12") == "unknown"
+
+
+def test_decoder_counts_errors_by_exporter_protocol_reason() -> None:
+    stats = WorkerStats()
+    decoder = BatchDecoder(TemplateCache(), stats)
+    batch = [
+        (netflow_v5(1), EXPORTER, 1.0),
+        (b"\x00", EXPORTER, 1.0),
+        (b"\x00\x63garbage", EXPORTER, 1.0),
+        (netflow_v5(2)[:30], ("192.0.2.8", 1), 1.0),
+    ]
+    docs = decoder.decode(batch)
+    assert len(docs) == 2
+    errors = stats.counters["flowd_decode_errors"]
+    assert errors[("192.0.2.7", "unknown", "truncated")] == 1
+    assert errors[("192.0.2.7", "unknown", "unsupported_version")] == 1
+    assert sum(v for k, v in errors.items() if k[0] == "192.0.2.8") == 1
+    assert stats.counter("flowd_flows_decoded", ("netflow_v5",)) == 2
+
+
+def test_decoder_survives_a_decoder_bug(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline_module, "decode_datagram", broken)
+    stats = WorkerStats()
+    assert BatchDecoder(TemplateCache(), stats).decode([(netflow_v5(1), EXPORTER, 1.0)]) == []
+    assert stats.counter("flowd_decode_errors", ("192.0.2.7", "netflow_v5", "internal_error")) == 1
+
+
+def test_exporter_labels_are_capped() -> None:
+    stats = WorkerStats()
+    decoder = BatchDecoder(TemplateCache(), stats, exporter_label_limit=3)
+    decoder.decode([(b"\x00", (f"192.0.2.{i}", 1), 1.0) for i in range(10)])
+    labels = {k[0] for k in stats.counters["flowd_decode_errors"]}
+    assert labels == {"192.0.2.0", "192.0.2.1", "192.0.2.2", "other"}
+    assert stats.counter("flowd_decode_errors", ("other", "unknown", "truncated")) == 7
+
+
+def test_rate_limited_log_counts_suppressed_lines(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    import logging
+
+    limiter = RateLimitedLog(logging.getLogger("t"), interval_s=10.0, clock=lambda: now[0])
+    assert limiter.warning("k", "first")
+    assert not limiter.warning("k", "second")
+    assert not limiter.warning("k", "third")
+    assert limiter.warning("other", "different key")
+    now[0] = 11.0
+    assert limiter.warning("k", "fourth")
+    assert "fourth (2 similar suppressed)" in caplog.text
+
+
+# --- the async stages ---------------------------------------------------------------------------
+
+
+class MemorySink:
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.batches: list[list[dict[str, Any]]] = []
+        self.flushes = 0
+        self.delay_s = delay_s
+
+    async def start(self) -> None:
+        return None
+
+    async def write(self, documents: list[dict[str, Any]]) -> None:
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        self.batches.append(documents)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    async def close(self) -> None:
+        return None
+
+
+class TaggingEnricher:
+    async def enrich(self, documents: list[dict[str, Any]]) -> None:
+        for doc in documents:
+            doc["tagged"] = True
+
+    async def close(self) -> None:
+        return None
+
+
+async def test_pipeline_delivers_everything_with_backpressure_and_drains() -> None:
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=8, capacity=10_000)
+    sink = MemorySink(delay_s=0.001)
+    pipeline = Pipeline(
+        ingress,
+        BatchDecoder(TemplateCache(), stats),
+        sink,
+        stats,
+        enricher=TaggingEnricher(),
+        document_queue_batches=1,  # the decoder must wait for the slow sink, never drop
+        flush_interval_s=0.05,
+    )
+    pipeline.start()
+    for ident in range(500):
+        assert ingress.append(netflow_v5(ident), EXPORTER, 1.0)
+        if ident % 50 == 0:
+            await asyncio.sleep(0)
+    await asyncio.wait_for(pipeline.drain(), timeout=30)
+    docs = [doc for batch in sink.batches for doc in batch]
+    assert len(docs) == 1000
+    assert {(d["source.port"], d["source.ip"]) for d in docs} == {
+        (ident, f"10.0.0.{i}") for ident in range(500) for i in (1, 2)
+    }
+    assert all(d["tagged"] for d in docs)
+    assert stats.counter("flowd_flows_out") == 1000 == pipeline.flows_out
+    assert ingress.dropped == 0 and len(ingress) == 0
+    assert sink.flushes >= 1
+    assert sum(stats.histograms["flowd_sink_write_seconds"][:-1]) == len(sink.batches)
+
+
+async def test_pipeline_survives_a_failing_enricher() -> None:
+    class Broken:
+        async def enrich(self, documents: list[dict[str, Any]]) -> None:
+            raise RuntimeError("no database")
+
+        async def close(self) -> None:
+            return None
+
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=4, capacity=100)
+    sink = MemorySink()
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats, enricher=Broken())
+    pipeline.start()
+    ingress.append(netflow_v5(1), EXPORTER, 1.0)
+    await asyncio.wait_for(pipeline.drain(), timeout=10)
+    assert sum(len(b) for b in sink.batches) == 2
+    assert stats.counter("flowd_enrich_errors") == 1
+
+
+@pytest.mark.skipif(not corpus_available(), reason="shared corpus not found")
+async def test_pipeline_decodes_templates_then_data_from_the_corpus() -> None:
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=1, capacity=100)
+    sink = MemorySink()
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats)
+    pipeline.start()
+    unit = UNITS_BY_NAME["lcn:nf9_cisco_asa_1"]
+    for datagram in unit_datagrams(unit):
+        ingress.append(datagram.payload, EXPORTER, 1.0)
+    await asyncio.wait_for(pipeline.drain(), timeout=10)
+    assert sum(len(b) for b in sink.batches) == unit.data_records
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def test_aggregator_sums_workers_and_keeps_counters_of_dead_ones() -> None:
+    aggregator = Aggregator(exporter_label_limit=2)
+    first, second = WorkerStats(), WorkerStats()
+    first.inc("flowd_flows_out", (), 10)
+    second.inc("flowd_flows_out", (), 5)
+    first.set("flowd_queue_depth", ("ingress",), 3)
+    second.set("flowd_queue_depth", ("ingress",), 4)
+    first.set("flowd_sink_lag_seconds", (), 0.5)
+    second.set("flowd_sink_lag_seconds", (), 2.0)
+    for name in ("a", "b", "c"):
+        first.inc("flowd_decode_errors", (name, "ipfix", "truncated"), 1 if name != "a" else 9)
+    first.observe("flowd_sink_write_seconds", 0.003)
+    aggregator.update(0, first.snapshot())
+    aggregator.update(1, second.snapshot())
+    assert aggregator.counter_total("flowd_flows_out") == 15
+    assert aggregator.gauge_total("flowd_queue_depth") == 7
+    assert aggregator.gauge_total("flowd_sink_lag_seconds") == 2.0
+    aggregator.retire(1)
+    assert aggregator.counter_total("flowd_flows_out") == 15  # counters survive the worker
+    assert aggregator.gauge_total("flowd_queue_depth") == 3  # gauges do not
+    from prometheus_client import generate_latest
+
+    text = generate_latest(build_registry(aggregator)).decode()
+    assert "flowd_flows_out_total 15.0" in text
+    assert 'flowd_decode_errors_total{exporter="a",protocol="ipfix",reason="truncated"} 9.0' in text
+    named = set(re.findall(r'flowd_decode_errors_total\{exporter="([^"]+)"', text))
+    assert len(named) == 3 and {"a", "other"} <= named  # the busiest exporter named, the cap holds
+    assert 'flowd_sink_write_seconds_bucket{le="0.005"} 1.0' in text
+
+
+def test_label_cap() -> None:
+    cap = LabelCap(2)
+    assert [cap(x) for x in "abacd"] == ["a", "b", "a", "other", "other"]
+
+
+# --- adapters' pure parts -----------------------------------------------------------------------
+
+
+def ipfix_message(body: bytes = b"", sequence: int = 0) -> bytes:
+    return struct.pack("!HHIII", 10, 16 + len(body), 1_700_000_000, sequence, 1) + body
+
+
+def test_ipfix_stream_splitter_handles_any_chunking() -> None:
+    messages = [ipfix_message(bytes([n % 256]) * n, n) for n in (0, 5, 300, 17)]
+    stream = b"".join(messages)
+    for chunk in (1, 3, 16, 17, 1000):
+        splitter = IpfixStreamSplitter()
+        out: list[bytes] = []
+        for start in range(0, len(stream), chunk):
+            out.extend(splitter.feed(stream[start : start + chunk]))
+        assert out == messages
+        assert splitter.pending == 0
+
+
+def test_ipfix_stream_splitter_rejects_lost_framing() -> None:
+    with pytest.raises(DecodeError) as caught:
+        IpfixStreamSplitter().feed(b"\x00\x09\x00\x20" + bytes(28))
+    assert caught.value.reason == "bad_stream"
+    with pytest.raises(DecodeError):
+        IpfixStreamSplitter().feed(b"\x00\x0a\x00\x08" + bytes(12))
+
+
+def test_parse_proc_net_udp() -> None:
+    text = (
+        "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref"
+        " pointer drops\n"
+        "  123: 0100007F:0807 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 45678 2"
+        " 0000000000000000 17\n"
+        "  124: 00000000:18EB 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 45679 2"
+        " 0000000000000000 0\n"
+    )
+    assert parse_proc_net_udp(text) == {45678: 17, 45679: 0}
+
+
+def test_allowlist() -> None:
+    allow = ExporterAllowlist(["10.0.0.0/8", "2001:db8::/32"])
+    assert allow("10.1.2.3") and allow("2001:db8::1") and allow("::ffff:10.0.0.1")
+    assert not allow("127.0.0.1") and not allow("::1") and not allow("not an address")
+
+
+# --- file output and template persistence -------------------------------------------------------
+
+
+async def test_ndjson_sink_rotates_by_size(tmp_path: Path) -> None:
+    sink = NdjsonFileSink(tmp_path / "out", worker=3, rotate_bytes=200, clock=lambda: 1_700_000_000.0)
+    await sink.start()
+    for i in range(10):
+        await sink.write([{"i": i, "pad": "x" * 60}])
+    await sink.flush()
+    await sink.close()
+    files = sorted((tmp_path / "out").iterdir())
+    assert len(files) >= 4
+    assert "flows-20231114-221320-3.ndjson" in {f.name for f in files}
+    lines = [orjson.loads(line) for f in files for line in f.read_bytes().splitlines()]
+    assert sorted(doc["i"] for doc in lines) == list(range(10))
+    assert all(f.stat().st_size <= 200 for f in files)
+
+
+@pytest.mark.skipif(not corpus_available(), reason="shared corpus not found")
+def test_template_snapshot_round_trip(tmp_path: Path) -> None:
+    unit = UNITS_BY_NAME["lcn:nf9_cisco_asa_1"]
+    template_datagram, data_datagram = unit_datagrams(unit)
+    decoder = BatchDecoder(TemplateCache(), WorkerStats())
+    decoder.decode([(template_datagram.payload, EXPORTER, 1.0)])
+    base = tmp_path / "state" / "templates.json"
+    write_snapshot_atomically(template_path(base, 2), decoder.templates.snapshot())
+    assert template_path(base, 2).name == "templates-2.json"
+    assert list(base.parent.iterdir()) == [template_path(base, 2)]  # no temporary file left
+    fresh = TemplateCache()
+    assert restore_templates(fresh, base) == len(decoder.templates) > 0
+    docs = BatchDecoder(fresh, WorkerStats()).decode([(data_datagram.payload, EXPORTER, 2.0)])
+    assert len(docs) == unit.data_records
+
+
+def test_es_latency_buckets_in_step() -> None:
+    from flowd.output import elasticsearch
+    from flowd.server.metrics import ES_LATENCY_BUCKETS
+
+    assert tuple(elasticsearch.LATENCY_BUCKETS_S) == ES_LATENCY_BUCKETS
+
+
+async def test_sink_content_error_is_counted_not_retried_forever(tmp_path: Path) -> None:
+    class Picky(MemorySink):
+        async def write(self, documents: list[dict[str, Any]]) -> None:
+            if any(d.get("source.port") == 13 for d in documents):
+                raise TypeError("cannot serialise")
+            await super().write(documents)
+
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=1, capacity=100)
+    sink = Picky()
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats)
+    pipeline.start()
+    for ident in (12, 13, 14):
+        ingress.append(netflow_v5(ident), EXPORTER, 1.0)
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(pipeline.drain(), timeout=10)
+    assert sorted(d["source.port"] for b in sink.batches for d in b) == [12, 12, 14, 14]
+    assert stats.counter("flowd_sink_rejected_documents") == 2
+
+
+async def test_ndjson_sink_writes_oversized_integers_as_strings(tmp_path: Path) -> None:
+    sink = NdjsonFileSink(tmp_path)
+    await sink.start()
+    await sink.write([{"netflow.octet_delta_count": 2**100, "ok": 1}])
+    await sink.close()
+    (path,) = tmp_path.glob("flows-*.ndjson")
+    assert orjson.loads(path.read_bytes()) == {"netflow.octet_delta_count": str(2**100), "ok": 1}

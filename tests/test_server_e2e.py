@@ -1,0 +1,525 @@
+"""`flowd run` as a subprocess on loopback: corpus replay against the offline decoder, IPFIX over
+TCP, SIGTERM under load, template persistence across a restart, hostile input, several workers.
+
+Every send loop is bounded in count and paced (the kernel grants 4 MiB of receive buffer here),
+and every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from flowd.capture import read_datagrams
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.errors import DecodeError
+from flowd.output.documents import flow_document
+from tests.corpus_units import CORPUS, UNITS, UNITS_BY_NAME, corpus_available, unit_datagrams
+from tests.test_pipeline import netflow_v5
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not corpus_available(), reason="shared corpus not found"),
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT load balancing is Linux's"),
+]
+
+SFLOW_FILES = [
+    *sorted(str(p.relative_to(CORPUS)) for p in (CORPUS / "akvorado" / "sflow").glob("*.pcap")),
+    *sorted(str(p.relative_to(CORPUS)) for p in (CORPUS / "logstash-codec-sflow").glob("*.dat")),
+    "ndpi/sflow.pcap",
+    "tcpdump/sflow-print-v6.pcap",
+    "tcpdump/sflow_print-segv.pcap",
+]
+READY_TIMEOUT_S = 60.0
+PACE_EVERY = 40
+PACE_S = 0.002
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+class Server:
+    """One `flowd run` subprocess with its own ports, output directory and template file."""
+
+    def __init__(self, tmp_path: Path, *, workers: int = 1, extra: str = "", listen_extra: str = "") -> None:
+        self.dir = tmp_path
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.out = tmp_path / "out"
+        self.ports = {name: free_port() for name in ("netflow", "ipfix", "sflow", "metrics")}
+        self.config = tmp_path / "flowd.toml"
+        self.config.write_text(
+            f"""shutdown_grace_s = 20
+[listen]
+netflow = ["127.0.0.1:{self.ports["netflow"]}"]
+ipfix = ["127.0.0.1:{self.ports["ipfix"]}", "[::1]:{self.ports["ipfix"]}"]
+sflow = ["127.0.0.1:{self.ports["sflow"]}"]
+ipfix_tcp = ["127.0.0.1:{self.ports["ipfix"]}"]
+workers = {workers}
+receive_buffer_bytes = 4194304
+{listen_extra}
+[templates]
+path = "{tmp_path / "state" / "templates.json"}"
+[output]
+directory = "{self.out}"
+[enrich]
+geoip_lookup = false
+asn_lookup = false
+oui_lookup = false
+resolve_ip2host = "false"
+[metrics]
+address = "127.0.0.1:{self.ports["metrics"]}"
+status_interval_s = 0
+{extra}
+"""
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = tmp_path / "server.log"
+        self.runs = 0
+
+    def start(self) -> None:
+        self.runs += 1
+        self.log_path = self.dir / f"server-{self.runs}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWD_", "ELASTIFLOW_"))}
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "flowd.cli", "run", "--config", str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self.dir,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log()
+            try:
+                if self.get("/readyz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("server not ready:\n" + self.log())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def get(self, path: str) -> tuple[int, str]:
+        url = f"http://127.0.0.1:{self.ports['metrics']}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, ""
+
+    def metrics(self) -> dict[str, float]:
+        """Sample name with labels -> value."""
+        values: dict[str, float] = {}
+        for line in self.get("/metrics")[1].splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                values[name] = float(value)
+        return values
+
+    def total(self, name: str) -> float:
+        return sum(v for k, v in self.metrics().items() if k == name or k.startswith(name + "{"))
+
+    def wait_received(self, count: int, timeout_s: float = 30.0) -> None:
+        """Until the server counted `count` datagrams and its queues are empty."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            m = self.metrics()
+            received = sum(v for k, v in m.items() if k.startswith("flowd_datagrams_received_total"))
+            depth = sum(v for k, v in m.items() if k.startswith("flowd_queue_depth"))
+            if received >= count and depth == 0:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"server received {received} of {count} datagrams: {m}")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout_s: float = 40.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+    def summary(self) -> dict[str, int]:
+        match = re.findall(r"stopped: (.*)", self.log())
+        assert match, self.log()
+        return {k: int(v) for k, v in (item.split("=") for item in match[-1].split())}
+
+    def documents(self) -> list[dict[str, Any]]:
+        docs = []
+        for path in sorted(self.out.glob("flows-*.ndjson")):
+            docs.extend(orjson.loads(line) for line in path.read_bytes().splitlines())
+        return docs
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    servers: list[Server] = []
+
+    def make(**kw: Any) -> Server:
+        server = Server(tmp_path / f"s{len(servers)}", **kw)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+def sender(family: int = socket.AF_INET) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1" if family == socket.AF_INET else "::1", 0))
+    return sock
+
+
+def send_paced(sock: socket.socket, payloads: list[bytes], address: tuple[str, int], counter: list[int]) -> None:
+    for payload in payloads:
+        sock.sendto(payload, address)
+        counter[0] += 1
+        if counter[0] % PACE_EVERY == 0:
+            time.sleep(PACE_S)
+
+
+def offline_documents(
+    payloads: list[bytes], exporter: tuple[str, int], received_at: float, enricher: Any = None
+) -> list[dict[str, Any]]:
+    """What `flowd decode` (with `--enrich` when `enricher` is given) makes of the same bytes in
+    the same order, through one template cache."""
+    templates = TemplateCache()
+    docs = []
+    for payload in payloads:
+        try:
+            result = decode_datagram(payload, exporter, templates, received_at)
+        except DecodeError:
+            continue
+        flows = [flow_document(record) for record in result.flows]
+        if enricher is not None:
+            enricher.learn_from_options([flow_document(record) for record in result.options])
+            asyncio.run(enricher.enrich(flows))
+        docs.extend(flows)
+    return docs
+
+
+def offline_enricher() -> Any:
+    """The enrichment the test servers run (lookups that need databases or DNS are off)."""
+    from flowd.config import EnrichSettings
+    from flowd.enrich.chain import build_enricher
+
+    return build_enricher(EnrichSettings(geoip_lookup=False, asn_lookup=False, oui_lookup=False))
+
+
+def receive_time_fields(payloads: list[bytes], exporter: tuple[str, int]) -> set[str]:
+    """Fields whose value depends on when the datagram arrived (sFlow @timestamp and the like):
+    decode twice at different receive times and keep the keys that changed."""
+    first = offline_documents(payloads, exporter, 1_600_000_000.0)
+    second = offline_documents(payloads, exporter, 1_700_000_000.5)
+    return {key for a, b in zip(first, second, strict=True) for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
+
+
+def canonical(doc: dict[str, Any], ignore: set[str]) -> bytes:
+    return orjson.dumps({k: v for k, v in doc.items() if k not in ignore}, option=orjson.OPT_SORT_KEYS)
+
+
+def test_corpus_replay_matches_offline_decode(server_factory: Any) -> None:
+    server = server_factory()
+    server.start()
+    expected: list[dict[str, Any]] = []
+    sent = [0]
+    sockets = []
+    groups: list[tuple[str, list[bytes]]] = []
+    for unit in UNITS:
+        by_source: dict[tuple[str, int], list[bytes]] = {}
+        for datagram in unit_datagrams(unit):
+            by_source.setdefault(datagram.source, []).append(datagram.payload)
+        groups.extend(("ipfix" if unit.protocol == "ipfix" else "netflow", p) for p in by_source.values())
+    for name in SFLOW_FILES:
+        by_source = {}
+        for datagram in read_datagrams(CORPUS / name):
+            by_source.setdefault(datagram.source, []).append(datagram.payload)
+        groups.extend(("sflow", p) for p in by_source.values())
+    ignore: set[str] = set()
+    enricher = offline_enricher()
+    for listener, payloads in groups:
+        sock = sender()
+        sockets.append(sock)
+        exporter = ("127.0.0.1", sock.getsockname()[1])
+        ignore |= receive_time_fields(payloads, exporter)
+        expected.extend(offline_documents(payloads, exporter, 1_700_000_000.0, enricher))
+        send_paced(sock, payloads, ("127.0.0.1", server.ports[listener]), sent)
+    server.wait_received(sent[0])
+    assert server.total("flowd_kernel_drops_total") == 0
+    assert server.stop() == 0, server.log()
+    summary = server.summary()
+    output = server.documents()
+    ignore |= {"event.created", "event.ingested"}
+    want = Counter(canonical(doc, ignore) for doc in expected)
+    got = Counter(canonical(doc, ignore) for doc in output)
+    missing = want - got
+    assert not missing, f"{sum(missing.values())} of {sum(want.values())} flows missing, e.g. {next(iter(missing))!r}"
+    assert len(output) == sum(want.values()) == summary["flows_out"]
+    assert summary["datagrams_received"] == sent[0] > 1000
+    print(f"corpus: {sent[0]} datagrams from {len(groups)} exporters, {len(output)} flows, ignored {sorted(ignore)}")
+    for sock in sockets:
+        sock.close()
+
+
+def test_ipfix_over_tcp(server_factory: Any) -> None:
+    server = server_factory()
+    server.start()
+    messages = [d.payload for d in read_datagrams(CORPUS / "ipfixcol2" / "example_flows.ipfix")]
+    stream = b"".join(messages)
+    with socket.create_connection(("127.0.0.1", server.ports["ipfix"]), timeout=10) as connection:
+        exporter = ("127.0.0.1", connection.getsockname()[1])
+        rng = random.Random(7)
+        position = 0
+        while position < len(stream):  # odd chunk sizes: messages straddle reads
+            size = rng.randint(1, 3000)
+            connection.sendall(stream[position : position + size])
+            position += size
+        server.wait_received(len(messages))
+    want = offline_documents(messages, exporter, 0.0, offline_enricher())
+    assert len(want) == UNITS_BY_NAME["ipfixcol2:example_flows"].data_records
+    assert server.stop() == 0, server.log()
+    ignore = receive_time_fields(messages, exporter)
+    got = Counter(canonical(d, ignore) for d in server.documents())
+    assert got == Counter(canonical(d, ignore) for d in want)
+    assert server.summary()["flows_out"] == len(want)
+
+
+def test_sigterm_while_traffic_flows_loses_nothing_received(server_factory: Any) -> None:
+    server = server_factory(workers=2)
+    server.start()
+    stop_sending = threading.Event()
+    sent = [0]
+
+    def blast() -> None:
+        sockets = [sender() for _ in range(8)]
+        address = ("127.0.0.1", server.ports["netflow"])
+        for ident in range(60_000):
+            if stop_sending.is_set():
+                break
+            with contextlib.suppress(OSError):
+                sockets[ident % 8].sendto(netflow_v5(ident), address)
+            sent[0] += 1
+            if ident % PACE_EVERY == 0:
+                time.sleep(PACE_S)
+        for sock in sockets:
+            sock.close()
+
+    thread = threading.Thread(target=blast)
+    thread.start()
+    try:
+        time.sleep(1.5)
+        assert server.stop(timeout_s=40) == 0, server.log()
+        time.sleep(0.2)  # datagrams still arriving while the server is gone are not "received"
+    finally:
+        stop_sending.set()
+        thread.join(timeout=30)
+    summary = server.summary()
+    docs = server.documents()
+    idents = Counter(d["source.port"] | (d["destination.port"] << 16) for d in docs)
+    assert summary["ingress_drops"] == 0
+    assert len(idents) == summary["datagrams_received"] > 100
+    assert set(idents.values()) == {2}  # each datagram's two records, once each
+    assert summary["flows_out"] == len(docs)
+    print(f"sigterm: sent {sent[0]}, received {summary['datagrams_received']}, flows out {len(docs)}")
+
+
+def split_unit(name: str) -> tuple[list[bytes], list[bytes]]:
+    """(template datagrams, data datagrams) of a unit whose files are template file(s) then data."""
+    unit = UNITS_BY_NAME[name]
+    payloads = [d.payload for d in unit_datagrams(unit)]
+    return payloads[:1], payloads[1:]
+
+
+def test_templates_survive_a_restart(server_factory: Any) -> None:
+    server = server_factory()
+    units = ["lcn:nf9_cisco_asa_1", "lcn:ipfix_barracuda", "lcn:nf9_paloalto_panos"]
+    sockets = {name: sender() for name in units}
+    server.start()
+    sent = [0]
+    for name in units:
+        templates, _ = split_unit(name)
+        listener = "ipfix" if "ipfix" in name else "netflow"
+        send_paced(sockets[name], templates, ("127.0.0.1", server.ports[listener]), sent)
+    server.wait_received(sent[0])
+    assert server.stop() == 0, server.log()
+    assert server.summary()["templates_persisted"] >= 1
+    first_run = len(server.documents())
+
+    server.start()
+    restored = server.total("flowd_templates_restored_total")
+    sent = [0]
+    expected = 0
+    for name in units:  # the same source ports, no template resent
+        _, data = split_unit(name)
+        listener = "ipfix" if "ipfix" in name else "netflow"
+        send_paced(sockets[name], data, ("127.0.0.1", server.ports[listener]), sent)
+        expected += UNITS_BY_NAME[name].data_records
+    server.wait_received(sent[0])
+    assert server.total("flowd_parked_records") == 0
+    assert server.stop() == 0, server.log()
+    assert restored >= len(units)
+    assert len(server.documents()) - first_run == expected == server.summary()["flows_out"]
+    for sock in sockets.values():
+        sock.close()
+
+
+def ipfix_template_flood(first_id: int, count: int) -> bytes:
+    """One IPFIX message with `count` templates (ids from first_id), each of two fields."""
+    records = b"".join(struct.pack("!HHHHHH", first_id + i, 2, 8, 4, 12, 4) for i in range(count))
+    template_set = struct.pack("!HH", 2, 4 + len(records)) + records
+    return struct.pack("!HHIII", 10, 16 + len(template_set), 1_700_000_000, 0, 1) + template_set
+
+
+def huge_field_count_template() -> bytes:
+    body = struct.pack("!HH", 400, 65535) + struct.pack("!HH", 8, 4) * 10
+    template_set = struct.pack("!HH", 2, 4 + len(body)) + body
+    return struct.pack("!HHIII", 10, 16 + len(template_set), 1_700_000_000, 0, 1) + template_set
+
+
+def test_hostile_input_never_stops_the_server(server_factory: Any) -> None:
+    server = server_factory(extra="", listen_extra="")
+    server.config.write_text(server.config.read_text().replace("[output]", "max_per_exporter = 500\n[output]"))
+    server.start()
+    rng = random.Random(1)
+    corpus = [d.payload for unit in UNITS[:20] for d in unit_datagrams(unit)]
+    hostile: list[bytes] = []
+    for payload in corpus:  # truncated at random offsets, and bit-flipped
+        hostile.append(payload[: rng.randrange(0, len(payload))])
+        flipped = bytearray(payload)
+        for _ in range(4):
+            flipped[rng.randrange(len(flipped))] ^= 1 << rng.randrange(8)
+        hostile.append(bytes(flipped))
+    hostile += [rng.randbytes(rng.randrange(0, 1500)) for _ in range(300)]
+    hostile += [b"\x00\x0a" + rng.randbytes(100) for _ in range(100)]  # IPFIX version word, garbage after
+    hostile += [b"\x00\x05\x00\x1e" + bytes(20)] * 20  # v5 claiming 30 records, carrying none
+    hostile += [ipfix_template_flood(256 + 200 * i, 200) for i in range(25)]  # 5,000 template ids
+    hostile += [huge_field_count_template()] * 10
+    sent = [0]
+    sock = sender()
+    for listener in ("netflow", "ipfix", "sflow"):
+        send_paced(sock, hostile, ("127.0.0.1", server.ports[listener]), sent)
+    server.wait_received(sent[0], timeout_s=60)
+    assert server.get("/healthz")[0] == 200
+    metrics = server.metrics()
+    reasons = {m.group(1) for k in metrics if (m := re.search(r'flowd_decode_errors_total\{.*reason="([^"]+)"', k))}
+    assert {"truncated", "unsupported_version"} <= reasons, reasons
+    assert "internal_error" not in reasons, server.log()
+    assert server.total("flowd_templates_known") <= 500 * 3 + 100  # capped per exporter
+    assert server.total('flowd_template_events_total{event="rejected_over_cap"}') > 0
+
+    good = sender()  # a well-behaved exporter still decodes after all that
+    templates, data = split_unit("lcn:nf9_cisco_asa_1")
+    before = server.total("flowd_flows_out_total")
+    send_paced(good, templates + data, ("127.0.0.1", server.ports["netflow"]), sent)
+    server.wait_received(sent[0])
+    assert server.stop() == 0, server.log()
+    assert server.summary()["flows_out"] - before >= UNITS_BY_NAME["lcn:nf9_cisco_asa_1"].data_records
+    print(f"hostile: {sent[0]} datagrams, reasons {sorted(reasons)}")
+    sock.close()
+    good.close()
+
+
+def test_allowlist_drops_before_decoding(server_factory: Any) -> None:
+    server = server_factory(listen_extra='allowed_exporters = ["192.0.2.0/24"]')
+    server.start()
+    sock = sender()
+    for ident in range(50):
+        sock.sendto(netflow_v5(ident), ("127.0.0.1", server.ports["netflow"]))
+    deadline = time.monotonic() + 20
+    while server.total("flowd_allowlist_drops_total") < 50 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.total("flowd_allowlist_drops_total") == 50
+    assert server.stop() == 0
+    assert server.summary()["datagrams_received"] == 0 and server.documents() == []
+    sock.close()
+
+
+def offline_error_count(unit: Any) -> int:
+    templates = TemplateCache()
+    errors = 0
+    for datagram in unit_datagrams(unit):
+        try:
+            errors += len(decode_datagram(datagram.payload, ("192.0.2.1", 1), templates, 0.0).errors)
+        except DecodeError:
+            errors += 1
+    return errors
+
+
+def test_four_workers_fifty_exporters(server_factory: Any) -> None:
+    server = server_factory(workers=4)
+    server.start()
+    choices = [
+        "lcn:nf9_cisco_asa_1",
+        "lcn:ipfix_mikrotik",
+        "lcn:nf9_cisco_wlc",
+        "akv:template+data",
+        "lcn:nf5_mikrotik",
+    ]
+    sent = [0]
+    expected: dict[int, int] = {}
+    sockets = []
+    for index in range(50):
+        name = choices[index % len(choices)]
+        unit = UNITS_BY_NAME[name]
+        sock = sender()
+        sockets.append(sock)
+        listener = "ipfix" if unit.protocol == "ipfix" else "netflow"
+        payloads = [d.payload for d in unit_datagrams(unit)]
+        send_paced(sock, payloads, ("127.0.0.1", server.ports[listener]), sent)
+        expected[sock.getsockname()[1]] = unit.data_records
+    server.wait_received(sent[0], timeout_s=60)
+    flows_in = sum(expected.values())
+    errors_in = sum(offline_error_count(UNITS_BY_NAME[choices[i % len(choices)]]) for i in range(50))
+    deadline = time.monotonic() + 20
+    while server.total("flowd_flows_out_total") < flows_in and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert server.total("flowd_flows_out_total") == flows_in
+    assert server.total("flowd_decode_errors_total") == errors_in  # what the offline decoder reports too
+    assert server.stop() == 0, server.log()
+    per_exporter = Counter(int(d["netflow.exporter.address"].rpartition(":")[2]) for d in server.documents())
+    assert per_exporter == expected
+    assert server.summary()["flows_out"] == flows_in
+    worker_files = {p.name.rsplit("-", 1)[1] for p in server.out.glob("flows-*.ndjson")}
+    print(f"workers: {sent[0]} datagrams, {flows_in} flows, {len(worker_files)} workers wrote files")
+    for sock in sockets:
+        sock.close()
