@@ -171,14 +171,12 @@ def rate_from(row: dict[str, Any]) -> int:
         value = row.get(name)
         if isinstance(value, int) and value > 0:
             return value
-    interval = row.get("sampling_packet_interval")
-    if isinstance(interval, int) and interval > 0:
-        space = row.get("sampling_packet_space", 0)
-        space = space if isinstance(space, int) else 0
-        return max(1, (interval + space) // interval)
     size, population = row.get("sampling_size"), row.get("sampling_population")
-    if isinstance(size, int) and isinstance(population, int) and size > 0:
-        return max(1, population // size)
+    if isinstance(size, int) and isinstance(population, int) and size > 0 and population >= size:
+        return max(1, population // size)  # RFC 5477 random n-out-of-N sampling
+    interval, space = row.get("sampling_packet_interval"), row.get("sampling_packet_space")
+    if isinstance(interval, int) and isinstance(space, int) and interval > 0:
+        return max(1, (interval + space) // interval)  # RFC 5477 systematic count-based sampling
     return 0
 
 

@@ -298,7 +298,6 @@ def compile_template(
     """Resolve every field's name and type and build the decoder."""
     names: list[str] = []
     kinds: list[str] = []
-    seen: dict[str, int] = {}
     for index, f in enumerate(template_fields):
         if netflow_v9 and index < scope_count:
             spec = ie.FieldSpec(V9_SCOPE_NAMES.get(f.element_id, f"scope_{f.element_id}"), ie.UNSIGNED)
@@ -312,14 +311,32 @@ def compile_template(
         kind = spec.type
         if f.length == 3 and "label_stack_section" in name:
             kind = MPLS_LABEL
-        if name in seen:  # repeated IEs (e.g. several MPLS labels of one id): keep each, numbered
-            seen[name] += 1
-            name = f"{name}_{seen[name]}"
-        else:
-            seen[name] = 1
         names.append(name)
         kinds.append(kind)
-    return CompiledTemplate(template_id, template_fields, tuple(names), tuple(kinds), scope_count)
+    return CompiledTemplate(template_id, template_fields, _encapsulation_names(names), tuple(kinds), scope_count)
+
+
+def _encapsulation_names(names: list[str]) -> tuple[str, ...]:
+    """Name repeated elements apart: the last occurrence keeps the name, earlier ones are tunnels.
+
+    Templates repeat 5-tuple elements when they describe an encapsulated packet (Cisco's SRv6
+    templates: the outer IPv6 header, then the inner one); the inner header is the flow, as
+    pmacct reports it, and the outer fields become `tunnel_<name>`, `tunnel_<name>_2`, ...
+    """
+    total: dict[str, int] = {}
+    for name in names:
+        total[name] = total.get(name, 0) + 1
+    if all(count == 1 for count in total.values()):
+        return tuple(names)
+    seen: dict[str, int] = {}
+    renamed = []
+    for name in names:
+        seen[name] = seen.get(name, 0) + 1
+        if seen[name] == total[name]:
+            renamed.append(name)
+        else:
+            renamed.append(f"tunnel_{name}" if seen[name] == 1 else f"tunnel_{name}_{seen[name]}")
+    return tuple(renamed)
 
 
 V9_SCOPE_NAMES = {1: "scope_system", 2: "scope_interface", 3: "scope_line_card", 4: "scope_cache", 5: "scope_template"}
