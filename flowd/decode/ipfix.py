@@ -66,6 +66,8 @@ def _decode_sets(
     while end - pos >= SET_HEADER.size:
         set_id, length = SET_HEADER.unpack_from(data, pos)
         if length < SET_HEADER.size:
+            if not any(data[pos:end]):
+                return  # zero bytes after the last set: exporter padding, not an error
             result.errors.append(SoftError("bad_set_length", f"set {set_id} declares {length} bytes", pos))
             return
         if pos + length > end:

@@ -37,6 +37,8 @@ def decode_netflow_v9(
     while end - pos >= SET_HEADER.size:
         set_id, length = SET_HEADER.unpack_from(data, pos)
         if length < SET_HEADER.size:
+            if not any(data[pos:end]):
+                break  # zero bytes after the last set: exporter padding, not an error
             result.errors.append(SoftError("bad_set_length", f"FlowSet {set_id} declares {length} bytes", pos))
             break
         if pos + length > end:
