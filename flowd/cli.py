@@ -64,7 +64,10 @@ def _check_config(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"flowd: configuration error: {error}", file=sys.stderr)
         return 2
-    print(describe_settings(loaded))
+    try:
+        print(describe_settings(loaded))
+    except BrokenPipeError:  # `flowd check-config | head`
+        sys.stderr.close()
     return 0
 
 
@@ -87,9 +90,22 @@ def _setup(args: argparse.Namespace) -> int:
         return 2
     status = run_setup(args, settings.elasticsearch)
     if args.kibana and status == 0:
-        from flowd.output.kibana import run_kibana_import
+        import asyncio
 
-        status = run_kibana_import(args)
+        from flowd.output.kibana import import_dashboards
+
+        status = asyncio.run(
+            import_dashboards(
+                args.kibana,
+                space=args.space or None,
+                user=args.user or settings.elasticsearch.user,
+                password=args.password or settings.elasticsearch.password,
+                api_key=args.api_key or settings.elasticsearch.api_key,
+                ca_file=args.ca_file or settings.elasticsearch.ca_file or None,
+                verify=not args.insecure,
+                printer=print,
+            )
+        )
     return status
 
 

@@ -53,7 +53,8 @@ class FlowList(Sequence[FlowRecord]):
     def __init__(self, records: Iterable[FlowRecord] = ()) -> None:
         self._parts: list[Sequence[FlowRecord]] = []
         self._length = 0
-        self.extend(records)
+        if records:
+            self.extend(records)
 
     def append(self, record: FlowRecord) -> None:
         if self._parts and isinstance(self._parts[-1], list):

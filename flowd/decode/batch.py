@@ -38,7 +38,6 @@ class RecordBatch(Sequence[FlowRecord]):
         self,
         template: CompiledTemplate,
         array: npt.NDArray[Any],
-        *,
         kind: str,
         exporter: Exporter,
         version: int,

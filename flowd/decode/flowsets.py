@@ -126,14 +126,14 @@ def emit_batch(
     batch = RecordBatch(
         template,
         array,
-        kind=KIND_NETFLOW_FLOW,
-        exporter=context.exporter,
-        version=context.version,
-        received_at=context.received_at,
-        domain_id=context.domain_id,
-        sequence=context.sequence,
-        export_time=context.export_time,
-        uptime_ms=uptime_ms,
+        KIND_NETFLOW_FLOW,
+        context.exporter,
+        context.version,
+        context.received_at,
+        context.domain_id,
+        context.sequence,
+        context.export_time,
+        uptime_ms,
     )
     if SAMPLING_FIELD_NAMES.isdisjoint(template.names):
         batch.rates = (state.sampling_rate or 1) if state is not None else 1

@@ -66,21 +66,19 @@ def decode_netflow_v5(
     if available == 0 and count:
         raise TruncatedError(f"header claims {count} records, datagram holds none", offset=HEADER.size)
     available = min(count, available)  # bytes beyond the declared records are not records
-    array = V5_RECORD.decode_array(data, HEADER.size, HEADER.size + available * RECORD_LENGTH)
-    result.flows.add_batch(
-        RecordBatch(
-            V5_RECORD,
-            array,
-            kind=KIND_NETFLOW_FLOW,
-            exporter=exporter,
-            version=5,
-            received_at=received_at,
-            domain_id=0,
-            sequence=sequence,
-            export_time=unix_secs,
-            uptime_ms=uptime_ms,
-            rates=(sampling & 0x3FFF) or 1,
-            extra={"engine_type": engine_type, "engine_id": engine_id, "sampling_interval": sampling & 0x3FFF},
-        )
+    batch = RecordBatch(
+        V5_RECORD,
+        V5_RECORD.decode_array(data, HEADER.size, HEADER.size + available * RECORD_LENGTH),
+        KIND_NETFLOW_FLOW,
+        exporter,
+        5,
+        received_at,
+        0,
+        sequence,
+        unix_secs,
+        uptime_ms,
+        (sampling & 0x3FFF) or 1,
+        {"engine_type": engine_type, "engine_id": engine_id, "sampling_interval": sampling & 0x3FFF},
     )
+    result.flows.add_batch(batch)
     return result

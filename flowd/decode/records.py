@@ -232,7 +232,7 @@ class CompiledTemplate:
         """Every record of a fixed-length set at once; trailing bytes shorter than a record are padding."""
         assert self.dtype is not None
         count = (end - start) // self.record_length
-        return np.frombuffer(data, dtype=self.dtype, count=count, offset=start)
+        return np.frombuffer(data, self.dtype, count, start)  # positional: numpy parses keywords slowly
 
     def column_lists(self, array: npt.NDArray[Any]) -> dict[str, list[Any]]:
         """Each field of every record of a decoded array, as document values."""
