@@ -16,11 +16,9 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
-import os
 import struct
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -30,9 +28,10 @@ from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.enrich.addresses import PUBLIC, classify_address
 from flowd.enrich.chain import EnrichmentChain
-from flowd.output.documents import flow_document
+from flowd.output.batch_documents import documents_for
+from tests.shared_data import GEOIP as SHARED_GEOIP
 
-GEOIP_DIR = Path(os.environ.get("FLOWD_GEOIP_DIR") or Path(__file__).resolve().parents[2] / "shared" / "geoip")
+GEOIP_DIR = SHARED_GEOIP
 DISTINCT_ADDRESSES = 10_000
 RECORDS_PER_DATAGRAM = 30
 DATAGRAMS_PER_BATCH = 64
@@ -106,7 +105,7 @@ def decode_documents(datagrams: list[bytes]) -> list[list[dict[str, Any]]]:
     for start in range(0, len(datagrams), DATAGRAMS_PER_BATCH):
         batch: list[dict[str, Any]] = []
         for datagram in datagrams[start : start + DATAGRAMS_PER_BATCH]:
-            batch.extend(flow_document(r) for r in decode_datagram(datagram, EXPORTER, templates, received).flows)
+            batch.extend(documents_for(decode_datagram(datagram, EXPORTER, templates, received).flows))
         batches.append(batch)
     return batches
 

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import itertools
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flowd.offline import DecodeSummary, decode_documents
 from flowd.output.bulk import Batch, BatchBuilder, BulkEncoder
+from tests.shared_data import CORPUS as SHARED_CORPUS
 
-CORPUS = Path("/work/shared/corpus")
+CORPUS = SHARED_CORPUS
 CAPTURES = [CORPUS / "akvorado/netflow/nfv5.pcap", CORPUS / "pmacct/100-IPFIXv10-CISCO/traffic-00.pcap"]
 DOCS = 20_000
 BATCH_DOCS = 5_000

@@ -10,16 +10,16 @@ next to the repository root.
 
 from __future__ import annotations
 
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from flowd.capture import Datagram, read_datagrams
+from tests.shared_data import CORPUS as SHARED_CORPUS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("FLOWD_CORPUS") or REPO_ROOT.parent / "shared" / "corpus")
+CORPUS = SHARED_CORPUS
 
 DAT_PORT = 2055
 """`.dat` payloads carry no UDP header; `tests.tshark_oracle.write_pcap` sends them to 2055."""

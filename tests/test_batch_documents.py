@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import glob
-import os
-from pathlib import Path
 
 import pytest
 
@@ -14,8 +12,9 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.errors import DecodeError
 from flowd.output.batch_documents import documents_for
 from flowd.output.documents import flow_document
+from tests.shared_data import CORPUS as SHARED_CORPUS
 
-CORPUS = Path(os.environ.get("FLOWD_CORPUS") or Path(__file__).resolve().parent.parent.parent / "shared" / "corpus")
+CORPUS = SHARED_CORPUS
 CAPTURES = sorted(glob.glob(str(CORPUS / "**" / "*.pcap"), recursive=True)) + [
     str(CORPUS / "ipfixcol2" / "example_flows.ipfix")
 ]

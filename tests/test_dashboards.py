@@ -44,12 +44,14 @@ from flowd.enrich.chain import EnrichmentChain
 from flowd.offline import DecodeSummary, decode_documents
 from flowd.output.index_template import index_template, mappings
 from tests.es_server import delete_target, es_request, es_url  # noqa: F401
+from tests.shared_data import CORPUS as SHARED_CORPUS
+from tests.shared_data import GEOIP as SHARED_GEOIP
 
 ROOT = Path(__file__).resolve().parent.parent
 KIBANA_FILE = ROOT / "dashboards" / "kibana" / "flowd.ndjson"
 GRAFANA_FILE = ROOT / "dashboards" / "grafana" / "flowd-collector.json"
-CORPUS = Path("/work/shared/corpus")
-GEOIP = Path("/work/shared/geoip")
+CORPUS = SHARED_CORPUS
+GEOIP = SHARED_GEOIP
 CORPUS_FILES = [
     "pmacct/100-IPFIXv10-CISCO/traffic-00.pcap",
     "akvorado/netflow/nfv5.pcap",

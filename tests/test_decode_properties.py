@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import os
 from functools import cache
-from pathlib import Path
 
 import orjson
 from hypothesis import HealthCheck, given, settings
@@ -17,8 +15,9 @@ from flowd.capture import read_datagrams
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.errors import DecodeError
 from flowd.output.documents import flow_document
+from tests.shared_data import CORPUS as SHARED_CORPUS
 
-CORPUS = Path(os.environ.get("FLOWD_CORPUS") or Path(__file__).resolve().parent.parent.parent / "shared" / "corpus")
+CORPUS = SHARED_CORPUS
 EXPORTER = ("192.0.2.1", 2055)
 
 

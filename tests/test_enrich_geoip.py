@@ -19,8 +19,9 @@ from flowd.config import EnrichSettings
 from flowd.enrich.addresses import PUBLIC, classify_address
 from flowd.enrich.chain import EnrichmentChain
 from flowd.enrich.geoip import GeoIpLookup
+from tests.shared_data import GEOIP as SHARED_GEOIP
 
-GEOIP_DIR = Path(os.environ.get("FLOWD_GEOIP_DIR") or Path(__file__).resolve().parents[2] / "shared" / "geoip")
+GEOIP_DIR = SHARED_GEOIP
 pytestmark = pytest.mark.skipif(not GEOIP_DIR.is_dir(), reason=f"GeoIP test databases not found at {GEOIP_DIR}")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -30,10 +30,11 @@ from tests.es_server import (
     es_request,
     es_url,  # noqa: F401  (fixture)
 )
+from tests.shared_data import CORPUS as SHARED_CORPUS
 
 pytestmark = [pytest.mark.integration]
 
-CORPUS = Path("/work/shared/corpus")
+CORPUS = SHARED_CORPUS
 CAPTURES = [CORPUS / "akvorado/netflow/nfv5.pcap", CORPUS / "pmacct/100-IPFIXv10-CISCO/traffic-00.pcap"]
 FAST_RETRY = RetryPolicy(initial_s=0.05, cap_s=0.5)
 

@@ -24,7 +24,6 @@ it prints and compare them datagram by datagram, sample by sample, in order.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -37,10 +36,11 @@ from flowd.decode.sflow import decode_sflow
 from flowd.errors import DecodeError, TruncatedError
 from flowd.model import KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, DecodeResult, FlowRecord
 from flowd.output.sflow_documents import sflow_document
+from tests.shared_data import CORPUS as SHARED_CORPUS
 from tests.tshark_oracle import needs_tshark, tshark_layers, write_pcap
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CORPUS = Path(os.environ.get("FLOWD_CORPUS") or REPO_ROOT.parent / "shared" / "corpus")
+CORPUS = SHARED_CORPUS
 SFLOW_PORT = 6343
 DAT_EXPORTER = ("192.0.2.1", 50000)
 RECEIVED_AT = 1_764_072_000.123
