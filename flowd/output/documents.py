@@ -196,13 +196,20 @@ def exporter_word(exporter: str) -> int:
 
 
 def address_words(address: str | None) -> tuple[int, ...]:
-    """An address as 64-bit words: one for IPv4, two for IPv6, a zero word when absent."""
+    """An address as 64-bit words: one for IPv4, two for IPv6, a zero word when absent.
+
+    A value that is no address (a template that gave an address element an odd length decodes
+    it as hex) hashes as text, so the id stays stable without pretending it is an address.
+    """
     if address is None:
         return (0,)
-    if ":" in address:
-        raw = socket.inet_pton(socket.AF_INET6, address)
-        return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
-    return (int.from_bytes(socket.inet_aton(address)),)
+    try:
+        if ":" in address:
+            raw = socket.inet_pton(socket.AF_INET6, address)
+            return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
+        return (int.from_bytes(socket.inet_aton(address)),)
+    except (OSError, TypeError):
+        return (exporter_word(str(address)),)
 
 
 def mix_words(words: tuple[int, ...]) -> int:
