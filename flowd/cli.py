@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from flowd import __version__
+from flowd.allocator import tune_allocator
 
 if TYPE_CHECKING:
     from flowd.config import Settings
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    tune_allocator()
     parser = argparse.ArgumentParser(prog="flowd", description="NetFlow/IPFIX/sFlow collector and indexer")
     parser.add_argument("--version", action="version", version=f"flowd {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

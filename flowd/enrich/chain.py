@@ -217,8 +217,8 @@ class EnrichmentChain:
         if interfaces.configured or len(interfaces.learned):
             exporter = get("observer.ip")
             if exporter is not None:
-                for prefix in ("observer.ingress.interface", "observer.egress.interface"):
-                    ifindex = get(prefix + ".id")
+                for id_key, name_key, alias_key in _INTERFACE_KEYS:
+                    ifindex = get(id_key)
                     if ifindex is None:
                         continue
                     key = (exporter, ifindex)
@@ -229,9 +229,9 @@ class EnrichmentChain:
                     if names is not None:
                         name, description = names
                         if name is not None:
-                            doc[prefix + ".name"] = name
+                            doc[name_key] = name
                         if description is not None:
-                            doc[prefix + ".alias"] = description
+                            doc[alias_key] = description
 
     def _protocol_number(self, iana: Any) -> int | None:
         try:
@@ -320,6 +320,12 @@ class EnrichmentChain:
         if self.resolver is not None:
             counters.update(self.resolver.stats())
         return counters
+
+
+_INTERFACE_KEYS = tuple(
+    (f"{prefix}.id", f"{prefix}.name", f"{prefix}.alias")
+    for prefix in ("observer.ingress.interface", "observer.egress.interface")
+)
 
 
 def _name_of(names: dict[str, str], address: object) -> str | None:

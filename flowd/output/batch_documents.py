@@ -62,7 +62,7 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     sparse: list[int] = []
 
     def add(key: str, column: list[Any], *, may_be_none: bool = False) -> None:
-        if may_be_none:
+        if may_be_none and None in column:
             sparse.append(len(keys))
         keys.append(key)
         values.append(column)

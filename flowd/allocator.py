@@ -1,0 +1,32 @@
+"""glibc malloc tuning for a process that builds and frees many kilobyte-sized buffers.
+
+Every document and every serialised line is a malloc-sized object (over pymalloc's 512 bytes).
+With glibc's defaults the heap top is returned to the kernel as soon as 128 KiB are free, so
+the next batch faults its pages in again; on the VMs measured here a first-touch page fault costs
+about 2 µs, more than serialising the document. Keeping freed heap memory (bounded) makes
+serialisation about 4 times faster (`benchmarks/`). Memory already used stays resident, which
+is what a long-running collector wants anyway.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD = -1
+M_TOP_PAD = -2
+TRIM_THRESHOLD_BYTES = 256 * 1024 * 1024
+TOP_PAD_BYTES = 16 * 1024 * 1024
+
+
+def tune_allocator() -> bool:
+    """Apply the settings when the C library is glibc; returns whether it did."""
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES)) and bool(mallopt(M_TOP_PAD, TOP_PAD_BYTES))
