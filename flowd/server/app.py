@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings
 from flowd.decode import TemplateCache
 from flowd.enrich import Enricher
@@ -146,6 +147,7 @@ def write_snapshot_atomically(path: Path, snapshot: dict[str, Any]) -> None:
 
 def worker_main(settings: Settings, worker: int, connection: Connection) -> None:
     """Process entry point of one worker."""
+    tune_allocator()  # a spawned interpreter starts with glibc's defaults again
     setup_logging(worker)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the loop installs its own handlers
     import uvloop
