@@ -254,6 +254,15 @@ def receive_time_fields(payloads: list[bytes], exporter: tuple[str, int]) -> set
     return {key for a, b in zip(first, second, strict=True) for key in a.keys() | b.keys() if a.get(key) != b.get(key)}
 
 
+OPTIONS_LEARNED_FIELDS = {
+    "observer.ingress.interface.name",
+    "observer.ingress.interface.alias",
+    "observer.egress.interface.name",
+    "observer.egress.interface.alias",
+    "network.application",
+}
+
+
 def canonical(doc: dict[str, Any], ignore: set[str]) -> bytes:
     return orjson.dumps({k: v for k, v in doc.items() if k not in ignore}, option=orjson.OPT_SORT_KEYS)
 
@@ -290,6 +299,10 @@ def test_corpus_replay_matches_offline_decode(server_factory: Any) -> None:
     summary = server.summary()
     output = server.documents()
     ignore |= {"event.created", "event.ingested"}
+    # Names learned from options data: the server learns a whole receive batch's options before
+    # enriching its flows, `flowd decode` one datagram at a time, so a flow sent just before its
+    # exporter's interface table may carry the names in one and not the other.
+    ignore |= OPTIONS_LEARNED_FIELDS
     want = Counter(canonical(doc, ignore) for doc in expected)
     got = Counter(canonical(doc, ignore) for doc in output)
     missing = want - got

@@ -36,8 +36,10 @@ Batch = list[Item]
 DocumentBatch = tuple[list[dict[str, Any]], list[dict[str, Any]], float]
 """(flow documents, options documents, receive time of the batch's first datagram)."""
 
-DOCUMENT_QUEUE_BATCHES = 64
-"""Decoded batches waiting for enrichment and the sink; the decoder waits when it is full."""
+DOCUMENT_QUEUE_BATCHES = 4
+"""Decoded batches waiting for enrichment and the sink; the decoder waits when it is full.
+A batch of 64 datagrams holds about 1,800 documents (several MB as dicts), so a few are enough
+to keep both stages busy and bound the memory a slow sink can pin."""
 SINK_FLUSH_INTERVAL_S = 1.0
 SINK_RETRY_S = 1.0
 LOG_INTERVAL_S = 10.0
