@@ -429,6 +429,24 @@ def huge_field_count_template() -> bytes:
     return struct.pack("!HHIII", 10, 16 + len(template_set), 1_700_000_000, 0, 1) + template_set
 
 
+WORKER_PEAK_RSS_LIMIT = 300 * 1024 * 1024
+"""Peak resident memory a worker may reach under the hostile mix with its default queue sizes."""
+
+
+def worker_peak_rss_bytes(supervisor_pid: int) -> list[int]:
+    """VmHWM (peak resident set) of every child process of the supervisor, from /proc."""
+    peaks = []
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() == str(supervisor_pid) and "VmHWM" in fields:
+            peaks.append(int(fields["VmHWM"].split()[0]) * 1024)
+    return peaks
+
+
 def test_hostile_input_never_stops_the_server(server_factory: Any) -> None:
     server = server_factory(extra="", listen_extra="")
     server.config.write_text(server.config.read_text().replace("[output]", "max_per_exporter = 500\n[output]"))
@@ -459,6 +477,9 @@ def test_hostile_input_never_stops_the_server(server_factory: Any) -> None:
     assert "internal_error" not in reasons, server.log()
     assert server.total("flowd_templates_known") <= 500 * 3 + 100  # capped per exporter
     assert server.total('flowd_template_events_total{event="rejected_over_cap"}') > 0
+    assert server.process is not None
+    peaks = worker_peak_rss_bytes(server.process.pid)
+    assert peaks and max(peaks) < WORKER_PEAK_RSS_LIMIT, peaks  # queues and caches stay bounded
 
     good = sender()  # a well-behaved exporter still decodes after all that
     templates, data = split_unit("lcn:nf9_cisco_asa_1")
@@ -467,7 +488,7 @@ def test_hostile_input_never_stops_the_server(server_factory: Any) -> None:
     server.wait_received(sent[0])
     assert server.stop() == 0, server.log()
     assert server.summary()["flows_out"] - before >= UNITS_BY_NAME["lcn:nf9_cisco_asa_1"].data_records
-    print(f"hostile: {sent[0]} datagrams, reasons {sorted(reasons)}")
+    print(f"hostile: {sent[0]} datagrams, reasons {sorted(reasons)}, worker peak RSS {[p >> 20 for p in peaks]} MiB")
     sock.close()
     good.close()
 
