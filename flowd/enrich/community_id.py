@@ -40,8 +40,15 @@ ICMPV6_COUNTERPARTS: dict[int, int] = {
     145: 144,
 }
 
-_TAIL = struct.Struct("!BxHH")
-_TAIL_NO_PORTS = struct.Struct("!Bx")
+_PACKERS = {
+    (4, True): struct.Struct("!2s4s4sBxHH").pack,
+    (16, True): struct.Struct("!2s16s16sBxHH").pack,
+    (4, False): struct.Struct("!2s4s4sBx").pack,
+    (16, False): struct.Struct("!2s16s16sBx").pack,
+}
+"""The whole hashed input in one pack (seed, addresses, protocol, padding, ports): one buffer."""
+_sha1 = hashlib.sha1
+_b64 = binascii.b2a_base64
 
 
 def community_id(
@@ -64,13 +71,14 @@ def community_id(
         if not one_way and (destination < source or (destination == source and destination_port < source_port)):
             source, destination = destination, source
             source_port, destination_port = destination_port, source_port
-        tail = _TAIL.pack(protocol, source_port & 0xFFFF, destination_port & 0xFFFF)
+        data = _PACKERS[len(source), True](
+            seed, source, destination, protocol, source_port & 0xFFFF, destination_port & 0xFFFF
+        )
     else:
         if destination < source:
             source, destination = destination, source
-        tail = _TAIL_NO_PORTS.pack(protocol & 0xFF)
-    digest = hashlib.sha1(seed + source + destination + tail, usedforsecurity=False).digest()
-    return "1:" + binascii.b2a_base64(digest, newline=False).decode("ascii")
+        data = _PACKERS[len(source), False](seed, source, destination, protocol & 0xFF)
+    return "1:" + _b64(_sha1(data).digest(), newline=False).decode("ascii")
 
 
 def seed_bytes(seed: int) -> bytes:
