@@ -38,6 +38,8 @@ def _primed(templates: list[bytes]) -> TemplateCache:
 
 
 def _flows_per_s(benchmark: Any, flows_per_round: int) -> float:
+    if benchmark.stats is None:  # --benchmark-disable: the body ran once, untimed
+        return 0.0
     return flows_per_round / benchmark.stats.stats.mean
 
 

@@ -42,6 +42,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup.add_argument("--kibana", help="Kibana URL: also import the dashboards")
     setup.add_argument("--space", default="", help="Kibana space to import into (default space when empty)")
 
+    bench = commands.add_parser("bench", help="zero-loss throughput of flowd (and peers) on loopback")
+    from flowd.bench.cli import add_bench_arguments
+
+    add_bench_arguments(bench)
+
     args = parser.parse_args(argv)
     if args.command == "decode":
         return _decode(args)
@@ -53,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "setup":
         return _setup(args)
+    if args.command == "bench":
+        from flowd.bench.cli import run_bench
+
+        return run_bench(args)
     parser.error(f"unknown command {args.command}")
     return 2
 

@@ -1,0 +1,109 @@
+"""The whole worker pipeline in one process, no sockets: ingress batches -> BatchDecoder ->
+enrichment (the chain `flowd run` builds from default settings: no GeoIP database, no DNS) ->
+a sink that serialises Elasticsearch `_bulk` bodies with orjson (flowd.output.bulk).
+
+The traffic is the pps harness's (flowd.bench.traffic: scapy-built, 16 exporters with their own
+templates, realistic address/port mixes). Run with
+`pytest --benchmark-enable benchmarks/test_bench_pipeline.py`; `extra_info["flows_per_s"]` is
+flows per second on one core from datagram bytes to finished bulk bodies: the ceiling of one
+worker before receive costs (goals: v9/IPFIX 300,000, v5 500,000, sFlow samples 150,000).
+Under --benchmark-disable (the default addopts) each case runs once as a plain test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from typing import Any
+
+import pytest
+
+from flowd.bench.traffic import build_traffic
+from flowd.config import EnrichSettings
+from flowd.decode import TemplateCache
+from flowd.enrich.chain import EnrichmentChain, build_enricher
+from flowd.output.bulk import BulkEncoder
+from flowd.server.metrics import WorkerStats
+from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
+
+EXPORTERS = 16
+DATAGRAMS_PER_EXPORTER = 24
+BATCH_SIZE = 256
+
+
+class BulkBodySink:
+    """What the Elasticsearch sink does before the network: one bulk body per write."""
+
+    def __init__(self) -> None:
+        self.encoder = BulkEncoder(document_ids=True)
+        self.documents = 0
+        self.body_bytes = 0
+
+    async def start(self) -> None:
+        return None
+
+    async def write(self, documents: list[dict[str, Any]]) -> None:
+        pairs, rejected = self.encoder.encode(documents)
+        body = b"".join(pairs)
+        self.documents += len(documents) - len(rejected)
+        self.body_bytes += len(body)
+
+    async def flush(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+
+@functools.cache
+def _items(protocol: str) -> tuple[list[tuple[bytes, tuple[str, int]]], int]:
+    """(datagram, exporter address) in exporter round-robin order, and the flows they carry."""
+    traffic = build_traffic(protocol, exporters=EXPORTERS, datagrams_per_exporter=DATAGRAMS_PER_EXPORTER)
+    items = []
+    flows = 0
+    longest = max(len(s.datagrams) for s in traffic.streams)
+    for number in range(longest):
+        for stream in traffic.streams:
+            if number < len(stream.datagrams):
+                datagram = stream.datagrams[number]
+                items.append((datagram.payload, (f"127.0.0.{1 + stream.index}", 40_000 + stream.index)))
+                flows += datagram.flows
+    return items, flows
+
+
+def run_pipeline(items: list[tuple[bytes, tuple[str, int]]], enricher: EnrichmentChain | None) -> BulkBodySink:
+    async def main() -> BulkBodySink:
+        stats = WorkerStats()
+        ingress = IngressQueue(BATCH_SIZE, len(items) + BATCH_SIZE)
+        sink = BulkBodySink()
+        pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats, enricher=enricher)
+        pipeline.start()
+        now = time.time()
+        for payload, exporter in items:
+            ingress.append(payload, exporter, now)
+        await pipeline.drain()
+        return sink
+
+    return asyncio.run(main())
+
+
+@pytest.fixture(scope="module")
+def enricher() -> EnrichmentChain:
+    return build_enricher(EnrichSettings())
+
+
+@pytest.mark.parametrize("enrich", [True, False], ids=["enriched", "plain"])
+@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow"])
+def test_bench_pipeline(benchmark: Any, protocol: str, enrich: bool, enricher: EnrichmentChain) -> None:
+    items, flows = _items(protocol)
+    chain = enricher if enrich else None
+    sink = run_pipeline(items, chain)  # warm the enrichment caches; check the count
+    assert sink.documents == flows
+    sink = benchmark.pedantic(run_pipeline, args=(items, chain), rounds=3, iterations=1)
+    assert sink.documents == flows
+    stats = getattr(benchmark, "stats", None)
+    if stats is not None:  # None under --benchmark-disable
+        benchmark.extra_info["flows_per_s"] = round(flows / stats.stats.min)
+        benchmark.extra_info["datagrams"] = len(items)
+        benchmark.extra_info["bytes_per_document"] = round(sink.body_bytes / max(1, sink.documents))

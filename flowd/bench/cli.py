@@ -1,0 +1,329 @@
+"""`flowd bench`: build the traffic, run the zero-loss search against flowd (1, 2 and N workers)
+and the peers asked for, measure flowd's memory with many templates, write the table, the
+JSON result and the plot. The lead wires `add_bench_arguments` and `run_bench` into flowd.cli.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flowd.bench import PROTOCOLS, procfs
+from flowd.bench.collectors import PEERS, Collector, FlowdCollector, PeerCollector, PeerPreset
+from flowd.bench.report import MB, table, write_json, write_plot
+from flowd.bench.search import SearchResult, Trial, search_zero_loss
+from flowd.bench.sender import replay, source_address
+
+if TYPE_CHECKING:
+    from flowd.bench.traffic import Traffic
+
+GOALS_FPS = {"v9": 300_000, "ipfix": 300_000, "v5": 500_000, "sflow": 150_000}
+"""Issue 9: zero-loss flows (sFlow: samples) per second, one worker."""
+GOAL_SCALING = 0.8
+GOAL_RSS_MB = 150
+WARMUP_S = 1.0
+
+
+def _csv(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--protocols", default=",".join(PROTOCOLS), help="comma-separated: v5,v9,ipfix,sflow")
+    add("--workers", default="1,2,N", help="flowd worker counts to measure; N = CPU count (default 1,2,N)")
+    add("--no-flowd", action="store_true", help="measure only the peers")
+    add("--peer", action="append", default=[], choices=sorted(PEERS), help="also measure this peer (repeatable)")
+    add("--target", help="HOST:PORT of an external collector started by --peer-cmd")
+    add("--peer-cmd", help="command starting the collector at --target ({host} {port} {outdir} {config})")
+    add("--peer-count", help="shell command printing the flows it delivered ({outdir}); default from the binary")
+    add("--peer-protocols", default="v5,v9,ipfix", help="protocols the --peer-cmd collector takes")
+    add("--duration", type=float, default=8.0, help="seconds per trial (default 8)")
+    add("--max-datagrams", type=int, default=2_000_000, help="datagrams per trial at most")
+    add("--start-rate", type=float, default=2_000.0, help="first offered rate, datagrams/s")
+    add("--max-rate", type=float, default=200_000.0, help="highest offered rate, datagrams/s")
+    add("--max-trials", type=int, default=8, help="trials per search")
+    add("--resolution", type=float, default=0.1, help="stop when the bracket is within this fraction")
+    add("--rates", default="", help="comma-separated datagram rates to run instead of a search")
+    add("--senders", type=int, default=2, help="sender processes")
+    add("--exporters", type=int, default=16, help="exporters (source addresses/ports, each with its own templates)")
+    add("--pool", type=int, default=64, help="distinct data datagrams per exporter (replayed in a cycle)")
+    add("--template-refresh", type=int, default=20, help="v9/IPFIX: resend templates every N data datagrams")
+    add("--templates", type=int, default=10_000, help="templates for the RSS measurement (0: skip)")
+    add(
+        "--settle",
+        type=float,
+        default=2.5,
+        help="a trial passes only if everything came out within this many seconds after sending ended "
+        "(RFC 2544 waits 2 s; flowd's metrics lag up to 1 s more). Queues can hide an overload for at most "
+        "settle/duration of the trial, so keep duration >> settle",
+    )
+    add("--drain-timeout", type=float, default=30.0, help="seconds to wait for a collector to finish a trial")
+    add("--seed", type=int, default=1)
+    add("--output", default="", help="directory for bench.json and bench.png (default ./flowd-bench-<time>)")
+
+
+def _worker_counts(text: str) -> list[int]:
+    cpus = os.cpu_count() or 1
+    counts = [cpus if item.upper() == "N" else int(item) for item in _csv(text)]
+    return list(dict.fromkeys(max(1, c) for c in counts))
+
+
+def _peer_from_args(args: argparse.Namespace) -> PeerCollector:
+    host, _, port = args.target.rpartition(":")
+    host = host.strip("[]")
+    binary = Path(shlex.split(args.peer_cmd)[0]).name
+    count = args.peer_count or {"nfcapd": "nfdump-stat", "nfacctd": "pmacct-packets", "sfacctd": "pmacct-packets"}.get(
+        binary, ""
+    )
+    if not count:
+        raise SystemExit("flowd bench: --peer-count is needed for a collector other than nfcapd/nfacctd/sfacctd")
+    preset = PeerPreset(args.peer_cmd, tuple(_csv(args.peer_protocols)), count)
+    local = host in ("127.0.0.1", "::1", "localhost")
+    return PeerCollector(binary, preset, host=host, port=int(port), external=not local)
+
+
+def _trial(collector: Collector, traffic: Traffic, rate: float, args: argparse.Namespace) -> Trial:
+    host, port = collector.begin(traffic.protocol)
+    sent = replay(
+        traffic,
+        (host, port),
+        rate_dps=rate,
+        duration_s=args.duration,
+        max_datagrams=args.max_datagrams,
+        senders=args.senders,
+    )
+    delivery = collector.finish(sent, args.drain_timeout)
+    elapsed = max(sent.elapsed_s, 1e-9)
+    trial = Trial(
+        collector=collector.name,
+        protocol=traffic.protocol,
+        workers=collector.workers,
+        target_dps=rate,
+        offered_dps=sent.datagrams / elapsed,
+        offered_fps=sent.flows / elapsed,
+        delivered_fps=delivery.delivered_flows / elapsed,
+        sent_flows=sent.flows,
+        delivered_flows=delivery.delivered_flows,
+        zero_loss=delivery.exact and sent.errors == 0 and delivery.drain_s <= args.settle,
+        kernel_drops=delivery.kernel_drops,
+        ingress_drops=delivery.ingress_drops,
+        cpu_s=delivery.cpu_s,
+        rss_peak_bytes=max(delivery.rss_bytes.values(), default=0),
+        sender_cpu_s=sent.cpu_s,
+        duration_s=sent.elapsed_s,
+        drain_s=delivery.drain_s,
+        loadavg=procfs.loadavg()[0],
+        note=delivery.note,
+    )
+    mark = "ok  " if trial.zero_loss else "LOSS"
+    print(
+        f"  {collector.name} x{collector.workers} {traffic.protocol:<5} {mark} "
+        f"offered {trial.offered_dps:>9,.0f} dgram/s "
+        f"{trial.offered_fps:>10,.0f} flows/s  delivered {trial.delivered_fps:>10,.0f}  "
+        f"loss {100 * trial.loss_fraction:6.2f}%  kernel drops {trial.kernel_drops}  ingress drops "
+        f"{trial.ingress_drops}  drained {trial.drain_s:.1f}s  CPU {trial.cpu_s:.1f}s  load {trial.loadavg:.2f}",
+        flush=True,
+    )
+    return trial
+
+
+def _search(
+    collector: Collector, traffic: Traffic, args: argparse.Namespace, rates: list[float], log: Callable[[str], None]
+) -> SearchResult:
+    log(f"{collector.name} x{collector.workers} {traffic.protocol}:")
+    trials = search_zero_loss(
+        lambda rate: _trial(collector, traffic, rate, args),
+        start_dps=args.start_rate,
+        max_dps=args.max_rate,
+        max_trials=args.max_trials,
+        resolution=args.resolution,
+        rates=rates,
+    )
+    return SearchResult(collector.name, traffic.protocol, collector.workers, trials)
+
+
+def measure_template_memory(collector: FlowdCollector, count: int, timeout_s: float = 30.0) -> dict[str, Any]:
+    """Send `count` distinct v9 templates over 10 exporters; the workers' RSS once they are known."""
+    from flowd.bench.traffic import template_datagrams  # scapy: imported only when a run starts
+
+    exporters = template_datagrams(count, exporters=10)
+    before = {pid: procfs.memory_bytes(pid)[0] for pid in collector.worker_pids()}
+    known_before = collector.metrics().get("flowd_templates_known", 0.0)
+    target = (collector.host, collector.port("v9"))
+    for number, datagrams in enumerate(exporters):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((source_address(collector.host, 900 + number), 0))
+            for index, payload in enumerate(datagrams):
+                sock.sendto(payload, target)
+                if index % 20 == 19:
+                    time.sleep(0.002)
+    deadline = time.monotonic() + timeout_s
+    known = 0.0
+    while time.monotonic() < deadline:
+        known = collector.metrics().get("flowd_templates_known", 0.0) - known_before
+        if known >= count:
+            break
+        time.sleep(0.5)
+    after = {pid: procfs.memory_bytes(pid) for pid in collector.worker_pids()}
+    rss = {str(pid): round(value[0] / MB, 1) for pid, value in after.items()}
+    return {
+        "templates_sent": count,
+        "templates_known": int(known),
+        "worker_rss_before_mb": {str(pid): round(value / MB, 1) for pid, value in before.items()},
+        "worker_rss_mb": rss,
+        "worker_peak_rss_mb": {str(pid): round(value[1] / MB, 1) for pid, value in after.items()},
+        "max_worker_rss_mb": max(rss.values(), default=0.0),
+    }
+
+
+def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -> list[dict[str, Any]]:
+    goals: list[dict[str, Any]] = []
+    flowd = {(r.protocol, r.workers): r.best for r in results if r.collector == "flowd"}
+    for protocol, goal in GOALS_FPS.items():
+        one = flowd.get((protocol, 1))
+        if (protocol, 1) in flowd:
+            measured = one.delivered_fps if one else 0.0
+            goals.append(
+                {
+                    "goal": f"{protocol}: one worker >= {goal:,} flows/s with zero loss",
+                    "measured_fps": round(measured),
+                    "flows_per_cpu_s": round(one.flows_per_cpu_s) if one else 0,
+                    "met": measured >= goal,
+                }
+            )
+        for (other, workers), best in flowd.items():
+            if other != protocol or workers == 1 or one is None:
+                continue
+            scaling = (best.delivered_fps if best else 0.0) / (workers * one.delivered_fps)
+            goals.append(
+                {
+                    "goal": f"{protocol}: {workers} workers >= {GOAL_SCALING} x {workers} x one worker",
+                    "measured_scaling": round(scaling, 3),
+                    "met": scaling >= GOAL_SCALING,
+                }
+            )
+    if memory:
+        goals.append(
+            {
+                "goal": f"RSS per worker < {GOAL_RSS_MB} MB with {memory['templates_sent']:,} templates",
+                "measured_mb": memory["max_worker_rss_mb"],
+                "met": memory["max_worker_rss_mb"] < GOAL_RSS_MB
+                and memory["templates_known"] >= memory["templates_sent"],
+            }
+        )
+    return goals
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """The `flowd bench` command; 0 when every search ran (goals are reported, not enforced)."""
+    protocols = _csv(args.protocols)
+    unknown = [p for p in protocols if p not in PROTOCOLS]
+    if unknown:
+        print(f"flowd bench: unknown protocol(s) {', '.join(unknown)}", file=sys.stderr)
+        return 2
+    if args.target and not args.peer_cmd:
+        print("flowd bench: --target needs --peer-cmd (the command that starts that collector)", file=sys.stderr)
+        return 2
+    rates = [float(r) for r in _csv(args.rates)]
+    output = Path(args.output or f"flowd-bench-{time.strftime('%Y%m%d-%H%M%S')}")
+    output.mkdir(parents=True, exist_ok=True)
+
+    def log(text: str) -> None:
+        print(text, flush=True)
+
+    meta: dict[str, Any] = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "rmem_max": procfs.rmem_max(),
+        "loadavg_before": procfs.loadavg(),
+        "args": {k: v for k, v in vars(args).items() if not callable(v)},
+    }
+    from flowd.bench.traffic import build_traffic  # scapy: imported only when a run starts
+
+    log(f"net.core.rmem_max = {meta['rmem_max']:,} bytes; load average {meta['loadavg_before']}; {meta['cpus']} CPUs")
+    traffic: dict[str, Traffic] = {}
+    for protocol in protocols:
+        built = build_traffic(
+            protocol,
+            exporters=args.exporters,
+            datagrams_per_exporter=args.pool,
+            template_refresh=args.template_refresh,
+            seed=args.seed,
+        )
+        traffic[protocol] = built
+        log(
+            f"built {protocol}: {args.exporters} exporters x {len(built.streams[0].datagrams)} datagrams, "
+            f"{built.mean_datagram_bytes:,.0f} bytes and {built.mean_flows_per_datagram:.1f} flows per datagram "
+            f"on average, in {built.build_s:.1f}s"
+        )
+    results: list[SearchResult] = []
+    memory: dict[str, Any] | None = None
+    if not args.no_flowd and not args.target:
+        for workers in _worker_counts(args.workers):
+            collector = FlowdCollector(workers)
+            try:
+                collector.start()
+                for protocol in protocols:
+                    warmup = replay(
+                        traffic[protocol],
+                        (collector.host, collector.port(protocol)),
+                        rate_dps=args.start_rate,
+                        duration_s=min(WARMUP_S, args.duration),
+                        max_datagrams=args.max_datagrams,
+                        senders=args.senders,
+                    )
+                    collector.begin(protocol)
+                    collector.finish(warmup, args.drain_timeout)
+                    results.append(_search(collector, traffic[protocol], args, rates, log))
+                if workers == 1 and args.templates > 0:
+                    memory = measure_template_memory(collector, args.templates)
+                    known = memory["templates_known"]
+                    log(f"flowd x1 with {known:,} templates: worker RSS {memory['worker_rss_mb']} MB")
+            finally:
+                collector.stop()
+    peers: list[PeerCollector] = [PeerCollector(name, PEERS[name]) for name in args.peer]
+    if args.target:
+        peers.append(_peer_from_args(args))
+    for peer in peers:
+        peer.start()
+        for protocol in protocols:
+            if peer.supports(protocol):
+                results.append(_search(peer, traffic[protocol], args, rates, log))
+        peer.stop()
+
+    meta["loadavg_after"] = procfs.loadavg()
+    meta["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    goals = evaluate_goals(results, memory)
+    json_path, plot_path = output / "bench.json", output / "bench.png"
+    write_json(json_path, meta, results, {"memory": memory, "goals": goals})
+    write_plot(plot_path, results)
+    log("")
+    log(table(results))
+    if goals:
+        log("")
+        for goal in goals:
+            figures = ", ".join(f"{k} {v}" for k, v in goal.items() if k not in ("goal", "met"))
+            log(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {figures}")
+    log(f"\nload average {meta['loadavg_after']}; results in {json_path} and {plot_path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="flowd bench", description="pps harness: zero-loss rates of flowd and peers")
+    add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""The zero-loss search (RFC 2544 section 26.1 style): offer a rate for a fixed time, count what
+came out, and bisect between the highest rate that lost nothing and the lowest that lost
+something. Pure: the trial is an injected function, so the policy is tested without sockets.
+
+The search doubles the rate from `start` until a trial loses (or `max_rate`, or the senders
+cannot offer more), then bisects geometrically until the bracket is within `resolution`
+(0.1: the answer is within 10% of the true zero-loss rate) or `max_trials` ran out. With an
+explicit list of rates it runs exactly those (the quick CI mode).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+SENDER_SHORTFALL = 0.9
+"""A trial that offered less than 90% of the target rate hit the senders' limit, not the collector's."""
+
+
+@dataclass(slots=True)
+class Trial:
+    collector: str
+    protocol: str
+    workers: int
+    target_dps: float
+    offered_dps: float
+    """Datagrams per second actually sent (the senders' achieved rate)."""
+    offered_fps: float
+    delivered_fps: float
+    sent_flows: int
+    delivered_flows: float
+    zero_loss: bool
+    kernel_drops: int = 0
+    ingress_drops: int = 0
+    cpu_s: float = 0.0
+    """CPU seconds of all the collector's processes between trial start and drained."""
+    rss_peak_bytes: int = 0
+    """Largest VmHWM among the collector's processes (the busiest worker)."""
+    sender_cpu_s: float = 0.0
+    duration_s: float = 0.0
+    drain_s: float = 0.0
+    loadavg: float = 0.0
+    note: str = ""
+
+    @property
+    def loss_fraction(self) -> float:
+        return max(0.0, 1.0 - self.delivered_flows / self.sent_flows) if self.sent_flows else 0.0
+
+    @property
+    def cpu_s_per_million(self) -> float:
+        return self.cpu_s / self.delivered_flows * 1e6 if self.delivered_flows else 0.0
+
+    @property
+    def flows_per_cpu_s(self) -> float:
+        return self.delivered_flows / self.cpu_s if self.cpu_s > 0 else 0.0
+
+    @property
+    def sender_limited(self) -> bool:
+        return self.offered_dps < SENDER_SHORTFALL * self.target_dps
+
+
+@dataclass(slots=True)
+class SearchResult:
+    collector: str
+    protocol: str
+    workers: int
+    trials: list[Trial] = field(default_factory=list)
+
+    @property
+    def best(self) -> Trial | None:
+        """The zero-loss trial with the highest delivered flow rate."""
+        passing = [t for t in self.trials if t.zero_loss]
+        return max(passing, key=lambda t: t.delivered_fps) if passing else None
+
+
+def search_zero_loss(
+    run_trial: Callable[[float], Trial],
+    *,
+    start_dps: float,
+    max_dps: float,
+    max_trials: int = 10,
+    resolution: float = 0.1,
+    min_dps: float = 10.0,
+    rates: Sequence[float] = (),
+) -> list[Trial]:
+    trials: list[Trial] = []
+    if rates:
+        return [run_trial(rate) for rate in rates]
+    passed = 0.0
+    failed: float | None = None
+    rate = min(start_dps, max_dps)
+    for _ in range(max_trials):
+        trial = run_trial(rate)
+        trials.append(trial)
+        if trial.zero_loss:
+            passed = max(passed, rate)
+            if trial.sender_limited:
+                break  # the collector kept up with all the senders could offer
+        else:
+            failed = rate if failed is None else min(failed, rate)
+        if failed is None:
+            if rate >= max_dps:
+                trial.note = (trial.note + "; " if trial.note else "") + "reached --max-rate"
+                break
+            rate = min(max_dps, rate * 2)
+            continue
+        if passed and (failed - passed) / failed <= resolution:
+            break
+        rate = math.sqrt(passed * failed) if passed else failed / 4
+        if rate < min_dps:
+            break
+    return trials

@@ -1,0 +1,188 @@
+"""The pps harness (`flowd bench`): its pure parts, its traffic decoded by flowd's decoders, one
+tiny bounded end-to-end run against a real `flowd run`, and the pytest-benchmark files run once
+as plain tests so they cannot rot. No wall-clock goal is asserted: the figures are measured and
+reported by `flowd bench`, not tested here. The whole module stays well under 60 s.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from flowd.bench import PROTOCOLS
+from flowd.bench.cli import evaluate_goals, main
+from flowd.bench.collectors import parse_metrics
+from flowd.bench.procfs import process_tree, udp_sockets
+from flowd.bench.search import SearchResult, Trial, search_zero_loss
+from flowd.bench.traffic import RECORDS_PER_DATAGRAM, build_traffic, template_datagrams
+from flowd.decode import TemplateCache, decode_datagram
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fake_trial(capacity_dps: float, calls: list[float]) -> Any:
+    def run(rate: float) -> Trial:
+        calls.append(rate)
+        ok = rate <= capacity_dps
+        return Trial("fake", "v9", 1, rate, rate, rate * 20, rate * 20 if ok else capacity_dps * 20, 100, 100, ok)
+
+    return run
+
+
+def test_search_brackets_the_capacity_within_the_resolution() -> None:
+    calls: list[float] = []
+    trials = search_zero_loss(fake_trial(7_300, calls), start_dps=1_000, max_dps=1e6, max_trials=20, resolution=0.05)
+    passed = max(t.target_dps for t in trials if t.zero_loss)
+    failed = min(t.target_dps for t in trials if not t.zero_loss)
+    assert passed <= 7_300 < failed
+    assert (failed - passed) / failed <= 0.05
+    assert calls[:4] == [1_000, 2_000, 4_000, 8_000]  # doubling until the first loss
+
+
+def test_search_goes_below_a_failing_start_and_stops_at_bounds() -> None:
+    trials = search_zero_loss(fake_trial(300, []), start_dps=1_000, max_dps=1e6, max_trials=6)
+    assert trials[0].target_dps == 1_000 and not trials[0].zero_loss
+    assert any(t.zero_loss for t in trials)
+    assert len(search_zero_loss(fake_trial(1e9, []), start_dps=1_000, max_dps=4_000, max_trials=20)) == 3
+    assert [t.target_dps for t in search_zero_loss(fake_trial(1e9, []), start_dps=1, max_dps=1, rates=[5, 7])] == [5, 7]
+
+
+def test_search_stops_when_the_senders_cannot_offer_more() -> None:
+    def run(rate: float) -> Trial:
+        offered = min(rate, 3_000)
+        return Trial("fake", "v9", 1, rate, offered, offered * 20, offered * 20, 100, 100, True)
+
+    trials = search_zero_loss(run, start_dps=1_000, max_dps=1e6, max_trials=20)
+    assert [t.target_dps for t in trials] == [1_000, 2_000, 4_000]
+    assert trials[-1].sender_limited
+
+
+def test_goals_are_evaluated_not_asserted() -> None:
+    one = SearchResult("flowd", "v9", 1, [Trial("flowd", "v9", 1, 1, 1, 1, 100_000, 10, 10, True, cpu_s=1.0)])
+    two = SearchResult("flowd", "v9", 2, [Trial("flowd", "v9", 2, 1, 1, 1, 170_000, 10, 10, True, cpu_s=1.0)])
+    memory = {"templates_sent": 10_000, "templates_known": 10_000, "max_worker_rss_mb": 90.0}
+    goals = {g["goal"]: g for g in evaluate_goals([one, two], memory)}
+    assert goals["v9: one worker >= 300,000 flows/s with zero loss"]["met"] is False
+    assert goals["v9: 2 workers >= 0.8 x 2 x one worker"]["measured_scaling"] == 0.85
+    assert goals["RSS per worker < 150 MB with 10,000 templates"]["met"] is True
+
+
+def test_parse_metrics_sums_label_sets() -> None:
+    text = (
+        "# HELP flowd_flows_out_total Documents\n"
+        'flowd_datagrams_received_total{listener="a"} 3.0\n'
+        'flowd_datagrams_received_total{listener="b"} 4.0\n'
+        "flowd_flows_out_total 70.0\n"
+    )
+    assert parse_metrics(text) == {"flowd_datagrams_received_total": 7.0, "flowd_flows_out_total": 70.0}
+
+
+def test_udp_sockets_reads_drops_and_queue_by_port(tmp_path: Path) -> None:
+    table = tmp_path / "udp"
+    table.write_text(
+        "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref "
+        "pointer drops\n"
+        "  1: 0100007F:0807 00000000:0000 07 00000000:00000100 00:00000000 00000000 0 0 1001 2 0 5\n"
+        "  2: 0100007F:0807 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1002 2 0 7\n"
+        "  3: 0100007F:0808 00000000:0000 07 00000000:00000000 00:00000000 00000000 0 0 1003 2 0 9\n"
+    )
+    state = udp_sockets(0x0807, [str(table)])
+    assert (state.sockets, state.rx_queue_bytes, state.drops) == (2, 0x100, 12)
+
+
+def test_process_tree_includes_children() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(5)"])
+    try:
+        assert child.pid in process_tree(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_traffic_decodes_to_the_flows_it_claims(protocol: str) -> None:
+    traffic = build_traffic(protocol, exporters=3, datagrams_per_exporter=12, template_refresh=5)
+    cache = TemplateCache()
+    flows = 0
+    for stream in traffic.streams:
+        exporter = (f"127.0.0.{1 + stream.index}", 40_000 + stream.index)
+        for datagram in stream.datagrams:
+            result = decode_datagram(datagram.payload, exporter, cache, 0.0)
+            assert not result.errors
+            assert len(result.flows) == datagram.flows
+            flows += datagram.flows
+    assert flows >= 3 * 12 * min(RECORDS_PER_DATAGRAM[protocol], 14)
+    assert all(len(d.payload) <= 1_500 for s in traffic.streams for d in s.datagrams)
+    if protocol in ("v9", "ipfix"):  # templates first, then refreshed every 5 data datagrams
+        assert [d.flows == 0 for d in traffic.streams[0].datagrams[:7]] == [True, *[False] * 5, True]
+
+
+def test_template_datagrams_define_distinct_templates() -> None:
+    cache = TemplateCache()
+    for number, datagrams in enumerate(template_datagrams(250, exporters=5)):
+        for payload in datagrams:
+            decode_datagram(payload, (f"127.0.1.{number + 1}", 9_000), cache, 0.0)
+    assert len(cache) == 250
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_bench_end_to_end_against_flowd_run(tmp_path: Path) -> None:
+    """Two rates, 2 s each, one worker: the JSON and the PNG come out and are sane."""
+    code = main(
+        [
+            "--protocols", "v9",
+            "--workers", "1",
+            "--rates", "150,300",
+            "--duration", "2",
+            "--settle", "10",
+            "--exporters", "4",
+            "--pool", "8",
+            "--senders", "1",
+            "--templates", "200",
+            "--drain-timeout", "20",
+            "--output", str(tmp_path),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    result = orjson.loads((tmp_path / "bench.json").read_bytes())
+    assert result["meta"]["rmem_max"] > 0
+    (summary,) = result["results"]
+    assert (summary["collector"], summary["protocol"], summary["workers"]) == ("flowd", "v9", 1)
+    assert len(summary["trials"]) == 2
+    for trial in summary["trials"]:
+        assert 0 < trial["delivered_flows"] <= trial["sent_flows"]
+        assert trial["delivered_fps"] <= trial["offered_fps"] * 1.0001
+        assert trial["cpu_s"] > 0
+    assert summary["zero_loss_fps"] > 0
+    assert summary["rss_peak_mb"] > 0
+    assert result["memory"]["templates_known"] == 200
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+BENCHMARK_FILES = [
+    "test_bench_decode.py",
+    "test_bench_enrich.py",
+    "test_bench_sflow.py",
+    "test_bench_sink.py",
+    "test_bench_pipeline.py",
+]
+
+
+@pytest.mark.parametrize("name", BENCHMARK_FILES)
+def test_benchmarks_run_as_plain_tests(name: str) -> None:
+    """Each pytest-benchmark file once, timing disabled (the benchmarks are then plain tests)."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--benchmark-disable", f"benchmarks/{name}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
