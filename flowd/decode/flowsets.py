@@ -3,6 +3,8 @@ and turn options data into sampling and timing state for later records."""
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +23,13 @@ SAMPLING_FIELD_NAMES = frozenset(
 )
 
 
+SET_HEADER = struct.Struct("!HH")
+FIRST_DATA_SET_ID = 256
+
+TemplateParser = Callable[[bytes | memoryview, int, int, "MessageContext", TemplateCache, DecodeResult, bool], None]
+"""Parses a (options) template set body: (data, start, end, context, templates, result, options)."""
+
+
 @dataclass(slots=True)
 class MessageContext:
     """Header values every record of one message shares."""
@@ -32,6 +41,54 @@ class MessageContext:
     sequence: int
     uptime_ms: int | None
     received_at: float
+
+
+def decode_sets(
+    data: bytes | memoryview,
+    pos: int,
+    end: int,
+    context: MessageContext,
+    templates: TemplateCache,
+    result: DecodeResult,
+    *,
+    template_set_id: int,
+    options_set_id: int,
+    parse_templates: TemplateParser,
+) -> None:
+    """Walk the sets (v9 FlowSets) of one message, each inside its declared length.
+
+    A set that fails is reported and the walk moves on to the next one; a length that cannot
+    be right ends the walk, unless what is left is zero padding.
+    """
+    while end - pos >= SET_HEADER.size:
+        set_id, length = SET_HEADER.unpack_from(data, pos)
+        if length < SET_HEADER.size:
+            if any(data[pos:end]):  # zero bytes after the last set are exporter padding
+                result.errors.append(SoftError("bad_set_length", f"set {set_id} declares {length} bytes", pos))
+            return
+        if pos + length > end:
+            result.errors.append(SoftError("truncated", f"set {set_id} of {length} bytes overruns the message", pos))
+            length = end - pos  # decode what is there: whole records only
+        body_start, body_end = pos + SET_HEADER.size, pos + length
+        try:
+            if set_id == template_set_id:
+                parse_templates(data, body_start, body_end, context, templates, result, False)
+            elif set_id == options_set_id:
+                parse_templates(data, body_start, body_end, context, templates, result, True)
+            elif set_id >= FIRST_DATA_SET_ID:
+                decode_data_set(context, templates, set_id, data, body_start, body_end, result)
+            else:
+                result.errors.append(SoftError("reserved_set_id", f"set id {set_id} is reserved", pos))
+        except DecodeError as error:
+            result.errors.append(SoftError(error.reason, str(error), error.offset))
+        pos += length
+
+
+def raise_if_nothing_decoded(result: DecodeResult) -> None:
+    """A message that yielded nothing at all but errors is undecodable as a whole."""
+    if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
+        first = result.errors[0]
+        raise DecodeError(first.message, offset=first.offset, reason=first.reason)
 
 
 def decode_data_set(

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import struct
 
-from flowd.decode.flowsets import MessageContext, decode_data_set, release_parked
+from flowd.decode.flowsets import (
+    FIRST_DATA_SET_ID,
+    SET_HEADER,
+    MessageContext,
+    decode_sets,
+    raise_if_nothing_decoded,
+    release_parked,
+)
 from flowd.decode.records import TemplateField, compile_template
 from flowd.decode.templates import TemplateCache
 from flowd.errors import DecodeError, TemplateError, TruncatedError
 from flowd.model import DecodeResult, Exporter, SoftError
 
 HEADER = struct.Struct("!HHIII")
-SET_HEADER = struct.Struct("!HH")
 TEMPLATE_SET_ID = 2
 OPTIONS_TEMPLATE_SET_ID = 3
-FIRST_DATA_SET_ID = 256
 ENTERPRISE_BIT = 0x8000
 MAX_FIELDS = 512
 
@@ -48,44 +53,19 @@ def decode_ipfix(
     elif end < len(data):
         result.errors.append(SoftError("trailing_bytes", f"{len(data) - end} bytes after the message", end))
     context = MessageContext(exporter, 10, domain_id, export_time, sequence, None, received_at)
-    _decode_sets(data, HEADER.size, end, context, templates, result)
-    if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
-        first = result.errors[0]
-        raise DecodeError(first.message, offset=first.offset, reason=first.reason)
+    decode_sets(
+        data,
+        HEADER.size,
+        end,
+        context,
+        templates,
+        result,
+        template_set_id=TEMPLATE_SET_ID,
+        options_set_id=OPTIONS_TEMPLATE_SET_ID,
+        parse_templates=_parse_templates,
+    )
+    raise_if_nothing_decoded(result)
     return result
-
-
-def _decode_sets(
-    data: bytes | memoryview,
-    pos: int,
-    end: int,
-    context: MessageContext,
-    templates: TemplateCache,
-    result: DecodeResult,
-) -> None:
-    while end - pos >= SET_HEADER.size:
-        set_id, length = SET_HEADER.unpack_from(data, pos)
-        if length < SET_HEADER.size:
-            if not any(data[pos:end]):
-                return  # zero bytes after the last set: exporter padding, not an error
-            result.errors.append(SoftError("bad_set_length", f"set {set_id} declares {length} bytes", pos))
-            return
-        if pos + length > end:
-            result.errors.append(SoftError("truncated", f"set {set_id} of {length} bytes overruns the message", pos))
-            length = end - pos
-        body_start, body_end = pos + SET_HEADER.size, pos + length
-        try:
-            if set_id == TEMPLATE_SET_ID:
-                _parse_templates(data, body_start, body_end, context, templates, result, options=False)
-            elif set_id == OPTIONS_TEMPLATE_SET_ID:
-                _parse_templates(data, body_start, body_end, context, templates, result, options=True)
-            elif set_id >= FIRST_DATA_SET_ID:
-                decode_data_set(context, templates, set_id, data, body_start, body_end, result)
-            else:
-                result.errors.append(SoftError("reserved_set_id", f"set id {set_id} is reserved", pos))
-        except DecodeError as error:
-            result.errors.append(SoftError(error.reason, str(error), error.offset))
-        pos += length
 
 
 def _parse_templates(
@@ -95,7 +75,6 @@ def _parse_templates(
     context: MessageContext,
     templates: TemplateCache,
     result: DecodeResult,
-    *,
     options: bool,
 ) -> None:
     pos = start

@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import struct
 
-from flowd.decode.flowsets import MessageContext, decode_data_set, release_parked
+from flowd.decode.flowsets import (
+    FIRST_DATA_SET_ID,
+    SET_HEADER,
+    MessageContext,
+    decode_sets,
+    raise_if_nothing_decoded,
+    release_parked,
+)
 from flowd.decode.records import TemplateField, compile_template
 from flowd.decode.templates import TemplateCache
-from flowd.errors import DecodeError, TemplateError, TruncatedError
+from flowd.errors import TemplateError, TruncatedError
 from flowd.model import DecodeResult, Exporter, SoftError
 
 HEADER = struct.Struct("!HHIIII")
-SET_HEADER = struct.Struct("!HH")
 TEMPLATE_SET_ID = 0
 OPTIONS_TEMPLATE_SET_ID = 1
-FIRST_DATA_SET_ID = 256
 MAX_FIELDS = 512
 
 
@@ -34,37 +39,21 @@ def decode_netflow_v9(
     result = DecodeResult(version=9, declared_records=count)
     pos = HEADER.size
     end = len(data)
-    while end - pos >= SET_HEADER.size:
-        set_id, length = SET_HEADER.unpack_from(data, pos)
-        if length < SET_HEADER.size:
-            if not any(data[pos:end]):
-                break  # zero bytes after the last set: exporter padding, not an error
-            result.errors.append(SoftError("bad_set_length", f"FlowSet {set_id} declares {length} bytes", pos))
-            break
-        if pos + length > end:
-            result.errors.append(
-                SoftError("truncated", f"FlowSet {set_id} of {length} bytes overruns the datagram", pos)
-            )
-            length = end - pos  # decode what is there: whole records only
-        body_start, body_end = pos + SET_HEADER.size, pos + length
-        try:
-            if set_id == TEMPLATE_SET_ID:
-                _parse_templates(data, body_start, body_end, context, templates, result, options=False)
-            elif set_id == OPTIONS_TEMPLATE_SET_ID:
-                _parse_templates(data, body_start, body_end, context, templates, result, options=True)
-            elif set_id >= FIRST_DATA_SET_ID:
-                decode_data_set(context, templates, set_id, data, body_start, body_end, result)
-            else:
-                result.errors.append(SoftError("reserved_set_id", f"FlowSet id {set_id} is reserved", pos))
-        except DecodeError as error:
-            result.errors.append(SoftError(error.reason, str(error), error.offset))
-        pos += length
+    decode_sets(
+        data,
+        pos,
+        end,
+        context,
+        templates,
+        result,
+        template_set_id=TEMPLATE_SET_ID,
+        options_set_id=OPTIONS_TEMPLATE_SET_ID,
+        parse_templates=_parse_templates,
+    )
     found = result.templates_added + result.parked + len(result.flows) + len(result.options)
     if found != count:  # RFC 3954 section 5.1: templates and records together
         result.errors.append(SoftError("record_count_mismatch", f"header count {count}, found {found}", 0))
-    if not result.flows and not result.options and result.errors and not result.templates_added and not result.parked:
-        first = result.errors[0]
-        raise DecodeError(first.message, offset=first.offset, reason=first.reason)
+    raise_if_nothing_decoded(result)
     return result
 
 
@@ -75,7 +64,6 @@ def _parse_templates(
     context: MessageContext,
     templates: TemplateCache,
     result: DecodeResult,
-    *,
     options: bool,
 ) -> None:
     pos = start

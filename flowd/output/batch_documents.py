@@ -119,17 +119,11 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     vlan = columns.get("vlan_id")
     if vlan is not None:
         add("network.vlan.id", [str(v) for v in vlan])
-    for name, key in (
-        ("ingress_interface", "observer.ingress.interface.id"),
-        ("egress_interface", "observer.egress.interface.id"),
-    ):
+    for name, key in single.COPIED:
         column = columns.get(name)
         if column is not None:
             add(key, column)
-    for name, key in (
-        ("bgp_source_as_number", "source.as.number"),
-        ("bgp_destination_as_number", "destination.as.number"),
-    ):
+    for name, key in single.COPIED_UNLESS_ZERO:
         column = columns.get(name)
         if column is not None:
             add(key, [v if v else None for v in column], may_be_none=True)
@@ -184,7 +178,7 @@ def _add_counters(batch: RecordBatch, columns: dict[str, list[Any]], count: int,
         add("flowd.sampling_rate", rates)
     found = [
         _first_column(columns, names, ints_only=True)
-        for names in (single._FORWARD_BYTES, single._FORWARD_PACKETS, single._REVERSE_BYTES, single._REVERSE_PACKETS)
+        for names in (single.FORWARD_BYTES, single.FORWARD_PACKETS, single.REVERSE_BYTES, single.REVERSE_PACKETS)
     ]
     for column, key in zip(
         found, ("source.bytes", "source.packets", "destination.bytes", "destination.packets"), strict=True
@@ -218,15 +212,15 @@ def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tup
             return [export_ms - v // 1000 for v in columns[delta]]
         return None
 
-    start = resolve(single._START_ABSOLUTE, "flow_start_sys_up_time", "flow_start_delta_microseconds")
-    end = resolve(single._END_ABSOLUTE, "flow_end_sys_up_time", "flow_end_delta_microseconds")
+    start = resolve(single.START_ABSOLUTE, "flow_start_sys_up_time", "flow_start_delta_microseconds")
+    end = resolve(single.END_ABSOLUTE, "flow_end_sys_up_time", "flow_end_delta_microseconds")
     return start, end
 
 
 def _timestamps(batch: RecordBatch, columns: dict[str, list[Any]], end: list[Any] | None, count: int) -> list[int]:
     if end is not None:
         return end
-    event = _first_column(columns, single._EVENT_TIME, ints_only=True)
+    event = _first_column(columns, single.EVENT_TIME, ints_only=True)
     if event is not None:
         return event
     fallback = batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)

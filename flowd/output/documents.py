@@ -29,19 +29,29 @@ TRANSPORTS = {
     89: "ospf",
     132: "sctp",
 }
-_FORWARD_BYTES = ("octet_delta_count", "octet_total_count", "initiator_octets", "layer2_octet_delta_count")
-_FORWARD_PACKETS = ("packet_delta_count", "packet_total_count", "initiator_packets")
-_REVERSE_BYTES = ("reverse_octet_delta_count", "reverse_octet_total_count", "responder_octets")
-_REVERSE_PACKETS = ("reverse_packet_delta_count", "reverse_packet_total_count", "responder_packets")
-_START_ABSOLUTE = (
+FORWARD_BYTES = ("octet_delta_count", "octet_total_count", "initiator_octets", "layer2_octet_delta_count")
+FORWARD_PACKETS = ("packet_delta_count", "packet_total_count", "initiator_packets")
+REVERSE_BYTES = ("reverse_octet_delta_count", "reverse_octet_total_count", "responder_octets")
+REVERSE_PACKETS = ("reverse_packet_delta_count", "reverse_packet_total_count", "responder_packets")
+START_ABSOLUTE = (
     "flow_start_milliseconds",
     "flow_start_seconds",
     "flow_start_microseconds",
     "flow_start_nanoseconds",
 )
-_END_ABSOLUTE = ("flow_end_milliseconds", "flow_end_seconds", "flow_end_microseconds", "flow_end_nanoseconds")
-_EVENT_TIME = ("observation_time_milliseconds", "observation_time_seconds", "event_time_milliseconds")
+END_ABSOLUTE = ("flow_end_milliseconds", "flow_end_seconds", "flow_end_microseconds", "flow_end_nanoseconds")
+EVENT_TIME = ("observation_time_milliseconds", "observation_time_seconds", "event_time_milliseconds")
 """ASA NSEL and other event exporters stamp records with an observation time instead of an end."""
+
+
+COPIED = (
+    ("ingress_interface", "observer.ingress.interface.id"),
+    ("egress_interface", "observer.egress.interface.id"),
+)
+COPIED_UNLESS_ZERO = (
+    ("bgp_source_as_number", "source.as.number"),
+    ("bgp_destination_as_number", "destination.as.number"),
+)
 
 
 def _counter(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
@@ -135,10 +145,10 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
         doc["network.transport"] = TRANSPORTS.get(protocol, str(protocol))
 
     rate = record.sampling_rate
-    forward_bytes = _counter(fields, _FORWARD_BYTES)
-    forward_packets = _counter(fields, _FORWARD_PACKETS)
-    reverse_bytes = _counter(fields, _REVERSE_BYTES)
-    reverse_packets = _counter(fields, _REVERSE_PACKETS)
+    forward_bytes = _counter(fields, FORWARD_BYTES)
+    forward_packets = _counter(fields, FORWARD_PACKETS)
+    reverse_bytes = _counter(fields, REVERSE_BYTES)
+    reverse_packets = _counter(fields, REVERSE_PACKETS)
     raw_bytes = (forward_bytes or 0) + (reverse_bytes or 0)
     raw_packets = (forward_packets or 0) + (reverse_packets or 0)
     if forward_bytes is not None:
@@ -164,18 +174,14 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
     vlan = fields.get("vlan_id")
     if vlan is not None:
         doc["network.vlan.id"] = str(vlan)
-    ingress = fields.get("ingress_interface")
-    if ingress is not None:
-        doc["observer.ingress.interface.id"] = ingress
-    egress = fields.get("egress_interface")
-    if egress is not None:
-        doc["observer.egress.interface.id"] = egress
-    source_as = fields.get("bgp_source_as_number")
-    if source_as:
-        doc["source.as.number"] = source_as
-    destination_as = fields.get("bgp_destination_as_number")
-    if destination_as:
-        doc["destination.as.number"] = destination_as
+    for name, key in COPIED:
+        value = fields.get(name)
+        if value is not None:
+            doc[key] = value
+    for name, key in COPIED_UNLESS_ZERO:  # AS 0 means "not known" (RFC 7012 bgpSourceAsNumber)
+        value = fields.get(name)
+        if value:
+            doc[key] = value
     doc["flow.id"] = flow_id(record.exporter[0], source_ip, source_port, destination_ip, destination_port, protocol)
     return doc
 
@@ -245,7 +251,7 @@ def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
     """Flow end; else the event time; else the export time; else when it was received."""
     if end_ms is not None:
         return end_ms
-    event_ms = _first(record.fields, _EVENT_TIME)
+    event_ms = _first(record.fields, EVENT_TIME)
     if isinstance(event_ms, int):
         return event_ms
     if record.export_time:
@@ -256,8 +262,8 @@ def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
 def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
     """Absolute start and end in epoch ms, from absolute elements or sysUpTime-relative ones."""
     fields = record.fields
-    start = _first(fields, _START_ABSOLUTE)
-    end = _first(fields, _END_ABSOLUTE)
+    start = _first(fields, START_ABSOLUTE)
+    end = _first(fields, END_ABSOLUTE)
     if record.uptime_ms is not None:
         boot_ms = record.export_time * 1000 - record.uptime_ms
         if start is None:
