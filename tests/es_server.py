@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
@@ -23,6 +22,8 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import ClientSession, ClientTimeout, web
+
+from tests.ports import free_port
 
 REAL_CLUSTER_URL = os.environ.get("FLOWD_TEST_ES_URL", "")
 OUTAGE_S = float(os.environ.get("FLOWD_TEST_OUTAGE_S", "5"))
@@ -78,12 +79,6 @@ def delete_target(url: str, name: str) -> None:
         es_request(url, "DELETE", f"/_data_stream/{name}")
     with contextlib.suppress(Exception):
         es_request(url, "DELETE", f"/{name}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 class FaultProxy:

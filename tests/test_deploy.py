@@ -22,7 +22,6 @@ import re
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import sysconfig
@@ -37,6 +36,7 @@ from typing import Any
 import pytest
 
 from flowd.config import load_settings, split_address
+from tests.ports import free_port
 
 
 def load_yaml_documents(text: str) -> list[Any]:
@@ -486,21 +486,6 @@ def build_context() -> Iterator[str]:
             relative = name if relative_directory == "." else f"{relative_directory}/{name}"
             if not ignored(relative, patterns):
                 yield relative
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 def http_status(url: str) -> int:

@@ -33,6 +33,7 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.errors import DecodeError
 from flowd.output.documents import flow_document
 from tests.corpus_units import CORPUS, UNITS, UNITS_BY_NAME, corpus_available, unit_datagrams
+from tests.ports import free_port
 from tests.test_pipeline import netflow_v5
 
 pytestmark = [
@@ -51,21 +52,6 @@ SFLOW_FILES = [
 READY_TIMEOUT_S = 60.0
 PACE_EVERY = 40
 PACE_S = 0.002
-
-
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port = int(udp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 class Server:
