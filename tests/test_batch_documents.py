@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import glob
 
+import orjson
 import pytest
 
 from benchmarks import traffic
 from flowd.capture import read_datagrams
 from flowd.decode import TemplateCache, decode_datagram
+from flowd.decode.batch import merge_batches
 from flowd.errors import DecodeError
+from flowd.model import FlowList
 from flowd.output.batch_documents import documents_for
 from flowd.output.documents import flow_document
 from tests.shared_data import CORPUS as SHARED_CORPUS
@@ -38,3 +41,39 @@ def test_columnar_documents_on_generated_traffic(builder: object) -> None:
     for datagram in [*templates_, *data]:
         result = decode_datagram(datagram, ("192.0.2.1", 2055), cache, 1.0)
         assert documents_for(result.flows) == [flow_document(record) for record in result.flows]
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.split("corpus/")[-1])
+def test_merged_batches_keep_every_record_and_document(capture: str) -> None:
+    """Joining a receive batch's sets (as `flowd run` does) changes the order, nothing else."""
+    templates = TemplateCache()
+    parts = []
+    for datagram in read_datagrams(capture):
+        try:
+            result = decode_datagram(datagram.payload, datagram.source, templates, datagram.timestamp)
+        except DecodeError:
+            continue
+        parts.extend(result.flows.parts)
+    separate = FlowList()
+    for part in parts:
+        separate.add_batch(part)
+    merged = FlowList()
+    for part in merge_batches(parts):
+        merged.add_batch(part)
+    assert len(merged) == len(separate)
+    expected = [flow_document(record) for record in separate]
+
+    def key(document: dict[str, object]) -> bytes:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+    assert sorted(map(key, documents_for(merged))) == sorted(map(key, expected))
+    assert sorted(map(key, (flow_document(r) for r in merged))) == sorted(map(key, expected))
+
+
+def test_merging_joins_datagrams_of_one_template() -> None:
+    _, data = traffic.netflow_v9(records=5, datagrams=8)
+    cache = TemplateCache()
+    decode_datagram(traffic.netflow_v9()[0][0], ("192.0.2.1", 2055), cache, 0.0)
+    parts = [part for d in data for part in decode_datagram(d, ("192.0.2.1", 2055), cache, 1.0).flows.parts]
+    merged = merge_batches(parts)
+    assert len(parts) == 8 and len(merged) == 1 and len(merged[0]) == 40

@@ -7,13 +7,25 @@ consumers that read columns directly, pay nothing per record.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, overload
 
+import numpy as np
 import numpy.typing as npt
 
 from flowd.decode.records import CompiledTemplate
 from flowd.model import Exporter, FlowRecord
+
+
+@dataclass(slots=True)
+class RowHeaders:
+    """Per-record message-header values of a batch merged from several datagrams."""
+
+    export_time: list[int]
+    uptime_ms: list[int | None]
+    sequence: list[int]
+    received_at: list[float]
 
 
 class RecordBatch(Sequence[FlowRecord]):
@@ -28,6 +40,7 @@ class RecordBatch(Sequence[FlowRecord]):
         "kind",
         "rates",
         "received_at",
+        "row_headers",
         "sequence",
         "template",
         "uptime_ms",
@@ -61,6 +74,8 @@ class RecordBatch(Sequence[FlowRecord]):
         self.uptime_ms = uptime_ms
         self.rates = rates
         self.extra = extra
+        self.row_headers: RowHeaders | None = None
+        """Set on merged batches, whose records come from messages with different headers."""
         self._records: list[FlowRecord] | None = None
         self._columns: dict[str, list[Any]] | None = None
 
@@ -87,22 +102,39 @@ class RecordBatch(Sequence[FlowRecord]):
     def records(self) -> list[FlowRecord]:
         if self._records is None:
             rows = self.rows()
-            rates = self.rates if isinstance(self.rates, list) else [self.rates] * len(rows)
+            count = len(rows)
+            rates = self.rates if isinstance(self.rates, list) else [self.rates] * count
+            headers = self.row_headers
+            if headers is None:
+                headers = RowHeaders(
+                    [self.export_time] * count,
+                    [self.uptime_ms] * count,
+                    [self.sequence] * count,
+                    [self.received_at] * count,
+                )
             self._records = [
                 FlowRecord(
                     self.kind,
                     self.exporter,
                     self.version,
-                    self.received_at,
+                    received_at,
                     row,
                     self.domain_id,
                     self.template.template_id,
-                    self.sequence,
-                    self.export_time,
-                    self.uptime_ms,
+                    sequence,
+                    export_time,
+                    uptime_ms,
                     rate,
                 )
-                for row, rate in zip(rows, rates, strict=True)
+                for row, rate, export_time, uptime_ms, sequence, received_at in zip(
+                    rows,
+                    rates,
+                    headers.export_time,
+                    headers.uptime_ms,
+                    headers.sequence,
+                    headers.received_at,
+                    strict=True,
+                )
             ]
         return self._records
 
@@ -117,3 +149,67 @@ class RecordBatch(Sequence[FlowRecord]):
 
     def __getitem__(self, index: int | slice) -> FlowRecord | list[FlowRecord]:
         return self.records()[index]
+
+
+def _merge_key(batch: RecordBatch) -> tuple[Any, ...]:
+    extra = tuple(sorted(batch.extra.items())) if batch.extra else ()
+    return (id(batch.template), batch.exporter, batch.version, batch.domain_id, batch.kind, extra)
+
+
+def merge_batches(parts: Iterable[Sequence[FlowRecord]]) -> list[Sequence[FlowRecord]]:
+    """Join the record batches of one template and exporter across datagrams into one batch each.
+
+    Turning a batch into documents has a fixed cost per batch; a receive batch holds many
+    datagrams of the same few templates, so joining them pays it once. Other parts pass through.
+    Records keep their own header values (`RowHeaders`); only their order across datagrams changes.
+    """
+    groups: dict[tuple[Any, ...], list[RecordBatch]] = {}
+    order: list[Sequence[FlowRecord] | tuple[Any, ...]] = []
+    for part in parts:
+        if isinstance(part, RecordBatch) and part.row_headers is None and len(part):
+            key = _merge_key(part)
+            if key not in groups:
+                groups[key] = []
+                order.append(key)
+            groups[key].append(part)
+        else:
+            order.append(part)
+    merged: list[Sequence[FlowRecord]] = []
+    for item in order:
+        if isinstance(item, tuple):
+            batches = groups[item]
+            merged.append(batches[0] if len(batches) == 1 else _join(batches))
+        else:
+            merged.append(item)
+    return merged
+
+
+def _join(batches: list[RecordBatch]) -> RecordBatch:
+    first = batches[0]
+    joined = RecordBatch(
+        first.template,
+        np.concatenate([b.array for b in batches]),
+        first.kind,
+        first.exporter,
+        first.version,
+        first.received_at,
+        first.domain_id,
+        first.sequence,
+        first.export_time,
+        first.uptime_ms,
+        first.rates,
+        first.extra,
+    )
+    if any(isinstance(b.rates, list) or b.rates != first.rates for b in batches):
+        joined.rates = [
+            rate for b in batches for rate in (b.rates if isinstance(b.rates, list) else [b.rates] * len(b))
+        ]
+    headers = RowHeaders([], [], [], [])
+    for b in batches:
+        count = len(b)
+        headers.export_time += [b.export_time] * count
+        headers.uptime_ms += [b.uptime_ms] * count
+        headers.sequence += [b.sequence] * count
+        headers.received_at += [b.received_at] * count
+    joined.row_headers = headers
+    return joined

@@ -139,10 +139,15 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
         "netflow.exporter.address": f"{exporter_address}:{exporter_port}",
         "netflow.exporter.version": batch.version,
         "netflow.exporter.source_id": batch.domain_id,
-        "netflow.exporter.timestamp": iso_from_ms(batch.export_time * 1000),
     }
-    if batch.uptime_ms is not None:
-        common["netflow.exporter.uptime_millis"] = batch.uptime_ms
+    headers = batch.row_headers
+    if headers is None:
+        common["netflow.exporter.timestamp"] = iso_from_ms(batch.export_time * 1000)
+        if batch.uptime_ms is not None:
+            common["netflow.exporter.uptime_millis"] = batch.uptime_ms
+    else:
+        add("netflow.exporter.timestamp", _iso_column([t * 1000 for t in headers.export_time]))
+        add("netflow.exporter.uptime_millis", headers.uptime_ms, may_be_none=True)
     if not isinstance(batch.rates, list):
         common["flowd.sampling_rate"] = batch.rates
     documents = []
@@ -199,18 +204,28 @@ def _add_counters(batch: RecordBatch, columns: dict[str, list[Any]], count: int,
 
 def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tuple[list[Any] | None, list[Any] | None]:
     """Per-record start and end in epoch ms, as `documents._flow_times` computes them."""
-    export_ms = batch.export_time * 1000
-    boot_ms = None if batch.uptime_ms is None else export_ms - batch.uptime_ms
+    headers = batch.row_headers
+    if headers is None:
+        export_ms: list[int] = [batch.export_time * 1000] * count
+        boot_ms: list[int | None] = [
+            None if batch.uptime_ms is None else batch.export_time * 1000 - batch.uptime_ms
+        ] * count
+    else:
+        export_ms = [t * 1000 for t in headers.export_time]
+        boot_ms = [None if u is None else e - u for e, u in zip(export_ms, headers.uptime_ms, strict=True)]
 
     def resolve(absolute: tuple[str, ...], relative: str, delta: str) -> list[Any] | None:
         column = _first_column(columns, absolute)
         if column is not None:
             return column
-        if boot_ms is not None and relative in columns:
-            return [boot_ms + v for v in columns[relative]]
-        if delta in columns:
-            return [export_ms - v // 1000 for v in columns[delta]]
-        return None
+        values: list[Any] = [None] * count
+        if relative in columns:
+            values = [None if b is None else b + v for b, v in zip(boot_ms, columns[relative], strict=True)]
+        if delta in columns and None in values:
+            values = [
+                e - d // 1000 if v is None else v for v, e, d in zip(values, export_ms, columns[delta], strict=True)
+            ]
+        return None if all(v is None for v in values) else values
 
     start = resolve(single.START_ABSOLUTE, "flow_start_sys_up_time", "flow_start_delta_microseconds")
     end = resolve(single.END_ABSOLUTE, "flow_end_sys_up_time", "flow_end_delta_microseconds")
@@ -218,13 +233,20 @@ def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tup
 
 
 def _timestamps(batch: RecordBatch, columns: dict[str, list[Any]], end: list[Any] | None, count: int) -> list[int]:
-    if end is not None:
-        return end
+    """`documents._timestamp_ms` per record: the end, else the event time, export time, receive time."""
+    headers = batch.row_headers
+    if headers is None:
+        fallback = [batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)] * count
+    else:
+        fallback = [
+            e * 1000 if e else int(r * 1000) for e, r in zip(headers.export_time, headers.received_at, strict=True)
+        ]
     event = _first_column(columns, single.EVENT_TIME, ints_only=True)
     if event is not None:
-        return event
-    fallback = batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)
-    return [fallback] * count
+        fallback = event
+    if end is None:
+        return fallback
+    return [f if e is None else e for e, f in zip(end, fallback, strict=True)]
 
 
 def _flow_ids(

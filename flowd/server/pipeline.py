@@ -21,8 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from flowd.decode import TemplateCache, decode_datagram
+from flowd.decode.batch import merge_batches
 from flowd.enrich import Enricher
 from flowd.errors import DecodeError, SinkError
+from flowd.model import FlowList, FlowRecord
 from flowd.output.batch_documents import documents_for
 from flowd.output.documents import flow_document
 from flowd.output.sink import Sink
@@ -158,7 +160,7 @@ class BatchDecoder:
 
     def decode(self, batch: Batch) -> list[dict[str, Any]]:
         """Flow documents of the batch; options documents go to `self.options` (see `take_options`)."""
-        documents: list[dict[str, Any]] = []
+        flows = FlowList()
         options = self.options
         stats = self.stats
         for data, address, received_at in batch:
@@ -177,10 +179,16 @@ class BatchDecoder:
                 self._error(exporter, protocol, soft.reason, soft.message)
             if result.flows:
                 stats.inc("flowd_flows_decoded", (protocol,), len(result.flows))
-                self._documents(result.flows, documents, exporter, protocol)
+                for part in result.flows.parts:
+                    flows.add_batch(part)
             if result.options:
                 stats.inc("flowd_options_records_decoded", (protocol,), len(result.options))
-                self._documents(result.options, options, exporter, protocol)
+                self._documents(result.options, options)
+        documents: list[dict[str, Any]] = []
+        joined = FlowList()
+        for part in merge_batches(flows.parts):  # one document build per template, not per datagram
+            joined.add_batch(part)
+        self._documents(joined, documents)
         return documents
 
     def take_options(self) -> list[dict[str, Any]]:
@@ -188,7 +196,7 @@ class BatchDecoder:
         options, self.options = self.options, []
         return options
 
-    def _documents(self, records: Any, into: list[dict[str, Any]], exporter: tuple[str, int], protocol: str) -> None:
+    def _documents(self, records: FlowList | list[FlowRecord], into: list[dict[str, Any]]) -> None:
         try:
             into.extend(documents_for(records))  # whole data sets column by column
             return
@@ -198,7 +206,8 @@ class BatchDecoder:
             try:
                 into.append(flow_document(record))
             except Exception as error:  # a mapping bug must not lose the rest of the batch
-                self._error(exporter, protocol, "document_error", f"{type(error).__name__}: {error}")
+                protocol = "sflow" if record.kind.startswith("sflow") else PROTOCOLS.get(record.version, "unknown")
+                self._error(record.exporter, protocol, "document_error", f"{type(error).__name__}: {error}")
 
     def _error(self, exporter: tuple[str, int], protocol: str, reason: str, message: str) -> None:
         self.stats.inc("flowd_decode_errors", (self.exporter_label(exporter[0]), protocol, reason))
