@@ -297,7 +297,9 @@ class Worker:
             stats.counters.setdefault("flowd_bytes_received", {})[labels] = listener.bytes
             stats.counters.setdefault("flowd_ingress_drops", {})[labels] = listener.ingress_drops
             stats.counters.setdefault("flowd_allowlist_drops", {})[labels] = listener.allowlist_drops
-            stats.counters.setdefault("flowd_kernel_drops", {})[labels] = sum(drops.get(i, 0) for i in listener.inodes)
+            kernel = stats.counters.setdefault("flowd_kernel_drops", {})
+            # A closed socket leaves /proc/net/udp: keep the last count instead of going back to 0.
+            kernel[labels] = max(kernel.get(labels, 0), sum(drops.get(i, 0) for i in listener.inodes))
             stats.set("flowd_receive_buffer_bytes", labels, listener.receive_buffer_bytes)
         for server in self.tcp_servers:
             labels = (server.name,)
