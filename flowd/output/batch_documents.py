@@ -16,6 +16,7 @@ import numpy as np
 from flowd.decode.batch import RecordBatch
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
+from flowd.output import ecs
 from flowd.output.timestamps import iso_from_ms
 
 _U64 = np.uint64
@@ -107,15 +108,15 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     protocol = columns.get("protocol_identifier")
     if protocol is not None:
         add("network.iana_number", [str(p) for p in protocol])
-        add("network.transport", [single.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in protocol])
+        add("network.transport", [ecs.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in protocol])
     _add_counters(batch, columns, count, add)
 
     mac = columns.get("source_mac_address")
     if mac is not None:
-        add("source.mac", [single.ecs_mac(m) for m in mac])
+        add("source.mac", [ecs.ecs_mac(m) for m in mac])
     mac = _first_column(columns, ("destination_mac_address", "post_destination_mac_address"))
     if mac is not None:
-        add("destination.mac", [single.ecs_mac(m) for m in mac])
+        add("destination.mac", [ecs.ecs_mac(m) for m in mac])
     vlan = columns.get("vlan_id")
     if vlan is not None:
         add("network.vlan.id", [str(v) for v in vlan])
@@ -258,7 +259,7 @@ def _flow_ids(
     protocol: list[Any] | None,
     count: int,
 ) -> list[str]:
-    """`documents.flow_id` for every record, computed over numpy columns."""
+    """`ecs.flow_id` for every record, computed over numpy columns."""
     words = _raw_words(batch)
     if words is not None:
         return _mix_columns(batch, words, count)
@@ -268,7 +269,7 @@ def _flow_ids(
     except _MixedFamiliesError:  # one set mixing IPv4 and IPv6 flows: hash record by record
         nothing = [None] * count
         return [
-            single.flow_id(batch.exporter[0], *five)
+            ecs.flow_id(batch.exporter[0], *five)
             for five in zip(
                 source or nothing,
                 source_port or nothing,
@@ -289,9 +290,9 @@ def _flow_ids(
 
 
 def _mix_columns(batch: RecordBatch, words: list[np.ndarray[Any, Any]], count: int) -> list[str]:
-    value = np.full(count, single.FNV_OFFSET, dtype=_U64)
-    prime = _U64(single.FNV_PRIME)
-    for word in [np.full(count, single.exporter_word(batch.exporter[0]), dtype=_U64), *words]:
+    value = np.full(count, ecs.FNV_OFFSET, dtype=_U64)
+    prime = _U64(ecs.FNV_PRIME)
+    for word in [np.full(count, ecs.exporter_word(batch.exporter[0]), dtype=_U64), *words]:
         value = (value ^ word) * prime
     value ^= value >> _U64(29)
     value = value * prime
@@ -336,13 +337,13 @@ def _array_word(array: np.ndarray[Any, Any], names: set[str], name: str) -> np.n
 def _int_words(column: list[Any] | None, count: int) -> np.ndarray[Any, Any]:
     if column is None:
         return np.zeros(count, dtype=_U64)
-    return np.array([v & single.MASK64 if isinstance(v, int) else 0 for v in column], dtype=_U64)
+    return np.array([v & ecs.MASK64 if isinstance(v, int) else 0 for v in column], dtype=_U64)
 
 
 def _address_words(addresses: list[Any] | None, count: int) -> list[np.ndarray[Any, Any]]:
     if addresses is None:
         return [np.zeros(count, dtype=_U64)]
-    distinct = {address: single.address_words(address) for address in set(addresses)}
+    distinct = {address: ecs.address_words(address) for address in set(addresses)}
     words = [distinct[address] for address in addresses]
     if all(len(w) == 1 for w in words):
         return [np.array([w[0] for w in words], dtype=_U64)]

@@ -7,28 +7,16 @@ Counters are scaled by the record's sampling rate; `flowd.raw_*` keep what the e
 
 from __future__ import annotations
 
-import hashlib
-import socket
 from typing import Any
 
 from flowd.model import KIND_NETFLOW_OPTIONS, KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, FlowRecord
+from flowd.output.ecs import TRANSPORTS, ecs_mac, flow_id
+from flowd.output.sflow_documents import sflow_document
 from flowd.output.timestamps import iso_from_ms
 
 MAX_LONG = 2**63 - 1
 """Elasticsearch `long`; scaled counters saturate here rather than fail the whole document."""
 MAX_DURATION_MS = MAX_LONG // 1_000_000
-TRANSPORTS = {
-    1: "icmp",
-    2: "igmp",
-    6: "tcp",
-    17: "udp",
-    47: "gre",
-    50: "esp",
-    51: "ah",
-    58: "ipv6-icmp",
-    89: "ospf",
-    132: "sctp",
-}
 FORWARD_BYTES = ("octet_delta_count", "octet_total_count", "initiator_octets", "layer2_octet_delta_count")
 FORWARD_PACKETS = ("packet_delta_count", "packet_total_count", "initiator_packets")
 REVERSE_BYTES = ("reverse_octet_delta_count", "reverse_octet_total_count", "responder_octets")
@@ -75,16 +63,9 @@ def pick_address(ipv4: Any, ipv6: Any) -> Any:
     return ipv4
 
 
-def ecs_mac(mac: str) -> str:
-    """ECS writes MAC addresses upper-case with hyphens."""
-    return mac.replace(":", "-").upper()
-
-
 def flow_document(record: FlowRecord) -> dict[str, Any]:
     """The index document for any record kind."""
     if record.kind in (KIND_SFLOW_FLOW, KIND_SFLOW_COUNTERS):
-        from flowd.output.sflow_documents import sflow_document
-
         return sflow_document(record)
     return netflow_document(record)
 
@@ -184,67 +165,6 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
             doc[key] = value
     doc["flow.id"] = flow_id(record.exporter[0], source_ip, source_port, destination_ip, destination_port, protocol)
     return doc
-
-
-FNV_OFFSET = 0xCBF29CE484222325
-FNV_PRIME = 0x100000001B3
-MASK64 = 0xFFFFFFFFFFFFFFFF
-_exporter_words: dict[str, int] = {}
-
-
-def exporter_word(exporter: str) -> int:
-    word = _exporter_words.get(exporter)
-    if word is None:
-        if len(_exporter_words) > 65_536:
-            _exporter_words.clear()
-        word = _exporter_words[exporter] = int.from_bytes(hashlib.blake2b(exporter.encode(), digest_size=8).digest())
-    return word
-
-
-def address_words(address: str | None) -> tuple[int, ...]:
-    """An address as 64-bit words: one for IPv4, two for IPv6, a zero word when absent.
-
-    A value that is no address (a template that gave an address element an odd length decodes
-    it as hex) hashes as text, so the id stays stable without pretending it is an address.
-    """
-    if address is None:
-        return (0,)
-    try:
-        if ":" in address:
-            raw = socket.inet_pton(socket.AF_INET6, address)
-            return int.from_bytes(raw[:8]), int.from_bytes(raw[8:])
-        return (int.from_bytes(socket.inet_aton(address)),)
-    except (OSError, TypeError):
-        return (exporter_word(str(address)),)
-
-
-def mix_words(words: tuple[int, ...]) -> int:
-    """FNV-1a over 64-bit words with a final avalanche; `batch_documents` computes the same in numpy."""
-    value = FNV_OFFSET
-    for word in words:
-        value = ((value ^ word) * FNV_PRIME) & MASK64
-    value ^= value >> 29
-    value = (value * FNV_PRIME) & MASK64
-    return value ^ (value >> 32)
-
-
-def _word(value: Any) -> int:
-    return value & MASK64 if isinstance(value, int) else 0
-
-
-def flow_id(
-    exporter: str, source_ip: Any, source_port: Any, destination_ip: Any, destination_port: Any, protocol: Any
-) -> str:
-    """Stable id of a flow's 5-tuple as seen by one exporter (as Filebeat's `flow.id`)."""
-    words = (
-        exporter_word(exporter),
-        *address_words(source_ip),
-        _word(source_port),
-        *address_words(destination_ip),
-        _word(destination_port),
-        _word(protocol),
-    )
-    return f"{mix_words(words):016x}"
 
 
 def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from flowd.model import KIND_SFLOW_COUNTERS, FlowRecord
-from flowd.output.documents import TRANSPORTS, ecs_mac, flow_id
+from flowd.output.ecs import TRANSPORTS, ecs_mac, flow_id
 from flowd.output.timestamps import iso_from_seconds
 
 VLAN_UNKNOWN = 0xFFFFFFFF
