@@ -9,28 +9,12 @@ from __future__ import annotations
 import socket
 import struct
 
+from flowd.bench import IPV4_RECORD_FIELDS
+
 EXPORT_TIME = 1_700_000_000
 UPTIME_MS = 86_400_000
 
-# The common fixed-length IPv4 record: the fields routers send in their default templates.
-IPV4_FIELDS = (
-    (8, 4),  # sourceIPv4Address
-    (12, 4),  # destinationIPv4Address
-    (15, 4),  # ipNextHopIPv4Address
-    (7, 2),  # sourceTransportPort
-    (11, 2),  # destinationTransportPort
-    (4, 1),  # protocolIdentifier
-    (6, 1),  # tcpControlBits
-    (5, 1),  # ipClassOfService
-    (10, 4),  # ingressInterface
-    (14, 4),  # egressInterface
-    (1, 8),  # octetDeltaCount
-    (2, 8),  # packetDeltaCount
-    (16, 4),  # bgpSourceAsNumber
-    (17, 4),  # bgpDestinationAsNumber
-    (9, 1),  # sourceIPv4PrefixLength
-    (13, 1),  # destinationIPv4PrefixLength
-)
+IPV4_FIELDS = IPV4_RECORD_FIELDS
 RECORD = struct.Struct("!4s4s4sHHBBBIIQQIIBB")
 
 

@@ -43,7 +43,7 @@ from scapy.layers.netflow import (
     NetflowTemplateV9,
 )
 
-from flowd.bench import PROTOCOLS
+from flowd.bench import IPV4_RECORD_FIELDS, PROTOCOLS
 
 _template_field: Callable[..., Any] = NetflowTemplateFieldV9  # scapy is untyped
 _record_class: Callable[..., Any] = GetNetflowRecordV9
@@ -59,24 +59,7 @@ V6_RECORDS_PER_DATAGRAM = 14
 V6_EVERY = 10
 """Every tenth data datagram of a v9/IPFIX exporter carries IPv6 flows."""
 
-_COMMON_V4 = (
-    (8, 4),
-    (12, 4),
-    (15, 4),
-    (7, 2),
-    (11, 2),
-    (4, 1),
-    (6, 1),
-    (5, 1),
-    (10, 4),
-    (14, 4),
-    (1, 8),
-    (2, 8),
-    (16, 4),
-    (17, 4),
-    (9, 1),
-    (13, 1),
-)
+_COMMON_V4 = IPV4_RECORD_FIELDS
 _COMMON_V6 = (
     (27, 16),
     (28, 16),

@@ -256,7 +256,6 @@ class CompiledTemplate:
 
     def _decode_variable(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
         records = []
-        pos = start
         raw = bytes(data[start:end])
         limit = len(raw)
         pos = 0
