@@ -160,12 +160,17 @@ def emit_records(
             result.options.append(_record(KIND_NETFLOW_OPTIONS, context, template, row, context.uptime_ms, 1))
         return
     state = templates.peek_domain(domain_key)
-    uptime_ms = context.uptime_ms
-    if uptime_ms is None and state is not None and state.system_init_ms is not None:
-        uptime_ms = context.export_time * 1000 - state.system_init_ms
+    uptime_ms = _uptime_ms(context, state)
     flows = result.flows
     for row in rows:
         flows.append(_record(KIND_NETFLOW_FLOW, context, template, row, uptime_ms, sampling_rate(row, state)))
+
+
+def _uptime_ms(context: MessageContext, state: DomainState | None) -> int | None:
+    """The header's sysUpTime (v9), or for IPFIX the one its systemInitTimeMilliseconds implies."""
+    if context.uptime_ms is None and state is not None and state.system_init_ms is not None:
+        return context.export_time * 1000 - state.system_init_ms
+    return context.uptime_ms
 
 
 def emit_batch(
@@ -177,9 +182,7 @@ def emit_batch(
 ) -> None:
     """Flow records of a fixed-length set, kept columnar until somebody reads them."""
     state = templates.peek_domain((context.exporter, context.version, context.domain_id))
-    uptime_ms = context.uptime_ms
-    if uptime_ms is None and state is not None and state.system_init_ms is not None:
-        uptime_ms = context.export_time * 1000 - state.system_init_ms
+    uptime_ms = _uptime_ms(context, state)
     batch = RecordBatch(
         template,
         array,
