@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 
 import orjson
 import pytest
@@ -10,11 +11,12 @@ import pytest
 from benchmarks import traffic
 from flowd.capture import read_datagrams
 from flowd.decode import TemplateCache, decode_datagram
-from flowd.decode.batch import merge_batches
+from flowd.decode.batch import RecordBatch, merge_batches
 from flowd.errors import DecodeError
-from flowd.model import FlowList
-from flowd.output.batch_documents import documents_for
+from flowd.model import KIND_NETFLOW_FLOW, FlowList
+from flowd.output.batch_documents import batch_table, documents_for
 from flowd.output.documents import flow_document
+from flowd.output.table import split_lines
 from tests.shared_data import CORPUS as SHARED_CORPUS
 
 CORPUS = SHARED_CORPUS
@@ -32,6 +34,23 @@ def test_columnar_documents_equal_per_record_documents(capture: str) -> None:
         except DecodeError:
             continue
         assert documents_for(result.flows) == [flow_document(record) for record in result.flows]
+        assert_ndjson_equals_dicts(result.flows)
+
+
+def assert_ndjson_equals_dicts(flows: FlowList) -> None:
+    """Each batch's NDJSON, parsed by orjson, is the per-record documents (same key set too)."""
+    for part in flows.parts:
+        if isinstance(part, RecordBatch) and part.kind == KIND_NETFLOW_FLOW:
+            lines = split_lines(batch_table(part).to_ndjson())
+            assert [orjson.loads(line) for line in lines] == [flow_document(record) for record in part]
+            for line in lines:
+                json.loads(line, object_pairs_hook=_no_duplicate_keys)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    assert len(keys) == len(set(keys)), f"duplicate keys in {keys}"
+    return dict(pairs)
 
 
 @pytest.mark.parametrize("builder", [traffic.netflow_v5, traffic.netflow_v9, traffic.ipfix])
@@ -67,7 +86,15 @@ def test_merged_batches_keep_every_record_and_document(capture: str) -> None:
         return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
     assert sorted(map(key, documents_for(merged))) == sorted(map(key, expected))
+    written = [orjson.loads(line) for part in merged.parts for line in _lines(part)]
+    assert sorted(map(key, written)) == sorted(map(key, expected))
     assert sorted(map(key, (flow_document(r) for r in merged))) == sorted(map(key, expected))
+
+
+def _lines(part: object) -> list[bytes]:
+    if isinstance(part, RecordBatch) and part.kind == KIND_NETFLOW_FLOW:
+        return split_lines(batch_table(part).to_ndjson())
+    return [orjson.dumps(flow_document(record)) for record in part]  # type: ignore[attr-defined]
 
 
 def test_merging_joins_datagrams_of_one_template() -> None:

@@ -20,12 +20,28 @@ from flowd.model import Exporter, FlowRecord
 
 @dataclass(slots=True)
 class RowHeaders:
-    """Per-record message-header values of a batch merged from several datagrams."""
+    """Header values of a batch joined from several data sets: one entry per run of rows that
+    came from one data set, `lengths` rows each (exporters, templates and messages differ)."""
 
+    lengths: list[int]
+    exporter: list[Exporter]
+    domain_id: list[int]
+    template_id: list[int]
     export_time: list[int]
     uptime_ms: list[int | None]
     sequence: list[int]
     received_at: list[float]
+
+    def per_row(self, values: list[Any]) -> list[Any]:
+        """One of the per-run lists above, expanded to one value per row."""
+        out: list[Any] = []
+        for value, length in zip(values, self.lengths, strict=True):
+            out += [value] * length
+        return out
+
+    def repeat(self, values: list[Any], dtype: Any) -> npt.NDArray[Any]:
+        """A per-run list as a numpy array with one value per row."""
+        return np.repeat(np.array(values, dtype=dtype), self.lengths)
 
 
 class RecordBatch(Sequence[FlowRecord]):
@@ -107,32 +123,40 @@ class RecordBatch(Sequence[FlowRecord]):
             headers = self.row_headers
             if headers is None:
                 headers = RowHeaders(
-                    [self.export_time] * count,
-                    [self.uptime_ms] * count,
-                    [self.sequence] * count,
-                    [self.received_at] * count,
+                    [count],
+                    [self.exporter],
+                    [self.domain_id],
+                    [self.template.template_id],
+                    [self.export_time],
+                    [self.uptime_ms],
+                    [self.sequence],
+                    [self.received_at],
                 )
+            per_row = headers.per_row
             self._records = [
                 FlowRecord(
                     self.kind,
-                    self.exporter,
+                    exporter,
                     self.version,
                     received_at,
                     row,
-                    self.domain_id,
-                    self.template.template_id,
+                    domain_id,
+                    template_id,
                     sequence,
                     export_time,
                     uptime_ms,
                     rate,
                 )
-                for row, rate, export_time, uptime_ms, sequence, received_at in zip(
+                for row, rate, exporter, domain_id, template_id, export_time, uptime_ms, sequence, received_at in zip(
                     rows,
                     rates,
-                    headers.export_time,
-                    headers.uptime_ms,
-                    headers.sequence,
-                    headers.received_at,
+                    per_row(headers.exporter),
+                    per_row(headers.domain_id),
+                    per_row(headers.template_id),
+                    per_row(headers.export_time),
+                    per_row(headers.uptime_ms),
+                    per_row(headers.sequence),
+                    per_row(headers.received_at),
                     strict=True,
                 )
             ]
@@ -152,16 +176,19 @@ class RecordBatch(Sequence[FlowRecord]):
 
 
 def _merge_key(batch: RecordBatch) -> tuple[Any, ...]:
+    """Batches with equal keys have the same fields of the same types, whichever exporter sent them."""
     extra = tuple(sorted(batch.extra.items())) if batch.extra else ()
-    return (id(batch.template), batch.exporter, batch.version, batch.domain_id, batch.kind, extra)
+    return (batch.template.layout, batch.version, batch.kind, extra)
 
 
 def merge_batches(parts: Iterable[Sequence[FlowRecord]]) -> list[Sequence[FlowRecord]]:
-    """Join the record batches of one template and exporter across datagrams into one batch each.
+    """Join the record batches of one template layout across datagrams and exporters.
 
-    Turning a batch into documents has a fixed cost per batch; a receive batch holds many
-    datagrams of the same few templates, so joining them pays it once. Other parts pass through.
-    Records keep their own header values (`RowHeaders`); only their order across datagrams changes.
+    Turning a batch into documents has a fixed cost per batch and per column, which numpy pays
+    once however many rows there are; a receive batch holds datagrams from many exporters whose
+    templates mostly share a few layouts (one per vendor and flow type), so joining by layout
+    pays it once per layout. Other parts pass through. Records keep their own header values
+    (`RowHeaders`: exporter, template, message); only their order across datagrams changes.
     """
     groups: dict[tuple[Any, ...], list[RecordBatch]] = {}
     order: list[Sequence[FlowRecord] | tuple[Any, ...]] = []
@@ -204,12 +231,14 @@ def _join(batches: list[RecordBatch]) -> RecordBatch:
         joined.rates = [
             rate for b in batches for rate in (b.rates if isinstance(b.rates, list) else [b.rates] * len(b))
         ]
-    headers = RowHeaders([], [], [], [])
-    for b in batches:
-        count = len(b)
-        headers.export_time += [b.export_time] * count
-        headers.uptime_ms += [b.uptime_ms] * count
-        headers.sequence += [b.sequence] * count
-        headers.received_at += [b.received_at] * count
-    joined.row_headers = headers
+    joined.row_headers = RowHeaders(
+        [len(b) for b in batches],
+        [b.exporter for b in batches],
+        [b.domain_id for b in batches],
+        [b.template.template_id for b in batches],
+        [b.export_time for b in batches],
+        [b.uptime_ms for b in batches],
+        [b.sequence for b in batches],
+        [b.received_at for b in batches],
+    )
     return joined

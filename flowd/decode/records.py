@@ -161,6 +161,13 @@ def column_values(kind: str, length: int, column: npt.NDArray[Any]) -> list[Any]
     return column.tolist()  # type: ignore[no-any-return]
 
 
+def is_plain_integer(kind: str, length: int, column: npt.NDArray[Any]) -> bool:
+    """Whether `column_values` gives this column's integers unchanged (so numpy can keep them)."""
+    if column.dtype.kind not in "ui" or kind in (ie.IPV4, ie.DATETIME_S, ie.BOOLEAN):
+        return False
+    return not (kind in (ie.DATETIME_US, ie.DATETIME_NS) and length == 8)
+
+
 class CompiledTemplate:
     """A template ready to decode data records; built once per template (re)definition.
 
@@ -173,6 +180,7 @@ class CompiledTemplate:
         "columns",
         "dtype",
         "fields",
+        "layout",
         "min_length",
         "names",
         "record_length",
@@ -219,6 +227,8 @@ class CompiledTemplate:
             self.dtype = np.dtype(
                 {"names": list(self.names), "formats": formats, "offsets": offsets, "itemsize": self.record_length}
             )
+        self.layout: tuple[Any, ...] = (tuple(self.columns), self.dtype)
+        """Equal for templates whose data sets decode to the same arrays (`merge_batches` joins them)."""
 
     @property
     def is_options(self) -> bool:

@@ -1,46 +1,289 @@
 """Documents for a whole decoded data set at once, column by column.
 
 `netflow_document` builds one document from one record's dict; this module builds the same
-documents for a `RecordBatch` from its columns: the derived ECS fields are computed once per
-column (address strings once per distinct value, flow ids in numpy) and each document is one
-`dict(zip(...))`. A test holds both paths to identical output.
+documents for a `RecordBatch` as a `DocumentTable` (table.py): plain integer fields stay numpy
+arrays, addresses stay uint32 arrays rendered as dotted quads only when written, the derived ECS
+fields are computed once per column (flow ids, scaled counters and ISO times in numpy), and
+what is the same for every record is a constant. A test holds both paths to identical output.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-from flowd.decode.batch import RecordBatch
+from flowd.decode import fields as ie
+from flowd.decode.batch import RecordBatch, RowHeaders
+from flowd.decode.records import column_values, is_plain_integer
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
+from flowd.output.render import render_hex64, render_ipv4, render_iso_ms, render_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
 from flowd.output.timestamps import iso_from_ms
 
 _U64 = np.uint64
+_MAX_LONG = np.uint64(single.MAX_LONG)
+Array = npt.NDArray[Any]
 
 
 def documents_for(records: Iterable[FlowRecord]) -> list[dict[str, Any]]:
     """Documents for every record; whole sets go through the columnar path."""
-    parts: Iterable[Sequence[FlowRecord]]
-    parts = records.parts if hasattr(records, "parts") else [list(records)]
     out: list[dict[str, Any]] = []
-    for part in parts:
+    for part in parts_of(records):
         if isinstance(part, RecordBatch) and part.kind == KIND_NETFLOW_FLOW:
-            out.extend(batch_documents(part))
+            out.extend(batch_table(part).to_dicts())
         else:
             out.extend(single.flow_document(record) for record in part)
     return out
 
 
-def _first_column(columns: dict[str, list[Any]], names: tuple[str, ...], ints_only: bool = False) -> list[Any] | None:
-    for name in names:
-        column = columns.get(name)
-        if column is not None and (not ints_only or (column and isinstance(column[0], int))):
-            return column
-    return None
+def parts_of(records: Iterable[FlowRecord]) -> Iterable[Sequence[FlowRecord]]:
+    return records.parts if hasattr(records, "parts") else [list(records)]  # type: ignore[no-any-return]
+
+
+def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
+    return batch_table(batch).to_dicts()
+
+
+class _Fields:
+    """A batch's fields: plain integers as numpy arrays, IPv4 addresses as uint32 arrays, the
+    rest converted to document values on first use."""
+
+    def __init__(self, batch: RecordBatch) -> None:
+        self.count = len(batch)
+        self.extra = batch.extra or {}
+        self.kinds: dict[str, tuple[str, int]] = {}
+        self.arrays: dict[str, Array] = {}
+        self.ipv4: dict[str, Array] = {}
+        self._lists: dict[str, list[Any]] = {}
+        self._array = batch.array
+        for name, kind, length in batch.template.columns:
+            self.kinds[name] = (kind, length)
+            if name in self.extra:
+                continue
+            column = batch.array[name]
+            if is_plain_integer(kind, length, column):
+                self.arrays[name] = column
+            elif kind == ie.IPV4 and column.dtype.kind == "u":
+                self.ipv4[name] = column
+        self.names = list(self.kinds) + [name for name in self.extra if name not in self.kinds]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.kinds or name in self.extra
+
+    def values(self, name: str) -> list[Any] | None:
+        """Document values of a field, None when the template does not have it."""
+        values = self._lists.get(name)
+        if values is None:
+            if name in self.extra:
+                values = [self.extra[name]] * self.count
+            elif name in self.kinds:
+                kind, length = self.kinds[name]
+                values = column_values(kind, length, self._array[name])
+            else:
+                return None
+            self._lists[name] = values
+        return values
+
+    def column(self, name: str) -> Column:
+        """The table column of a field that is present."""
+        array = self.arrays.get(name)
+        if array is not None:
+            return array
+        if name in self.ipv4:
+            return self.address_column(name)
+        values = self.values(name)
+        assert values is not None
+        return values
+
+    def address_column(self, name: str) -> LazyColumn:
+        return LazyColumn(self.ipv4[name], render_ipv4, lambda _: self.values(name) or [])
+
+    def integers(self, names: tuple[str, ...]) -> Array | list[Any] | None:
+        """The first of `names` the template has with integer values (array when it can be)."""
+        for name in names:
+            if name in self.arrays:
+                return self.arrays[name]
+            if name in self:
+                values = self.values(name)
+                if values and isinstance(values[0], int):
+                    return values
+        return None
+
+
+def batch_table(batch: RecordBatch) -> DocumentTable:
+    count = len(batch)
+    table = DocumentTable(count)
+    if not count:
+        return table
+    fields = _Fields(batch)
+    exporter_address, exporter_port = batch.exporter
+    for name in fields.names:
+        table.add("netflow." + name, fields.column(name))
+
+    start, end = _times(batch, fields, count)
+    timestamps = _timestamps(batch, fields, end, count)
+    timestamp_column = _iso(timestamps)
+    table.add("@timestamp", timestamp_column)
+    if start is not None:
+        table.add("event.start", _iso(start))
+    if end is not None:
+        table.add("event.end", timestamp_column if end is timestamps else _iso(end))
+        if start is not None:
+            table.add(
+                "event.duration",
+                [
+                    (e - s) * 1_000_000
+                    if s is not None and e is not None and 0 <= e - s <= single.MAX_DURATION_MS
+                    else None
+                    for s, e in zip(start, end, strict=True)
+                ],
+            )
+
+    _add_addresses(table, fields, count)
+    source_port = fields.arrays.get("source_transport_port")
+    destination_port = fields.arrays.get("destination_transport_port")
+    for name, key in (("source_transport_port", "source.port"), ("destination_transport_port", "destination.port")):
+        if name in fields:
+            table.add(key, fields.column(name))
+    protocol = fields.arrays.get("protocol_identifier")
+    if protocol is not None and protocol.dtype.itemsize == 1:
+        table.add("network.iana_number", _lookup(protocol, _IANA_NUMBERS))
+        table.add("network.transport", _lookup(protocol, _TRANSPORT_NAMES))
+    elif "protocol_identifier" in fields:
+        values = fields.values("protocol_identifier") or []
+        table.add("network.iana_number", [str(p) for p in values])
+        table.add("network.transport", [ecs.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in values])
+    _add_counters(batch, fields, count, table)
+
+    mac = fields.values("source_mac_address")
+    if mac is not None:
+        table.add("source.mac", [ecs.ecs_mac(m) for m in mac])
+    for name in ("destination_mac_address", "post_destination_mac_address"):
+        mac = fields.values(name)
+        if mac is not None:
+            table.add("destination.mac", [ecs.ecs_mac(m) for m in mac])
+            break
+    vlan = fields.values("vlan_id")
+    if vlan is not None:
+        table.add("network.vlan.id", [str(v) for v in vlan])
+    for name, key in single.COPIED:
+        if name in fields:
+            table.add(key, fields.column(name))
+    for name, key in single.COPIED_UNLESS_ZERO:
+        values = fields.values(name)
+        if values is not None:
+            table.add(key, [v if v else None for v in values])
+    ids = _flow_ids(batch, fields, table, source_port, destination_port, protocol, count)
+    table.add("flow.id", LazyColumn(ids, render_hex64, _hex_strings))
+
+    for key, value in (
+        ("event.kind", "event"),
+        ("event.category", ["network"]),
+        ("event.type", ["connection"]),
+        ("event.action", batch.kind),
+        ("netflow.type", batch.kind),
+        ("netflow.exporter.version", batch.version),
+    ):
+        table.set_constant(key, value)
+    headers = batch.row_headers
+    if headers is None:
+        table.set_constant("observer.ip", exporter_address)
+        table.set_constant("netflow.exporter.address", f"{exporter_address}:{exporter_port}")
+        table.set_constant("netflow.exporter.source_id", batch.domain_id)
+        table.set_constant("netflow.exporter.timestamp", iso_from_ms(batch.export_time * 1000))
+        if batch.uptime_ms is not None:
+            table.set_constant("netflow.exporter.uptime_millis", batch.uptime_ms)
+    else:
+        runs = _Runs(table, headers)
+        runs.add("observer.ip", [address for address, _ in headers.exporter])
+        runs.add("netflow.exporter.address", [f"{address}:{port}" for address, port in headers.exporter])
+        runs.add("netflow.exporter.source_id", headers.domain_id)
+        runs.add("netflow.exporter.timestamp", [iso_from_ms(t * 1000) for t in headers.export_time])
+        runs.add("netflow.exporter.uptime_millis", headers.uptime_ms)
+    if not isinstance(batch.rates, list):
+        table.set_constant("flowd.sampling_rate", batch.rates)
+    return table
+
+
+class _Runs:
+    """Header fields of a joined batch: a constant when every run agrees, else repeated per run."""
+
+    def __init__(self, table: DocumentTable, headers: RowHeaders) -> None:
+        self.table = table
+        self.headers = headers
+        self.lengths = np.array(headers.lengths, dtype=np.intp)
+
+    def add(self, key: str, values: list[Any]) -> None:
+        first = values[0]
+        if all(v == first for v in values):
+            if first is not None:
+                self.table.set_constant(key, first)
+            return
+        if None in values:
+            self.table.add(key, self.headers.per_row(values))
+            return
+        lengths = self.lengths
+        self.table.add(
+            key,
+            LazyColumn(
+                lengths,
+                lambda _: np.repeat(render_values(values)[0], lengths, axis=0),
+                lambda _: self.headers.per_row(values),
+            ),
+        )
+
+
+def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
+    ends = []
+    for end in ("source", "destination"):
+        four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
+        if four in fields.ipv4 and six not in fields:
+            ends.append((fields.address_column(four), fields.ipv4[four]))
+        else:
+            ends.append((_pick_addresses(fields.values(four), fields.values(six)), None))
+    (source, source_array), (destination, destination_array) = ends
+    if source is not None:
+        table.add("source.ip", source)
+    if destination is not None:
+        table.add("destination.ip", destination)
+    if source_array is not None and destination_array is not None:
+        pair = np.stack([source_array.astype(np.uint32), destination_array.astype(np.uint32)], axis=1)
+        table.add("related.ip", LazyColumn(pair, _render_related_ipv4, lambda _: _related(source, destination, count)))
+        table.set_constant("network.type", "ipv4")
+    elif source is not None or destination is not None:
+        related = _related(source, destination, count)
+        table.add("related.ip", related)
+        table.add("network.type", ["ipv6" if ":" in r[0] else "ipv4" for r in related])
+
+
+def _related(source: Column | None, destination: Column | None, count: int) -> list[list[Any]]:
+    nothing: list[Any] = [None] * count
+    pairs = zip(
+        python_values(source) if source is not None else nothing,
+        python_values(destination) if destination is not None else nothing,
+        strict=True,
+    )
+    return [[s] if d is None or d == s else ([d] if s is None else [s, d]) for s, d in pairs]
+
+
+def _render_related_ipv4(pair: Array) -> npt.NDArray[np.uint8]:
+    """`["source","destination"]`, or `["address"]` when both ends are the same."""
+    source = render_ipv4(pair[:, 0])
+    destination = render_ipv4(pair[:, 1])
+    out = np.zeros((len(pair), 3 + 2 * source.shape[1]), dtype=np.uint8)
+    out[:, 0] = ord("[")
+    out[:, 1 : 1 + source.shape[1]] = source
+    middle = 1 + source.shape[1]
+    out[:, middle] = ord(",")
+    out[:, middle + 1 : -1] = destination
+    out[pair[:, 0] == pair[:, 1], middle:-1] = 0
+    out[:, -1] = ord("]")
+    return out
 
 
 def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any] | None:
@@ -51,159 +294,91 @@ def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any]
     return [single.pick_address(four, six) for four, six in zip(ipv4, ipv6, strict=True)]
 
 
-def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
-    count = len(batch)
-    if not count:
-        return []
-    columns = batch.columns()
-    exporter_address, exporter_port = batch.exporter
-    keys: list[str] = ["netflow." + name for name in columns]
-    values: list[list[Any]] = list(columns.values())
-
-    sparse: list[int] = []
-
-    def add(key: str, column: list[Any], *, may_be_none: bool = False) -> None:
-        if may_be_none and None in column:
-            sparse.append(len(keys))
-        keys.append(key)
-        values.append(column)
-
-    start, end = _times(batch, columns, count)
-    timestamps = _timestamps(batch, columns, end, count)
-    timestamp_strings = _iso_column(timestamps)
-    add("@timestamp", timestamp_strings)
-    if start is not None:
-        add("event.start", _iso_column(start), may_be_none=True)
-    if end is not None:
-        add("event.end", timestamp_strings, may_be_none=True)
-        if start is not None:
-            add(
-                "event.duration",
-                [
-                    (e - s) * 1_000_000
-                    if s is not None and e is not None and 0 <= e - s <= single.MAX_DURATION_MS
-                    else None
-                    for s, e in zip(start, end, strict=True)
-                ],
-                may_be_none=True,
-            )
-
-    source = _pick_addresses(columns.get("source_ipv4_address"), columns.get("source_ipv6_address"))
-    destination = _pick_addresses(columns.get("destination_ipv4_address"), columns.get("destination_ipv6_address"))
-    if source is not None:
-        add("source.ip", source)
-    if destination is not None:
-        add("destination.ip", destination)
-    if source is not None or destination is not None:
-        pairs = zip(source or [None] * count, destination or [None] * count, strict=True)
-        related = [[s] if d is None or d == s else ([d] if s is None else [s, d]) for s, d in pairs]
-        add("related.ip", related)
-        add("network.type", ["ipv6" if ":" in r[0] else "ipv4" for r in related])
-    source_port = columns.get("source_transport_port")
-    destination_port = columns.get("destination_transport_port")
-    if source_port is not None:
-        add("source.port", source_port)
-    if destination_port is not None:
-        add("destination.port", destination_port)
-    protocol = columns.get("protocol_identifier")
-    if protocol is not None:
-        add("network.iana_number", [str(p) for p in protocol])
-        add("network.transport", [ecs.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in protocol])
-    _add_counters(batch, columns, count, add)
-
-    mac = columns.get("source_mac_address")
-    if mac is not None:
-        add("source.mac", [ecs.ecs_mac(m) for m in mac])
-    mac = _first_column(columns, ("destination_mac_address", "post_destination_mac_address"))
-    if mac is not None:
-        add("destination.mac", [ecs.ecs_mac(m) for m in mac])
-    vlan = columns.get("vlan_id")
-    if vlan is not None:
-        add("network.vlan.id", [str(v) for v in vlan])
-    for name, key in single.COPIED:
-        column = columns.get(name)
-        if column is not None:
-            add(key, column)
-    for name, key in single.COPIED_UNLESS_ZERO:
-        column = columns.get(name)
-        if column is not None:
-            add(key, [v if v else None for v in column], may_be_none=True)
-    add("flow.id", _flow_ids(batch, source, source_port, destination, destination_port, protocol, count))
-
-    common: dict[str, Any] = {
-        "event.kind": "event",
-        "event.category": ["network"],
-        "event.type": ["connection"],
-        "event.action": batch.kind,
-        "observer.ip": exporter_address,
-        "netflow.type": batch.kind,
-        "netflow.exporter.address": f"{exporter_address}:{exporter_port}",
-        "netflow.exporter.version": batch.version,
-        "netflow.exporter.source_id": batch.domain_id,
-    }
-    headers = batch.row_headers
-    if headers is None:
-        common["netflow.exporter.timestamp"] = iso_from_ms(batch.export_time * 1000)
-        if batch.uptime_ms is not None:
-            common["netflow.exporter.uptime_millis"] = batch.uptime_ms
-    else:
-        add("netflow.exporter.timestamp", _iso_column([t * 1000 for t in headers.export_time]))
-        add("netflow.exporter.uptime_millis", headers.uptime_ms, may_be_none=True)
-    if not isinstance(batch.rates, list):
-        common["flowd.sampling_rate"] = batch.rates
-    documents = []
-    for row in zip(*values, strict=True):
-        document = dict(zip(keys, row, strict=True))
-        for index in sparse:
-            if row[index] is None:
-                del document[keys[index]]
-        document.update(common)
-        documents.append(document)
-    return documents
+def _quoted_table(names: Callable[[int], str]) -> tuple[npt.NDArray[np.uint8], list[str]]:
+    texts = [names(value) for value in range(256)]
+    encoded = np.array([f'"{t}"'.encode() for t in texts], dtype=np.bytes_)
+    return encoded.view(np.uint8).reshape(256, encoded.dtype.itemsize), texts
 
 
-def _iso_column(epoch_ms: list[Any]) -> list[Any]:
+_IANA_NUMBERS = _quoted_table(str)
+_TRANSPORT_NAMES = _quoted_table(lambda p: ecs.TRANSPORTS.get(p, str(p)))
+
+
+def _lookup(codes: Array, table: tuple[npt.NDArray[np.uint8], list[str]]) -> LazyColumn:
+    """A byte-valued column through a 256-entry table of names."""
+    rendered, texts = table
+    return LazyColumn(codes, lambda a: rendered[a.astype(np.intp)], lambda a: [texts[v] for v in a.tolist()])
+
+
+def _iso(epoch_ms: list[Any]) -> Column:
+    """ISO strings for epoch ms (None stays None): rendered in numpy when every value is there."""
+    if None not in epoch_ms:
+        try:
+            array = np.array(epoch_ms, dtype=np.int64)
+        except OverflowError:
+            pass
+        else:
+            return LazyColumn(array, render_iso_ms, lambda _: _iso_strings(epoch_ms))
+    return _iso_strings(epoch_ms)
+
+
+def _iso_strings(epoch_ms: list[Any]) -> list[Any]:
     """ISO strings for a column of epoch ms (None stays None), each distinct value formatted once."""
     distinct = {ms: None if ms is None else iso_from_ms(ms) for ms in set(epoch_ms)}
     return [distinct[ms] for ms in epoch_ms]
 
 
-def _scaled(column: list[int], rates: int | list[int]) -> list[int]:
-    """Counter × rate, saturated at the largest `long`; the common cases without a per-value min."""
+def _hex_strings(ids: Array) -> list[str]:
+    text = ids.astype(">u8").tobytes().hex()
+    return [text[i : i + 16] for i in range(0, len(text), 16)]
+
+
+def _scaled(column: Array | list[int], rates: int | list[int]) -> Array | list[int]:
+    """Counter × rate, saturated at the largest `long`; numpy when no value can overflow."""
     limit = single.MAX_LONG
     if isinstance(rates, list):
-        return [min(v * r, limit) for v, r in zip(column, rates, strict=True)]
+        return [min(v * r, limit) for v, r in zip(python_values(column), rates, strict=True)]
+    if isinstance(column, np.ndarray):
+        if not len(column) or int(column.max()) * rates <= limit:
+            return column if rates == 1 else column.astype(_U64) * _U64(rates)
+        column = column.tolist()
     if not column or max(column) * rates <= limit:
         return column if rates == 1 else [v * rates for v in column]
     return [min(v * rates, limit) for v in column]
 
 
-def _add_counters(batch: RecordBatch, columns: dict[str, list[Any]], count: int, add: Any) -> None:
+def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None, count: int) -> Array | list[int]:
+    if forward is not None and reverse is not None:
+        if isinstance(forward, np.ndarray) and isinstance(reverse, np.ndarray):
+            if int(forward.max()) + int(reverse.max()) <= single.MAX_LONG:
+                return forward.astype(_U64) + reverse.astype(_U64)
+        return [f + r for f, r in zip(python_values(forward), python_values(reverse), strict=True)]
+    total = forward if forward is not None else reverse
+    return total if total is not None else np.zeros(count, dtype=_U64)
+
+
+def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:
     rates = batch.rates
     if isinstance(rates, list):
-        add("flowd.sampling_rate", rates)
+        table.add("flowd.sampling_rate", rates)
     found = [
-        _first_column(columns, names, ints_only=True)
+        fields.integers(names)
         for names in (single.FORWARD_BYTES, single.FORWARD_PACKETS, single.REVERSE_BYTES, single.REVERSE_PACKETS)
     ]
     for column, key in zip(
         found, ("source.bytes", "source.packets", "destination.bytes", "destination.packets"), strict=True
     ):
         if column is not None:
-            add(key, _scaled(column, rates))
-    totals = []
-    for forward, reverse in ((found[0], found[2]), (found[1], found[3])):
-        if forward is not None and reverse is not None:
-            totals.append([f + r for f, r in zip(forward, reverse, strict=True)])
-        else:
-            totals.append(forward or reverse or [0] * count)
-    add("network.bytes", _scaled(totals[0], rates))
-    add("network.packets", _scaled(totals[1], rates))
-    add("flowd.raw_bytes", _scaled(totals[0], 1))
-    add("flowd.raw_packets", _scaled(totals[1], 1))
+            table.add(key, _scaled(column, rates))
+    total_bytes = _total(found[0], found[2], count)
+    total_packets = _total(found[1], found[3], count)
+    table.add("network.bytes", _scaled(total_bytes, rates))
+    table.add("network.packets", _scaled(total_packets, rates))
+    table.add("flowd.raw_bytes", _scaled(total_bytes, 1))
+    table.add("flowd.raw_packets", _scaled(total_packets, 1))
 
 
-def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tuple[list[Any] | None, list[Any] | None]:
+def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] | None, list[Any] | None]:
     """Per-record start and end in epoch ms, as `documents._flow_times` computes them."""
     headers = batch.row_headers
     if headers is None:
@@ -212,19 +387,30 @@ def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tup
             None if batch.uptime_ms is None else batch.export_time * 1000 - batch.uptime_ms
         ] * count
     else:
-        export_ms = [t * 1000 for t in headers.export_time]
-        boot_ms = [None if u is None else e - u for e, u in zip(export_ms, headers.uptime_ms, strict=True)]
+        export_ms = headers.per_row([t * 1000 for t in headers.export_time])
+        boot_ms = headers.per_row(
+            [None if u is None else t * 1000 - u for t, u in zip(headers.export_time, headers.uptime_ms, strict=True)]
+        )
+
+    def first_present(names: tuple[str, ...]) -> list[Any] | None:
+        for name in names:
+            values = fields.values(name)
+            if values is not None:
+                return values
+        return None
 
     def resolve(absolute: tuple[str, ...], relative: str, delta: str) -> list[Any] | None:
-        column = _first_column(columns, absolute)
+        column = first_present(absolute)
         if column is not None:
             return column
         values: list[Any] = [None] * count
-        if relative in columns:
-            values = [None if b is None else b + v for b, v in zip(boot_ms, columns[relative], strict=True)]
-        if delta in columns and None in values:
+        relative_values = fields.values(relative)
+        if relative_values is not None:
+            values = [None if b is None else b + v for b, v in zip(boot_ms, relative_values, strict=True)]
+        delta_values = fields.values(delta)
+        if delta_values is not None and None in values:
             values = [
-                e - d // 1000 if v is None else v for v, e, d in zip(values, export_ms, columns[delta], strict=True)
+                e - d // 1000 if v is None else v for v, e, d in zip(values, export_ms, delta_values, strict=True)
             ]
         return None if all(v is None for v in values) else values
 
@@ -233,79 +419,97 @@ def _times(batch: RecordBatch, columns: dict[str, list[Any]], count: int) -> tup
     return start, end
 
 
-def _timestamps(batch: RecordBatch, columns: dict[str, list[Any]], end: list[Any] | None, count: int) -> list[int]:
+def _timestamps(batch: RecordBatch, fields: _Fields, end: list[Any] | None, count: int) -> list[Any]:
     """`documents._timestamp_ms` per record: the end, else the event time, export time, receive time."""
-    headers = batch.row_headers
-    if headers is None:
-        fallback = [batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)] * count
-    else:
-        fallback = [
-            e * 1000 if e else int(r * 1000) for e, r in zip(headers.export_time, headers.received_at, strict=True)
-        ]
-    event = _first_column(columns, single.EVENT_TIME, ints_only=True)
+    event = fields.integers(single.EVENT_TIME)
     if event is not None:
-        fallback = event
+        fallback = python_values(event)
+    else:
+        headers = batch.row_headers
+        if headers is None:
+            fallback = [batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)] * count
+        else:
+            fallback = headers.per_row(
+                [e * 1000 if e else int(r * 1000) for e, r in zip(headers.export_time, headers.received_at, strict=True)]
+            )
     if end is None:
         return fallback
+    if None not in end:
+        return end
     return [f if e is None else e for e, f in zip(end, fallback, strict=True)]
 
 
 def _flow_ids(
     batch: RecordBatch,
-    source: list[Any] | None,
-    source_port: list[Any] | None,
-    destination: list[Any] | None,
-    destination_port: list[Any] | None,
-    protocol: list[Any] | None,
+    fields: _Fields,
+    table: DocumentTable,
+    source_port: Array | None,
+    destination_port: Array | None,
+    protocol: Array | None,
     count: int,
-) -> list[str]:
-    """`ecs.flow_id` for every record, computed over numpy columns."""
+) -> Array:
+    """`ecs.flow_id` of every record as a uint64 array, computed over numpy columns."""
     words = _raw_words(batch)
     if words is not None:
         return _mix_columns(batch, words, count)
+    source = table.column("source.ip")
+    destination = table.column("destination.ip")
+    source_ports = fields.values("source_transport_port")
+    destination_ports = fields.values("destination_transport_port")
+    protocols = fields.values("protocol_identifier")
     try:
         source_words = _address_words(source, count)
         destination_words = _address_words(destination, count)
     except _MixedFamiliesError:  # one set mixing IPv4 and IPv6 flows: hash record by record
         nothing = [None] * count
-        return [
-            ecs.flow_id(batch.exporter[0], *five)
-            for five in zip(
-                source or nothing,
-                source_port or nothing,
-                destination or nothing,
-                destination_port or nothing,
-                protocol or nothing,
-                strict=True,
-            )
-        ]
+        headers = batch.row_headers
+        exporters = [batch.exporter] * count if headers is None else headers.per_row(headers.exporter)
+        return np.array(
+            [
+                int(ecs.flow_id(exporter[0], *five), 16)
+                for exporter, *five in zip(
+                    exporters,
+                    source or nothing,
+                    source_ports or nothing,
+                    destination or nothing,
+                    destination_ports or nothing,
+                    protocols or nothing,
+                    strict=True,
+                )
+            ],
+            dtype=_U64,
+        )
     words = [
         *source_words,
-        _int_words(source_port, count),
+        _int_words(source_ports, count),
         *destination_words,
-        _int_words(destination_port, count),
-        _int_words(protocol, count),
+        _int_words(destination_ports, count),
+        _int_words(protocols, count),
     ]
     return _mix_columns(batch, words, count)
 
 
-def _mix_columns(batch: RecordBatch, words: list[np.ndarray[Any, Any]], count: int) -> list[str]:
+def _mix_columns(batch: RecordBatch, words: list[Array], count: int) -> Array:
     value = np.full(count, ecs.FNV_OFFSET, dtype=_U64)
     prime = _U64(ecs.FNV_PRIME)
-    for word in [np.full(count, ecs.exporter_word(batch.exporter[0]), dtype=_U64), *words]:
+    headers = batch.row_headers
+    if headers is None:
+        exporter_words = np.full(count, ecs.exporter_word(batch.exporter[0]), dtype=_U64)
+    else:
+        exporter_words = headers.repeat([ecs.exporter_word(address) for address, _ in headers.exporter], _U64)
+    for word in [exporter_words, *words]:
         value = (value ^ word) * prime
     value ^= value >> _U64(29)
     value = value * prime
     value ^= value >> _U64(32)
-    text = value.astype(">u8").tobytes().hex()
-    return [text[i : i + 16] for i in range(0, len(text), 16)]
+    return value
 
 
-def _raw_words(batch: RecordBatch) -> list[np.ndarray[Any, Any]] | None:
+def _raw_words(batch: RecordBatch) -> list[Array] | None:
     """The flow-id words straight from the decoded array, when each end has one address family."""
     array = batch.array
     names = set(batch.template.names)
-    words: list[np.ndarray[Any, Any]] = []
+    words: list[Array] = []
     for end in ("source", "destination"):
         four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
         if four in names and six in names:
@@ -328,19 +532,19 @@ def _raw_words(batch: RecordBatch) -> list[np.ndarray[Any, Any]] | None:
     return words
 
 
-def _array_word(array: np.ndarray[Any, Any], names: set[str], name: str) -> np.ndarray[Any, Any]:
+def _array_word(array: Array, names: set[str], name: str) -> Array:
     if name in names and array[name].dtype.kind == "u":
         return array[name].astype(_U64)
     return np.zeros(len(array), dtype=_U64)
 
 
-def _int_words(column: list[Any] | None, count: int) -> np.ndarray[Any, Any]:
+def _int_words(column: list[Any] | None, count: int) -> Array:
     if column is None:
         return np.zeros(count, dtype=_U64)
     return np.array([v & ecs.MASK64 if isinstance(v, int) else 0 for v in column], dtype=_U64)
 
 
-def _address_words(addresses: list[Any] | None, count: int) -> list[np.ndarray[Any, Any]]:
+def _address_words(addresses: list[Any] | None, count: int) -> list[Array]:
     if addresses is None:
         return [np.zeros(count, dtype=_U64)]
     distinct = {address: ecs.address_words(address) for address in set(addresses)}
