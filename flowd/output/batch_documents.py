@@ -21,7 +21,7 @@ from flowd.decode.records import column_values, is_plain_integer
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
-from flowd.output.render import render_hex64, render_ipv4, render_iso_ms, render_values
+from flowd.output.render import render_hex64, render_integers, render_ipv4, render_iso_ms, render_values
 from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
 from flowd.output.timestamps import iso_from_ms
 
@@ -174,7 +174,11 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     for name, key in single.COPIED:
         if name in fields:
             table.add(key, fields.column(name))
-    for name, key in single.COPIED_UNLESS_ZERO:
+    for name, key in single.COPIED_UNLESS_ZERO:  # AS 0 means "not known"
+        array = fields.arrays.get(name)
+        if array is not None:
+            table.add(key, LazyColumn(array, render_integers, _zero_is_none, missing=array == 0))
+            continue
         values = fields.values(name)
         if values is not None:
             table.add(key, [v if v else None for v in values])
@@ -239,7 +243,7 @@ class _Runs:
 
 
 def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
-    ends = []
+    ends: list[tuple[Column | None, Array | None]] = []
     for end in ("source", "destination"):
         four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
         if four in fields.ipv4 and six not in fields:
@@ -251,9 +255,16 @@ def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
         table.add("source.ip", source)
     if destination is not None:
         table.add("destination.ip", destination)
-    if source_array is not None and destination_array is not None:
-        pair = np.stack([source_array.astype(np.uint32), destination_array.astype(np.uint32)], axis=1)
-        table.add("related.ip", LazyColumn(pair, _render_related_ipv4, lambda _: _related(source, destination, count)))
+    if isinstance(source, LazyColumn) and isinstance(destination, LazyColumn):
+        same = source.array == destination.array
+        table.add(
+            "related.ip",
+            LazyColumn(
+                same,
+                lambda _: _render_related(source.render()[0], destination.render()[0], same),
+                lambda _: _related(source, destination, count),
+            ),
+        )
         table.set_constant("network.type", "ipv4")
     elif source is not None or destination is not None:
         related = _related(source, destination, count)
@@ -271,19 +282,21 @@ def _related(source: Column | None, destination: Column | None, count: int) -> l
     return [[s] if d is None or d == s else ([d] if s is None else [s, d]) for s, d in pairs]
 
 
-def _render_related_ipv4(pair: Array) -> npt.NDArray[np.uint8]:
+def _render_related(source: npt.NDArray[np.uint8], destination: npt.NDArray[np.uint8], same: Array) -> Any:
     """`["source","destination"]`, or `["address"]` when both ends are the same."""
-    source = render_ipv4(pair[:, 0])
-    destination = render_ipv4(pair[:, 1])
-    out = np.zeros((len(pair), 3 + 2 * source.shape[1]), dtype=np.uint8)
+    width = source.shape[1]
+    out = np.empty((len(same), 3 + 2 * width), dtype=np.uint8)
     out[:, 0] = ord("[")
-    out[:, 1 : 1 + source.shape[1]] = source
-    middle = 1 + source.shape[1]
-    out[:, middle] = ord(",")
-    out[:, middle + 1 : -1] = destination
-    out[pair[:, 0] == pair[:, 1], middle:-1] = 0
+    out[:, 1 : 1 + width] = source
+    out[:, 1 + width] = ord(",")
+    out[:, 2 + width : -1] = destination
+    out[same, 1 + width : -1] = 0
     out[:, -1] = ord("]")
     return out
+
+
+def _zero_is_none(array: Array) -> list[Any]:
+    return [v if v else None for v in array.tolist()]
 
 
 def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any] | None:

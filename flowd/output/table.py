@@ -49,22 +49,26 @@ class FieldGroup:
 class LazyColumn:
     """A column kept as a numpy array, turned into Python values only when something asks.
 
-    `render` writes JSON from the array directly (dotted quads, hex ids, ISO times) and may
-    return None to fall back to rendering the Python values.
+    `render` writes JSON from the array directly (dotted quads, hex ids, ISO times), once
+    however many keys share the column, and may return None to fall back to rendering the
+    Python values. `missing` marks rows without a value (their Python value is None).
     """
 
-    __slots__ = ("_convert", "_render", "_values", "array")
+    __slots__ = ("_convert", "_render", "_rendered", "_values", "array", "missing")
 
     def __init__(
         self,
         array: npt.NDArray[Any],
         render: Callable[[npt.NDArray[Any]], Matrix | None],
         convert: Callable[[npt.NDArray[Any]], list[Any]],
+        missing: Missing = None,
     ) -> None:
         self.array = array
+        self.missing = missing
         self._render = render
         self._convert = convert
         self._values: list[Any] | None = None
+        self._rendered: tuple[Matrix, Missing] | None = None
 
     def __len__(self) -> int:
         return len(self.array)
@@ -75,8 +79,10 @@ class LazyColumn:
         return self._values
 
     def render(self) -> tuple[Matrix, Missing]:
-        matrix = self._render(self.array)
-        return (matrix, None) if matrix is not None else render_values(self.values())
+        if self._rendered is None:
+            matrix = self._render(self.array)
+            self._rendered = (matrix, self.missing) if matrix is not None else render_values(self.values())
+        return self._rendered
 
 
 Column = list[Any] | npt.NDArray[Any] | LazyColumn
