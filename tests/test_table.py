@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowd.output.render import render_hex64, render_integers, render_ipv4, render_iso_ms
-from flowd.output.table import DocumentTable, FieldGroup, split_lines
+from flowd.output.table import DocumentTable, FieldGroup, factorize_values, split_lines
 from flowd.output.timestamps import iso_from_ms
 
 scalars = st.one_of(
@@ -94,8 +94,8 @@ def test_ndjson_parses_to_the_dict_documents(case: tuple[Any, ...]) -> None:
         table.add(f"c{index}", column)
     for key, value in constants.items():
         table.set_constant(key, value)
-    cache: dict[str, FieldGroup] = {}
-    table.add_groups([None if g is None else cache.setdefault(repr(g), FieldGroup(g)) for g in groups])
+    distinct, index = factorize_values([repr(g) for g in groups])
+    table.add_groups([None if text == "None" else FieldGroup(eval(text)) for text in distinct], index)
     expected = table.to_dicts()
     assert parsed(table) == expected
     assert expected == [orjson.loads(orjson.dumps(d)) for d in expected]
@@ -122,3 +122,28 @@ def test_a_table_of_only_sparse_columns_opens_with_a_constant_or_refuses() -> No
         table.to_ndjson()
     table.set_constant("k", "x")
     assert parsed(table) == [{"k": "x", "v": 1}, {"k": "x"}]
+
+
+def test_factorize_gives_every_row_its_distinct_value() -> None:
+    table = DocumentTable(5)
+    table.add("ints", np.array([3, 1, 3, 2, 1], dtype=np.uint16))
+    table.add("texts", ["b", None, "a", "b", None])
+    table.set_constant("same", "x")
+    for key in ("ints", "texts", "same"):
+        found = table.factorize(key)
+        assert found is not None
+        distinct, index = found
+        assert [distinct[i] for i in index] == table.column(key)
+    assert table.factorize("absent") is None
+
+
+def test_a_blanked_row_loses_the_key_in_both_outputs() -> None:
+    table = DocumentTable(3)
+    table.add("n", np.array([1, 2, 3], dtype=np.uint8))
+    table.set_constant("c", 7)
+    rows = np.array([False, True, False])
+    table.set_constant("k", "x")
+    table.blank("n", rows)
+    table.blank("c", rows)
+    expected = [{"n": 1, "c": 7, "k": "x"}, {"k": "x"}, {"n": 3, "c": 7, "k": "x"}]
+    assert parsed(table) == table.to_dicts() == expected

@@ -10,4 +10,8 @@ class Enricher(Protocol):
 
     async def enrich(self, documents: list[dict[str, Any]]) -> None: ...
 
+    # Optional: `async def enrich_table(self, table: DocumentTable) -> None` enriches a decoded
+    # data set as columns (`flowd.output.table`); the pipeline uses it when an enricher has it
+    # and turns tables into dicts for `enrich` otherwise.
+
     async def close(self) -> None: ...

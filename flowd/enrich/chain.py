@@ -15,19 +15,32 @@ interface description), `flowd.source_mac_vendor`/`flowd.destination_mac_vendor`
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
+
+import numpy as np
+import numpy.typing as npt
 
 from flowd.config import EnrichSettings
 from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts
 from flowd.enrich.cache import Clock, TtlLruCache
-from flowd.enrich.community_id import PROTO_ICMP, PROTO_ICMPV6, community_id, icmp_type_code, seed_bytes
+from flowd.enrich.community_id import (
+    BULK_PROTOCOLS,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    community_id,
+    community_ids_bulk,
+    icmp_type_code,
+    seed_bytes,
+)
 from flowd.enrich.dns import ReverseDnsResolver
 from flowd.enrich.geoip import GEOIP_CACHE_TTL_S, NO_FIELDS, GeoFields, GeoIpLookup
-from flowd.enrich.interfaces import InterfaceNames, Names
+from flowd.enrich.interfaces import InterfaceNames
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name
 from flowd.errors import ConfigError
+from flowd.output.table import DocumentsView, FieldGroup, LazyColumn, Table, factorize_values
 
 Document = dict[str, Any]
 
@@ -43,15 +56,28 @@ _DIRECTIONS = {
 
 
 class _AddressInfo:
-    """What documents need about one address, merged once and cached."""
+    """What documents need about one address, merged once and cached: the fields it adds as a
+    source and as a destination, rendered to JSON once however many flows carry it."""
 
-    __slots__ = ("address_class", "destination_fields", "facts", "source_fields")
+    __slots__ = ("address_class", "destination_group", "facts", "source_group")
 
     def __init__(self, facts: AddressFacts, geo: GeoFields) -> None:
         self.facts = facts
         self.address_class = facts.address_class
-        self.source_fields = {**geo[0], "flowd.source_address_class": facts.address_class}
-        self.destination_fields = {**geo[1], "flowd.destination_address_class": facts.address_class}
+        self.source_group = FieldGroup({**geo[0], "flowd.source_address_class": facts.address_class})
+        self.destination_group = FieldGroup({**geo[1], "flowd.destination_address_class": facts.address_class})
+
+
+_DIRECTION_GROUPS = [
+    FieldGroup({"network.direction": direction, "flow.locality": locality})
+    for direction, locality in (
+        _DIRECTIONS[(False, False)],
+        _DIRECTIONS[(False, True)],
+        _DIRECTIONS[(True, False)],
+        _DIRECTIONS[(True, True)],
+    )
+]
+"""Indexed by 2 * source internal + destination internal; a fifth entry, None, for no direction."""
 
 
 class EnrichmentChain:
@@ -94,18 +120,35 @@ class EnrichmentChain:
     # -- the Enricher protocol ------------------------------------------------------------
 
     async def enrich(self, documents: list[Document]) -> None:
+        await self.enrich_table(DocumentsView(documents))
+
+    async def enrich_table(self, table: Table) -> None:
+        """Enrich a table of documents (a decoded data set, or dicts through `DocumentsView`)."""
         now = self._clock()
         self.counters["enrich_batches"] += 1
-        self.counters["enrich_documents"] += len(documents)
+        self.counters["enrich_documents"] += len(table)
+        if not len(table):
+            return
         if self.geoip.maybe_reload(now):
             self.address_cache.clear()
-        batch: dict[str, _AddressInfo] = {}
-        vendors: dict[str, str | None] = {}
-        interface_names: dict[tuple[str, int], Names | None] = {}
-        for document in documents:
-            self._enrich_document(document, batch, vendors, interface_names, now)
+        ends = [self._add_addresses(table, key, now) for key in ("source.ip", "destination.ip")]
+        protocols = self._protocols(table)
+        self._add_direction_and_community_id(table, ends[0], ends[1], protocols)
+        if ends[0] is not None and ends[1] is not None and isinstance(table, DocumentsView):
+            table.override("related.ip", _related_ips(table))
+        self._add_application(table)
+        if self.oui is not None:
+            for key, vendor_key in (
+                ("source.mac", "flowd.source_mac_vendor"),
+                ("destination.mac", "flowd.destination_mac_vendor"),
+            ):
+                found = table.factorize(key)
+                if found is not None:
+                    macs, index = found
+                    table.add_groups([self._vendor_group(vendor_key, mac) for mac in macs], index)
+        self._add_interfaces(table, now)
         if self.resolver is not None:
-            await self._add_names(documents, batch)
+            await self._add_names(table, ends)
 
     async def close(self) -> None:
         if self.resolver is not None:
@@ -131,7 +174,7 @@ class EnrichmentChain:
 
     # -- per document ---------------------------------------------------------------------
 
-    def _address(self, address: str, batch: dict[str, _AddressInfo], now: float) -> _AddressInfo:
+    def _address(self, address: str, now: float) -> _AddressInfo:
         info = self.address_cache.get(address, now)
         if info is None:
             facts = self.addresses.facts(address, now)
@@ -139,99 +182,222 @@ class EnrichmentChain:
             info = _AddressInfo(facts, geo)
             if facts is not INVALID:
                 self.address_cache.put(address, info, now)
-        batch[address] = info
         return info
 
-    def _enrich_document(
-        self,
-        doc: Document,
-        batch: dict[str, _AddressInfo],
-        vendors: dict[str, str | None],
-        interface_names: dict[tuple[str, int], Names | None],
-        now: float,
+    def _add_addresses(self, table: Table, key: str, now: float) -> _End | None:
+        """GeoIP, ASN and address class of one end, per distinct address."""
+        found = table.factorize(key)
+        if found is None:
+            return None
+        addresses, index = found
+        infos = [None if a is None else self._address(str(a), now) for a in addresses]
+        source = key == "source.ip"
+        table.add_groups(
+            [None if i is None else (i.source_group if source else i.destination_group) for i in infos], index
+        )
+        return _End(addresses, infos, index)
+
+    def _protocols(self, table: Table) -> npt.NDArray[np.int64] | None:
+        """Protocol number per row (-1: none); names a bare number in `network.transport`."""
+        found = table.factorize("network.iana_number")
+        if found is None:
+            return None
+        numbers, index = found
+        resolved = [
+            self._protocol_numbers.get(n) if n in self._protocol_numbers else self._protocol_number(n) for n in numbers
+        ]
+        protocols = np.array([-1 if p is None else p for p in resolved], dtype=np.int64)[index]
+        self._name_bare_transports(table, numbers, resolved, index)
+        return protocols
+
+    def _name_bare_transports(
+        self, table: Table, numbers: list[Any], resolved: list[int | None], index: npt.NDArray[np.intp]
     ) -> None:
-        get = doc.get
-        source_ip = get("source.ip")
-        destination_ip = get("destination.ip")
-        source = destination = None
-        if source_ip is not None:
-            source = batch.get(source_ip) or self._address(source_ip, batch, now)
-            doc.update(source.source_fields)
-        if destination_ip is not None:
-            destination = batch.get(destination_ip) or self._address(destination_ip, batch, now)
-            doc.update(destination.destination_fields)
+        """`network.transport` from the protocols table where it is missing or only the number."""
+        names = [None if p is None else self.services.protocol(p) for p in resolved]
+        transports = table.factorize("network.transport")
+        if transports is None:
+            transport_values, transport_index = [None], np.zeros(len(table), dtype=np.intp)
+        else:
+            transport_values, transport_index = transports
+        pairs = np.unique(index * len(transport_values) + transport_index)
+        rename = np.zeros(len(table), dtype=np.bool_)
+        for pair in pairs.tolist():
+            number, transport = divmod(pair, len(transport_values))
+            current = transport_values[transport]
+            if names[number] is not None and (current is None or current == numbers[number]):
+                rename |= (index == number) & (transport_index == transport)
+        if rename.any():
+            table.override(
+                "network.transport",
+                [names[n] if r else None for n, r in zip(index.tolist(), rename.tolist(), strict=True)],
+            )
 
-        iana = get("network.iana_number")
-        protocol = None
-        if iana is not None:
-            protocol = self._protocol_numbers.get(iana)
-            if protocol is None:
-                protocol = self._protocol_number(iana)
-            transport = get("network.transport")
-            if protocol is not None and (transport is None or transport == iana):
-                name = self.services.protocol(protocol)
-                if name is not None:
-                    doc["network.transport"] = name
+    def _add_direction_and_community_id(
+        self, table: Table, source: _End | None, destination: _End | None, protocols: npt.NDArray[np.int64] | None
+    ) -> None:
+        if source is None or destination is None:
+            return
+        source_valid, source_internal, source_length = source.facts_arrays()
+        destination_valid, destination_internal, destination_length = destination.facts_arrays()
+        both = source_valid & destination_valid
+        code = np.where(both, 2 * source_internal + destination_internal, 4)
+        table.add_groups([*_DIRECTION_GROUPS, None], code.astype(np.intp))
+        if protocols is None:
+            return
+        eligible = both & (protocols >= 0) & (source_length == destination_length)
+        if not eligible.any():
+            return
+        table.add("network.community_id", self._community_ids(table, source, destination, protocols, eligible))
 
-        if source is not None and destination is not None:
-            source_facts, destination_facts = source.facts, destination.facts
-            if source_facts is not INVALID and destination_facts is not INVALID:
-                doc["network.direction"], doc["flow.locality"] = _DIRECTIONS[
-                    (source_facts.internal, destination_facts.internal)
-                ]
-                if protocol is not None and len(source_facts.packed) == len(destination_facts.packed):
-                    if protocol in (PROTO_ICMP, PROTO_ICMPV6):
-                        source_port, destination_port = icmp_type_code(doc, protocol == PROTO_ICMPV6)
-                    else:
-                        source_port = get("source.port") or 0
-                        destination_port = get("destination.port") or 0
-                    doc["network.community_id"] = community_id(
-                        source_facts.packed,
-                        destination_facts.packed,
-                        protocol,
-                        source_port,
-                        destination_port,
+    def _community_ids(
+        self,
+        table: Table,
+        source: _End,
+        destination: _End,
+        protocols: npt.NDArray[np.int64],
+        eligible: npt.NDArray[np.bool_],
+    ) -> LazyColumn:
+        """Community ID of the eligible rows (absent elsewhere): TCP, UDP and SCTP hashed from
+        columns in bulk, other protocols (ICMP type/code, no ports) row by row."""
+        count = len(table)
+        text = np.zeros((count, 32), dtype=np.uint8)  # "1:" + 28 base64 characters, quoted
+        text[:, :3] = np.frombuffer(b'"1:', dtype=np.uint8)
+        text[:, 31] = ord('"')
+        bulk = eligible & np.isin(protocols, BULK_PROTOCOLS)
+        if bulk.any():
+            source_ports = _ports(table, "source.port", count)
+            destination_ports = _ports(table, "destination.port", count)
+            for length in (4, 16):
+                rows = bulk & (source.lengths()[source.index] == length)
+                if rows.any():
+                    text[rows, 3:31] = community_ids_bulk(
+                        np.take(source.packed(length), source.index[rows], axis=0),
+                        np.take(destination.packed(length), destination.index[rows], axis=0),
+                        protocols[rows],
+                        source_ports[rows],
+                        destination_ports[rows],
                         self._seed,
                     )
-            if "related.ip" not in doc:
-                doc["related.ip"] = [source_ip] if source_ip == destination_ip else [source_ip, destination_ip]
+        rest = np.flatnonzero(eligible & ~bulk).tolist()
+        if rest:
+            columns: dict[str, list[Any] | None] = {}
 
-        if "network.application" not in doc:
-            application = self._application(doc)
-            if application is not None:
-                doc["network.application"] = application
+            def value(key: str, row: int) -> Any:
+                if key not in columns:
+                    columns[key] = table.column(key)
+                column = columns[key]
+                return None if column is None else column[row]
 
-        if self.oui is not None:
-            mac = get("source.mac")
-            if mac is not None:
-                vendor = vendors[mac] if mac in vendors else vendors.setdefault(mac, self.oui.lookup(mac))
-                if vendor is not None:
-                    doc["flowd.source_mac_vendor"] = vendor
-            mac = get("destination.mac")
-            if mac is not None:
-                vendor = vendors[mac] if mac in vendors else vendors.setdefault(mac, self.oui.lookup(mac))
-                if vendor is not None:
-                    doc["flowd.destination_mac_vendor"] = vendor
+            for row in rest:
+                protocol = int(protocols[row])
+                source_info = source.infos[source.index[row]]
+                destination_info = destination.infos[destination.index[row]]
+                assert source_info is not None and destination_info is not None  # eligible rows have both
+                source_facts, destination_facts = source_info.facts, destination_info.facts
+                source_port: int
+                destination_port: int
+                if protocol in (PROTO_ICMP, PROTO_ICMPV6):
+                    source_port, destination_port = icmp_type_code(
+                        functools.partial(value, row=row), protocol == PROTO_ICMPV6
+                    )
+                else:
+                    source_port = value("source.port", row) or 0
+                    destination_port = value("destination.port", row) or 0
+                hashed = community_id(
+                    source_facts.packed, destination_facts.packed, protocol, source_port, destination_port, self._seed
+                )
+                text[row, 1:31] = np.frombuffer(hashed.encode("ascii"), dtype=np.uint8)
+        return LazyColumn(text, _identity, _quoted_strings, ~eligible)
 
+    def _add_application(self, table: Table) -> None:
+        """`network.application`: the exporter's application name or id, else the service name."""
+        if any(table.column(key) is not None for key in (*_APPLICATION_KEYS, "network.application")):
+            self._add_application_row_by_row(table)
+            return
+        transports = table.factorize("network.transport")
+        if transports is None:
+            return
+        names, transport_index = transports
+        count = len(table)
+        source_port = _ports(table, "source.port", count, missing=-1)
+        destination_port = _ports(table, "destination.port", count, missing=-1)
+        services = self.services
+        distinct: list[FieldGroup | None] = [None]
+        groups: dict[str, int] = {}
+        choice = np.zeros(count, dtype=np.intp)
+        for position, transport in enumerate(names):
+            rows = transport_index == position
+            if transport is None or not rows.any():
+                continue
+            ports = np.unique(np.concatenate([source_port[rows], destination_port[rows]]))
+            known: dict[int, str] = {}
+            for port in ports.tolist():
+                name = services.server_service(transport, port, None) if port >= 0 else None
+                if name is not None:
+                    known[port] = name
+            if not known:
+                continue
+            port_list = np.array(sorted(known), dtype=np.int64)
+            group_of_port = np.array([groups.setdefault(known[p], len(groups) + 1) for p in port_list.tolist()])
+            source_group = _lookup_ports(source_port, port_list, group_of_port)
+            destination_group = _lookup_ports(destination_port, port_list, group_of_port)
+            use_destination = (destination_group > 0) & ((source_group == 0) | (destination_port <= source_port))
+            chosen = np.where(use_destination, destination_group, source_group)
+            choice = np.where(rows, chosen, choice)
+        for name in groups:
+            distinct.append(FieldGroup({"network.application": name}))
+        if len(distinct) > 1:
+            table.add_groups(distinct, choice)
+
+    def _add_application_row_by_row(self, table: Table) -> None:
+        existing = table.column("network.application")
+        columns = {
+            key: table.column(key)
+            for key in (*_APPLICATION_KEYS, "observer.ip", "network.transport", "source.port", "destination.port")
+        }
+        count = len(table)
+        nothing: list[Any] = [None] * count
+        rows = zip(*(columns[key] or nothing for key in columns), strict=True)
+        names: list[Any] = []
+        for row, (panos, named, application_id, exporter, transport, source_port, destination_port) in enumerate(rows):
+            if existing is not None and existing[row] is not None:
+                names.append(None)
+                continue
+            names.append(
+                self._application(panos or named, application_id, exporter, transport, source_port, destination_port)
+            )
+        table.override("network.application", names)
+
+    def _vendor_group(self, key: str, mac: Any) -> FieldGroup | None:
+        if not isinstance(mac, str) or self.oui is None:
+            return None
+        vendor = self.oui.lookup(mac)
+        return None if vendor is None else FieldGroup({key: vendor})
+
+    def _add_interfaces(self, table: Table, now: float) -> None:
         interfaces = self.interfaces
-        if interfaces.configured or len(interfaces.learned):
-            exporter = get("observer.ip")
-            if exporter is not None:
-                for id_key, name_key, alias_key in _INTERFACE_KEYS:
-                    ifindex = get(id_key)
-                    if ifindex is None:
-                        continue
-                    key = (exporter, ifindex)
-                    if key in interface_names:
-                        names = interface_names[key]
-                    else:
-                        names = interface_names[key] = interfaces.lookup(exporter, ifindex, now)
-                    if names is not None:
-                        name, description = names
-                        if name is not None:
-                            doc[name_key] = name
-                        if description is not None:
-                            doc[alias_key] = description
+        if not (interfaces.configured or len(interfaces.learned)):
+            return
+        exporters = table.column("observer.ip")
+        if exporters is None:
+            return
+        for id_key, name_key, alias_key in _INTERFACE_KEYS:
+            ifindexes = table.column(id_key)
+            if ifindexes is None:
+                continue
+            pairs, index = factorize_values(list(zip(exporters, ifindexes, strict=True)))
+            groups: list[FieldGroup | None] = []
+            for exporter, ifindex in pairs:
+                names = None if exporter is None or ifindex is None else interfaces.lookup(exporter, ifindex, now)
+                fields = {}
+                if names is not None:
+                    if names[0] is not None:
+                        fields[name_key] = names[0]
+                    if names[1] is not None:
+                        fields[alias_key] = names[1]
+                groups.append(FieldGroup(fields) if fields else None)
+            table.add_groups(groups, index)
 
     def _protocol_number(self, iana: Any) -> int | None:
         try:
@@ -244,69 +410,71 @@ class EnrichmentChain:
             self._protocol_numbers[iana] = number
         return number
 
-    def _application(self, doc: Document) -> str | None:
-        get = doc.get
-        named = get("netflow.panos_app_id") or get("netflow.application_name")
+    def _application(
+        self, named: Any, application_id: Any, exporter: Any, transport: Any, source_port: Any, destination_port: Any
+    ) -> str | None:
         if named is not None:
             name = clean_name(named)
             if name is not None:
                 return name
-        application_id = get("netflow.application_id")
-        if application_id is not None:
-            exporter = get("observer.ip")
-            if isinstance(exporter, str):
-                name = self.applications.name(exporter, application_id)
-                if name is not None:
-                    return name
-        transport = get("network.transport")
+        if application_id is not None and isinstance(exporter, str):
+            name = self.applications.name(exporter, application_id)
+            if name is not None:
+                return name
         if transport is None:
             return None
-        return self.services.server_service(transport, get("source.port"), get("destination.port"))
+        return self.services.server_service(transport, source_port, destination_port)
 
-    async def _add_names(self, documents: list[Document], batch: dict[str, _AddressInfo]) -> None:
+    async def _add_names(self, table: Table, ends: list[_End | None]) -> None:
         resolver = self.resolver
         assert resolver is not None
         wanted: set[str] = set()
         if self.resolve_endpoints:
-            wanted.update(a for a, info in batch.items() if info.address_class not in _NOT_RESOLVED)
-        if self.resolve_exporters:
+            for end in ends:
+                if end is not None:
+                    wanted.update(
+                        str(a)
+                        for a, info in zip(end.addresses, end.infos, strict=True)
+                        if info is not None and info.address_class not in _NOT_RESOLVED
+                    )
+        exporters = table.factorize("observer.ip") if self.resolve_exporters else None
+        if exporters is not None:
             now = self._clock()
-            for document in documents:
-                exporter = document.get("observer.ip")
-                if (
-                    exporter is not None
-                    and exporter not in wanted
-                    and self.addresses.facts(exporter, now).address_class not in _NOT_RESOLVED
-                ):
-                    wanted.add(exporter)
+            wanted.update(
+                e
+                for e in exporters[0]
+                if isinstance(e, str) and self.addresses.facts(e, now).address_class not in _NOT_RESOLVED
+            )
         if not wanted:
             return
         names = await resolver.resolve_many(wanted)
         if not names:
             return
-        endpoints, exporters = self.resolve_endpoints, self.resolve_exporters
-        for document in documents:
-            hosts: list[str] = []
-            if exporters:
-                name = _name_of(names, document.get("observer.ip"))
-                if name is not None:
-                    document["observer.hostname"] = name
-                    hosts.append(name)
-            if endpoints:
-                name = _name_of(names, document.get("source.ip"))
-                if name is not None:
-                    document["source.domain"] = name
-                    hosts.append(name)
-                name = _name_of(names, document.get("destination.ip"))
-                if name is not None:
-                    document["destination.domain"] = name
-                    if name not in hosts:
-                        hosts.append(name)
-            if hosts:
-                existing = document.get("related.hosts")
-                if isinstance(existing, list):
-                    hosts = existing + [h for h in hosts if h not in existing]
-                document["related.hosts"] = list(dict.fromkeys(hosts))
+        per_row: list[list[str | None]] = []
+        sources = [(exporters, "observer.hostname")] if exporters is not None else []
+        if self.resolve_endpoints:
+            for end, key in zip(ends, ("source.domain", "destination.domain"), strict=True):
+                if end is not None:
+                    sources.append(((end.addresses, end.index), key))
+        for found, key in sources:
+            assert found is not None
+            distinct, index = found
+            resolved = [_name_of(names, value) for value in distinct]
+            table.add_groups([None if n is None else FieldGroup({key: n}) for n in resolved], index)
+            per_row.append([resolved[i] for i in index.tolist()])
+        existing = table.column("related.hosts")
+        hosts_column: list[Any] = []
+        for row, row_names in enumerate(zip(*per_row, strict=True)):
+            hosts = [n for n in row_names if n is not None]
+            if not hosts:
+                hosts_column.append(None)
+                continue
+            before = existing[row] if existing is not None else None
+            if isinstance(before, list):
+                hosts = before + [h for h in hosts if h not in before]
+            hosts_column.append(list(dict.fromkeys(hosts)))
+        if any(h is not None for h in hosts_column):
+            table.override("related.hosts", hosts_column)
 
     # -- metrics --------------------------------------------------------------------------
 
@@ -320,6 +488,80 @@ class EnrichmentChain:
         if self.resolver is not None:
             counters.update(self.resolver.stats())
         return counters
+
+
+_APPLICATION_KEYS = ("netflow.panos_app_id", "netflow.application_name", "netflow.application_id")
+
+
+class _End:
+    """One end of every flow in a table: its distinct addresses, their facts, each row's index."""
+
+    __slots__ = ("addresses", "index", "infos")
+
+    def __init__(self, addresses: list[Any], infos: list[_AddressInfo | None], index: npt.NDArray[np.intp]) -> None:
+        self.addresses = addresses
+        self.infos = infos
+        self.index = index
+
+    def facts_arrays(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Per row: whether the address is valid, whether it is internal, its packed length."""
+        valid = np.array([i is not None and i.facts is not INVALID for i in self.infos], dtype=np.bool_)
+        internal = np.array([i is not None and i.facts.internal for i in self.infos], dtype=np.int64)
+        return valid[self.index], internal[self.index], self.lengths()[self.index]
+
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """Packed length (4, 16, 0 when invalid) of each distinct address."""
+        return np.array([0 if i is None else len(i.facts.packed) for i in self.infos], dtype=np.int64)
+
+    def packed(self, length: int) -> npt.NDArray[np.uint8]:
+        """Each distinct address packed, one row each (zeros for those of another length)."""
+        rows = [
+            i.facts.packed if i is not None and len(i.facts.packed) == length else bytes(length) for i in self.infos
+        ]
+        return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), length)
+
+
+def _ports(table: Table, key: str, count: int, missing: int = 0) -> npt.NDArray[np.int64]:
+    """A port column as int64 (`missing` where a row has none)."""
+    array = table.integers(key)
+    if array is not None:
+        return array.astype(np.int64)
+    column = table.column(key)
+    if column is None:
+        return np.full(count, missing, dtype=np.int64)
+    return np.array([v if type(v) is int else missing for v in column], dtype=np.int64)
+
+
+def _lookup_ports(
+    ports: npt.NDArray[np.int64], known: npt.NDArray[np.int64], groups: npt.NDArray[Any]
+) -> npt.NDArray[np.int64]:
+    """The group of each port in the sorted `known` ports, 0 for the others."""
+    position = np.minimum(np.searchsorted(known, ports), len(known) - 1)
+    return np.where(known[position] == ports, groups[position], 0)
+
+
+def _identity(matrix: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    return matrix
+
+
+def _quoted_strings(matrix: npt.NDArray[np.uint8]) -> list[Any]:
+    """Rows of quoted ASCII JSON strings back to Python strings (the missing rows are masked)."""
+    width = matrix.shape[1]
+    text = matrix.tobytes().decode("ascii")
+    return [text[i + 1 : i + width - 1] for i in range(0, len(text), width)]
+
+
+def _related_ips(table: Table) -> list[Any]:
+    """`related.ip` for documents with both ends and none yet (the columnar path always has it)."""
+    count = len(table)
+    nothing: list[Any] = [None] * count
+    source = table.column("source.ip") or nothing
+    destination = table.column("destination.ip") or nothing
+    existing = table.column("related.ip") or nothing
+    return [
+        None if e is not None or s is None or d is None else ([s] if s == d else [s, d])
+        for s, d, e in zip(source, destination, existing, strict=True)
+    ]
 
 
 _INTERFACE_KEYS = tuple(

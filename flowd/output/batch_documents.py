@@ -42,7 +42,7 @@ def documents_for(records: Iterable[FlowRecord]) -> list[dict[str, Any]]:
 
 
 def parts_of(records: Iterable[FlowRecord]) -> Iterable[Sequence[FlowRecord]]:
-    return records.parts if hasattr(records, "parts") else [list(records)]  # type: ignore[no-any-return]
+    return records.parts if hasattr(records, "parts") else [list(records)]
 
 
 def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
@@ -101,7 +101,7 @@ class _Fields:
         return values
 
     def address_column(self, name: str) -> LazyColumn:
-        return LazyColumn(self.ipv4[name], render_ipv4, lambda _: self.values(name) or [])
+        return LazyColumn(self.ipv4[name], render_ipv4, _ipv4_strings, elementwise=True)
 
     def integers(self, names: tuple[str, ...]) -> Array | list[Any] | None:
         """The first of `names` the template has with integer values (array when it can be)."""
@@ -157,7 +157,9 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     elif "protocol_identifier" in fields:
         values = fields.values("protocol_identifier") or []
         table.add("network.iana_number", [str(p) for p in values])
-        table.add("network.transport", [ecs.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in values])
+        table.add(
+            "network.transport", [ecs.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in values]
+        )
     _add_counters(batch, fields, count, table)
 
     mac = fields.values("source_mac_address")
@@ -177,11 +179,11 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     for name, key in single.COPIED_UNLESS_ZERO:  # AS 0 means "not known"
         array = fields.arrays.get(name)
         if array is not None:
-            table.add(key, LazyColumn(array, render_integers, _zero_is_none, missing=array == 0))
+            table.add(key, LazyColumn(array, render_integers, _python_list, array == 0, elementwise=True))
             continue
-        values = fields.values(name)
-        if values is not None:
-            table.add(key, [v if v else None for v in values])
+        listed = fields.values(name)
+        if listed is not None:
+            table.add(key, [v if v else None for v in listed])
     ids = _flow_ids(batch, fields, table, source_port, destination_port, protocol, count)
     table.add("flow.id", LazyColumn(ids, render_hex64, _hex_strings))
 
@@ -243,14 +245,14 @@ class _Runs:
 
 
 def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
-    ends: list[tuple[Column | None, Array | None]] = []
+    ends: list[Column | None] = []
     for end in ("source", "destination"):
         four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
         if four in fields.ipv4 and six not in fields:
-            ends.append((fields.address_column(four), fields.ipv4[four]))
+            ends.append(fields.address_column(four))
         else:
-            ends.append((_pick_addresses(fields.values(four), fields.values(six)), None))
-    (source, source_array), (destination, destination_array) = ends
+            ends.append(_pick_addresses(fields.values(four), fields.values(six)))
+    source, destination = ends
     if source is not None:
         table.add("source.ip", source)
     if destination is not None:
@@ -295,8 +297,12 @@ def _render_related(source: npt.NDArray[np.uint8], destination: npt.NDArray[np.u
     return out
 
 
-def _zero_is_none(array: Array) -> list[Any]:
-    return [v if v else None for v in array.tolist()]
+def _ipv4_strings(array: Array) -> list[Any]:
+    return column_values(ie.IPV4, 4, array)
+
+
+def _python_list(array: Array) -> list[Any]:
+    return array.tolist()  # type: ignore[no-any-return]
 
 
 def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any] | None:
@@ -320,7 +326,12 @@ _TRANSPORT_NAMES = _quoted_table(lambda p: ecs.TRANSPORTS.get(p, str(p)))
 def _lookup(codes: Array, table: tuple[npt.NDArray[np.uint8], list[str]]) -> LazyColumn:
     """A byte-valued column through a 256-entry table of names."""
     rendered, texts = table
-    return LazyColumn(codes, lambda a: rendered[a.astype(np.intp)], lambda a: [texts[v] for v in a.tolist()])
+    return LazyColumn(
+        codes,
+        lambda a: np.take(rendered, a.astype(np.intp), axis=0),
+        lambda a: [texts[v] for v in a.tolist()],
+        elementwise=True,
+    )
 
 
 def _iso(epoch_ms: list[Any]) -> Column:
@@ -362,9 +373,12 @@ def _scaled(column: Array | list[int], rates: int | list[int]) -> Array | list[i
 
 def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None, count: int) -> Array | list[int]:
     if forward is not None and reverse is not None:
-        if isinstance(forward, np.ndarray) and isinstance(reverse, np.ndarray):
-            if int(forward.max()) + int(reverse.max()) <= single.MAX_LONG:
-                return forward.astype(_U64) + reverse.astype(_U64)
+        if (
+            isinstance(forward, np.ndarray)
+            and isinstance(reverse, np.ndarray)
+            and int(forward.max()) + int(reverse.max()) <= single.MAX_LONG
+        ):
+            return forward.astype(_U64) + reverse.astype(_U64)
         return [f + r for f, r in zip(python_values(forward), python_values(reverse), strict=True)]
     total = forward if forward is not None else reverse
     return total if total is not None else np.zeros(count, dtype=_U64)
@@ -443,7 +457,10 @@ def _timestamps(batch: RecordBatch, fields: _Fields, end: list[Any] | None, coun
             fallback = [batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)] * count
         else:
             fallback = headers.per_row(
-                [e * 1000 if e else int(r * 1000) for e, r in zip(headers.export_time, headers.received_at, strict=True)]
+                [
+                    e * 1000 if e else int(r * 1000)
+                    for e, r in zip(headers.export_time, headers.received_at, strict=True)
+                ]
             )
     if end is None:
         return fallback

@@ -75,6 +75,16 @@ class BulkEncoder:
         return pairs, rejected
 
 
+    def encode_lines(self, lines: list[bytes]) -> list[bytes]:
+        """Pairs for documents already serialised (one JSON object per line, no newline)."""
+        if not self.document_ids:
+            return [CREATE_ACTION + line + b"\n" for line in lines]
+        head = self._head
+        start = self._counter
+        self._counter = start + len(lines)
+        return [head + b'%x"}}\n' % counter + line + b"\n" for counter, line in enumerate(lines, start)]
+
+
 @dataclass(slots=True)
 class Batch:
     """One `_bulk` request body and what is known about it."""

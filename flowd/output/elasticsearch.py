@@ -48,6 +48,7 @@ from flowd.output.bulk import (
     split_pairs,
 )
 from flowd.output.spool import Spool, SpoolEntry, SpoolFull
+from flowd.output.table import split_lines
 from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
@@ -256,6 +257,13 @@ class ElasticsearchSink:
         self._stats.docs_written += len(documents)
         if unserialisable:
             await self._dead_letter_unserialisable(unserialisable)
+        for batch in self._builder.add(pairs):
+            await self._enqueue(batch)
+
+    async def write_encoded(self, body: bytes, count: int) -> None:
+        """`count` documents already serialised as NDJSON lines (`DocumentTable.to_ndjson`)."""
+        pairs = self._encoder.encode_lines(split_lines(body))
+        self._stats.docs_written += count
         for batch in self._builder.add(pairs):
             await self._enqueue(batch)
 

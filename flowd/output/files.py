@@ -85,6 +85,16 @@ class NdjsonFileSink:
             raise SinkError(f"cannot write {self._path}: {error.strerror}") from error
         self.documents_written += len(documents)
 
+    async def write_encoded(self, body: bytes, count: int) -> None:
+        """`count` documents already serialised as NDJSON lines."""
+        if not count:
+            return
+        try:
+            self._write_bytes(body)
+        except OSError as error:
+            raise SinkError(f"cannot write {self._path}: {error.strerror}") from error
+        self.documents_written += count
+
     def _write_bytes(self, data: bytes) -> None:
         if self._file is None or (self._size and self._size + len(data) > self.rotate_bytes):
             self._rotate()

@@ -16,7 +16,6 @@ import numpy.typing as npt
 import orjson
 
 
-
 def render_values(values: Sequence[Any]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_] | None]:
     """Any Python values (None: absent, returned as a mask); integer columns go through numpy."""
     types = set(map(type, values))
@@ -104,8 +103,8 @@ def render_integers(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         chunks += 1
     sign = 0 if negative is None else 1
     words = np.zeros((count, sign + chunks), dtype=np.uint32)
-    work = magnitude.astype(np.uint32 if largest <= 0xFFFFFFFF else np.uint64)
-    ten_thousand = work.dtype.type(10_000)
+    work: npt.NDArray[Any] = magnitude.astype(np.uint32 if largest <= 0xFFFFFFFF else np.uint64)
+    ten_thousand: Any = work.dtype.type(10_000)
     for position in range(chunks - 1, -1, -1):  # 0 is the most significant chunk
         if position:
             quotient = work // ten_thousand

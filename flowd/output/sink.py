@@ -12,6 +12,10 @@ class Sink(Protocol):
 
     async def write(self, documents: list[dict[str, Any]]) -> None: ...
 
+    # Optional: `async def write_encoded(self, body: bytes, count: int) -> None` takes `count`
+    # documents already serialised as NDJSON (`DocumentTable.to_ndjson`); the pipeline uses it
+    # when a sink has it and hands dicts to `write` otherwise.
+
     async def flush(self) -> None:
         """Everything written so far is durable (indexed, spooled or on disk) when this returns."""
         ...

@@ -54,7 +54,7 @@ class LazyColumn:
     Python values. `missing` marks rows without a value (their Python value is None).
     """
 
-    __slots__ = ("_convert", "_render", "_rendered", "_values", "array", "missing")
+    __slots__ = ("_convert", "_render", "_rendered", "_values", "array", "elementwise", "missing")
 
     def __init__(
         self,
@@ -62,20 +62,36 @@ class LazyColumn:
         render: Callable[[npt.NDArray[Any]], Matrix | None],
         convert: Callable[[npt.NDArray[Any]], list[Any]],
         missing: Missing = None,
+        # `convert` gives every row's value; `values()` applies `missing`.
+        *,
+        elementwise: bool = False,
     ) -> None:
         self.array = array
         self.missing = missing
+        self.elementwise = elementwise
+        """`convert` maps each element of `array` to its value alone, so distinct array values
+        are distinct document values (`DocumentTable.factorize` relies on it)."""
         self._render = render
         self._convert = convert
         self._values: list[Any] | None = None
         self._rendered: tuple[Matrix, Missing] | None = None
 
+    def without(self, rows: npt.NDArray[np.bool_]) -> LazyColumn:
+        """The same column with `rows` absent."""
+        original = self
+        missing = rows if self.missing is None else self.missing | rows
+        return LazyColumn(self.array, lambda _: original.render()[0], self._convert, missing)
+
     def __len__(self) -> int:
         return len(self.array)
 
     def values(self) -> list[Any]:
+        """Python values, None in the missing rows."""
         if self._values is None:
-            self._values = self._convert(self.array)
+            values = self._convert(self.array)
+            if self.missing is not None:
+                values = [None if gone else v for v, gone in zip(values, self.missing.tolist(), strict=True)]
+            self._values = values
         return self._values
 
     def render(self) -> tuple[Matrix, Missing]:
@@ -106,6 +122,10 @@ def render_column(column: Column) -> tuple[Matrix, Missing]:
     return render_values(column)
 
 
+Groups = tuple[list["FieldGroup | None"], npt.NDArray[np.intp]]
+"""Distinct groups and, per row, the index of its group."""
+
+
 class DocumentTable:
     """The documents of one data set as columns; see the module docstring."""
 
@@ -115,7 +135,7 @@ class DocumentTable:
         self.count = count
         self.fields: dict[str, Column] = {}
         self.constants: dict[str, Any] = {}
-        self.groups: list[list[FieldGroup | None]] = []
+        self.groups: list[Groups] = []
 
     def __len__(self) -> int:
         return self.count
@@ -138,6 +158,36 @@ class DocumentTable:
             return [self.constants[key]] * self.count
         return None
 
+    def integers(self, key: str) -> npt.NDArray[Any] | None:
+        """`key` as an integer array when it is one with a value in every row."""
+        column = self.fields.get(key)
+        if isinstance(column, np.ndarray):
+            return column
+        value = self.constants.get(key)
+        if type(value) is int:
+            return np.full(self.count, value, dtype=np.int64)
+        return None
+
+    def factorize(self, key: str) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
+        """The distinct values of `key` (None among them for rows without it) and each row's index."""
+        column = self.fields.get(key)
+        if column is None:
+            if key not in self.constants:
+                return None
+            return [self.constants[key]], np.zeros(self.count, dtype=np.intp)
+        if isinstance(column, np.ndarray):
+            distinct, index = np.unique(column, return_inverse=True)
+            return distinct.tolist(), index.reshape(-1)
+        if isinstance(column, LazyColumn) and column.elementwise and column.array.ndim == 1:
+            distinct, index = np.unique(column.array, return_inverse=True)
+            values = column._convert(distinct)
+            index = index.reshape(-1)
+            if column.missing is not None:
+                values.append(None)
+                index = np.where(column.missing, len(values) - 1, index)
+            return values, index
+        return factorize_values(python_values(column))
+
     def override(self, key: str, values: list[Any]) -> None:
         """Set `key` in the rows where `values` is not None; the other rows keep what they had."""
         old = self.column(key)
@@ -145,17 +195,29 @@ class DocumentTable:
             values = [o if v is None else v for v, o in zip(values, old, strict=True)]
         self.add(key, values)
 
-    def add_groups(self, groups: list[FieldGroup | None]) -> None:
-        """A group per row (None: nothing); its fields win over a column or constant of the same key."""
+    def add_groups(self, distinct: list[FieldGroup | None], index: npt.NDArray[np.intp]) -> None:
+        """Group `distinct[index[row]]` goes into each row (None: nothing); a group's fields win
+        over a column or constant of the same key."""
         keys: set[str] = set()
-        for group in {id(g): g for g in groups if g is not None}.values():
-            keys.update(group.fields)
+        for group in distinct:
+            if group is not None:
+                keys.update(group.fields)
         for key in keys & (self.fields.keys() | self.constants.keys()):
-            existing = self.column(key)
-            assert existing is not None
-            kept = [None if g is not None and key in g.fields else v for v, g in zip(existing, groups, strict=True)]
-            self.add(key, kept)
-        self.groups.append(groups)
+            holders = [i for i, g in enumerate(distinct) if g is not None and key in g.fields]
+            self.blank(key, np.isin(index, holders))
+        self.groups.append((distinct, index))
+
+    def blank(self, key: str, rows: npt.NDArray[np.bool_]) -> None:
+        """Remove `key` from the documents of `rows`."""
+        column = self.fields.get(key)
+        if isinstance(column, LazyColumn):
+            self.fields[key] = column.without(rows)
+        elif isinstance(column, np.ndarray):
+            self.fields[key] = LazyColumn(column, render_integers, lambda a: a.tolist()).without(rows)
+        else:
+            values = self.column(key)
+            assert values is not None
+            self.add(key, [None if gone else v for v, gone in zip(values, rows.tolist(), strict=True)])
 
     # -- output -------------------------------------------------------------------------
 
@@ -174,8 +236,9 @@ class DocumentTable:
                     del document[keys[index]]
             document.update(constants)
             documents.append(document)
-        for groups in self.groups:
-            for document, group in zip(documents, groups, strict=True):
+        for distinct, rows in self.groups:
+            for document, position in zip(documents, rows.tolist(), strict=True):
+                group = distinct[position]
                 if group is not None:
                     document.update(group.fields)
         return documents
@@ -198,8 +261,9 @@ class DocumentTable:
             prefix, matrix, _ = pieces.pop(first)
             head += prefix[1:]
             pieces.insert(0, (b"", matrix, None))
-        for groups in self.groups:
-            pieces.append((b"", render_fragments([b"" if g is None else g.fragment for g in groups]), None))
+        for distinct, index in self.groups:
+            fragments = render_fragments([b"" if g is None else g.fragment for g in distinct])
+            pieces.append((b"", np.take(fragments, index, axis=0), None))
         width = len(head) + sum(len(p) + m.shape[1] for p, m, _ in pieces) + 2
         out = np.zeros((count, width), dtype=np.uint8)
         out[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
@@ -221,3 +285,56 @@ class DocumentTable:
 def split_lines(body: bytes) -> list[bytes]:
     """NDJSON into its documents (without newlines); JSON text never holds a raw newline."""
     return body.split(b"\n")[:-1]
+
+
+def factorize_values(values: list[Any]) -> tuple[list[Any], npt.NDArray[np.intp]]:
+    """Distinct hashable values in first-seen order, and each value's index."""
+    positions: dict[Any, int] = {}
+    index = [positions.setdefault(v, len(positions)) for v in values]
+    return list(positions), np.array(index, dtype=np.intp)
+
+
+class DocumentsView:
+    """The table interface over documents that are dicts already (sFlow samples, options and
+    variable-length records), so one enrichment implementation serves both; writes go straight
+    into the dicts."""
+
+    __slots__ = ("count", "documents")
+
+    def __init__(self, documents: list[dict[str, Any]]) -> None:
+        self.documents = documents
+        self.count = len(documents)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def column(self, key: str) -> list[Any] | None:
+        values = [d.get(key) for d in self.documents]
+        return values if any(v is not None for v in values) else None
+
+    def integers(self, key: str) -> npt.NDArray[Any] | None:
+        return None
+
+    def factorize(self, key: str) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
+        values = self.column(key)
+        return None if values is None else factorize_values(values)
+
+    def add(self, key: str, column: Column) -> None:
+        for document, value in zip(self.documents, python_values(column), strict=True):
+            if value is not None:
+                document[key] = value
+
+    override = add
+
+    def set_constant(self, key: str, value: Any) -> None:
+        for document in self.documents:
+            document[key] = value
+
+    def add_groups(self, distinct: list[FieldGroup | None], index: npt.NDArray[np.intp]) -> None:
+        for document, position in zip(self.documents, index.tolist(), strict=True):
+            group = distinct[position]
+            if group is not None:
+                document.update(group.fields)
+
+
+Table = DocumentTable | DocumentsView

@@ -14,20 +14,24 @@ The policies here are plain classes with injected clocks, testable without socke
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import orjson
+
 from flowd.decode import TemplateCache, decode_datagram
-from flowd.decode.batch import merge_batches
+from flowd.decode.batch import RecordBatch, merge_batches
 from flowd.enrich import Enricher
 from flowd.errors import DecodeError, SinkError
-from flowd.model import FlowList, FlowRecord
-from flowd.output.batch_documents import documents_for
+from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
+from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
 from flowd.output.sink import Sink
+from flowd.output.table import DocumentTable
 from flowd.server.metrics import LabelCap, WorkerStats
 
 log = logging.getLogger("flowd.pipeline")
@@ -35,7 +39,9 @@ log = logging.getLogger("flowd.pipeline")
 Item = tuple[bytes, Any, float]
 """(payload, source address as the socket gave it, receive time in seconds since the epoch)."""
 Batch = list[Item]
-DocumentBatch = tuple[list[dict[str, Any]], list[dict[str, Any]], float]
+Part = DocumentTable | list[dict[str, Any]]
+"""A decoded data set as columns (written to NDJSON without dicts), or documents that are dicts."""
+DocumentBatch = tuple[list[Part], list[dict[str, Any]], float]
 """(flow documents, options documents, receive time of the batch's first datagram)."""
 
 DOCUMENT_QUEUE_BATCHES = 4
@@ -159,7 +165,13 @@ class BatchDecoder:
         self.options: list[dict[str, Any]] = []
 
     def decode(self, batch: Batch) -> list[dict[str, Any]]:
-        """Flow documents of the batch; options documents go to `self.options` (see `take_options`)."""
+        """Flow documents of the batch as dicts (see `decode_parts`)."""
+        parts = self.decode_parts(batch)
+        return [d for p in parts for d in (p.to_dicts() if isinstance(p, DocumentTable) else p)]
+
+    def decode_parts(self, batch: Batch) -> list[Part]:
+        """Flow documents of the batch: a table per template layout, dicts for the rest; options
+        documents go to `self.options` (see `take_options`)."""
         flows = FlowList()
         options = self.options
         stats = self.stats
@@ -184,24 +196,26 @@ class BatchDecoder:
             if result.options:
                 stats.inc("flowd_options_records_decoded", (protocol,), len(result.options))
                 self._documents(result.options, options)
-        documents: list[dict[str, Any]] = []
-        joined = FlowList()
-        for part in merge_batches(flows.parts):  # one document build per template, not per datagram
-            joined.add_batch(part)
-        self._documents(joined, documents)
-        return documents
+        parts: list[Part] = []
+        dicts: list[dict[str, Any]] = []
+        for part in merge_batches(flows.parts):  # one table per template layout, not per datagram
+            if isinstance(part, RecordBatch) and part.kind == KIND_NETFLOW_FLOW:
+                try:
+                    parts.append(batch_table(part))
+                    continue
+                except Exception:  # a mapping bug: redo record by record to isolate it
+                    pass
+            self._documents(part, dicts)
+        if dicts:
+            parts.append(dicts)
+        return parts
 
     def take_options(self) -> list[dict[str, Any]]:
         """Options documents decoded since the last call (interface and application tables)."""
         options, self.options = self.options, []
         return options
 
-    def _documents(self, records: FlowList | list[FlowRecord], into: list[dict[str, Any]]) -> None:
-        try:
-            into.extend(documents_for(records))  # whole data sets column by column
-            return
-        except Exception:  # a mapping bug: redo record by record to isolate it
-            pass
+    def _documents(self, records: Iterable[FlowRecord], into: list[dict[str, Any]]) -> None:
         for record in records:
             try:
                 into.append(flow_document(record))
@@ -214,6 +228,15 @@ class BatchDecoder:
         self.warn.warning(
             f"{exporter[0]}|{reason}", f"{protocol} from {exporter[0]}:{exporter[1]}: {reason}: {message}"
         )
+
+
+def _ndjson(table: DocumentTable) -> bytes | None:
+    """The table as NDJSON; None when a value needs the dict path (an integer beyond 64 bits is
+    dead-lettered there, document by document)."""
+    try:
+        return table.to_ndjson()
+    except (orjson.JSONEncodeError, ValueError, OverflowError, TypeError):
+        return None
 
 
 class Pipeline:
@@ -261,10 +284,10 @@ class Pipeline:
                 self._ingress_ready.clear()
                 await self._ingress_ready.wait()
                 continue
-            documents = self.decoder.decode(batch)
+            parts = self.decoder.decode_parts(batch)
             options = self.decoder.take_options()
-            if documents or options:
-                await self.documents.put((documents, options, batch[0][2]))
+            if parts or options:
+                await self.documents.put((parts, options, batch[0][2]))
             else:
                 await asyncio.sleep(0)  # let the receive callbacks run between batches
         await self.documents.put(None)
@@ -288,7 +311,7 @@ class Pipeline:
                 last_flush, dirty = now, False
         await self._flush()
 
-    async def _write(self, documents: list[dict[str, Any]], options: list[dict[str, Any]], oldest: float) -> None:
+    async def _write(self, parts: list[Part], options: list[dict[str, Any]], oldest: float) -> None:
         learn = getattr(self.enricher, "learn_from_options", None)
         if options and learn is not None:
             try:
@@ -296,36 +319,59 @@ class Pipeline:
             except Exception as error:
                 self.stats.inc("flowd_enrich_errors")
                 log.warning("learning from %d options records failed: %s", len(options), error)
-        if not documents:
+        if not parts:
             return
         if self.enricher is not None:
-            try:
-                await self.enricher.enrich(documents)
-            except Exception as error:  # enrichment is best effort: the flows still go out
-                self.stats.inc("flowd_enrich_errors")
-                log.warning("enrichment failed for a batch of %d: %s", len(documents), error)
+            enrich_table = getattr(self.enricher, "enrich_table", None)
+            if enrich_table is None:  # an enricher that only knows dicts
+                parts = [p.to_dicts() if isinstance(p, DocumentTable) else p for p in parts]
+            for part in parts:
+                await self._enrich(part, enrich_table)
+        encoded: Callable[[bytes, int], Awaitable[None]] | None = getattr(self.sink, "write_encoded", None)
+        for part in parts:
+            if isinstance(part, DocumentTable):
+                body = _ndjson(part) if encoded is not None else None
+                if encoded is not None and body is not None:
+                    await self._deliver(functools.partial(encoded, body, len(part)), len(part))
+                    continue
+                part = part.to_dicts()
+            await self._deliver(functools.partial(self.sink.write, part), len(part))
+        self.last_lag_s = max(0.0, self.clock() - oldest)
+        self.stats.set("flowd_sink_lag_seconds", (), self.last_lag_s)
+
+    async def _enrich(self, part: Part, enrich_table: Callable[[DocumentTable], Awaitable[None]] | None) -> None:
+        assert self.enricher is not None
+        try:
+            if isinstance(part, DocumentTable):
+                assert enrich_table is not None
+                await enrich_table(part)
+            else:
+                await self.enricher.enrich(part)
+        except Exception as error:  # enrichment is best effort: the flows still go out
+            self.stats.inc("flowd_enrich_errors")
+            log.warning("enrichment failed for a batch of %d: %s", len(part), error)
+
+    async def _deliver(self, write: Callable[[], Awaitable[None]], count: int) -> None:
         started = time.monotonic()
         while True:
             try:
-                await self.sink.write(documents)
+                await write()
                 break
             except (SinkError, OSError) as error:
                 # The sink owns retry and spooling; an error here is a full disk or the like:
                 # keep the batch, back off and try again (the shutdown grace bounds it).
                 self.stats.inc("flowd_sink_errors", ("write",))
-                log.error("sink write failed (%d documents), retrying: %s", len(documents), error)
+                log.error("sink write failed (%d documents), retrying: %s", count, error)
                 await asyncio.sleep(SINK_RETRY_S)
             except Exception as error:
                 # Anything else is about the content (a bug): retrying cannot help. Count, log, go on.
                 self.stats.inc("flowd_sink_errors", ("rejected",))
-                self.stats.inc("flowd_sink_rejected_documents", (), len(documents))
-                log.error("sink rejected a batch of %d documents: %s: %s", len(documents), type(error).__name__, error)
+                self.stats.inc("flowd_sink_rejected_documents", (), count)
+                log.error("sink rejected a batch of %d documents: %s: %s", count, type(error).__name__, error)
                 return
         self.stats.observe("flowd_sink_write_seconds", time.monotonic() - started)
-        self.flows_out += len(documents)
-        self.stats.inc("flowd_flows_out", (), len(documents))
-        self.last_lag_s = max(0.0, self.clock() - oldest)
-        self.stats.set("flowd_sink_lag_seconds", (), self.last_lag_s)
+        self.flows_out += count
+        self.stats.inc("flowd_flows_out", (), count)
 
     async def _flush(self) -> None:
         try:

@@ -1,0 +1,152 @@
+"""Enrichment of a decoded data set as columns equals enrichment of the same documents as dicts.
+
+`flowd run` enriches `DocumentTable`s (columns, NDJSON written straight from them); `flowd decode
+--enrich` and the sFlow path enrich dicts through `DocumentsView`. Both run the same code, so
+this holds the columnar bookkeeping (groups per distinct value, blanked keys, bulk Community ID)
+to the dict results, with GeoIP/ASN databases, interface names, OUI vendors and reverse-DNS
+names all on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import glob
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import pytest
+
+from benchmarks import traffic
+from benchmarks.test_bench_enrich import build_datagrams
+from flowd.capture import read_datagrams
+from flowd.config import EnrichSettings
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.decode.batch import RecordBatch, merge_batches
+from flowd.enrich.chain import EnrichmentChain
+from flowd.enrich.community_id import community_id
+from flowd.enrich.oui import OuiRegistry, load_registry
+from flowd.errors import DecodeError
+from flowd.model import KIND_NETFLOW_FLOW, FlowList
+from flowd.output.batch_documents import batch_table
+from flowd.output.table import split_lines
+from tests.shared_data import CORPUS, GEOIP
+
+CAPTURES = sorted(glob.glob(str(CORPUS / "**" / "*.pcap"), recursive=True))
+
+
+class NamesFromTable:
+    """A resolver answering from a fixed table (real DNS is tested with dnsmasq elsewhere)."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names
+
+    async def resolve_many(self, addresses: Iterable[str]) -> dict[str, str]:
+        return {a: self.names[a] for a in addresses if a in self.names}
+
+    async def close(self) -> None:
+        return None
+
+    def stats(self) -> dict[str, int]:
+        return {}
+
+
+def make_chain(names: dict[str, str]) -> EnrichmentChain:
+    settings = EnrichSettings(
+        internal_networks=["10.0.0.0/8", "192.168.0.0/16"],
+        interface_names={"192.0.2.1:1": "ge-0/0/1", "192.0.2.1:2": "ge-0/0/2", "127.0.0.1:3": "xe-1/0/3"},
+        resolve_ip2host="true",
+    )
+    if GEOIP.is_dir():
+        settings.geoip_city_db = str(GEOIP / "GeoIP2-City-Test.mmdb")
+        settings.geoip_asn_db = str(GEOIP / "GeoLite2-ASN-Test.mmdb")
+    return EnrichmentChain(settings, oui=registry(), resolver=NamesFromTable(names))  # type: ignore[arg-type]
+
+
+@functools.cache
+def registry() -> OuiRegistry:
+    return load_registry()  # the IEEE files of Debian's ieee-data
+
+
+def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    assert len({k for k, _ in pairs}) == len(pairs), [k for k, _ in pairs]
+    return dict(pairs)
+
+
+def check_batches(batches: list[RecordBatch], names: dict[str, str]) -> int:
+    """Columnar enrichment (NDJSON and dicts) equals dict enrichment; returns documents checked."""
+    columnar, by_dict = make_chain(names), make_chain(names)
+    checked = 0
+    for batch in batches:
+        table = batch_table(batch)
+        documents = table.to_dicts()
+        asyncio.run(columnar.enrich_table(table))
+        asyncio.run(by_dict.enrich(documents))
+        written = [json.loads(line, object_pairs_hook=no_duplicate_keys) for line in split_lines(table.to_ndjson())]
+        assert written == documents
+        assert table.to_dicts() == documents
+        checked += len(documents)
+    return checked
+
+
+def joined_batches(datagrams: Iterable[tuple[bytes, tuple[str, int]]]) -> list[RecordBatch]:
+    templates = TemplateCache()
+    flows = FlowList()
+    for payload, source in datagrams:
+        try:
+            result = decode_datagram(payload, source, templates, 1_700_000_000.0)
+        except DecodeError:
+            continue
+        for part in result.flows.parts:
+            flows.add_batch(part)
+    return [
+        p for p in merge_batches(flows.parts) if isinstance(p, RecordBatch) and p.kind == KIND_NETFLOW_FLOW and len(p)
+    ]
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.split("corpus/")[-1])
+def test_corpus_enriched_as_columns_equals_enriched_as_dicts(capture: str) -> None:
+    batches = joined_batches((d.payload, d.source) for d in read_datagrams(capture))
+    addresses = {a for b in batches for d in batch_table(b).to_dicts() for a in d.get("related.ip", [])}
+    names = {a: f"host-{i}.example.test" for i, a in enumerate(sorted(addresses)) if i % 3}
+    check_batches(batches, names)
+
+
+def test_generated_traffic_with_geoip_and_names() -> None:
+    datagrams = [(d, ("192.0.2.1", 2055)) for d in build_datagrams()]
+    for builder in (traffic.netflow_v9, traffic.ipfix):
+        templates, data = builder()
+        datagrams += [(d, ("192.0.2.7", 4739)) for d in [*templates, *data]]
+    batches = joined_batches(datagrams)
+    addresses = sorted({a for b in batches for d in batch_table(b).to_dicts() for a in d.get("related.ip", [])})
+    names = {a: f"n{i}.example.test" for i, a in enumerate(addresses[:500])}
+    names["192.0.2.1"] = "edge-1.example.test"
+    assert check_batches(batches, names) > 10_000
+
+
+def test_bulk_community_ids_equal_the_one_flow_function() -> None:
+    batches = joined_batches((d, ("192.0.2.1", 2055)) for d in build_datagrams())
+    chain = make_chain({})
+    for batch in batches[:3]:
+        table = batch_table(batch)
+        asyncio.run(chain.enrich_table(table))
+        for document in table.to_dicts():
+            if document["network.iana_number"] in ("6", "17"):
+                expected = community_id(
+                    _packed(document["source.ip"]),
+                    _packed(document["destination.ip"]),
+                    int(document["network.iana_number"]),
+                    document["source.port"],
+                    document["destination.port"],
+                    b"\0\0",
+                )
+                assert document["network.community_id"] == expected
+                assert orjson.dumps(expected)
+
+
+def _packed(address: str) -> bytes:
+    import ipaddress
+
+    return ipaddress.ip_address(address).packed
