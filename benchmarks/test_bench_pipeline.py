@@ -24,6 +24,7 @@ from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain, build_enricher
 from flowd.output.bulk import BulkEncoder
+from flowd.output.table import split_lines
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 
@@ -47,6 +48,13 @@ class BulkBodySink:
         pairs, rejected = self.encoder.encode(documents)
         body = b"".join(pairs)
         self.documents += len(documents) - len(rejected)
+        self.body_bytes += len(body)
+
+    async def write_encoded(self, body: bytes, count: int) -> None:
+        """What the Elasticsearch sink does with NDJSON written straight from columns."""
+        pairs = self.encoder.encode_lines(split_lines(body))
+        body = b"".join(pairs)
+        self.documents += count
         self.body_bytes += len(body)
 
     async def flush(self) -> None:

@@ -16,7 +16,6 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-import orjson
 import pytest
 
 from benchmarks import traffic
@@ -26,7 +25,7 @@ from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
 from flowd.enrich.chain import EnrichmentChain
-from flowd.enrich.community_id import community_id
+from flowd.enrich.community_id import community_id, icmp_type_code
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.errors import DecodeError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList
@@ -127,23 +126,31 @@ def test_generated_traffic_with_geoip_and_names() -> None:
 
 
 def test_bulk_community_ids_equal_the_one_flow_function() -> None:
-    batches = joined_batches((d, ("192.0.2.1", 2055)) for d in build_datagrams())
+    """Against `community_id` with `icmp_type_code`, the spec-vector-tested one-flow functions:
+    TCP, UDP, ICMP echo and one-way types, and a protocol without ports."""
+    batches = joined_batches((d, ("192.0.2.1", 2055)) for d in build_datagrams(protocols=(6, 17, 1, 47, 1)))
     chain = make_chain({})
-    for batch in batches[:3]:
+    seen = set()
+    for batch in batches:
         table = batch_table(batch)
         asyncio.run(chain.enrich_table(table))
         for document in table.to_dicts():
-            if document["network.iana_number"] in ("6", "17"):
-                expected = community_id(
-                    _packed(document["source.ip"]),
-                    _packed(document["destination.ip"]),
-                    int(document["network.iana_number"]),
-                    document["source.port"],
-                    document["destination.port"],
-                    b"\0\0",
-                )
-                assert document["network.community_id"] == expected
-                assert orjson.dumps(expected)
+            protocol = int(document["network.iana_number"])
+            if protocol == 1:
+                source_port, destination_port = icmp_type_code(document.get, ipv6=False)
+            else:
+                source_port, destination_port = document["source.port"], document["destination.port"]
+            expected = community_id(
+                _packed(document["source.ip"]),
+                _packed(document["destination.ip"]),
+                protocol,
+                source_port,
+                destination_port,
+                b"\0\0",
+            )
+            assert document["network.community_id"] == expected
+            seen.add((protocol, source_port if protocol == 1 else None))
+    assert {(6, None), (17, None), (47, None), (1, 8), (1, 3)} <= seen
 
 
 def _packed(address: str) -> bytes:

@@ -15,7 +15,7 @@ interface description), `flowd.source_mac_vendor`/`flowd.destination_mac_vendor`
 
 from __future__ import annotations
 
-import functools
+import socket
 import time
 from typing import Any
 
@@ -26,12 +26,12 @@ from flowd.config import EnrichSettings
 from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.community_id import (
-    BULK_PROTOCOLS,
+    ICMP_COUNTERPARTS,
+    ICMPV6_COUNTERPARTS,
+    PORT_PROTOCOLS,
     PROTO_ICMP,
     PROTO_ICMPV6,
-    community_id,
     community_ids_bulk,
-    icmp_type_code,
     seed_bytes,
 )
 from flowd.enrich.dns import ReverseDnsResolver
@@ -59,11 +59,14 @@ class _AddressInfo:
     """What documents need about one address, merged once and cached: the fields it adds as a
     source and as a destination, rendered to JSON once however many flows carry it."""
 
-    __slots__ = ("address_class", "destination_group", "facts", "source_group")
+    __slots__ = ("address_class", "destination_group", "facts", "internal", "length", "source_group", "valid")
 
     def __init__(self, facts: AddressFacts, geo: GeoFields) -> None:
         self.facts = facts
         self.address_class = facts.address_class
+        self.valid = facts is not INVALID
+        self.internal = int(facts.internal)
+        self.length = len(facts.packed)
         self.source_group = FieldGroup({**geo[0], "flowd.source_address_class": facts.address_class})
         self.destination_group = FieldGroup({**geo[1], "flowd.destination_address_class": facts.address_class})
 
@@ -174,28 +177,41 @@ class EnrichmentChain:
 
     # -- per document ---------------------------------------------------------------------
 
-    def _address(self, address: str, now: float) -> _AddressInfo:
-        info = self.address_cache.get(address, now)
-        if info is None:
-            facts = self.addresses.facts(address, now)
-            geo = self.geoip.lookup(address, facts.address_class, now) if facts is not INVALID else NO_FIELDS
-            info = _AddressInfo(facts, geo)
-            if facts is not INVALID:
-                self.address_cache.put(address, info, now)
+    def _address(self, address: str, now: float, key: Any = None) -> _AddressInfo:
+        """The cached facts of an address; `key` caches it under another key (its integer)."""
+        facts = self.addresses.facts(address, now)
+        geo = self.geoip.lookup(address, facts.address_class, now) if facts is not INVALID else NO_FIELDS
+        info = _AddressInfo(facts, geo)
+        if facts is not INVALID:
+            self.address_cache.put(address if key is None else key, info, now)
         return info
 
     def _add_addresses(self, table: Table, key: str, now: float) -> _End | None:
-        """GeoIP, ASN and address class of one end, per distinct address."""
-        found = table.factorize(key)
-        if found is None:
-            return None
-        addresses, index = found
-        infos = [None if a is None else self._address(str(a), now) for a in addresses]
+        """GeoIP, ASN and address class of one end, per distinct address (IPv4 columns are looked
+        up by their integers, so a cached address costs no string)."""
+        raw = table.factorize_array(key)
+        if raw is not None and raw[0].dtype.kind == "u" and raw[0].dtype.itemsize == 4:
+            numbers = raw[0].tolist()
+            index = raw[1]
+            infos: list[_AddressInfo | None] = list(self.address_cache.get_many(numbers, now))
+            for position, info in enumerate(infos):
+                if info is None:
+                    infos[position] = self._address(ipv4_text(numbers[position]), now, numbers[position])
+            end = _End(numbers, infos, index, ipv4=True)
+        else:
+            found = table.factorize(key)
+            if found is None:
+                return None
+            addresses, index = found
+            infos = list(self.address_cache.get_many([a for a in addresses if a is not None], now))
+            infos.reverse()
+            infos = [None if a is None else (infos.pop() or self._address(str(a), now)) for a in addresses]
+            end = _End(addresses, infos, index)
         source = key == "source.ip"
         table.add_groups(
             [None if i is None else (i.source_group if source else i.destination_group) for i in infos], index
         )
-        return _End(addresses, infos, index)
+        return end
 
     def _protocols(self, table: Table) -> npt.NDArray[np.int64] | None:
         """Protocol number per row (-1: none); names a bare number in `network.transport`."""
@@ -258,56 +274,35 @@ class EnrichmentChain:
         protocols: npt.NDArray[np.int64],
         eligible: npt.NDArray[np.bool_],
     ) -> LazyColumn:
-        """Community ID of the eligible rows (absent elsewhere): TCP, UDP and SCTP hashed from
-        columns in bulk, other protocols (ICMP type/code, no ports) row by row."""
+        """Community ID of the eligible rows (absent elsewhere), hashed in bulk per address
+        family: with ports (TCP, UDP, SCTP; ICMP type and code mapped as the spec says) or
+        without (every other protocol)."""
         count = len(table)
         text = np.zeros((count, 32), dtype=np.uint8)  # "1:" + 28 base64 characters, quoted
         text[:, :3] = np.frombuffer(b'"1:', dtype=np.uint8)
         text[:, 31] = ord('"')
-        bulk = eligible & np.isin(protocols, BULK_PROTOCOLS)
-        if bulk.any():
-            source_ports = _ports(table, "source.port", count)
-            destination_ports = _ports(table, "destination.port", count)
+        source_ports = _ports(table, "source.port", count)
+        destination_ports = _ports(table, "destination.port", count)
+        one_way = np.zeros(count, dtype=np.bool_)
+        icmp = eligible & np.isin(protocols, (PROTO_ICMP, PROTO_ICMPV6))
+        if icmp.any():
+            icmp_type, icmp_other, icmp_one_way = _icmp_ports(table, protocols, destination_ports)
+            source_ports = np.where(icmp, icmp_type, source_ports)
+            destination_ports = np.where(icmp, icmp_other, destination_ports)
+            one_way = icmp & icmp_one_way
+        with_ports = np.isin(protocols, PORT_PROTOCOLS)
+        lengths = source.lengths()[source.index]
+        for ported in (True, False):
             for length in (4, 16):
-                rows = bulk & (source.lengths()[source.index] == length)
+                rows = eligible & (with_ports == ported) & (lengths == length)
                 if rows.any():
                     text[rows, 3:31] = community_ids_bulk(
                         np.take(source.packed(length), source.index[rows], axis=0),
                         np.take(destination.packed(length), destination.index[rows], axis=0),
                         protocols[rows],
-                        source_ports[rows],
-                        destination_ports[rows],
+                        (source_ports[rows], destination_ports[rows], one_way[rows]) if ported else None,
                         self._seed,
                     )
-        rest = np.flatnonzero(eligible & ~bulk).tolist()
-        if rest:
-            columns: dict[str, list[Any] | None] = {}
-
-            def value(key: str, row: int) -> Any:
-                if key not in columns:
-                    columns[key] = table.column(key)
-                column = columns[key]
-                return None if column is None else column[row]
-
-            for row in rest:
-                protocol = int(protocols[row])
-                source_info = source.infos[source.index[row]]
-                destination_info = destination.infos[destination.index[row]]
-                assert source_info is not None and destination_info is not None  # eligible rows have both
-                source_facts, destination_facts = source_info.facts, destination_info.facts
-                source_port: int
-                destination_port: int
-                if protocol in (PROTO_ICMP, PROTO_ICMPV6):
-                    source_port, destination_port = icmp_type_code(
-                        functools.partial(value, row=row), protocol == PROTO_ICMPV6
-                    )
-                else:
-                    source_port = value("source.port", row) or 0
-                    destination_port = value("destination.port", row) or 0
-                hashed = community_id(
-                    source_facts.packed, destination_facts.packed, protocol, source_port, destination_port, self._seed
-                )
-                text[row, 1:31] = np.frombuffer(hashed.encode("ascii"), dtype=np.uint8)
         return LazyColumn(text, _identity, _quoted_strings, ~eligible)
 
     def _add_application(self, table: Table) -> None:
@@ -433,9 +428,9 @@ class EnrichmentChain:
             for end in ends:
                 if end is not None:
                     wanted.update(
-                        str(a)
-                        for a, info in zip(end.addresses, end.infos, strict=True)
-                        if info is not None and info.address_class not in _NOT_RESOLVED
+                        a
+                        for a, info in zip(end.texts(), end.infos, strict=True)
+                        if a is not None and info is not None and info.address_class not in _NOT_RESOLVED
                     )
         exporters = table.factorize("observer.ip") if self.resolve_exporters else None
         if exporters is not None:
@@ -455,7 +450,7 @@ class EnrichmentChain:
         if self.resolve_endpoints:
             for end, key in zip(ends, ("source.domain", "destination.domain"), strict=True):
                 if end is not None:
-                    sources.append(((end.addresses, end.index), key))
+                    sources.append(((end.texts(), end.index), key))
         for found, key in sources:
             assert found is not None
             distinct, index = found
@@ -496,29 +491,80 @@ _APPLICATION_KEYS = ("netflow.panos_app_id", "netflow.application_name", "netflo
 class _End:
     """One end of every flow in a table: its distinct addresses, their facts, each row's index."""
 
-    __slots__ = ("addresses", "index", "infos")
+    __slots__ = ("_lengths", "addresses", "index", "infos", "ipv4")
 
-    def __init__(self, addresses: list[Any], infos: list[_AddressInfo | None], index: npt.NDArray[np.intp]) -> None:
+    def __init__(
+        self, addresses: list[Any], infos: list[_AddressInfo | None], index: npt.NDArray[np.intp], ipv4: bool = False
+    ) -> None:
         self.addresses = addresses
+        """Distinct addresses: strings, or integers when `ipv4`."""
         self.infos = infos
         self.index = index
+        self.ipv4 = ipv4
+        self._lengths: npt.NDArray[np.int64] | None = None
+
+    def texts(self) -> list[str | None]:
+        """The distinct addresses as strings."""
+        if self.ipv4:
+            return [ipv4_text(a) for a in self.addresses]
+        return [None if a is None else str(a) for a in self.addresses]
 
     def facts_arrays(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Per row: whether the address is valid, whether it is internal, its packed length."""
-        valid = np.array([i is not None and i.facts is not INVALID for i in self.infos], dtype=np.bool_)
-        internal = np.array([i is not None and i.facts.internal for i in self.infos], dtype=np.int64)
+        valid = np.array([i is not None and i.valid for i in self.infos], dtype=np.bool_)
+        internal = np.array([0 if i is None else i.internal for i in self.infos], dtype=np.int64)
         return valid[self.index], internal[self.index], self.lengths()[self.index]
 
     def lengths(self) -> npt.NDArray[np.int64]:
         """Packed length (4, 16, 0 when invalid) of each distinct address."""
-        return np.array([0 if i is None else len(i.facts.packed) for i in self.infos], dtype=np.int64)
+        if self._lengths is None:
+            self._lengths = np.array([0 if i is None else i.length for i in self.infos], dtype=np.int64)
+        return self._lengths
 
     def packed(self, length: int) -> npt.NDArray[np.uint8]:
         """Each distinct address packed, one row each (zeros for those of another length)."""
-        rows = [
-            i.facts.packed if i is not None and len(i.facts.packed) == length else bytes(length) for i in self.infos
-        ]
+        if self.ipv4 and length == 4:
+            return np.array(self.addresses, dtype=">u4").view(np.uint8).reshape(-1, 4)
+        rows = [i.facts.packed if i is not None and i.length == length else bytes(length) for i in self.infos]
         return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), length)
+
+
+def ipv4_text(number: int) -> str:
+    return socket.inet_ntoa(number.to_bytes(4, "big"))
+
+
+def _counterparts(mapping: dict[int, int]) -> npt.NDArray[np.int64]:
+    table = np.full(256, -1, dtype=np.int64)
+    for kind, counterpart in mapping.items():
+        table[kind] = counterpart
+    return table
+
+
+_ICMP_COUNTERPARTS = _counterparts(ICMP_COUNTERPARTS)
+_ICMPV6_COUNTERPARTS = _counterparts(ICMPV6_COUNTERPARTS)
+
+
+def _icmp_ports(
+    table: Table, protocols: npt.NDArray[np.int64], destination_ports: npt.NDArray[np.int64]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.bool_]]:
+    """Per row, the ICMP type, the port paired with it (the counterpart type, or the code for a
+    one-way type) and whether it is one-way, as `community_id.icmp_type_code` reads them."""
+    count = len(protocols)
+    found = []
+    for version in ("ipv4", "ipv6"):
+        kind = _ports(table, f"netflow.icmp_type_{version}", count, missing=-1)
+        code = _ports(table, f"netflow.icmp_code_{version}", count, missing=0)
+        combined = _ports(table, f"netflow.icmp_type_code_{version}", count, missing=-1)
+        combined = np.where(combined >= 0, combined, destination_ports)
+        found.append((np.where(kind >= 0, kind, (combined >> 8) & 0xFF), np.where(kind >= 0, code, combined & 0xFF)))
+    six = protocols == PROTO_ICMPV6
+    kind = np.where(six, found[1][0], found[0][0])
+    code = np.where(six, found[1][1], found[0][1])
+    in_table = (kind >= 0) & (kind <= 255)
+    counterpart = np.where(six, _ICMPV6_COUNTERPARTS[kind & 0xFF], _ICMP_COUNTERPARTS[kind & 0xFF])
+    counterpart = np.where(in_table, counterpart, -1)
+    one_way = counterpart < 0
+    return kind, np.where(one_way, code, counterpart), one_way
 
 
 def _ports(table: Table, key: str, count: int, missing: int = 0) -> npt.NDArray[np.int64]:

@@ -86,42 +86,46 @@ def community_id(
     return "1:" + _b64(_sha1(data).digest(), newline=False).decode("ascii")
 
 
-BULK_PROTOCOLS = (PROTO_TCP, PROTO_UDP, PROTO_SCTP)
-"""Protocols whose flows `community_ids_bulk` hashes: ports, and no ICMP type/code mapping."""
+PORT_PROTOCOLS = tuple(sorted(_WITH_PORTS))
+"""Protocols hashed with ports (ICMP's type and code standing in for them)."""
 
 
 def community_ids_bulk(
     source: npt.NDArray[np.uint8],
     destination: npt.NDArray[np.uint8],
     protocols: npt.NDArray[Any],
-    source_ports: npt.NDArray[Any],
-    destination_ports: npt.NDArray[Any],
+    ports: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.bool_]] | None,
     seed: bytes,
 ) -> npt.NDArray[np.uint8]:
-    """The base64 part (28 characters) of the Community ID of many TCP/UDP/SCTP flows at once.
+    """The base64 part (28 characters) of the Community ID of many flows at once.
 
-    `source` and `destination` are packed addresses, one row each (all 4 or all 16 bytes). The
-    endpoint order and the hashed input are built in numpy; what is left per flow is one SHA-1.
+    `source` and `destination` are packed addresses, one row each (all 4 or all 16 bytes).
+    `ports` is (source ports, destination ports, one-way) for protocols hashed with ports (for
+    ICMP: the type, the counterpart type or code, and whether the type is one-way, which keeps
+    the order as seen), None for the others. The endpoint order and the hashed input are built
+    in numpy, as `community_id` builds them for one flow; what is left per flow is one SHA-1.
     """
     count, length = source.shape
     differs = source != destination
     first = differs.argmax(axis=1)
     rows = np.arange(count)
-    address_less = differs.any(axis=1) & (destination[rows, first] < source[rows, first])
-    same_address = ~differs.any(axis=1)
-    swap = address_less | (same_address & (destination_ports < source_ports))
-    record = np.dtype(
-        [("seed", "S2"), ("low", f"S{length}"), ("high", f"S{length}"), ("protocol", "u1"), ("pad", "u1"),
-         ("low_port", ">u2"), ("high_port", ">u2")]
-    )  # fmt: skip
+    swap = differs.any(axis=1) & (destination[rows, first] < source[rows, first])
+    fields = [("seed", "S2"), ("low", f"S{length}"), ("high", f"S{length}"), ("protocol", "u1"), ("pad", "u1")]
+    if ports is not None:
+        source_ports, destination_ports, one_way = ports
+        swap |= ~differs.any(axis=1) & (destination_ports < source_ports)
+        swap &= ~one_way
+        fields += [("low_port", ">u2"), ("high_port", ">u2")]
+    record = np.dtype(fields)
     hashed = np.zeros(count, dtype=record)
     hashed["seed"] = seed
     raw = hashed.view(np.uint8).reshape(count, record.itemsize)
     raw[:, 2 : 2 + length] = np.where(swap[:, None], destination, source)
     raw[:, 2 + length : 2 + 2 * length] = np.where(swap[:, None], source, destination)
-    hashed["protocol"] = protocols
-    hashed["low_port"] = np.where(swap, destination_ports, source_ports) & 0xFFFF
-    hashed["high_port"] = np.where(swap, source_ports, destination_ports) & 0xFFFF
+    hashed["protocol"] = protocols & 0xFF
+    if ports is not None:
+        hashed["low_port"] = np.where(swap, destination_ports, source_ports) & 0xFFFF
+        hashed["high_port"] = np.where(swap, source_ports, destination_ports) & 0xFFFF
     data = hashed.tobytes()
     size = record.itemsize
     sha1 = _sha1

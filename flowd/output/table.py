@@ -32,10 +32,12 @@ Missing = npt.NDArray[np.bool_] | None
 class FieldGroup:
     """Fields that go into a document together; rendered once, however many rows use them."""
 
-    __slots__ = ("_fragment", "fields")
+    __slots__ = ("_fragment", "fields", "keys")
 
     def __init__(self, fields: dict[str, Any]) -> None:
         self.fields = fields
+        self.keys = _interned_keys(tuple(fields))
+        """The field names, one shared frozenset per combination (so tables compare them cheaply)."""
         self._fragment: bytes | None = None
 
     @property
@@ -44,6 +46,18 @@ class FieldGroup:
         if self._fragment is None:
             self._fragment = b"," + orjson.dumps(self.fields)[1:-1] if self.fields else b""
         return self._fragment
+
+
+_KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _interned_keys(keys: tuple[str, ...]) -> frozenset[str]:
+    found = _KEY_SETS.get(keys)
+    if found is None:
+        if len(_KEY_SETS) > 4096:  # key combinations are few; bound it anyway
+            _KEY_SETS.clear()
+        found = _KEY_SETS[keys] = frozenset(keys)
+    return found
 
 
 class LazyColumn:
@@ -188,6 +202,15 @@ class DocumentTable:
             return values, index
         return factorize_values(python_values(column))
 
+    def factorize_array(self, key: str) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]] | None:
+        """Distinct raw array values of `key` and each row's index, when the column is an array
+        (a `LazyColumn` with a value in every row, such as IPv4 addresses as uint32); else None."""
+        column = self.fields.get(key)
+        if isinstance(column, LazyColumn) and column.elementwise and column.missing is None and column.array.ndim == 1:
+            distinct, index = np.unique(column.array, return_inverse=True)
+            return distinct, index.reshape(-1)
+        return None
+
     def override(self, key: str, values: list[Any]) -> None:
         """Set `key` in the rows where `values` is not None; the other rows keep what they had."""
         old = self.column(key)
@@ -199,9 +222,8 @@ class DocumentTable:
         """Group `distinct[index[row]]` goes into each row (None: nothing); a group's fields win
         over a column or constant of the same key."""
         keys: set[str] = set()
-        for group in distinct:
-            if group is not None:
-                keys.update(group.fields)
+        for key_set in {g.keys for g in distinct if g is not None}:
+            keys |= key_set
         for key in keys & (self.fields.keys() | self.constants.keys()):
             holders = [i for i, g in enumerate(distinct) if g is not None and key in g.fields]
             self.blank(key, np.isin(index, holders))
@@ -313,6 +335,9 @@ class DocumentsView:
         return values if any(v is not None for v in values) else None
 
     def integers(self, key: str) -> npt.NDArray[Any] | None:
+        return None
+
+    def factorize_array(self, key: str) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]] | None:
         return None
 
     def factorize(self, key: str) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
