@@ -230,6 +230,14 @@ class CompiledTemplate:
         self.layout: tuple[Any, ...] = (tuple(self.columns), self.dtype)
         """Equal for templates whose data sets decode to the same arrays (`merge_batches` joins them)."""
 
+    def with_id(self, template_id: int) -> CompiledTemplate:
+        """The same template under another id, sharing every part (they are never mutated)."""
+        twin = object.__new__(CompiledTemplate)
+        for slot in CompiledTemplate.__slots__:
+            setattr(twin, slot, getattr(self, slot))
+        twin.template_id = template_id
+        return twin
+
     @property
     def is_options(self) -> bool:
         return self.scope_count > 0
@@ -297,6 +305,11 @@ def _varlen(kind: str) -> Converter:
     return hex_string
 
 
+_COMPILED: dict[tuple[Any, ...], CompiledTemplate] = {}
+"""One compiled template per distinct field list; templates with other ids share its parts."""
+MAX_DISTINCT_LAYOUTS = 65_536
+
+
 def compile_template(
     template_id: int,
     template_fields: tuple[TemplateField, ...],
@@ -304,7 +317,27 @@ def compile_template(
     *,
     netflow_v9: bool = False,
 ) -> CompiledTemplate:
-    """Resolve every field's name and type and build the decoder."""
+    """Resolve every field's name and type and build the decoder.
+
+    Thousands of exporters send the same few templates (one per vendor and flow type), and a
+    numpy structured dtype alone costs about 3 KB: a template whose field list was compiled
+    before shares every part of that one (dtype, columns, converters, the fields themselves) and
+    costs only its own small object.
+    """
+    key = (template_fields, scope_count, netflow_v9)
+    known = _COMPILED.get(key)
+    if known is None:
+        if len(_COMPILED) >= MAX_DISTINCT_LAYOUTS:  # hostile exporters inventing layouts: start over
+            _COMPILED.clear()
+        known = _COMPILED[key] = _compile(template_id, template_fields, scope_count, netflow_v9)
+    if known.template_id == template_id:
+        return known
+    return known.with_id(template_id)
+
+
+def _compile(
+    template_id: int, template_fields: tuple[TemplateField, ...], scope_count: int, netflow_v9: bool
+) -> CompiledTemplate:
     names: list[str] = []
     kinds: list[str] = []
     for index, f in enumerate(template_fields):
