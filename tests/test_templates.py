@@ -97,3 +97,18 @@ def test_refresh_keeps_compiled_template_and_redefinition_counts() -> None:
     assert cache.stats.redefined == 1
     template = cache.get(key, 2.0)
     assert template is not None and template.names == ("destination_ipv4_address",)
+
+
+def test_templates_with_one_field_list_share_their_compiled_parts() -> None:
+    fields = (TemplateField(8, 4), TemplateField(12, 4), TemplateField(1, 8))
+    first = compile_template(300, fields)
+    second = compile_template(301, fields)
+    other = compile_template(302, (TemplateField(8, 4), TemplateField(12, 4)))
+    assert (first.template_id, second.template_id) == (300, 301)
+    assert second.dtype is first.dtype and second.columns is first.columns
+    assert other.dtype is not first.dtype
+    record = struct.pack("!4s4sQ", bytes([192, 0, 2, 1]), bytes([198, 51, 100, 2]), 1500)
+    for template in (first, second):
+        assert template.decode_set(record, 0, len(record)) == [
+            {"source_ipv4_address": "192.0.2.1", "destination_ipv4_address": "198.51.100.2", "octet_delta_count": 1500}
+        ]
