@@ -30,6 +30,16 @@ def test_encoder_gives_each_document_a_fixed_unique_id() -> None:
     assert len(rejected) == 1 and "64-bit" in rejected[0].reason
 
 
+def test_lines_written_from_columns_get_the_same_pairs_as_dicts() -> None:
+    documents = [{"a": 1}, {"a": 2}, {"b": "x"}]
+    by_dicts, _ = BulkEncoder(id_prefix=b"p").encode(documents)
+    from_lines = BulkEncoder(id_prefix=b"p")
+    pairs = from_lines.encode_lines([orjson.dumps(d) for d in documents[:2]])
+    pairs += from_lines.encode_lines([orjson.dumps(documents[2])])
+    assert pairs == by_dicts
+    assert BulkEncoder(document_ids=False).encode_lines([b'{"a":1}']) == [b'{"create":{}}\n{"a":1}\n']
+
+
 def test_encoder_without_ids_uses_the_constant_action() -> None:
     pairs, _ = BulkEncoder(document_ids=False).encode([{"a": 1}])
     assert pairs == [b'{"create":{}}\n{"a":1}\n']

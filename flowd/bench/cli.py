@@ -102,7 +102,7 @@ def _trial(collector: Collector, traffic: Traffic, rate: float, args: argparse.N
         senders=args.senders,
     )
     delivery = collector.finish(sent, args.drain_timeout)
-    elapsed = max(sent.elapsed_s, 1e-9)
+    elapsed = sent.elapsed_s if sent.elapsed_s > 0 else float("inf")  # senders that failed sent nothing
     trial = Trial(
         collector=collector.name,
         protocol=traffic.protocol,
@@ -113,7 +113,7 @@ def _trial(collector: Collector, traffic: Traffic, rate: float, args: argparse.N
         delivered_fps=delivery.delivered_flows / elapsed,
         sent_flows=sent.flows,
         delivered_flows=delivery.delivered_flows,
-        zero_loss=delivery.exact and sent.errors == 0 and delivery.drain_s <= args.settle,
+        zero_loss=delivery.exact and sent.datagrams > 0 and sent.errors == 0 and delivery.drain_s <= args.settle,
         kernel_drops=delivery.kernel_drops,
         ingress_drops=delivery.ingress_drops,
         cpu_s=delivery.cpu_s,

@@ -404,6 +404,7 @@ class PeerCollector:
         self._stop_process()
         kernel = max(0, sockets.drops - self._before_sockets.drops)
         delivered, exact = self._count(sent)
+        self.cleanup_trial()  # each trial's output is gigabytes on tmpfs (memory) at peer rates
         return Delivery(
             delivered_flows=delivered,
             exact=exact and kernel == 0,
@@ -450,8 +451,10 @@ class PeerCollector:
 
     def stop(self) -> None:
         self._stop_process()
-        if self.outdir != Path():
-            shutil.rmtree(self.outdir, ignore_errors=True)
+        self.cleanup_trial()
 
     def cleanup_trial(self) -> None:
-        shutil.rmtree(self.outdir, ignore_errors=True)
+        """Remove the trial's output directory (never anything else: `Path()` is the cwd)."""
+        if self.outdir != Path():
+            shutil.rmtree(self.outdir, ignore_errors=True)
+            self.outdir = Path()

@@ -136,6 +136,8 @@ def render_column(column: Column) -> tuple[Matrix, Missing]:
     return render_values(column)
 
 
+ROWS_PER_CHUNK = 2048
+"""Rows assembled at once by `to_ndjson`: a few MB of scratch, however large the table."""
 Groups = tuple[list["FieldGroup | None"], npt.NDArray[np.intp]]
 """Distinct groups and, per row, the index of its group."""
 
@@ -283,25 +285,37 @@ class DocumentTable:
             prefix, matrix, _ = pieces.pop(first)
             head += prefix[1:]
             pieces.insert(0, (b"", matrix, None))
-        for distinct, index in self.groups:
-            fragments = render_fragments([b"" if g is None else g.fragment for g in distinct])
-            pieces.append((b"", np.take(fragments, index, axis=0), None))
-        width = len(head) + sum(len(p) + m.shape[1] for p, m, _ in pieces) + 2
-        out = np.zeros((count, width), dtype=np.uint8)
-        out[:, : len(head)] = np.frombuffer(head, dtype=np.uint8)
-        offset = len(head)
+        groups = [
+            (render_fragments([b"" if g is None else g.fragment for g in distinct]), index)
+            for distinct, index in self.groups
+        ]
+        # One row of every constant byte (the opening, each `,"key":`, the closing), value slots NUL.
+        template = bytearray(head)
+        slots: list[tuple[int, int, int, Matrix, Missing]] = []  # (field start, value start, end, ...)
         for prefix, matrix, missing in pieces:
-            start = offset
-            if prefix:
-                out[:, offset : offset + len(prefix)] = np.frombuffer(prefix, dtype=np.uint8)
-                offset += len(prefix)
-            out[:, offset : offset + matrix.shape[1]] = matrix
-            offset += matrix.shape[1]
-            if missing is not None:
-                out[missing, start:offset] = 0
-        out[:, offset] = ord("}")
-        out[:, offset + 1] = ord("\n")
-        return out.tobytes().translate(None, b"\0")
+            start = len(template)
+            template += prefix
+            slots.append((start, len(template), len(template) + matrix.shape[1], matrix, missing))
+            template += bytes(matrix.shape[1])
+        group_slots = []
+        for fragments, index in groups:
+            group_slots.append((len(template), len(template) + fragments.shape[1], fragments, index))
+            template += bytes(fragments.shape[1])
+        template += b"}\n"
+        row = np.frombuffer(bytes(template), dtype=np.uint8)
+        chunks = []
+        for first in range(0, count, ROWS_PER_CHUNK):  # bounded scratch memory, warm in cache
+            last = min(count, first + ROWS_PER_CHUNK)
+            out = np.empty((last - first, len(row)), dtype=np.uint8)
+            out[:] = row
+            for field_start, value_start, end, matrix, missing in slots:
+                out[:, value_start:end] = matrix[first:last]
+                if missing is not None:
+                    out[missing[first:last], field_start:end] = 0
+            for value_start, end, fragments, index in group_slots:
+                out[:, value_start:end] = np.take(fragments, index[first:last], axis=0)
+            chunks.append(out.tobytes().translate(None, b"\0"))
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def split_lines(body: bytes) -> list[bytes]:
