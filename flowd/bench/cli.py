@@ -185,6 +185,41 @@ def measure_template_memory(collector: FlowdCollector, count: int, timeout_s: fl
     }
 
 
+def _memory_at_rate(
+    traffic: dict[str, Traffic], results: list[SearchResult], args: argparse.Namespace, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """RSS of a fresh worker holding `--templates` templates while it runs one trial at its
+    zero-loss rate (the goal's "at the goal rate", as close as one worker gets), peak included.
+    The search's worker is not used: its overload trials filled the ingress queue on purpose."""
+    protocol = "v9" if "v9" in traffic else next(iter(traffic))
+    best = next((r.best for r in results if r.collector == "flowd" and r.workers == 1 and r.protocol == protocol), None)
+    rate = best.target_dps if best is not None else args.start_rate
+    collector = FlowdCollector(1)
+    try:
+        collector.start()
+        memory = measure_template_memory(collector, args.templates)
+        trial = _trial(collector, traffic[protocol], rate, args)
+        peaks = {str(pid): round(procfs.memory_bytes(pid)[1] / MB, 1) for pid in collector.worker_pids()}
+        current = {str(pid): round(procfs.memory_bytes(pid)[0] / MB, 1) for pid in collector.worker_pids()}
+    finally:
+        collector.stop()
+    memory.update(
+        {
+            "protocol": protocol,
+            "rate_dps": round(rate),
+            "trial_zero_loss": trial.zero_loss,
+            "worker_rss_after_trial_mb": current,
+            "worker_peak_rss_mb": peaks,
+            "max_worker_rss_mb": max(peaks.values(), default=0.0),
+        }
+    )
+    log(
+        f"flowd x1 with {memory['templates_known']:,} templates at {rate:,.0f} {protocol} datagrams/s "
+        f"({'zero loss' if trial.zero_loss else 'with loss'}): worker peak RSS {peaks} MB"
+    )
+    return memory
+
+
 def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -> list[dict[str, Any]]:
     goals: list[dict[str, Any]] = []
     flowd = {(r.protocol, r.workers): r.best for r in results if r.collector == "flowd"}
@@ -214,10 +249,12 @@ def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -
     if memory:
         goals.append(
             {
-                "goal": f"RSS per worker < {GOAL_RSS_MB} MB with {memory['templates_sent']:,} templates",
+                "goal": f"RSS per worker < {GOAL_RSS_MB} MB with {memory['templates_sent']:,} templates "
+                f"at the zero-loss rate (peak)",
                 "measured_mb": memory["max_worker_rss_mb"],
                 "met": memory["max_worker_rss_mb"] < GOAL_RSS_MB
-                and memory["templates_known"] >= memory["templates_sent"],
+                and memory["templates_known"] >= memory["templates_sent"]
+                and memory["trial_zero_loss"],
             }
         )
     return goals
@@ -286,12 +323,15 @@ def run_bench(args: argparse.Namespace) -> int:
                     collector.begin(protocol)
                     collector.finish(warmup, args.drain_timeout)
                     results.append(_search(collector, traffic[protocol], args, rates, log))
-                if workers == 1 and args.templates > 0:
-                    memory = measure_template_memory(collector, args.templates)
-                    known = memory["templates_known"]
-                    log(f"flowd x1 with {known:,} templates: worker RSS {memory['worker_rss_mb']} MB")
+                if workers == 1:
+                    after_search = {
+                        str(pid): round(procfs.memory_bytes(pid)[1] / MB, 1) for pid in collector.worker_pids()
+                    }
             finally:
                 collector.stop()
+            if workers == 1 and args.templates > 0:
+                memory = _memory_at_rate(traffic, results, args, log)
+                memory["worker_peak_rss_after_search_mb"] = after_search
     peers: list[PeerCollector] = [PeerCollector(name, PEERS[name]) for name in args.peer]
     if args.target:
         peers.append(_peer_from_args(args))
