@@ -109,7 +109,7 @@ class FlowdCollector:
     name = "flowd"
     PORT_OF: ClassVar[dict[str, str]] = {"v5": "netflow", "v9": "netflow", "ipfix": "ipfix", "sflow": "sflow"}
 
-    def __init__(self, workers: int, *, host: str = "127.0.0.1", batch_size: int = 256) -> None:
+    def __init__(self, workers: int, *, host: str = "127.0.0.1", batch_size: int = 64) -> None:
         self.workers = workers
         self.host = host
         self.dir = scratch_dir("flowd-bench-")
