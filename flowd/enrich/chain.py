@@ -1,9 +1,14 @@
-"""The enrichment chain: every enricher applied to a batch of flat ECS documents, in place.
+"""The enrichment chain: every enricher applied to a table of flat ECS documents, in place.
 
-Per batch, each distinct address is looked up once (address facts, GeoIP/ASN, reverse DNS) and
-each distinct MAC once; the per-document work left is dictionary updates and the Community ID
-hash. Reverse DNS runs last and waits at most `dns_deadline_ms` for first-seen addresses (see
-`dns.py`), so the rest of the chain never waits on the network.
+It works on `flowd.output.table` tables: a decoded data set as columns (`DocumentTable`, what
+`flowd run` writes as NDJSON) or documents that are dicts already (`DocumentsView`: sFlow,
+`flowd decode --enrich`), one implementation for both. Each distinct address is looked up once
+per table (address facts, GeoIP/ASN, reverse DNS; IPv4 columns by their integers), each distinct
+MAC, port and interface once; what an address adds is a `FieldGroup` rendered to JSON once while
+it is cached, and each row only points at its group. Direction and the Community ID (its input
+built in numpy, one SHA-1 per flow) are computed for all rows at once. Reverse DNS runs last and
+waits at most `dns_deadline_ms` for first-seen addresses (see `dns.py`), so the rest of the
+chain never waits on the network.
 
 Fields written (design.md section 4): `source.geo.*`, `source.as.*` (and `destination.*`),
 `flowd.source_address_class`/`flowd.destination_address_class`, `network.direction`,
