@@ -333,20 +333,26 @@ def factorize_values(values: list[Any]) -> tuple[list[Any], npt.NDArray[np.intp]
 class DocumentsView:
     """The table interface over documents that are dicts already (sFlow samples, options and
     variable-length records), so one enrichment implementation serves both; writes go straight
-    into the dicts."""
+    into the dicts. Columns read are kept until a write could change them."""
 
-    __slots__ = ("count", "documents")
+    __slots__ = ("_columns", "count", "documents")
 
     def __init__(self, documents: list[dict[str, Any]]) -> None:
         self.documents = documents
         self.count = len(documents)
+        self._columns: dict[str, list[Any] | None] = {}
 
     def __len__(self) -> int:
         return self.count
 
     def column(self, key: str) -> list[Any] | None:
-        values = [d.get(key) for d in self.documents]
-        return values if any(v is not None for v in values) else None
+        if key in self._columns:
+            return self._columns[key]
+        values: list[Any] | None = [d.get(key) for d in self.documents]
+        if values is not None and values.count(None) == len(values):
+            values = None
+        self._columns[key] = values
+        return values
 
     def integers(self, key: str) -> npt.NDArray[Any] | None:
         return None
@@ -359,6 +365,7 @@ class DocumentsView:
         return None if values is None else factorize_values(values)
 
     def add(self, key: str, column: Column) -> None:
+        self._columns.pop(key, None)
         for document, value in zip(self.documents, python_values(column), strict=True):
             if value is not None:
                 document[key] = value
@@ -366,10 +373,14 @@ class DocumentsView:
     override = add
 
     def set_constant(self, key: str, value: Any) -> None:
+        self._columns.pop(key, None)
         for document in self.documents:
             document[key] = value
 
     def add_groups(self, distinct: list[FieldGroup | None], index: npt.NDArray[np.intp]) -> None:
+        for keys in {g.keys for g in distinct if g is not None}:
+            for key in keys:
+                self._columns.pop(key, None)
         for document, position in zip(self.documents, index.tolist(), strict=True):
             group = distinct[position]
             if group is not None:
