@@ -249,6 +249,47 @@ async def test_pipeline_survives_a_failing_enricher() -> None:
     assert stats.counter("flowd_enrich_errors") == 1
 
 
+class EncodedMemorySink(MemorySink):
+    """A sink that takes NDJSON written from columns, as the file and Elasticsearch sinks do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bodies: list[tuple[bytes, int]] = []
+
+    async def write_encoded(self, body: bytes, count: int) -> None:
+        self.bodies.append((body, count))
+
+
+async def test_pipeline_writes_tables_as_ndjson_to_sinks_that_take_it() -> None:
+    """Decoded data sets reach a sink with `write_encoded` as NDJSON (enriched by the chain
+    `flowd run` builds) and are the documents the dict path makes of the same datagrams."""
+    from flowd.config import EnrichSettings
+    from flowd.enrich.chain import build_enricher
+
+    datagrams = [netflow_v5(ident, records=5) for ident in range(40)]
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=16, capacity=1000)
+    sink = EncodedMemorySink()
+    chain = build_enricher(EnrichSettings(oui_lookup=False))
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats, enricher=chain)
+    pipeline.start()
+    for payload in datagrams:
+        ingress.append(payload, EXPORTER, 1.0)
+    await asyncio.wait_for(pipeline.drain(), timeout=10)
+    assert sink.batches == []  # nothing went the dict way
+    written = [orjson.loads(line) for body, _ in sink.bodies for line in body.splitlines()]
+    assert sum(count for _, count in sink.bodies) == len(written) == 200 == pipeline.flows_out
+
+    expected = BatchDecoder(TemplateCache(), WorkerStats()).decode([(d, EXPORTER, 1.0) for d in datagrams])
+    await build_enricher(EnrichSettings(oui_lookup=False)).enrich(expected)
+
+    def key(document: dict[str, Any]) -> bytes:
+        return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+
+    assert sorted(map(key, written)) == sorted(map(key, expected))
+    assert all(d["network.community_id"].startswith("1:") for d in written)
+
+
 @pytest.mark.skipif(not corpus_available(), reason="shared corpus not found")
 async def test_pipeline_decodes_templates_then_data_from_the_corpus() -> None:
     stats = WorkerStats()
