@@ -123,6 +123,7 @@ class EnrichmentChain:
             self.resolver = resolver if resolver is not None else ReverseDnsResolver.from_settings(settings, clock)
         self._seed = seed_bytes(settings.community_id_seed)
         self._protocol_numbers: dict[str, int] = {}
+        self._application_groups: dict[str, FieldGroup] = {}
         self.counters: dict[str, int] = {"enrich_batches": 0, "enrich_documents": 0, "options_learned": 0}
 
     # -- the Enricher protocol ------------------------------------------------------------
@@ -322,33 +323,37 @@ class EnrichmentChain:
         count = len(table)
         source_port = _ports(table, "source.port", count, missing=-1)
         destination_port = _ports(table, "destination.port", count, missing=-1)
-        services = self.services
-        distinct: list[FieldGroup | None] = [None]
-        groups: dict[str, int] = {}
-        choice = np.zeros(count, dtype=np.intp)
+        choice = np.zeros(count, dtype=np.intp)  # 1 + index in `services.service_names`, 0: none
         for position, transport in enumerate(names):
+            if not isinstance(transport, str):
+                continue
+            known_ports, name_numbers = self.services.ports_of(transport)
+            if not len(known_ports):
+                continue
             rows = transport_index == position
-            if transport is None or not rows.any():
+            if not rows.any():
                 continue
-            ports = np.unique(np.concatenate([source_port[rows], destination_port[rows]]))
-            known: dict[int, str] = {}
-            for port in ports.tolist():
-                name = services.server_service(transport, port, None) if port >= 0 else None
-                if name is not None:
-                    known[port] = name
-            if not known:
-                continue
-            port_list = np.array(sorted(known), dtype=np.int64)
-            group_of_port = np.array([groups.setdefault(known[p], len(groups) + 1) for p in port_list.tolist()])
-            source_group = _lookup_ports(source_port, port_list, group_of_port)
-            destination_group = _lookup_ports(destination_port, port_list, group_of_port)
-            use_destination = (destination_group > 0) & ((source_group == 0) | (destination_port <= source_port))
-            chosen = np.where(use_destination, destination_group, source_group)
+            source_name = _lookup_ports(source_port, known_ports, name_numbers + 1)
+            destination_name = _lookup_ports(destination_port, known_ports, name_numbers + 1)
+            use_destination = (destination_name > 0) & ((source_name == 0) | (destination_port <= source_port))
+            chosen = np.where(use_destination, destination_name, source_name)
             choice = np.where(rows, chosen, choice)
-        for name in groups:
-            distinct.append(FieldGroup({"network.application": name}))
-        if len(distinct) > 1:
-            table.add_groups(distinct, choice)
+        used, index = np.unique(choice, return_inverse=True)
+        if len(used) == 1 and used[0] == 0:
+            return
+        service_names = self.services.service_names
+        table.add_groups(
+            [None if number == 0 else self._application_group(service_names[number - 1]) for number in used.tolist()],
+            index.reshape(-1),
+        )
+
+    def _application_group(self, name: str) -> FieldGroup:
+        group = self._application_groups.get(name)
+        if group is None:
+            if len(self._application_groups) >= 65_536:
+                self._application_groups.clear()
+            group = self._application_groups[name] = FieldGroup({"network.application": name})
+        return group
 
     def _add_application_row_by_row(self, table: Table) -> None:
         existing = table.column("network.application")

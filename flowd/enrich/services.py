@@ -15,6 +15,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from flowd.enrich.cache import Clock, TtlLruCache
 
 log = logging.getLogger(__name__)
@@ -131,6 +134,28 @@ class ServiceNames:
         self.services = parse_services(lines) if lines else dict(BUNDLED_SERVICES)
         lines = _read_lines(protocols_path) if protocols_path else None
         self.protocols = {**BUNDLED_PROTOCOLS, **(parse_protocols(lines) if lines else {})}
+        self._by_transport: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]] = {}
+        self.service_names: list[str] = []
+        self._name_numbers: dict[str, int] = {}
+
+    def ports_of(self, transport: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
+        """The ports with a service name on `transport`, sorted, and each one's index in
+        `service_names`: for looking up whole port columns at once (`numpy.searchsorted`)."""
+        found = self._by_transport.get(transport)
+        if found is None:
+            known = sorted((port, name) for (kind, port), name in self.services.items() if kind == transport)
+            numbers = self._name_numbers
+            for _, name in known:
+                if name not in numbers:
+                    numbers[name] = len(self.service_names)
+                    self.service_names.append(name)
+            found = (
+                np.array([p for p, _ in known], dtype=np.int64),
+                np.array([numbers[n] for _, n in known], dtype=np.intp),
+            )
+            if len(self._by_transport) < 64:  # transports are a handful; bound it anyway
+                self._by_transport[transport] = found
+        return found
 
     def service(self, transport: str, port: int) -> str | None:
         return self.services.get((transport, port))
