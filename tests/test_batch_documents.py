@@ -104,3 +104,23 @@ def test_merging_joins_datagrams_of_one_template() -> None:
     parts = [part for d in data for part in decode_datagram(d, ("192.0.2.1", 2055), cache, 1.0).flows.parts]
     merged = merge_batches(parts)
     assert len(parts) == 8 and len(merged) == 1 and len(merged[0]) == 40
+
+
+def test_a_time_element_of_odd_length_is_kept_as_hex_and_not_used_as_a_time() -> None:
+    """Found by the byte-flip property: flowStartDeltaMicroseconds (158) sent with 9 bytes
+    decodes as hex text; both document paths keep it under netflow.* and derive no start from it
+    (they used to fail on the arithmetic and lose the flow)."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    message = ipfix_message(
+        ipfix_set(2, template(300, (8, 4), (158, 9), (159, 4))),
+        ipfix_set(300, bytes([192, 0, 2, 1]) + bytes(9) + (1500).to_bytes(4, "big")),
+    )
+    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
+    (record,) = list(result.flows)
+    document = flow_document(record)
+    assert document["netflow.flow_start_delta_microseconds"] == "00" * 9
+    assert "event.start" not in document and "event.duration" not in document
+    assert document["event.end"] == document["@timestamp"]
+    assert documents_for(result.flows) == [document]
+    assert_ndjson_equals_dicts(result.flows)

@@ -419,22 +419,20 @@ def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] |
             [None if u is None else t * 1000 - u for t, u in zip(headers.export_time, headers.uptime_ms, strict=True)]
         )
 
-    def first_present(names: tuple[str, ...]) -> list[Any] | None:
-        for name in names:
-            values = fields.values(name)
-            if values is not None:
-                return values
-        return None
+    def integers(names: tuple[str, ...]) -> list[Any] | None:
+        """Only integers count: a template giving a time element an odd length decodes it as hex."""
+        column = fields.integers(names)
+        return None if column is None else python_values(column)
 
     def resolve(absolute: tuple[str, ...], relative: str, delta: str) -> list[Any] | None:
-        column = first_present(absolute)
+        column = integers(absolute)
         if column is not None:
             return column
         values: list[Any] = [None] * count
-        relative_values = fields.values(relative)
+        relative_values = integers((relative,))
         if relative_values is not None:
             values = [None if b is None else b + v for b, v in zip(boot_ms, relative_values, strict=True)]
-        delta_values = fields.values(delta)
+        delta_values = integers((delta,))
         if delta_values is not None and None in values:
             values = [
                 e - d // 1000 if v is None else v for v, e, d in zip(values, export_ms, delta_values, strict=True)

@@ -48,6 +48,15 @@ def _counter(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def _first_int(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
+    """The first of `names` the record has as an integer."""
+    for name in names:
+        value = fields.get(name)
+        if isinstance(value, int):
+            return value
+    return None
+
+
 def _first(fields: dict[str, Any], names: tuple[str, ...]) -> Any:
     for name in names:
         value = fields.get(name)
@@ -171,8 +180,8 @@ def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
     """Flow end; else the event time; else the export time; else when it was received."""
     if end_ms is not None:
         return end_ms
-    event_ms = _first(record.fields, EVENT_TIME)
-    if isinstance(event_ms, int):
+    event_ms = _first_int(record.fields, EVENT_TIME)
+    if event_ms is not None:
         return event_ms
     if record.export_time:
         return record.export_time * 1000
@@ -180,27 +189,28 @@ def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
 
 
 def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
-    """Absolute start and end in epoch ms, from absolute elements or sysUpTime-relative ones."""
+    """Absolute start and end in epoch ms, from absolute elements or sysUpTime-relative ones.
+    Only integers count: a template giving a time element an odd length decodes it as hex."""
     fields = record.fields
-    start = _first(fields, START_ABSOLUTE)
-    end = _first(fields, END_ABSOLUTE)
+    start = _first_int(fields, START_ABSOLUTE)
+    end = _first_int(fields, END_ABSOLUTE)
     if record.uptime_ms is not None:
         boot_ms = record.export_time * 1000 - record.uptime_ms
         if start is None:
-            relative = fields.get("flow_start_sys_up_time")
+            relative = _first_int(fields, ("flow_start_sys_up_time",))
             if relative is not None:
                 start = boot_ms + relative
         if end is None:
-            relative = fields.get("flow_end_sys_up_time")
+            relative = _first_int(fields, ("flow_end_sys_up_time",))
             if relative is not None:
                 end = boot_ms + relative
     export_ms = record.export_time * 1000
     if start is None:
-        delta = fields.get("flow_start_delta_microseconds")
+        delta = _first_int(fields, ("flow_start_delta_microseconds",))
         if delta is not None:
             start = export_ms - delta // 1000
     if end is None:
-        delta = fields.get("flow_end_delta_microseconds")
+        delta = _first_int(fields, ("flow_end_delta_microseconds",))
         if delta is not None:
             end = export_ms - delta // 1000
     return start, end
