@@ -112,3 +112,14 @@ def test_templates_with_one_field_list_share_their_compiled_parts() -> None:
         assert template.decode_set(record, 0, len(record)) == [
             {"source_ipv4_address": "192.0.2.1", "destination_ipv4_address": "198.51.100.2", "octet_delta_count": 1500}
         ]
+
+
+def test_repeated_padding_stays_ignored() -> None:
+    """Exporters pad records with paddingOctets (210) more than once; none of it is a field."""
+    fields = (TemplateField(210, 2), TemplateField(8, 4), TemplateField(210, 1), TemplateField(1, 4))
+    compiled = compile_template(310, fields)
+    assert compiled.names == ("source_ipv4_address", "octet_delta_count")
+    record = b"\x00\x00" + bytes([192, 0, 2, 1]) + b"\x00" + (99).to_bytes(4, "big")
+    assert compiled.decode_set(record, 0, len(record)) == [
+        {"source_ipv4_address": "192.0.2.1", "octet_delta_count": 99}
+    ]

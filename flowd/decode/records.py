@@ -364,15 +364,19 @@ def _encapsulation_names(names: list[str]) -> tuple[str, ...]:
     Templates repeat 5-tuple elements when they describe an encapsulated packet (Cisco's SRv6
     templates: the outer IPv6 header, then the inner one); the inner header is the flow, as
     pmacct reports it, and the outer fields become `tunnel_<name>`, `tunnel_<name>_2`, ...
+    Ignored elements (padding) keep their name however often they appear, and stay ignored.
     """
     total: dict[str, int] = {}
     for name in names:
         total[name] = total.get(name, 0) + 1
-    if all(count == 1 for count in total.values()):
+    if all(count == 1 or name in IGNORED_NAMES for name, count in total.items()):
         return tuple(names)
     seen: dict[str, int] = {}
     renamed = []
     for name in names:
+        if name in IGNORED_NAMES:
+            renamed.append(name)
+            continue
         seen[name] = seen.get(name, 0) + 1
         if seen[name] == total[name]:
             renamed.append(name)
