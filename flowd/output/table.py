@@ -99,6 +99,10 @@ class LazyColumn:
     def __len__(self) -> int:
         return len(self.array)
 
+    def values_of(self, elements: npt.NDArray[Any]) -> list[Any]:
+        """Python values of other elements of the same kind (an `elementwise` column's distinct ones)."""
+        return self._convert(elements)
+
     def values(self) -> list[Any]:
         """Python values, None in the missing rows."""
         if self._values is None:
@@ -197,7 +201,7 @@ class DocumentTable:
             return distinct.tolist(), index.reshape(-1)
         if isinstance(column, LazyColumn) and column.elementwise and column.array.ndim == 1:
             distinct, index = np.unique(column.array, return_inverse=True)
-            values = column._convert(distinct)
+            values = column.values_of(distinct)
             index = index.reshape(-1)
             if column.missing is not None:
                 values.append(None)
