@@ -47,6 +47,15 @@ def _flows_per_s(benchmark: Any, flows_per_round: int) -> float:
     return flows_per_round / benchmark.stats.stats.mean
 
 
+def _report(benchmark: Any, protocol: str, flows: int, key: str) -> None:
+    """Our rate under `key`, beside the `netflow` package's on the same datagrams."""
+    ours = _flows_per_s(benchmark, flows)
+    peer = _peer_rate(protocol)
+    benchmark.extra_info.update(
+        {key: round(ours), "netflow_pkg_flows_per_s": round(peer), "ratio_vs_netflow_pkg": round(ours / peer, 1)}
+    )
+
+
 def _peer_rate(protocol: str) -> float:
     """The netflow package's flows/s on the same datagrams (measured once per session)."""
     if protocol not in PEER_RATES:
@@ -73,16 +82,7 @@ def test_decode(benchmark: Any, protocol: str) -> None:
     def decode_all() -> int:
         return sum(len(decode_datagram(datagram, EXPORTER, cache, 1.0).flows) for datagram in data)
 
-    flows = benchmark(decode_all)
-    ours = _flows_per_s(benchmark, flows)
-    peer = _peer_rate(protocol)
-    benchmark.extra_info.update(
-        {
-            "flows_per_s": round(ours),
-            "netflow_pkg_flows_per_s": round(peer),
-            "ratio_vs_netflow_pkg": round(ours / peer, 1),
-        }
-    )
+    _report(benchmark, protocol, benchmark(decode_all), "flows_per_s")
 
 
 @pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix"])
@@ -98,16 +98,7 @@ def test_decode_to_documents(benchmark: Any, protocol: str) -> None:
             count += len(documents)
         return count
 
-    flows = benchmark(decode_and_serialise)
-    ours = _flows_per_s(benchmark, flows)
-    peer = _peer_rate(protocol)
-    benchmark.extra_info.update(
-        {
-            "documents_per_s": round(ours),
-            "netflow_pkg_flows_per_s": round(peer),
-            "ratio_vs_netflow_pkg": round(ours / peer, 1),
-        }
-    )
+    _report(benchmark, protocol, benchmark(decode_and_serialise), "documents_per_s")
 
 
 @pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix"])
@@ -129,13 +120,4 @@ def test_decode_to_ndjson_from_columns(benchmark: Any, protocol: str) -> None:
                 count += batch_table(part).to_ndjson().count(b"\n")
         return count
 
-    flows = benchmark(decode_and_write)
-    ours = _flows_per_s(benchmark, flows)
-    peer = _peer_rate(protocol)
-    benchmark.extra_info.update(
-        {
-            "documents_per_s": round(ours),
-            "netflow_pkg_flows_per_s": round(peer),
-            "ratio_vs_netflow_pkg": round(ours / peer, 1),
-        }
-    )
+    _report(benchmark, protocol, benchmark(decode_and_write), "documents_per_s")
