@@ -45,7 +45,7 @@ from flowd.enrich.interfaces import InterfaceNames
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name
 from flowd.errors import ConfigError
-from flowd.output.table import DocumentsView, FieldGroup, LazyColumn, Table, factorize_values
+from flowd.output.table import DocumentsView, FieldGroup, LazyColumn, Table
 
 Document = dict[str, Any]
 
@@ -237,18 +237,10 @@ class EnrichmentChain:
     ) -> None:
         """`network.transport` from the protocols table where it is missing or only the number."""
         names = [None if p is None else self.services.protocol(p) for p in resolved]
-        transports = table.factorize("network.transport")
-        if transports is None:
-            transport_values, transport_index = [None], np.zeros(len(table), dtype=np.intp)
-        else:
-            transport_values, transport_index = transports
-        pairs = np.unique(index * len(transport_values) + transport_index)
-        rename = np.zeros(len(table), dtype=np.bool_)
-        for pair in pairs.tolist():
-            number, transport = divmod(pair, len(transport_values))
-            current = transport_values[transport]
-            if names[number] is not None and (current is None or current == numbers[number]):
-                rename |= (index == number) & (transport_index == transport)
+        name_of = dict(zip(numbers, names, strict=True))
+        pairs, pair_index = _pairs((numbers, index), _factorized(table, "network.transport"))
+        renamed = [name_of[n] is not None and (transport is None or transport == n) for n, transport in pairs]
+        rename = np.array(renamed, dtype=np.bool_)[pair_index]
         if rename.any():
             table.override(
                 "network.transport",
@@ -384,14 +376,14 @@ class EnrichmentChain:
         interfaces = self.interfaces
         if not (interfaces.configured or len(interfaces.learned)):
             return
-        exporters = table.column("observer.ip")
+        exporters = table.factorize("observer.ip")
         if exporters is None:
             return
         for id_key, name_key, alias_key in _INTERFACE_KEYS:
-            ifindexes = table.column(id_key)
+            ifindexes = table.factorize(id_key)
             if ifindexes is None:
                 continue
-            pairs, index = factorize_values(list(zip(exporters, ifindexes, strict=True)))
+            pairs, index = _pairs(exporters, ifindexes)
             groups: list[FieldGroup | None] = []
             for exporter, ifindex in pairs:
                 names = None if exporter is None or ifindex is None else interfaces.lookup(exporter, ifindex, now)
@@ -575,6 +567,26 @@ def _icmp_ports(
     counterpart = np.where(in_table, counterpart, -1)
     one_way = counterpart < 0
     return kind, np.where(one_way, code, counterpart), one_way
+
+
+Factorized = tuple[list[Any], npt.NDArray[np.intp]]
+"""Distinct values and each row's index among them (`DocumentTable.factorize`)."""
+
+
+def _factorized(table: Table, key: str) -> Factorized:
+    """`table.factorize(key)`, with a column no row has as the one value None."""
+    found = table.factorize(key)
+    return found if found is not None else ([None], np.zeros(len(table), dtype=np.intp))
+
+
+def _pairs(first: Factorized, second: Factorized) -> tuple[list[tuple[Any, Any]], npt.NDArray[np.intp]]:
+    """The distinct (first, second) value pairs of the rows, and each row's index among them:
+    per distinct pair, not per row."""
+    first_values, first_index = first
+    second_values, second_index = second
+    codes, index = np.unique(first_index * len(second_values) + second_index, return_inverse=True)
+    pairs = [(first_values[c // len(second_values)], second_values[c % len(second_values)]) for c in codes.tolist()]
+    return pairs, index.reshape(-1)
 
 
 def _ports(table: Table, key: str, count: int, missing: int = 0) -> npt.NDArray[np.int64]:
