@@ -493,7 +493,7 @@ _APPLICATION_KEYS = ("netflow.panos_app_id", "netflow.application_name", "netflo
 class _End:
     """One end of every flow in a table: its distinct addresses, their facts, each row's index."""
 
-    __slots__ = ("_lengths", "addresses", "index", "infos", "ipv4")
+    __slots__ = ("_lengths", "_texts", "addresses", "index", "infos", "ipv4")
 
     def __init__(
         self, addresses: list[Any], infos: list[_AddressInfo | None], index: npt.NDArray[np.intp], ipv4: bool = False
@@ -504,12 +504,16 @@ class _End:
         self.index = index
         self.ipv4 = ipv4
         self._lengths: npt.NDArray[np.int64] | None = None
+        self._texts: list[str | None] | None = None
 
     def texts(self) -> list[str | None]:
-        """The distinct addresses as strings."""
-        if self.ipv4:
-            return [ipv4_text(a) for a in self.addresses]
-        return [None if a is None else str(a) for a in self.addresses]
+        """The distinct addresses as strings (made once: reverse DNS asks twice)."""
+        if self._texts is None:
+            if self.ipv4:
+                self._texts = [ipv4_text(a) for a in self.addresses]
+            else:
+                self._texts = [None if a is None else str(a) for a in self.addresses]
+        return self._texts
 
     def facts_arrays(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Per row: whether the address is valid, whether it is internal, its packed length."""
