@@ -20,6 +20,7 @@ import pytest
 
 from benchmarks import traffic
 from benchmarks.test_bench_enrich import build_datagrams
+from flowd.bench.traffic import build_traffic
 from flowd.capture import read_datagrams
 from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
@@ -30,7 +31,8 @@ from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.errors import DecodeError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList
 from flowd.output.batch_documents import batch_table
-from flowd.output.table import split_lines
+from flowd.output.sflow_table import sflow_tables
+from flowd.output.table import DocumentTable, split_lines
 from tests.shared_data import CORPUS, GEOIP
 
 CAPTURES = sorted(glob.glob(str(CORPUS / "**" / "*.pcap"), recursive=True))
@@ -76,10 +78,13 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def check_batches(batches: list[RecordBatch], names: dict[str, str]) -> int:
     """Columnar enrichment (NDJSON and dicts) equals dict enrichment; returns documents checked."""
+    return check_tables([batch_table(batch) for batch in batches], names)
+
+
+def check_tables(tables: list[DocumentTable], names: dict[str, str]) -> int:
     columnar, by_dict = make_chain(names), make_chain(names)
     checked = 0
-    for batch in batches:
-        table = batch_table(batch)
+    for table in tables:
         documents = table.to_dicts()
         asyncio.run(columnar.enrich_table(table))
         asyncio.run(by_dict.enrich(documents))
@@ -123,6 +128,22 @@ def test_generated_traffic_with_geoip_and_names() -> None:
     names = {a: f"n{i}.example.test" for i, a in enumerate(addresses[:500])}
     names["192.0.2.1"] = "edge-1.example.test"
     assert check_batches(batches, names) > 10_000
+
+
+def test_sflow_tables_enriched_as_columns_equal_enriched_as_dicts() -> None:
+    """sFlow samples tabled by layout (IPv4 ends as integer columns, MACs for OUI vendors)."""
+    traffic_ = build_traffic("sflow", exporters=4, datagrams_per_exporter=16)
+    templates = TemplateCache()
+    records = [
+        r
+        for stream in traffic_.streams
+        for d in stream.datagrams
+        for r in decode_datagram(d.payload, ("192.0.2.1", 6343), templates, 1_700_000_000.0).flows
+    ]
+    tables, _ = sflow_tables(records)
+    addresses = sorted({a for t in tables for d in t.to_dicts() for a in d.get("related.ip", [])})
+    names = {a: f"s{i}.example.test" for i, a in enumerate(addresses) if i % 2}
+    assert check_tables(tables, names) > len(records) // 2
 
 
 def test_bulk_community_ids_equal_the_one_flow_function() -> None:

@@ -114,6 +114,20 @@ def test_templates_with_one_field_list_share_their_compiled_parts() -> None:
         ]
 
 
+def test_templates_with_variable_length_fields_are_shared_too() -> None:
+    """Found by the byte-flip property: a second variable-length template of one field list failed
+    to compile (its shared form had no layout), losing the template."""
+    fields = (TemplateField(8, 4), TemplateField(82, 0xFFFF))  # interfaceName, variable length
+    first = compile_template(320, fields)
+    second = compile_template(321, fields)
+    assert (first.template_id, second.template_id) == (320, 321)
+    record = bytes([192, 0, 2, 1]) + b"\x04eth0"
+    for template in (first, second):
+        assert template.decode_set(record, 0, len(record)) == [
+            {"source_ipv4_address": "192.0.2.1", "interface_name": "eth0"}
+        ]
+
+
 def test_repeated_padding_stays_ignored() -> None:
     """Exporters pad records with paddingOctets (210) more than once; none of it is a field."""
     fields = (TemplateField(210, 2), TemplateField(8, 4), TemplateField(210, 1), TemplateField(1, 4))

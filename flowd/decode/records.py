@@ -205,7 +205,9 @@ class CompiledTemplate:
         self.dtype: np.dtype[Any] | None = None
         self.columns: list[tuple[str, str, int]] = []
         self._slow: list[tuple[str, int, Converter]] = []
-        if variable:
+        self.layout: tuple[Any, ...] = ()
+        """Equal for templates whose data sets decode to the same arrays (`merge_batches` joins them)."""
+        if variable:  # decoded record by record, never joined
             self.record_length = 0
             self._slow = [
                 (name, f.length, _bytes_converter(kind, f.length) if f.length != VARIABLE_LENGTH else _varlen(kind))
@@ -227,8 +229,7 @@ class CompiledTemplate:
             self.dtype = np.dtype(
                 {"names": list(self.names), "formats": formats, "offsets": offsets, "itemsize": self.record_length}
             )
-        self.layout: tuple[Any, ...] = (tuple(self.columns), self.dtype)
-        """Equal for templates whose data sets decode to the same arrays (`merge_batches` joins them)."""
+        self.layout = (tuple(self.columns), self.dtype)
 
     def with_id(self, template_id: int) -> CompiledTemplate:
         """The same template under another id, sharing every part (they are never mutated)."""

@@ -72,8 +72,8 @@ class _AddressInfo:
         self.valid = facts is not INVALID
         self.internal = int(facts.internal)
         self.length = len(facts.packed)
-        self.source_group = FieldGroup({**geo[0], "flowd.source_address_class": facts.address_class})
-        self.destination_group = FieldGroup({**geo[1], "flowd.destination_address_class": facts.address_class})
+        self.source_group = FieldGroup.shared({**geo[0], "flowd.source_address_class": facts.address_class})
+        self.destination_group = FieldGroup.shared({**geo[1], "flowd.destination_address_class": facts.address_class})
 
 
 _DIRECTION_GROUPS = [

@@ -101,7 +101,7 @@ class _Fields:
         return values
 
     def address_column(self, name: str) -> LazyColumn:
-        return LazyColumn(self.ipv4[name], render_ipv4, _ipv4_strings, elementwise=True)
+        return ipv4_column(self.ipv4[name])
 
     def integers(self, names: tuple[str, ...]) -> Array | list[Any] | None:
         """The first of `names` the template has with integer values (array when it can be)."""
@@ -152,8 +152,8 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
             table.add(key, fields.column(name))
     protocol = fields.arrays.get("protocol_identifier")
     if protocol is not None and protocol.dtype.itemsize == 1:
-        table.add("network.iana_number", _lookup(protocol, _IANA_NUMBERS))
-        table.add("network.transport", _lookup(protocol, _TRANSPORT_NAMES))
+        table.add("network.iana_number", byte_names(protocol, IANA_NUMBERS))
+        table.add("network.transport", byte_names(protocol, TRANSPORT_NAMES))
     elif "protocol_identifier" in fields:
         values = fields.values("protocol_identifier") or []
         table.add("network.iana_number", [str(p) for p in values])
@@ -179,13 +179,13 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     for name, key in single.COPIED_UNLESS_ZERO:  # AS 0 means "not known"
         array = fields.arrays.get(name)
         if array is not None:
-            table.add(key, LazyColumn(array, render_integers, _python_list, array == 0, elementwise=True))
+            table.add(key, LazyColumn(array, render_integers, python_list, array == 0, elementwise=True))
             continue
         listed = fields.values(name)
         if listed is not None:
             table.add(key, [v if v else None for v in listed])
     ids = _flow_ids(batch, fields, table, source_port, destination_port, protocol, count)
-    table.add("flow.id", LazyColumn(ids, render_hex64, _hex_strings))
+    table.add("flow.id", LazyColumn(ids, render_hex64, hex_strings))
 
     for key, value in (
         ("event.kind", "event"),
@@ -258,20 +258,27 @@ def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
     if destination is not None:
         table.add("destination.ip", destination)
     if isinstance(source, LazyColumn) and isinstance(destination, LazyColumn):
-        same = source.array == destination.array
-        table.add(
-            "related.ip",
-            LazyColumn(
-                same,
-                lambda _: _render_related(source.render()[0], destination.render()[0], same),
-                lambda _: _related(source, destination, count),
-            ),
-        )
+        table.add("related.ip", related_ipv4(source, destination))
         table.set_constant("network.type", "ipv4")
     elif source is not None or destination is not None:
         related = _related(source, destination, count)
         table.add("related.ip", related)
         table.add("network.type", ["ipv6" if ":" in r[0] else "ipv4" for r in related])
+
+
+def related_ipv4(source: LazyColumn, destination: LazyColumn) -> LazyColumn:
+    """`related.ip` of two IPv4 address columns (uint32 arrays, every row present)."""
+    same = source.array == destination.array
+    return LazyColumn(
+        same,
+        lambda _: _render_related(source.render()[0], destination.render()[0], same),
+        lambda _: _related(source, destination, len(same)),
+    )
+
+
+def ipv4_column(array: Array) -> LazyColumn:
+    """IPv4 addresses kept as uint32, written as dotted quads."""
+    return LazyColumn(array, render_ipv4, _ipv4_strings, elementwise=True)
 
 
 def _related(source: Column | None, destination: Column | None, count: int) -> list[list[Any]]:
@@ -301,7 +308,7 @@ def _ipv4_strings(array: Array) -> list[Any]:
     return column_values(ie.IPV4, 4, array)
 
 
-def _python_list(array: Array) -> list[Any]:
+def python_list(array: Array) -> list[Any]:
     return array.tolist()  # type: ignore[no-any-return]
 
 
@@ -319,11 +326,11 @@ def _quoted_table(names: Callable[[int], str]) -> tuple[npt.NDArray[np.uint8], l
     return encoded.view(np.uint8).reshape(256, encoded.dtype.itemsize), texts
 
 
-_IANA_NUMBERS = _quoted_table(str)
-_TRANSPORT_NAMES = _quoted_table(lambda p: ecs.TRANSPORTS.get(p, str(p)))
+IANA_NUMBERS = _quoted_table(str)
+TRANSPORT_NAMES = _quoted_table(lambda p: ecs.TRANSPORTS.get(p, str(p)))
 
 
-def _lookup(codes: Array, table: tuple[npt.NDArray[np.uint8], list[str]]) -> LazyColumn:
+def byte_names(codes: Array, table: tuple[npt.NDArray[np.uint8], list[str]]) -> LazyColumn:
     """A byte-valued column through a 256-entry table of names."""
     rendered, texts = table
     return LazyColumn(
@@ -352,7 +359,7 @@ def _iso_strings(epoch_ms: list[Any]) -> list[Any]:
     return [distinct[ms] for ms in epoch_ms]
 
 
-def _hex_strings(ids: Array) -> list[str]:
+def hex_strings(ids: Array) -> list[str]:
     text = ids.astype(">u8").tobytes().hex()
     return [text[i : i + 16] for i in range(0, len(text), 16)]
 
@@ -486,9 +493,9 @@ def _flow_ids(
     destination_ports = fields.values("destination_transport_port")
     protocols = fields.values("protocol_identifier")
     try:
-        source_words = _address_words(source, count)
-        destination_words = _address_words(destination, count)
-    except _MixedFamiliesError:  # one set mixing IPv4 and IPv6 flows: hash record by record
+        source_words = address_word_columns(source, count)
+        destination_words = address_word_columns(destination, count)
+    except MixedFamiliesError:  # one set mixing IPv4 and IPv6 flows: hash record by record
         nothing = [None] * count
         headers = batch.row_headers
         exporters = [batch.exporter] * count if headers is None else headers.per_row(headers.exporter)
@@ -509,23 +516,28 @@ def _flow_ids(
         )
     words = [
         *source_words,
-        _int_words(source_ports, count),
+        int_words(source_ports, count),
         *destination_words,
-        _int_words(destination_ports, count),
-        _int_words(protocols, count),
+        int_words(destination_ports, count),
+        int_words(protocols, count),
     ]
     return _mix_columns(batch, words, count)
 
 
 def _mix_columns(batch: RecordBatch, words: list[Array], count: int) -> Array:
-    value = np.full(count, ecs.FNV_OFFSET, dtype=_U64)
-    prime = _U64(ecs.FNV_PRIME)
     headers = batch.row_headers
     if headers is None:
         exporter_words = np.full(count, ecs.exporter_word(batch.exporter[0]), dtype=_U64)
     else:
         exporter_words = headers.repeat([ecs.exporter_word(address) for address, _ in headers.exporter], _U64)
-    for word in [exporter_words, *words]:
+    return mix_word_columns([exporter_words, *words], count)
+
+
+def mix_word_columns(words: list[Array], count: int) -> Array:
+    """`ecs.mix_words` over columns of 64-bit words: every row's flow id at once."""
+    value = np.full(count, ecs.FNV_OFFSET, dtype=_U64)
+    prime = _U64(ecs.FNV_PRIME)
+    for word in words:
         value = (value ^ word) * prime
     value ^= value >> _U64(29)
     value = value * prime
@@ -566,13 +578,13 @@ def _array_word(array: Array, names: set[str], name: str) -> Array:
     return np.zeros(len(array), dtype=_U64)
 
 
-def _int_words(column: list[Any] | None, count: int) -> Array:
+def int_words(column: list[Any] | None, count: int) -> Array:
     if column is None:
         return np.zeros(count, dtype=_U64)
     return np.array([v & ecs.MASK64 if isinstance(v, int) else 0 for v in column], dtype=_U64)
 
 
-def _address_words(addresses: list[Any] | None, count: int) -> list[Array]:
+def address_word_columns(addresses: list[Any] | None, count: int) -> list[Array]:
     if addresses is None:
         return [np.zeros(count, dtype=_U64)]
     distinct = {address: ecs.address_words(address) for address in set(addresses)}
@@ -581,8 +593,8 @@ def _address_words(addresses: list[Any] | None, count: int) -> list[Array]:
         return [np.array([w[0] for w in words], dtype=_U64)]
     if all(len(w) == 2 for w in words):
         return [np.array([w[0] for w in words], dtype=_U64), np.array([w[1] for w in words], dtype=_U64)]
-    raise _MixedFamiliesError
+    raise MixedFamiliesError
 
 
-class _MixedFamiliesError(Exception):
+class MixedFamiliesError(Exception):
     """A set mixing IPv4 and IPv6 addresses in one column pair; handled by the per-record path."""

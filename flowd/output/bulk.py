@@ -74,7 +74,6 @@ class BulkEncoder:
         self._counter = counter
         return pairs, rejected
 
-
     def encode_lines(self, lines: list[bytes]) -> list[bytes]:
         """Pairs for documents already serialised (one JSON object per line, no newline)."""
         if not self.document_ids:

@@ -15,6 +15,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+_UNHASHABLE = frozenset((list, dict))
+
 
 def render_values(values: Sequence[Any]) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_] | None]:
     """Any Python values (None: absent, returned as a mask); integer columns go through numpy."""
@@ -25,6 +27,10 @@ def render_values(values: Sequence[Any]) -> tuple[npt.NDArray[np.uint8], npt.NDA
         missing = np.fromiter((v is None for v in values), dtype=np.bool_, count=len(values))
         if types == {int}:
             values = [0 if v is None else v for v in values]
+    if missing is None and len(types) == 1 and values and values.count(values[0]) == len(values):
+        # One value in every row (header values of joined data sets): rendered once.
+        single = orjson.dumps(values[0])
+        return np.broadcast_to(np.frombuffer(single, dtype=np.uint8), (len(values), len(single))), None
     if types == {int}:
         try:
             return render_integers(np.array(values, dtype=np.int64)), missing
@@ -34,7 +40,7 @@ def render_values(values: Sequence[Any]) -> tuple[npt.NDArray[np.uint8], npt.NDA
             except OverflowError:
                 pass  # beyond 64 bits: orjson below raises, and the caller isolates the row
     dumps = orjson.dumps
-    if len(types) != 1:  # 1, 1.0 and True are equal keys: no cache across types
+    if len(types) != 1 or types <= _UNHASHABLE:  # 1, 1.0 and True are equal keys: no cache across types
         return render_fragments([b"" if v is None else dumps(v) for v in values]), missing
     distinct: dict[Any, bytes] = {}
     encoded: list[bytes] = []

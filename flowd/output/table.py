@@ -40,6 +40,18 @@ class FieldGroup:
         """The field names, one shared frozenset per combination (so tables compare them cheaply)."""
         self._fragment: bytes | None = None
 
+    @classmethod
+    def shared(cls, fields: dict[str, Any]) -> FieldGroup:
+        """The one group of these fields: callers that make a group per address (most of which
+        add the same few fields) get a shared object, so a table renders each content once."""
+        key = orjson.dumps(fields)
+        group = _SHARED_GROUPS.get(key)
+        if group is None:
+            if len(_SHARED_GROUPS) >= MAX_SHARED_GROUPS:
+                _SHARED_GROUPS.clear()
+            group = _SHARED_GROUPS[key] = cls(fields)
+        return group
+
     @property
     def fragment(self) -> bytes:
         """`,"key":value,...` (empty for no fields)."""
@@ -48,6 +60,8 @@ class FieldGroup:
         return self._fragment
 
 
+MAX_SHARED_GROUPS = 65_536
+_SHARED_GROUPS: dict[bytes, FieldGroup] = {}
 _KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 
 
@@ -228,6 +242,12 @@ class DocumentTable:
     def add_groups(self, distinct: list[FieldGroup | None], index: npt.NDArray[np.intp]) -> None:
         """Group `distinct[index[row]]` goes into each row (None: nothing); a group's fields win
         over a column or constant of the same key."""
+        if len(distinct) > 1:  # groups equal in content are often one object (see `FieldGroup.shared`)
+            positions: dict[int, int] = {}
+            remap = [positions.setdefault(id(g), len(positions)) for g in distinct]
+            if len(positions) < len(distinct):
+                distinct = list({id(g): g for g in distinct}.values())
+                index = np.array(remap, dtype=np.intp)[index]
         keys: set[str] = set()
         for key_set in {g.keys for g in distinct if g is not None}:
             keys |= key_set
@@ -279,8 +299,9 @@ class DocumentTable:
         if not count:
             return b""
         pieces: list[tuple[bytes, Matrix, Missing]] = []
+        rendered: dict[int, tuple[Matrix, Missing]] = {}  # a column shared by several keys renders once
         for key, column in self.fields.items():
-            matrix, missing = render_column(column)
+            matrix, missing = rendered.get(id(column)) or rendered.setdefault(id(column), render_column(column))
             pieces.append((b',"' + key.encode() + b'":', matrix, missing))  # keys are ours: no escaping
         head = b"{" + orjson.dumps(self.constants)[1:-1]
         if len(head) == 1:  # no constants: open with a field every row has

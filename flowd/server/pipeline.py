@@ -30,6 +30,7 @@ from flowd.errors import DecodeError, SinkError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
 from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
+from flowd.output.sflow_table import sflow_tables
 from flowd.output.sink import Sink
 from flowd.output.table import DocumentTable
 from flowd.server.metrics import LabelCap, WorkerStats
@@ -198,14 +199,26 @@ class BatchDecoder:
                 self._documents(result.options, options)
         parts: list[Part] = []
         dicts: list[dict[str, Any]] = []
+        samples: list[FlowRecord] = []
         for part in merge_batches(flows.parts):  # one table per template layout, not per datagram
-            if isinstance(part, RecordBatch) and part.kind == KIND_NETFLOW_FLOW:
-                try:
-                    parts.append(batch_table(part))
-                    continue
-                except Exception:  # a mapping bug: redo record by record to isolate it
-                    pass
+            if isinstance(part, RecordBatch):
+                if part.kind == KIND_NETFLOW_FLOW:
+                    try:
+                        parts.append(batch_table(part))
+                        continue
+                    except Exception:  # a mapping bug: redo record by record to isolate it
+                        pass
+            elif part and part[0].kind.startswith("sflow"):
+                samples.extend(part)  # sFlow samples of the whole batch, tabled by layout below
+                continue
             self._documents(part, dicts)
+        if samples:
+            try:
+                tables, rest = sflow_tables(samples)
+            except Exception:  # a mapping bug: the dict path isolates it record by record
+                tables, rest = [], samples
+            parts.extend(tables)
+            self._documents(rest, dicts)
         if dicts:
             parts.append(dicts)
         return parts

@@ -1,0 +1,225 @@
+"""sFlow flow samples as tables (`flowd.output.sflow_table`) must give exactly the documents of
+the per-sample path (`sflow_document`, itself checked against tshark and pmacct), as dicts and as
+NDJSON: over the corpus, over the benchmark traffic, and over generated samples that vary every
+branch of the document mapping (layers, rates, interface encodings, VLANs, AS numbers, address
+families mixed in one layout, values a table cannot hold)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flowd.bench.traffic import build_traffic
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.decode.sflow import decode_sflow
+from flowd.model import KIND_SFLOW_FLOW, FlowRecord
+from flowd.output import sflow_table
+from flowd.output.documents import flow_document
+from flowd.output.sflow_table import sflow_tables
+from flowd.output.table import DocumentTable, split_lines
+from flowd.server.metrics import WorkerStats
+from flowd.server.pipeline import BatchDecoder
+from tests.test_sflow_corpus import MALFORMED, SFLOW_FILES, corpus_datagrams
+from tests.test_sflow_properties import address, datagram, needs_corpus, xdr
+
+RECEIVED_AT = 1_764_072_000.25
+
+
+def canonical(documents: list[dict[str, Any]]) -> list[bytes]:
+    return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in documents)
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    keys = [key for key, _ in pairs]
+    assert len(keys) == len(set(keys)), f"duplicate keys in {keys}"
+    return dict(pairs)
+
+
+def assert_tables_match(records: list[FlowRecord]) -> list[DocumentTable]:
+    """Tables plus the records left over give the per-sample documents, as dicts and as NDJSON."""
+    expected = canonical([flow_document(r) for r in records])
+    tables, rest = sflow_tables(records)
+    assert sum(len(t) for t in tables) + len(rest) == len(records)
+    leftover = [flow_document(r) for r in rest]
+    assert canonical([d for t in tables for d in t.to_dicts()] + leftover) == expected
+    lines = [line for t in tables for line in split_lines(t.to_ndjson())]
+    for line in lines:
+        json.loads(line, object_pairs_hook=_no_duplicate_keys)
+    assert canonical([orjson.loads(line) for line in lines] + leftover) == expected
+    return tables
+
+
+@pytest.fixture
+def small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tables for every layout, however few samples share it, so each branch runs."""
+    monkeypatch.setattr(sflow_table, "MIN_TABLE_ROWS", 1)
+
+
+@needs_corpus
+@pytest.mark.usefixtures("small_tables")
+def test_corpus_samples_as_tables_equal_per_sample_documents() -> None:
+    records: list[FlowRecord] = []
+    for name, _, _ in SFLOW_FILES:
+        if name in MALFORMED:
+            continue
+        for d in corpus_datagrams(name):
+            records.extend(decode_sflow(d.payload, d.source, d.timestamp).flows)
+    tables = assert_tables_match(records)
+    flow_samples = sum(r.kind == KIND_SFLOW_FLOW for r in records)
+    assert flow_samples > 10
+    assert sum(len(t) for t in tables) == flow_samples  # every flow sample went the table way
+
+
+def test_benchmark_traffic_as_tables_equals_per_sample_documents() -> None:
+    traffic = build_traffic("sflow", exporters=4, datagrams_per_exporter=16)
+    templates = TemplateCache()
+    records: list[FlowRecord] = []
+    for stream in traffic.streams:
+        for item in stream.datagrams:
+            records.extend(decode_datagram(item.payload, ("127.0.0.1", 6343), templates, RECEIVED_AT).flows)
+    tables = assert_tables_match(records)
+    assert sum(len(t) for t in tables) > len(records) // 2  # real traffic shares layouts
+
+
+# --- generated samples ----------------------------------------------------------------------------
+
+
+def _ethernet(vlans: list[int], ethertype: int) -> bytes:
+    frame = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
+    for vlan in vlans:
+        frame += struct.pack("!HH", 0x8100, vlan)
+    return frame + struct.pack("!H", ethertype)
+
+
+def _l4(protocol: int, source_port: int, destination_port: int) -> bytes:
+    if protocol == 6:
+        return struct.pack("!HHIIBBHHH", source_port, destination_port, 1, 0, 0x50, 0x18, 512, 0, 0)
+    if protocol == 17:
+        return struct.pack("!HHHH", source_port, destination_port, 8, 0)
+    return struct.pack("!BBHI", source_port & 0xFF, destination_port & 0xFF, 0, 0)  # ICMP type, code
+
+
+@st.composite
+def frames(draw: st.DrawFn) -> bytes:
+    """An Ethernet frame: 0-2 VLAN tags, IPv4 or IPv6, TCP/UDP/ICMP, maybe cut short."""
+    vlans = draw(st.lists(st.integers(0, 4095), max_size=2))
+    six = draw(st.booleans())
+    protocol = draw(st.sampled_from([6, 17, 1, 47]))
+    if six and protocol == 1:
+        protocol = 58
+    ports = (draw(st.integers(0, 65535)), draw(st.integers(0, 65535)))
+    hosts = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    payload = _l4(protocol, *ports)
+    if six:
+        source, destination = (socket.inet_pton(socket.AF_INET6, f"2001:db8::{h}") for h in hosts)
+        ip = struct.pack("!IHBB16s16s", 0x60000000, len(payload), protocol, 64, source, destination)
+        frame = _ethernet(vlans, 0x86DD) + ip + payload
+    else:
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 1, 0, 64, protocol, 0, bytes([10, 0, 0, hosts[0]]),
+            bytes([10, 0, 0, hosts[1]]),
+        )  # fmt: skip
+        frame = _ethernet(vlans, 0x0800) + ip + payload
+    cut = draw(st.sampled_from([len(frame), len(frame), 40, 18]))
+    return frame[:cut]
+
+
+@st.composite
+def flow_samples(draw: st.DrawFn) -> bytes:
+    records = []
+    kind = draw(st.sampled_from(["raw", "raw", "sampled_ipv4", "sampled_ipv6"]))
+    if kind == "raw":
+        frame = draw(frames())
+        frame_length = draw(st.sampled_from([len(frame) + 4, 1518, 0xFFFFFFFF]))
+        records.append(xdr(1, struct.pack("!IIII", 1, frame_length, 4, len(frame)) + frame))
+    else:
+        six = kind == "sampled_ipv6"
+        host = draw(st.integers(1, 3))
+        source = socket.inet_pton(socket.AF_INET6, f"2001:db8::{host}") if six else bytes([192, 0, 2, host])
+        destination = socket.inet_pton(socket.AF_INET6, "2001:db8::9") if six else bytes([192, 0, 2, 9])
+        layout = "!II16s16sIIII" if six else "!II4s4sIIII"
+        protocol = draw(st.sampled_from([6, 17, 300]))  # 300: not an IP protocol byte
+        body = struct.pack(layout, 1500, protocol, source, destination, 1000, 443, 0x12, 0)
+        records.append(xdr(4 if six else 3, body))
+    if draw(st.booleans()):
+        vlan = draw(st.sampled_from([0, 7, 0xFFFFFFFF]))
+        records.append(xdr(1001, struct.pack("!IIII", vlan, 1, 8, 2)))
+    if draw(st.booleans()):
+        next_hop = draw(st.sampled_from(["192.0.2.254", "2001:db8::fe", None]))
+        hop = struct.pack("!I", 0) if next_hop is None else address(next_hop)
+        source_as = draw(st.sampled_from([0, 64500]))
+        path = struct.pack("!I", 1) + struct.pack("!III", 2, 1, 64600)
+        records.append(xdr(1003, hop + struct.pack("!III", 65000, source_as, 0) + path + struct.pack("!II", 0, 100)))
+    rate = draw(st.sampled_from([0, 1, 1024, 0xFFFFFFFF]))
+    input_word = draw(st.sampled_from([0, 3, 0x3FFFFFFF, (1 << 30) | 5]))
+    output_word = draw(st.sampled_from([0, 7, 0x3FFFFFFF, (2 << 30) | 4]))
+    head = struct.pack("!8I", draw(st.integers(0, 9)), 4, rate, 1000, 0, input_word, output_word, len(records))
+    return xdr(1, head + b"".join(records))
+
+
+AGENTS = st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::a"])
+
+
+@pytest.mark.usefixtures("small_tables")
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::a"]), st.lists(flow_samples(), min_size=1, max_size=6)
+        ),
+        min_size=1,
+        max_size=5,
+    ),
+    st.integers(1, 3),
+)
+def test_generated_samples_as_tables_equal_per_sample_documents(
+    datagrams: list[tuple[str, list[bytes]]], repeat: int
+) -> None:
+    records: list[FlowRecord] = []
+    for number, (agent, samples) in enumerate(datagrams * repeat):
+        payload = datagram(*samples, agent=agent, sequence=number)
+        records.extend(decode_sflow(payload, (agent, 6343), RECEIVED_AT + number).flows)
+    assert_tables_match(records)
+
+
+@pytest.mark.usefixtures("small_tables")
+def test_explicit_nulls_and_mixed_families_stay_exact() -> None:
+    """A gateway whose next hop is unknown (a null in the dict path) keeps the dict path; sampled
+    IPv4 and IPv6 records share one layout, so their flow ids are hashed sample by sample."""
+    four = xdr(3, struct.pack("!II4s4sIIII", 60, 6, b"\x0a\0\0\1", b"\x0a\0\0\2", 1, 2, 0, 0))
+    six_addresses = [socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "2001:db8::2")]
+    six = xdr(4, struct.pack("!II16s16sIIII", 60, 6, *six_addresses, 1, 2, 0, 0))
+    unknown_hop = xdr(1003, struct.pack("!I", 0) + struct.pack("!IIII", 1, 2, 3, 0) + struct.pack("!II", 0, 5))
+    payload = datagram(*(xdr(1, struct.pack("!8I", 1, 4, 8, 0, 0, 1, 2, 1) + r) for r in (four, six, four, six)))
+    mixed = list(decode_sflow(payload, ("192.0.2.1", 6343), RECEIVED_AT).flows)
+    tables = assert_tables_match(mixed)
+    assert [len(t) for t in tables] == [4]
+    payload = datagram(xdr(1, struct.pack("!8I", 1, 4, 8, 0, 0, 1, 2, 2) + four + unknown_hop))
+    nulls = list(decode_sflow(payload, ("192.0.2.1", 6343), RECEIVED_AT).flows)
+    assert nulls[0].fields["bgp_next_hop"] is None
+    tables, rest = sflow_tables(nulls)
+    assert (tables, rest) == ([], nulls)
+    assert flow_document(nulls[0])["sflow.bgp_next_hop"] is None
+
+
+def test_the_worker_writes_sflow_flow_samples_as_tables() -> None:
+    traffic = build_traffic("sflow", exporters=2, datagrams_per_exporter=8)
+    batch = [(d.payload, ("127.0.0.1", 6343), RECEIVED_AT) for s in traffic.streams for d in s.datagrams]
+    decoder = BatchDecoder(TemplateCache(), WorkerStats())
+    parts = decoder.decode_parts(batch)
+    assert any(isinstance(p, DocumentTable) for p in parts)
+    documents = [d for p in parts for d in (p.to_dicts() if isinstance(p, DocumentTable) else p)]
+    templates = TemplateCache()
+    expected = [
+        flow_document(r) for payload, source, at in batch for r in decode_datagram(payload, source, templates, at).flows
+    ]
+    assert canonical(documents) == canonical(expected)
