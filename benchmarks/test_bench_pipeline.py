@@ -20,11 +20,10 @@ from typing import Any
 import pytest
 
 from flowd.bench.traffic import build_traffic
-from flowd.config import EnrichSettings
+from flowd.config import ElasticsearchSettings, EnrichSettings
 from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain, build_enricher
-from flowd.output.bulk import BulkEncoder
-from flowd.output.table import split_lines
+from flowd.output.bulk import Batch, BatchBuilder, BulkEncoder
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 
@@ -34,10 +33,13 @@ BATCH_SIZE = 256
 
 
 class BulkBodySink:
-    """What the Elasticsearch sink does before the network: one bulk body per write."""
+    """What the Elasticsearch sink does before the network: `_bulk` pairs cut into request
+    bodies by a `BatchBuilder` with the default limits."""
 
     def __init__(self) -> None:
         self.encoder = BulkEncoder(document_ids=True)
+        settings = ElasticsearchSettings()
+        self.builder = BatchBuilder(settings.batch_docs, settings.batch_bytes, time.monotonic)
         self.documents = 0
         self.body_bytes = 0
 
@@ -46,19 +48,23 @@ class BulkBodySink:
 
     async def write(self, documents: list[dict[str, Any]]) -> None:
         pairs, rejected = self.encoder.encode(documents)
-        body = b"".join(pairs)
         self.documents += len(documents) - len(rejected)
-        self.body_bytes += len(body)
+        self._bodies(self.builder.add(pairs))
+
+    def action_lines(self, count: int) -> Any:
+        return self.encoder.action_lines(count)
 
     async def write_encoded(self, body: bytes, count: int) -> None:
-        """What the Elasticsearch sink does with NDJSON written straight from columns."""
-        pairs = self.encoder.encode_lines(split_lines(body))
-        body = b"".join(pairs)
+        """Bulk pairs written straight from columns, each document after its action line."""
         self.documents += count
-        self.body_bytes += len(body)
+        self._bodies(self.builder.add_body(body, count))
+
+    def _bodies(self, batches: list[Batch]) -> None:
+        self.body_bytes += sum(len(b.body) for b in batches)
 
     async def flush(self) -> None:
-        return None
+        last = self.builder.cut()
+        self._bodies([] if last is None else [last])
 
     async def close(self) -> None:
         return None

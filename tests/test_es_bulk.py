@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowd.config import ElasticsearchSettings
 from flowd.output.bulk import (
@@ -19,6 +22,7 @@ from flowd.output.bulk import (
 )
 from flowd.output.elasticsearch import auth_headers, parse_host
 from flowd.output.spool import Spool, SpoolFull
+from flowd.output.table import DocumentTable
 
 
 def test_encoder_gives_each_document_a_fixed_unique_id() -> None:
@@ -55,6 +59,69 @@ def test_batches_cut_at_docs_or_bytes_and_split_back() -> None:
     assert split_pairs(full[0].body) == pairs[:4]
     by_bytes = BatchBuilder(1000, len(pairs[0]) * 3, lambda: 0.0)
     assert [b.docs for b in by_bytes.add(pairs)] == [3, 3, 3]
+
+
+def test_action_lines_for_tables_are_the_lines_encode_writes() -> None:
+    """Action lines rendered as a matrix (written in front of each document by the table) carry
+    the ids `encode_lines` gives, counting on across calls and through 0, 0xf, 0x10, 2**32."""
+    for start in (0, 14, 2**32 - 3):
+        by_lines, by_matrix = BulkEncoder(id_prefix=b"q"), BulkEncoder(id_prefix=b"q")
+        by_lines._counter = by_matrix._counter = start
+        lines = [b'{"n":%d}' % i for i in range(40)]
+        expected = by_lines.encode_lines(lines[:25]) + by_lines.encode_lines(lines[25:])
+        matrices = [by_matrix.action_lines(25), by_matrix.action_lines(15)]
+        rendered = [bytes(row).replace(b"\0", b"") for m in matrices for row in m]
+        assert [a + line + b"\n" for a, line in zip(rendered, lines, strict=True)] == expected
+    plain = BulkEncoder(document_ids=False).action_lines(2)
+    assert [bytes(row) for row in plain] == [b'{"create":{}}\n'] * 2
+
+
+def test_tables_write_bulk_pairs_with_their_action_lines() -> None:
+    table = DocumentTable(3)
+    table.add("n", np.array([5, 60, 700]))
+    table.set_constant("k", "v")
+    encoder = BulkEncoder(id_prefix=b"t")
+    body = table.to_ndjson(encoder.action_lines(3))
+    expected, _ = BulkEncoder(id_prefix=b"t").encode(table.to_dicts())
+    pairs = split_pairs(body)
+    assert [p.split(b"\n")[0] for p in pairs] == [p.split(b"\n")[0] for p in expected]
+    assert [orjson.loads(document_of(p)) for p in pairs] == table.to_dicts()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(0, 10**6), min_size=0, max_size=30), min_size=1, max_size=6),
+    st.integers(1, 12),
+    st.integers(30, 600),
+    st.booleans(),
+)
+def test_bodies_are_cut_into_batches_as_pairs_would_be(
+    writes: list[list[int]], batch_docs: int, batch_bytes: int, mixed: bool
+) -> None:
+    """`add_body` (a block of pairs from a table) cuts the batches `add` cuts pair by pair, at
+    both limits, whatever the open batch already holds."""
+    by_pairs = BatchBuilder(batch_docs, batch_bytes, lambda: 0.0)
+    by_bodies = BatchBuilder(batch_docs, batch_bytes, lambda: 0.0)
+    encoder = BulkEncoder(id_prefix=b"b")
+    expected: list[tuple[bytes, int]] = []
+    got: list[tuple[bytes, int]] = []
+    for number, values in enumerate(writes):
+        pairs, _ = encoder.encode([{"v": v, "pad": "x" * (v % 50)} for v in values])
+        expected += [(b.body, b.docs) for b in by_pairs.add(pairs)]
+        if mixed and number % 2:
+            got += [(b.body, b.docs) for b in by_bodies.add(pairs)]
+        else:
+            got += [(b.body, b.docs) for b in by_bodies.add_body(b"".join(pairs), len(pairs))]
+        assert (by_bodies.docs, by_bodies.nbytes) == (by_pairs.docs, by_pairs.nbytes)
+    last_pairs, last_bodies = by_pairs.cut(), by_bodies.cut()
+    assert got == expected
+    assert (last_bodies and (last_bodies.body, last_bodies.docs)) == (last_pairs and (last_pairs.body, last_pairs.docs))
+
+
+def test_a_body_whose_lines_do_not_match_its_count_is_refused() -> None:
+    builder = BatchBuilder(2, 1 << 20, lambda: 0.0)
+    with pytest.raises(ValueError):
+        builder.add_body(b'{"create":{}}\n{"a":1}\n', 3)
 
 
 def test_retry_policy_is_capped_exponential_with_jitter() -> None:

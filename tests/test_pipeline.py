@@ -14,6 +14,7 @@ import pytest
 
 from flowd.decode import TemplateCache
 from flowd.errors import DecodeError
+from flowd.output.bulk import BulkEncoder, document_of, split_pairs
 from flowd.output.files import NdjsonFileSink
 from flowd.server import pipeline as pipeline_module
 from flowd.server.app import restore_templates, template_path, write_snapshot_atomically
@@ -288,6 +289,38 @@ async def test_pipeline_writes_tables_as_ndjson_to_sinks_that_take_it() -> None:
 
     assert sorted(map(key, written)) == sorted(map(key, expected))
     assert all(d["network.community_id"].startswith("1:") for d in written)
+
+
+class BulkMemorySink(EncodedMemorySink):
+    """A sink that asks for `_bulk` action lines in front of each document, as Elasticsearch's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = BulkEncoder(id_prefix=b"w")
+
+    def action_lines(self, count: int) -> Any:
+        return self.encoder.action_lines(count)
+
+
+async def test_pipeline_writes_bulk_pairs_to_sinks_that_give_action_lines() -> None:
+    datagrams = [netflow_v5(ident, records=5) for ident in range(40)]
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=16, capacity=1000)
+    sink = BulkMemorySink()
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats)
+    pipeline.start()
+    for payload in datagrams:
+        ingress.append(payload, EXPORTER, 1.0)
+    await asyncio.wait_for(pipeline.drain(), timeout=10)
+    pairs = [pair for body, _ in sink.bodies for pair in split_pairs(body)]
+    assert len(pairs) == sum(count for _, count in sink.bodies) == 200 == pipeline.flows_out
+    ids = [orjson.loads(pair.split(b"\n")[0])["create"]["_id"] for pair in pairs]
+    assert ids == [f"w-{n:x}" for n in range(200)]
+    expected = BatchDecoder(TemplateCache(), WorkerStats()).decode([(d, EXPORTER, 1.0) for d in datagrams])
+    documents = [orjson.loads(document_of(pair)) for pair in pairs]
+    assert sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in documents) == sorted(
+        orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in expected
+    )
 
 
 @pytest.mark.skipif(not corpus_available(), reason="shared corpus not found")

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 CREATE_ACTION = b'{"create":{}}\n'
@@ -84,6 +86,33 @@ class BulkEncoder:
         return [head + b'%x"}}\n' % counter + line + b"\n" for counter, line in enumerate(lines, start)]
 
 
+    def action_lines(self, count: int) -> npt.NDArray[np.uint8]:
+        """The action lines of the next `count` documents as a NUL-padded byte matrix (for
+        `DocumentTable.to_ndjson(prefixes=...)`); the same bytes `encode_lines` would write."""
+        if not self.document_ids:
+            line = np.frombuffer(CREATE_ACTION, dtype=np.uint8)
+            return np.broadcast_to(line, (count, len(line)))
+        start = self._counter
+        self._counter = start + count
+        ids = np.arange(start, start + count, dtype=np.uint64)
+        shifts = np.arange(60, -4, -4, dtype=np.uint64)
+        nibbles = ((ids[:, None] >> shifts) & np.uint64(15)).astype(np.intp)
+        digits = _HEX_DIGITS[nibbles]
+        leading = np.maximum.accumulate(nibbles != 0, axis=1)
+        leading[:, -1] = True  # the counter 0 is written "0"
+        digits[~leading] = 0
+        head = np.frombuffer(self._head, dtype=np.uint8)
+        tail = np.frombuffer(b'"}}\n', dtype=np.uint8)
+        lines = np.empty((count, len(head) + 16 + len(tail)), dtype=np.uint8)
+        lines[:, : len(head)] = head
+        lines[:, len(head) : len(head) + 16] = digits
+        lines[:, len(head) + 16 :] = tail
+        return lines
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+
+
 @dataclass(slots=True)
 class Batch:
     """One `_bulk` request body and what is known about it."""
@@ -121,12 +150,14 @@ class BatchBuilder:
         self.batch_bytes = batch_bytes
         self._clock = clock
         self._pairs: list[bytes] = []
+        """Pairs and blocks of pairs (`add_body`) of the open batch."""
+        self._docs = 0
         self._bytes = 0
         self.opened_at = 0.0
 
     @property
     def docs(self) -> int:
-        return len(self._pairs)
+        return self._docs
 
     @property
     def nbytes(self) -> int:
@@ -140,28 +171,69 @@ class BatchBuilder:
             self.opened_at = self._clock()
         full: list[Batch] = []
         open_pairs = self._pairs
+        docs = self._docs
         size = self._bytes
         limit_docs = self.batch_docs
         limit_bytes = self.batch_bytes
         for pair in pairs:
             open_pairs.append(pair)
+            docs += 1
             size += len(pair)
-            if len(open_pairs) >= limit_docs or size >= limit_bytes:
-                full.append(Batch(b"".join(open_pairs), len(open_pairs), self.opened_at))
+            if docs >= limit_docs or size >= limit_bytes:
+                full.append(Batch(b"".join(open_pairs), docs, self.opened_at))
                 open_pairs = []
-                size = 0
+                docs = size = 0
                 self.opened_at = self._clock()
         self._pairs = open_pairs
+        self._docs = docs
         self._bytes = size
+        return full
+
+    def add_body(self, body: bytes, count: int) -> list[Batch]:
+        """Append `count` pairs written as one body; the same batches as `add(split_pairs(body))`,
+        but a body that fits the open batch is kept whole and one that does not is cut only
+        where a batch ends (pair boundaries found in numpy, not by a pass per line)."""
+        if not count:
+            return []
+        if self._docs + count < self.batch_docs and self._bytes + len(body) < self.batch_bytes:
+            if not self._pairs:
+                self.opened_at = self._clock()
+            self._pairs.append(body)
+            self._docs += count
+            self._bytes += len(body)
+            return []
+        newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
+        if len(newlines) != 2 * count:
+            raise ValueError(f"a body of {count} pairs has {len(newlines)} lines")
+        ends = newlines[1::2] + 1  # byte offset after each pair
+        full: list[Batch] = []
+        start = 0  # first pair not yet placed
+        while start < count:
+            if not self._pairs:
+                self.opened_at = self._clock()
+            offset = int(ends[start - 1]) if start else 0
+            room_docs = self.batch_docs - self._docs
+            # The pair that reaches either limit closes the batch (as in `add`).
+            by_bytes = int(np.searchsorted(ends, offset + self.batch_bytes - self._bytes, side="left"))
+            last = min(start + room_docs - 1, by_bytes, count - 1)
+            stop = int(ends[last])
+            self._pairs.append(body[offset:stop])
+            self._docs += last + 1 - start
+            self._bytes += stop - offset
+            start = last + 1
+            if self._docs >= self.batch_docs or self._bytes >= self.batch_bytes:
+                batch = self.cut()
+                assert batch is not None
+                full.append(batch)
         return full
 
     def cut(self) -> Batch | None:
         """The open batch, however small; None when empty."""
         if not self._pairs:
             return None
-        batch = Batch(b"".join(self._pairs), len(self._pairs), self.opened_at)
+        batch = Batch(b"".join(self._pairs), self._docs, self.opened_at)
         self._pairs = []
-        self._bytes = 0
+        self._docs = self._bytes = 0
         return batch
 
 

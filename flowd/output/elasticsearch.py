@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+import numpy.typing as npt
 import orjson
 from elastic_transport import AsyncTransport, NodeConfig, TransportError
 from elastic_transport import OrjsonSerializer as _OrjsonSerializer
@@ -48,7 +50,6 @@ from flowd.output.bulk import (
     split_pairs,
 )
 from flowd.output.spool import Spool, SpoolEntry, SpoolFull
-from flowd.output.table import split_lines
 from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
@@ -260,11 +261,16 @@ class ElasticsearchSink:
         for batch in self._builder.add(pairs):
             await self._enqueue(batch)
 
+    def action_lines(self, count: int) -> npt.NDArray[np.uint8]:
+        """The `_bulk` action lines of the next `count` documents, which the pipeline writes in
+        front of each document (`DocumentTable.to_ndjson(prefixes=...)`)."""
+        return self._encoder.action_lines(count)
+
     async def write_encoded(self, body: bytes, count: int) -> None:
-        """`count` documents already serialised as NDJSON lines (`DocumentTable.to_ndjson`)."""
-        pairs = self._encoder.encode_lines(split_lines(body))
+        """`count` documents already serialised as `_bulk` pairs, each document after its line
+        from `action_lines`."""
         self._stats.docs_written += count
-        for batch in self._builder.add(pairs):
+        for batch in self._builder.add_body(body, count):
             await self._enqueue(batch)
 
     async def flush(self) -> None:

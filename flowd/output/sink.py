@@ -14,7 +14,9 @@ class Sink(Protocol):
 
     # Optional: `async def write_encoded(self, body: bytes, count: int) -> None` takes `count`
     # documents already serialised as NDJSON (`DocumentTable.to_ndjson`); the pipeline uses it
-    # when a sink has it and hands dicts to `write` otherwise.
+    # when a sink has it and hands dicts to `write` otherwise. A sink that also has
+    # `def action_lines(self, count: int) -> uint8 matrix` gets each document after its row of
+    # that matrix (the `_bulk` action lines), so the body is ready to send.
 
     async def flush(self) -> None:
         """Everything written so far is durable (indexed, spooled or on disk) when this returns."""

@@ -292,9 +292,13 @@ class DocumentTable:
                     document.update(group.fields)
         return documents
 
-    def to_ndjson(self) -> bytes:
+    def to_ndjson(self, prefixes: Matrix | None = None) -> bytes:
         """One JSON object per row, each ending in a newline. Raises `orjson.JSONEncodeError` for
-        a value JSON cannot hold (an integer beyond 64 bits); `to_dicts` then isolates it."""
+        a value JSON cannot hold (an integer beyond 64 bits); `to_dicts` then isolates it.
+
+        `prefixes` (a NUL-padded byte matrix, a row per document) goes before each document: the
+        `_bulk` action lines of `BulkEncoder.action_lines`, so a bulk body needs no pass per line.
+        """
         count = self.count
         if not count:
             return b""
@@ -316,8 +320,14 @@ class DocumentTable:
             for distinct, index in self.groups
         ]
         # One row of every constant byte (the opening, each `,"key":`, the closing), value slots NUL.
-        template = bytearray(head)
+        template = bytearray()
         slots: list[tuple[int, int, int, Matrix, Missing]] = []  # (field start, value start, end, ...)
+        if prefixes is not None:
+            if len(prefixes) != count:
+                raise ValueError(f"{len(prefixes)} prefixes for {count} documents")
+            slots.append((0, 0, prefixes.shape[1], prefixes, None))
+            template += bytes(prefixes.shape[1])
+        template += head
         for prefix, matrix, missing in pieces:
             start = len(template)
             template += prefix

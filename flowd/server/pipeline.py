@@ -32,7 +32,7 @@ from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
 from flowd.output.sflow_table import sflow_tables
 from flowd.output.sink import Sink
-from flowd.output.table import DocumentTable
+from flowd.output.table import DocumentTable, Matrix
 from flowd.server.metrics import LabelCap, WorkerStats
 
 log = logging.getLogger("flowd.pipeline")
@@ -243,11 +243,12 @@ class BatchDecoder:
         )
 
 
-def _ndjson(table: DocumentTable) -> bytes | None:
-    """The table as NDJSON; None sends it the dict way: a value orjson cannot hold (an integer
-    beyond 64 bits) is dead-lettered there document by document, and a bug here loses nothing."""
+def _ndjson(table: DocumentTable, action_lines: Callable[[int], Matrix] | None) -> bytes | None:
+    """The table as NDJSON (each document after its `_bulk` action line when the sink gives them);
+    None sends it the dict way: a value orjson cannot hold (an integer beyond 64 bits) is
+    dead-lettered there document by document, and a bug here loses nothing."""
     try:
-        return table.to_ndjson()
+        return table.to_ndjson(action_lines(len(table)) if action_lines is not None else None)
     except orjson.JSONEncodeError:
         return None
     except Exception as error:  # a rendering bug: the dict path still delivers every document
@@ -346,9 +347,10 @@ class Pipeline:
             for part in parts:
                 await self._enrich(part, enrich_table)
         encoded: Callable[[bytes, int], Awaitable[None]] | None = getattr(self.sink, "write_encoded", None)
+        action_lines: Callable[[int], Matrix] | None = getattr(self.sink, "action_lines", None)
         for part in parts:
             if isinstance(part, DocumentTable):
-                body = _ndjson(part) if encoded is not None else None
+                body = _ndjson(part, action_lines) if encoded is not None else None
                 if encoded is not None and body is not None:
                     await self._deliver(functools.partial(encoded, body, len(part)), len(part))
                     continue
