@@ -105,9 +105,18 @@ def test_cache_lru_ttl_and_stats() -> None:
         "test_hits": 2,
         "test_misses": 2,
         "test_evictions": 1,
-        "test_expirations": 1,
-        "test_size": 1,
+        "test_expirations": 2,  # "c" expired with it: stale entries do not stay in the size
+        "test_size": 0,
     }
+    cache.put("e", 5, now=20.0)
+    cache.put("e", 6, now=25.0)  # stored again: the new TTL counts, not the first
+    assert cache.get_many(["e", "zz", "e"], 34.0) == [6, None, 6]
+    assert cache.get_many(["e"], 35.0) == [None]
+    cache.put("f", 7, now=40.0)
+    cache.put("g", 8, now=40.0)
+    assert cache.get_many(["f"], 41.0) == [7]  # "f" is now the most recent
+    cache.put("h", 9, now=41.0)  # evicts "g"
+    assert cache.get_many(["g", "f", "h"], 42.0) == [None, 7, 9]
     cache.put("d", 4, ttl_s=1.0)
     now[0] = 11.5
     assert cache.get("d") is None

@@ -7,9 +7,12 @@ clock, never read behind the caller's back, so expiry is tested without sleeping
 
 from __future__ import annotations
 
+import heapq
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
+from itertools import compress, repeat
+from operator import is_not
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -24,9 +27,26 @@ class TtlLruCache(Generic[K, V]):
 
     Values must not be None: `get` returns None for "not cached". A `max_size` of 0 disables the
     cache (every `get` misses and `put` stores nothing).
+
+    Expiry is kept in a heap and applied before every read, so a read is a plain dict lookup
+    and `get_many` looks up and refreshes a whole batch of keys in C loops (`map`): a batch's
+    distinct addresses cost a few tens of nanoseconds each instead of a Python loop iteration.
     """
 
-    __slots__ = ("_clock", "_entries", "evictions", "expirations", "hits", "max_size", "misses", "name", "ttl_s")
+    __slots__ = (
+        "_clock",
+        "_entries",
+        "_expiry",
+        "_heap",
+        "_serial",
+        "evictions",
+        "expirations",
+        "hits",
+        "max_size",
+        "misses",
+        "name",
+        "ttl_s",
+    )
 
     def __init__(self, max_size: int, ttl_s: float, clock: Clock = time.monotonic, name: str = "cache") -> None:
         if max_size < 0:
@@ -37,13 +57,18 @@ class TtlLruCache(Generic[K, V]):
         self.max_size = max_size
         self.ttl_s = ttl_s
         self._clock = clock
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        """Values, least recently used first."""
+        self._expiry: dict[K, float] = {}
+        self._heap: list[tuple[float, int, K]] = []
+        """(expiry, serial, key); an item whose expiry no longer matches `_expiry` is stale."""
+        self._serial = 0
         self.hits = 0
         self.misses = 0
         self.evictions = 0
         """Entries pushed out by the size bound."""
         self.expirations = 0
-        """Entries found stale on access."""
+        """Entries removed because their TTL ran out."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -54,45 +79,39 @@ class TtlLruCache(Generic[K, V]):
     def now(self) -> float:
         return self._clock()
 
+    def _expire(self, now: float) -> None:
+        heap = self._heap
+        expiry = self._expiry
+        while heap and heap[0][0] <= now:
+            when, _, key = heapq.heappop(heap)
+            if expiry.get(key) == when:
+                del expiry[key]
+                del self._entries[key]
+                self.expirations += 1
+
     def get(self, key: K, now: float | None = None) -> V | None:
         """The cached value, or None when absent or expired. Pass `now` to read the clock once per batch."""
-        entry = self._entries.get(key)
-        if entry is None:
-            self.misses += 1
-            return None
-        if now is None:
-            now = self._clock()
-        if entry[0] <= now:
-            del self._entries[key]
-            self.expirations += 1
+        if self._heap and self._heap[0][0] <= (self._clock() if now is None else now):
+            self._expire(self._clock() if now is None else now)
+        value = self._entries.get(key)
+        if value is None:
             self.misses += 1
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return entry[1]
+        return value
 
     def get_many(self, keys: list[K], now: float) -> list[V | None]:
-        """`get` of every key at one time, in one loop (a batch's distinct addresses)."""
+        """`get` of every key at one time (a batch's distinct addresses)."""
+        if self._heap and self._heap[0][0] <= now:
+            self._expire(now)
         entries = self._entries
-        lookup = entries.get
-        refresh = entries.move_to_end
-        found: list[V | None] = []
-        append = found.append
-        hits = 0
-        for key in keys:
-            entry = lookup(key)
-            if entry is None:
-                append(None)
-            elif entry[0] <= now:
-                del entries[key]
-                self.expirations += 1
-                append(None)
-            else:
-                refresh(key)
-                hits += 1
-                append(entry[1])
-        self.hits += hits
-        self.misses += len(keys) - hits
+        found = list(map(entries.get, keys))
+        misses = found.count(None)
+        if misses < len(found):
+            deque(map(entries.move_to_end, compress(keys, map(is_not, found, repeat(None)))), maxlen=0)
+        self.hits += len(found) - misses
+        self.misses += misses
         return found
 
     def put(self, key: K, value: V, now: float | None = None, ttl_s: float | None = None) -> None:
@@ -101,18 +120,28 @@ class TtlLruCache(Generic[K, V]):
         if now is None:
             now = self._clock()
         entries = self._entries
-        entries[key] = (now + (self.ttl_s if ttl_s is None else ttl_s), value)
+        when = now + (self.ttl_s if ttl_s is None else ttl_s)
+        entries[key] = value
         entries.move_to_end(key)
+        self._expiry[key] = when
+        self._serial += 1
+        heapq.heappush(self._heap, (when, self._serial, key))
         while len(entries) > self.max_size:
-            entries.popitem(last=False)
+            old, _ = entries.popitem(last=False)
+            del self._expiry[old]
             self.evictions += 1
+        if len(self._heap) > 2 * len(entries) + 1024:  # replaced and evicted keys left stale items
+            self._heap = [(when, serial, key) for when, serial, key in self._heap if self._expiry.get(key) == when]
+            heapq.heapify(self._heap)
 
     def pop(self, key: K) -> V | None:
-        entry = self._entries.pop(key, None)
-        return None if entry is None else entry[1]
+        self._expiry.pop(key, None)
+        return self._entries.pop(key, None)
 
     def clear(self) -> None:
         self._entries.clear()
+        self._expiry.clear()
+        self._heap.clear()
 
     def stats(self) -> dict[str, int]:
         """Counters for metrics, prefixed with the cache's name."""
