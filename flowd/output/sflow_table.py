@@ -74,7 +74,9 @@ def sflow_tables(records: Sequence[FlowRecord]) -> tuple[list[DocumentTable], li
 def _table(keys: tuple[str, ...], group: list[FlowRecord]) -> DocumentTable:
     count = len(group)
     table = DocumentTable(count)
-    transposed = zip(*[tuple(record.fields.values()) for record in group], strict=True)
+    # Every dict of the group has these keys in this order: their value views zip into columns
+    # (half the cost of a tuple per sample).
+    transposed = zip(*[record.fields.values() for record in group], strict=True)
     values: dict[str, list[Any]] = {}
     columns: dict[str, Column] = {}
     for name, row_values in zip(keys, transposed, strict=True):
