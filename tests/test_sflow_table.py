@@ -2,7 +2,8 @@
 the per-sample path (`sflow_document`, itself checked against tshark and pmacct), as dicts and as
 NDJSON: over the corpus, over the benchmark traffic, and over generated samples that vary every
 branch of the document mapping (layers, rates, interface encodings, VLANs, AS numbers, address
-families mixed in one layout, values a table cannot hold)."""
+families mixed in one layout, values a table cannot hold). Both table builders are held to it:
+from the decoded dicts, and from the header snapshots read in numpy (`sflow_batch`)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ from hypothesis import strategies as st
 
 from flowd.bench.traffic import build_traffic
 from flowd.decode import TemplateCache, decode_datagram
-from flowd.decode.sflow import decode_sflow
+from flowd.decode.sflow import decode_flow_sample, decode_sflow
+from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
 from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import sflow_table
 from flowd.output.documents import flow_document
-from flowd.output.sflow_table import sflow_tables
+from flowd.output.sflow_table import sample_batch_tables, sflow_tables
 from flowd.output.table import DocumentTable, split_lines
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
@@ -40,6 +42,25 @@ def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     keys = [key for key, _ in pairs]
     assert len(keys) == len(set(keys)), f"duplicate keys in {keys}"
     return dict(pairs)
+
+
+def assert_sample_batches_match(parts: list[Any]) -> int:
+    """The vectorised reader's tables plus its rows left over give the per-sample documents;
+    returns how many rows it took."""
+    batches = [p for p in parts if isinstance(p, SampleBatch)]
+    if not batches:
+        return 0
+    batch = join_sample_batches(batches)
+    expected = canonical([flow_document(r) for r in batch])
+    tables, left = sample_batch_tables(batch)
+    leftover = [flow_document(batch.record(row)) for row in left]
+    assert sum(len(t) for t in tables) + len(left) == len(batch)
+    assert canonical([d for t in tables for d in t.to_dicts()] + leftover) == expected
+    lines = [line for t in tables for line in split_lines(t.to_ndjson())]
+    for line in lines:
+        json.loads(line, object_pairs_hook=_no_duplicate_keys)
+    assert canonical([orjson.loads(line) for line in lines] + leftover) == expected
+    return sum(len(t) for t in tables)
 
 
 def assert_tables_match(records: list[FlowRecord]) -> list[DocumentTable]:
@@ -66,11 +87,15 @@ def small_tables(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("small_tables")
 def test_corpus_samples_as_tables_equal_per_sample_documents() -> None:
     records: list[FlowRecord] = []
+    parts: list[Any] = []
     for name, _, _ in SFLOW_FILES:
         if name in MALFORMED:
             continue
         for d in corpus_datagrams(name):
-            records.extend(decode_sflow(d.payload, d.source, d.timestamp).flows)
+            flows = decode_sflow(d.payload, d.source, d.timestamp).flows
+            records.extend(flows)
+            parts.extend(flows.parts)
+    assert_sample_batches_match(parts)
     tables = assert_tables_match(records)
     flow_samples = sum(r.kind == KIND_SFLOW_FLOW for r in records)
     assert flow_samples > 10
@@ -81,11 +106,15 @@ def test_benchmark_traffic_as_tables_equals_per_sample_documents() -> None:
     traffic = build_traffic("sflow", exporters=4, datagrams_per_exporter=16)
     templates = TemplateCache()
     records: list[FlowRecord] = []
+    parts: list[Any] = []
     for stream in traffic.streams:
         for item in stream.datagrams:
-            records.extend(decode_datagram(item.payload, ("127.0.0.1", 6343), templates, RECEIVED_AT).flows)
+            flows = decode_datagram(item.payload, ("127.0.0.1", 6343), templates, RECEIVED_AT).flows
+            records.extend(flows)
+            parts.extend(flows.parts)
     tables = assert_tables_match(records)
     assert sum(len(t) for t in tables) > len(records) // 2  # real traffic shares layouts
+    assert assert_sample_batches_match(parts) > len(records) // 2  # and is mostly read in numpy
 
 
 # --- generated samples ----------------------------------------------------------------------------
@@ -185,10 +214,113 @@ def test_generated_samples_as_tables_equal_per_sample_documents(
     datagrams: list[tuple[str, list[bytes]]], repeat: int
 ) -> None:
     records: list[FlowRecord] = []
+    parts: list[Any] = []
     for number, (agent, samples) in enumerate(datagrams * repeat):
         payload = datagram(*samples, agent=agent, sequence=number)
-        records.extend(decode_sflow(payload, (agent, 6343), RECEIVED_AT + number).flows)
+        flows = decode_sflow(payload, (agent, 6343), RECEIVED_AT + number).flows
+        records.extend(flows)
+        parts.extend(flows.parts)
     assert_tables_match(records)
+    assert_sample_batches_match(parts)
+
+
+def test_samples_keep_their_order_and_records_whatever_path_they_take() -> None:
+    """A datagram mixing samples of the common shape with others: its records come out in wire
+    order and equal, one by one, those of the per-sample decoder."""
+    simple = xdr(1, struct.pack("!8I", 1, 4, 8, 0, 0, 1, 2, 1) + xdr(1, struct.pack("!IIII", 1, 64, 4, 54) + _FRAME))
+    other = xdr(
+        1, struct.pack("!8I", 2, 4, 8, 0, 0, 0x3FFFFFFF, 2, 1) + xdr(1, struct.pack("!IIII", 1, 64, 4, 54) + _FRAME)
+    )
+    payload = datagram(simple, other, simple, simple, other)
+    flows = decode_sflow(payload, ("192.0.2.1", 6343), RECEIVED_AT).flows
+    assert [type(p).__name__ for p in flows.parts] == ["SampleBatch", "list", "SampleBatch", "list"]
+    assert [r.fields["sample_sequence"] for r in flows] == [1, 2, 1, 1, 2]
+    data = memoryview(payload)
+    per_sample = []
+    position = 28
+    for _ in range(5):
+        _, length = struct.unpack_from("!II", payload, position)
+        fields, _ = decode_flow_sample(data, position + 8, position + 8 + length, False, "192.0.2.9", [])
+        per_sample.append(fields)
+        position += 8 + length
+    assert [r.fields for r in flows] == per_sample
+
+
+def _frame(
+    protocol: int, *, six: bool = False, vlans: tuple[int, ...] = (), ihl: int = 5, fragment: int = 0,
+    padding: int = 0, destination_port: int = 80, total: int | None = None,
+) -> bytes:  # fmt: skip
+    """An Ethernet frame for the vectorised reader's corner cases (options, fragments, padding)."""
+    if protocol == 6:
+        l4 = struct.pack("!HHIIBBHHH", 40000, destination_port, 7, 0, 0x50, 0x1B, 512, 0, 0)
+    elif protocol in (17, 132):
+        l4 = struct.pack("!HHHH", 53, destination_port, 8, 0) + (b"\x08\0\0\0\0\0\x2a\0" if protocol == 17 else b"")
+    elif protocol in (1, 58):
+        l4 = struct.pack("!BBHI", 3, 1, 0, 0)
+    else:
+        l4 = b"\x00" * 8
+    if six:
+        source, destination = (socket.inet_pton(socket.AF_INET6, a) for a in ("2001:db8::1", "2001:db8:1::2"))
+        ip = struct.pack("!IHBB16s16s", 0x6A012345, len(l4), protocol, 63, source, destination)
+        ether_type = 0x86DD
+    else:
+        options = b"\x01" * (4 * (ihl - 5))
+        total = 4 * ihl + len(l4) if total is None else total
+        ip = struct.pack(
+            "!BBHHHBBH4s4s", 0x40 | ihl, 0xB8, total, 77, fragment, 61, protocol, 0, bytes([192, 0, 2, 1]),
+            bytes([198, 51, 100, 2]),
+        ) + options  # fmt: skip
+    tags = b"".join(struct.pack("!HH", tpid, 0x2000 | 100 + n) for n, tpid in enumerate(vlans))
+    ether_type = 0x86DD if six else 0x0800
+    return b"\x02\0\0\0\0\x02\x02\0\0\0\0\x01" + tags + struct.pack("!H", ether_type) + ip + l4 + bytes(padding)
+
+
+CORNER_FRAMES = {
+    "tcp": _frame(6),
+    "tcp-options": _frame(6, ihl=8),
+    "tcp-padded": _frame(6, padding=12),
+    "udp": _frame(17),
+    "udp-short-total": _frame(17, total=22, padding=20),  # the IP length ends inside the UDP header
+    "vxlan": _frame(17, destination_port=4789),
+    "sctp": _frame(132),
+    "icmp": _frame(1),
+    "gre": _frame(47),
+    "fragment": _frame(6, fragment=0x2000),
+    "later-fragment": _frame(6, fragment=0x0010),
+    "vlan": _frame(17, vlans=(0x8100,)),
+    "qinq": _frame(17, vlans=(0x88A8, 0x8100)),
+    "tcp6": _frame(6, six=True),
+    "icmp6": _frame(58, six=True),
+    "udp6-vlan": _frame(17, six=True, vlans=(0x8100,)),
+    "hop-by-hop": _frame(0, six=True),
+}
+
+
+@pytest.mark.usefixtures("small_tables")
+@pytest.mark.parametrize("name", sorted(CORNER_FRAMES))
+def test_every_snapshot_length_of_corner_frames(name: str) -> None:
+    """Each frame cut at every length, as exporters cut their snapshots: the vectorised reader
+    takes what it can read whole and leaves the rest, with the per-sample decoder's documents."""
+    frame = CORNER_FRAMES[name]
+    samples = []
+    for cut in range(len(frame) + 1):
+        raw = xdr(1, struct.pack("!IIII", 1, len(frame) + 4, 4, cut) + frame[:cut])
+        switch = xdr(1001, struct.pack("!IIII", 5, 1, 6, 2)) if cut % 2 else b""
+        records = 2 if switch else 1
+        samples.append(xdr(1, struct.pack("!8I", cut, 3, 256, 0, 0, 1, 2, records) + raw + switch))
+    parts: list[Any] = []
+    for start in range(0, len(samples), 8):
+        parts += decode_sflow(datagram(*samples[start : start + 8]), ("192.0.2.1", 6343), RECEIVED_AT).flows.parts
+    taken = assert_sample_batches_match(parts)
+    whole = {"qinq", "vxlan", "fragment", "later-fragment", "hop-by-hop", "udp-short-total"}
+    assert (taken == 0) == (name in whole)  # what the reader leaves, it leaves for every cut
+
+
+_FRAME = (
+    b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00"
+    + struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 1, 0, 64, 6, 0, bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]))
+    + struct.pack("!HHIIBBHHH", 1234, 80, 0, 0, 0x50, 0x12, 0, 0, 0)
+)
 
 
 @pytest.mark.usefixtures("small_tables")

@@ -20,11 +20,13 @@ can make the whole datagram fail, with a `DecodeError`.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import Any
 
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET, parse_ethernet, parse_sampled_header
 from flowd.decode.reader import Reader
+from flowd.decode.sflow_batch import SampleBatch, walk_simple_sample
 from flowd.decode.sflow_counters import COUNTER_DECODERS, RecordDecoder, read_string
 from flowd.errors import DecodeError, TruncatedError
 from flowd.model import KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, DecodeResult, Exporter, FlowRecord, SoftError
@@ -85,6 +87,8 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
 
     result = DecodeResult(version=SFLOW_VERSION, declared_records=sample_count)
     flows: list[FlowRecord] = []
+    parts: list[Sequence[FlowRecord]] = [flows]
+    simple: SampleBatch | None = None  # flow samples of the common shape, decoded later in bulk
     errors = result.errors
     # Samples and records are many and small, so `Reader.sub`'s rule is applied inline rather than
     # through a Reader per sample: a sample must end inside the datagram, it is decoded within
@@ -104,7 +108,16 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
             break
         try:
             if data_format in (SAMPLE_FLOW, SAMPLE_FLOW_EXPANDED):
-                fields, rate = _decode_flow_sample(data, start, pos, data_format == SAMPLE_FLOW_EXPANDED, agent, errors)
+                expanded = data_format == SAMPLE_FLOW_EXPANDED
+                walked = walk_simple_sample(data, start, pos, expanded)
+                if walked is not None:
+                    if simple is None or parts[-1] is not simple:  # keep the samples' order
+                        simple = SampleBatch()
+                        simple.add_datagram(data, exporter, received_at, agent, (sub_agent, sequence, uptime_ms))
+                        parts.append(simple)
+                    simple.add_row(walked)
+                    continue
+                fields, rate = decode_flow_sample(data, start, pos, expanded, agent, errors)
                 kind = KIND_SFLOW_FLOW
             elif data_format in (SAMPLE_COUNTERS, SAMPLE_COUNTERS_EXPANDED):
                 fields = _decode_counter_sample(
@@ -124,6 +137,9 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
         except DecodeError as error:
             errors.append(SoftError(error.reason, f"sample {index + 1}: {error}", error.offset))
             continue
+        if parts[-1] is not flows:
+            flows = []
+            parts.append(flows)
         flows.append(
             FlowRecord(
                 kind,
@@ -139,11 +155,12 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
                 rate if rate > 0 else 1,
             )
         )
-    result.flows.add_batch(flows)
+    for part in parts:
+        result.flows.add_batch(part)
     return result
 
 
-def _decode_flow_sample(
+def decode_flow_sample(
     data: bytes | memoryview, pos: int, end: int, expanded: bool, agent: str, errors: list[SoftError]
 ) -> tuple[Fields, int]:
     """A flow sample (format 1) or expanded flow sample (format 3) in `data[pos:end]`."""

@@ -85,7 +85,6 @@ class BulkEncoder:
         self._counter = start + len(lines)
         return [head + b'%x"}}\n' % counter + line + b"\n" for counter, line in enumerate(lines, start)]
 
-
     def action_lines(self, count: int) -> npt.NDArray[np.uint8]:
         """The action lines of the next `count` documents as a NUL-padded byte matrix (for
         `DocumentTable.to_ndjson(prefixes=...)`); the same bytes `encode_lines` would write."""

@@ -12,12 +12,13 @@ the rare sample with a value a table cannot hold (an explicit null), keep the di
 from __future__ import annotations
 
 from collections.abc import Sequence
-from socket import inet_aton
+from socket import AF_INET6, inet_aton, inet_ntop
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from flowd.decode.sflow_batch import PackedAddresses, SampleBatch, SampleGroup, simple_sample_columns
 from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
 from flowd.output.batch_documents import (
@@ -71,38 +72,112 @@ def sflow_tables(records: Sequence[FlowRecord]) -> tuple[list[DocumentTable], li
     return tables, rest
 
 
+class _Rows:
+    """Per-sample values from the datagram headers, and the rate documents scale by."""
+
+    __slots__ = ("exporters", "rates", "received", "sequence", "sub_agent", "uptime")
+
+    def __init__(
+        self,
+        received: list[float],
+        sub_agent: list[int],
+        sequence: list[int],
+        uptime: list[int | None],
+        rates: Array,
+        exporters: list[str],
+    ) -> None:
+        self.received = received
+        self.sub_agent = sub_agent
+        self.sequence = sequence
+        self.uptime = uptime
+        self.rates = rates
+        self.exporters = exporters
+
+
 def _table(keys: tuple[str, ...], group: list[FlowRecord]) -> DocumentTable:
-    count = len(group)
-    table = DocumentTable(count)
     # Every dict of the group has these keys in this order: their value views zip into columns
     # (half the cost of a tuple per sample).
     transposed = zip(*[record.fields.values() for record in group], strict=True)
-    values: dict[str, list[Any]] = {}
     columns: dict[str, Column] = {}
     for name, row_values in zip(keys, transposed, strict=True):
         listed = list(row_values)
         if None in listed:  # the dict path writes an explicit null, which a table cannot
             raise _Unsupported(name)
-        values[name] = listed
         columns[name] = _address_column(listed) if name in _ADDRESSES else _column(listed)
+    rows = _Rows(
+        [record.received_at for record in group],
+        [record.domain_id for record in group],
+        [record.sequence for record in group],
+        [record.uptime_ms for record in group],
+        np.array([record.sampling_rate for record in group], dtype=np.int64),
+        [record.exporter[0] for record in group],
+    )
+    return _build(columns, rows)
 
-    received = [record.received_at for record in group]
-    distinct_times = {t: iso_from_seconds(t) for t in set(received)}
-    table.add("@timestamp", [distinct_times[t] for t in received])
+
+def sample_batch_tables(batch: SampleBatch) -> tuple[list[DocumentTable], list[int]]:
+    """Tables of a `SampleBatch` read in numpy, one per layout, and the row numbers left for
+    the per-sample decoder (snapshots the vectorised reader does not take, small layouts)."""
+    groups, left = simple_sample_columns(batch)
+    tables = []
+    for group in groups:
+        if len(group.rows) >= MIN_TABLE_ROWS:
+            tables.append(sample_group_table(batch, group))
+        else:
+            left += group.rows.tolist()
+    return tables, sorted(left)
+
+
+def sample_group_table(batch: SampleBatch, group: SampleGroup) -> DocumentTable:
+    """The documents of one layout of a `SampleBatch`'s vectorised columns."""
+    datagrams = batch.datagrams
+    numbers = batch.numbers()[group.rows].tolist()
+    columns: dict[str, Column] = {}
+    for name, values in group.columns.items():
+        if isinstance(values, PackedAddresses):
+            columns[name] = _packed_column(values)
+        elif name in _ADDRESSES:
+            columns[name] = _address_column(values)
+        else:
+            columns[name] = values
+    rates = group.columns["sampling_rate"]
+    rows = _Rows(
+        [datagrams[n][2] for n in numbers],
+        [datagrams[n][4] for n in numbers],
+        [datagrams[n][5] for n in numbers],
+        [datagrams[n][6] for n in numbers],
+        np.where(rates > 0, rates, 1),
+        [datagrams[n][1][0] for n in numbers],
+    )
+    return _build(columns, rows)
+
+
+def _packed_column(addresses: PackedAddresses) -> Column:
+    if bool(addresses.four.all()):
+        return ipv4_column(addresses.ipv4)
+    packed = [bytes(row) for row in addresses.ipv6]
+    texts = {p: inet_ntop(AF_INET6, p) for p in set(packed)}
+    return [texts[p] for p in packed]
+
+
+def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
+    table = DocumentTable(len(rows.received))
+    distinct_times = {t: iso_from_seconds(t) for t in set(rows.received)}
+    table.add("@timestamp", [distinct_times[t] for t in rows.received])
     table.set_constant("event.kind", "event")
     table.set_constant("event.category", ["network"])
     table.set_constant("event.type", ["connection"])
     table.set_constant("event.action", KIND_SFLOW_FLOW)
-    table.add("sflow.sub_agent_id", _column([record.domain_id for record in group]))
-    table.add("sflow.datagram_sequence", _column([record.sequence for record in group]))
+    table.add("sflow.sub_agent_id", _column(rows.sub_agent))
+    table.add("sflow.datagram_sequence", _column(rows.sequence))
     if "agent_address" in columns:
         table.add("observer.ip", columns["agent_address"])
-    uptimes = [record.uptime_ms for record in group]
+    uptimes = rows.uptime
     if any(u is not None for u in uptimes):
         table.add("sflow.uptime_ms", _column(uptimes) if None not in uptimes else uptimes)
     for name, column in columns.items():
         table.add("sflow." + name, column)
-    _add_flow_fields(table, values, columns, group)
+    _add_flow_fields(table, columns, rows)
     return table
 
 
@@ -142,11 +217,10 @@ def _unless_zero(column: Column) -> Column:
     return [v if v else None for v in python_values(column)]
 
 
-def _add_flow_fields(
-    table: DocumentTable, values: dict[str, list[Any]], columns: dict[str, Column], group: list[FlowRecord]
-) -> None:
-    count = len(group)
-    rates = np.array([record.sampling_rate for record in group], dtype=np.int64)
+def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Rows) -> None:
+    count = len(table)
+    rates = rows.rates
+    values = _Values(columns)
     if "frame_length" in columns:
         frame_length = _integers(columns["frame_length"])
     elif "ip_length" in columns:
@@ -168,18 +242,17 @@ def _add_flow_fields(
         if name in columns:
             table.add(key, _unless_zero(columns[name]))
 
-    source = values.get("src_ip")
-    destination = values.get("dst_ip")
     for name, key in (("src_ip", "source.ip"), ("dst_ip", "destination.ip")):
         if name in columns:
             table.add(key, columns[name])
     source_column, destination_column = columns.get("src_ip"), columns.get("dst_ip")
     if isinstance(source_column, LazyColumn) and isinstance(destination_column, LazyColumn):
         table.add("related.ip", related_ipv4(source_column, destination_column))
-    elif source is not None and destination is not None:
-        table.add("related.ip", [[s] if d == s else [s, d] for s, d in zip(source, destination, strict=True)])
-    elif source is not None or destination is not None:
-        table.add("related.ip", [[address] for address in (source or destination or [])])
+    elif source_column is not None and destination_column is not None:
+        pairs = zip(values["src_ip"], values["dst_ip"], strict=True)
+        table.add("related.ip", [[s] if d == s else [s, d] for s, d in pairs])
+    elif source_column is not None or destination_column is not None:
+        table.add("related.ip", [[address] for address in values["src_ip" if source_column is not None else "dst_ip"]])
     if "ip_version" in values:
         table.add("network.type", ["ipv4" if v == 4 else "ipv6" for v in values["ip_version"]])
     for name, key in (("src_port", "source.port"), ("dst_port", "destination.port")):
@@ -208,18 +281,28 @@ def _add_flow_fields(
         if name in columns:
             table.add(key, _unless_zero(columns[name]))
 
-    if source is not None or destination is not None:
-        agents = values.get("agent_address") or [record.exporter[0] for record in group]
-        table.add("flow.id", _flow_ids(agents, values, columns, count))
+    if source_column is not None or destination_column is not None:
+        table.add("flow.id", _flow_ids(rows, values, columns, count))
 
 
-def _flow_ids(agents: list[Any], values: dict[str, list[Any]], columns: dict[str, Column], count: int) -> LazyColumn:
+def _agent_words(agents: Column | None, rows: _Rows) -> Array:
+    """The exporter word of every sample's agent (`ecs.exporter_word`), once per distinct agent."""
+    if isinstance(agents, LazyColumn) and agents.elementwise and agents.missing is None:
+        distinct, index = np.unique(agents.array, return_inverse=True)
+        words = [ecs.exporter_word(a) for a in agents.values_of(distinct)]
+        return np.array(words, dtype=_U64)[index.reshape(-1)]
+    texts = python_values(agents) if agents is not None else rows.exporters
+    known = {agent: ecs.exporter_word(agent) for agent in set(texts)}
+    return np.array([known[agent] for agent in texts], dtype=_U64)
+
+
+def _flow_ids(rows: _Rows, values: _Values, columns: dict[str, Column], count: int) -> LazyColumn:
     """`ecs.flow_id` of every sample, in numpy; per sample when a column mixes address families."""
-    words = {agent: ecs.exporter_word(agent) for agent in set(agents)}
+    agent_words = _agent_words(columns.get("agent_address"), rows)
     try:
         ids = mix_word_columns(
             [
-                np.array([words[agent] for agent in agents], dtype=_U64),
+                agent_words,
                 *_address_words(columns, values, "src_ip", count),
                 _words(columns, values, "src_port", count),
                 *_address_words(columns, values, "dst_ip", count),
@@ -230,16 +313,17 @@ def _flow_ids(agents: list[Any], values: dict[str, list[Any]], columns: dict[str
         )
     except MixedFamiliesError:
         nothing: list[Any] = [None] * count
+        agents = values.get("agent_address") or rows.exporters
         ids = np.array(
             [
                 int(ecs.flow_id(*six), 16)
                 for six in zip(
                     agents,
-                    values.get("src_ip", nothing),
-                    values.get("src_port", nothing),
-                    values.get("dst_ip", nothing),
-                    values.get("dst_port", nothing),
-                    values.get("protocol", nothing),
+                    values.get("src_ip") or nothing,
+                    values.get("src_port") or nothing,
+                    values.get("dst_ip") or nothing,
+                    values.get("dst_port") or nothing,
+                    values.get("protocol") or nothing,
                     strict=True,
                 )
             ],
@@ -248,15 +332,37 @@ def _flow_ids(agents: list[Any], values: dict[str, list[Any]], columns: dict[str
     return LazyColumn(ids, render_hex64, hex_strings)
 
 
-def _words(columns: dict[str, Column], values: dict[str, list[Any]], name: str, count: int) -> Array:
+def _words(columns: dict[str, Column], values: _Values, name: str, count: int) -> Array:
     column = columns.get(name)
     if isinstance(column, np.ndarray) and (not len(column) or int(column.min()) >= 0):
         return column.astype(_U64)
     return int_words(values.get(name), count)
 
 
-def _address_words(columns: dict[str, Column], values: dict[str, list[Any]], name: str, count: int) -> list[Array]:
+def _address_words(columns: dict[str, Column], values: _Values, name: str, count: int) -> list[Array]:
     column = columns.get(name)
     if isinstance(column, LazyColumn):
         return [column.array.astype(_U64)]
     return address_word_columns(values.get(name), count)
+
+
+class _Values:
+    """Python values of columns, converted when first asked for."""
+
+    __slots__ = ("_columns", "_lists")
+
+    def __init__(self, columns: dict[str, Column]) -> None:
+        self._columns = columns
+        self._lists: dict[str, list[Any]] = {}
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._columns
+
+    def __getitem__(self, name: str) -> list[Any]:
+        found = self._lists.get(name)
+        if found is None:
+            found = self._lists[name] = python_values(self._columns[name])
+        return found
+
+    def get(self, name: str, default: list[Any] | None = None) -> list[Any] | None:
+        return self[name] if name in self._columns else default

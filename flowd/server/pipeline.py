@@ -25,12 +25,13 @@ import orjson
 
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
+from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
 from flowd.enrich import Enricher
 from flowd.errors import DecodeError, SinkError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
 from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
-from flowd.output.sflow_table import sflow_tables
+from flowd.output.sflow_table import sample_batch_tables, sflow_tables
 from flowd.output.sink import Sink
 from flowd.output.table import DocumentTable, Matrix
 from flowd.server.metrics import LabelCap, WorkerStats
@@ -200,6 +201,7 @@ class BatchDecoder:
         parts: list[Part] = []
         dicts: list[dict[str, Any]] = []
         samples: list[FlowRecord] = []
+        sample_batches: list[SampleBatch] = []
         for part in merge_batches(flows.parts):  # one table per template layout, not per datagram
             if isinstance(part, RecordBatch):
                 if part.kind == KIND_NETFLOW_FLOW:
@@ -208,10 +210,15 @@ class BatchDecoder:
                         continue
                     except Exception:  # a mapping bug: redo record by record to isolate it
                         pass
+            elif isinstance(part, SampleBatch):
+                sample_batches.append(part)  # read in numpy below, the whole batch at once
+                continue
             elif part and part[0].kind.startswith("sflow"):
                 samples.extend(part)  # sFlow samples of the whole batch, tabled by layout below
                 continue
             self._documents(part, dicts)
+        if sample_batches:
+            parts.extend(self._sample_tables(join_sample_batches(sample_batches), samples))
         if samples:
             try:
                 tables, rest = sflow_tables(samples)
@@ -222,6 +229,16 @@ class BatchDecoder:
         if dicts:
             parts.append(dicts)
         return parts
+
+    def _sample_tables(self, batch: SampleBatch, samples: list[FlowRecord]) -> list[DocumentTable]:
+        """Tables of the sFlow samples read in numpy; the rest join `samples` as records."""
+        try:
+            tables, left = sample_batch_tables(batch)
+        except Exception:  # a bug in the vectorised reader: every sample goes the per-sample way
+            samples.extend(batch)
+            return []
+        samples.extend(batch.record(row) for row in left)
+        return tables
 
     def take_options(self) -> list[dict[str, Any]]:
         """Options documents decoded since the last call (interface and application tables)."""

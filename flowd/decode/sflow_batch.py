@@ -1,0 +1,425 @@
+"""sFlow flow samples of the common shape, decoded a receive batch at a time in numpy.
+
+Most flow samples a switch sends look alike: ifIndex interfaces, one raw packet header record
+(an Ethernet frame, maybe with one 802.1Q tag, carrying IPv4 or IPv6 and TCP, UDP or ICMP) and
+perhaps an extended switch record. `walk_simple_sample` recognises that shape while the
+datagram is walked (a few `unpack_from` calls, no dict); such samples are kept as offsets in a
+`SampleBatch`. Joined across a receive batch (`join_sample_batches`), their header snapshots
+become one byte matrix and `simple_sample_columns` reads every field for all of them at once.
+
+Nothing here decides a value differently from the per-sample decoder: a `SampleBatch` is a
+`Sequence[FlowRecord]` whose records *are* the per-sample decoder's (it decodes them from the
+kept offsets when iterated), and any sample whose snapshot the vectorised reader does not take
+whole (QinQ, MPLS, fragments, IPv6 extension headers, VXLAN, short snapshots, other protocols at
+layer 2) is handed back by row number for that decoder. A test holds the columns to the records.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+import numpy as np
+import numpy.typing as npt
+
+from flowd.model import KIND_SFLOW_FLOW, Exporter, FlowRecord, SoftError
+
+SFLOW_VERSION = 5
+INTERFACE_INTERNAL = 0x3FFFFFFF
+RECORD_RAW_HEADER = 1
+RECORD_SWITCH = 1001
+HEADER_PROTOCOL_ETHERNET = 1
+SNAPSHOT_BYTES = 96
+"""Header bytes the vectorised reader looks at: Ethernet with one tag (18), the longest IPv4
+header (60) and the TCP flags (14) fit; a sample needing more goes to the per-sample decoder."""
+
+_FLOW = struct.Struct("!8I")
+_FLOW_EXPANDED = struct.Struct("!11I")
+_II = struct.Struct("!II")
+_RAW_HEADER = struct.Struct("!IIII")
+_SWITCH = struct.Struct("!IIII")
+_VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
+_IPV6_CHAIN = (0, 43, 44, 51, 60, 135, 139, 140)
+"""Next-header values the per-sample decoder follows (extension headers, fragment, AH)."""
+_VXLAN_PORT = 4789
+
+Walked = tuple[Any, ...]
+"""(start, end, expanded, sequence, source id type, source id index, rate, pool, drops, input
+ifIndex, output ifIndex, frame length, stripped, header length, header offset, switch values)."""
+Array = npt.NDArray[Any]
+
+
+def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded: bool) -> Walked | None:
+    """The values of a flow sample of the common shape in `data[start:end]`, else None."""
+    if expanded:
+        if end - start < 44:
+            return None
+        sequence, id_type, id_index, rate, pool, drops, in_format, in_value, out_format, out_value, count = (
+            _FLOW_EXPANDED.unpack_from(data, start)
+        )
+        pos = start + 44
+    else:
+        if end - start < 32:
+            return None
+        sequence, source_id, rate, pool, drops, in_word, out_word, count = _FLOW.unpack_from(data, start)
+        pos = start + 32
+        id_type, id_index = source_id >> 24, source_id & 0xFFFFFF
+        in_format, in_value = in_word >> 30, in_word & 0x3FFFFFFF
+        out_format, out_value = out_word >> 30, out_word & 0x3FFFFFFF
+    if in_format or out_format or in_value == INTERFACE_INTERNAL or out_value == INTERFACE_INTERNAL:
+        return None
+    if count != 1 and count != 2:
+        return None
+    header: tuple[int, int, int, int] | None = None
+    switch: tuple[int, ...] | None = None
+    for _ in range(count):
+        if end - pos < 8:
+            return None
+        record_format, length = _II.unpack_from(data, pos)
+        body = pos + 8
+        pos = body + length
+        if pos > end or length < 16:
+            return None
+        if record_format == RECORD_RAW_HEADER and header is None:
+            protocol, frame_length, stripped, header_length = _RAW_HEADER.unpack_from(data, body)
+            if protocol != HEADER_PROTOCOL_ETHERNET or header_length > length - 16:
+                return None
+            header = (frame_length, stripped, header_length, body + 16)
+        elif record_format == RECORD_SWITCH and switch is None:
+            switch = _SWITCH.unpack_from(data, body)
+        else:
+            return None
+    if header is None:
+        return None
+    return (start, end, expanded, sequence, id_type, id_index, rate, pool, drops, in_value, out_value, *header, switch)
+
+
+class SampleBatch(Sequence[FlowRecord]):
+    """Flow samples of the common shape from one or more datagrams, kept as offsets.
+
+    Iterating decodes them with the per-sample decoder (`sflow._decode_flow_sample`), so every
+    consumer of records sees exactly what the generic path gives; `flowd run` reads the batch
+    with `simple_sample_columns` instead.
+    """
+
+    __slots__ = ("_records", "counts", "datagrams", "rows")
+
+    def __init__(self) -> None:
+        self.datagrams: list[tuple[bytes | memoryview, Exporter, float, str, int, int, int]] = []
+        """(data, exporter, received at, agent, sub-agent id, datagram sequence, uptime ms)."""
+        self.counts: list[int] = []
+        """Rows of each datagram; `rows` holds them datagram after datagram."""
+        self.rows: list[Walked] = []
+        self._records: list[FlowRecord] | None = None
+
+    def add_datagram(
+        self, data: bytes | memoryview, exporter: Exporter, received_at: float, agent: str, header: tuple[int, int, int]
+    ) -> None:
+        """Rows appended from now on belong to this datagram (call `add_row`)."""
+        self.datagrams.append((data, exporter, received_at, agent, *header))
+        self.counts.append(0)
+
+    def add_row(self, walked: Walked) -> None:
+        self.rows.append(walked)
+        self.counts[-1] += 1
+
+    def numbers(self) -> npt.NDArray[np.intp]:
+        """The datagram of each row."""
+        return np.repeat(np.arange(len(self.counts), dtype=np.intp), self.counts)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def record(self, row: int) -> FlowRecord:
+        from flowd.decode.sflow import decode_flow_sample  # the per-sample decoder imports this module
+
+        walked = self.rows[row]
+        number = int(np.searchsorted(np.cumsum(self.counts), row, side="right"))
+        data, exporter, received_at, agent, sub_agent, sequence, uptime_ms = self.datagrams[number]
+        errors: list[SoftError] = []
+        fields, rate = decode_flow_sample(data, walked[0], walked[1], walked[2], agent, errors)
+        return FlowRecord(
+            KIND_SFLOW_FLOW,
+            exporter,
+            SFLOW_VERSION,
+            received_at,
+            fields,
+            sub_agent,
+            0,
+            sequence,
+            0,
+            uptime_ms,
+            rate if rate > 0 else 1,
+        )
+
+    def _all(self) -> list[FlowRecord]:
+        if self._records is None:
+            self._records = [self.record(row) for row in range(len(self.rows))]
+        return self._records
+
+    @overload
+    def __getitem__(self, index: int) -> FlowRecord: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[FlowRecord]: ...
+    def __getitem__(self, index: int | slice) -> FlowRecord | Sequence[FlowRecord]:
+        return self._all()[index]
+
+    def __iter__(self) -> Iterator[FlowRecord]:
+        return iter(self._all())
+
+
+def join_sample_batches(batches: list[SampleBatch]) -> SampleBatch:
+    """One batch of the samples of many (a receive batch's datagrams)."""
+    if len(batches) == 1:
+        return batches[0]
+    joined = SampleBatch()
+    for batch in batches:
+        joined.datagrams += batch.datagrams
+        joined.counts += batch.counts
+        joined.rows += batch.rows
+    return joined
+
+
+class SampleGroup:
+    """Rows of a `SampleBatch` whose fields have one key layout, as columns in the per-sample
+    decoder's key order; `rows` are their row numbers in the batch."""
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, rows: Array, columns: dict[str, Any]) -> None:
+        self.rows = rows
+        self.columns = columns
+
+
+def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[int]]:
+    """The batch's samples as column groups, and the rows the vectorised reader left for the
+    per-sample decoder."""
+    count = len(batch.rows)
+    if not count:
+        return [], []
+    numbers = batch.numbers()
+    (
+        _starts,
+        _ends,
+        _expanded,
+        sequence,
+        id_type,
+        id_index,
+        rate,
+        pool,
+        drops,
+        input_ifindex,
+        output_ifindex,
+        frame_length,
+        stripped,
+        header_length,
+        header_offset,
+        switches,
+    ) = zip(*batch.rows, strict=True)
+    snapshots = _snapshots(batch, numbers, header_offset)
+    length = np.array(header_length, dtype=np.int64)
+    parsed = _parse_snapshots(snapshots, length)
+    taken = parsed.pop("_taken")
+    has_switch = np.array([s is not None for s in switches], dtype=np.bool_)
+    switch_values = np.array([s or (0, 0, 0, 0) for s in switches], dtype=np.int64).reshape(count, 4)
+
+    def ints(values: Sequence[int]) -> Array:
+        return np.array(values, dtype=np.int64)
+
+    common: dict[str, Any] = {
+        "agent_address": _per_row([d[3] for d in batch.datagrams], batch.counts),
+        "sample_sequence": ints(sequence),
+        "source_id_type": ints(id_type),
+        "source_id_index": ints(id_index),
+        "sampling_rate": ints(rate),
+        "sample_pool": ints(pool),
+        "drops": ints(drops),
+        "input_format": np.zeros(count, dtype=np.int64),
+        "output_format": np.zeros(count, dtype=np.int64),
+        "input_ifindex": ints(input_ifindex),
+        "output_ifindex": ints(output_ifindex),
+        "header_protocol": np.full(count, HEADER_PROTOCOL_ETHERNET, dtype=np.int64),
+        "frame_length": ints(frame_length),
+        "stripped": ints(stripped),
+        "header_length": length,
+    }
+    switch_columns = {
+        "src_vlan": switch_values[:, 0],
+        "src_priority": switch_values[:, 1],
+        "dst_vlan": switch_values[:, 2],
+        "dst_priority": switch_values[:, 3],
+    }
+    # A layout is which optional parts a row has: tag, IP version, transport kind, switch record.
+    layout = (
+        parsed["_tagged"].astype(np.int64)
+        | (parsed["_six"].astype(np.int64) << 1)
+        | (parsed["_transport"] << 2)
+        | (has_switch.astype(np.int64) << 5)
+    )
+    groups: list[SampleGroup] = []
+    for code in np.unique(layout[taken]).tolist():
+        rows = np.flatnonzero(taken & (layout == code))
+        tagged, six, transport, switch = bool(code & 1), bool(code & 2), (code >> 2) & 7, bool(code & 32)
+        columns = {name: _take(values, rows) for name, values in common.items()}
+        for name in _header_keys(tagged, six, transport):
+            columns[name] = _take(parsed[name], rows)
+        if switch:
+            columns.update({name: values[rows] for name, values in switch_columns.items()})
+        groups.append(SampleGroup(rows, columns))
+    return groups, np.flatnonzero(~taken).tolist()
+
+
+def _take(values: Any, rows: Array) -> Any:
+    if isinstance(values, (np.ndarray, PackedAddresses)):
+        return values[rows]
+    return [values[row] for row in rows.tolist()]
+
+
+TRANSPORT_NONE, TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP = 0, 1, 2, 3
+
+
+def _header_keys(tagged: bool, six: bool, transport: int) -> list[str]:
+    """The keys the header parser writes for a snapshot of this layout, in its order."""
+    keys = ["dst_mac", "src_mac"]
+    if tagged:
+        keys += ["vlan", "vlan_priority"]
+    keys.append("ether_type")
+    if six:
+        keys += ["ip_version", "src_ip", "dst_ip", "ip_tos", "ttl", "ip_length", "ipv6_flow_label", "protocol"]
+    else:
+        keys += ["ip_version", "src_ip", "dst_ip", "protocol", "ip_tos", "ttl", "ip_length"]
+    if transport == TRANSPORT_TCP:
+        keys += ["src_port", "dst_port", "tcp_flags"]
+    elif transport == TRANSPORT_PORTS:
+        keys += ["src_port", "dst_port"]
+    elif transport == TRANSPORT_ICMP:
+        keys += ["icmp_type", "icmp_code"]
+    return keys
+
+
+def _per_row(values: list[Any], counts: list[int]) -> list[Any]:
+    out: list[Any] = []
+    for value, count in zip(values, counts, strict=True):
+        out += [value] * count
+    return out
+
+
+def _snapshots(batch: SampleBatch, numbers: npt.NDArray[np.intp], offsets: Sequence[int]) -> npt.NDArray[np.uint8]:
+    """The first SNAPSHOT_BYTES of every header, one row each (bytes past a header are never read)."""
+    datagrams = [bytes(d[0]) for d in batch.datagrams]
+    joined = np.frombuffer(b"".join(datagrams) + bytes(SNAPSHOT_BYTES), dtype=np.uint8)
+    bases = np.cumsum([0] + [len(d) for d in datagrams[:-1]])
+    starts = bases[numbers] + np.array(offsets, dtype=np.int64)
+    return joined[starts[:, None] + np.arange(SNAPSHOT_BYTES)]
+
+
+def _parse_snapshots(snap: npt.NDArray[np.uint8], length: Array) -> dict[str, Any]:
+    """Every header field of every snapshot, and `_taken`: the rows parsed whole (the others go
+    to the per-sample parser, so no row here needs to match it in a corner case)."""
+    count = len(snap)
+    rows = np.arange(count)
+    wide = snap.astype(np.int64)
+
+    def u8(offset: Array) -> Array:
+        return wide[rows, np.minimum(offset, SNAPSHOT_BYTES - 1)]
+
+    def u16(offset: Array) -> Array:
+        return (u8(offset) << 8) | u8(offset + 1)
+
+    ether = (wide[:, 12] << 8) | wide[:, 13]
+    tagged = np.isin(ether, _VLAN_TYPES)
+    inner = (wide[:, 16] << 8) | wide[:, 17]
+    tci = (wide[:, 14] << 8) | wide[:, 15]
+    ether_type = np.where(tagged, inner, ether)
+    taken = (length >= 14) & ~(tagged & ((length < 18) | np.isin(inner, _VLAN_TYPES)))
+    l3 = np.where(tagged, 18, 14)
+    four = ether_type == 0x0800
+    six = ether_type == 0x86DD
+    first = u8(l3)
+    ihl = (first & 15) * 4
+    total = u16(l3 + 2)
+    fragment = u16(l3 + 6)
+    payload = u16(l3 + 4)
+    next_header = u8(l3 + 6)
+    ok4 = four & (length >= l3 + 20) & (first >> 4 == 4) & (ihl >= 20) & ((fragment & 0x3FFF) == 0)
+    ok6 = six & (length >= l3 + 40) & (first >> 4 == 6) & ~np.isin(next_header, _IPV6_CHAIN)
+    taken &= np.where(four, ok4, ok6)
+    # Ethernet pads short frames: an IP length shorter than the snapshot ends the packet.
+    end = np.where(
+        four,
+        np.where((ihl <= total) & (total < length - l3), l3 + total, length),
+        np.where((payload > 0) & (payload < length - l3 - 40), l3 + 40 + payload, length),
+    )
+    protocol = np.where(four, u8(l3 + 9), next_header)
+    l4 = np.where(four, l3 + ihl, l3 + 40)
+    tcp = protocol == 6
+    ports = (protocol == 17) | (protocol == 132) | (protocol == 136)
+    icmp = (protocol == 1) | (protocol == 58)
+    transport = np.select([tcp, ports, icmp], [TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP], TRANSPORT_NONE)
+    needed = np.select([tcp, ports, icmp], [14, 4, 2], 0)
+    taken &= (l4 + needed <= end) & (l4 + needed <= SNAPSHOT_BYTES)
+    source_port = u16(l4)
+    destination_port = u16(l4 + 2)
+    taken &= ~((protocol == 17) & (destination_port == _VXLAN_PORT))  # the inner frame is parsed per sample
+    word = (u8(l3) << 24) | (u8(l3 + 1) << 16) | (u8(l3 + 2) << 8) | u8(l3 + 3)
+    return {
+        "_taken": taken,
+        "_tagged": tagged,
+        "_six": six,
+        "_transport": transport,
+        "dst_mac": _macs(snap[:, 0:6]),
+        "src_mac": _macs(snap[:, 6:12]),
+        "vlan": tci & 0x0FFF,
+        "vlan_priority": tci >> 13,
+        "ether_type": ether_type,
+        "ip_version": np.where(four, 4, 6),
+        "src_ip": _addresses(snap, l3, four),
+        "dst_ip": _addresses(snap, l3, four, destination=True),
+        "protocol": protocol,
+        "ip_tos": np.where(four, u8(l3 + 1), (word >> 20) & 0xFF),
+        "ttl": np.where(four, u8(l3 + 8), u8(l3 + 7)),
+        "ip_length": np.where(four, total, payload + 40),
+        "ipv6_flow_label": word & 0xFFFFF,
+        "src_port": source_port,
+        "dst_port": destination_port,
+        "tcp_flags": u16(l4 + 12) & 0x1FF,
+        "icmp_type": u8(l4),
+        "icmp_code": u8(l4 + 1),
+    }
+
+
+def _macs(octets: npt.NDArray[np.uint8]) -> list[str]:
+    """`aa:bb:cc:dd:ee:ff` per row, formatted once per distinct address."""
+    numbers = np.zeros(len(octets), dtype=np.uint64)
+    for column in range(6):
+        numbers = (numbers << np.uint64(8)) | octets[:, column].astype(np.uint64)
+    distinct, index = np.unique(numbers, return_inverse=True)
+    texts = [int(n).to_bytes(6, "big").hex(":") for n in distinct.tolist()]
+    return [texts[i] for i in index.reshape(-1).tolist()]
+
+
+def _addresses(snap: npt.NDArray[np.uint8], l3: Array, four: Array, *, destination: bool = False) -> Any:
+    """IPv4 addresses as uint32 (`ipv4:` rows) and IPv6 ones as 16-byte rows, side by side:
+    a tuple the table builder splits by layout."""
+    rows = np.arange(len(snap))[:, None]
+    offset4 = l3 + (16 if destination else 12)
+    offset6 = l3 + (24 if destination else 8)
+    v4 = snap[rows, np.minimum(offset4[:, None] + np.arange(4), SNAPSHOT_BYTES - 1)]
+    v6 = snap[rows, np.minimum(offset6[:, None] + np.arange(16), SNAPSHOT_BYTES - 1)]
+    return PackedAddresses(np.ascontiguousarray(v4).view(">u4").reshape(-1).astype(np.uint32), v6, four)
+
+
+class PackedAddresses:
+    """One address column of a batch: every row read both as IPv4 and as IPv6; `four` says which
+    reading is the address. Indexing by rows keeps the three together."""
+
+    __slots__ = ("four", "ipv4", "ipv6")
+
+    def __init__(self, ipv4: Array, ipv6: npt.NDArray[np.uint8], four: Array) -> None:
+        self.ipv4 = ipv4
+        self.ipv6 = ipv6
+        self.four = four
+
+    def __getitem__(self, rows: Array) -> PackedAddresses:
+        return PackedAddresses(self.ipv4[rows], self.ipv6[rows], self.four[rows])
