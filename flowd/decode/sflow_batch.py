@@ -17,6 +17,7 @@ layer 2) is handed back by row number for that decoder. A test holds the columns
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
@@ -132,13 +133,16 @@ class SampleBatch(Sequence[FlowRecord]):
         return len(self.rows)
 
     def record(self, row: int) -> FlowRecord:
-        from flowd.decode.sflow import decode_flow_sample  # the per-sample decoder imports this module
-
-        walked = self.rows[row]
+        """The per-sample decoder's record of one row."""
         number = int(np.searchsorted(np.cumsum(self.counts), row, side="right"))
-        data, exporter, received_at, agent, sub_agent, sequence, uptime_ms = self.datagrams[number]
+        return self._decode(self.rows[row], self.datagrams[number])
+
+    def _decode(
+        self, walked: Walked, datagram: tuple[bytes | memoryview, Exporter, float, str, int, int, int]
+    ) -> FlowRecord:
+        data, exporter, received_at, agent, sub_agent, sequence, uptime_ms = datagram
         errors: list[SoftError] = []
-        fields, rate = decode_flow_sample(data, walked[0], walked[1], walked[2], agent, errors)
+        fields, rate = _sflow().decode_flow_sample(data, walked[0], walked[1], walked[2], agent, errors)
         return FlowRecord(
             KIND_SFLOW_FLOW,
             exporter,
@@ -153,9 +157,14 @@ class SampleBatch(Sequence[FlowRecord]):
             rate if rate > 0 else 1,
         )
 
+    def records(self, rows: list[int]) -> list[FlowRecord]:
+        """The per-sample decoder's records of `rows` (ascending)."""
+        numbers = self.numbers().tolist()
+        return [self._decode(self.rows[row], self.datagrams[numbers[row]]) for row in rows]
+
     def _all(self) -> list[FlowRecord]:
         if self._records is None:
-            self._records = [self.record(row) for row in range(len(self.rows))]
+            self._records = self.records(list(range(len(self.rows))))
         return self._records
 
     @overload
@@ -167,6 +176,14 @@ class SampleBatch(Sequence[FlowRecord]):
 
     def __iter__(self) -> Iterator[FlowRecord]:
         return iter(self._all())
+
+
+def _sflow() -> Any:
+    """The per-sample decoder's module (it imports this one, so it is looked up when used)."""
+    module = sys.modules.get("flowd.decode.sflow")
+    if module is None:
+        import flowd.decode.sflow as module
+    return module
 
 
 def join_sample_batches(batches: list[SampleBatch]) -> SampleBatch:

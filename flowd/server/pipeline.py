@@ -237,7 +237,7 @@ class BatchDecoder:
         except Exception:  # a bug in the vectorised reader: every sample goes the per-sample way
             samples.extend(batch)
             return []
-        samples.extend(batch.record(row) for row in left)
+        samples.extend(batch.records(left))
         return tables
 
     def take_options(self) -> list[dict[str, Any]]:
