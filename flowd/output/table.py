@@ -243,11 +243,11 @@ class DocumentTable:
         """Group `distinct[index[row]]` goes into each row (None: nothing); a group's fields win
         over a column or constant of the same key."""
         if len(distinct) > 1:  # groups equal in content are often one object (see `FieldGroup.shared`)
-            positions: dict[int, int] = {}
-            remap = [positions.setdefault(id(g), len(positions)) for g in distinct]
-            if len(positions) < len(distinct):
-                distinct = list({id(g): g for g in distinct}.values())
-                index = np.array(remap, dtype=np.intp)[index]
+            ids = np.fromiter(map(id, distinct), dtype=np.uint64, count=len(distinct))
+            unique, first, remap = np.unique(ids, return_index=True, return_inverse=True)
+            if len(unique) < len(distinct):
+                distinct = [distinct[i] for i in first.tolist()]
+                index = remap.reshape(-1)[index]
         keys: set[str] = set()
         for key_set in {g.keys for g in distinct if g is not None}:
             keys |= key_set
