@@ -44,6 +44,8 @@ _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 _IPV6_CHAIN = (0, 43, 44, 51, 60, 135, 139, 140)
 """Next-header values the per-sample decoder follows (extension headers, fragment, AH)."""
 _VXLAN_PORT = 4789
+TRANSPORT_NONE, TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP = 0, 1, 2, 3
+"""What a snapshot's transport header gives: nothing, TCP ports and flags, ports, ICMP type and code."""
 
 Walked = tuple[Any, ...]
 """(start, end, expanded, sequence, source id type, source id index, rate, pool, drops, input
@@ -291,9 +293,6 @@ def _take(values: Any, rows: Array) -> Any:
     if isinstance(values, (np.ndarray, PackedAddresses)):
         return values[rows]
     return [values[row] for row in rows.tolist()]
-
-
-TRANSPORT_NONE, TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP = 0, 1, 2, 3
 
 
 def _header_keys(tagged: bool, six: bool, transport: int) -> list[str]:
