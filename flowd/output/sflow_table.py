@@ -1,12 +1,15 @@
 """sFlow flow samples as `DocumentTable`s: the columnar twin of `sflow_documents.sflow_document`.
 
-A flow sample's decoded fields are a dict whose keys depend only on which records and header
-layers the sample had, and an agent sends the same kinds of samples over and over. Samples are
-therefore grouped by their key layout; each group's dicts are transposed into columns in one C
-call (`zip(*values)`), and every document field is derived per column instead of per sample.
-The documents equal `sflow_document`'s (a test holds both to the same output), so the choice
-between the two paths is only about speed: groups too small to pay numpy's per-column cost, and
-the rare sample with a value a table cannot hold (an explicit null), keep the dict path.
+Two sources of columns share one builder (`_build`):
+- `sample_batch_tables`: samples of the common shape, whose header snapshots
+  `flowd.decode.sflow_batch` reads a receive batch at a time in numpy, one group per layout;
+- `sflow_tables`: decoded samples (dicts). A sample's keys depend only on which records and header
+  layers it had, and an agent sends the same kinds over and over, so samples are grouped by key
+  layout and each group's dicts are zipped into columns in one C call.
+Every document field is then derived per column instead of per sample. The documents equal
+`sflow_document`'s (tests hold both builders to it), so the choice of path is only about speed:
+groups too small to pay numpy's per-column cost, and the rare sample with a value a table cannot
+hold (an explicit null), keep the dict path.
 """
 
 from __future__ import annotations
