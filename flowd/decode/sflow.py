@@ -26,12 +26,17 @@ from typing import Any
 
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET, parse_ethernet, parse_sampled_header
 from flowd.decode.reader import Reader
-from flowd.decode.sflow_batch import SampleBatch, walk_simple_sample
+from flowd.decode.sflow_batch import (
+    INTERFACE_INTERNAL,
+    SFLOW_VERSION,
+    SampleBatch,
+    sample_record,
+    walk_simple_sample,
+)
 from flowd.decode.sflow_counters import COUNTER_DECODERS, RecordDecoder, read_string
 from flowd.errors import DecodeError, TruncatedError
 from flowd.model import KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, DecodeResult, Exporter, FlowRecord, SoftError
 
-SFLOW_VERSION = 5
 ADDRESS_IPV4 = 1
 ADDRESS_IPV6 = 2
 
@@ -40,8 +45,6 @@ SAMPLE_COUNTERS = 2
 SAMPLE_FLOW_EXPANDED = 3
 SAMPLE_COUNTERS_EXPANDED = 4
 
-INTERFACE_INTERNAL = 0x3FFFFFFF
-"""sFlow v5 "interface" encoding: ifIndex 0x3FFFFFFF means the packet came from or went to the agent itself."""
 FORMAT_IFINDEX = 0
 FORMAT_DISCARDED = 1
 FORMAT_MULTIPLE = 2
@@ -112,7 +115,7 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
                 walked = walk_simple_sample(data, start, pos, expanded)
                 if walked is not None:
                     if simple is None or parts[-1] is not simple:  # keep the samples' order
-                        simple = SampleBatch()
+                        simple = SampleBatch(decode_flow_sample)
                         simple.add_datagram(data, exporter, received_at, agent, (sub_agent, sequence, uptime_ms))
                         parts.append(simple)
                     simple.add_row(walked)
@@ -140,21 +143,7 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
         if parts[-1] is not flows:
             flows = []
             parts.append(flows)
-        flows.append(
-            FlowRecord(
-                kind,
-                exporter,
-                SFLOW_VERSION,
-                received_at,
-                fields,
-                sub_agent,
-                0,
-                sequence,
-                0,
-                uptime_ms,
-                rate if rate > 0 else 1,
-            )
-        )
+        flows.append(sample_record(kind, exporter, received_at, fields, (sub_agent, sequence, uptime_ms), rate))
     for part in parts:
         result.flows.add_batch(part)
     return result

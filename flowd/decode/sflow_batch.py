@@ -17,20 +17,20 @@ layer 2) is handed back by row number for that decoder. A test holds the columns
 from __future__ import annotations
 
 import struct
-import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, overload
 
 import numpy as np
 import numpy.typing as npt
 
+from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET
 from flowd.model import KIND_SFLOW_FLOW, Exporter, FlowRecord, SoftError
 
 SFLOW_VERSION = 5
 INTERFACE_INTERNAL = 0x3FFFFFFF
+"""sFlow v5 "interface" encoding: ifIndex 0x3FFFFFFF means the packet came from or went to the agent itself."""
 RECORD_RAW_HEADER = 1
 RECORD_SWITCH = 1001
-HEADER_PROTOCOL_ETHERNET = 1
 SNAPSHOT_BYTES = 96
 """Header bytes the vectorised reader looks at: Ethernet with one tag (18), the longest IPv4
 header (60) and the TCP flags (14) fit; a sample needing more goes to the per-sample decoder."""
@@ -98,17 +98,42 @@ def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded:
     return (start, end, expanded, sequence, id_type, id_index, rate, pool, drops, in_value, out_value, *header, switch)
 
 
+SampleDecoder = Callable[[bytes | memoryview, int, int, bool, str, list[SoftError]], tuple[dict[str, Any], int]]
+"""The per-sample decoder, `sflow.decode_flow_sample(data, start, end, expanded, agent, errors)`."""
+
+
+def sample_record(
+    kind: str, exporter: Exporter, received_at: float, fields: dict[str, Any], header: tuple[int, int, int], rate: int
+) -> FlowRecord:
+    """The record of one sFlow sample; `header` is the datagram's (sub-agent id, sequence, uptime ms)."""
+    sub_agent, sequence, uptime_ms = header
+    return FlowRecord(
+        kind,
+        exporter,
+        SFLOW_VERSION,
+        received_at,
+        fields,
+        sub_agent,
+        0,
+        sequence,
+        0,
+        uptime_ms,
+        rate if rate > 0 else 1,
+    )
+
+
 class SampleBatch(Sequence[FlowRecord]):
     """Flow samples of the common shape from one or more datagrams, kept as offsets.
 
-    Iterating decodes them with the per-sample decoder (`sflow._decode_flow_sample`), so every
-    consumer of records sees exactly what the generic path gives; `flowd run` reads the batch
-    with `simple_sample_columns` instead.
+    Iterating decodes them with the per-sample decoder it was given (`sflow.decode_flow_sample`),
+    so every consumer of records sees exactly what the generic path gives; `flowd run` reads the
+    batch with `simple_sample_columns` instead.
     """
 
-    __slots__ = ("_records", "counts", "datagrams", "rows")
+    __slots__ = ("_records", "counts", "datagrams", "decode", "rows")
 
-    def __init__(self) -> None:
+    def __init__(self, decode: SampleDecoder) -> None:
+        self.decode = decode
         self.datagrams: list[tuple[bytes | memoryview, Exporter, float, str, int, int, int]] = []
         """(data, exporter, received at, agent, sub-agent id, datagram sequence, uptime ms)."""
         self.counts: list[int] = []
@@ -136,28 +161,14 @@ class SampleBatch(Sequence[FlowRecord]):
 
     def record(self, row: int) -> FlowRecord:
         """The per-sample decoder's record of one row."""
-        number = int(np.searchsorted(np.cumsum(self.counts), row, side="right"))
-        return self._decode(self.rows[row], self.datagrams[number])
+        return self.records([row])[0]
 
     def _decode(
         self, walked: Walked, datagram: tuple[bytes | memoryview, Exporter, float, str, int, int, int]
     ) -> FlowRecord:
         data, exporter, received_at, agent, sub_agent, sequence, uptime_ms = datagram
-        errors: list[SoftError] = []
-        fields, rate = _sflow().decode_flow_sample(data, walked[0], walked[1], walked[2], agent, errors)
-        return FlowRecord(
-            KIND_SFLOW_FLOW,
-            exporter,
-            SFLOW_VERSION,
-            received_at,
-            fields,
-            sub_agent,
-            0,
-            sequence,
-            0,
-            uptime_ms,
-            rate if rate > 0 else 1,
-        )
+        fields, rate = self.decode(data, walked[0], walked[1], walked[2], agent, [])  # shape checked: no errors
+        return sample_record(KIND_SFLOW_FLOW, exporter, received_at, fields, (sub_agent, sequence, uptime_ms), rate)
 
     def records(self, rows: list[int]) -> list[FlowRecord]:
         """The per-sample decoder's records of `rows` (ascending)."""
@@ -180,19 +191,11 @@ class SampleBatch(Sequence[FlowRecord]):
         return iter(self._all())
 
 
-def _sflow() -> Any:
-    """The per-sample decoder's module (it imports this one, so it is looked up when used)."""
-    module = sys.modules.get("flowd.decode.sflow")
-    if module is None:
-        import flowd.decode.sflow as module
-    return module
-
-
 def join_sample_batches(batches: list[SampleBatch]) -> SampleBatch:
     """One batch of the samples of many (a receive batch's datagrams)."""
     if len(batches) == 1:
         return batches[0]
-    joined = SampleBatch()
+    joined = SampleBatch(batches[0].decode)
     for batch in batches:
         joined.datagrams += batch.datagrams
         joined.counts += batch.counts
