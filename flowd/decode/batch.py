@@ -18,6 +18,14 @@ from flowd.decode.records import CompiledTemplate
 from flowd.model import Exporter, FlowRecord
 
 
+def per_run(values: list[Any], lengths: list[int]) -> list[Any]:
+    """`values[i]` repeated `lengths[i]` times, run after run: one value per row."""
+    out: list[Any] = []
+    for value, length in zip(values, lengths, strict=True):
+        out += [value] * length
+    return out
+
+
 @dataclass(slots=True)
 class RowHeaders:
     """Header values of a batch joined from several data sets: one entry per run of rows that
@@ -34,10 +42,7 @@ class RowHeaders:
 
     def per_row(self, values: list[Any]) -> list[Any]:
         """One of the per-run lists above, expanded to one value per row."""
-        out: list[Any] = []
-        for value, length in zip(values, self.lengths, strict=True):
-            out += [value] * length
-        return out
+        return per_run(values, self.lengths)
 
     def repeat(self, values: list[Any], dtype: Any) -> npt.NDArray[Any]:
         """A per-run list as a numpy array with one value per row."""

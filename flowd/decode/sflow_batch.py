@@ -23,6 +23,7 @@ from typing import Any, overload
 import numpy as np
 import numpy.typing as npt
 
+from flowd.decode.batch import per_run
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET
 from flowd.model import KIND_SFLOW_FLOW, Exporter, FlowRecord, SoftError
 
@@ -250,7 +251,7 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
         return np.array(values, dtype=np.int64)
 
     common: dict[str, Any] = {
-        "agent_address": _per_row([d[3] for d in batch.datagrams], batch.counts),
+        "agent_address": per_run([d[3] for d in batch.datagrams], batch.counts),
         "sample_sequence": ints(sequence),
         "source_id_type": ints(id_type),
         "source_id_index": ints(id_index),
@@ -315,13 +316,6 @@ def _header_keys(tagged: bool, six: bool, transport: int) -> list[str]:
     elif transport == TRANSPORT_ICMP:
         keys += ["icmp_type", "icmp_code"]
     return keys
-
-
-def _per_row(values: list[Any], counts: list[int]) -> list[Any]:
-    out: list[Any] = []
-    for value, count in zip(values, counts, strict=True):
-        out += [value] * count
-    return out
 
 
 def _snapshots(batch: SampleBatch, numbers: npt.NDArray[np.intp], offsets: Sequence[int]) -> npt.NDArray[np.uint8]:
