@@ -15,12 +15,14 @@ hold (an explicit null), keep the dict path.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from socket import AF_INET6, inet_aton, inet_ntop
+from socket import inet_aton
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from flowd.decode import fields as ie
+from flowd.decode.records import column_values
 from flowd.decode.sflow_batch import PackedAddresses, SampleBatch, SampleGroup, simple_sample_columns
 from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
@@ -158,9 +160,7 @@ def sample_group_table(batch: SampleBatch, group: SampleGroup) -> DocumentTable:
 def _packed_column(addresses: PackedAddresses) -> Column:
     if bool(addresses.four.all()):
         return ipv4_column(addresses.ipv4)
-    packed = [bytes(row) for row in addresses.ipv6]
-    texts = {p: inet_ntop(AF_INET6, p) for p in set(packed)}
-    return [texts[p] for p in packed]
+    return column_values(ie.IPV6, 16, np.ascontiguousarray(addresses.ipv6).view("V16").reshape(-1))
 
 
 def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
