@@ -91,8 +91,11 @@ class TtlLruCache(Generic[K, V]):
 
     def get(self, key: K, now: float | None = None) -> V | None:
         """The cached value, or None when absent or expired. Pass `now` to read the clock once per batch."""
-        if self._heap and self._heap[0][0] <= (self._clock() if now is None else now):
-            self._expire(self._clock() if now is None else now)
+        if self._heap:
+            if now is None:
+                now = self._clock()
+            if self._heap[0][0] <= now:
+                self._expire(now)
         value = self._entries.get(key)
         if value is None:
             self.misses += 1
