@@ -124,19 +124,20 @@ def sample_batch_tables(batch: SampleBatch) -> tuple[list[DocumentTable], list[i
     """Tables of a `SampleBatch` read in numpy, one per layout, and the row numbers left for
     the per-sample decoder (snapshots the vectorised reader does not take, small layouts)."""
     groups, left = simple_sample_columns(batch)
+    numbers = batch.numbers()
     tables = []
     for group in groups:
         if len(group.rows) >= MIN_TABLE_ROWS:
-            tables.append(sample_group_table(batch, group))
+            tables.append(_sample_group_table(batch, group, numbers[group.rows].tolist()))
         else:
             left += group.rows.tolist()
     return tables, sorted(left)
 
 
-def sample_group_table(batch: SampleBatch, group: SampleGroup) -> DocumentTable:
-    """The documents of one layout of a `SampleBatch`'s vectorised columns."""
+def _sample_group_table(batch: SampleBatch, group: SampleGroup, numbers: list[int]) -> DocumentTable:
+    """The documents of one layout of a `SampleBatch`'s vectorised columns; `numbers` are the
+    datagrams of its rows."""
     datagrams = batch.datagrams
-    numbers = batch.numbers()[group.rows].tolist()
     columns: dict[str, Column] = {}
     for name, values in group.columns.items():
         if isinstance(values, PackedAddresses):
