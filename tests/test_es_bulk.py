@@ -70,7 +70,7 @@ def test_action_lines_for_tables_are_the_lines_encode_writes() -> None:
         lines = [b'{"n":%d}' % i for i in range(40)]
         expected = by_lines.encode_lines(lines[:25]) + by_lines.encode_lines(lines[25:])
         matrices = [by_matrix.action_lines(25), by_matrix.action_lines(15)]
-        rendered = [bytes(row).replace(b"\0", b"") for m in matrices for row in m]
+        rendered = [bytes(row).lstrip(b" ") for m in matrices for row in m]
         assert [a + line + b"\n" for a, line in zip(rendered, lines, strict=True)] == expected
     plain = BulkEncoder(document_ids=False).action_lines(2)
     assert [bytes(row) for row in plain] == [b'{"create":{}}\n'] * 2
@@ -84,7 +84,7 @@ def test_tables_write_bulk_pairs_with_their_action_lines() -> None:
     body = table.to_ndjson(encoder.action_lines(3))
     expected, _ = BulkEncoder(id_prefix=b"t").encode(table.to_dicts())
     pairs = split_pairs(body)
-    assert [p.split(b"\n")[0] for p in pairs] == [p.split(b"\n")[0] for p in expected]
+    assert [orjson.loads(p.split(b"\n")[0]) for p in pairs] == [orjson.loads(p.split(b"\n")[0]) for p in expected]
     assert [orjson.loads(document_of(p)) for p in pairs] == table.to_dicts()
 
 

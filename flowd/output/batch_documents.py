@@ -21,7 +21,7 @@ from flowd.decode.records import column_values, is_plain_integer
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
-from flowd.output.render import render_hex64, render_integers, render_ipv4, render_iso_ms, render_values
+from flowd.output.render import PAD, pad_nuls, render_hex64, render_integers, render_ipv4, render_iso_ms, render_values
 from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
 from flowd.output.timestamps import iso_from_ms
 
@@ -299,7 +299,7 @@ def _render_related(source: npt.NDArray[np.uint8], destination: npt.NDArray[np.u
     out[:, 1 : 1 + width] = source
     out[:, 1 + width] = ord(",")
     out[:, 2 + width : -1] = destination
-    out[same, 1 + width : -1] = 0
+    out[same, 1 + width : -1] = PAD
     out[:, -1] = ord("]")
     return out
 
@@ -323,7 +323,7 @@ def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any]
 def _quoted_table(names: Callable[[int], str]) -> tuple[npt.NDArray[np.uint8], list[str]]:
     texts = [names(value) for value in range(256)]
     encoded = np.array([f'"{t}"'.encode() for t in texts], dtype=np.bytes_)
-    return encoded.view(np.uint8).reshape(256, encoded.dtype.itemsize), texts
+    return pad_nuls(encoded.view(np.uint8).reshape(256, encoded.dtype.itemsize)), texts
 
 
 IANA_NUMBERS = _quoted_table(str)

@@ -23,6 +23,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from flowd.output.render import PAD
+
 CREATE_ACTION = b'{"create":{}}\n'
 """The constant action line when documents carry no `_id`."""
 RETRYABLE_ITEM_STATUSES = frozenset({408, 429})
@@ -86,8 +88,9 @@ class BulkEncoder:
         return [head + b'%x"}}\n' % counter + line + b"\n" for counter, line in enumerate(lines, start)]
 
     def action_lines(self, count: int) -> npt.NDArray[np.uint8]:
-        """The action lines of the next `count` documents as a NUL-padded byte matrix (for
-        `DocumentTable.to_ndjson(prefixes=...)`); the same bytes `encode_lines` would write."""
+        """The action lines of the next `count` documents as a byte matrix (for
+        `DocumentTable.to_ndjson(prefixes=...)`): the lines `encode_lines` writes, each
+        right-aligned after spaces (JSON whitespace), as the `_id` counters differ in length."""
         if not self.document_ids:
             line = np.frombuffer(CREATE_ACTION, dtype=np.uint8)
             return np.broadcast_to(line, (count, len(line)))
@@ -96,16 +99,19 @@ class BulkEncoder:
         ids = np.arange(start, start + count, dtype=np.uint64)
         shifts = np.arange(60, -4, -4, dtype=np.uint64)
         nibbles = ((ids[:, None] >> shifts) & np.uint64(15)).astype(np.intp)
-        digits = _HEX_DIGITS[nibbles]
-        leading = np.maximum.accumulate(nibbles != 0, axis=1)
-        leading[:, -1] = True  # the counter 0 is written "0"
-        digits[~leading] = 0
+        significant = np.maximum.accumulate(nibbles != 0, axis=1)
+        significant[:, -1] = True  # the counter 0 is written "0"
+        digit_counts = significant.sum(axis=1)
         head = np.frombuffer(self._head, dtype=np.uint8)
         tail = np.frombuffer(b'"}}\n', dtype=np.uint8)
-        lines = np.empty((count, len(head) + 16 + len(tail)), dtype=np.uint8)
-        lines[:, : len(head)] = head
-        lines[:, len(head) : len(head) + 16] = digits
+        lines = np.full((count, len(head) + 16 + len(tail)), PAD, dtype=np.uint8)
+        lines[:, len(head) : len(head) + 16] = _HEX_DIGITS[nibbles]
         lines[:, len(head) + 16 :] = tail
+        for digits in np.unique(digit_counts).tolist():  # a batch's counters span one or two lengths
+            rows = digit_counts == digits
+            start = 16 - digits  # the head goes just before the first significant digit
+            lines[rows, start : start + len(head)] = head
+            lines[rows, :start] = PAD
         return lines
 
 
