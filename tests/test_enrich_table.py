@@ -54,11 +54,13 @@ class NamesFromTable:
         return {}
 
 
-def make_chain(names: dict[str, str]) -> EnrichmentChain:
+def make_chain(names: dict[str, str], cache_size: int = 65_536) -> EnrichmentChain:
+    """`names` answer reverse DNS (an empty table: resolving off)."""
     settings = EnrichSettings(
         internal_networks=["10.0.0.0/8", "192.168.0.0/16"],
         interface_names={"192.0.2.1:1": "ge-0/0/1", "192.0.2.1:2": "ge-0/0/2", "127.0.0.1:3": "xe-1/0/3"},
-        resolve_ip2host="true",
+        resolve_ip2host="true" if names else "false",
+        geoip_cache_size=cache_size,
     )
     if GEOIP.is_dir():
         settings.geoip_city_db = str(GEOIP / "GeoIP2-City-Test.mmdb")
@@ -76,13 +78,13 @@ def no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return dict(pairs)
 
 
-def check_batches(batches: list[RecordBatch], names: dict[str, str]) -> int:
+def check_batches(batches: list[RecordBatch], names: dict[str, str], cache_size: int = 65_536) -> int:
     """Columnar enrichment (NDJSON and dicts) equals dict enrichment; returns documents checked."""
-    return check_tables([batch_table(batch) for batch in batches], names)
+    return check_tables([batch_table(batch) for batch in batches], names, cache_size)
 
 
-def check_tables(tables: list[DocumentTable], names: dict[str, str]) -> int:
-    columnar, by_dict = make_chain(names), make_chain(names)
+def check_tables(tables: list[DocumentTable], names: dict[str, str], cache_size: int = 65_536) -> int:
+    columnar, by_dict = make_chain(names, cache_size), make_chain(names)
     checked = 0
     for table in tables:
         documents = table.to_dicts()
@@ -128,6 +130,19 @@ def test_generated_traffic_with_geoip_and_names() -> None:
     names = {a: f"n{i}.example.test" for i, a in enumerate(addresses[:500])}
     names["192.0.2.1"] = "edge-1.example.test"
     assert check_batches(batches, names) > 10_000
+
+
+@pytest.mark.parametrize("cache_size", [0, 7, 300, 65_536])
+def test_address_caches_of_any_size_enrich_alike(cache_size: int) -> None:
+    """Without reverse DNS (the IPv4 cache then keeps no Python values per lookup), through
+    misses, hits, evictions and merges of the IPv4 cache, the same documents as the dict path
+    with a cache large enough for everything; the traffic goes through twice."""
+    datagrams = [(d, ("192.0.2.1", 2055)) for d in build_datagrams()[:120]]
+    templates, data = traffic.netflow_v9()
+    datagrams += [(d, ("192.0.2.7", 4739)) for d in [*templates, *data]]
+    batches = joined_batches(datagrams)
+    tables = [batch_table(b) for b in batches] + [batch_table(b) for b in batches]
+    assert check_tables(tables, {}, cache_size) > 5_000
 
 
 def test_sflow_tables_enriched_as_columns_equal_enriched_as_dicts() -> None:

@@ -3,7 +3,8 @@
 It works on `flowd.output.table` tables: a decoded data set as columns (`DocumentTable`, what
 `flowd run` writes as NDJSON) or documents that are dicts already (`DocumentsView`: sFlow,
 `flowd decode --enrich`), one implementation for both. Each distinct address is looked up once
-per table (address facts, GeoIP/ASN, reverse DNS; IPv4 columns by their integers), each distinct
+per table (address facts, GeoIP/ASN, reverse DNS; IPv4 columns by their integers, in a numpy cache
+searched for the whole table at once: `ipv4_cache.py`), each distinct
 MAC, port and interface once; what an address adds is a `FieldGroup` rendered to JSON once while
 it is cached, and each row only points at its group. Direction and the Community ID (its input
 built in numpy, one SHA-1 per flow) are computed for all rows at once. Reverse DNS runs last and
@@ -42,6 +43,7 @@ from flowd.enrich.community_id import (
 from flowd.enrich.dns import ReverseDnsResolver
 from flowd.enrich.geoip import GEOIP_CACHE_TTL_S, NO_FIELDS, GeoFields, GeoIpLookup
 from flowd.enrich.interfaces import InterfaceNames
+from flowd.enrich.ipv4_cache import Ipv4Cache
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name
 from flowd.errors import ConfigError
@@ -110,6 +112,14 @@ class EnrichmentChain:
         self.address_cache: TtlLruCache[str, _AddressInfo] = TtlLruCache(
             settings.geoip_cache_size, GEOIP_CACHE_TTL_S, clock, "address_info"
         )
+        # The same for IPv4 addresses as integers, looked up a table at a time in numpy.
+        self.ipv4_cache: Ipv4Cache[_AddressInfo] = Ipv4Cache(
+            settings.geoip_cache_size, GEOIP_CACHE_TTL_S, len(_ATTRIBUTES), clock, "address_info"
+        )
+        self._groups: list[FieldGroup] = []
+        """Address field groups by number: the IPv4 cache keeps each address's as integers."""
+        self._group_numbers: dict[int, int] = {}
+        """id() of a group in `_groups` -> its number."""
         self.oui: OuiRegistry | None = None
         if settings.oui_lookup:
             self.oui = oui if oui is not None else load_registry(settings.oui_path)
@@ -138,8 +148,8 @@ class EnrichmentChain:
         self.counters["enrich_documents"] += len(table)
         if not len(table):
             return
-        if self.geoip.maybe_reload(now):
-            self.address_cache.clear()
+        if self.geoip.maybe_reload(now) or len(self._groups) > MAX_ADDRESS_GROUPS:
+            self._clear_address_caches()
         ends = [self._add_addresses(table, key, now) for key in ("source.ip", "destination.ip")]
         protocols = self._protocols(table)
         self._add_direction_and_community_id(table, ends[0], ends[1], protocols)
@@ -183,41 +193,98 @@ class EnrichmentChain:
 
     # -- per document ---------------------------------------------------------------------
 
-    def _address(self, address: str, now: float, key: Any = None) -> _AddressInfo:
-        """The cached facts of an address; `key` caches it under another key (its integer)."""
+    def _address_info(self, address: str, now: float) -> _AddressInfo:
         facts = self.addresses.facts(address, now)
         geo = self.geoip.lookup(address, facts.address_class, now) if facts is not INVALID else NO_FIELDS
-        info = _AddressInfo(facts, geo)
-        if facts is not INVALID:
-            self.address_cache.put(address if key is None else key, info, now)
+        return _AddressInfo(facts, geo)
+
+    def _address(self, address: str, now: float) -> _AddressInfo:
+        """The facts of an address, cached."""
+        info = self._address_info(address, now)
+        if info.valid:
+            self.address_cache.put(address, info, now)
         return info
 
     def _add_addresses(self, table: Table, key: str, now: float) -> _End | None:
-        """GeoIP, ASN and address class of one end, per distinct address (IPv4 columns are looked
-        up by their integers, so a cached address costs no string)."""
+        """GeoIP, ASN and address class of one end, per distinct address."""
         raw = table.factorize_array(key)
         if raw is not None and raw[0].dtype.kind == "u" and raw[0].dtype.itemsize == 4:
-            numbers = raw[0].tolist()
-            index = raw[1]
-            infos: list[_AddressInfo | None] = list(self.address_cache.get_many(numbers, now))
-            for position, info in enumerate(infos):
-                if info is None:
-                    infos[position] = self._address(ipv4_text(numbers[position]), now, numbers[position])
-            end = _End(numbers, infos, index, ipv4=True)
-        else:
-            found = table.factorize(key)
-            if found is None:
-                return None
-            addresses, index = found
-            infos = list(self.address_cache.get_many([a for a in addresses if a is not None], now))
-            infos.reverse()
-            infos = [None if a is None else (infos.pop() or self._address(str(a), now)) for a in addresses]
-            end = _End(addresses, infos, index)
+            return self._add_ipv4_addresses(table, key, raw[0].astype(np.uint32), raw[1], now)
+        found = table.factorize(key)
+        if found is None:
+            return None
+        addresses, index = found
+        infos = list(self.address_cache.get_many([a for a in addresses if a is not None], now))
+        infos.reverse()
+        known = [None if a is None else (infos.pop() or self._address(str(a), now)) for a in addresses]
         source = key == "source.ip"
         table.add_groups(
-            [None if i is None else (i.source_group if source else i.destination_group) for i in infos], index
+            [None if i is None else (i.source_group if source else i.destination_group) for i in known], index
         )
-        return end
+        facts = np.array([self._attributes(i, numbered=False) for i in known], dtype=np.int64).reshape(
+            -1, len(_ATTRIBUTES)
+        )
+        return _End(addresses, index, facts, known)
+
+    def _add_ipv4_addresses(
+        self, table: Table, key: str, numbers: npt.NDArray[np.uint32], index: npt.NDArray[np.intp], now: float
+    ) -> _End:
+        """`_add_addresses` for a column of IPv4 addresses as integers: the cache is searched for
+        all of them at once, and what each adds comes back as numbers (`_ATTRIBUTES`); only
+        first-seen addresses cost Python work."""
+        cache = self.ipv4_cache
+        slots = cache.lookup(numbers, now)
+        facts = cache.rows(slots)
+        found = np.flatnonzero(slots >= 0)
+        infos: list[_AddressInfo | None] | None = None
+        if self.resolver is not None:  # reverse DNS reads the infos; taken before `put_many` can evict
+            infos = [None] * len(numbers)
+            for position, slot in zip(found.tolist(), slots[found].tolist(), strict=True):
+                infos[position] = cache.value(slot)
+        missing = np.flatnonzero(slots < 0)
+        if len(missing):
+            new_numbers = numbers[missing].tolist()
+            new_infos = [self._address_info(ipv4_text(number), now) for number in new_numbers]
+            rows = np.array([self._attributes(i) for i in new_infos], dtype=np.int64)
+            facts[missing] = rows
+            if infos is not None:
+                for position, info in zip(missing.tolist(), new_infos, strict=True):
+                    infos[position] = info
+            cacheable = [k for k, info in enumerate(new_infos) if info.valid]
+            cache.put_many([new_numbers[k] for k in cacheable], [new_infos[k] for k in cacheable], rows[cacheable], now)
+        group_numbers = facts[:, _SOURCE_GROUP if key == "source.ip" else _DESTINATION_GROUP]
+        used, remap = np.unique(group_numbers, return_inverse=True)
+        groups: list[FieldGroup | None] = [self._groups[number] for number in used.tolist()]
+        table.add_groups(groups, remap.reshape(-1)[index])
+        return _End(numbers, index, facts, infos)
+
+    def _attributes(self, info: _AddressInfo | None, numbered: bool = True) -> tuple[int, int, int, int, int]:
+        """What the IPv4 cache keeps of an address as numbers, in `_ATTRIBUTES` order (the
+        groups only when `numbered`: the other addresses' groups need no number)."""
+        if info is None:
+            return (0, 0, 0, -1, -1)
+        if not numbered:
+            return (int(info.valid), info.internal, info.length, -1, -1)
+        return (
+            int(info.valid),
+            info.internal,
+            info.length,
+            self._group_number(info.source_group),
+            self._group_number(info.destination_group),
+        )
+
+    def _group_number(self, group: FieldGroup) -> int:
+        number = self._group_numbers.get(id(group))
+        if number is None:
+            number = self._group_numbers[id(group)] = len(self._groups)
+            self._groups.append(group)
+        return number
+
+    def _clear_address_caches(self) -> None:
+        self.address_cache.clear()
+        self.ipv4_cache.clear()
+        self._groups.clear()
+        self._group_numbers.clear()
 
     def _protocols(self, table: Table) -> npt.NDArray[np.int64] | None:
         """Protocol number per row (-1: none); names a bare number in `network.transport`."""
@@ -477,7 +544,10 @@ class EnrichmentChain:
 
     def stats(self) -> dict[str, int]:
         """Every component's counters, flat, for the collector's metrics."""
-        counters = {**self.counters, **self.address_cache.stats(), **self.addresses.stats(), **self.geoip.stats()}
+        counters = {**self.counters, **self.addresses.stats(), **self.geoip.stats()}
+        ipv4 = self.ipv4_cache.stats()
+        for name, value in self.address_cache.stats().items():  # one figure for both address caches
+            counters[name] = value + ipv4[name]
         counters.update(self.applications.stats())
         counters.update(self.interfaces.stats())
         if self.oui is not None:
@@ -491,48 +561,64 @@ _APPLICATION_KEYS = ("netflow.panos_app_id", "netflow.application_name", "netflo
 
 
 class _End:
-    """One end of every flow in a table: its distinct addresses, their facts, each row's index."""
+    """One end of every flow in a table: its distinct addresses, what is known of each
+    (`_ATTRIBUTES` as numbers, and the `_AddressInfo`s when reverse DNS needs them), each row's index."""
 
-    __slots__ = ("_lengths", "_texts", "addresses", "index", "infos", "ipv4")
+    __slots__ = ("_infos", "_texts", "addresses", "facts", "index")
 
     def __init__(
-        self, addresses: list[Any], infos: list[_AddressInfo | None], index: npt.NDArray[np.intp], ipv4: bool = False
+        self,
+        addresses: list[Any] | npt.NDArray[np.uint32],
+        index: npt.NDArray[np.intp],
+        facts: npt.NDArray[np.int64],
+        infos: list[_AddressInfo | None] | None,
     ) -> None:
         self.addresses = addresses
-        """Distinct addresses: strings, or integers when `ipv4`."""
-        self.infos = infos
+        """Distinct addresses: strings (None among them for rows without one), or IPv4 integers."""
         self.index = index
-        self.ipv4 = ipv4
-        self._lengths: npt.NDArray[np.int64] | None = None
+        self.facts = facts
+        self._infos = infos
         self._texts: list[str | None] | None = None
+
+    @property
+    def infos(self) -> list[_AddressInfo | None]:
+        assert self._infos is not None, "infos are kept when reverse DNS is on"
+        return self._infos
 
     def texts(self) -> list[str | None]:
         """The distinct addresses as strings (made once: reverse DNS asks twice)."""
         if self._texts is None:
-            if self.ipv4:
-                self._texts = [ipv4_text(a) for a in self.addresses]
+            if isinstance(self.addresses, np.ndarray):
+                self._texts = [ipv4_text(a) for a in self.addresses.tolist()]
             else:
                 self._texts = [None if a is None else str(a) for a in self.addresses]
         return self._texts
 
     def facts_arrays(self) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Per row: whether the address is valid, whether it is internal, its packed length."""
-        valid = np.array([i is not None and i.valid for i in self.infos], dtype=np.bool_)
-        internal = np.array([0 if i is None else i.internal for i in self.infos], dtype=np.int64)
-        return valid[self.index], internal[self.index], self.lengths()[self.index]
+        rows = self.facts[self.index]
+        return rows[:, _VALID] != 0, rows[:, _INTERNAL], rows[:, _LENGTH]
 
     def lengths(self) -> npt.NDArray[np.int64]:
         """Packed length (4, 16, 0 when invalid) of each distinct address."""
-        if self._lengths is None:
-            self._lengths = np.array([0 if i is None else i.length for i in self.infos], dtype=np.int64)
-        return self._lengths
+        return self.facts[:, _LENGTH]
 
     def packed(self, length: int) -> npt.NDArray[np.uint8]:
         """Each distinct address packed, one row each (zeros for those of another length)."""
-        if self.ipv4 and length == 4:
-            return np.array(self.addresses, dtype=">u4").view(np.uint8).reshape(-1, 4)
+        if isinstance(self.addresses, np.ndarray):
+            if length == 4:
+                return self.addresses.astype(">u4").view(np.uint8).reshape(-1, 4)
+            return np.zeros((len(self.addresses), length), dtype=np.uint8)
         rows = [i.facts.packed if i is not None and i.length == length else bytes(length) for i in self.infos]
         return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), length)
+
+
+_ATTRIBUTES = ("valid", "internal", "length", "source_group", "destination_group")
+"""What the enrichment needs of an address, as integers (the groups by number, -1: none)."""
+_VALID, _INTERNAL, _LENGTH, _SOURCE_GROUP, _DESTINATION_GROUP = range(len(_ATTRIBUTES))
+MAX_ADDRESS_GROUPS = 65_536
+"""Distinct address field groups numbered before the address caches start again (each is a few
+hundred bytes; as many as `FieldGroup.shared` keeps)."""
 
 
 def ipv4_text(number: int) -> str:
