@@ -22,7 +22,44 @@ Clock = Callable[[], float]
 """Seconds on a monotonic scale; `time.monotonic` unless a test injects its own."""
 
 
-class TtlLruCache(Generic[K, V]):
+class BoundedCache:
+    """What every cache here shares: its bound, TTL and clock, checked once, and the counters
+    reported as metrics."""
+
+    __slots__ = ("_clock", "evictions", "expirations", "hits", "max_size", "misses", "name", "ttl_s")
+
+    def __init__(self, max_size: int, ttl_s: float, clock: Clock, name: str) -> None:
+        if max_size < 0:
+            raise ValueError(f"{name}: max_size must be >= 0, got {max_size}")
+        if ttl_s <= 0:
+            raise ValueError(f"{name}: ttl_s must be > 0, got {ttl_s}")
+        self.name = name
+        self.max_size = max_size
+        self.ttl_s = ttl_s
+        self._clock = clock
+        self.hits = 0
+        self.misses = 0
+        self.evictions = 0
+        """Entries pushed out by the size bound."""
+        self.expirations = 0
+        """Entries removed because their TTL ran out."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics, prefixed with the cache's name."""
+        prefix = self.name
+        return {
+            f"{prefix}_hits": self.hits,
+            f"{prefix}_misses": self.misses,
+            f"{prefix}_evictions": self.evictions,
+            f"{prefix}_expirations": self.expirations,
+            f"{prefix}_size": len(self),
+        }
+
+
+class TtlLruCache(BoundedCache, Generic[K, V]):
     """At most `max_size` entries, each valid for `ttl_s` seconds after it was stored.
 
     Values must not be None: `get` returns None for "not cached". A `max_size` of 0 disables the
@@ -33,42 +70,16 @@ class TtlLruCache(Generic[K, V]):
     distinct addresses cost a few tens of nanoseconds each instead of a Python loop iteration.
     """
 
-    __slots__ = (
-        "_clock",
-        "_entries",
-        "_expiry",
-        "_heap",
-        "_serial",
-        "evictions",
-        "expirations",
-        "hits",
-        "max_size",
-        "misses",
-        "name",
-        "ttl_s",
-    )
+    __slots__ = ("_entries", "_expiry", "_heap", "_serial")
 
     def __init__(self, max_size: int, ttl_s: float, clock: Clock = time.monotonic, name: str = "cache") -> None:
-        if max_size < 0:
-            raise ValueError(f"{name}: max_size must be >= 0, got {max_size}")
-        if ttl_s <= 0:
-            raise ValueError(f"{name}: ttl_s must be > 0, got {ttl_s}")
-        self.name = name
-        self.max_size = max_size
-        self.ttl_s = ttl_s
-        self._clock = clock
+        super().__init__(max_size, ttl_s, clock, name)
         self._entries: OrderedDict[K, V] = OrderedDict()
         """Values, least recently used first."""
         self._expiry: dict[K, float] = {}
         self._heap: list[tuple[float, int, K]] = []
         """(expiry, serial, key); an item whose expiry no longer matches `_expiry` is stale."""
         self._serial = 0
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-        """Entries pushed out by the size bound."""
-        self.expirations = 0
-        """Entries removed because their TTL ran out."""
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -145,14 +156,3 @@ class TtlLruCache(Generic[K, V]):
         self._entries.clear()
         self._expiry.clear()
         self._heap.clear()
-
-    def stats(self) -> dict[str, int]:
-        """Counters for metrics, prefixed with the cache's name."""
-        prefix = self.name
-        return {
-            f"{prefix}_hits": self.hits,
-            f"{prefix}_misses": self.misses,
-            f"{prefix}_evictions": self.evictions,
-            f"{prefix}_expirations": self.expirations,
-            f"{prefix}_size": len(self._entries),
-        }

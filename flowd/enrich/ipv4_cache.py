@@ -23,7 +23,7 @@ from typing import Generic, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from flowd.enrich.cache import Clock
+from flowd.enrich.cache import BoundedCache, Clock
 
 V = TypeVar("V")
 G = TypeVar("G", bound=np.generic)
@@ -33,12 +33,11 @@ Slots = npt.NDArray[np.int64]
 _MIN_MERGE = 64
 
 
-class Ipv4Cache(Generic[V]):
+class Ipv4Cache(BoundedCache, Generic[V]):
     """At most `max_size` IPv4 addresses (uint32), each with a value and `width` integers, valid
     for `ttl_s` seconds after it was stored. A `max_size` of 0 disables the cache."""
 
     __slots__ = (
-        "_clock",
         "_expires",
         "_free",
         "_keys",
@@ -49,26 +48,12 @@ class Ipv4Cache(Generic[V]):
         "_used",
         "_values",
         "attributes",
-        "evictions",
-        "expirations",
-        "hits",
-        "max_size",
-        "misses",
-        "name",
-        "ttl_s",
     )
 
     def __init__(
         self, max_size: int, ttl_s: float, width: int, clock: Clock = time.monotonic, name: str = "ipv4_cache"
     ) -> None:
-        if max_size < 0:
-            raise ValueError(f"{name}: max_size must be >= 0, got {max_size}")
-        if ttl_s <= 0:
-            raise ValueError(f"{name}: ttl_s must be > 0, got {ttl_s}")
-        self.name = name
-        self.max_size = max_size
-        self.ttl_s = ttl_s
-        self._clock = clock
+        super().__init__(max_size, ttl_s, clock, name)
         self._keys = np.empty(0, dtype=np.uint32)
         """Merged keys, sorted."""
         self._keys_slots = np.empty(0, dtype=np.int64)
@@ -83,10 +68,6 @@ class Ipv4Cache(Generic[V]):
         self._slot_keys = np.empty(0, dtype=np.uint32)
         self._free: list[int] = []
         self._tick = 0
-        self.hits = 0
-        self.misses = 0
-        self.evictions = 0
-        self.expirations = 0
 
     def __len__(self) -> int:
         return len(self._values) - len(self._free)
@@ -162,16 +143,6 @@ class Ipv4Cache(Generic[V]):
         self._used = np.empty(0, dtype=np.int64)
         self._slot_keys = np.empty(0, dtype=np.uint32)
         self._free = []
-
-    def stats(self) -> dict[str, int]:
-        prefix = self.name
-        return {
-            f"{prefix}_hits": self.hits,
-            f"{prefix}_misses": self.misses,
-            f"{prefix}_evictions": self.evictions,
-            f"{prefix}_expirations": self.expirations,
-            f"{prefix}_size": len(self),
-        }
 
     # -- internals ------------------------------------------------------------------------
 
