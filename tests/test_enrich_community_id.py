@@ -12,11 +12,14 @@ import asyncio
 import ipaddress
 from typing import Any
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowd.config import EnrichSettings
 from flowd.enrich.chain import EnrichmentChain
-from flowd.enrich.community_id import community_id, seed_bytes
+from flowd.enrich.community_id import community_id, community_ids_bulk, seed_bytes
 
 # (proto, saddr, daddr, sport, dport, seed 0, seed 1)
 BASELINE = [
@@ -121,3 +124,47 @@ def test_no_community_id_without_protocol_or_for_mixed_families() -> None:
 def test_seed_must_fit_in_16_bits() -> None:
     with pytest.raises(ValueError):
         seed_bytes(65536)
+
+
+_flows = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 3), st.integers(0, 0xFFFF), st.integers(0, 0xFFFF), st.booleans()),
+    min_size=1,
+    max_size=40,
+)
+
+
+@given(_flows, st.sampled_from((4, 16)), st.integers(0, 0xFFFF), st.booleans())
+@settings(max_examples=200, deadline=None)
+def test_bulk_equals_one_flow_with_ties_and_one_way_flows(
+    flows: list[tuple[int, int, int, int, bool]], length: int, seed: int, with_ports: bool
+) -> None:
+    """`community_ids_bulk` (IPv4 hashed from words, IPv6 from bytes) equals `community_id`.
+    Addresses come from four per family, so equal addresses and port tie-breaks occur. A one-way
+    flow is ICMP destination unreachable (type 3, kept in the order seen); without ports, GRE."""
+    pool = [bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), bytes([192, 0, 2, 1]), bytes([10, 0, 1, 0])]
+    if length == 16:
+        pool = [bytes(12) + p if i % 2 else p * 4 for i, p in enumerate(pool)]
+    rows = [
+        (s, d, 3 if one_way and with_ports else sport, dport, one_way and with_ports)
+        for s, d, sport, dport, one_way in flows
+    ]
+    protocols = [47 if not with_ports else 1 if one_way else 6 for *_, one_way in rows]
+    text = community_ids_bulk(
+        np.frombuffer(b"".join(pool[s] for s, *_ in rows), dtype=np.uint8).reshape(-1, length),
+        np.frombuffer(b"".join(pool[d] for _, d, *_ in rows), dtype=np.uint8).reshape(-1, length),
+        np.array(protocols, dtype=np.int64),
+        (
+            np.array([r[2] for r in rows], dtype=np.int64),
+            np.array([r[3] for r in rows], dtype=np.int64),
+            np.array([r[4] for r in rows], dtype=np.bool_),
+        )
+        if with_ports
+        else None,
+        seed_bytes(seed),
+    )
+    got = ["1:" + row.tobytes().decode("ascii") for row in text]
+    expected = [
+        community_id(pool[s], pool[d], protocol, sport, dport, seed_bytes(seed))
+        for (s, d, sport, dport, _), protocol in zip(rows, protocols, strict=True)
+    ]
+    assert got == expected

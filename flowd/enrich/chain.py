@@ -47,6 +47,7 @@ from flowd.enrich.ipv4_cache import Ipv4Cache
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name
 from flowd.errors import ConfigError
+from flowd.output.distinct import unique_inverse
 from flowd.output.table import DocumentsView, FieldGroup, LazyColumn, Table
 
 Document = dict[str, Any]
@@ -253,9 +254,9 @@ class EnrichmentChain:
             cacheable = [k for k, info in enumerate(new_infos) if info.valid]
             cache.put_many([new_numbers[k] for k in cacheable], [new_infos[k] for k in cacheable], rows[cacheable], now)
         group_numbers = facts[:, _SOURCE_GROUP if key == "source.ip" else _DESTINATION_GROUP]
-        used, remap = np.unique(group_numbers, return_inverse=True)
+        used, remap = unique_inverse(group_numbers)
         groups: list[FieldGroup | None] = [self._groups[number] for number in used.tolist()]
-        table.add_groups(groups, remap.reshape(-1)[index])
+        table.add_groups(groups, remap[index])
         return _End(numbers, index, facts, infos)
 
     def _attributes(self, info: _AddressInfo | None, numbered: bool = True) -> tuple[int, int, int, int, int]:
@@ -349,18 +350,19 @@ class EnrichmentChain:
         source_ports = _ports(table, "source.port", count)
         destination_ports = _ports(table, "destination.port", count)
         one_way = np.zeros(count, dtype=np.bool_)
-        icmp = eligible & np.isin(protocols, (PROTO_ICMP, PROTO_ICMPV6))
+        kind = _PROTOCOL_KINDS[np.where((protocols >= 0) & (protocols <= 255), protocols, 256)]
+        icmp = eligible & (kind == _ICMP_KIND)
         if icmp.any():
             icmp_type, icmp_other, icmp_one_way = _icmp_ports(table, protocols, destination_ports)
             source_ports = np.where(icmp, icmp_type, source_ports)
             destination_ports = np.where(icmp, icmp_other, destination_ports)
             one_way = icmp & icmp_one_way
-        with_ports = np.isin(protocols, PORT_PROTOCOLS)
+        with_ports = kind != _PORTLESS_KIND
         lengths = source.lengths()[source.index]
         for ported in (True, False):
             for length in (4, 16):
-                rows = eligible & (with_ports == ported) & (lengths == length)
-                if rows.any():
+                rows = _selection(eligible & (with_ports == ported) & (lengths == length))
+                if rows is not None:
                     text[rows, 3:31] = community_ids_bulk(
                         np.take(source.packed(length), source.index[rows], axis=0),
                         np.take(destination.packed(length), destination.index[rows], axis=0),
@@ -397,13 +399,13 @@ class EnrichmentChain:
             use_destination = (destination_name > 0) & ((source_name == 0) | (destination_port <= source_port))
             chosen = np.where(use_destination, destination_name, source_name)
             choice = np.where(rows, chosen, choice)
-        used, index = np.unique(choice, return_inverse=True)
+        used, index = unique_inverse(choice)
         if len(used) == 1 and used[0] == 0:
             return
         service_names = self.services.service_names
         table.add_groups(
             [None if number == 0 else self._application_group(service_names[number - 1]) for number in used.tolist()],
-            index.reshape(-1),
+            index,
         )
 
     def _application_group(self, name: str) -> FieldGroup:
@@ -674,9 +676,9 @@ def _pairs(first: Factorized, second: Factorized) -> tuple[list[tuple[Any, Any]]
     per distinct pair, not per row."""
     first_values, first_index = first
     second_values, second_index = second
-    codes, index = np.unique(first_index * len(second_values) + second_index, return_inverse=True)
+    codes, index = unique_inverse(first_index * len(second_values) + second_index)
     pairs = [(first_values[c // len(second_values)], second_values[c % len(second_values)]) for c in codes.tolist()]
-    return pairs, index.reshape(-1)
+    return pairs, index
 
 
 def _ports(table: Table, key: str, count: int, missing: int = 0) -> npt.NDArray[np.int64]:
@@ -696,6 +698,21 @@ def _lookup_ports(
     """The group of each port in the sorted `known` ports, 0 for the others."""
     position = np.minimum(np.searchsorted(known, ports), len(known) - 1)
     return np.where(known[position] == ports, groups[position], 0)
+
+
+_PORTLESS_KIND, _PORTED_KIND, _ICMP_KIND = range(3)
+_PROTOCOL_KINDS = np.full(257, _PORTLESS_KIND, dtype=np.int8)
+"""Per protocol number (256: none or out of range), how the Community ID hashes it."""
+_PROTOCOL_KINDS[list(PORT_PROTOCOLS)] = _PORTED_KIND
+_PROTOCOL_KINDS[[PROTO_ICMP, PROTO_ICMPV6]] = _ICMP_KIND
+
+
+def _selection(rows: npt.NDArray[np.bool_]) -> slice | npt.NDArray[np.intp] | None:
+    """`rows` as an index: every row as a slice (indexing makes views, not copies), else the
+    positions; None when there is none."""
+    if rows.all():
+        return slice(None)
+    return np.flatnonzero(rows) if rows.any() else None
 
 
 def _identity(matrix: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:

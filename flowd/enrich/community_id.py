@@ -90,11 +90,15 @@ PORT_PROTOCOLS = tuple(sorted(_WITH_PORTS))
 """Protocols hashed with ports (ICMP's type and code standing in for them)."""
 
 
+Ports = tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.bool_]]
+"""Source ports, destination ports and whether each flow is one-way (ICMP types without a counterpart)."""
+
+
 def community_ids_bulk(
     source: npt.NDArray[np.uint8],
     destination: npt.NDArray[np.uint8],
     protocols: npt.NDArray[Any],
-    ports: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[np.bool_]] | None,
+    ports: Ports | None,
     seed: bytes,
 ) -> npt.NDArray[np.uint8]:
     """The base64 part (28 characters) of the Community ID of many flows at once.
@@ -105,6 +109,60 @@ def community_ids_bulk(
     the order as seen), None for the others. The endpoint order and the hashed input are built
     in numpy, as `community_id` builds them for one flow; what is left per flow is one SHA-1.
     """
+    count, length = source.shape
+    if length == 4:
+        hashed: npt.NDArray[Any] = _ipv4_inputs(source, destination, protocols, ports, seed)
+    else:
+        hashed = _byte_inputs(source, destination, protocols, ports, seed)
+    size = hashed.dtype.itemsize * hashed.shape[1]
+    sha1 = _sha1
+    inputs = hashed.view(np.dtype((np.void, size))).reshape(count).tolist()  # bytes, one per flow
+    digests = b"".join([sha1(data).digest() for data in inputs])
+    padded = np.zeros((count, 21), dtype=np.uint8)  # 21 bytes: each row encodes on its own
+    padded[:, :20] = np.frombuffer(digests, dtype=np.uint8).reshape(count, 20)
+    text = np.frombuffer(_b64(padded.tobytes(), newline=False), dtype=np.uint8).reshape(count, 28).copy()
+    text[:, 27] = ord("=")  # 20 bytes encode to 27 characters and one pad
+    return text
+
+
+def _ipv4_inputs(
+    source: npt.NDArray[np.uint8],
+    destination: npt.NDArray[np.uint8],
+    protocols: npt.NDArray[Any],
+    ports: Ports | None,
+    seed: bytes,
+) -> npt.NDArray[np.uint32]:
+    """The hashed input of IPv4 flows as big-endian 32-bit words, one row each: addresses compare
+    as integers in the order their bytes do, and the fields pack by shifts (12 bytes without
+    ports, 16 with)."""
+    count = len(source)
+    low = np.ascontiguousarray(source).view(">u4").reshape(count).astype(np.uint32)
+    high = np.ascontiguousarray(destination).view(">u4").reshape(count).astype(np.uint32)
+    swap = high < low
+    if ports is not None:
+        source_ports, destination_ports, one_way = ports
+        swap |= (high == low) & (destination_ports < source_ports)
+        swap &= ~one_way
+    low, high = np.where(swap, high, low), np.where(swap, low, high)
+    words = np.empty((count, 3 if ports is None else 4), dtype=">u4")
+    words[:, 0] = (int.from_bytes(seed, "big") << 16) | (low >> 16)
+    words[:, 1] = (low << 16) | (high >> 16)
+    words[:, 2] = (high << 16) | ((protocols.astype(np.uint32) & 0xFF) << 8)
+    if ports is not None:
+        low_port = np.where(swap, destination_ports, source_ports).astype(np.uint32) & 0xFFFF
+        high_port = np.where(swap, source_ports, destination_ports).astype(np.uint32) & 0xFFFF
+        words[:, 3] = (low_port << 16) | high_port
+    return words
+
+
+def _byte_inputs(
+    source: npt.NDArray[np.uint8],
+    destination: npt.NDArray[np.uint8],
+    protocols: npt.NDArray[Any],
+    ports: Ports | None,
+    seed: bytes,
+) -> npt.NDArray[np.uint8]:
+    """The hashed input of flows of any address length, one row of bytes each."""
     count, length = source.shape
     differs = source != destination
     first = differs.argmax(axis=1)
@@ -126,15 +184,7 @@ def community_ids_bulk(
     if ports is not None:
         hashed["low_port"] = np.where(swap, destination_ports, source_ports) & 0xFFFF
         hashed["high_port"] = np.where(swap, source_ports, destination_ports) & 0xFFFF
-    data = hashed.tobytes()
-    size = record.itemsize
-    sha1 = _sha1
-    digests = b"".join([sha1(data[i : i + size]).digest() for i in range(0, len(data), size)])
-    padded = np.zeros((count, 21), dtype=np.uint8)  # 21 bytes: each row encodes on its own
-    padded[:, :20] = np.frombuffer(digests, dtype=np.uint8).reshape(count, 20)
-    text = np.frombuffer(_b64(padded.tobytes(), newline=False), dtype=np.uint8).reshape(count, 28).copy()
-    text[:, 27] = ord("=")  # 20 bytes encode to 27 characters and one pad
-    return text
+    return raw
 
 
 def seed_bytes(seed: int) -> bytes:

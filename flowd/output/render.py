@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from flowd.output.distinct import unique_inverse
+
 _UNHASHABLE = frozenset((list, dict))
 PAD = 0x20
 """The padding byte: a space, JSON's insignificant whitespace."""
@@ -224,11 +226,11 @@ def render_iso_ms(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8] | None:
     if count and (values.min() < _ISO_FIRST_MS or values.max() > _ISO_LAST_MS):
         return None
     seconds, millis = np.divmod(values.astype(np.int64), 1000)
-    distinct, inverse = np.unique(seconds, return_inverse=True)
+    distinct, inverse = unique_inverse(seconds)
     prefixes = np.empty((len(distinct), 20), dtype=np.uint8)
     prefixes[:, 0] = ord('"')
     prefixes[:, 1:20] = distinct.astype("datetime64[s]").astype("S19").view(np.uint8).reshape(-1, 19)
     out = np.empty((count, 26), dtype=np.uint8)
-    out[:, :20] = np.take(prefixes, inverse.reshape(-1), axis=0)
+    out[:, :20] = np.take(prefixes, inverse, axis=0)
     out[:, 20:] = np.take(_MILLIS, millis, axis=0)
     return out

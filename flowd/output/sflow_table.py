@@ -39,6 +39,7 @@ from flowd.output.batch_documents import (
     python_list,
     related_ipv4,
 )
+from flowd.output.distinct import unique_inverse
 from flowd.output.render import render_hex64, render_integers
 from flowd.output.sflow_documents import VLAN_UNKNOWN
 from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
@@ -292,9 +293,9 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
 def _agent_words(agents: Column | None, rows: _Rows) -> Array:
     """The exporter word of every sample's agent (`ecs.exporter_word`), once per distinct agent."""
     if isinstance(agents, LazyColumn) and agents.elementwise and agents.missing is None:
-        distinct, index = np.unique(agents.array, return_inverse=True)
+        distinct, index = unique_inverse(agents.array)
         words = [ecs.exporter_word(a) for a in agents.values_of(distinct)]
-        return np.array(words, dtype=_U64)[index.reshape(-1)]
+        return np.array(words, dtype=_U64)[index]
     texts = python_values(agents) if agents is not None else rows.exporters
     known = {agent: ecs.exporter_word(agent) for agent in set(texts)}
     return np.array([known[agent] for agent in texts], dtype=_U64)

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from flowd.output.distinct import unique_inverse
 from flowd.output.render import PAD, render_fragments, render_integers, render_values
 
 Matrix = npt.NDArray[np.uint8]
@@ -213,12 +214,11 @@ class DocumentTable:
                 return None
             return [self.constants[key]], np.zeros(self.count, dtype=np.intp)
         if isinstance(column, np.ndarray):
-            distinct, index = np.unique(column, return_inverse=True)
-            return distinct.tolist(), index.reshape(-1)
+            distinct, index = unique_inverse(column)
+            return distinct.tolist(), index
         if isinstance(column, LazyColumn) and column.elementwise and column.array.ndim == 1:
-            distinct, index = np.unique(column.array, return_inverse=True)
+            distinct, index = unique_inverse(column.array)
             values = column.values_of(distinct)
-            index = index.reshape(-1)
             if column.missing is not None:
                 values.append(None)
                 index = np.where(column.missing, len(values) - 1, index)
@@ -230,8 +230,7 @@ class DocumentTable:
         (a `LazyColumn` with a value in every row, such as IPv4 addresses as uint32); else None."""
         column = self.fields.get(key)
         if isinstance(column, LazyColumn) and column.elementwise and column.missing is None and column.array.ndim == 1:
-            distinct, index = np.unique(column.array, return_inverse=True)
-            return distinct, index.reshape(-1)
+            return unique_inverse(column.array)
         return None
 
     def override(self, key: str, values: list[Any]) -> None:

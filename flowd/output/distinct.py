@@ -1,0 +1,39 @@
+"""Distinct values of an array and each element's index among them, faster than `np.unique`.
+
+Tables factorise a column many times per batch (protocols, ports, group numbers, interface
+indexes), and `np.unique(..., return_inverse=True)` sorts with an argsort each time: about 25 µs
+for 2,000 small integers. Integers in a short span are factorised instead through a lookup table
+as long as the span, in a few µs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+DENSE_SPAN = 8192
+"""Spans up to this (or twice the element count, if more) use the lookup table."""
+
+
+def unique_inverse(values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+    """`np.unique(values, return_inverse=True)` of a 1-D array: the sorted distinct values and
+    each element's index among them."""
+    if values.dtype.kind in "iu" and len(values):
+        low, high = int(values.min()), int(values.max())
+        span = high - low + 1
+        if span <= max(DENSE_SPAN, 2 * len(values)) and high < 1 << 62:
+            offsets = values.astype(np.intp, copy=False)
+            if low:
+                offsets = offsets - low
+            present = np.zeros(span, dtype=np.bool_)
+            present[offsets] = True
+            distinct = np.flatnonzero(present)
+            code = np.empty(span, dtype=np.intp)
+            code[distinct] = np.arange(len(distinct), dtype=np.intp)
+            if low:
+                distinct = distinct + low
+            return distinct.astype(values.dtype, copy=False), code[offsets]
+    distinct, inverse = np.unique(values, return_inverse=True)
+    return distinct, inverse.reshape(-1)

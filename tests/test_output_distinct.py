@@ -1,0 +1,34 @@
+"""`unique_inverse` against `np.unique(..., return_inverse=True)`, for spans on both sides of
+the lookup-table bound and for every integer width and sign."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flowd.output.distinct import DENSE_SPAN, unique_inverse
+
+DTYPES = (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64, np.uint64, np.intp)
+
+
+@given(st.sampled_from(DTYPES), st.data())
+@settings(max_examples=300, deadline=None)
+def test_equals_np_unique(dtype: type[np.integer], data: st.DataObject) -> None:
+    info = np.iinfo(dtype)
+    low = data.draw(st.integers(int(info.min), int(info.max)))
+    span = data.draw(st.sampled_from((1, 50, DENSE_SPAN, DENSE_SPAN + 1, 1 << 40)))
+    high = min(int(info.max), low + span - 1)
+    values = np.array(data.draw(st.lists(st.integers(low, high), max_size=300)), dtype=dtype)
+    distinct, inverse = unique_inverse(values)
+    expected_distinct, expected_inverse = np.unique(values, return_inverse=True)
+    assert distinct.dtype == values.dtype
+    assert distinct.tolist() == expected_distinct.tolist()
+    assert inverse.tolist() == expected_inverse.reshape(-1).tolist()
+
+
+def test_floats_and_strings_fall_back_to_np_unique() -> None:
+    distinct, inverse = unique_inverse(np.array([2.5, 1.0, 2.5]))
+    assert distinct.tolist() == [1.0, 2.5] and inverse.tolist() == [1, 0, 1]
+    distinct, inverse = unique_inverse(np.array(["b", "a", "b"]))
+    assert distinct.tolist() == ["a", "b"] and inverse.tolist() == [1, 0, 1]
