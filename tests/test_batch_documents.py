@@ -124,3 +124,34 @@ def test_a_time_element_of_odd_length_is_kept_as_hex_and_not_used_as_a_time() ->
     assert document["event.end"] == document["@timestamp"]
     assert documents_for(result.flows) == [document]
     assert_ndjson_equals_dicts(result.flows)
+
+
+def test_durations_out_of_range_are_left_out_by_both_paths() -> None:
+    """Absolute times (IPFIX 152/153) with the end before the start, a duration too long for
+    nanoseconds in a `long`, and times beyond 2^62 ms: the columnar path gives each document what
+    the per-record path gives it (event.duration only where 0 <= end - start <= MAX_DURATION_MS)."""
+    from flowd.output.documents import MAX_DURATION_MS
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    def record(start: int, end: int) -> bytes:
+        return bytes([192, 0, 2, 1]) + start.to_bytes(8, "big") + end.to_bytes(8, "big")
+
+    base = 1_700_000_000_000
+    cases = [
+        (base, base + 1_500),
+        (base, base - 1),
+        (base, base + MAX_DURATION_MS),
+        (base, base + MAX_DURATION_MS + 1),
+    ]
+    out_of_array_range = [(base, 1 << 62), (1 << 63, base)]
+    for batch_cases in (cases, cases + out_of_array_range):
+        message = ipfix_message(
+            ipfix_set(2, template(300, (8, 4), (152, 8), (153, 8))),
+            ipfix_set(300, b"".join(record(s, e) for s, e in batch_cases)),
+        )
+        result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
+        documents = [flow_document(r) for r in result.flows]
+        assert documents_for(result.flows) == documents
+        assert_ndjson_equals_dicts(result.flows)
+        assert ["event.duration" in d for d in documents[:4]] == [True, False, True, False]
+        assert documents[2]["event.duration"] == MAX_DURATION_MS * 1_000_000

@@ -53,13 +53,15 @@ def decode_or_decode_error(payload: bytes, templates: TemplateCache) -> None:
     except DecodeError as error:
         assert isinstance(error.reason, str) and error.reason
         return
-    tables = [batch_table(p) for p in result.flows.parts if isinstance(p, RecordBatch) and p.kind == KIND_NETFLOW_FLOW]
+    batches = [p for p in result.flows.parts if isinstance(p, RecordBatch) and p.kind == KIND_NETFLOW_FLOW]
+    tables = [batch_table(p) for p in batches]
     records = list(result.flows) + list(result.options)  # materialise lazily decoded sets too
     assert len(records) == len(result.flows) + len(result.options)
     for record in records:
         orjson.dumps(flow_document(record))
-    for table in tables:  # `flowd run`'s path: NDJSON from the columns is the same documents
+    for batch, table in zip(batches, tables, strict=True):  # `flowd run`'s path: the same documents
         documents = table.to_dicts()
+        assert documents == [flow_document(record) for record in batch]
         try:
             body = table.to_ndjson()
         except orjson.JSONEncodeError:  # the pipeline dead-letters these through the dict path

@@ -125,24 +125,8 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     for name in fields.names:
         table.add("netflow." + name, fields.column(name))
 
-    start, end = _times(batch, fields, count)
-    timestamps = _timestamps(batch, fields, end, count)
-    timestamp_column = _iso(timestamps)
-    table.add("@timestamp", timestamp_column)
-    if start is not None:
-        table.add("event.start", _iso(start))
-    if end is not None:
-        table.add("event.end", timestamp_column if end is timestamps else _iso(end))
-        if start is not None:
-            table.add(
-                "event.duration",
-                [
-                    (e - s) * 1_000_000
-                    if s is not None and e is not None and 0 <= e - s <= single.MAX_DURATION_MS
-                    else None
-                    for s, e in zip(start, end, strict=True)
-                ],
-            )
+    if not _add_time_arrays(batch, fields, count, table):
+        _add_time_lists(batch, fields, count, table)
 
     _add_addresses(table, fields, count)
     source_port = fields.arrays.get("source_transport_port")
@@ -410,6 +394,105 @@ def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: Docume
     table.add("network.packets", _scaled(total_packets, rates))
     table.add("flowd.raw_bytes", _scaled(total_bytes, 1))
     table.add("flowd.raw_packets", _scaled(total_packets, 1))
+
+
+def _add_time_lists(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:
+    """@timestamp, event.start, event.end and event.duration from Python integers (any value)."""
+    start, end = _times(batch, fields, count)
+    timestamps = _timestamps(batch, fields, end, count)
+    timestamp_column = _iso(timestamps)
+    table.add("@timestamp", timestamp_column)
+    if start is not None:
+        table.add("event.start", _iso(start))
+    if end is not None:
+        table.add("event.end", timestamp_column if end is timestamps else _iso(end))
+        if start is not None:
+            table.add(
+                "event.duration",
+                [
+                    (e - s) * 1_000_000
+                    if s is not None and e is not None and 0 <= e - s <= single.MAX_DURATION_MS
+                    else None
+                    for s, e in zip(start, end, strict=True)
+                ],
+            )
+
+
+_LARGEST_MS = 1 << 62
+"""Epoch ms beyond this (a template's garbage) take the Python path, which cannot overflow."""
+
+
+def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> bool:
+    """`_add_time_lists` in numpy, when every time it reads is an integer array in range and each
+    sysUpTime-relative time has its uptime; False (nothing added) otherwise."""
+    headers = batch.row_headers
+    export_times = [batch.export_time] if headers is None else headers.export_time
+    uptimes = [batch.uptime_ms] if headers is None else headers.uptime_ms
+    received = [batch.received_at] if headers is None else headers.received_at
+
+    def per_row(values: list[Any]) -> npt.NDArray[np.int64]:
+        """A header value per row (the batch's one, or one per run of rows)."""
+        if headers is None:
+            return np.full(count, values[0], dtype=np.int64)
+        return headers.repeat(values, np.int64)
+
+    export_ms = per_row([t * 1000 for t in export_times])
+
+    def milliseconds(names: tuple[str, ...]) -> npt.NDArray[np.int64] | bool | None:
+        """The first of `names` as int64; None when absent; False when not an array in range."""
+        column = fields.integers(names)
+        if column is None:
+            return None
+        if not isinstance(column, np.ndarray) or (len(column) and int(column.max()) >= _LARGEST_MS):
+            return False
+        return column.astype(np.int64)
+
+    def resolve(absolute: tuple[str, ...], relative: str, delta: str) -> npt.NDArray[np.int64] | bool | None:
+        found = milliseconds(absolute)
+        if found is not None:
+            return found
+        found = milliseconds((relative,))
+        if found is not None:
+            if found is False or None in uptimes:
+                return False
+            return export_ms - per_row(uptimes) + found
+        found = milliseconds((delta,))
+        return found if found is None or found is False else export_ms - found // 1000
+
+    start = resolve(single.START_ABSOLUTE, "flow_start_sys_up_time", "flow_start_delta_microseconds")
+    end = resolve(single.END_ABSOLUTE, "flow_end_sys_up_time", "flow_end_delta_microseconds")
+    if start is False or end is False:
+        return False
+    if isinstance(end, np.ndarray):
+        timestamps = end
+    else:
+        event = milliseconds(single.EVENT_TIME)
+        if event is False:
+            return False
+        if isinstance(event, np.ndarray):
+            timestamps = event
+        else:
+            timestamps = per_row(
+                [e * 1000 if e else int(r * 1000) for e, r in zip(export_times, received, strict=True)]
+            )
+    timestamp_column = _iso_column(timestamps)
+    table.add("@timestamp", timestamp_column)
+    if isinstance(start, np.ndarray):
+        table.add("event.start", _iso_column(start))
+    if isinstance(end, np.ndarray):
+        table.add("event.end", timestamp_column)
+        if isinstance(start, np.ndarray):
+            difference = end - start
+            valid = (difference >= 0) & (difference <= single.MAX_DURATION_MS)
+            durations = np.where(valid, difference, 0) * 1_000_000
+            table.add(
+                "event.duration", LazyColumn(durations, render_integers, python_list, None if valid.all() else ~valid)
+            )
+    return True
+
+
+def _iso_column(epoch_ms: npt.NDArray[np.int64]) -> LazyColumn:
+    return LazyColumn(epoch_ms, render_iso_ms, lambda array: _iso_strings(array.tolist()))
 
 
 def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] | None, list[Any] | None]:
