@@ -90,6 +90,19 @@ def test_ingress_batches_and_drops_when_full() -> None:
     assert queue.pop() == [(b"again", EXPORTER, 99.0)]
 
 
+def test_ingress_joins_queued_full_batches_up_to_the_limit_in_order() -> None:
+    queue = IngressQueue(batch_size=4, capacity=100)
+    for i in range(18):
+        queue.append(b"x%d" % i, EXPORTER, float(i))
+    first = queue.pop(limit=12)
+    assert first is not None and [item[0] for item in first] == [b"x%d" % i for i in range(12)]
+    assert len(queue) == 6
+    second = queue.pop(limit=12)  # one full batch left: the partial one is not joined to it
+    assert second is not None and [item[0] for item in second] == [b"x%d" % i for i in range(12, 16)]
+    assert queue.pop(limit=12) == [(b"x16", EXPORTER, 16.0), (b"x17", EXPORTER, 17.0)]
+    assert queue.pop(limit=12) is None and len(queue) == 0
+
+
 def test_ingress_partial_batch_is_not_held_back() -> None:
     queue = IngressQueue(batch_size=256, capacity=1024)
     queue.append(b"one", EXPORTER, 1.0)
