@@ -86,8 +86,10 @@ def test_chain_direction_locality_and_related() -> None:
     ]
     assert documents[1]["related.ip"] == ["10.1.1.1", "8.8.8.8"]
     assert documents[6]["related.ip"] == ["10.1.1.1"]
-    # Each distinct address was classified once.
-    assert chain.addresses.stats()["address_facts_misses"] == 6
+    # Each distinct address was classified once, and found in the cache from then on.
+    assert chain.stats()["address_info_misses"] == 6
+    asyncio.run(chain.enrich([dict(d) for d in documents]))  # type: ignore[arg-type]
+    assert chain.stats()["address_info_misses"] == 6
 
 
 def test_cache_lru_ttl_and_stats() -> None:

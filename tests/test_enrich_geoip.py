@@ -279,3 +279,29 @@ def test_missing_database_is_not_fatal(tmp_path: Path) -> None:
     lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(tmp_path / "absent.mmdb")))
     assert lookup_fields(lookup, "81.2.69.142") == {}
     assert lookup.stats()["geoip_load_errors"] == 1
+
+
+def test_flow_addresses_are_held_once_in_the_address_caches() -> None:
+    """The chain keeps what it makes of an address in its own caches; the classifier's and the
+    GeoIP lookup's caches (for other callers) stay empty, and a second pass looks nothing up."""
+    import asyncio
+
+    settings = EnrichSettings(
+        geoip_city_db=str(GEOIP_DIR / "GeoIP2-City-Test.mmdb"), geoip_asn_db=str(GEOIP_DIR / "GeoLite2-ASN-Test.mmdb")
+    )
+    chain = EnrichmentChain(settings, oui=None)
+    documents = [
+        {"source.ip": "81.2.69.142", "destination.ip": "10.0.0.1"},
+        {"source.ip": "2001:480::1", "destination.ip": "1.128.0.1"},
+    ]
+    asyncio.run(chain.enrich([dict(d) for d in documents]))
+    lookups = chain.geoip.stats()["geoip_lookups"]
+    assert lookups == 3  # the three public addresses, once each
+    assert len(chain.geoip.cache) == 0 and len(chain.addresses.cache) == 0
+    enriched = [dict(d) for d in documents]
+    asyncio.run(chain.enrich(enriched))
+    assert chain.geoip.stats()["geoip_lookups"] == lookups
+    assert enriched[0]["source.geo.city_name"] == "London" and enriched[1]["destination.as.number"] == 1221
+    lookup = GeoIpLookup(settings)
+    assert lookup.lookup("81.2.69.142", cache=False) == lookup.lookup("81.2.69.142")
+    assert len(lookup.cache) == 1  # only the call that may cache did

@@ -101,8 +101,9 @@ class AddressClassifier:
         self.cache: TtlLruCache[str, AddressFacts] = TtlLruCache(cache_size, 86_400.0, clock, "address_facts")
         self.invalid = 0
 
-    def facts(self, address: str, now: float) -> AddressFacts:
-        cached = self.cache.get(address, now)
+    def facts(self, address: str, now: float, *, cache: bool = True) -> AddressFacts:
+        """What is known of an address without a lookup; `cache=False` for a caller that keeps it."""
+        cached = self.cache.get(address, now) if cache else None
         if cached is not None:
             return cached
         try:
@@ -113,7 +114,8 @@ class AddressClassifier:
         lookup = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped else parsed
         internal = any(lookup in network for network in self.internal_networks)
         facts = AddressFacts(parsed.packed, classify_address(parsed), internal)
-        self.cache.put(address, facts, now)
+        if cache:
+            self.cache.put(address, facts, now)
         return facts
 
     def stats(self) -> dict[str, int]:

@@ -181,11 +181,15 @@ class GeoIpLookup:
             self.cache.clear()
         return reloaded
 
-    def lookup(self, address: str, address_class: str = PUBLIC, now: float | None = None) -> GeoFields:
-        """Ready-made (source.*, destination.*) fields; empty for non-public addresses or no match."""
+    def lookup(
+        self, address: str, address_class: str = PUBLIC, now: float | None = None, *, cache: bool = True
+    ) -> GeoFields:
+        """Ready-made (source.*, destination.*) fields; empty for non-public addresses or no match.
+        Without `cache` the result is neither looked for nor kept in the cache (for a caller
+        that caches what it makes of it)."""
         if address_class != PUBLIC or not self.enabled:
             return NO_FIELDS
-        cached = self.cache.get(address, now)
+        cached = self.cache.get(address, now) if cache else None
         if cached is not None:
             return cached
         self.lookups += 1
@@ -208,7 +212,8 @@ class GeoIpLookup:
                 {"source." + key: value for key, value in fields.items()},
                 {"destination." + key: value for key, value in fields.items()},
             )
-        self.cache.put(address, result, now)
+        if cache:
+            self.cache.put(address, result, now)
         return result
 
     def stats(self) -> dict[str, int]:
