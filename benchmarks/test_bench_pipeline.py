@@ -24,6 +24,7 @@ from flowd.config import ElasticsearchSettings, EnrichSettings
 from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain, build_enricher
 from flowd.output.bulk import Batch, BatchBuilder, BulkEncoder
+from flowd.output.sink import Body
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 
@@ -54,7 +55,7 @@ class BulkBodySink:
     def action_lines(self, count: int) -> Any:
         return self.encoder.action_lines(count)
 
-    async def write_encoded(self, body: bytes, count: int) -> None:
+    async def write_encoded(self, body: Body, count: int) -> None:
         """Bulk pairs written straight from columns, each document after its action line."""
         self.documents += count
         self._bodies(self.builder.add_body(body, count))

@@ -111,10 +111,14 @@ def test_bodies_are_cut_into_batches_as_pairs_would_be(
         if mixed and number % 2:
             got += [(b.body, b.docs) for b in by_bodies.add(pairs)]
         else:
-            got += [(b.body, b.docs) for b in by_bodies.add_body(b"".join(pairs), len(pairs))]
+            body: bytes | memoryview = b"".join(pairs)
+            if number % 3 == 0:  # as `flowd run` hands it over: a view of the table's array
+                body = np.frombuffer(body, dtype=np.uint8).copy().data
+            got += [(b.body, b.docs) for b in by_bodies.add_body(body, len(pairs))]
         assert (by_bodies.docs, by_bodies.nbytes) == (by_pairs.docs, by_pairs.nbytes)
     last_pairs, last_bodies = by_pairs.cut(), by_bodies.cut()
     assert got == expected
+    assert all(type(body) is bytes for body, _ in got)
     assert (last_bodies and (last_bodies.body, last_bodies.docs)) == (last_pairs and (last_pairs.body, last_pairs.docs))
 
 

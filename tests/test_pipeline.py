@@ -271,7 +271,7 @@ class EncodedMemorySink(MemorySink):
         self.bodies: list[tuple[bytes, int]] = []
 
     async def write_encoded(self, body: bytes, count: int) -> None:
-        self.bodies.append((body, count))
+        self.bodies.append((bytes(body), count))
 
 
 async def test_pipeline_writes_tables_as_ndjson_to_sinks_that_take_it() -> None:

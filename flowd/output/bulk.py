@@ -24,6 +24,7 @@ import numpy.typing as npt
 import orjson
 
 from flowd.output.render import PAD
+from flowd.output.sink import Body
 
 CREATE_ACTION = b'{"create":{}}\n'
 """The constant action line when documents carry no `_id`."""
@@ -154,7 +155,7 @@ class BatchBuilder:
         self.batch_docs = batch_docs
         self.batch_bytes = batch_bytes
         self._clock = clock
-        self._pairs: list[bytes] = []
+        self._pairs: list[Body] = []
         """Pairs and blocks of pairs (`add_body`) of the open batch."""
         self._docs = 0
         self._bytes = 0
@@ -194,7 +195,7 @@ class BatchBuilder:
         self._bytes = size
         return full
 
-    def add_body(self, body: bytes, count: int) -> list[Batch]:
+    def add_body(self, body: Body, count: int) -> list[Batch]:
         """Append `count` pairs written as one body; the same batches as `add(split_pairs(body))`,
         but a body that fits the open batch is kept whole and one that does not is cut only
         where a batch ends (pair boundaries found in numpy, not by a pass per line)."""

@@ -49,6 +49,7 @@ from flowd.output.bulk import (
     document_of,
     split_pairs,
 )
+from flowd.output.sink import Body
 from flowd.output.spool import Spool, SpoolEntry, SpoolFull
 from flowd.output.timestamps import iso_from_seconds
 
@@ -266,7 +267,7 @@ class ElasticsearchSink:
         front of each document (`DocumentTable.to_ndjson(prefixes=...)`)."""
         return self._encoder.action_lines(count)
 
-    async def write_encoded(self, body: bytes, count: int) -> None:
+    async def write_encoded(self, body: Body, count: int) -> None:
         """`count` documents already serialised as `_bulk` pairs, each document after its line
         from `action_lines`."""
         self._stats.docs_written += count

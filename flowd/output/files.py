@@ -16,6 +16,7 @@ from typing import IO, Any
 import orjson
 
 from flowd.errors import SinkError
+from flowd.output.sink import Body
 
 FILE_PREFIX = "flows-"
 FILE_SUFFIX = ".ndjson"
@@ -85,7 +86,7 @@ class NdjsonFileSink:
             raise SinkError(f"cannot write {self._path}: {error.strerror}") from error
         self.documents_written += len(documents)
 
-    async def write_encoded(self, body: bytes, count: int) -> None:
+    async def write_encoded(self, body: Body, count: int) -> None:
         """`count` documents already serialised as NDJSON lines."""
         if not count:
             return
@@ -95,7 +96,7 @@ class NdjsonFileSink:
             raise SinkError(f"cannot write {self._path}: {error.strerror}") from error
         self.documents_written += count
 
-    def _write_bytes(self, data: bytes) -> None:
+    def _write_bytes(self, data: Body) -> None:
         if self._file is None or (self._size and self._size + len(data) > self.rotate_bytes):
             self._rotate()
         assert self._file is not None

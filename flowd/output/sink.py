@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+Body = bytes | memoryview
+"""NDJSON handed to `write_encoded`: a view of the array a table was laid out in (one byte per
+element), which a sink writes or joins into its request bodies, never keeps past that."""
+
 
 class Sink(Protocol):
     """An output stage. `write` may await to apply backpressure; it never drops silently."""
@@ -12,8 +16,8 @@ class Sink(Protocol):
 
     async def write(self, documents: list[dict[str, Any]]) -> None: ...
 
-    # Optional: `async def write_encoded(self, body: bytes, count: int) -> None` takes `count`
-    # documents already serialised as NDJSON (`DocumentTable.to_ndjson`); the pipeline uses it
+    # Optional: `async def write_encoded(self, body: Body, count: int) -> None` takes `count`
+    # documents already serialised as NDJSON (`DocumentTable.to_ndjson_buffer`); the pipeline uses it
     # when a sink has it and hands dicts to `write` otherwise. A sink that also has
     # `def action_lines(self, count: int) -> uint8 matrix` gets each document after its row of
     # that matrix (the `_bulk` action lines), so the body is ready to send.

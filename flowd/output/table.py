@@ -299,9 +299,15 @@ class DocumentTable:
         `prefixes` (a space-padded byte matrix, a row per document) goes before each document: the
         `_bulk` action lines of `BulkEncoder.action_lines`, so a bulk body needs no pass per line.
         """
+        return bytes(self.to_ndjson_buffer(prefixes))
+
+    def to_ndjson_buffer(self, prefixes: Matrix | None = None) -> memoryview:
+        """`to_ndjson` as a view of the array it was laid out in, not copied into `bytes`: the
+        sinks write it or join it into a request body, which copies it anyway (one table's is
+        megabytes, and each allocation of that size leaves the heap more fragmented)."""
         count = self.count
         if not count:
-            return b""
+            return memoryview(b"")
         pieces: list[tuple[bytes, Matrix, Missing]] = []
         rendered: dict[int, tuple[Matrix, Missing]] = {}  # a column shared by several keys renders once
         for key, column in self.fields.items():
@@ -366,7 +372,7 @@ class DocumentTable:
                     chunk[missing[first:last], field_start:end] = PAD
             for value_start, end, fragments, index in group_slots:
                 chunk[:, value_start:end] = np.take(fragments, index[first:last], axis=0)
-        return out.tobytes()
+        return out.reshape(-1).data
 
 
 def _elements(matrix: Matrix) -> npt.NDArray[np.void]:

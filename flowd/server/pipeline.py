@@ -32,7 +32,7 @@ from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
 from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
 from flowd.output.sflow_table import sample_batch_tables, sflow_tables
-from flowd.output.sink import Sink
+from flowd.output.sink import Body, Sink
 from flowd.output.table import DocumentTable, Matrix
 from flowd.server.metrics import LabelCap, WorkerStats
 
@@ -270,12 +270,12 @@ class BatchDecoder:
         )
 
 
-def _ndjson(table: DocumentTable, action_lines: Callable[[int], Matrix] | None) -> bytes | None:
+def _ndjson(table: DocumentTable, action_lines: Callable[[int], Matrix] | None) -> Body | None:
     """The table as NDJSON (each document after its `_bulk` action line when the sink gives them);
     None sends it the dict way: a value orjson cannot hold (an integer beyond 64 bits) is
     dead-lettered there document by document, and a bug here loses nothing."""
     try:
-        return table.to_ndjson(action_lines(len(table)) if action_lines is not None else None)
+        return table.to_ndjson_buffer(action_lines(len(table)) if action_lines is not None else None)
     except orjson.JSONEncodeError:
         return None
     except Exception as error:  # a rendering bug: the dict path still delivers every document
@@ -380,7 +380,7 @@ class Pipeline:
             for part in parts:
                 await self._enrich(part, enrich_table)
                 await _let_receive_run()
-        encoded: Callable[[bytes, int], Awaitable[None]] | None = getattr(self.sink, "write_encoded", None)
+        encoded: Callable[[Body, int], Awaitable[None]] | None = getattr(self.sink, "write_encoded", None)
         action_lines: Callable[[int], Matrix] | None = getattr(self.sink, "action_lines", None)
         for part in parts:
             if isinstance(part, DocumentTable):
