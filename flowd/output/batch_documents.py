@@ -217,13 +217,13 @@ class _Runs:
         if None in values:
             self.table.add(key, self.headers.per_row(values))
             return
-        lengths = self.lengths
+        lengths, headers = self.lengths, self.headers  # not `self`: the table holds these lambdas
         self.table.add(
             key,
             LazyColumn(
                 lengths,
                 lambda _: np.repeat(render_values(values)[0], lengths, axis=0),
-                lambda _: self.headers.per_row(values),
+                lambda _: headers.per_row(values),
             ),
         )
 
