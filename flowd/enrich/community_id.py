@@ -110,10 +110,13 @@ def community_ids_bulk(
     in numpy, as `community_id` builds them for one flow; what is left per flow is one SHA-1.
     """
     count, length = source.shape
-    if length == 4:
-        hashed: npt.NDArray[Any] = _ipv4_inputs(source, destination, protocols, ports, seed)
+    if length == 4:  # as big-endian integers, which compare as their bytes do
+        low, high = (
+            np.ascontiguousarray(a).view(">u4").reshape(count).astype(np.uint32) for a in (source, destination)
+        )
+        hashed: npt.NDArray[Any] = _ipv4_words((low, high), protocols, ports, int.from_bytes(seed, "big"))
     else:
-        hashed = _byte_inputs(source, destination, protocols, ports, seed)
+        hashed = _byte_inputs((source, destination), protocols, ports, seed)
     size = hashed.dtype.itemsize * hashed.shape[1]
     sha1 = _sha1
     inputs = hashed.view(np.dtype((np.void, size))).reshape(count).tolist()  # bytes, one per flow
@@ -125,54 +128,53 @@ def community_ids_bulk(
     return text
 
 
-def _ipv4_inputs(
-    source: npt.NDArray[np.uint8],
-    destination: npt.NDArray[np.uint8],
-    protocols: npt.NDArray[Any],
-    ports: Ports | None,
-    seed: bytes,
-) -> npt.NDArray[np.uint32]:
-    """The hashed input of IPv4 flows as big-endian 32-bit words, one row each: addresses compare
-    as integers in the order their bytes do, and the fields pack by shifts (12 bytes without
-    ports, 16 with)."""
-    count = len(source)
-    low = np.ascontiguousarray(source).view(">u4").reshape(count).astype(np.uint32)
-    high = np.ascontiguousarray(destination).view(">u4").reshape(count).astype(np.uint32)
-    swap = high < low
-    if ports is not None:
-        source_ports, destination_ports, one_way = ports
-        swap |= (high == low) & (destination_ports < source_ports)
-        swap &= ~one_way
-    low, high = np.where(swap, high, low), np.where(swap, low, high)
-    words = np.empty((count, 3 if ports is None else 4), dtype=">u4")
-    words[:, 0] = (int.from_bytes(seed, "big") << 16) | (low >> 16)
+Numbers = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]
+"""Source and destination IPv4 addresses as integers."""
+
+
+def _swap(lower: npt.NDArray[np.bool_], equal: npt.NDArray[np.bool_], ports: Ports | None) -> npt.NDArray[np.bool_]:
+    """Whether each flow's ends change places so the lower comes first: the destination address
+    is `lower`, or the addresses are `equal` and its port is lower; one-way flows keep theirs."""
+    if ports is None:
+        return lower
+    source_ports, destination_ports, one_way = ports
+    return (lower | (equal & (destination_ports < source_ports))) & ~one_way
+
+
+def _ipv4_words(ends: Numbers, protocols: npt.NDArray[Any], ports: Ports | None, seed: int) -> npt.NDArray[np.uint32]:
+    """The hashed input of IPv4 flows as big-endian 32-bit words packed by shifts, one row each
+    (12 bytes without ports, 16 with)."""
+    source, destination = ends
+    swap = _swap(destination < source, destination == source, ports)
+    low, high = np.where(swap, destination, source), np.where(swap, source, destination)
+    words = np.empty((len(source), 3 if ports is None else 4), dtype=">u4")
+    words[:, 0] = (seed << 16) | (low >> 16)
     words[:, 1] = (low << 16) | (high >> 16)
     words[:, 2] = (high << 16) | ((protocols.astype(np.uint32) & 0xFF) << 8)
     if ports is not None:
+        source_ports, destination_ports, _ = ports
         low_port = np.where(swap, destination_ports, source_ports).astype(np.uint32) & 0xFFFF
         high_port = np.where(swap, source_ports, destination_ports).astype(np.uint32) & 0xFFFF
         words[:, 3] = (low_port << 16) | high_port
     return words
 
 
-def _byte_inputs(
-    source: npt.NDArray[np.uint8],
-    destination: npt.NDArray[np.uint8],
-    protocols: npt.NDArray[Any],
-    ports: Ports | None,
-    seed: bytes,
-) -> npt.NDArray[np.uint8]:
-    """The hashed input of flows of any address length, one row of bytes each."""
+Ends = tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
+"""Source and destination addresses, packed, one row each."""
+
+
+def _byte_inputs(ends: Ends, protocols: npt.NDArray[Any], ports: Ports | None, seed: bytes) -> npt.NDArray[np.uint8]:
+    """The hashed input of flows of any address length (packed `ends`), one row of bytes each."""
+    source, destination = ends
     count, length = source.shape
     differs = source != destination
     first = differs.argmax(axis=1)
     rows = np.arange(count)
-    swap = differs.any(axis=1) & (destination[rows, first] < source[rows, first])
+    equal = ~differs.any(axis=1)
+    swap = _swap(~equal & (destination[rows, first] < source[rows, first]), equal, ports)
     fields = [("seed", "S2"), ("low", f"S{length}"), ("high", f"S{length}"), ("protocol", "u1"), ("pad", "u1")]
     if ports is not None:
-        source_ports, destination_ports, one_way = ports
-        swap |= ~differs.any(axis=1) & (destination_ports < source_ports)
-        swap &= ~one_way
+        source_ports, destination_ports, _ = ports
         fields += [("low_port", ">u2"), ("high_port", ">u2")]
     record = np.dtype(fields)
     hashed = np.zeros(count, dtype=record)
