@@ -60,6 +60,7 @@ class _Fields:
         self.arrays: dict[str, Array] = {}
         self.ipv4: dict[str, Array] = {}
         self._lists: dict[str, list[Any]] = {}
+        self._addresses: dict[str, LazyColumn] = {}
         self._array = batch.array
         for name, kind, length in batch.template.columns:
             self.kinds[name] = (kind, length)
@@ -101,7 +102,12 @@ class _Fields:
         return values
 
     def address_column(self, name: str) -> LazyColumn:
-        return ipv4_column(self.ipv4[name])
+        """One column object per field, so `netflow.*` and its ECS copy render their dotted
+        quads once (`to_ndjson` renders a column shared by several keys once)."""
+        column = self._addresses.get(name)
+        if column is None:
+            column = self._addresses[name] = ipv4_column(self.ipv4[name])
+        return column
 
     def integers(self, names: tuple[str, ...]) -> Array | list[Any] | None:
         """The first of `names` the template has with integer values (array when it can be)."""
