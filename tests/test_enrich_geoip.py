@@ -240,7 +240,7 @@ def test_replaced_database_is_reloaded_after_the_check_interval(tmp_path: Path) 
     now = [1000.0]
     path = tmp_path / "city.mmdb"
     shutil.copy(GEOIP_DIR / "GeoIP2-City-Test.mmdb", path)
-    lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(path)), clock=lambda: now[0], reload_check_s=30.0)
+    lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(path)), reload_check_s=30.0)
     lookup.maybe_reload(now[0])
     assert lookup_fields(lookup, "81.2.69.142")["geo.city_name"] == "London"
 
@@ -265,7 +265,7 @@ def test_broken_replacement_keeps_the_old_database(tmp_path: Path) -> None:
     now = [0.0]
     path = tmp_path / "city.mmdb"
     shutil.copy(GEOIP_DIR / "GeoIP2-City-Test.mmdb", path)
-    lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(path)), clock=lambda: now[0], reload_check_s=1.0)
+    lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(path)), reload_check_s=1.0)
     staged = tmp_path / "staged.mmdb"
     staged.write_bytes(b"not a maxmind database")
     os.replace(staged, path)
@@ -283,7 +283,7 @@ def test_missing_database_is_not_fatal(tmp_path: Path) -> None:
 
 def test_flow_addresses_are_held_once_in_the_address_caches() -> None:
     """The chain keeps what it makes of an address in its own caches; the classifier's and the
-    GeoIP lookup's caches (for other callers) stay empty, and a second pass looks nothing up."""
+    classifier's cache (for other callers) stays empty, and a second pass looks nothing up."""
     import asyncio
 
     settings = EnrichSettings(
@@ -297,11 +297,8 @@ def test_flow_addresses_are_held_once_in_the_address_caches() -> None:
     asyncio.run(chain.enrich([dict(d) for d in documents]))
     lookups = chain.geoip.stats()["geoip_lookups"]
     assert lookups == 3  # the three public addresses, once each
-    assert len(chain.geoip.cache) == 0 and len(chain.addresses.cache) == 0
+    assert len(chain.addresses.cache) == 0
     enriched = [dict(d) for d in documents]
     asyncio.run(chain.enrich(enriched))
     assert chain.geoip.stats()["geoip_lookups"] == lookups
     assert enriched[0]["source.geo.city_name"] == "London" and enriched[1]["destination.as.number"] == 1221
-    lookup = GeoIpLookup(settings)
-    assert lookup.lookup("81.2.69.142", cache=False) == lookup.lookup("81.2.69.142")
-    assert len(lookup.cache) == 1  # only the call that may cache did

@@ -108,11 +108,11 @@ class EnrichmentChain:
             raise ConfigError(f"enrich.resolve_ip2host: {settings.resolve_ip2host!r} is not one of {RESOLVE_MODES}")
         self._clock = clock
         self.addresses = AddressClassifier(settings.internal_networks, settings.geoip_cache_size, clock)
-        self.geoip = GeoIpLookup(settings, clock)
+        self.geoip = GeoIpLookup(settings)
         # Address facts and GeoIP fields merged per address; cleared when a database is reloaded.
-        # Flow addresses are held only here: `_address_info` bypasses the classifier's and the
-        # GeoIP lookup's own caches (which serve exporter addresses), since holding each address
-        # in three caches tripled their memory (75 MB full at the default size, 29 MB now).
+        # Flow addresses are held only here: `_address_info` bypasses the classifier's own cache
+        # (which serves exporter addresses), and GeoIP lookups keep nothing; holding each
+        # address in three caches tripled their memory (75 MB full at the default size, 29 MB now).
         self.address_cache: TtlLruCache[str, _AddressInfo] = TtlLruCache(
             settings.geoip_cache_size, GEOIP_CACHE_TTL_S, clock, "address_info"
         )
@@ -200,7 +200,7 @@ class EnrichmentChain:
     def _address_info(self, address: str, now: float) -> _AddressInfo:
         """Facts and GeoIP fields of an address, for the address caches to keep."""
         facts = self.addresses.facts(address, now, cache=False)
-        geo = self.geoip.lookup(address, facts.address_class, now, cache=False) if facts is not INVALID else NO_FIELDS
+        geo = self.geoip.lookup(address, facts.address_class) if facts is not INVALID else NO_FIELDS
         return _AddressInfo(facts, geo)
 
     def _address(self, address: str, now: float) -> _AddressInfo:

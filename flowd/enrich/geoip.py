@@ -5,15 +5,15 @@ file on disk changes (its mtime or size), checked at most every `check_interval_
 `geoipupdate` takes effect without a restart. A database that fails to open keeps the previous
 one serving. Readers map the file, so a database must be replaced by renaming a new file over
 it (as geoipupdate does), never rewritten in place. Only `public` addresses are looked up (see
-`addresses.py`); results are cached per address as the ready-made `source.*` and
-`destination.*` fields, and the cache is cleared when any database is reloaded.
+`addresses.py`), into the ready-made `source.*` and `destination.*` fields. The lookup itself
+keeps nothing: the enrichment chain caches what it makes of each address (facts and these
+fields together) and starts its caches again when a database is reloaded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import time
 from typing import Any
 
 import geoip2.database
@@ -22,11 +22,11 @@ import maxminddb
 
 from flowd.config import EnrichSettings
 from flowd.enrich.addresses import PUBLIC
-from flowd.enrich.cache import Clock, TtlLruCache
 
 log = logging.getLogger(__name__)
 
 GEOIP_CACHE_TTL_S = 3_600.0
+"""How long the enrichment chain keeps an address's fields."""
 RELOAD_CHECK_INTERVAL_S = 60.0
 
 Fields = dict[str, Any]
@@ -144,14 +144,12 @@ def _as_fields(model: Any) -> Fields:
 
 
 class GeoIpLookup:
-    """Geo and AS fields per address from the configured databases, cached."""
+    """Geo and AS fields per address from the configured databases."""
 
     def __init__(
         self,
         settings: EnrichSettings,
-        clock: Clock = time.monotonic,
         reload_check_s: float = RELOAD_CHECK_INTERVAL_S,
-        cache_ttl_s: float = GEOIP_CACHE_TTL_S,
     ) -> None:
         self.geo_databases: list[ReloadingDatabase] = []
         self.as_databases: list[ReloadingDatabase] = []
@@ -164,7 +162,6 @@ class GeoIpLookup:
             for path in (settings.geoip_asn_db, settings.geoip_isp_db):
                 if path:
                     self.as_databases.append(ReloadingDatabase(path, reload_check_s))
-        self.cache: TtlLruCache[str, GeoFields] = TtlLruCache(settings.geoip_cache_size, cache_ttl_s, clock, "geoip")
         self.lookups = 0
         self.not_found = 0
 
@@ -173,25 +170,16 @@ class GeoIpLookup:
         return bool(self.geo_databases or self.as_databases)
 
     def maybe_reload(self, now: float) -> bool:
-        """Reload changed databases (see `ReloadingDatabase`); True if any was, and the cache is cleared."""
+        """Reload changed databases (see `ReloadingDatabase`); True if any was."""
         reloaded = False
         for database in (*self.geo_databases, *self.as_databases):
             reloaded |= database.maybe_reload(now)
-        if reloaded:
-            self.cache.clear()
         return reloaded
 
-    def lookup(
-        self, address: str, address_class: str = PUBLIC, now: float | None = None, *, cache: bool = True
-    ) -> GeoFields:
-        """Ready-made (source.*, destination.*) fields; empty for non-public addresses or no match.
-        Without `cache` the result is neither looked for nor kept in the cache (for a caller
-        that caches what it makes of it)."""
+    def lookup(self, address: str, address_class: str = PUBLIC) -> GeoFields:
+        """Ready-made (source.*, destination.*) fields; empty for non-public addresses or no match."""
         if address_class != PUBLIC or not self.enabled:
             return NO_FIELDS
-        cached = self.cache.get(address, now) if cache else None
-        if cached is not None:
-            return cached
         self.lookups += 1
         fields: Fields = {}
         for database in self.geo_databases:
@@ -206,20 +194,15 @@ class GeoIpLookup:
                 break
         if not fields:
             self.not_found += 1
-            result = NO_FIELDS
-        else:
-            result = (
-                {"source." + key: value for key, value in fields.items()},
-                {"destination." + key: value for key, value in fields.items()},
-            )
-        if cache:
-            self.cache.put(address, result, now)
-        return result
+            return NO_FIELDS
+        return (
+            {"source." + key: value for key, value in fields.items()},
+            {"destination." + key: value for key, value in fields.items()},
+        )
 
     def stats(self) -> dict[str, int]:
         databases = (*self.geo_databases, *self.as_databases)
         return {
-            **self.cache.stats(),
             "geoip_lookups": self.lookups,
             "geoip_not_found": self.not_found,
             "geoip_reloads": sum(d.reloads for d in databases),
