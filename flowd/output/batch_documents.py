@@ -339,7 +339,7 @@ def _iso(epoch_ms: list[Any]) -> Column:
         except OverflowError:
             pass
         else:
-            return LazyColumn(array, render_iso_ms, lambda _: _iso_strings(epoch_ms))
+            return _iso_column(array)
     return _iso_strings(epoch_ms)
 
 
