@@ -303,8 +303,8 @@ class DocumentTable:
 
     def to_ndjson_buffer(self, prefixes: Matrix | None = None) -> memoryview:
         """`to_ndjson` as a view of the array it was laid out in, not copied into `bytes`: the
-        sinks write it or join it into a request body, which copies it anyway (one table's is
-        megabytes, and each allocation of that size leaves the heap more fragmented)."""
+        sinks write it or join it into a request body, which copies it anyway, so this saves a
+        copy and an allocation of megabytes per table."""
         count = self.count
         if not count:
             return memoryview(b"")
