@@ -42,6 +42,7 @@ from scapy.layers.netflow import (
     NetflowTemplateFieldV9,
     NetflowTemplateV9,
 )
+from scapy.packet import Raw
 
 from flowd.bench import IPV4_RECORD_FIELDS, PROTOCOLS
 
@@ -347,9 +348,21 @@ def _xdr(data_format: int, body: bytes) -> bytes:
     return struct.pack("!II", data_format, len(body)) + body
 
 
+_HOP_LIMITS = (64, 128, 255)
+"""Initial TTLs of common stacks (Linux/macOS, Windows, network gear), less the hops travelled."""
+_DSCP_MARKS = (0, 0, 0, 0, 0, 0, 0x28, 0x48, 0xB8)
+"""Mostly best effort, some AF11/AF21 and EF traffic (the TOS byte: DSCP << 2)."""
+
+
 def _sampled_frame(flow: Flow, rng: random.Random) -> bytes:
+    """The packet a switch would sample: its IP length is the packet's, its TTL and DSCP vary."""
     size = max(64, min(1514, flow.octets // max(1, flow.packets)))
-    network: Any = (IPv6 if flow.ipv6 else IP)(src=flow.source, dst=flow.destination)
+    hops = rng.choice(_HOP_LIMITS) - rng.randrange(1, 24)
+    tos = rng.choice(_DSCP_MARKS)
+    if flow.ipv6:
+        network: Any = IPv6(src=flow.source, dst=flow.destination, hlim=hops, tc=tos, fl=rng.randrange(1 << 20))
+    else:
+        network = IP(src=flow.source, dst=flow.destination, ttl=hops, tos=tos, id=rng.randrange(1 << 16))
     if flow.protocol == 6:
         transport: Any = TCP(sport=flow.source_port, dport=flow.destination_port, flags=flow.tcp_flags or 0x10)
     elif flow.protocol == 17:
@@ -357,8 +370,7 @@ def _sampled_frame(flow: Flow, rng: random.Random) -> bytes:
     else:
         transport = ICMP(type=8)
     frame = Ether(src="02:00:5e:00:53:01", dst=f"02:00:5e:00:{rng.randrange(256):02x}:02") / network / transport
-    head = bytes(frame)
-    return head + b"\x00" * max(0, size - len(head))
+    return bytes(frame / Raw(b"\x00" * max(0, size - len(frame))))
 
 
 def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int) -> ExporterStream:
