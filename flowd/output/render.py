@@ -104,18 +104,22 @@ def render_integers(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     count = len(values)
     if not count:
         return np.zeros((0, 1), dtype=np.uint8)
+    if values.dtype.kind not in "iu":
+        raise TypeError(f"not an integer array: {values.dtype}")
+    smallest = values.min()
+    if count > 1 and smallest == values.max():  # one value in every row: rendered once, broadcast
+        single = np.frombuffer(str(int(smallest)).encode(), dtype=np.uint8)
+        return np.broadcast_to(single, (count, len(single)))
     negative: npt.NDArray[np.bool_] | None = None
     if values.dtype.kind == "i":
-        if values.min() < 0:
+        if smallest < 0:
             negative = values < 0
             magnitude = values.astype(np.uint64)
             magnitude[negative] = np.uint64(0) - magnitude[negative]  # two's complement, int64 min included
         else:
             magnitude = values.astype(np.uint64)
-    elif values.dtype.kind == "u":
-        magnitude = values
     else:
-        raise TypeError(f"not an integer array: {values.dtype}")
+        magnitude = values
     largest = int(magnitude.max())
     chunks = 1
     while largest >= 10_000**chunks:

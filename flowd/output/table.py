@@ -130,9 +130,22 @@ class LazyColumn:
 
     def render(self) -> tuple[Matrix, Missing]:
         if self._rendered is None:
-            matrix = self._render(self.array)
+            matrix = self._render_constant()
+            if matrix is None:
+                matrix = self._render(self.array)
             self._rendered = (matrix, self.missing) if matrix is not None else render_values(self.values())
         return self._rendered
+
+    def _render_constant(self) -> Matrix | None:
+        """One value in every row (an exporter's address, a layout's protocol) rendered once and
+        broadcast, which `to_ndjson` then writes into its template row instead of every row."""
+        array = self.array
+        if not self.elementwise or self.missing is not None or array.ndim != 1 or len(array) < 2:
+            return None
+        if array.dtype.kind not in "iu" or array.min() != array.max():
+            return None
+        single = self._render(array[:1])
+        return None if single is None else np.broadcast_to(single, (len(array), single.shape[1]))
 
 
 Column = list[Any] | npt.NDArray[Any] | LazyColumn
@@ -337,10 +350,16 @@ class DocumentTable:
         for prefix, matrix, missing in pieces:
             start = len(template)
             template += prefix
+            if missing is None and _is_constant(matrix):  # the same bytes in every row: no slot
+                template += matrix[0].tobytes()
+                continue
             slots.append((start, len(template), len(template) + matrix.shape[1], matrix, missing))
             template += b" " * matrix.shape[1]
         group_slots = []
         for fragments, index in groups:
+            if len(fragments) == 1:  # every row has the one group
+                template += fragments[0].tobytes()
+                continue
             group_slots.append((len(template), len(template) + fragments.shape[1], fragments, index))
             template += b" " * fragments.shape[1]
         template += b"}\n"
@@ -373,6 +392,12 @@ class DocumentTable:
             for value_start, end, fragments, index in group_slots:
                 chunk[:, value_start:end] = np.take(fragments, index[first:last], axis=0)
         return out.reshape(-1).data
+
+
+def _is_constant(matrix: Matrix) -> bool:
+    """Whether `matrix` is one row broadcast to every row (`render_values` and `render_integers`
+    return a single value so)."""
+    return matrix.strides[0] == 0 or len(matrix) == 1
 
 
 def _elements(matrix: Matrix) -> npt.NDArray[np.void]:
