@@ -116,6 +116,9 @@ def test_benchmark_traffic_as_tables_equals_per_sample_documents() -> None:
     tables = assert_tables_match(records)
     assert sum(len(t) for t in tables) > len(records) // 2  # real traffic shares layouts
     assert assert_sample_batches_match(parts) > len(records) // 2  # and is mostly read in numpy
+    batch_tables, _ = sample_batch_tables(join_sample_batches([p for p in parts if isinstance(p, SampleBatch)]))
+    has_flags = [{"sflow.tcp_flags" in d for d in t.to_dicts()} for t in batch_tables]
+    assert {True, False} in has_flags  # TCP and UDP samples share a table, UDP rows without flags
 
 
 # --- generated samples ----------------------------------------------------------------------------

@@ -145,6 +145,8 @@ def _sample_group_table(batch: SampleBatch, group: SampleGroup, numbers: list[in
             columns[name] = _packed_column(values)
         elif name in _ADDRESSES:
             columns[name] = _address_column(values)
+        elif name in group.absent:
+            columns[name] = LazyColumn(values, render_integers, python_list, group.absent[name], elementwise=True)
         else:
             columns[name] = values
     rates = group.columns["sampling_rate"]
