@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flowd.output.render import render_hex64, render_integers, render_ipv4, render_iso_ms
-from flowd.output.table import DocumentTable, FieldGroup, factorize_values, split_lines
+from flowd.output.table import DocumentTable, FieldGroup, LazyColumn, factorize_values, split_lines
 from flowd.output.timestamps import iso_from_ms
 
 scalars = st.one_of(
@@ -149,3 +149,33 @@ def test_a_blanked_row_loses_the_key_in_both_outputs() -> None:
     table.blank("c", rows)
     expected = [{"n": 1, "c": 7, "k": "x"}, {"k": "x"}, {"n": 3, "c": 7, "k": "x"}]
     assert parsed(table) == table.to_dicts() == expected
+
+
+@given(st.integers(min_value=-(2**63), max_value=2**64 - 1), st.integers(min_value=2, max_value=40))
+def test_a_constant_integer_column_renders_once_for_every_row(value: int, rows: int) -> None:
+    dtype = np.int64 if value < 2**63 else np.uint64
+    matrix = render_integers(np.full(rows, value, dtype=dtype))
+    assert matrix.strides[0] == 0  # one rendering, broadcast
+    assert rendered(matrix) == [str(value).encode()] * rows
+
+
+def test_constant_columns_and_groups_go_into_every_document_and_blanks_still_apply() -> None:
+    table = DocumentTable(4)
+    table.add("n", np.full(4, -7, dtype=np.int64))
+    table.add("ip", LazyColumn(np.full(4, 0x0A000001, dtype=np.uint32), render_ipv4, _dotted, elementwise=True))
+    table.add("same", ["x", "x", "x", "x"])
+    table.add("varies", np.arange(4, dtype=np.int64))
+    table.add_groups([FieldGroup({"g.city": "Oslo"})], np.zeros(4, dtype=np.intp))
+    table.blank("n", np.array([False, True, False, False]))
+    expected = [
+        {"n": -7, "ip": "10.0.0.1", "same": "x", "varies": 0, "g.city": "Oslo"},
+        {"ip": "10.0.0.1", "same": "x", "varies": 1, "g.city": "Oslo"},
+        {"n": -7, "ip": "10.0.0.1", "same": "x", "varies": 2, "g.city": "Oslo"},
+        {"n": -7, "ip": "10.0.0.1", "same": "x", "varies": 3, "g.city": "Oslo"},
+    ]
+    assert table.to_dicts() == expected
+    assert parsed(table) == expected
+
+
+def _dotted(array: np.ndarray[Any, Any]) -> list[str]:
+    return [str(ipaddress.IPv4Address(int(v))) for v in array.tolist()]
