@@ -103,6 +103,21 @@ def test_ingress_joins_queued_full_batches_up_to_the_limit_in_order() -> None:
     assert queue.pop(limit=12) is None and len(queue) == 0
 
 
+def test_ingress_joins_more_sflow_batches_than_netflow_ones() -> None:
+    """sFlow datagrams carry fewer records, so more of them join (by the oldest datagram)."""
+    sflow = struct.pack("!II", 5, 1) + bytes(20)
+    queue = IngressQueue(batch_size=4, capacity=100)
+    assert queue.head() is None
+    for payload in [netflow_v5(1)] * 16 + [sflow] * 24:  # the last batch stays the partial one
+        queue.append(payload, EXPORTER, 0.0)
+    assert queue.joined_limit() == 4 * pipeline_module.COALESCED_BATCHES
+    sizes = []
+    while (batch := queue.pop(queue.joined_limit())) is not None:
+        sizes.append((len(batch), protocol_of(batch[0][0])))
+    v5, sflow_batches = (4 * pipeline_module.COALESCED_BATCHES, 4 * pipeline_module.SFLOW_COALESCED_BATCHES)
+    assert sizes == [(v5, "netflow_v5"), (v5, "netflow_v5"), (sflow_batches, "sflow"), (4, "sflow"), (4, "sflow")]
+
+
 def test_ingress_partial_batch_is_not_held_back() -> None:
     queue = IngressQueue(batch_size=256, capacity=1024)
     queue.append(b"one", EXPORTER, 1.0)

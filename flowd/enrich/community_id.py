@@ -53,6 +53,7 @@ _PACKERS = {
 }
 """The whole hashed input in one pack (seed, addresses, protocol, padding, ports): one buffer."""
 
+
 def _fastest_sha1() -> Callable[[bytes], Any]:
     """CPython's own SHA-1 when it is built in: for 16-48 byte inputs it costs about 15% less
     per call than OpenSSL's (no EVP context per hash), the same digest."""
