@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import struct
 from pathlib import Path
 from typing import Any
@@ -17,11 +18,12 @@ from flowd.errors import DecodeError
 from flowd.output.bulk import BulkEncoder, document_of, split_pairs
 from flowd.output.files import NdjsonFileSink
 from flowd.server import pipeline as pipeline_module
+from flowd.server import udp
 from flowd.server.app import restore_templates, template_path, write_snapshot_atomically
 from flowd.server.metrics import Aggregator, LabelCap, WorkerStats, build_registry
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline, RateLimitedLog, protocol_of
 from flowd.server.tcp import IpfixStreamSplitter
-from flowd.server.udp import ExporterAllowlist, parse_proc_net_udp
+from flowd.server.udp import ExporterAllowlist, open_udp_listener, parse_proc_net_udp
 from tests.corpus_units import UNITS_BY_NAME, corpus_available, unit_datagrams
 
 EXPORTER = ("192.0.2.7", 40000)
@@ -106,16 +108,25 @@ def test_ingress_joins_queued_full_batches_up_to_the_limit_in_order() -> None:
 def test_ingress_joins_more_sflow_batches_than_netflow_ones() -> None:
     """sFlow datagrams carry fewer records, so more of them join (by the oldest datagram)."""
     sflow = struct.pack("!II", 5, 1) + bytes(20)
-    queue = IngressQueue(batch_size=4, capacity=100)
+    size, netflow_joined, sflow_joined = 4, pipeline_module.COALESCED_BATCHES, pipeline_module.SFLOW_COALESCED_BATCHES
+    assert sflow_joined > netflow_joined
+    queue = IngressQueue(batch_size=size, capacity=1000)
     assert queue.head() is None
-    for payload in [netflow_v5(1)] * 16 + [sflow] * 24:  # the last batch stays the partial one
+    # Two joins' worth of NetFlow, one of sFlow and two batches more (the last stays the partial one).
+    for payload in [netflow_v5(1)] * (2 * size * netflow_joined) + [sflow] * (size * sflow_joined + 2 * size):
         queue.append(payload, EXPORTER, 0.0)
-    assert queue.joined_limit() == 4 * pipeline_module.COALESCED_BATCHES
+    assert queue.joined_limit() == size * netflow_joined
     sizes = []
     while (batch := queue.pop(queue.joined_limit())) is not None:
         sizes.append((len(batch), protocol_of(batch[0][0])))
-    v5, sflow_batches = (4 * pipeline_module.COALESCED_BATCHES, 4 * pipeline_module.SFLOW_COALESCED_BATCHES)
-    assert sizes == [(v5, "netflow_v5"), (v5, "netflow_v5"), (sflow_batches, "sflow"), (4, "sflow"), (4, "sflow")]
+    netflow, joined_sflow = size * netflow_joined, size * sflow_joined
+    assert sizes == [
+        (netflow, "netflow_v5"),
+        (netflow, "netflow_v5"),
+        (joined_sflow, "sflow"),
+        (size, "sflow"),
+        (size, "sflow"),
+    ]
 
 
 def test_ingress_partial_batch_is_not_held_back() -> None:
@@ -428,6 +439,39 @@ def test_ipfix_stream_splitter_rejects_lost_framing() -> None:
     assert caught.value.reason == "bad_stream"
     with pytest.raises(DecodeError):
         IpfixStreamSplitter().feed(b"\x00\x0a\x00\x08" + bytes(12))
+
+
+async def test_udp_receiver_drains_the_socket_per_wake_not_32_per_loop_turn() -> None:
+    """Everything waiting is read in one wake, up to READS_PER_WAKE; the allowlist and a full
+    ingress queue are counted; once closed, the socket is gone from the loop."""
+    ingress = IngressQueue(batch_size=64, capacity=udp.READS_PER_WAKE + 40)
+    receiver, stats = await open_udp_listener(
+        "test", "127.0.0.1:0", ingress, receive_buffer_bytes=1 << 20, allowlist=ExporterAllowlist(["127.0.0.0/8"])
+    )
+    port = receiver.sock.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        sent = udp.READS_PER_WAKE + 100
+        for number in range(sent):
+            sender.sendto(b"%d" % number, ("127.0.0.1", port))
+        receiver._read()  # one wake, as the loop calls it
+        assert stats.datagrams == len(ingress) == udp.READS_PER_WAKE
+        receiver._read()
+        assert stats.datagrams == sent and stats.ingress_drops == sent - ingress.capacity
+        queued = [item for batch in iter(ingress.pop, None) for item in batch]
+        assert [item[0] for item in queued] == [b"%d" % n for n in range(ingress.capacity)]
+        assert queued[0][1] == ("127.0.0.1", sender.getsockname()[1])
+        receiver._read()  # nothing waits: returns at once
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as outsider:
+        blocked, blocked_stats = await open_udp_listener(
+            "v6", "[::1]:0", ingress, receive_buffer_bytes=1 << 20, allowlist=ExporterAllowlist(["10.0.0.0/8"])
+        )
+        outsider.sendto(b"x", ("::1", blocked.sock.getsockname()[1]))
+        await asyncio.sleep(0.05)  # the loop's own wake reads it
+        assert (blocked_stats.allowlist_drops, blocked_stats.datagrams) == (1, 0)
+        blocked.close()
+    receiver.close()
+    receiver.close()  # twice is harmless
+    assert receiver.sock.fileno() == -1
 
 
 def test_parse_proc_net_udp() -> None:

@@ -33,7 +33,7 @@ from flowd.output.sink import Sink
 from flowd.server.metrics import WorkerStats, export_component_stats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 from flowd.server.tcp import IpfixTcpServer
-from flowd.server.udp import ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
+from flowd.server.udp import DrainingReceiver, ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
 
 log = logging.getLogger("flowd.worker")
 
@@ -168,7 +168,7 @@ class Worker:
             ttl_s=tpl.ttl_s, max_per_exporter=tpl.max_per_exporter, max_templates=tpl.max_total
         )
         self.listeners: list[ListenerStats] = []
-        self.transports: list[asyncio.DatagramTransport] = []
+        self.transports: list[DrainingReceiver] = []
         self.tcp_servers: list[IpfixTcpServer] = []
         self.stop = asyncio.Event()
         self._parent = os.getppid()
