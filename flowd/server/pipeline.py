@@ -1,7 +1,7 @@
 """The worker's pipeline: ingress batches -> decode -> enrich -> sink, joined by bounded queues.
 
 The policies here are plain classes with injected clocks, testable without sockets:
-- `IngressQueue`: `datagram_received` appends (data, address, time); datagrams are grouped in
+- `IngressQueue`: the UDP receiver appends (data, address, time); datagrams are grouped in
   batches of `batch_size`; the only place that drops (when `capacity` datagrams wait), and it
   counts what it drops. The consumer takes a full batch, or the partial one when nothing else
   waits, so a quiet exporter's datagram is not held back waiting for company.
@@ -307,8 +307,8 @@ def _ndjson(table: DocumentTable, action_lines: Callable[[int], Matrix] | None) 
 
 async def _let_receive_run() -> None:
     """Hand the event loop a turn. A queue that does not block does not suspend the task, and
-    the loop reads a few dozen datagrams per socket per turn (libuv), so the stages give it one
-    after each batch and table: the socket is drained every few ms, not once per batch."""
+    the sockets are read only in the loop's turns (`udp.DrainingReceiver`), so the stages give
+    it one after each batch and table: the socket is drained every few ms, not once per batch."""
     await asyncio.sleep(0)
 
 
