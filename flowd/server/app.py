@@ -168,7 +168,7 @@ class Worker:
             ttl_s=tpl.ttl_s, max_per_exporter=tpl.max_per_exporter, max_templates=tpl.max_total
         )
         self.listeners: list[ListenerStats] = []
-        self.transports: list[DrainingReceiver] = []
+        self.receivers: list[DrainingReceiver] = []
         self.tcp_servers: list[IpfixTcpServer] = []
         self.stop = asyncio.Event()
         self._parent = os.getppid()
@@ -247,7 +247,7 @@ class Worker:
         allowlist = ExporterAllowlist(listen.allowed_exporters) if listen.allowed_exporters else None
         for protocol in UDP_PROTOCOLS:
             for address in getattr(listen, protocol):
-                transport, stats = await open_udp_listener(
+                receiver, stats = await open_udp_listener(
                     f"{protocol}/udp/{address}",
                     address,
                     ingress,
@@ -255,7 +255,7 @@ class Worker:
                     allowlist=allowlist,
                     warn_buffer=self.worker == 0,
                 )
-                self.transports.append(transport)
+                self.receivers.append(receiver)
                 self.listeners.append(stats)
         for address in listen.ipfix_tcp:
             server = IpfixTcpServer(f"ipfix/tcp/{address}", ingress, self.stats, decoder.exporter_label)
@@ -263,8 +263,8 @@ class Worker:
             self.tcp_servers.append(server)
 
     async def _stop_receiving(self) -> None:
-        for transport in self.transports:
-            transport.close()
+        for receiver in self.receivers:
+            receiver.close()
         for server in self.tcp_servers:
             await server.stop_receiving()
 
