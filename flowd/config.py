@@ -49,6 +49,9 @@ class OutputSettings:
     directory: str = "./flowd-data"
     """NDJSON files go here when no Elasticsearch host is configured (the embedded default)."""
     rotate_bytes: int = 256 * 1024 * 1024
+    discard: bool = False
+    """Build every document and `_bulk` body, then drop them: for measuring the collector
+    without storage (`flowd bench --sink discard`). Takes precedence over files and Elasticsearch."""
 
 
 @dataclass(slots=True)

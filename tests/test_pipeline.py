@@ -13,13 +13,15 @@ from typing import Any
 import orjson
 import pytest
 
+from flowd.config import load_settings
 from flowd.decode import TemplateCache
 from flowd.errors import DecodeError
 from flowd.output.bulk import BulkEncoder, document_of, split_pairs
+from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
 from flowd.server import pipeline as pipeline_module
 from flowd.server import udp
-from flowd.server.app import restore_templates, template_path, write_snapshot_atomically
+from flowd.server.app import build_sink, restore_templates, template_path, write_snapshot_atomically
 from flowd.server.metrics import Aggregator, LabelCap, WorkerStats, build_registry
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline, RateLimitedLog, protocol_of
 from flowd.server.tcp import IpfixStreamSplitter
@@ -360,6 +362,28 @@ async def test_pipeline_writes_bulk_pairs_to_sinks_that_give_action_lines() -> N
     assert sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in documents) == sorted(
         orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in expected
     )
+
+
+async def test_discard_sink_cuts_bodies_as_elasticsearch_would_and_keeps_nothing() -> None:
+    """`output.discard` (selected over files and Elasticsearch) builds the same `_bulk` bodies,
+    cut at the configured limits, counts the documents and drops the bodies."""
+    environ = {"FLOWD_OUTPUT_DISCARD": "true", "FLOWD_ELASTICSEARCH_BATCH_DOCS": "64"}
+    settings = load_settings(environ=environ).settings
+    sink = build_sink(settings, worker=0)
+    assert isinstance(sink, DiscardSink)
+    assert not isinstance(build_sink(load_settings(environ={}).settings, worker=0), DiscardSink)
+    datagrams = [netflow_v5(ident, records=5) for ident in range(40)]
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=16, capacity=1000)
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats)
+    pipeline.start()
+    for payload in datagrams:
+        ingress.append(payload, EXPORTER, 1.0)
+    await asyncio.wait_for(pipeline.drain(), timeout=10)
+    await sink.close()
+    assert sink.documents_written == pipeline.flows_out == 200
+    assert sink.bodies == 4  # 200 documents, 64 to a body: three full, one cut at the end
+    assert sink.body_bytes > 200 * 2 * 40  # two lines per document, neither empty
 
 
 @pytest.mark.skipif(not corpus_available(), reason="shared corpus not found")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowd.bench import PROTOCOLS, procfs
-from flowd.bench.collectors import PEERS, Collector, FlowdCollector, PeerCollector, PeerPreset
+from flowd.bench.collectors import PEERS, SINKS, Collector, FlowdCollector, PeerCollector, PeerPreset
 from flowd.bench.report import MB, table, write_json, write_plot
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
 from flowd.bench.sender import replay, source_address
@@ -41,6 +41,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--protocols", default=",".join(PROTOCOLS), help="comma-separated: v5,v9,ipfix,sflow")
     add("--workers", default="1,2,N", help="flowd worker counts to measure; N = CPU count (default 1,2,N)")
     add("--no-flowd", action="store_true", help="measure only the peers")
+    add(
+        "--sink",
+        default="files",
+        choices=SINKS,
+        help="flowd's output: NDJSON files on tmpfs (as the peers write theirs), or discard: "
+        "_bulk bodies built and dropped (the pipeline without storage)",
+    )
     add("--peer", action="append", default=[], choices=sorted(PEERS), help="also measure this peer (repeatable)")
     add("--target", help="HOST:PORT of an external collector started by --peer-cmd")
     add("--peer-cmd", help="command starting the collector at --target ({host} {port} {outdir} {config})")
@@ -194,7 +201,7 @@ def _memory_at_rate(
     protocol = "v9" if "v9" in traffic else next(iter(traffic))
     best = next((r.best for r in results if r.collector == "flowd" and r.workers == 1 and r.protocol == protocol), None)
     rate = best.target_dps if best is not None else args.start_rate
-    collector = FlowdCollector(1)
+    collector = FlowdCollector(1, sink=args.sink)
     try:
         collector.start()
         memory = measure_template_memory(collector, args.templates)
@@ -308,7 +315,7 @@ def run_bench(args: argparse.Namespace) -> int:
     memory: dict[str, Any] | None = None
     if not args.no_flowd and not args.target:
         for workers in _worker_counts(args.workers):
-            collector = FlowdCollector(workers)
+            collector = FlowdCollector(workers, sink=args.sink)
             try:
                 collector.start()
                 for protocol in protocols:

@@ -102,14 +102,21 @@ def parse_metrics(text: str) -> dict[str, float]:
 # --- flowd -------------------------------------------------------------------------------------
 
 
+SINKS = ("files", "discard")
+"""Where a benchmarked flowd puts its documents: NDJSON files on tmpfs, or nowhere."""
+
+
 class FlowdCollector:
     """`flowd run` with `workers` processes on loopback ports, NDJSON output on tmpfs (files are
-    deleted as they appear, so a long run does not fill memory)."""
+    deleted as they appear, so a long run does not fill memory), or with `sink="discard"` its
+    `_bulk` bodies built and dropped (`output.discard`)."""
 
     name = "flowd"
     PORT_OF: ClassVar[dict[str, str]] = {"v5": "netflow", "v9": "netflow", "ipfix": "ipfix", "sflow": "sflow"}
 
-    def __init__(self, workers: int, *, host: str = "127.0.0.1", batch_size: int = 64) -> None:
+    def __init__(self, workers: int, *, host: str = "127.0.0.1", batch_size: int = 64, sink: str = "files") -> None:
+        if sink not in SINKS:
+            raise ValueError(f"sink {sink!r} is not one of {', '.join(SINKS)}")
         self.workers = workers
         self.host = host
         self.dir = scratch_dir("flowd-bench-")
@@ -131,6 +138,7 @@ persist_interval_s = 0
 [output]
 directory = "{self.out}"
 rotate_bytes = {64 * 1024 * 1024}
+discard = {"true" if sink == "discard" else "false"}
 [metrics]
 address = "{host}:{self.ports["metrics"]}"
 status_interval_s = 0

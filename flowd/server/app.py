@@ -28,6 +28,7 @@ from flowd.config import Settings, load_settings
 from flowd.decode import TemplateCache
 from flowd.enrich import Enricher
 from flowd.errors import ConfigError, SinkError
+from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
 from flowd.output.sink import Sink
 from flowd.server.metrics import WorkerStats, export_component_stats
@@ -85,7 +86,11 @@ def _elasticsearch_module() -> Any:
 
 
 def build_sink(settings: Settings, worker: int) -> Sink:
-    """Elasticsearch when hosts are configured (and the module is present), else NDJSON files."""
+    """Elasticsearch when hosts are configured (and the module is present), else NDJSON files;
+    nowhere when `output.discard` is set."""
+    if settings.output.discard:
+        log.warning("output.discard is set: documents are built and dropped, nothing is stored")
+        return DiscardSink(settings.elasticsearch)
     if settings.elasticsearch.hosts:
         module = _elasticsearch_module()
         if module is not None:
