@@ -94,12 +94,14 @@ def test_tables_write_bulk_pairs_with_their_action_lines() -> None:
     st.integers(1, 12),
     st.integers(30, 600),
     st.booleans(),
+    st.booleans(),
 )
 def test_bodies_are_cut_into_batches_as_pairs_would_be(
-    writes: list[list[int]], batch_docs: int, batch_bytes: int, mixed: bool
+    writes: list[list[int]], batch_docs: int, batch_bytes: int, mixed: bool, fixed: bool
 ) -> None:
     """`add_body` (a block of pairs from a table) cuts the batches `add` cuts pair by pair, at
-    both limits, whatever the open batch already holds."""
+    both limits, whatever the open batch already holds; `fixed`: the pairs of a body are padded
+    to one length, as a table's rows are, and `add_body` is told that length."""
     by_pairs = BatchBuilder(batch_docs, batch_bytes, lambda: 0.0)
     by_bodies = BatchBuilder(batch_docs, batch_bytes, lambda: 0.0)
     encoder = BulkEncoder(id_prefix=b"b")
@@ -107,6 +109,9 @@ def test_bodies_are_cut_into_batches_as_pairs_would_be(
     got: list[tuple[bytes, int]] = []
     for number, values in enumerate(writes):
         pairs, _ = encoder.encode([{"v": v, "pad": "x" * (v % 50)} for v in values])
+        width = max(map(len, pairs), default=0)
+        if fixed:  # JSON whitespace in front of the action line, as `to_ndjson` pads its rows
+            pairs = [b" " * (width - len(pair)) + pair for pair in pairs]
         expected += [(b.body, b.docs) for b in by_pairs.add(pairs)]
         if mixed and number % 2:
             got += [(b.body, b.docs) for b in by_bodies.add(pairs)]
@@ -114,7 +119,7 @@ def test_bodies_are_cut_into_batches_as_pairs_would_be(
             body: bytes | memoryview = b"".join(pairs)
             if number % 3 == 0:  # as `flowd run` hands it over: a view of the table's array
                 body = np.frombuffer(body, dtype=np.uint8).copy().data
-            got += [(b.body, b.docs) for b in by_bodies.add_body(body, len(pairs))]
+            got += [(b.body, b.docs) for b in by_bodies.add_body(body, len(pairs), width if fixed else 0)]
         assert (by_bodies.docs, by_bodies.nbytes) == (by_pairs.docs, by_pairs.nbytes)
     last_pairs, last_bodies = by_pairs.cut(), by_bodies.cut()
     assert got == expected
@@ -126,6 +131,9 @@ def test_a_body_whose_lines_do_not_match_its_count_is_refused() -> None:
     builder = BatchBuilder(2, 1 << 20, lambda: 0.0)
     with pytest.raises(ValueError):
         builder.add_body(b'{"create":{}}\n{"a":1}\n', 3)
+    pairs = b'{"create":{}}\n{"a":1}\n{"create":{}}\n{"a":12}\n{"create":{}}\n{"a":1}\n'
+    with pytest.raises(ValueError):  # told the pairs have one length, which they do not
+        builder.add_body(pairs, 3, len(pairs) // 3)
 
 
 def test_retry_policy_is_capped_exponential_with_jitter() -> None:

@@ -195,10 +195,11 @@ class BatchBuilder:
         self._bytes = size
         return full
 
-    def add_body(self, body: Body, count: int) -> list[Batch]:
+    def add_body(self, body: Body, count: int, pair_bytes: int = 0) -> list[Batch]:
         """Append `count` pairs written as one body; the same batches as `add(split_pairs(body))`,
         but a body that fits the open batch is kept whole and one that does not is cut only
-        where a batch ends (pair boundaries found in numpy, not by a pass per line)."""
+        where a batch ends. `pair_bytes`: every pair is that long (a table's rows are padded to
+        one width), so pairs end at its multiples; 0: the pair ends are found in numpy."""
         if not count:
             return []
         if self._docs + count < self.batch_docs and self._bytes + len(body) < self.batch_bytes:
@@ -208,10 +209,16 @@ class BatchBuilder:
             self._docs += count
             self._bytes += len(body)
             return []
-        newlines = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == 10)
-        if len(newlines) != 2 * count:
-            raise ValueError(f"a body of {count} pairs has {len(newlines)} lines")
-        ends = newlines[1::2] + 1  # byte offset after each pair
+        octets = np.frombuffer(body, dtype=np.uint8)
+        if pair_bytes:
+            if len(body) != count * pair_bytes or not (octets[pair_bytes - 1 :: pair_bytes] == 10).all():
+                raise ValueError(f"a body of {len(body)} bytes is not {count} lines of {pair_bytes} bytes")
+            ends = np.arange(pair_bytes, len(body) + 1, pair_bytes)
+        else:
+            newlines = np.flatnonzero(octets == 10)
+            if len(newlines) != 2 * count:
+                raise ValueError(f"a body of {count} pairs has {len(newlines)} lines")
+            ends = newlines[1::2] + 1  # byte offset after each pair
         full: list[Batch] = []
         start = 0  # first pair not yet placed
         while start < count:

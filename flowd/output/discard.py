@@ -47,7 +47,7 @@ class DiscardSink:
     async def write_encoded(self, body: Body, count: int) -> None:
         """`count` documents serialised as `_bulk` pairs, each after its line from `action_lines`."""
         self.documents_written += count
-        self._drop(self.builder.add_body(body, count))
+        self._drop(self.builder.add_body(body, count, len(body) // max(count, 1)))
 
     def _drop(self, batches: list[Batch]) -> None:
         self.bodies += len(batches)

@@ -271,7 +271,7 @@ class ElasticsearchSink:
         """`count` documents already serialised as `_bulk` pairs, each document after its line
         from `action_lines`."""
         self._stats.docs_written += count
-        for batch in self._builder.add_body(body, count):
+        for batch in self._builder.add_body(body, count, len(body) // max(count, 1)):
             await self._enqueue(batch)
 
     async def flush(self) -> None:
