@@ -7,6 +7,7 @@ import asyncio
 import re
 import socket
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +102,14 @@ def test_ingress_joins_queued_full_batches_up_to_the_limit_in_order() -> None:
     first = queue.pop(limit=12)
     assert first is not None and [item[0] for item in first] == [b"x%d" % i for i in range(12)]
     assert len(queue) == 6
-    second = queue.pop(limit=12)  # one full batch left: the partial one is not joined to it
-    assert second is not None and [item[0] for item in second] == [b"x%d" % i for i in range(12, 16)]
-    assert queue.pop(limit=12) == [(b"x16", EXPORTER, 16.0), (b"x17", EXPORTER, 17.0)]
+    second = queue.pop(limit=12)  # the last full batch and the partial one after it
+    assert second is not None and [item[0] for item in second] == [b"x%d" % i for i in range(12, 18)]
     assert queue.pop(limit=12) is None and len(queue) == 0
+    for i in range(9):
+        queue.append(b"y%d" % i, EXPORTER, float(i))
+    third = queue.pop(limit=6)  # the partial one joins only within the limit
+    assert third is not None and [item[0] for item in third] == [b"y%d" % i for i in range(4)]
+    assert queue.pop(limit=6) == [(b"y%d" % i, EXPORTER, float(i)) for i in range(4, 9)]
 
 
 def test_ingress_joins_more_sflow_batches_than_netflow_ones() -> None:
@@ -114,7 +119,7 @@ def test_ingress_joins_more_sflow_batches_than_netflow_ones() -> None:
     assert sflow_joined > netflow_joined
     queue = IngressQueue(batch_size=size, capacity=1000)
     assert queue.head() is None
-    # Two joins' worth of NetFlow, one of sFlow and two batches more (the last stays the partial one).
+    # Two joins' worth of NetFlow, one of sFlow and two batches more (the last is the open one).
     for payload in [netflow_v5(1)] * (2 * size * netflow_joined) + [sflow] * (size * sflow_joined + 2 * size):
         queue.append(payload, EXPORTER, 0.0)
     assert queue.joined_limit() == size * netflow_joined
@@ -126,8 +131,7 @@ def test_ingress_joins_more_sflow_batches_than_netflow_ones() -> None:
         (netflow, "netflow_v5"),
         (netflow, "netflow_v5"),
         (joined_sflow, "sflow"),
-        (size, "sflow"),
-        (size, "sflow"),
+        (2 * size, "sflow"),
     ]
 
 
@@ -136,6 +140,55 @@ def test_ingress_partial_batch_is_not_held_back() -> None:
     queue.append(b"one", EXPORTER, 1.0)
     assert queue.pop() == [(b"one", EXPORTER, 1.0)]
     assert queue.pop() is None
+
+
+class CountingDecoder(BatchDecoder):
+    """Records the number of datagrams in each batch it decodes."""
+
+    def __init__(self) -> None:
+        super().__init__(TemplateCache(), WorkerStats())
+        self.batch_sizes: list[int] = []
+
+    def decode_parts(self, batch: Any) -> Any:
+        self.batch_sizes.append(len(batch))
+        return super().decode_parts(batch)
+
+
+def lingering_pipeline(delay_s: float, batch_size: int = 4) -> tuple[IngressQueue, CountingDecoder, Pipeline]:
+    ingress = IngressQueue(batch_size=batch_size, capacity=1000)
+    decoder = CountingDecoder()
+    pipeline = Pipeline(ingress, decoder, MemorySink(), decoder.stats, batch_delay_s=delay_s)
+    pipeline.start()
+    return ingress, decoder, pipeline
+
+
+async def test_a_partial_batch_waits_for_more_datagrams_up_to_the_batch_delay() -> None:
+    ingress, decoder, pipeline = lingering_pipeline(0.3)
+    started = time.time()
+    for ident in range(3):
+        ingress.append(netflow_v5(ident), EXPORTER, time.time())
+        await asyncio.sleep(0.02)
+    while pipeline.flows_out < 6:
+        await asyncio.sleep(0.01)
+    assert decoder.batch_sizes == [3]  # without the delay: a batch per datagram
+    assert time.time() - started >= 0.3 - 0.01  # the first datagram waited the whole delay
+    await pipeline.drain()
+
+
+async def test_the_batch_delay_ends_when_a_joined_batch_waits_or_the_pipeline_drains() -> None:
+    ingress, decoder, pipeline = lingering_pipeline(30.0)
+    limit = ingress.joined_limit()
+    for ident in range(limit + 1):
+        ingress.append(netflow_v5(ident), EXPORTER, time.time())
+    await asyncio.wait_for(_flows_out(pipeline, 2 * limit), timeout=5)
+    assert decoder.batch_sizes == [limit]
+    await asyncio.wait_for(pipeline.drain(), timeout=5)  # the one left does not wait 30 s
+    assert decoder.batch_sizes == [limit, 1] and pipeline.flows_out == 2 * (limit + 1)
+
+
+async def _flows_out(pipeline: Pipeline, count: int) -> None:
+    while pipeline.flows_out < count:
+        await asyncio.sleep(0.01)
 
 
 def test_ingress_force_exceeds_capacity_for_tcp() -> None:

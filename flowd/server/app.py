@@ -205,7 +205,14 @@ class Worker:
             return EXIT_STARTUP_FAILED
         ingress = IngressQueue(settings.listen.batch_size, settings.listen.queue_size)
         decoder = BatchDecoder(self.templates, self.stats, exporter_label_limit=settings.metrics.exporter_label_limit)
-        pipeline = Pipeline(ingress, decoder, sink, self.stats, enricher=build_enricher(settings))
+        pipeline = Pipeline(
+            ingress,
+            decoder,
+            sink,
+            self.stats,
+            enricher=build_enricher(settings),
+            batch_delay_s=settings.listen.batch_delay_ms / 1000,
+        )
         pipeline.start()
         try:
             await self._open_listeners(ingress, decoder)
