@@ -46,19 +46,21 @@ Part = DocumentTable | list[dict[str, Any]]
 DocumentBatch = tuple[list[Part], list[dict[str, Any]], float]
 """(flow documents, options documents, receive time of the batch's first datagram)."""
 
-COALESCED_BATCHES = 4
+COALESCED_BATCHES = 8
 """Full ingress batches the decoder joins into one when they queue up (`IngressQueue.pop`):
 a table costs about a millisecond whatever its rows, so a backlog is decoded in fewer, larger
-tables. Measured with one worker on v9: 2 lost at 284k flows/s, 4 held 316k (8 no better). It
-needs the receiver to drain its socket per wake (`udp.DrainingReceiver`): with asyncio's 32
-datagrams per loop turn, joins of 4 already lost datagrams in the kernel."""
-SFLOW_COALESCED_BATCHES = 8
+tables. Measured with one worker on v9 (fixed-rate trials, alternated): 4 lost 5% at 350k
+flows/s where 8 held it; 16 lost less above that but let v5 batches run long enough (some 75 ms)
+for the kernel to drop. It needs the receiver to drain its socket per wake
+(`udp.DrainingReceiver`): with asyncio's 32 datagrams per loop turn, joins of 4 already lost
+datagrams in the kernel."""
+SFLOW_COALESCED_BATCHES = 16
 """The same for batches that start with an sFlow datagram. Its datagrams carry a few samples
 each (about 6, against NetFlow's 20-30), so twice as many join, for a joined batch of some
-thousands of records either way (one worker: 81k samples/s at 4, 89k at 8)."""
+thousands of records either way (one worker: 8 lost 4% at 114k samples/s where 16 held it)."""
 DOCUMENT_QUEUE_BATCHES = 2
 """Decoded batches waiting for enrichment and the sink; the decoder waits when it is full.
-A joined batch of 4 x 64 NetFlow v5 datagrams holds up to about 7,700 documents (about 17 MB
+A joined batch of 8 x 64 NetFlow v5 datagrams holds up to about 15,400 documents (about 34 MB
 as NDJSON), so two are enough to keep both stages busy and bound the memory a slow sink can pin."""
 SINK_FLUSH_INTERVAL_S = 1.0
 SINK_RETRY_S = 1.0
