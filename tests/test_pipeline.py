@@ -186,6 +186,18 @@ async def test_the_batch_delay_ends_when_a_joined_batch_waits_or_the_pipeline_dr
     assert decoder.batch_sizes == [limit, 1] and pipeline.flows_out == 2 * (limit + 1)
 
 
+async def test_the_batch_delay_waits_for_no_more_than_half_a_small_queue() -> None:
+    ingress = IngressQueue(batch_size=4, capacity=8)  # a joined batch (32) would never fit
+    decoder = CountingDecoder()
+    pipeline = Pipeline(ingress, decoder, MemorySink(), decoder.stats, batch_delay_s=30.0)
+    pipeline.start()
+    for ident in range(4):
+        ingress.append(netflow_v5(ident), EXPORTER, time.time())
+    await asyncio.wait_for(_flows_out(pipeline, 8), timeout=5)
+    assert decoder.batch_sizes == [4] and ingress.dropped == 0
+    await pipeline.drain()
+
+
 async def _flows_out(pipeline: Pipeline, count: int) -> None:
     while pipeline.flows_out < count:
         await asyncio.sleep(0.01)

@@ -389,7 +389,7 @@ class Pipeline:
         a few large batches instead of a small one per loop turn, each paying the fixed costs."""
         ingress = self.ingress
         while self.batch_delay_s > 0 and not self._stopping:
-            limit = ingress.joined_limit()
+            limit = min(ingress.joined_limit(), ingress.capacity // 2)  # a small queue must not fill meanwhile
             oldest = ingress.oldest_at()
             if oldest is None or len(ingress) >= limit:
                 return
