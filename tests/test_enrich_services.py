@@ -6,6 +6,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flowd.config import EnrichSettings
 from flowd.enrich.chain import EnrichmentChain
 from flowd.enrich.services import ApplicationTable, ServiceNames, parse_protocols, parse_services
@@ -108,6 +111,41 @@ def test_network_application_sources_in_order(tmp_path: Path) -> None:
         None,
         "set-upstream",
     ]
+
+
+PORTS = st.one_of(st.sampled_from([None, -1, 0, 1, 22, 53, 80, 443, 50000, 65535, 65536, 99999]), st.integers(0, 70000))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["tcp", "udp", "sctp", None]), PORTS, PORTS), min_size=1, max_size=40))
+def test_service_names_of_whole_columns_match_the_per_flow_rule(flows: list[tuple[Any, Any, Any]]) -> None:
+    """`network.application` from the port columns (a gather per column) is the name
+    `server_service` gives each flow: the lower port's when both have one."""
+    chain = EnrichmentChain(EnrichSettings(oui_lookup=False))
+    documents = []
+    for transport, source_port, destination_port in flows:
+        document = {"network.transport": transport, "source.port": source_port, "destination.port": destination_port}
+        documents.append({k: v for k, v in document.items() if v is not None})
+    enrich(chain, documents)
+    expected = [
+        None
+        if transport is None
+        else chain.services.server_service(
+            transport,
+            source_port if isinstance(source_port, int) and source_port >= 0 else None,
+            destination_port if isinstance(destination_port, int) and destination_port >= 0 else None,
+        )
+        for transport, source_port, destination_port in flows
+    ]
+    assert [d.get("network.application") for d in documents] == expected
+
+
+def test_service_name_from_port_columns() -> None:
+    chain = EnrichmentChain(EnrichSettings(oui_lookup=False))
+    flows = [("tcp", 51000, 443), ("tcp", 22, 51000), ("udp", 53, 443), ("tcp", 50000, 50001), ("tcp", 70000, 443)]
+    documents = [{"network.transport": t, "source.port": a, "destination.port": b} for t, a, b in flows]
+    enrich(chain, documents)
+    assert [d.get("network.application") for d in documents] == ["https", "ssh", "domain", None, "https"]
 
 
 def test_protocol_name_replaces_a_bare_number() -> None:

@@ -392,14 +392,14 @@ class EnrichmentChain:
         for position, transport in enumerate(names):
             if not isinstance(transport, str):
                 continue
-            known_ports, name_numbers = self.services.ports_of(transport)
-            if not len(known_ports):
+            names_by_port = self.services.names_by_port(transport)
+            if names_by_port is None:
                 continue
             rows = transport_index == position
             if not rows.any():
                 continue
-            source_name = _lookup_ports(source_port, known_ports, name_numbers + 1)
-            destination_name = _lookup_ports(destination_port, known_ports, name_numbers + 1)
+            source_name = _lookup_ports(source_port, names_by_port)
+            destination_name = _lookup_ports(destination_port, names_by_port)
             use_destination = (destination_name > 0) & ((source_name == 0) | (destination_port <= source_port))
             chosen = np.where(use_destination, destination_name, source_name)
             choice = np.where(rows, chosen, choice)
@@ -696,12 +696,14 @@ def _ports(table: Table, key: str, count: int, missing: int = 0) -> npt.NDArray[
     return np.array([v if type(v) is int else missing for v in column], dtype=np.int64)
 
 
-def _lookup_ports(
-    ports: npt.NDArray[np.int64], known: npt.NDArray[np.int64], groups: npt.NDArray[Any]
-) -> npt.NDArray[np.int64]:
-    """The group of each port in the sorted `known` ports, 0 for the others."""
-    position = np.minimum(np.searchsorted(known, ports), len(known) - 1)
-    return np.where(known[position] == ports, groups[position], 0)
+def _lookup_ports(ports: npt.NDArray[np.int64], names_by_port: npt.NDArray[np.int32]) -> npt.NDArray[np.int32]:
+    """`names_by_port` of each port; 0 for a missing one (-1) or one past 65,535."""
+    if not len(ports):
+        return np.zeros(0, dtype=np.int32)
+    if ports.min() >= 0 and ports.max() < len(names_by_port):
+        return names_by_port[ports]
+    valid = (ports >= 0) & (ports < len(names_by_port))
+    return np.where(valid, names_by_port[np.where(valid, ports, 0)], 0)
 
 
 _PORTLESS_KIND, _PORTED_KIND, _ICMP_KIND = range(3)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_NAME_CHARS = 128
 APPLICATION_TABLE_SIZE = 65_536
+PORT_COUNT = 65_536
 APPLICATION_TABLE_TTL_S = 7 * 86_400.0
 """Exporters resend their application tables every few minutes to hours; a week outlives that."""
 
@@ -134,28 +135,30 @@ class ServiceNames:
         self.services = parse_services(lines) if lines else dict(BUNDLED_SERVICES)
         lines = _read_lines(protocols_path) if protocols_path else None
         self.protocols = {**BUNDLED_PROTOCOLS, **(parse_protocols(lines) if lines else {})}
-        self._by_transport: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]] = {}
+        self._by_transport: dict[str, npt.NDArray[np.int32]] = {}
         self.service_names: list[str] = []
         self._name_numbers: dict[str, int] = {}
 
-    def ports_of(self, transport: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.intp]]:
-        """The ports with a service name on `transport`, sorted, and each one's index in
-        `service_names`: for looking up whole port columns at once (`numpy.searchsorted`)."""
+    def names_by_port(self, transport: str) -> npt.NDArray[np.int32] | None:
+        """For every port 0-65535 on `transport`, 1 + the index of its name in `service_names`,
+        0 without one (None when the transport has no named port): whole port columns are
+        looked up with one gather."""
         found = self._by_transport.get(transport)
         if found is None:
             known = sorted((port, name) for (kind, port), name in self.services.items() if kind == transport)
             numbers = self._name_numbers
-            for _, name in known:
+            found = np.zeros(PORT_COUNT, dtype=np.int32)
+            for port, name in known:
                 if name not in numbers:
                     numbers[name] = len(self.service_names)
                     self.service_names.append(name)
-            found = (
-                np.array([p for p, _ in known], dtype=np.int64),
-                np.array([numbers[n] for _, n in known], dtype=np.intp),
-            )
+                if 0 <= port < PORT_COUNT:
+                    found[port] = numbers[name] + 1
+            if not found.any():
+                found = found[:0]  # kept empty: "no named port" is cached too
             if len(self._by_transport) < 64:  # transports are a handful; bound it anyway
                 self._by_transport[transport] = found
-        return found
+        return found if len(found) else None
 
     def service(self, transport: str, port: int) -> str | None:
         return self.services.get((transport, port))
