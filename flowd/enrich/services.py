@@ -155,7 +155,7 @@ class ServiceNames:
                 if 0 <= port < PORT_COUNT:
                     found[port] = numbers[name] + 1
             if not found.any():
-                found = found[:0]  # kept empty: "no named port" is cached too
+                found = np.zeros(0, dtype=np.int32)  # "no named port" is cached too
             if len(self._by_transport) < 64:  # transports are a handful; bound it anyway
                 self._by_transport[transport] = found
         return found if len(found) else None
