@@ -3,8 +3,8 @@
 The policies here are plain classes with injected clocks, testable without sockets:
 - `IngressQueue`: the UDP receiver appends (data, address, time); datagrams are grouped in
   batches of `batch_size`; the only place that drops (when `capacity` datagrams wait), and it
-  counts what it drops. The consumer takes a full batch, or the partial one when nothing else
-  waits, so a quiet exporter's datagram is not held back waiting for company.
+  counts what it drops. The consumer takes a full batch (queued ones joined), or the partial one
+  when nothing else waits; `Pipeline` lets a partial batch wait at most `batch_delay_s` for company.
 - `BatchDecoder`: a batch in, documents out. Any exception from the decoder is counted per
   exporter, protocol and reason and logged at a bounded rate; it never escapes.
 - `Pipeline`: the async stages. Between decode and output an `asyncio.Queue` of document
