@@ -126,17 +126,20 @@ class IngressQueue:
             self.wake()
         return True
 
+    def _oldest(self) -> Item | None:
+        if self._ready:
+            return self._ready[0][0]
+        return self._current[0] if self._current else None
+
     def oldest_at(self) -> float | None:
         """When the oldest waiting datagram arrived; None when none waits."""
-        if self._ready:
-            return self._ready[0][0][2]
-        return self._current[0][2] if self._current else None
+        oldest = self._oldest()
+        return None if oldest is None else oldest[2]
 
     def head(self) -> bytes | None:
         """The payload of the oldest waiting datagram, None when nothing waits."""
-        if self._ready:
-            return self._ready[0][0][0]
-        return self._current[0][0] if self._current else None
+        oldest = self._oldest()
+        return None if oldest is None else oldest[0]
 
     def joined_limit(self) -> int:
         """How many datagrams `pop` may join now: by the protocol of the oldest one."""
