@@ -106,8 +106,8 @@ def render_integers(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         return np.zeros((0, 1), dtype=np.uint8)
     if values.dtype.kind not in "iu":
         raise TypeError(f"not an integer array: {values.dtype}")
-    smallest = values.min()
-    if count > 1 and smallest == values.max():  # one value in every row: rendered once, broadcast
+    smallest, biggest = values.min(), values.max()
+    if count > 1 and smallest == biggest:  # one value in every row: rendered once, broadcast
         single = np.frombuffer(str(int(smallest)).encode(), dtype=np.uint8)
         return np.broadcast_to(single, (count, len(single)))
     negative: npt.NDArray[np.bool_] | None = None
@@ -120,7 +120,7 @@ def render_integers(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
             magnitude = values.astype(np.uint64)
     else:
         magnitude = values
-    largest = int(magnitude.max())
+    largest = int(biggest) if negative is None else int(magnitude.max())
     chunks = 1
     while largest >= 10_000**chunks:
         chunks += 1
