@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, overload
+from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -52,6 +52,50 @@ Walked = tuple[Any, ...]
 """(start, end, expanded, sequence, source id type, source id index, rate, pool, drops, input
 ifIndex, output ifIndex, frame length, stripped, header length, header offset, switch values)."""
 Array = npt.NDArray[Any]
+
+
+class WalkedColumns(NamedTuple):
+    """The `Walked` values of many samples, a column each (int64; `expanded` and `has_switch`
+    bool; `switch` one row of four values per sample, zeros where there is no switch record).
+    Offsets are in bytes from the start of the sample's datagram."""
+
+    start: Array
+    end: Array
+    expanded: Array
+    sequence: Array
+    id_type: Array
+    id_index: Array
+    rate: Array
+    pool: Array
+    drops: Array
+    input_ifindex: Array
+    output_ifindex: Array
+    frame_length: Array
+    stripped: Array
+    header_length: Array
+    header_offset: Array
+    has_switch: Array
+    switch: Array
+
+    @classmethod
+    def from_rows(cls, rows: Sequence[Walked]) -> WalkedColumns:
+        *values, switches = zip(*rows, strict=True) if rows else [()] * 16
+        ints = [np.array(v, dtype=np.int64) for v in values]
+        ints[2] = ints[2].astype(np.bool_)
+        has_switch = np.array([s is not None for s in switches], dtype=np.bool_)
+        switch = np.array([s or (0, 0, 0, 0) for s in switches], dtype=np.int64).reshape(len(rows), 4)
+        return cls._make([*ints, has_switch, switch])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[WalkedColumns]) -> WalkedColumns:
+        return cls._make(np.concatenate(values) for values in zip(*parts, strict=True))
+
+    def row(self, index: int) -> Walked:
+        """One sample's values as `walk_simple_sample` gives them."""
+        *values, has_switch, switch = (column[index] for column in self)
+        walked = [int(v) for v in values]
+        walked[2] = bool(walked[2])
+        return (*walked, tuple(int(v) for v in switch) if has_switch else None)
 
 
 def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded: bool) -> Walked | None:
@@ -126,20 +170,24 @@ def sample_record(
 class SampleBatch(Sequence[FlowRecord]):
     """Flow samples of the common shape from one or more datagrams, kept as offsets.
 
-    Iterating decodes them with the per-sample decoder it was given (`sflow.decode_flow_sample`),
-    so every consumer of records sees exactly what the generic path gives; `flowd run` reads the
-    batch with `simple_sample_columns` instead.
+    The decoder of one datagram appends its samples' `Walked` tuples (`add_row`); the walker of a
+    receive batch (`sflow_walk`) gives them as `WalkedColumns`. Iterating decodes them with the
+    per-sample decoder it was given (`sflow.decode_flow_sample`), so every consumer of records
+    sees exactly what the generic path gives; `flowd run` reads the batch with
+    `simple_sample_columns` instead.
     """
 
-    __slots__ = ("_records", "counts", "datagrams", "decode", "rows")
+    __slots__ = ("_columns", "_records", "counts", "datagrams", "decode", "rows")
 
-    def __init__(self, decode: SampleDecoder) -> None:
+    def __init__(self, decode: SampleDecoder, columns: WalkedColumns | None = None) -> None:
         self.decode = decode
         self.datagrams: list[tuple[bytes | memoryview, Exporter, float, str, int, int, int]] = []
         """(data, exporter, received at, agent, sub-agent id, datagram sequence, uptime ms)."""
         self.counts: list[int] = []
-        """Rows of each datagram; `rows` holds them datagram after datagram."""
+        """Rows of each datagram; the rows hold them datagram after datagram."""
         self.rows: list[Walked] = []
+        """Rows appended by `add_row`; a batch made from `columns` has none."""
+        self._columns = columns
         self._records: list[FlowRecord] | None = None
 
     def add_datagram(
@@ -153,12 +201,22 @@ class SampleBatch(Sequence[FlowRecord]):
         self.rows.append(walked)
         self.counts[-1] += 1
 
+    def columns(self) -> WalkedColumns:
+        """Every row's values as columns."""
+        if self._columns is None:
+            self._columns = WalkedColumns.from_rows(self.rows)
+        return self._columns
+
     def numbers(self) -> npt.NDArray[np.intp]:
         """The datagram of each row."""
         return np.repeat(np.arange(len(self.counts), dtype=np.intp), self.counts)
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self._columns.start) if self._columns is not None else len(self.rows)
+
+    def walked(self, row: int) -> Walked:
+        """One row's values."""
+        return self.rows[row] if self.rows else self.columns().row(row)
 
     def record(self, row: int) -> FlowRecord:
         """The per-sample decoder's record of one row."""
@@ -174,11 +232,11 @@ class SampleBatch(Sequence[FlowRecord]):
     def records(self, rows: list[int]) -> list[FlowRecord]:
         """The per-sample decoder's records of `rows` (ascending)."""
         numbers = self.numbers().tolist()
-        return [self._decode(self.rows[row], self.datagrams[numbers[row]]) for row in rows]
+        return [self._decode(self.walked(row), self.datagrams[numbers[row]]) for row in rows]
 
     def _all(self) -> list[FlowRecord]:
         if self._records is None:
-            self._records = self.records(list(range(len(self.rows))))
+            self._records = self.records(list(range(len(self))))
         return self._records
 
     @overload
@@ -196,11 +254,18 @@ def join_sample_batches(batches: list[SampleBatch]) -> SampleBatch:
     """One batch of the samples of many (a receive batch's datagrams)."""
     if len(batches) == 1:
         return batches[0]
+    appended = [batch for batch in batches if batch._columns is None]
+    walked = [batch for batch in batches if batch._columns is not None]
     joined = SampleBatch(batches[0].decode)
-    for batch in batches:
+    for batch in appended + walked:
         joined.datagrams += batch.datagrams
         joined.counts += batch.counts
+    for batch in appended:
         joined.rows += batch.rows
+    if walked:  # the appended rows become columns once, beside the walker's
+        parts = [WalkedColumns.from_rows(joined.rows)] if joined.rows else []
+        joined._columns = WalkedColumns.concatenate(parts + [batch.columns() for batch in walked])
+        joined.rows = []
     return joined
 
 
@@ -220,53 +285,33 @@ class SampleGroup:
 def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[int]]:
     """The batch's samples as column groups, and the rows the vectorised reader left for the
     per-sample decoder."""
-    count = len(batch.rows)
+    count = len(batch)
     if not count:
         return [], []
     numbers = batch.numbers()
-    (
-        _starts,
-        _ends,
-        _expanded,
-        sequence,
-        id_type,
-        id_index,
-        rate,
-        pool,
-        drops,
-        input_ifindex,
-        output_ifindex,
-        frame_length,
-        stripped,
-        header_length,
-        header_offset,
-        switches,
-    ) = zip(*batch.rows, strict=True)
-    snapshots = _snapshots(batch, numbers, header_offset)
-    length = np.array(header_length, dtype=np.int64)
+    walked = batch.columns()
+    snapshots = _snapshots(batch, numbers, walked.header_offset)
+    length = walked.header_length
     parsed = _parse_snapshots(snapshots, length)
     taken = parsed.pop("_taken")
-    has_switch = np.array([s is not None for s in switches], dtype=np.bool_)
-    switch_values = np.array([s or (0, 0, 0, 0) for s in switches], dtype=np.int64).reshape(count, 4)
-
-    def ints(values: Sequence[int]) -> Array:
-        return np.array(values, dtype=np.int64)
+    has_switch = walked.has_switch
+    switch_values = walked.switch
 
     common: dict[str, Any] = {
         "agent_address": per_run([d[3] for d in batch.datagrams], batch.counts),
-        "sample_sequence": ints(sequence),
-        "source_id_type": ints(id_type),
-        "source_id_index": ints(id_index),
-        "sampling_rate": ints(rate),
-        "sample_pool": ints(pool),
-        "drops": ints(drops),
+        "sample_sequence": walked.sequence,
+        "source_id_type": walked.id_type,
+        "source_id_index": walked.id_index,
+        "sampling_rate": walked.rate,
+        "sample_pool": walked.pool,
+        "drops": walked.drops,
         "input_format": np.zeros(count, dtype=np.int64),
         "output_format": np.zeros(count, dtype=np.int64),
-        "input_ifindex": ints(input_ifindex),
-        "output_ifindex": ints(output_ifindex),
+        "input_ifindex": walked.input_ifindex,
+        "output_ifindex": walked.output_ifindex,
         "header_protocol": np.full(count, HEADER_PROTOCOL_ETHERNET, dtype=np.int64),
-        "frame_length": ints(frame_length),
-        "stripped": ints(stripped),
+        "frame_length": walked.frame_length,
+        "stripped": walked.stripped,
         "header_length": length,
     }
     switch_columns = {
@@ -331,12 +376,12 @@ def _header_keys(tagged: bool, six: bool, transport: int) -> list[str]:
     return keys
 
 
-def _snapshots(batch: SampleBatch, numbers: npt.NDArray[np.intp], offsets: Sequence[int]) -> npt.NDArray[np.uint8]:
+def _snapshots(batch: SampleBatch, numbers: npt.NDArray[np.intp], offsets: Array) -> npt.NDArray[np.uint8]:
     """The first SNAPSHOT_BYTES of every header, one row each (bytes past a header are never read)."""
     datagrams = [bytes(d[0]) for d in batch.datagrams]
     joined = np.frombuffer(b"".join(datagrams) + bytes(SNAPSHOT_BYTES), dtype=np.uint8)
     bases = np.cumsum([0] + [len(d) for d in datagrams[:-1]])
-    starts = bases[numbers] + np.array(offsets, dtype=np.int64)
+    starts = bases[numbers] + offsets
     return joined[starts[:, None] + np.arange(SNAPSHOT_BYTES)]
 
 

@@ -25,7 +25,9 @@ import orjson
 
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
+from flowd.decode.sflow import decode_flow_sample
 from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
+from flowd.decode.sflow_walk import SFLOW_V5_PREFIX, walk_sflow_datagrams
 from flowd.enrich import Enricher
 from flowd.errors import DecodeError, SinkError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
@@ -67,6 +69,9 @@ SINK_RETRY_S = 1.0
 LOG_INTERVAL_S = 10.0
 MAX_LOG_KEYS = 1024
 PROTOCOLS = {5: "netflow_v5", 9: "netflow_v9", 10: "ipfix"}
+MIN_WALKED_DATAGRAMS = 8
+"""sFlow datagrams a batch needs before they are walked together in numpy (`sflow_walk`): below
+that, its fixed cost (~150 µs) outweighs the per-datagram walk it saves."""
 
 
 def protocol_of(data: bytes) -> str:
@@ -225,6 +230,11 @@ class BatchDecoder:
         flows = FlowList()
         options = self.options
         stats = self.stats
+        sample_batches: list[SampleBatch] = []
+        walked = self._walk_sflow(batch)
+        if walked is not None:
+            sample_batches.append(walked[0])
+            batch = walked[1]
         for data, address, received_at in batch:
             exporter = (address[0], address[1])
             protocol = protocol_of(data)
@@ -249,7 +259,6 @@ class BatchDecoder:
         parts: list[Part] = []
         dicts: list[dict[str, Any]] = []
         samples: list[FlowRecord] = []
-        sample_batches: list[SampleBatch] = []
         for part in merge_batches(flows.parts):  # one table per template layout, not per datagram
             if isinstance(part, RecordBatch):
                 if part.kind == KIND_NETFLOW_FLOW:
@@ -277,6 +286,30 @@ class BatchDecoder:
         if dicts:
             parts.append(dicts)
         return parts
+
+    def _walk_sflow(self, batch: Batch) -> tuple[SampleBatch, Batch] | None:
+        """The batch's sFlow datagrams made only of common-shape flow samples, walked at once
+        (`sflow_walk`), and the datagrams left for `decode_datagram`; None when there are too
+        few to pay, none of that shape, or the walker fails (then every datagram goes the
+        per-datagram way)."""
+        indices = [i for i, item in enumerate(batch) if item[0][:4] == SFLOW_V5_PREFIX]
+        if len(indices) < MIN_WALKED_DATAGRAMS:
+            return None
+        items = [batch[i] for i in indices]
+        try:
+            walked, left = walk_sflow_datagrams(
+                [(data, (address[0], address[1]), received_at) for data, address, received_at in items],
+                decode_flow_sample,
+            )
+        except Exception as error:  # a walker bug: the per-datagram decoder still reads them all
+            self.warn.warning("sflow_walk", f"sFlow batch walk failed: {type(error).__name__}: {error}")
+            return None
+        if walked is None:
+            return None
+        self.stats.inc("flowd_datagrams_decoded", ("sflow",), len(walked.datagrams))
+        self.stats.inc("flowd_flows_decoded", ("sflow",), len(walked))
+        taken = set(indices) - {indices[i] for i in left}
+        return walked, [item for i, item in enumerate(batch) if i not in taken]
 
     def _sample_tables(self, batch: SampleBatch, samples: list[FlowRecord]) -> list[DocumentTable]:
         """Tables of the sFlow samples read in numpy; the rest join `samples` as records."""
