@@ -17,7 +17,7 @@ import pytest
 
 from flowd.bench import PROTOCOLS
 from flowd.bench.cli import evaluate_goals, main
-from flowd.bench.collectors import parse_metrics
+from flowd.bench.collectors import parse_metrics, stage_seconds
 from flowd.bench.procfs import process_tree, udp_sockets
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
 from flowd.bench.traffic import RECORDS_PER_DATAGRAM, build_traffic, template_datagrams
@@ -81,6 +81,16 @@ def test_parse_metrics_sums_label_sets() -> None:
         "flowd_flows_out_total 70.0\n"
     )
     assert parse_metrics(text) == {"flowd_datagrams_received_total": 7.0, "flowd_flows_out_total": 70.0}
+
+
+def test_stage_seconds_reads_each_stage() -> None:
+    text = (
+        "# TYPE flowd_stage_seconds counter\n"
+        'flowd_stage_seconds_total{stage="decode"} 1.5\n'
+        'flowd_stage_seconds_created{stage="decode"} 1.7e9\n'
+        'flowd_stage_seconds_total{stage="sink"} 0.25\n'
+    )
+    assert stage_seconds(text) == {"decode": 1.5, "sink": 0.25}
 
 
 def test_udp_sockets_reads_drops_and_queue_by_port(tmp_path: Path) -> None:
@@ -162,6 +172,10 @@ def test_bench_end_to_end_against_flowd_run(tmp_path: Path) -> None:
         assert trial["cpu_s"] > 0
     assert summary["zero_loss_fps"] > 0
     assert summary["rss_peak_mb"] > 0
+    for trial in summary["trials"]:  # the workers' own account of where their time went
+        assert set(trial["stage_s"]) == {"receive", "decode", "enrich", "serialise", "sink"}
+        assert 0 < sum(trial["stage_s"].values()) <= trial["cpu_s"] * 1.5 + 1  # wall time: waits count too
+    assert sum(summary["stage_share"].values()) == pytest.approx(1.0, abs=0.01)
     assert result["memory"]["templates_known"] == 200
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

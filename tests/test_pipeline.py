@@ -335,6 +335,10 @@ async def test_pipeline_delivers_everything_with_backpressure_and_drains() -> No
     assert ingress.dropped == 0 and len(ingress) == 0
     assert sink.flushes >= 1
     assert sum(stats.histograms["flowd_sink_write_seconds"][:-1]) == len(sink.batches)
+    stages = stats.counters["flowd_stage_seconds"]
+    assert set(stages) == {("decode",), ("enrich",), ("sink",)}  # dicts: the sink serialises them
+    assert all(seconds > 0 for seconds in stages.values())
+    assert stages[("sink",)] >= 0.001 * len(sink.batches)  # the sink's time includes waiting for it
 
 
 async def test_pipeline_survives_a_failing_enricher() -> None:

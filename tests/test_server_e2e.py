@@ -253,6 +253,20 @@ def canonical(doc: dict[str, Any], ignore: set[str]) -> bytes:
     return orjson.dumps({k: v for k, v in doc.items() if k not in ignore}, option=orjson.OPT_SORT_KEYS)
 
 
+def assert_every_stage_timed(server: Any) -> None:
+    """Each worker stage reports the time it took (`flowd_stage_seconds`), within a few snapshots."""
+    stages = ("receive", "decode", "enrich", "serialise", "sink")
+    deadline = time.monotonic() + 10
+    while True:
+        metrics = server.metrics()
+        seconds = {stage: metrics.get(f'flowd_stage_seconds_total{{stage="{stage}"}}', 0.0) for stage in stages}
+        if all(value > 0 for value in seconds.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert all(value > 0 for value in seconds.values()), seconds
+    assert sum(seconds.values()) < 60, seconds  # seconds, not something else
+
+
 def test_corpus_replay_matches_offline_decode(server_factory: Any) -> None:
     server = server_factory()
     server.start()
@@ -281,6 +295,7 @@ def test_corpus_replay_matches_offline_decode(server_factory: Any) -> None:
         send_paced(sock, payloads, ("127.0.0.1", server.ports[listener]), sent)
     server.wait_received(sent[0])
     assert server.total("flowd_kernel_drops_total") == 0
+    assert_every_stage_timed(server)
     assert server.stop() == 0, server.log()
     summary = server.summary()
     output = server.documents()

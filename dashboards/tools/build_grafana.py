@@ -375,6 +375,13 @@ def build() -> dict[str, Any]:
         ],
     )
     b.add(
+        "Worker time by stage",
+        "Cores' worth of time each stage takes, summed over workers (1 = one core busy all the time):"
+        " receive, decode, enrich, serialise, and the sink (its time includes waiting for it)",
+        "short",
+        [(counter_rate("flowd_stage_seconds", "stage"), "{{stage}}")],
+    )
+    b.add(
         "Sink errors",
         "Sink write or flush failures, and documents refused for their content, per second",
         "ops",

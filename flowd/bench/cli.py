@@ -130,6 +130,7 @@ def _trial(collector: Collector, traffic: Traffic, rate: float, args: argparse.N
         drain_s=delivery.drain_s,
         loadavg=procfs.loadavg()[0],
         note=delivery.note,
+        stage_s=delivery.stage_s,
     )
     mark = "ok  " if trial.zero_loss else "LOSS"
     print(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -57,6 +58,8 @@ class Delivery:
     """Peak RSS (VmHWM) per process of the collector."""
     drain_s: float = 0.0
     note: str = ""
+    stage_s: dict[str, float] = field(default_factory=dict)
+    """flowd: seconds its workers spent in each stage during the trial (`flowd_stage_seconds`)."""
 
 
 class Collector(Protocol):
@@ -97,6 +100,14 @@ def parse_metrics(text: str) -> dict[str, float]:
         except ValueError:
             continue
     return totals
+
+
+def stage_seconds(text: str) -> dict[str, float]:
+    """Prometheus text -> {stage: flowd_stage_seconds_total of that stage}."""
+    stages: dict[str, float] = {}
+    for stage, value in re.findall(r'^flowd_stage_seconds_total\{stage="([a-z]+)"\} (\S+)$', text, flags=re.MULTILINE):
+        stages[stage] = float(value)
+    return stages
 
 
 # --- flowd -------------------------------------------------------------------------------------
@@ -147,6 +158,8 @@ status_interval_s = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._protocol = "v9"
         self._before: dict[str, float] = {}
+        self._stages: dict[str, float] = {}
+        self._before_stages: dict[str, float] = {}
         self._before_sockets = procfs.SocketState()
         self._before_processes = procfs.ProcessSample({}, {}, {})
         self._janitor_stop = threading.Event()
@@ -199,7 +212,9 @@ status_interval_s = 0
             return error.code, ""
 
     def metrics(self) -> dict[str, float]:
-        return parse_metrics(self._get("/metrics")[1])
+        text = self._get("/metrics")[1]
+        self._stages = stage_seconds(text)
+        return parse_metrics(text)
 
     def pids(self) -> list[int]:
         return procfs.process_tree(self.process.pid) if self.process is not None else []
@@ -213,6 +228,7 @@ status_interval_s = 0
     def begin(self, protocol: str) -> tuple[str, int]:
         self._protocol = protocol
         self._before = self.metrics()
+        self._before_stages = self._stages
         self._before_sockets = procfs.udp_sockets(self.port(protocol))
         self._before_processes = procfs.sample_processes(self.pids())
         return self.host, self.port(protocol)
@@ -251,6 +267,7 @@ status_interval_s = 0
             rss_bytes=processes.hwm,
             drain_s=drain_s,
             note=f"decode errors {errors:.0f}" if errors else "",
+            stage_s={stage: value - self._before_stages.get(stage, 0.0) for stage, value in self._stages.items()},
         )
 
     def stop(self) -> None:

@@ -37,8 +37,22 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "rss_peak_mb": round(max((t.rss_peak_bytes for t in result.trials), default=0) / MB, 1),
         "sender_limited": bool(best and best.sender_limited),
         "max_rate_reached": bool(best and "reached --max-rate" in best.note),
+        "stage_share": stage_share(best) if best else {},
         "trials": [trial_dict(t) for t in result.trials],
     }
+
+
+STAGES = ("receive", "decode", "enrich", "serialise", "sink")
+"""flowd's worker stages, in pipeline order (`flowd_stage_seconds`)."""
+
+
+def stage_share(trial: Trial) -> dict[str, float]:
+    """Each stage's share of the time flowd's workers spent in all of them during the trial."""
+    busy = sum(trial.stage_s.values())
+    if busy <= 0:
+        return {}
+    ordered = [s for s in STAGES if s in trial.stage_s] + sorted(set(trial.stage_s) - set(STAGES))
+    return {stage: round(trial.stage_s[stage] / busy, 3) for stage in ordered}
 
 
 def ratios(results: list[SearchResult]) -> list[dict[str, Any]]:
@@ -81,6 +95,14 @@ def table(results: list[SearchResult]) -> str:
             f"{row['zero_loss_fps']:>10,} {cpu:>11} {per_cpu:>11} {row['rss_peak_mb']:>11.1f} {len(result.trials):>6}"
         )
     lines.append("+ the senders could not offer more, or --max-rate was reached: the collector's limit is higher")
+    shares = [(result, summary(result)["stage_share"]) for result in results if result.collector == "flowd"]
+    if any(share for _, share in shares):
+        lines.append("")
+        lines.append("flowd worker time by stage at the zero-loss rate (flowd_stage_seconds)")
+        for result, share in shares:
+            if share:
+                parts = "  ".join(f"{stage} {fraction:.0%}" for stage, fraction in share.items())
+                lines.append(f"  {result.protocol:<6} x{result.workers}  {parts}")
     compared = ratios(results)
     if compared:
         lines.append("")

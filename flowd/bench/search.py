@@ -42,6 +42,8 @@ class Trial:
     drain_s: float = 0.0
     loadavg: float = 0.0
     note: str = ""
+    stage_s: dict[str, float] = field(default_factory=dict)
+    """flowd: seconds its workers spent in each stage (receive, decode, enrich, serialise, sink)."""
 
     @property
     def loss_fraction(self) -> float:

@@ -303,6 +303,9 @@ class Worker:
     def _update_stats(self, ingress: IngressQueue, pipeline: Pipeline) -> None:
         stats = self.stats
         drops = read_kernel_drops() if self.listeners else {}
+        stats.counters.setdefault("flowd_stage_seconds", {})[("receive",)] = sum(
+            listener.receive_seconds for listener in self.listeners
+        )
         for listener in self.listeners:
             labels = (listener.name,)
             stats.counters.setdefault("flowd_datagrams_received", {})[labels] = listener.datagrams

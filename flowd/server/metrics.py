@@ -73,6 +73,12 @@ METRICS: dict[str, MetricDef] = {
     "flowd_sink_errors": MetricDef("counter", "Sink write or flush failures", ("operation",)),
     "flowd_sink_rejected_documents": MetricDef("counter", "Documents the sink refused for their content"),
     "flowd_sink_write_seconds": MetricDef("histogram", "Time the sink took to accept one batch"),
+    "flowd_stage_seconds": MetricDef(
+        "counter",
+        "Seconds each worker stage took (receive, decode, enrich, serialise, sink; the sink's include"
+        " waiting for it): where a worker's time goes, measured without a profiler",
+        ("stage",),
+    ),
     "flowd_sink_lag_seconds": MetricDef(
         "gauge", "Receive-to-sink delay of the last batch written (largest of the workers)", across_workers="max"
     ),

@@ -434,8 +434,10 @@ class Pipeline:
                 self._ingress_ready.clear()
                 await self._ingress_ready.wait()
                 continue
+            started = time.perf_counter()
             parts = self.decoder.decode_parts(batch)
             options = self.decoder.take_options()
+            self._timed("decode", started)
             if parts or options:
                 await self.documents.put((parts, options, batch[0][2]))
             await _let_receive_run()
@@ -498,22 +500,35 @@ class Pipeline:
             if enrich_table is None:  # an enricher that only knows dicts
                 parts = [p.to_dicts() if isinstance(p, DocumentTable) else p for p in parts]
             for part in parts:
+                started = time.perf_counter()
                 await self._enrich(part, enrich_table)
+                self._timed("enrich", started)
                 await _let_receive_run()
         encoded: Callable[[Body, int], Awaitable[None]] | None = getattr(self.sink, "write_encoded", None)
         action_lines: Callable[[int], Matrix] | None = getattr(self.sink, "action_lines", None)
         for part in parts:
+            started = time.perf_counter()
             if isinstance(part, DocumentTable):
                 body = _ndjson(part, action_lines) if encoded is not None else None
                 if encoded is not None and body is not None:
+                    started = self._timed("serialise", started)
                     await self._deliver(functools.partial(encoded, body, len(part)), len(part))
+                    self._timed("sink", started)
                     await _let_receive_run()
                     continue
                 part = part.to_dicts()
+                started = self._timed("serialise", started)
             await self._deliver(functools.partial(self.sink.write, part), len(part))
+            self._timed("sink", started)
             await _let_receive_run()
         self.last_lag_s = max(0.0, self.clock() - oldest)
         self.stats.set("flowd_sink_lag_seconds", (), self.last_lag_s)
+
+    def _timed(self, stage: str, started: float) -> float:
+        """Count the time since `started` to `stage` (`flowd_stage_seconds`); returns now."""
+        now = time.perf_counter()
+        self.stats.inc("flowd_stage_seconds", (stage,), now - started)
+        return now
 
     async def _enrich(self, part: Part, enrich_table: Callable[[DocumentTable], Awaitable[None]] | None) -> None:
         assert self.enricher is not None

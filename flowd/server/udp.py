@@ -62,6 +62,8 @@ class ListenerStats:
     ingress_drops: int = 0
     allowlist_drops: int = 0
     receive_buffer_bytes: int = 0
+    receive_seconds: float = 0.0
+    """Time spent reading the socket (`flowd_stage_seconds{stage="receive"}`)."""
     inodes: list[int] = field(default_factory=list)
 
 
@@ -91,6 +93,11 @@ class DrainingReceiver:
         self._loop.add_reader(sock.fileno(), self._read)
 
     def _read(self) -> None:
+        started = time.perf_counter()
+        self._drain()
+        self.stats.receive_seconds += time.perf_counter() - started
+
+    def _drain(self) -> None:
         receive = self.sock.recvfrom
         append = self.ingress.append
         allowlist = self.allowlist
