@@ -27,13 +27,12 @@ import orjson
 import pytest
 
 from flowd.config import EnrichSettings
-from flowd.decode import TemplateCache, decode_datagram
-from flowd.decode.batch import RecordBatch, merge_batches
+from flowd.decode import TemplateCache
 from flowd.enrich.addresses import PUBLIC, classify_address
 from flowd.enrich.chain import EnrichmentChain
-from flowd.model import FlowList
-from flowd.output.batch_documents import batch_table
 from flowd.output.table import DocumentTable, split_lines
+from flowd.server.metrics import WorkerStats
+from flowd.server.pipeline import BatchDecoder
 from tests.shared_data import GEOIP as SHARED_GEOIP
 
 GEOIP_DIR = SHARED_GEOIP
@@ -106,16 +105,14 @@ def make_chain() -> EnrichmentChain:
 
 
 def decode_tables(datagrams: list[bytes]) -> list[DocumentTable]:
-    """What a `flowd run` worker makes of receive batches: one table per template layout."""
-    templates = TemplateCache()
+    """What a `flowd run` worker makes of receive batches (`BatchDecoder`, which decodes a
+    batch's v5 datagrams at once): one table per template layout."""
+    decoder = BatchDecoder(TemplateCache(), WorkerStats())
     received = time.time()
     tables = []
     for start in range(0, len(datagrams), DATAGRAMS_PER_BATCH):
-        flows = FlowList()
-        for datagram in datagrams[start : start + DATAGRAMS_PER_BATCH]:
-            for part in decode_datagram(datagram, EXPORTER, templates, received).flows.parts:
-                flows.add_batch(part)
-        tables.extend(batch_table(part) for part in merge_batches(flows.parts) if isinstance(part, RecordBatch))
+        batch = [(datagram, EXPORTER, received) for datagram in datagrams[start : start + DATAGRAMS_PER_BATCH]]
+        tables.extend(part for part in decoder.decode_parts(batch) if isinstance(part, DocumentTable))
     return tables
 
 
