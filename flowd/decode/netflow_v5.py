@@ -113,11 +113,11 @@ def decode_netflow_v5_batch(items: Sequence[Item]) -> tuple[list[RecordBatch], l
     and the indices of the others, for `decode_netflow_v5`.
 
     Well-formed: at least one record, and the declared records after the header (then less than
-    a record, which is padding). For
-    those, `decode_netflow_v5` reports no error, and what it gives, joined by `merge_batches`, is
-    what this gives: one batch per engine and sampling word, its rows in datagram order with
-    their headers as runs (`RowHeaders`). A test holds the two to it. Per datagram, this costs a
-    length check and two slices instead of a decoder call with its result objects.
+    a record, which is padding). For those, `decode_netflow_v5` reports no error, and what it
+    gives, joined by `merge_batches`, is what this gives: one batch per engine and sampling word,
+    its rows in datagram order with their headers as runs (`RowHeaders`). A test holds the two
+    to it. Per datagram, this costs a length check and two slices instead of a decoder call with
+    its result objects.
     """
     sizes = [len(item[0]) for item in items]
     whole = [i for i, size in enumerate(sizes) if size >= HEADER.size + RECORD_LENGTH]

@@ -37,8 +37,6 @@ SFLOW_V5_PREFIX = b"\x00\x00\x00\x05"
 """The first word of an sFlow v5 datagram."""
 MAX_SAMPLES = 64
 """Datagrams declaring more samples go to `decode_sflow` (a 1,500-byte datagram holds ~10)."""
-_AGENT_WORDS = {1: 1, 2: 4}
-"""Agent address type (IPv4, IPv6) → its words."""
 
 Array = npt.NDArray[Any]
 Item = tuple[bytes, Exporter, float]
