@@ -506,7 +506,9 @@ class Pipeline:
                 await _let_receive_run()
         encoded: Callable[[Body, int], Awaitable[None]] | None = getattr(self.sink, "write_encoded", None)
         action_lines: Callable[[int], Matrix] | None = getattr(self.sink, "action_lines", None)
-        for part in parts:
+        parts.reverse()  # popped in order: each table (its columns and their renders) is freed once written
+        while parts:
+            part = parts.pop()
             started = time.perf_counter()
             if isinstance(part, DocumentTable):
                 body = _ndjson(part, action_lines) if encoded is not None else None
