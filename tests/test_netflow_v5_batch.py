@@ -15,7 +15,6 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,9 +24,7 @@ from flowd.decode import TemplateCache
 from flowd.decode.batch import RecordBatch, RowHeaders, merge_batches
 from flowd.decode.netflow_v5 import decode_netflow_v5, decode_netflow_v5_batch
 from flowd.errors import DecodeError
-from flowd.server import pipeline
-from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
+from tests.batch_decoding import assert_at_once_equals_per_datagram
 from tests.corpus_units import UNITS, corpus_available, unit_datagrams
 
 EXPORTERS = [("192.0.2.1", 2055), ("192.0.2.2", 9995)]
@@ -158,29 +155,12 @@ def test_each_engine_and_sampling_word_is_its_own_batch() -> None:
     ]
 
 
-def _documents(decoder: BatchDecoder, batch: list[Any]) -> list[bytes]:
-    return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in decoder.decode(batch))
-
-
 def test_pipeline_documents_and_counters_are_those_of_the_per_datagram_path(monkeypatch: pytest.MonkeyPatch) -> None:
     traffic = build_traffic("v5", exporters=3, datagrams_per_exporter=8)
     payloads = [d.payload for s in traffic.streams for d in s.datagrams]
     payloads[5:5] = [payloads[0] + bytes(48), payloads[1][:-48], b"\x00\x05\x00\x01"]  # count mismatches, cut header
     sflow = build_traffic("sflow", exporters=1, datagrams_per_exporter=2).streams[0].datagrams[0].payload
     batch = [(p, EXPORTERS[n % 2], RECEIVED_AT + n) for n, p in enumerate([*payloads, sflow])]
-    decoded: list[int] = []
-
-    def spy(items: Any) -> Any:
-        result = decode_netflow_v5_batch(items)
-        decoded.append(sum(len(part) for part in result[0]))
-        return result
-
-    monkeypatch.setattr(pipeline, "decode_netflow_v5_batch", spy)
-    at_once = BatchDecoder(TemplateCache(), WorkerStats())
-    documents = _documents(at_once, batch)
-    assert decoded == [sum(d.flows for s in traffic.streams for d in s.datagrams)]
-    monkeypatch.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
-    per_datagram = BatchDecoder(TemplateCache(), WorkerStats())
-    assert documents == _documents(per_datagram, batch)
-    assert at_once.stats.counters == per_datagram.stats.counters
+    rows = sum(d.flows for s in traffic.streams for d in s.datagrams)
+    at_once, _ = assert_at_once_equals_per_datagram(monkeypatch, batch, "decode_netflow_v5_batch", rows)
     assert at_once.stats.counter("flowd_decode_errors", ("192.0.2.2", "netflow_v5", "record_count_mismatch")) == 1

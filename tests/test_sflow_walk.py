@@ -14,22 +14,17 @@ some cut short or with bytes overwritten.
 from __future__ import annotations
 
 import struct
-from typing import Any
 
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flowd.bench.traffic import build_traffic
-from flowd.decode import TemplateCache
 from flowd.decode.sflow import decode_flow_sample, decode_sflow
 from flowd.decode.sflow_batch import SampleBatch
 from flowd.decode.sflow_walk import MAX_SAMPLES, walk_sflow_datagrams
 from flowd.errors import DecodeError
-from flowd.server import pipeline
-from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
+from tests.batch_decoding import assert_at_once_equals_per_datagram
 from tests.test_sflow_properties import (
     PAYLOADS,
     counter_sample,
@@ -186,10 +181,6 @@ def test_generated_datagrams(datagrams: list[tuple[bytes, bool]]) -> None:
             assert (number in taken) == _walkable(payload)
 
 
-def _documents(decoder: BatchDecoder, batch: list[Any]) -> list[bytes]:
-    return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in decoder.decode(batch))
-
-
 def test_pipeline_documents_and_counters_are_those_of_the_per_datagram_path(monkeypatch: pytest.MonkeyPatch) -> None:
     traffic = build_traffic("sflow", exporters=2, datagrams_per_exporter=16)
     payloads = [d.payload for s in traffic.streams for d in s.datagrams]
@@ -199,19 +190,6 @@ def test_pipeline_documents_and_counters_are_those_of_the_per_datagram_path(monk
     netflow = build_traffic("v5", exporters=1, datagrams_per_exporter=2).streams[0].datagrams[0].payload
     batch = [(p, ("192.0.2.7", 6343), RECEIVED_AT + n) for n, p in enumerate([*payloads, netflow])]
 
-    taken: list[int] = []
-
-    def spy(*args: Any) -> Any:
-        result = walk_sflow_datagrams(*args)
-        taken.append(len(result[0]) if result[0] is not None else 0)
-        return result
-
-    monkeypatch.setattr(pipeline, "walk_sflow_datagrams", spy)
-    walking = BatchDecoder(TemplateCache(), WorkerStats())
-    walked = _documents(walking, batch)
-    assert taken == [sum(d.flows for s in traffic.streams for d in s.datagrams)]
-    monkeypatch.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
-    per_datagram = BatchDecoder(TemplateCache(), WorkerStats())
-    assert walked == _documents(per_datagram, batch)
-    assert walking.stats.counters == per_datagram.stats.counters
+    rows = sum(d.flows for s in traffic.streams for d in s.datagrams)
+    walking, _ = assert_at_once_equals_per_datagram(monkeypatch, batch, "walk_sflow_datagrams", rows)
     assert walking.stats.counter("flowd_datagrams_decoded", ("sflow",)) == len(payloads) - 1

@@ -19,7 +19,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -44,6 +44,9 @@ log = logging.getLogger("flowd.pipeline")
 Item = tuple[bytes, Any, float]
 """(payload, source address as the socket gave it, receive time in seconds since the epoch)."""
 Batch = list[Item]
+ExporterItem = tuple[bytes, tuple[str, int], float]
+"""A datagram with its exporter as (address, port), as the batch decoders take them."""
+AtOnce = TypeVar("AtOnce", RecordBatch, SampleBatch)
 Part = DocumentTable | list[dict[str, Any]]
 """A decoded data set as columns (written to NDJSON without dicts), or documents that are dicts."""
 DocumentBatch = tuple[list[Part], list[dict[str, Any]], float]
@@ -291,36 +294,41 @@ class BatchDecoder:
     def _netflow_v5_at_once(self, batch: Batch) -> tuple[list[RecordBatch], Batch]:
         """The records of the batch's well-formed NetFlow v5 datagrams decoded at once
         (`decode_netflow_v5_batch`), and the datagrams left for `decode_datagram`."""
-        indices = [i for i, item in enumerate(batch) if item[0][:2] == V5_PREFIX]
-        if len(indices) < MIN_WALKED_DATAGRAMS:
-            return [], batch
-        try:
-            parts, left = decode_netflow_v5_batch(_exporter_items(batch, indices))
-        except Exception as error:  # a bug here: the per-datagram decoder still reads them all
-            self.warn.warning("netflow_v5_batch", f"NetFlow v5 batch decode failed: {type(error).__name__}: {error}")
-            return [], batch
-        if not parts:
-            return [], batch
-        self.stats.inc("flowd_datagrams_decoded", ("netflow_v5",), len(indices) - len(left))
-        self.stats.inc("flowd_flows_decoded", ("netflow_v5",), sum(len(part) for part in parts))
-        return parts, _without(batch, indices, left)
+        return self._at_once(batch, V5_PREFIX, "netflow_v5", decode_netflow_v5_batch)
 
     def _walk_sflow(self, batch: Batch) -> tuple[list[SampleBatch], Batch]:
         """The batch's sFlow datagrams made only of common-shape flow samples, walked at once
         (`sflow_walk`), and the datagrams left for `decode_datagram`."""
-        indices = [i for i, item in enumerate(batch) if item[0][:4] == SFLOW_V5_PREFIX]
+
+        def walk(items: list[ExporterItem]) -> tuple[list[SampleBatch], list[int]]:
+            walked, left = walk_sflow_datagrams(items, decode_flow_sample)
+            return ([] if walked is None else [walked]), left
+
+        return self._at_once(batch, SFLOW_V5_PREFIX, "sflow", walk)
+
+    def _at_once(
+        self,
+        batch: Batch,
+        prefix: bytes,
+        protocol: str,
+        decode: Callable[[list[ExporterItem]], tuple[list[AtOnce], list[int]]],
+    ) -> tuple[list[AtOnce], Batch]:
+        """What `decode` makes of the batch's datagrams that start with `prefix` (when there are
+        enough to pay), and the datagrams it left, with the rest, for `decode_datagram`. A bug
+        in `decode` is logged and every datagram goes the per-datagram way."""
+        indices = [i for i, item in enumerate(batch) if item[0][: len(prefix)] == prefix]
         if len(indices) < MIN_WALKED_DATAGRAMS:
             return [], batch
         try:
-            walked, left = walk_sflow_datagrams(_exporter_items(batch, indices), decode_flow_sample)
-        except Exception as error:  # a walker bug: the per-datagram decoder still reads them all
-            self.warn.warning("sflow_walk", f"sFlow batch walk failed: {type(error).__name__}: {error}")
+            parts, left = decode(_exporter_items(batch, indices))
+        except Exception as error:
+            self.warn.warning(f"{protocol}|at_once", f"{protocol} batch decode failed: {type(error).__name__}: {error}")
             return [], batch
-        if walked is None:
+        if not parts:
             return [], batch
-        self.stats.inc("flowd_datagrams_decoded", ("sflow",), len(walked.datagrams))
-        self.stats.inc("flowd_flows_decoded", ("sflow",), len(walked))
-        return [walked], _without(batch, indices, left)
+        self.stats.inc("flowd_datagrams_decoded", (protocol,), len(indices) - len(left))
+        self.stats.inc("flowd_flows_decoded", (protocol,), sum(len(part) for part in parts))
+        return parts, _without(batch, indices, left)
 
     def _sample_tables(self, batch: SampleBatch, samples: list[FlowRecord]) -> list[DocumentTable]:
         """Tables of the sFlow samples read in numpy; the rest join `samples` as records."""
@@ -352,7 +360,7 @@ class BatchDecoder:
         )
 
 
-def _exporter_items(batch: Batch, indices: list[int]) -> list[tuple[bytes, tuple[str, int], float]]:
+def _exporter_items(batch: Batch, indices: list[int]) -> list[ExporterItem]:
     """The datagrams at `indices` with their exporter as (address, port)."""
     return [(batch[i][0], (batch[i][1][0], batch[i][1][1]), batch[i][2]) for i in indices]
 
