@@ -127,6 +127,21 @@ def test_bodies_are_cut_into_batches_as_pairs_would_be(
     assert (last_bodies and (last_bodies.body, last_bodies.docs)) == (last_pairs and (last_pairs.body, last_pairs.docs))
 
 
+def test_a_short_tail_left_open_does_not_hold_on_to_its_table() -> None:
+    """The pairs after the last cut of a large body stay in the open batch as a copy: the table's
+    array can be freed (here: overwritten) while the next one is laid out."""
+    builder = BatchBuilder(4, 1 << 20, lambda: 0.0)
+    pairs, _ = BulkEncoder(id_prefix=b"t").encode([{"v": v} for v in range(9)])
+    width = max(map(len, pairs))
+    pairs = [b" " * (width - len(pair)) + pair for pair in pairs]
+    array = np.frombuffer(b"".join(pairs), dtype=np.uint8).copy()
+    full = builder.add_body(array.data, 9, width)  # two batches of 4, one pair left open
+    assert [b.docs for b in full] == [4, 4]
+    array[:] = ord(" ")
+    last = builder.cut()
+    assert last is not None and last.body == pairs[8]
+
+
 def test_a_body_whose_lines_do_not_match_its_count_is_refused() -> None:
     builder = BatchBuilder(2, 1 << 20, lambda: 0.0)
     with pytest.raises(ValueError):

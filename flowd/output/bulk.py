@@ -238,6 +238,10 @@ class BatchBuilder:
                 batch = self.cut()
                 assert batch is not None
                 full.append(batch)
+            elif offset and 2 * (stop - offset) < len(body):
+                # A short tail stays in the open batch: a copy of it, so the table's whole buffer
+                # (tens of MB) is not kept alive for it while the next table is laid out.
+                self._pairs[-1] = bytes(self._pairs[-1])
         return full
 
     def cut(self) -> Batch | None:
