@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from flowd.config import ElasticsearchSettings
 from flowd.output.bulk import Batch, BatchBuilder, BulkEncoder
-from flowd.output.sink import Body
+from flowd.output.sink import Body, row_bytes
 
 
 class DiscardSink:
@@ -46,7 +46,7 @@ class DiscardSink:
     async def write_encoded(self, body: Body, count: int) -> None:
         """`count` documents serialised as `_bulk` pairs, each after its line from `action_lines`."""
         self.documents_written += count
-        self._drop(self.builder.add_body(body, count, len(body) // max(count, 1)))
+        self._drop(self.builder.add_body(body, count, row_bytes(body, count)))
 
     def _drop(self, batches: list[Batch]) -> None:
         self.bodies += len(batches)

@@ -49,7 +49,7 @@ from flowd.output.bulk import (
     document_of,
     split_pairs,
 )
-from flowd.output.sink import Body
+from flowd.output.sink import Body, row_bytes
 from flowd.output.spool import Spool, SpoolEntry, SpoolFull
 from flowd.output.timestamps import iso_from_seconds
 
@@ -271,7 +271,7 @@ class ElasticsearchSink:
         """`count` documents already serialised as `_bulk` pairs, each document after its line
         from `action_lines`."""
         self._stats.docs_written += count
-        for batch in self._builder.add_body(body, count, len(body) // max(count, 1)):
+        for batch in self._builder.add_body(body, count, row_bytes(body, count)):
             await self._enqueue(batch)
 
     async def flush(self) -> None:

@@ -10,7 +10,12 @@ element), which a sink writes or joins into its request bodies. The array is nev
 view may wait in an open request body; the bulk builder copies a short tail instead, so that a
 table's whole array is not kept alive for it. Every
 document in it (with its action line, when the sink gave them) is padded to one length, so a
-sink can cut it at multiples of `len(body) // count` without looking for line ends."""
+sink can cut it at multiples of `row_bytes(body, count)` without looking for line ends."""
+
+
+def row_bytes(body: Body, count: int) -> int:
+    """The length of each of the `count` documents of a `Body` (they are padded to one)."""
+    return len(body) // max(count, 1)
 
 
 class Sink(Protocol):
