@@ -146,31 +146,28 @@ def decode_netflow_v5_batch(items: Sequence[Item]) -> tuple[list[RecordBatch], l
             b"".join([data[HEADER.size : end] for (data, _, _), end in zip(group, ends, strict=True)]), V5_RECORD.dtype
         )
         interval = key & 0x3FFF
-        _, first_exporter, first_received = group[0]
+        exporters = [exporter for _, exporter, _ in group]
+        received = [received_at for _, _, received_at in group]
+        export_times = headers["unix_secs"][rows].tolist()
+        uptimes = headers["uptime_ms"][rows].tolist()
+        sequences = headers["sequence"][rows].tolist()
         batch = RecordBatch(
             V5_RECORD,
             records,
             KIND_NETFLOW_FLOW,
-            first_exporter,
+            exporters[0],
             5,
-            first_received,
+            received[0],
             0,
-            int(headers["sequence"][rows[0]]),
-            int(headers["unix_secs"][rows[0]]),
-            int(headers["uptime_ms"][rows[0]]),
+            sequences[0],
+            export_times[0],
+            uptimes[0],
             interval or 1,
             {"engine_type": key >> 24, "engine_id": (key >> 16) & 0xFF, "sampling_interval": interval},
         )
         runs = len(group)
         batch.row_headers = RowHeaders(
-            lengths,
-            [exporter for _, exporter, _ in group],
-            [0] * runs,
-            [V5_RECORD.template_id] * runs,
-            headers["unix_secs"][rows].tolist(),
-            headers["uptime_ms"][rows].tolist(),
-            headers["sequence"][rows].tolist(),
-            [received_at for _, _, received_at in group],
+            lengths, exporters, [0] * runs, [V5_RECORD.template_id] * runs, export_times, uptimes, sequences, received
         )
         batches.append(batch)
     return batches, left
