@@ -79,7 +79,7 @@ class WalkedColumns(NamedTuple):
 
     @classmethod
     def from_rows(cls, rows: Sequence[Walked]) -> WalkedColumns:
-        *values, switches = zip(*rows, strict=True) if rows else [()] * 16
+        *values, switches = zip(*rows, strict=True) if rows else [()] * (len(cls._fields) - 1)  # switch: 2 columns
         ints = [np.array(v, dtype=np.int64) for v in values]
         ints[2] = ints[2].astype(np.bool_)
         has_switch = np.array([s is not None for s in switches], dtype=np.bool_)
