@@ -158,7 +158,6 @@ status_interval_s = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._protocol = "v9"
         self._before: dict[str, float] = {}
-        self._stages: dict[str, float] = {}
         self._before_stages: dict[str, float] = {}
         self._before_sockets = procfs.SocketState()
         self._before_processes = procfs.ProcessSample({}, {}, {})
@@ -212,9 +211,12 @@ status_interval_s = 0
             return error.code, ""
 
     def metrics(self) -> dict[str, float]:
+        return self._scrape()[0]
+
+    def _scrape(self) -> tuple[dict[str, float], dict[str, float]]:
+        """One /metrics read: totals per family, and seconds per stage."""
         text = self._get("/metrics")[1]
-        self._stages = stage_seconds(text)
-        return parse_metrics(text)
+        return parse_metrics(text), stage_seconds(text)
 
     def pids(self) -> list[int]:
         return procfs.process_tree(self.process.pid) if self.process is not None else []
@@ -227,8 +229,7 @@ status_interval_s = 0
 
     def begin(self, protocol: str) -> tuple[str, int]:
         self._protocol = protocol
-        self._before = self.metrics()
-        self._before_stages = self._stages
+        self._before, self._before_stages = self._scrape()
         self._before_sockets = procfs.udp_sockets(self.port(protocol))
         self._before_processes = procfs.sample_processes(self.pids())
         return self.host, self.port(protocol)
@@ -238,10 +239,10 @@ status_interval_s = 0
         deadline = started + timeout_s
         want = self._before.get("flowd_flows_out_total", 0.0) + sent.flows
         last_value, last_change = -1.0, time.monotonic()
-        now_metrics = self._before
+        now_metrics, now_stages = self._before, self._before_stages
         drain_s = timeout_s
         while time.monotonic() < deadline:
-            now_metrics = self.metrics()
+            now_metrics, now_stages = self._scrape()
             out = now_metrics.get("flowd_flows_out_total", 0.0)
             depth = now_metrics.get("flowd_queue_depth", 0.0)
             if out != last_value:
@@ -267,7 +268,7 @@ status_interval_s = 0
             rss_bytes=processes.hwm,
             drain_s=drain_s,
             note=f"decode errors {errors:.0f}" if errors else "",
-            stage_s={stage: value - self._before_stages.get(stage, 0.0) for stage, value in self._stages.items()},
+            stage_s={stage: value - self._before_stages.get(stage, 0.0) for stage, value in now_stages.items()},
         )
 
     def stop(self) -> None:
