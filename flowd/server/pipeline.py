@@ -28,6 +28,7 @@ import orjson
 
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
+from flowd.decode.data_set_batch import decode_data_datagrams
 from flowd.decode.netflow_v5 import V5_PREFIX, decode_netflow_v5_batch
 from flowd.decode.sflow import decode_flow_sample
 from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
@@ -236,33 +237,32 @@ class BatchDecoder:
         """Flow documents of the batch: a table per template layout, dicts for the rest; options
         documents go to `self.options` (see `take_options`)."""
         flows = FlowList()
-        options = self.options
         stats = self.stats
         sample_batches, batch = self._walk_sflow(batch)
         v5_batches, batch = self._netflow_v5_at_once(batch)
         for v5_batch in v5_batches:
             flows.add_batch(v5_batch)
-        for data, address, received_at in batch:
-            exporter = (address[0], address[1])
-            protocol = protocol_of(data)
-            try:
-                result = decode_datagram(data, exporter, self.templates, received_at)
-            except DecodeError as error:
-                self._error(exporter, protocol, error.reason, str(error))
-                continue
-            except Exception as error:  # a decoder bug: count it, keep the worker alive
-                self._error(exporter, protocol, "internal_error", f"{type(error).__name__}: {error}")
-                continue
-            stats.inc("flowd_datagrams_decoded", (protocol,))
-            for soft in result.errors:
-                self._error(exporter, protocol, soft.reason, soft.message)
-            if result.flows:
-                stats.inc("flowd_flows_decoded", (protocol,), len(result.flows))
-                for part in result.flows.parts:
-                    flows.add_batch(part)
-            if result.options:
-                stats.inc("flowd_options_records_decoded", (protocol,), len(result.options))
-                self._documents(result.options, options)
+        items = _exporter_items(batch, range(len(batch)))
+        decoded: list[bool] = [False] * len(items)
+
+        def decode_one(index: int) -> None:
+            decoded[index] = True
+            self._decode_datagram(items[index], flows)
+
+        try:
+            data_batches = decode_data_datagrams(items, self.templates, decode_one)
+        except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
+            self.warn.warning("data_sets|at_once", f"data set batch decode failed: {type(error).__name__}: {error}")
+            data_batches = []
+            for index, done in enumerate(decoded):
+                if not done:
+                    self._decode_datagram(items[index], flows)
+        for data_batch in data_batches:
+            protocol = PROTOCOLS[data_batch.version]
+            datagrams = len(data_batch.row_headers.lengths) if data_batch.row_headers else 1
+            stats.inc("flowd_datagrams_decoded", (protocol,), datagrams)
+            stats.inc("flowd_flows_decoded", (protocol,), len(data_batch))
+            flows.add_batch(data_batch)
         parts: list[Part] = []
         dicts: list[dict[str, Any]] = []
         samples: list[FlowRecord] = []
@@ -293,6 +293,31 @@ class BatchDecoder:
         if dicts:
             parts.append(dicts)
         return parts
+
+    def _decode_datagram(self, item: ExporterItem, flows: FlowList) -> None:
+        """One datagram through `decode_datagram`: its flows join `flows`, its options
+        documents `self.options`, its errors the counters and the rate-limited log."""
+        data, exporter, received_at = item
+        protocol = protocol_of(data)
+        stats = self.stats
+        try:
+            result = decode_datagram(data, exporter, self.templates, received_at)
+        except DecodeError as error:
+            self._error(exporter, protocol, error.reason, str(error))
+            return
+        except Exception as error:  # a decoder bug: count it, keep the worker alive
+            self._error(exporter, protocol, "internal_error", f"{type(error).__name__}: {error}")
+            return
+        stats.inc("flowd_datagrams_decoded", (protocol,))
+        for soft in result.errors:
+            self._error(exporter, protocol, soft.reason, soft.message)
+        if result.flows:
+            stats.inc("flowd_flows_decoded", (protocol,), len(result.flows))
+            for part in result.flows.parts:
+                flows.add_batch(part)
+        if result.options:
+            stats.inc("flowd_options_records_decoded", (protocol,), len(result.options))
+            self._documents(result.options, self.options)
 
     def _netflow_v5_at_once(self, batch: Batch) -> tuple[list[RecordBatch], Batch]:
         """The records of the batch's well-formed NetFlow v5 datagrams decoded at once
@@ -363,7 +388,7 @@ class BatchDecoder:
         )
 
 
-def _exporter_items(batch: Batch, indices: list[int]) -> list[ExporterItem]:
+def _exporter_items(batch: Batch, indices: Iterable[int]) -> list[ExporterItem]:
     """The datagrams at `indices` with their exporter as (address, port)."""
     return [(batch[i][0], (batch[i][1][0], batch[i][1][1]), batch[i][2]) for i in indices]
 
