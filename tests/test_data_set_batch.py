@@ -4,9 +4,9 @@ against `decode_datagram` one datagram at a time (itself checked against tshark 
 - run over the same datagrams in the same order, each with its own template cache, the two give
   the same flow records (fields, exporters, header values, uptimes, sampling rates), options
   records, errors and template cache state; only the order of records across datagrams differs;
-- it takes exactly the datagrams that decode, one at a time, into one columnar data set and
-  nothing else (no template, options or error), and leaves each other one to the per-datagram
-  decoder where it stands in the batch;
+- it takes exactly the datagrams made of data sets only that decode, one at a time, into a
+  columnar data set per set and nothing else (no template, options or error), and leaves each
+  other one to the per-datagram decoder where it stands in the batch;
 - in the pipeline it changes neither the documents nor the counters.
 
 Over the corpus's v9/IPFIX units, the benchmark traffic (in order, and with data sent before its
@@ -30,7 +30,6 @@ from flowd.bench.traffic import build_traffic
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch
 from flowd.decode.data_set_batch import decode_data_datagrams
-from flowd.decode.flowsets import SAMPLING_FIELD_NAMES
 from flowd.errors import DecodeError
 from flowd.model import FlowRecord
 from flowd.server import pipeline
@@ -62,10 +61,18 @@ def _record_key(record: FlowRecord) -> str:
     )
 
 
-def _one_set_to_the_end(data: bytes) -> bool:
-    """Whether the datagram after its header is one set (v9 FlowSet), by the set's length word."""
-    head = 20 if data[:2] == b"\x00\x09" else 16
-    return len(data) >= head + 4 and head + struct.unpack_from("!H", data, head + 2)[0] == len(data)
+def _data_sets_to_the_end(data: bytes) -> int:
+    """How many sets the datagram holds after its header when they are all data sets (ids from
+    256) whose length words lead from one to the next and end where the datagram ends; else 0."""
+    pos = 20 if data[:2] == b"\x00\x09" else 16
+    sets = 0
+    while pos + 4 <= len(data):
+        set_id, length = struct.unpack_from("!HH", data, pos)
+        if set_id < 256 or length < 4:
+            return 0
+        sets += 1
+        pos += length
+    return sets if pos == len(data) else 0
 
 
 class Decoded:
@@ -78,7 +85,7 @@ class Decoded:
         self.errors: list[tuple[int, str]] = []
         self.one_at_a_time: list[int] = []
         self.single_batch: list[int] = []
-        """Datagrams that decoded, alone, into one columnar data set and nothing else."""
+        """Datagrams that decoded, alone, into a columnar data set per set and nothing else."""
 
     def decode_one(self, items: list[Item], index: int) -> None:
         self.one_at_a_time.append(index)
@@ -93,11 +100,9 @@ class Decoded:
         self.errors.extend((index, soft.reason) for soft in result.errors)
         parts = result.flows.parts
         if (
-            len(parts) == 1
-            and isinstance(parts[0], RecordBatch)
-            and SAMPLING_FIELD_NAMES.isdisjoint(parts[0].template.names)
+            len(parts) == _data_sets_to_the_end(data) > 0
+            and all(isinstance(part, RecordBatch) for part in parts)
             and not (result.errors or result.options or result.templates_added or result.parked)
-            and _one_set_to_the_end(data)
         ):
             self.single_batch.append(index)
 
@@ -115,12 +120,13 @@ class Decoded:
 def assert_batch_decode_agrees(items: list[Item]) -> list[int]:
     """Returns the indices decoded at once."""
     at_once = Decoded()
-    batches = decode_data_datagrams(items, at_once.cache, lambda index: at_once.decode_one(items, index))
+    batches, datagrams = decode_data_datagrams(items, at_once.cache, lambda index: at_once.decode_one(items, index))
     for batch in batches:
         at_once.flows.extend(batch)
     assert at_once.one_at_a_time == sorted(at_once.one_at_a_time)  # the others, in batch order
     taken = sorted(set(range(len(items))) - set(at_once.one_at_a_time))
-    assert sum(len(batch.row_headers.lengths) for batch in batches if batch.row_headers) == len(taken)
+    assert sum(datagrams.values()) == len(taken)
+    assert datagrams[9] == sum(1 for n in taken if items[n][0][:2] == b"\x00\x09")
 
     per_datagram = Decoded()
     for index in range(len(items)):
@@ -201,6 +207,8 @@ def v9_scenario() -> list[bytes]:
         v9_datagram(v9_set(0, swapped), count=1),  # redefined: addresses swap places
         v9_datagram(v9_set(256, v9_records(3, 7)), count=3, sequence=4),
         v9_datagram(v9_set(0, tpl), v9_set(256, v9_records(2, 8)), count=3),  # template and data
+        v9_datagram(v9_set(256, v9_records(2, 11)), v9_set(256, v9_records(3, 12)), count=5),  # two data sets
+        v9_datagram(v9_set(256, v9_records(1, 13)), v9_set(257, v9_records(1, 14)), count=2),  # one unknown
         v9_datagram(v9_set(0, v9_template(256)), count=1, source_id=7),  # releases the parked set
         v9_datagram(v9_set(256, v9_records(2, 9)), count=2, source_id=7),
         v9_datagram(v9_set(256, b"\0" * 10), count=0),  # shorter than a record
@@ -240,7 +248,20 @@ def ipfix_scenario() -> list[bytes]:
         ipfix_message(ipfix_set(256, record * 2), sequence=8) + b"\0\0\0\0",  # trailing bytes
         _length_word(ipfix_message(ipfix_set(256, record * 2), sequence=9), 4),  # claims more than came
         _length_word(ipfix_message(ipfix_set(256, record * 3), sequence=10), -len(record)),  # claims less
+        ipfix_message(ipfix_set(2, SELECTOR_TEMPLATE)),
+        ipfix_message(ipfix_set(262, _selector_records(3, 4))),  # no sampler table yet: the domain's rate
+        ipfix_message(ipfix_set(3, options_template(402, 1, (302, 8), (305, 4), (306, 4)))),
+        ipfix_message(ipfix_set(402, struct.pack("!QII", 3, 1, 999) + struct.pack("!QII", 4, 1, 9))),
+        ipfix_message(ipfix_set(262, _selector_records(3, 4, 5)), ipfix_set(256, record)),  # 1:1000, 1:10, domain's
     ]
+
+
+SELECTOR_TEMPLATE = template(262, (8, 4), (1, 8), (2, 8), (302, 8))
+"""Records that name their selector (Cisco IOS XR): the rate comes from the selector's options."""
+
+
+def _selector_records(*selectors: int) -> bytes:
+    return b"".join(socket.inet_aton("10.0.0.1") + struct.pack("!QQQ", 100, 2, s) for s in selectors)
 
 
 def _length_word(message: bytes, change: int) -> bytes:
@@ -310,10 +331,10 @@ def test_pipeline_documents_and_counters_are_unchanged(monkeypatch: pytest.Monke
     at_once = BatchDecoder(TemplateCache(), WorkerStats())
     documents = _documents(at_once, batch)
 
-    def one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> list[RecordBatch]:
+    def one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
         for index in range(len(items)):
             decode_other(index)
-        return []
+        return [], {}
 
     monkeypatch.setattr(pipeline, "decode_data_datagrams", one_at_a_time)
     per_datagram = BatchDecoder(TemplateCache(), WorkerStats())
@@ -327,7 +348,7 @@ def test_a_bug_in_the_batch_path_sends_its_datagrams_one_at_a_time(monkeypatch: 
     items = _items(v9_scenario())
     expected = _documents(BatchDecoder(TemplateCache(), WorkerStats()), list(items))
 
-    def half_then_fail(items: Any, templates: TemplateCache, decode_other: Any) -> list[RecordBatch]:
+    def half_then_fail(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
         for index in range(0, len(items) // 2):
             decode_other(index)
         raise RuntimeError("bug")

@@ -1,10 +1,11 @@
-"""NetFlow v9 and IPFIX datagrams that carry one data set of a known fixed-length template,
+"""NetFlow v9 and IPFIX datagrams made only of data sets of known fixed-length templates,
 decoded a receive batch at a time.
 
 Most datagrams a router sends have that shape: its templates travel in their own datagrams,
 resent every so often. One at a time, each costs `decode_netflow_v9`/`decode_ipfix` a call
 chain with its context, result and batch objects; here it costs a header unpack, a template
-lookup and a slice, and the records of all of them that share a layout become one array.
+lookup and a slice per set, and the records of all the sets that share a layout become one
+array.
 
 The batch is walked in its order, and any other datagram goes to `decode_other` where it
 stands, so a template learned, changed or withdrawn within the batch, or options data that
@@ -21,18 +22,15 @@ from typing import Any
 import numpy as np
 
 from flowd.decode.batch import RecordBatch, RowHeaders
-from flowd.decode.flowsets import FIRST_DATA_SET_ID, SAMPLING_FIELD_NAMES
-from flowd.decode.records import CompiledTemplate
-from flowd.decode.templates import TemplateCache
+from flowd.decode.flowsets import FIRST_DATA_SET_ID, SAMPLING_FIELD_NAMES, SET_HEADER, sampling_rate
+from flowd.decode.records import CompiledTemplate, column_values
+from flowd.decode.templates import DomainState, TemplateCache
 from flowd.model import KIND_NETFLOW_FLOW, Exporter
 
-V9_HEAD = struct.Struct("!HHIIIIHH")
-"""A NetFlow v9 header (version, count, sysUpTime, UNIX seconds, sequence, source id) and the
-first FlowSet's id and length."""
-IPFIX_HEAD = struct.Struct("!HHIIIHH")
-"""An IPFIX message header (version, length, export time, sequence, domain) and the first
-set's id and length."""
-SET_HEADER_SIZE = 4
+V9_HEADER = struct.Struct("!HHIIII")
+"""A NetFlow v9 header: version, count, sysUpTime, UNIX seconds, sequence, source id."""
+IPFIX_HEADER = struct.Struct("!HHIII")
+"""An IPFIX message header: version, length, export time, sequence, observation domain."""
 V9_PREFIX = b"\x00\x09"
 IPFIX_PREFIX = b"\x00\x0a"
 
@@ -49,17 +47,18 @@ class _Layout:
         self.template = template
         self.version = version
         self.records: list[bytes] = []
-        self.rates: list[int] = []
+        self.rates: list[int | list[int]] = []
         self.headers = RowHeaders([], [], [], [], [], [], [], [])
 
     def add(
         self,
         record_bytes: bytes,
         count: int,
-        template_id: int,
+        template: CompiledTemplate,
         header: tuple[Exporter, int, int, int | None, int, float],
-        rate: int,
+        rate: int | list[int],
     ) -> None:
+        """One data set's records; `rate` is theirs, or one per record."""
         exporter, domain_id, export_time, uptime_ms, sequence, received_at = header
         headers = self.headers
         self.records.append(record_bytes)
@@ -67,7 +66,7 @@ class _Layout:
         headers.lengths.append(count)
         headers.exporter.append(exporter)
         headers.domain_id.append(domain_id)
-        headers.template_id.append(template_id)
+        headers.template_id.append(template.template_id)
         headers.export_time.append(export_time)
         headers.uptime_ms.append(uptime_ms)
         headers.sequence.append(sequence)
@@ -75,9 +74,12 @@ class _Layout:
 
     def batch(self) -> RecordBatch:
         headers = self.headers
-        rates: int | list[int] = self.rates[0]
+        first = self.rates[0]
+        rates: int | list[int] = first if isinstance(first, int) else []
         if any(rate != rates for rate in self.rates):
-            rates = headers.per_row(self.rates)
+            rates = []
+            for rate, length in zip(self.rates, headers.lengths, strict=True):
+                rates += [rate] * length if isinstance(rate, int) else rate
         batch = RecordBatch(
             self.template,
             np.frombuffer(b"".join(self.records), self.template.dtype),
@@ -97,27 +99,29 @@ class _Layout:
 
 def decode_data_datagrams(
     items: Sequence[Item], templates: TemplateCache, decode_other: Callable[[int], None]
-) -> list[RecordBatch]:
-    """Flow records of the v9/IPFIX datagrams of `items` that are one data set of a known
-    fixed-length flow template, one batch per layout (rows in datagram order, their headers as
-    runs, one per datagram); `decode_other(index)` is called, in order, for every other datagram.
+) -> tuple[list[RecordBatch], dict[int, int]]:
+    """Flow records of the v9/IPFIX datagrams of `items` made only of data sets of known
+    fixed-length flow templates, one batch per layout (rows in datagram order, their headers as
+    runs, one per data set), and how many datagrams they came from per version;
+    `decode_other(index)` is called, in order, for every other datagram.
 
-    Taken: a v9 datagram whose header count is its records, or an IPFIX message whose length
-    is the datagram's, and whose one set fills it to the end with at least one record (a
-    shorter tail is padding), under a template without per-record sampling fields. For those
-    the per-datagram decoders report no error and yield what this yields.
+    Taken: a v9 datagram whose header count is its records, or an IPFIX message whose length is
+    the datagram's, whose sets follow one another to its end, each with at least one record (a
+    shorter tail is padding). For those the per-datagram decoders report no error and yield
+    what this yields.
     """
     layouts: dict[tuple[Any, int], _Layout] = {}
+    taken = {9: 0, 10: 0}
     get, peek_domain = templates.get, templates.peek_domain
     for index, (data, exporter, received_at) in enumerate(items):
         prefix = data[:2]
         size = len(data)
-        if prefix == V9_PREFIX and size >= V9_HEAD.size:
-            version, count, uptime, export_time, sequence, domain_id, set_id, set_length = V9_HEAD.unpack_from(data)
-            head = V9_HEAD.size - SET_HEADER_SIZE
-        elif prefix == IPFIX_PREFIX and size >= IPFIX_HEAD.size:
-            version, length, export_time, sequence, domain_id, set_id, set_length = IPFIX_HEAD.unpack_from(data)
-            head = IPFIX_HEAD.size - SET_HEADER_SIZE
+        if prefix == V9_PREFIX and size >= V9_HEADER.size:
+            version, count, uptime, export_time, sequence, domain_id = V9_HEADER.unpack_from(data)
+            head = V9_HEADER.size
+        elif prefix == IPFIX_PREFIX and size >= IPFIX_HEADER.size:
+            version, length, export_time, sequence, domain_id = IPFIX_HEADER.unpack_from(data)
+            head = IPFIX_HEADER.size
             count = -1  # IPFIX headers carry no record count
             uptime = None
             if length != size:
@@ -126,20 +130,8 @@ def decode_data_datagrams(
         else:
             decode_other(index)
             continue
-        if set_id < FIRST_DATA_SET_ID or head + set_length != size:
-            decode_other(index)
-            continue
-        template = get((exporter, version, domain_id, set_id), received_at)
-        if (
-            template is None
-            or template.dtype is None
-            or template.is_options
-            or not SAMPLING_FIELD_NAMES.isdisjoint(template.names)
-        ):
-            decode_other(index)
-            continue
-        records = (set_length - SET_HEADER_SIZE) // template.record_length
-        if records == 0 or (count >= 0 and count != records):
+        sets = _data_sets(data, head, (exporter, version, domain_id), received_at, get)
+        if sets is None or (count >= 0 and count != sum(records for _, _, records in sets)):
             decode_other(index)
             continue
         state = peek_domain((exporter, version, domain_id))
@@ -148,16 +140,63 @@ def decode_data_datagrams(
             rate = state.sampling_rate or 1
             if uptime is None and state.system_init_ms is not None:  # IPFIX: sysUpTime from the init time
                 uptime = export_time * 1000 - state.system_init_ms
-        key = (template.layout, version)
-        layout = layouts.get(key)
-        if layout is None:
-            layout = layouts[key] = _Layout(template, version)
-        start = head + SET_HEADER_SIZE
-        layout.add(
-            data[start : start + records * template.record_length],
-            records,
-            set_id,
-            (exporter, domain_id, export_time, uptime, sequence, received_at),
-            rate,
-        )
-    return [layout.batch() for layout in layouts.values()]
+        header = (exporter, domain_id, export_time, uptime, sequence, received_at)
+        for template, start, records in sets:
+            key = (template.layout, version)
+            layout = layouts.get(key)
+            if layout is None:
+                layout = layouts[key] = _Layout(template, version)
+            record_bytes = data[start : start + records * template.record_length]
+            rates = (
+                rate
+                if SAMPLING_FIELD_NAMES.isdisjoint(template.names)
+                else _record_rates(template, record_bytes, state)
+            )
+            layout.add(record_bytes, records, template, header, rates)
+        taken[version] += 1
+    return [layout.batch() for layout in layouts.values()], taken
+
+
+def _data_sets(
+    data: bytes,
+    pos: int,
+    domain: tuple[Exporter, int, int],
+    received_at: float,
+    get: Callable[[tuple[Exporter, int, int, int], float], CompiledTemplate | None],
+) -> list[tuple[CompiledTemplate, int, int]] | None:
+    """(template, first record offset, records) of each set from `pos` to the end of `data`;
+    None unless every one is a data set of records under a known fixed-length flow template, and
+    the sets end where the datagram does."""
+    sets = []
+    size = len(data)
+    exporter, version, domain_id = domain
+    while pos < size:
+        if size - pos < SET_HEADER.size:
+            return None
+        set_id, length = SET_HEADER.unpack_from(data, pos)
+        if set_id < FIRST_DATA_SET_ID or length < SET_HEADER.size or pos + length > size:
+            return None
+        template = get((exporter, version, domain_id, set_id), received_at)
+        if template is None or template.dtype is None or template.is_options:
+            return None
+        records = (length - SET_HEADER.size) // template.record_length
+        if not records:
+            return None
+        sets.append((template, pos + SET_HEADER.size, records))
+        pos += length
+    return sets or None
+
+
+def _record_rates(template: CompiledTemplate, record_bytes: bytes, state: DomainState | None) -> list[int]:
+    """Each record's sampling rate, for templates whose records name a rate or a sampler:
+    `sampling_rate` over just those fields, with the domain's options state as it is now."""
+    array = np.frombuffer(record_bytes, template.dtype)
+    columns = {
+        name: column_values(kind, length, array[name])
+        for name, kind, length in template.columns
+        if name in SAMPLING_FIELD_NAMES
+    }
+    names = tuple(columns)
+    return [
+        sampling_rate(dict(zip(names, values, strict=True)), state) for values in zip(*columns.values(), strict=True)
+    ]

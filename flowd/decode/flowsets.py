@@ -19,8 +19,16 @@ from flowd.model import KIND_NETFLOW_FLOW, KIND_NETFLOW_OPTIONS, DecodeResult, E
 SAMPLER_ID_NAMES = ("sampler_id", "flow_sampler_id", "selector_id")
 RATE_NAMES = ("sampling_interval", "sampler_random_interval", "flow_sampler_random_interval")
 SAMPLING_FIELD_NAMES = frozenset(
-    (*SAMPLER_ID_NAMES, *RATE_NAMES, "sampling_packet_interval", "sampling_size", "sampling_population")
+    (
+        *SAMPLER_ID_NAMES,
+        *RATE_NAMES,
+        "sampling_packet_interval",
+        "sampling_packet_space",
+        "sampling_size",
+        "sampling_population",
+    )
 )
+"""Every field `sampling_rate` reads in a record."""
 
 
 SET_HEADER = struct.Struct("!HH")

@@ -10,6 +10,7 @@ record with no fields withdraws its template; template id 2 or 3 with none withd
 from __future__ import annotations
 
 import struct
+from itertools import starmap
 
 from flowd.decode.flowsets import (
     FIRST_DATA_SET_ID,
@@ -96,21 +97,8 @@ def _parse_templates(
             raise TemplateError(f"template id {template_id} is below 256", offset=pos)
         if field_count > MAX_FIELDS:
             raise TemplateError(f"template {template_id} has {field_count} fields", offset=pos)
-        fields = []
-        for _ in range(field_count):
-            if end - pos < 4:
-                raise TruncatedError(f"template {template_id} overruns its set", offset=pos)
-            element_id, length = SET_HEADER.unpack_from(data, pos)
-            pos += 4
-            pen = 0
-            if element_id & ENTERPRISE_BIT:
-                if end - pos < 4:
-                    raise TruncatedError(f"template {template_id}: enterprise number truncated", offset=pos)
-                pen = struct.unpack_from("!I", data, pos)[0]
-                pos += 4
-                element_id &= ~ENTERPRISE_BIT
-            fields.append(TemplateField(element_id, length, pen))
-        template = compile_template(template_id, tuple(fields), scope_count)
+        fields, pos = _field_specifiers(data, pos, end, template_id, field_count)
+        template = compile_template(template_id, fields, scope_count)
         key = (context.exporter, 10, context.domain_id, template_id)
         released = templates.put(key, template, context.received_at)
         if released is None:
@@ -119,6 +107,32 @@ def _parse_templates(
         result.templates_added += 1
         if released:
             release_parked(context, templates, template, released, result)
+
+
+def _field_specifiers(
+    data: bytes | memoryview, pos: int, end: int, template_id: int, count: int
+) -> tuple[tuple[TemplateField, ...], int]:
+    """The template's `count` field specifiers from `pos`, and where they end. Without
+    enterprise numbers (no first byte with its top bit set) they are 4 bytes each, read in one
+    go: templates are resent every few datagrams."""
+    plain_end = pos + 4 * count
+    if plain_end <= end and max(data[pos:plain_end:4]) < 0x80:
+        return tuple(starmap(TemplateField, SET_HEADER.iter_unpack(data[pos:plain_end]))), plain_end
+    fields = []
+    for _ in range(count):
+        if end - pos < 4:
+            raise TruncatedError(f"template {template_id} overruns its set", offset=pos)
+        element_id, length = SET_HEADER.unpack_from(data, pos)
+        pos += 4
+        pen = 0
+        if element_id & ENTERPRISE_BIT:
+            if end - pos < 4:
+                raise TruncatedError(f"template {template_id}: enterprise number truncated", offset=pos)
+            pen = struct.unpack_from("!I", data, pos)[0]
+            pos += 4
+            element_id &= ~ENTERPRISE_BIT
+        fields.append(TemplateField(element_id, length, pen))
+    return tuple(fields), pos
 
 
 def _withdraw(

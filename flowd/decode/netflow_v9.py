@@ -9,6 +9,7 @@ may end in padding; a damaged FlowSet is reported and the cursor moves to the ne
 from __future__ import annotations
 
 import struct
+from itertools import starmap
 
 from flowd.decode.flowsets import (
     FIRST_DATA_SET_ID,
@@ -87,7 +88,7 @@ def _parse_templates(
             raise TemplateError(f"template {template_id} has {field_count} fields", offset=pos)
         if pos + field_count * 4 > end:
             raise TruncatedError(f"template {template_id} overruns its FlowSet", offset=pos)
-        fields = tuple(TemplateField(*SET_HEADER.unpack_from(data, pos + 4 * index)) for index in range(field_count))
+        fields = tuple(starmap(TemplateField, SET_HEADER.iter_unpack(data[pos : pos + field_count * 4])))
         pos += field_count * 4
         template = compile_template(template_id, fields, scope_count, netflow_v9=True)
         key = (context.exporter, context.version, context.domain_id, template_id)

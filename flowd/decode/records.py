@@ -12,8 +12,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,9 +28,10 @@ _ADDRESS_CACHE_MAX = 65_536
 Converter = Callable[[Any], Any]
 
 
-@dataclass(frozen=True, slots=True)
-class TemplateField:
-    """One field specifier as the exporter sent it."""
+class TemplateField(NamedTuple):
+    """One field specifier as the exporter sent it. A tuple: routers resend their templates
+    every few datagrams, and each resend builds, hashes and compares these (to find the
+    compiled template and to tell a refresh from a redefinition) at tuple speed."""
 
     element_id: int
     length: int

@@ -250,18 +250,18 @@ class BatchDecoder:
             self._decode_datagram(items[index], flows)
 
         try:
-            data_batches = decode_data_datagrams(items, self.templates, decode_one)
+            data_batches, taken = decode_data_datagrams(items, self.templates, decode_one)
         except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
             self.warn.warning("data_sets|at_once", f"data set batch decode failed: {type(error).__name__}: {error}")
-            data_batches = []
+            data_batches, taken = [], {}
             for index, done in enumerate(decoded):
                 if not done:
                     self._decode_datagram(items[index], flows)
+        for version, datagrams in taken.items():
+            if datagrams:
+                stats.inc("flowd_datagrams_decoded", (PROTOCOLS[version],), datagrams)
         for data_batch in data_batches:
-            protocol = PROTOCOLS[data_batch.version]
-            datagrams = len(data_batch.row_headers.lengths) if data_batch.row_headers else 1
-            stats.inc("flowd_datagrams_decoded", (protocol,), datagrams)
-            stats.inc("flowd_flows_decoded", (protocol,), len(data_batch))
+            stats.inc("flowd_flows_decoded", (PROTOCOLS[data_batch.version],), len(data_batch))
             flows.add_batch(data_batch)
         parts: list[Part] = []
         dicts: list[dict[str, Any]] = []
