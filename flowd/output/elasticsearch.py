@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import numpy.typing as npt
 import orjson
-from elastic_transport import AsyncTransport, NodeConfig, TransportError
+from elastic_transport import AsyncTransport, NdjsonSerializer, NodeConfig, TransportError
 from elastic_transport import OrjsonSerializer as _OrjsonSerializer
 
 from flowd.config import ElasticsearchSettings
@@ -157,11 +157,22 @@ def build_transport(
     return AsyncTransport(
         nodes,
         node_class="aiohttp",
-        serializers={"application/json": _OrjsonSerializer()},
+        serializers={"application/json": _OrjsonSerializer(), "application/x-ndjson": _BulkBodySerializer()},
         max_retries=0,
         retry_on_status=(),
         meta_header=False,
     )
+
+
+class _BulkBodySerializer(NdjsonSerializer):
+    """Sends a `_bulk` body as it is. The default NDJSON serializer copies bytes into a new
+    buffer line by line; ours are whole NDJSON (every line ends in a newline), often a view of
+    a table's array, and the HTTP client takes a view as it takes bytes."""
+
+    def dumps(self, data: Any) -> bytes:
+        if isinstance(data, bytes | memoryview):
+            return data  # type: ignore[return-value]  # aiohttp sends any bytes-like body
+        return super().dumps(data)
 
 
 async def request_json(
@@ -547,7 +558,7 @@ class ElasticsearchSink:
             self._outage_since = None
             self._cond.notify_all()
 
-    async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: bytes, docs: int, reason: str) -> None:
+    async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: Body, docs: int, reason: str) -> None:
         if entry is not None and docs != entry.docs:
             await asyncio.to_thread(self._spool.replace, entry, body, docs)
         async with self._cond:

@@ -20,6 +20,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowd.output.sink import Body
+
 _log = logging.getLogger(__name__)
 
 NEAR_CAP_FRACTION = 0.8
@@ -101,7 +103,7 @@ class Spool:
     def has_ready(self) -> bool:
         return bool(self._queued)
 
-    def reserve(self, body: bytes, docs: int) -> SpoolEntry:
+    def reserve(self, body: Body, docs: int) -> SpoolEntry:
         """Account for a batch and name its file; `write` then puts it on disk. Raises SpoolFull."""
         if self._bytes + len(body) > self.max_bytes:
             raise SpoolFull(f"spool at {self._bytes} of {self.max_bytes} bytes")
@@ -114,7 +116,7 @@ class Spool:
         self._check_cap()
         return SpoolEntry(name, len(body), docs, created)
 
-    def write(self, entry: SpoolEntry, body: bytes) -> None:
+    def write(self, entry: SpoolEntry, body: Body) -> None:
         """Blocking: write the file atomically (tmp, fsync, rename, fsync the directory)."""
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / entry.name
@@ -162,7 +164,7 @@ class Spool:
             self._bytes -= entry.nbytes
         self._check_cap()
 
-    def replace(self, entry: SpoolEntry, body: bytes, docs: int) -> SpoolEntry:
+    def replace(self, entry: SpoolEntry, body: Body, docs: int) -> SpoolEntry:
         """Blocking: keep only the documents still to send, under the same position in the queue."""
         self._claimed.pop(entry.name, None)
         head = entry.name.rsplit("-", 1)[0]
