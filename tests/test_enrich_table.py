@@ -25,14 +25,16 @@ from flowd.capture import read_datagrams
 from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
+from flowd.decode.sflow import decode_flow_sample
+from flowd.decode.sflow_walk import walk_sflow_datagrams
 from flowd.enrich.chain import EnrichmentChain
 from flowd.enrich.community_id import community_id, icmp_type_code
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.errors import DecodeError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList
 from flowd.output.batch_documents import batch_table
-from flowd.output.sflow_table import sflow_tables
-from flowd.output.table import DocumentTable, split_lines
+from flowd.output.sflow_table import sample_batch_tables, sflow_tables
+from flowd.output.table import DocumentTable, LazyColumn, split_lines
 from tests.shared_data import CORPUS, GEOIP
 
 CAPTURES = sorted(glob.glob(str(CORPUS / "**" / "*.pcap"), recursive=True))
@@ -159,6 +161,20 @@ def test_sflow_tables_enriched_as_columns_equal_enriched_as_dicts() -> None:
     addresses = sorted({a for t in tables for d in t.to_dicts() for a in d.get("related.ip", [])})
     names = {a: f"s{i}.example.test" for i, a in enumerate(addresses) if i % 2}
     assert check_tables(tables, names) > len(records) // 2
+
+
+def test_sflow_samples_read_in_numpy_enriched_as_columns_equal_enriched_as_dicts() -> None:
+    """The walked samples' tables (`sample_batch_tables`: MACs as 48-bit numbers rendered in
+    numpy, whose OUI vendors the chain looks up per distinct address)."""
+    traffic_ = build_traffic("sflow", exporters=4, datagrams_per_exporter=16)
+    items = [(d.payload, ("192.0.2.1", 6343), 1_700_000_000.0) for s in traffic_.streams for d in s.datagrams]
+    batch, _ = walk_sflow_datagrams(items, decode_flow_sample)
+    assert batch is not None
+    tables, _ = sample_batch_tables(batch)
+    assert any(isinstance(t.fields.get("source.mac"), LazyColumn) for t in tables)
+    addresses = sorted({a for t in tables for d in t.to_dicts() for a in d.get("related.ip", [])})
+    names = {a: f"s{i}.example.test" for i, a in enumerate(addresses) if i % 2}
+    assert check_tables(tables, names) > len(batch) // 2
 
 
 def test_bulk_community_ids_equal_the_one_flow_function() -> None:

@@ -460,14 +460,11 @@ def _parse_snapshots(snap: npt.NDArray[np.uint8], length: Array) -> dict[str, An
     }
 
 
-def _macs(octets: npt.NDArray[np.uint8]) -> list[str]:
-    """`aa:bb:cc:dd:ee:ff` per row, formatted once per distinct address."""
-    numbers = np.zeros(len(octets), dtype=np.uint64)
-    for column in range(6):
-        numbers = (numbers << np.uint64(8)) | octets[:, column].astype(np.uint64)
-    distinct, index = np.unique(numbers, return_inverse=True)
-    texts = [int(n).to_bytes(6, "big").hex(":") for n in distinct.tolist()]
-    return [texts[i] for i in index.reshape(-1).tolist()]
+def _macs(octets: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
+    """Each row's 6 octets as one number (the table renders them as ECS text in numpy)."""
+    padded = np.zeros((len(octets), 8), dtype=np.uint8)
+    padded[:, 2:] = octets
+    return padded.view(">u8").reshape(-1).astype(np.uint64)
 
 
 def _addresses(snap: npt.NDArray[np.uint8], l3: Array, four: Array, *, destination: bool = False) -> Any:

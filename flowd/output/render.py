@@ -163,6 +163,29 @@ def render_hex64(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return out
 
 
+_HEX_UPPER = np.frombuffer(b"0123456789ABCDEF", dtype=np.uint8)
+
+
+def render_mac(values: npt.NDArray[Any], *, ecs: bool = False) -> npt.NDArray[np.uint8]:
+    """48-bit MAC addresses (in a uint64 array) as quoted text: `"aa:bb:cc:dd:ee:ff"`, or as
+    ECS writes them, `"AA-BB-CC-DD-EE-FF"`."""
+    octets = values.astype(">u8").view(np.uint8).reshape(-1, 8)[:, 2:]
+    digits = _HEX_UPPER if ecs else _HEX
+    out = np.empty((len(values), 19), dtype=np.uint8)
+    out[:, 0] = out[:, 18] = ord('"')
+    out[:, 3:18:3] = ord("-" if ecs else ":")
+    out[:, 1:18:3] = digits[octets >> 4]
+    out[:, 2:18:3] = digits[octets & 15]
+    return out
+
+
+def mac_texts(values: npt.NDArray[Any], *, ecs: bool = False) -> list[str]:
+    """The same as Python strings."""
+    if ecs:
+        return [value.to_bytes(6, "big").hex("-").upper() for value in values.tolist()]
+    return [value.to_bytes(6, "big").hex(":") for value in values.tolist()]
+
+
 def _octet_texts(suffix: str) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]:
     """Per octet value: its digits and `suffix` as a little-endian word (the text in the low
     bytes), and the text's length in bits."""

@@ -40,9 +40,9 @@ from flowd.output.batch_documents import (
     related_ipv4,
 )
 from flowd.output.distinct import unique_inverse
-from flowd.output.render import render_hex64, render_integers
+from flowd.output.render import mac_texts, render_hex64, render_integers, render_mac
 from flowd.output.sflow_documents import VLAN_UNKNOWN
-from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, Matrix, python_values
 from flowd.output.timestamps import iso_from_seconds
 
 MIN_TABLE_ROWS = 16
@@ -145,6 +145,8 @@ def _sample_group_table(batch: SampleBatch, group: SampleGroup, numbers: list[in
             columns[name] = _packed_column(values)
         elif name in _ADDRESSES:
             columns[name] = _address_column(values)
+        elif name in _MACS:  # 48-bit numbers, rendered as text in numpy
+            columns[name] = LazyColumn(values, render_mac, mac_texts, elementwise=True)
         elif name in group.absent:
             columns[name] = LazyColumn(values, render_integers, python_list, group.absent[name], elementwise=True)
         else:
@@ -189,6 +191,15 @@ def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
 
 
 _ADDRESSES = frozenset(("src_ip", "dst_ip", "agent_address", "inner_src_ip", "inner_dst_ip"))
+_MACS = frozenset(("src_mac", "dst_mac"))
+
+
+def _ecs_macs(values: Array) -> Matrix:
+    return render_mac(values, ecs=True)
+
+
+def _ecs_mac_texts(values: Array) -> list[str]:
+    return mac_texts(values, ecs=True)
 
 
 def _address_column(addresses: list[Any]) -> Column:
@@ -274,10 +285,13 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
         table.add("network.transport", [ecs.TRANSPORTS.get(p, str(p)) for p in values["protocol"]])
 
     for name, key in (("src_mac", "source.mac"), ("dst_mac", "destination.mac")):
-        macs = values.get(name)
-        if macs is not None:
-            names = {mac: ecs.ecs_mac(mac) for mac in set(macs)}
-            table.add(key, [names[mac] for mac in macs])
+        macs = columns.get(name)
+        if isinstance(macs, LazyColumn) and macs.array.dtype == np.uint64:  # the vectorised reader's
+            table.add(key, LazyColumn(macs.array, _ecs_macs, _ecs_mac_texts, elementwise=True))
+        elif macs is not None:
+            texts = values[name]
+            names = {mac: ecs.ecs_mac(mac) for mac in set(texts)}
+            table.add(key, [names[mac] for mac in texts])
     if "vlan" in values:
         table.add("network.vlan.id", [str(v) for v in values["vlan"]])
     elif "src_vlan" in values:

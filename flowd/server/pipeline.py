@@ -5,10 +5,13 @@ The policies here are plain classes with injected clocks, testable without socke
   batches of `batch_size`; the only place that drops (when `capacity` datagrams wait), and it
   counts what it drops. The consumer takes a full batch (queued ones joined), or the partial one
   when nothing else waits; `Pipeline` lets a partial batch wait at most `batch_delay_s` for company.
-- `BatchDecoder`: a batch in, documents out. A batch's well-formed NetFlow v5 datagrams and its
-  sFlow datagrams of common-shape flow samples are decoded together (`decode_netflow_v5_batch`,
-  `sflow_walk`); the rest one by one through `decode_datagram`. Any exception from a decoder is
-  counted per exporter, protocol and reason and logged at a bounded rate; it never escapes.
+- `BatchDecoder`: a batch in, documents out. A batch's well-formed NetFlow v5 datagrams, its
+  sFlow datagrams of common-shape flow samples and its v9/IPFIX datagrams of data sets under
+  known fixed-length templates are decoded together (`decode_netflow_v5_batch`, `sflow_walk`,
+  `decode_data_datagrams`); the rest one by one through `decode_datagram`, v9/IPFIX where they
+  stand in the batch, so templates and options data apply from there on. Any exception from a
+  decoder is counted per exporter, protocol and reason and logged at a bounded rate; it never
+  escapes.
 - `Pipeline`: the async stages. Between decode and output an `asyncio.Queue` of document
   batches applies backpressure (later stages never drop); `drain()` empties both in order. Each
   stage's time goes to `flowd_stage_seconds`.
