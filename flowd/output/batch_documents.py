@@ -339,7 +339,7 @@ def _iso(epoch_ms: list[Any]) -> Column:
         except OverflowError:
             pass
         else:
-            return _iso_column(array)
+            return iso_column(array)
     return _iso_strings(epoch_ms)
 
 
@@ -481,10 +481,10 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
             timestamps = per_row(
                 [e * 1000 if e else int(r * 1000) for e, r in zip(export_times, received, strict=True)]
             )
-    timestamp_column = _iso_column(timestamps)
+    timestamp_column = iso_column(timestamps)
     table.add("@timestamp", timestamp_column)
     if isinstance(start, np.ndarray):
-        table.add("event.start", _iso_column(start))
+        table.add("event.start", iso_column(start))
     if isinstance(end, np.ndarray):
         table.add("event.end", timestamp_column)
         if isinstance(start, np.ndarray):
@@ -497,7 +497,7 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
     return True
 
 
-def _iso_column(epoch_ms: npt.NDArray[np.int64]) -> LazyColumn:
+def iso_column(epoch_ms: npt.NDArray[np.int64]) -> LazyColumn:
     return LazyColumn(epoch_ms, render_iso_ms, lambda array: _iso_strings(array.tolist()))
 
 

@@ -35,6 +35,7 @@ from flowd.output.batch_documents import (
     hex_strings,
     int_words,
     ipv4_column,
+    iso_column,
     mix_word_columns,
     python_list,
     related_ipv4,
@@ -79,16 +80,17 @@ def sflow_tables(records: Sequence[FlowRecord]) -> tuple[list[DocumentTable], li
 
 
 class _Rows:
-    """Per-sample values from the datagram headers, and the rate documents scale by."""
+    """Per-sample values from the datagram headers (lists, or for the vectorised reader's rows
+    numpy arrays), and the rate documents scale by."""
 
     __slots__ = ("exporters", "rates", "received", "sequence", "sub_agent", "uptime")
 
     def __init__(
         self,
-        received: list[float],
-        sub_agent: list[int],
-        sequence: list[int],
-        uptime: list[int | None],
+        received: list[float] | Array,
+        sub_agent: list[int] | Array,
+        sequence: list[int] | Array,
+        uptime: list[int | None] | Array,
         rates: Array,
         exporters: list[str],
     ) -> None:
@@ -127,18 +129,47 @@ def sample_batch_tables(batch: SampleBatch) -> tuple[list[DocumentTable], list[i
     groups, left = simple_sample_columns(batch)
     numbers = batch.numbers()
     tables = []
+    headers = _DatagramHeaders(batch) if groups else None
     for group in groups:
         if len(group.rows) >= MIN_TABLE_ROWS:
-            tables.append(_sample_group_table(batch, group, numbers[group.rows].tolist()))
+            assert headers is not None
+            tables.append(_sample_group_table(group, headers, numbers[group.rows]))
         else:
             left += group.rows.tolist()
     return tables, sorted(left)
 
 
-def _sample_group_table(batch: SampleBatch, group: SampleGroup, numbers: list[int]) -> DocumentTable:
+class _DatagramHeaders:
+    """The header values of a `SampleBatch`'s datagrams as arrays, one entry per datagram."""
+
+    __slots__ = ("exporters", "received", "sequence", "sub_agent", "uptime")
+
+    def __init__(self, batch: SampleBatch) -> None:
+        datagrams = batch.datagrams
+        self.received = np.array([d[2] for d in datagrams], dtype=np.float64)
+        self.sub_agent = np.array([d[4] for d in datagrams], dtype=np.int64)
+        self.sequence = np.array([d[5] for d in datagrams], dtype=np.int64)
+        uptimes: list[int | None] = [d[6] for d in datagrams]
+        self.uptime: list[int | None] | Array = uptimes if None in uptimes else np.array(uptimes, dtype=np.int64)
+        self.exporters = [d[1][0] for d in datagrams]
+
+    def rows(self, numbers: Array, rates: Array) -> _Rows:
+        """Each row's values, `numbers` being the row's datagram."""
+        uptime = self.uptime
+        exporters = self.exporters
+        return _Rows(
+            self.received[numbers],
+            self.sub_agent[numbers],
+            self.sequence[numbers],
+            uptime[numbers] if isinstance(uptime, np.ndarray) else [uptime[n] for n in numbers.tolist()],
+            rates,
+            [exporters[n] for n in numbers.tolist()],
+        )
+
+
+def _sample_group_table(group: SampleGroup, headers: _DatagramHeaders, numbers: Array) -> DocumentTable:
     """The documents of one layout of a `SampleBatch`'s vectorised columns; `numbers` are the
     datagrams of its rows."""
-    datagrams = batch.datagrams
     columns: dict[str, Column] = {}
     for name, values in group.columns.items():
         if isinstance(values, PackedAddresses):
@@ -152,15 +183,7 @@ def _sample_group_table(batch: SampleBatch, group: SampleGroup, numbers: list[in
         else:
             columns[name] = values
     rates = group.columns["sampling_rate"]
-    rows = _Rows(
-        [datagrams[n][2] for n in numbers],
-        [datagrams[n][4] for n in numbers],
-        [datagrams[n][5] for n in numbers],
-        [datagrams[n][6] for n in numbers],
-        np.where(rates > 0, rates, 1),
-        [datagrams[n][1][0] for n in numbers],
-    )
-    return _build(columns, rows)
+    return _build(columns, headers.rows(numbers, np.where(rates > 0, rates, 1)))
 
 
 def _packed_column(addresses: PackedAddresses) -> Column:
@@ -170,9 +193,13 @@ def _packed_column(addresses: PackedAddresses) -> Column:
 
 
 def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
-    table = DocumentTable(len(rows.received))
-    distinct_times = {t: iso_from_seconds(t) for t in set(rows.received)}
-    table.add("@timestamp", [distinct_times[t] for t in rows.received])
+    received = rows.received
+    table = DocumentTable(len(received))
+    if isinstance(received, np.ndarray):  # as `iso_from_seconds`: int(seconds * 1000)
+        table.add("@timestamp", iso_column((received * 1000).astype(np.int64)))
+    else:
+        distinct_times = {t: iso_from_seconds(t) for t in set(received)}
+        table.add("@timestamp", [distinct_times[t] for t in received])
     table.set_constant("event.kind", "event")
     table.set_constant("event.category", ["network"])
     table.set_constant("event.type", ["connection"])
@@ -182,7 +209,9 @@ def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
     if "agent_address" in columns:
         table.add("observer.ip", columns["agent_address"])
     uptimes = rows.uptime
-    if any(u is not None for u in uptimes):
+    if isinstance(uptimes, np.ndarray):
+        table.add("sflow.uptime_ms", uptimes)
+    elif any(u is not None for u in uptimes):
         table.add("sflow.uptime_ms", _column(uptimes) if None not in uptimes else uptimes)
     for name, column in columns.items():
         table.add("sflow." + name, column)
@@ -212,8 +241,10 @@ def _address_column(addresses: list[Any]) -> Column:
         return addresses
 
 
-def _column(values: list[Any]) -> Column:
+def _column(values: list[Any] | Array) -> Column:
     """Integers as an int64 array (rendered and compared in numpy); anything else as it is."""
+    if isinstance(values, np.ndarray):
+        return values
     if set(map(type, values)) == {int}:
         try:
             return np.array(values, dtype=np.int64)
@@ -271,7 +302,10 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
         table.add("related.ip", [[s] if d == s else [s, d] for s, d in pairs])
     elif source_column is not None or destination_column is not None:
         table.add("related.ip", [[address] for address in values["src_ip" if source_column is not None else "dst_ip"]])
-    if "ip_version" in values:
+    versions = columns.get("ip_version")
+    if isinstance(versions, np.ndarray) and len(versions) and versions.min() == versions.max():
+        table.set_constant("network.type", "ipv4" if int(versions[0]) == 4 else "ipv6")  # one layout, one family
+    elif "ip_version" in values:
         table.add("network.type", ["ipv4" if v == 4 else "ipv6" for v in values["ip_version"]])
     for name, key in (("src_port", "source.port"), ("dst_port", "destination.port")):
         if name in columns:
