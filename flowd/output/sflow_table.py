@@ -127,12 +127,13 @@ def sample_batch_tables(batch: SampleBatch) -> tuple[list[DocumentTable], list[i
     """Tables of a `SampleBatch` read in numpy, one per layout, and the row numbers left for
     the per-sample decoder (snapshots the vectorised reader does not take, small layouts)."""
     groups, left = simple_sample_columns(batch)
+    if not groups:
+        return [], sorted(left)
     numbers = batch.numbers()
+    headers = _DatagramHeaders(batch)
     tables = []
-    headers = _DatagramHeaders(batch) if groups else None
     for group in groups:
         if len(group.rows) >= MIN_TABLE_ROWS:
-            assert headers is not None
             tables.append(_sample_group_table(group, headers, numbers[group.rows]))
         else:
             left += group.rows.tolist()
