@@ -255,6 +255,7 @@ class BatchDecoder:
         try:
             data_batches, taken = decode_data_datagrams(items, self.templates, decode_one)
         except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
+            # (after those it had already passed on: a template change between them is applied early)
             self.warn.warning("data_sets|at_once", f"data set batch decode failed: {type(error).__name__}: {error}")
             data_batches, taken = [], {}
             for index, done in enumerate(decoded):
