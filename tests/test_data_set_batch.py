@@ -17,6 +17,7 @@ cuts and overwrites of those.
 
 from __future__ import annotations
 
+import functools
 import socket
 import struct
 from typing import Any
@@ -356,3 +357,85 @@ def test_a_bug_in_the_batch_path_sends_its_datagrams_one_at_a_time(monkeypatch: 
     monkeypatch.setattr(pipeline, "decode_data_datagrams", half_then_fail)
     decoder = BatchDecoder(TemplateCache(), WorkerStats())
     assert _documents(decoder, list(items)) == expected
+
+
+@functools.cache
+def _mixed_pool() -> list[tuple[bytes, tuple[str, int]]]:
+    """Datagrams of every protocol (benchmark traffic, the template and options scenarios)."""
+    pool = []
+    for protocol in ("v5", "v9", "ipfix", "sflow"):
+        traffic = build_traffic(protocol, exporters=3, datagrams_per_exporter=8)
+        for stream in traffic.streams:
+            exporter = (f"127.0.0.{1 + stream.index}", 40_000 + stream.index)
+            pool += [(datagram.payload, exporter) for datagram in stream.datagrams]
+    pool += [(data, ("192.0.2.9", 2055)) for data in v9_scenario()]
+    pool += [(data, ("192.0.2.9", 4739)) for data in ipfix_scenario()]
+    return pool
+
+
+def _unordered(decoder: BatchDecoder, batch: list[Any]) -> list[str]:
+    """Documents in a comparable order; repr, since a hostile counter may not fit JSON's integers."""
+    return sorted(repr(sorted(document.items())) for document in decoder.decode(batch))
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],  # patched per example
+)
+@given(
+    start=st.integers(0, 10**6),
+    length=st.integers(1, 150),
+    swaps=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 10**6)), max_size=10),
+    # most edits in the headers (version, counts, lengths, set and template ids), some anywhere
+    edits=st.lists(
+        st.tuples(st.integers(0, 10**6), st.one_of(st.integers(0, 40), st.integers(0, 10**6)), st.integers(0, 255)),
+        max_size=12,
+    ),
+    cut=st.integers(0, 10**6),
+)
+def test_mixed_protocol_batches_decode_alike_with_and_without_the_batch_paths(
+    monkeypatch: pytest.MonkeyPatch,
+    start: int,
+    length: int,
+    swaps: list[tuple[int, int]],
+    edits: list[tuple[int, int, int]],
+    cut: int,
+) -> None:
+    """Batches of every protocol (a stretch of the pool, streams in order with their templates
+    first, some datagrams swapped), bytes overwritten (most in the headers) and one datagram cut
+    short: the pipeline's decoder with its batch paths (v5, sFlow walk, v9/IPFIX data sets) gives
+    the documents, options and counters it gives decoding each datagram alone."""
+    pool = _mixed_pool()
+    first = start % len(pool)
+    chosen = [bytearray(data) for data, _ in pool[first : first + length]]
+    exporters = [exporter for _, exporter in pool[first : first + length]]
+    for i, j in swaps:
+        i, j = i % len(chosen), j % len(chosen)
+        chosen[i], chosen[j], exporters[i], exporters[j] = chosen[j], chosen[i], exporters[j], exporters[i]
+    for index, position, value in edits:
+        datagram = chosen[index % len(chosen)]
+        datagram[position % len(datagram)] = value
+    shortened = cut % len(chosen)
+    chosen[shortened] = chosen[shortened][: cut % (len(chosen[shortened]) + 1)]
+    batch = [
+        (bytes(data), exporter, RECEIVED_AT + n * 0.01)
+        for n, (data, exporter) in enumerate(zip(chosen, exporters, strict=True))
+    ]
+    with monkeypatch.context() as patched:
+        at_once = BatchDecoder(TemplateCache(), WorkerStats())
+        documents = _unordered(at_once, batch)
+
+        def one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
+            for index in range(len(items)):
+                decode_other(index)
+            return [], {}
+
+        patched.setattr(pipeline, "decode_data_datagrams", one_at_a_time)
+        patched.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
+        alone = BatchDecoder(TemplateCache(), WorkerStats())
+        assert documents == _unordered(alone, batch)
+    assert at_once.stats.counters == alone.stats.counters
+    assert [repr(sorted(d.items())) for d in at_once.take_options()] == [
+        repr(sorted(d.items())) for d in alone.take_options()
+    ]
