@@ -325,24 +325,37 @@ def _documents(decoder: BatchDecoder, batch: list[Any]) -> list[bytes]:
     return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in decoder.decode(batch))
 
 
+def _one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
+    """`decode_data_datagrams` taking nothing: every datagram goes to `decode_datagram`."""
+    for index in range(len(items)):
+        decode_other(index)
+    return [], {}
+
+
+def _unordered(decoder: BatchDecoder, batch: list[Any]) -> list[str]:
+    """Documents in a comparable order; repr, since a hostile counter may not fit JSON's integers."""
+    return sorted(repr(sorted(document.items())) for document in decoder.decode(batch))
+
+
+def assert_batch_paths_change_nothing(patcher: pytest.MonkeyPatch, batch: list[Any]) -> list[str]:
+    """The pipeline's decoder with its batch paths (v5, sFlow walk, v9/IPFIX data sets) gives the
+    documents, options and counters it gives decoding each datagram alone; returns the options."""
+    at_once = BatchDecoder(TemplateCache(), WorkerStats())
+    documents = _unordered(at_once, batch)
+    patcher.setattr(pipeline, "decode_data_datagrams", _one_at_a_time)
+    patcher.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
+    alone = BatchDecoder(TemplateCache(), WorkerStats())
+    assert documents == _unordered(alone, batch)
+    assert at_once.stats.counters == alone.stats.counters
+    options = [repr(sorted(d.items())) for d in at_once.take_options()]
+    assert options == [repr(sorted(d.items())) for d in alone.take_options()]
+    return options
+
+
 @pytest.mark.parametrize("protocol", ["v9", "ipfix"])
 def test_pipeline_documents_and_counters_are_unchanged(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
     items = _round_robin(protocol) + _items(v9_scenario() if protocol == "v9" else ipfix_scenario())
-    batch = [(data, exporter, received_at) for data, exporter, received_at in items]
-    at_once = BatchDecoder(TemplateCache(), WorkerStats())
-    documents = _documents(at_once, batch)
-
-    def one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
-        for index in range(len(items)):
-            decode_other(index)
-        return [], {}
-
-    monkeypatch.setattr(pipeline, "decode_data_datagrams", one_at_a_time)
-    per_datagram = BatchDecoder(TemplateCache(), WorkerStats())
-    assert documents == _documents(per_datagram, batch)
-    assert at_once.stats.counters == per_datagram.stats.counters
-    options = [orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in at_once.take_options()]
-    assert options and options == [orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in per_datagram.take_options()]
+    assert assert_batch_paths_change_nothing(monkeypatch, list(items))  # the scenarios' options too
 
 
 def test_a_bug_in_the_batch_path_sends_its_datagrams_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -371,11 +384,6 @@ def _mixed_pool() -> list[tuple[bytes, tuple[str, int]]]:
     pool += [(data, ("192.0.2.9", 2055)) for data in v9_scenario()]
     pool += [(data, ("192.0.2.9", 4739)) for data in ipfix_scenario()]
     return pool
-
-
-def _unordered(decoder: BatchDecoder, batch: list[Any]) -> list[str]:
-    """Documents in a comparable order; repr, since a hostile counter may not fit JSON's integers."""
-    return sorted(repr(sorted(document.items())) for document in decoder.decode(batch))
 
 
 @settings(
@@ -423,19 +431,4 @@ def test_mixed_protocol_batches_decode_alike_with_and_without_the_batch_paths(
         for n, (data, exporter) in enumerate(zip(chosen, exporters, strict=True))
     ]
     with monkeypatch.context() as patched:
-        at_once = BatchDecoder(TemplateCache(), WorkerStats())
-        documents = _unordered(at_once, batch)
-
-        def one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
-            for index in range(len(items)):
-                decode_other(index)
-            return [], {}
-
-        patched.setattr(pipeline, "decode_data_datagrams", one_at_a_time)
-        patched.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
-        alone = BatchDecoder(TemplateCache(), WorkerStats())
-        assert documents == _unordered(alone, batch)
-    assert at_once.stats.counters == alone.stats.counters
-    assert [repr(sorted(d.items())) for d in at_once.take_options()] == [
-        repr(sorted(d.items())) for d in alone.take_options()
-    ]
+        assert_batch_paths_change_nothing(patched, batch)
