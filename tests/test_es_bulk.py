@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
 import pytest
+from elastic_transport import ConnectionError as TransportConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +23,7 @@ from flowd.output.bulk import (
     document_of,
     split_pairs,
 )
-from flowd.output.elasticsearch import auth_headers, parse_host
+from flowd.output.elasticsearch import ElasticsearchSink, auth_headers, parse_host
 from flowd.output.spool import Spool, SpoolFull
 from flowd.output.table import DocumentTable
 
@@ -105,6 +108,60 @@ def test_a_batch_of_one_body_piece_is_a_view_of_the_table_not_a_copy() -> None:
     more = builder.add_body(table.data, 100, width)  # the open tail of 10 joins the next body's 20
     assert type(more[0].body) is bytes and more[0].docs == 30
     assert bytes(more[0].body) == table[90 * width :].tobytes() + table[: 20 * width].tobytes()
+
+
+class _Unreachable:
+    """A transport whose every request fails at once with `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.requests = 0
+
+    async def perform_request(self, *args: Any, **kwargs: Any) -> Any:
+        self.requests += 1
+        if self.requests > 500:  # a sink that spins: yield, so the test ends and fails rather than hangs
+            await asyncio.sleep(0.001)
+        raise self.error
+
+    async def close(self) -> None:
+        return None
+
+
+async def _write_table_while_unreachable(tmp_path: Path, transport: _Unreachable, wait_s: float) -> list[Any]:
+    """40 documents as one table body into a sink whose cluster fails every request; the bodies
+    of the batches waiting in memory after `wait_s`."""
+    settings = ElasticsearchSettings(
+        batch_docs=10, max_in_flight=1, spool_dir=str(tmp_path / "spool"), dead_letter_path=str(tmp_path / "dl")
+    )
+    policy = RetryPolicy(initial_s=0.01, cap_s=0.05)
+    sink = ElasticsearchSink(settings, transport=transport, policy=policy, close_timeout_s=0.5)  # type: ignore[arg-type]
+    await sink.start()
+    pairs, _ = BulkEncoder(id_prefix=b"t").encode([{"v": v} for v in range(40)])
+    width = max(map(len, pairs))
+    table = np.frombuffer(b"".join(b" " * (width - len(p)) + p for p in pairs), dtype=np.uint8).copy()
+    await sink.write_encoded(table.data, 40)
+    await asyncio.sleep(wait_s)
+    bodies = [batch.body for batch in sink._pending]
+    await sink.close()
+    return bodies
+
+
+def test_batches_that_wait_out_an_outage_own_their_bytes(tmp_path: Path) -> None:
+    """While the cluster is away, a batch waiting in memory is its own bytes, not a view that
+    keeps a whole table's array alive behind the buffer's byte count."""
+    transport = _Unreachable(TransportConnectionError("cluster down"))
+    bodies = asyncio.run(_write_table_while_unreachable(tmp_path, transport, 0.3))
+    assert transport.requests >= 2
+    assert bodies and all(type(body) is bytes for body in bodies)
+
+
+def test_an_unexpected_transport_error_backs_off_instead_of_spinning(tmp_path: Path) -> None:
+    """An exception the sink does not expect, raised at once by every request: the sink retries
+    with backoff, and the event loop (the worker's receive and decode) keeps its turns."""
+    transport = _Unreachable(ValueError("a bug in a transport layer"))
+    bodies = asyncio.run(asyncio.wait_for(_write_table_while_unreachable(tmp_path, transport, 0.3), 10.0))
+    assert 2 <= transport.requests < 100  # backoff from 10 ms, capped at 50 ms, over 0.3 s
+    assert bodies and all(type(body) is bytes for body in bodies)
 
 
 @settings(max_examples=200, deadline=None)

@@ -134,6 +134,12 @@ class Batch:
     def nbytes(self) -> int:
         return len(self.body)
 
+    def detach(self) -> None:
+        """Own the body: a view keeps its table's whole array alive, which a batch waiting out an
+        outage or a retry must not (memory is accounted per batch, by its own bytes)."""
+        if isinstance(self.body, memoryview):
+            self.body = bytes(self.body)
+
 
 def split_pairs(body: Body) -> list[bytes]:
     """A body back into its (action + document) pairs; orjson never writes a raw newline inside a line."""

@@ -372,11 +372,14 @@ class ElasticsearchSink:
     # -- queueing --------------------------------------------------------------------------------
 
     def _push_front(self, batch: Batch) -> None:
+        batch.detach()  # it waits for a retry
         self._pending.appendleft(batch)
         self._pending_bytes += batch.nbytes
 
     async def _enqueue(self, batch: Batch) -> None:
         """Into memory; when memory is full apply backpressure, or during an outage spool the oldest."""
+        if self._failures:
+            batch.detach()  # it waits out the outage
         while True:
             async with self._cond:
                 if not self._pending or self._pending_bytes + batch.nbytes <= self._memory_limit:
@@ -460,6 +463,7 @@ class ElasticsearchSink:
             except Exception:
                 _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
                 self._give_back(batch, entry)
+                self._back_off()  # an error that comes back at once must not spin the event loop
             finally:
                 async with self._cond:
                     self._in_flight -= 1
@@ -578,12 +582,19 @@ class ElasticsearchSink:
                 )
             else:
                 _log.debug("bulk retry %d: %s", self._failures, reason)
-            delay = self._policy.delay_s(self._failures)
-            self._failures += 1
-            self._resume_at = max(self._resume_at, self._clock() + delay)
-            self._stats.retries += 1
+            self._back_off()
             self._stats.docs_retried += docs
             self._cond.notify_all()
+
+    def _back_off(self) -> None:
+        """No request before the policy's next delay (capped exponential with jitter)."""
+        if self._failures == 0:
+            for waiting in self._pending:  # they wait out the failures now
+                waiting.detach()
+        delay = self._policy.delay_s(self._failures)
+        self._failures += 1
+        self._resume_at = max(self._resume_at, self._clock() + delay)
+        self._stats.retries += 1
 
     def _observe_latency(self, seconds: float) -> None:
         stats = self._stats
