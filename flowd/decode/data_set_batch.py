@@ -22,9 +22,16 @@ from typing import Any
 import numpy as np
 
 from flowd.decode.batch import RecordBatch, RowHeaders
-from flowd.decode.flowsets import FIRST_DATA_SET_ID, SAMPLING_FIELD_NAMES, SET_HEADER, sampling_rate
-from flowd.decode.records import CompiledTemplate, column_values
-from flowd.decode.templates import DomainState, TemplateCache
+from flowd.decode.flowsets import (
+    FIRST_DATA_SET_ID,
+    SAMPLING_FIELD_NAMES,
+    SET_HEADER,
+    domain_rate,
+    message_uptime_ms,
+    record_rates,
+)
+from flowd.decode.records import CompiledTemplate
+from flowd.decode.templates import TemplateCache
 from flowd.model import KIND_NETFLOW_FLOW, Exporter
 
 V9_HEADER = struct.Struct("!HHIIII")
@@ -41,11 +48,13 @@ Item = tuple[bytes, Exporter, float]
 class _Layout:
     """The datagrams of one record layout (and version): their record bytes and header runs."""
 
-    __slots__ = ("headers", "rates", "records", "template", "version")
+    __slots__ = ("headers", "rates", "rates_per_record", "records", "template", "version")
 
     def __init__(self, template: CompiledTemplate, version: int) -> None:
         self.template = template
         self.version = version
+        self.rates_per_record = not SAMPLING_FIELD_NAMES.isdisjoint(template.names)
+        """The records name a rate or sampler (the layout's names say it once for all its sets)."""
         self.records: list[bytes] = []
         self.rates: list[int | list[int]] = []
         self.headers = RowHeaders([], [], [], [], [], [], [], [])
@@ -135,23 +144,25 @@ def decode_data_datagrams(
             decode_other(index)
             continue
         state = peek_domain((exporter, version, domain_id))
-        rate = 1
-        if state is not None:
-            rate = state.sampling_rate or 1
-            if uptime is None and state.system_init_ms is not None:  # IPFIX: sysUpTime from the init time
-                uptime = export_time * 1000 - state.system_init_ms
-        header = (exporter, domain_id, export_time, uptime, sequence, received_at)
+        rate = domain_rate(state)
+        header = (
+            exporter,
+            domain_id,
+            export_time,
+            message_uptime_ms(uptime, export_time, state),
+            sequence,
+            received_at,
+        )
         for template, start, records in sets:
             key = (template.layout, version)
             layout = layouts.get(key)
             if layout is None:
                 layout = layouts[key] = _Layout(template, version)
             record_bytes = data[start : start + records * template.record_length]
-            rates = (
-                rate
-                if SAMPLING_FIELD_NAMES.isdisjoint(template.names)
-                else _record_rates(template, record_bytes, state)
-            )
+            if layout.rates_per_record:
+                rates: int | list[int] = record_rates(template, np.frombuffer(record_bytes, template.dtype), state)
+            else:
+                rates = rate
             layout.add(record_bytes, records, template, header, rates)
         taken[version] += 1
     return [layout.batch() for layout in layouts.values()], taken
@@ -185,18 +196,3 @@ def _data_sets(
         sets.append((template, pos + SET_HEADER.size, records))
         pos += length
     return sets or None
-
-
-def _record_rates(template: CompiledTemplate, record_bytes: bytes, state: DomainState | None) -> list[int]:
-    """Each record's sampling rate, for templates whose records name a rate or a sampler:
-    `sampling_rate` over just those fields, with the domain's options state as it is now."""
-    array = np.frombuffer(record_bytes, template.dtype)
-    columns = {
-        name: column_values(kind, length, array[name])
-        for name, kind, length in template.columns
-        if name in SAMPLING_FIELD_NAMES
-    }
-    names = tuple(columns)
-    return [
-        sampling_rate(dict(zip(names, values, strict=True)), state) for values in zip(*columns.values(), strict=True)
-    ]

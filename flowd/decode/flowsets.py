@@ -11,7 +11,7 @@ from typing import Any
 import numpy.typing as npt
 
 from flowd.decode.batch import RecordBatch
-from flowd.decode.records import CompiledTemplate
+from flowd.decode.records import CompiledTemplate, column_values
 from flowd.decode.templates import DomainState, ParkedSet, TemplateCache
 from flowd.errors import DecodeError
 from flowd.model import KIND_NETFLOW_FLOW, KIND_NETFLOW_OPTIONS, DecodeResult, Exporter, FlowRecord, SoftError
@@ -175,10 +175,33 @@ def emit_records(
 
 
 def _uptime_ms(context: MessageContext, state: DomainState | None) -> int | None:
+    return message_uptime_ms(context.uptime_ms, context.export_time, state)
+
+
+def message_uptime_ms(header_uptime_ms: int | None, export_time: int, state: DomainState | None) -> int | None:
     """The header's sysUpTime (v9), or for IPFIX the one its systemInitTimeMilliseconds implies."""
-    if context.uptime_ms is None and state is not None and state.system_init_ms is not None:
-        return context.export_time * 1000 - state.system_init_ms
-    return context.uptime_ms
+    if header_uptime_ms is None and state is not None and state.system_init_ms is not None:
+        return export_time * 1000 - state.system_init_ms
+    return header_uptime_ms
+
+
+def domain_rate(state: DomainState | None) -> int:
+    """The rate of records that name none: the domain's from options data, else 1."""
+    return (state.sampling_rate or 1) if state is not None else 1
+
+
+def record_rates(template: CompiledTemplate, array: npt.NDArray[Any], state: DomainState | None) -> list[int]:
+    """Each record's `sampling_rate`, for templates with sampling fields: only those fields are
+    turned into values, with the domain's options state as it is now."""
+    columns = {
+        name: column_values(kind, length, array[name])
+        for name, kind, length in template.columns
+        if name in SAMPLING_FIELD_NAMES
+    }
+    names = tuple(columns)
+    return [
+        sampling_rate(dict(zip(names, values, strict=True)), state) for values in zip(*columns.values(), strict=True)
+    ]
 
 
 def emit_batch(
@@ -204,9 +227,9 @@ def emit_batch(
         uptime_ms,
     )
     if SAMPLING_FIELD_NAMES.isdisjoint(template.names):
-        batch.rates = (state.sampling_rate or 1) if state is not None else 1
+        batch.rates = domain_rate(state)
     else:  # the rate (or the sampler it names) is in each record
-        batch.rates = [sampling_rate(row, state) for row in batch.rows()]
+        batch.rates = record_rates(template, array, state)
     result.flows.add_batch(batch)
 
 
