@@ -1,29 +1,55 @@
-"""A check shared by the batch decoders' tests (`sflow_walk`, `decode_netflow_v5_batch`): in the
-pipeline, decoding a batch's datagrams at once changes neither the documents nor the counters."""
+"""A check shared by the batch decoders' tests (`sflow_walk`, `decode_netflow_v5_batch`,
+`decode_data_datagrams`): in the pipeline, decoding a batch's datagrams at once changes neither
+the documents, the options documents nor the counters."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 
 from flowd.decode import TemplateCache
+from flowd.decode.batch import RecordBatch
 from flowd.server import pipeline
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
 
 
-def _documents(decoder: BatchDecoder, batch: list[Any]) -> list[bytes]:
-    return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in decoder.decode(batch))
+def _one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
+    """`decode_data_datagrams` taking nothing: every datagram goes to `decode_datagram`."""
+    for index in range(len(items)):
+        decode_other(index)
+    return [], {}
+
+
+def _unordered(decoder: BatchDecoder, batch: list[Any]) -> list[str]:
+    """Documents in a comparable order; repr, since a hostile counter may not fit JSON's integers."""
+    return sorted(repr(sorted(document.items())) for document in decoder.decode(batch))
+
+
+def assert_batch_paths_change_nothing(
+    patcher: pytest.MonkeyPatch, batch: list[Any]
+) -> tuple[BatchDecoder, BatchDecoder, list[str]]:
+    """The pipeline's decoder with its batch paths (v5, sFlow walk, v9/IPFIX data sets) gives the
+    documents, options and counters it gives decoding each datagram alone; returns both decoders
+    and the options."""
+    at_once = BatchDecoder(TemplateCache(), WorkerStats())
+    documents = _unordered(at_once, batch)
+    patcher.setattr(pipeline, "decode_data_datagrams", _one_at_a_time)
+    patcher.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
+    alone = BatchDecoder(TemplateCache(), WorkerStats())
+    assert documents == _unordered(alone, batch)
+    assert at_once.stats.counters == alone.stats.counters
+    options = [repr(sorted(d.items())) for d in at_once.take_options()]
+    assert options == [repr(sorted(d.items())) for d in alone.take_options()]
+    return at_once, alone, options
 
 
 def assert_at_once_equals_per_datagram(
     monkeypatch: pytest.MonkeyPatch, batch: list[Any], function: str, rows: int
 ) -> tuple[BatchDecoder, BatchDecoder]:
-    """`BatchDecoder` with the batch decoder `pipeline.<function>` (which must decode `rows`
-    records of `batch` at once) gives the documents and counters it gives without batch decoding;
-    returns both decoders."""
+    """`assert_batch_paths_change_nothing`, where the batch decoder `pipeline.<function>` decodes
+    `rows` records of `batch` at once; returns both decoders."""
     decoded: list[int] = []
     original = getattr(pipeline, function)
 
@@ -33,11 +59,6 @@ def assert_at_once_equals_per_datagram(
         return parts, left
 
     monkeypatch.setattr(pipeline, function, spy)
-    at_once = BatchDecoder(TemplateCache(), WorkerStats())
-    documents = _documents(at_once, batch)
+    at_once, alone, _ = assert_batch_paths_change_nothing(monkeypatch, batch)
     assert decoded == [rows]
-    monkeypatch.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
-    per_datagram = BatchDecoder(TemplateCache(), WorkerStats())
-    assert documents == _documents(per_datagram, batch)
-    assert at_once.stats.counters == per_datagram.stats.counters
-    return at_once, per_datagram
+    return at_once, alone

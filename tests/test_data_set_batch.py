@@ -36,6 +36,7 @@ from flowd.model import FlowRecord
 from flowd.server import pipeline
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
+from tests.batch_decoding import assert_batch_paths_change_nothing
 from tests.corpus_units import UNITS, corpus_available, unit_datagrams
 from tests.test_ipfix_features import V4_TEMPLATE, ipfix_message, ipfix_set, options_template, template, v4_record
 
@@ -325,37 +326,11 @@ def _documents(decoder: BatchDecoder, batch: list[Any]) -> list[bytes]:
     return sorted(orjson.dumps(d, option=orjson.OPT_SORT_KEYS) for d in decoder.decode(batch))
 
 
-def _one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
-    """`decode_data_datagrams` taking nothing: every datagram goes to `decode_datagram`."""
-    for index in range(len(items)):
-        decode_other(index)
-    return [], {}
-
-
-def _unordered(decoder: BatchDecoder, batch: list[Any]) -> list[str]:
-    """Documents in a comparable order; repr, since a hostile counter may not fit JSON's integers."""
-    return sorted(repr(sorted(document.items())) for document in decoder.decode(batch))
-
-
-def assert_batch_paths_change_nothing(patcher: pytest.MonkeyPatch, batch: list[Any]) -> list[str]:
-    """The pipeline's decoder with its batch paths (v5, sFlow walk, v9/IPFIX data sets) gives the
-    documents, options and counters it gives decoding each datagram alone; returns the options."""
-    at_once = BatchDecoder(TemplateCache(), WorkerStats())
-    documents = _unordered(at_once, batch)
-    patcher.setattr(pipeline, "decode_data_datagrams", _one_at_a_time)
-    patcher.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
-    alone = BatchDecoder(TemplateCache(), WorkerStats())
-    assert documents == _unordered(alone, batch)
-    assert at_once.stats.counters == alone.stats.counters
-    options = [repr(sorted(d.items())) for d in at_once.take_options()]
-    assert options == [repr(sorted(d.items())) for d in alone.take_options()]
-    return options
-
-
 @pytest.mark.parametrize("protocol", ["v9", "ipfix"])
 def test_pipeline_documents_and_counters_are_unchanged(monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
     items = _round_robin(protocol) + _items(v9_scenario() if protocol == "v9" else ipfix_scenario())
-    assert assert_batch_paths_change_nothing(monkeypatch, list(items))  # the scenarios' options too
+    _, _, options = assert_batch_paths_change_nothing(monkeypatch, list(items))
+    assert options  # the scenarios' options too
 
 
 def test_a_bug_in_the_batch_path_sends_its_datagrams_one_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
