@@ -6,9 +6,10 @@ from typing import Any, Protocol
 
 Body = bytes | memoryview
 """NDJSON handed to `write_encoded`: a view of the array a table was laid out in (one byte per
-element), which a sink writes or joins into its request bodies. The array is never reused, so a
-view may wait in an open request body; the bulk builder copies a short tail instead, so that a
-table's whole array is not kept alive for it. Every
+element), which a sink writes, joins into its request bodies, or sends as one (a bulk batch cut
+from one table is a view of it). The array is never reused, so a view may outlive the write; the
+bulk builder copies a short tail left in its open batch, and the Elasticsearch sink copies the
+batches that wait out failures, so that a table's whole array is not kept alive for them. Every
 document in it (with its action line, when the sink gave them) is padded to one length, so a
 sink can cut it at multiples of `row_bytes(body, count)` without looking for line ends."""
 
