@@ -95,7 +95,9 @@ def table(results: list[SearchResult]) -> str:
             f"{row['zero_loss_fps']:>10,} {cpu:>11} {per_cpu:>11} {row['rss_peak_mb']:>11.1f} {len(result.trials):>6}"
         )
     lines.append("+ the senders could not offer more, or --max-rate was reached: the collector's limit is higher")
-    shares = [(result, summary(result)["stage_share"]) for result in results if result.collector == "flowd"]
+    shares = [
+        (result, stage_share(result.best) if result.best else {}) for result in results if result.collector == "flowd"
+    ]
     if any(share for _, share in shares):
         lines.append("")
         lines.append("flowd worker time by stage at the zero-loss rate (flowd_stage_seconds)")
