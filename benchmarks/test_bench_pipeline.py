@@ -7,7 +7,8 @@ The traffic is the pps harness's (flowd.bench.traffic: scapy-built, 16 exporters
 templates, realistic address/port mixes). Run with
 `pytest --benchmark-enable benchmarks/test_bench_pipeline.py`; `extra_info["flows_per_s"]` is
 flows per second on one core from datagram bytes to finished bulk bodies: the ceiling of one
-worker before receive costs (goals: v9/IPFIX 300,000, v5 500,000, sFlow samples 150,000).
+worker before receive costs (goals: v9/IPFIX 300,000, v5 500,000, sFlow samples 150,000). The
+traffic is 10% IPv6; the `-ipv6` cases carry only IPv6.
 Under --benchmark-disable (the default addopts) each case runs once as a plain test.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from flowd.bench.traffic import build_traffic
+from flowd.bench.traffic import IPV6_SHARE, build_traffic
 from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain, build_enricher
@@ -34,9 +35,14 @@ BATCH_SIZE = 256
 
 
 @functools.cache
-def _items(protocol: str) -> tuple[list[tuple[bytes, tuple[str, int]]], int]:
-    """(datagram, exporter address) in exporter round-robin order, and the flows they carry."""
-    traffic = build_traffic(protocol, exporters=EXPORTERS, datagrams_per_exporter=DATAGRAMS_PER_EXPORTER)
+def _items(case: str) -> tuple[list[tuple[bytes, tuple[str, int]]], int]:
+    """(datagram, exporter address) in exporter round-robin order, and the flows they carry.
+    `case` is a protocol, or a protocol and "-ipv6" for all of its flows in IPv6."""
+    protocol, _, family = case.partition("-")
+    share = 1.0 if family == "ipv6" else IPV6_SHARE
+    traffic = build_traffic(
+        protocol, exporters=EXPORTERS, datagrams_per_exporter=DATAGRAMS_PER_EXPORTER, ipv6_share=share
+    )
     items = []
     flows = 0
     longest = max(len(s.datagrams) for s in traffic.streams)
@@ -71,7 +77,7 @@ def enricher() -> EnrichmentChain:
 
 
 @pytest.mark.parametrize("enrich", [True, False], ids=["enriched", "plain"])
-@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow"])
+@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow", "v9-ipv6", "sflow-ipv6"])
 def test_bench_pipeline(benchmark: Any, protocol: str, enrich: bool, enricher: EnrichmentChain) -> None:
     items, flows = _items(protocol)
     chain = enricher if enrich else None

@@ -16,7 +16,7 @@ from flowd.errors import DecodeError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList
 from flowd.output.batch_documents import batch_table, documents_for
 from flowd.output.documents import flow_document
-from flowd.output.table import split_lines
+from flowd.output.table import LazyColumn, split_lines
 from tests.shared_data import CORPUS as SHARED_CORPUS
 
 CORPUS = SHARED_CORPUS
@@ -60,6 +60,34 @@ def test_columnar_documents_on_generated_traffic(builder: object) -> None:
     for datagram in [*templates_, *data]:
         result = decode_datagram(datagram, ("192.0.2.1", 2055), cache, 1.0)
         assert documents_for(result.flows) == [flow_document(record) for record in result.flows]
+
+
+@pytest.mark.parametrize("protocol", ["v9", "ipfix"])
+def test_address_columns_stay_arrays_in_both_families(protocol: str) -> None:
+    """IPv4 and IPv6 data sets (every tenth datagram of the bench traffic is IPv6) give the
+    per-record documents from address arrays (uint32, 16-byte values): `related.ip` from them
+    too, `network.type` once per set."""
+    from flowd.bench.traffic import build_traffic
+    from flowd.output.batch_documents import address_family
+
+    cache = TemplateCache()
+    ipv6_sets = 0
+    for stream in build_traffic(protocol, exporters=2, datagrams_per_exporter=30).streams:
+        for datagram in stream.datagrams:
+            result = decode_datagram(datagram.payload, ("192.0.2.1", 2055), cache, 1.0)
+            assert_ndjson_equals_dicts(result.flows)
+            for part in result.flows.parts:
+                if not isinstance(part, RecordBatch):
+                    continue
+                family = "ipv6" if "source_ipv6_address" in part.template.names else "ipv4"
+                ipv6_sets += family == "ipv6"
+                table = batch_table(part)
+                source, destination = table.fields["source.ip"], table.fields["destination.ip"]
+                assert address_family(source, destination) == family
+                assert table.fields[f"netflow.source_{family}_address"] is source  # rendered once for both keys
+                assert isinstance(table.fields["related.ip"], LazyColumn)
+                assert table.constants["network.type"] == family
+    assert ipv6_sets >= 4
 
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=lambda p: p.split("corpus/")[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 from typing import Any
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from flowd.output.batch_documents import ipv6_column
 from flowd.output.render import render_hex64, render_integers, render_ipv4, render_iso_ms
 from flowd.output.table import DocumentTable, FieldGroup, LazyColumn, factorize_values, split_lines
 from flowd.output.timestamps import iso_from_ms
@@ -55,6 +57,24 @@ def test_unsigned_integers_render_as_python_prints_them(values: list[int]) -> No
 def test_ipv4_addresses_render_as_dotted_quads(values: list[int]) -> None:
     expected = [f'"{ipaddress.IPv4Address(v)}"'.encode() for v in values]
     assert rendered(render_ipv4(np.array(values, dtype=">u4"))) == expected
+
+
+_groups = st.one_of(st.just(0), st.just(0xFFFF), st.integers(min_value=0, max_value=0xFFFF))
+ipv6_addresses = st.lists(_groups, min_size=8, max_size=8).map(lambda g: b"".join(v.to_bytes(2, "big") for v in g))
+"""Mostly zero groups and 0xffff: runs to compress, IPv4-mapped and IPv4-compatible forms."""
+
+
+@given(st.lists(ipv6_addresses, min_size=1, max_size=40))
+def test_ipv6_addresses_render_as_the_c_library_writes_them(values: list[bytes]) -> None:
+    expected = [socket.inet_ntop(socket.AF_INET6, v) for v in values]
+    column = ipv6_column(np.frombuffer(b"".join(values), dtype="V16"))
+    assert rendered(column.render()[0]) == [f'"{text}"'.encode() for text in expected]
+    assert column.values() == expected
+    distinct, index = column.distinct()
+    assert [column.values_of(distinct)[i] for i in index.tolist()] == expected
+    table = DocumentTable(len(values))
+    table.add("source.ip", column)
+    assert parsed(table) == [{"source.ip": text} for text in expected]
 
 
 @given(st.lists(st.integers(min_value=0, max_value=2**64 - 1), min_size=1, max_size=50))

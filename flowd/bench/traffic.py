@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import random
 import struct
 import time
@@ -57,8 +58,9 @@ SFLOW_SAMPLING_RATE = 1024
 RECORDS_PER_DATAGRAM = {"v5": 30, "v9": 22, "ipfix": 20, "sflow": 6}
 """About 1,400-byte datagrams: v5 records are 48 bytes, the v9 IPv4 template's 62, IPFIX's 70."""
 V6_RECORDS_PER_DATAGRAM = 14
-V6_EVERY = 10
-"""Every tenth data datagram of a v9/IPFIX exporter carries IPv6 flows."""
+IPV6_SHARE = 0.1
+"""The share of IPv6: every tenth data datagram of a v9/IPFIX exporter carries IPv6 flows, and
+each sFlow sample is IPv6 with this probability."""
 
 _COMMON_V4 = IPV4_RECORD_FIELDS
 _COMMON_V6 = (
@@ -316,7 +318,7 @@ def _v9_record(record_class: Any, flow: Flow, ipfix: bool, export_ms: int) -> An
 
 
 def _v9_stream(
-    mix: FlowMix, ipfix: bool, index: int, data_datagrams: int, template_refresh: int, export_s: int
+    mix: FlowMix, ipfix: bool, index: int, data_datagrams: int, template_refresh: int, export_s: int, ipv6_share: float
 ) -> ExporterStream:
     domain = 1000 + index
     flowset = _template_flowset(ipfix)
@@ -327,7 +329,7 @@ def _v9_stream(
     for number in range(data_datagrams):
         if number % max(1, template_refresh) == 0:
             datagrams.append(template)
-        ipv6 = number % V6_EVERY == V6_EVERY - 1
+        ipv6 = math.floor((number + 1) * ipv6_share + 1e-9) > math.floor(number * ipv6_share + 1e-9)  # 9, 19, ...
         count = V6_RECORDS_PER_DATAGRAM if ipv6 else RECORDS_PER_DATAGRAM["ipfix" if ipfix else "v9"]
         flows = [mix.flow(ipv6) for _ in range(count)]
         record_class = classes[TEMPLATE_V6 if ipv6 else TEMPLATE_V4]
@@ -373,7 +375,7 @@ def _sampled_frame(flow: Flow, rng: random.Random) -> bytes:
     return bytes(frame / Raw(b"\x00" * max(0, size - len(frame))))
 
 
-def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int) -> ExporterStream:
+def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int, ipv6_share: float) -> ExporterStream:
     agent = bytes([192, 0, 2, 1 + index % 250])
     rng = mix.rng
     datagrams = []
@@ -382,7 +384,7 @@ def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int) -> ExporterStre
         count = RECORDS_PER_DATAGRAM["sflow"]
         samples = []
         for _ in range(count):
-            flow = mix.flow(ipv6=rng.random() < 0.1)
+            flow = mix.flow(ipv6=rng.random() < ipv6_share)
             frame = _sampled_frame(flow, rng)
             header = frame[:SFLOW_HEADER_BYTES]
             raw = struct.pack("!IIII", 1, len(frame) + 4, 4, len(header)) + header  # ethernet, FCS stripped
@@ -411,9 +413,16 @@ def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int) -> ExporterStre
 
 
 def build_traffic(
-    protocol: str, *, exporters: int = 16, datagrams_per_exporter: int = 64, template_refresh: int = 20, seed: int = 1
+    protocol: str,
+    *,
+    exporters: int = 16,
+    datagrams_per_exporter: int = 64,
+    template_refresh: int = 20,
+    seed: int = 1,
+    ipv6_share: float = IPV6_SHARE,
 ) -> Traffic:
-    """Every exporter's replay cycle for one protocol (see the module docstring)."""
+    """Every exporter's replay cycle for one protocol (see the module docstring); `ipv6_share`
+    of the NetFlow v9/IPFIX datagrams and sFlow samples carry IPv6 (v5 has none)."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
     started = time.perf_counter()
@@ -430,9 +439,11 @@ def build_traffic(
                 ],
             )
         elif protocol == "sflow":
-            stream = _sflow_stream(mix, index, datagrams_per_exporter)
+            stream = _sflow_stream(mix, index, datagrams_per_exporter, ipv6_share)
         else:
-            stream = _v9_stream(mix, protocol == "ipfix", index, datagrams_per_exporter, template_refresh, export_s)
+            stream = _v9_stream(
+                mix, protocol == "ipfix", index, datagrams_per_exporter, template_refresh, export_s, ipv6_share
+            )
         traffic.streams.append(stream)
     traffic.build_s = time.perf_counter() - started
     return traffic

@@ -67,7 +67,7 @@ class _AddressInfo:
     """What documents need about one address, merged once and cached: the fields it adds as a
     source and as a destination, rendered to JSON once however many flows carry it."""
 
-    __slots__ = ("address_class", "destination_group", "facts", "internal", "length", "source_group", "valid")
+    __slots__ = ("address_class", "destination_group", "facts", "internal", "length", "row", "source_group", "valid")
 
     def __init__(self, facts: AddressFacts, geo: GeoFields) -> None:
         self.facts = facts
@@ -77,6 +77,8 @@ class _AddressInfo:
         self.length = len(facts.packed)
         self.source_group = FieldGroup.shared({**geo[0], "flowd.source_address_class": facts.address_class})
         self.destination_group = FieldGroup.shared({**geo[1], "flowd.destination_address_class": facts.address_class})
+        self.row = (int(self.valid), self.internal, self.length, -1, -1)
+        """`_ATTRIBUTES` without group numbers (which only the IPv4 cache keeps)."""
 
 
 _DIRECTION_GROUPS = [
@@ -226,9 +228,7 @@ class EnrichmentChain:
         table.add_groups(
             [None if i is None else (i.source_group if source else i.destination_group) for i in known], index
         )
-        facts = np.array([self._attributes(i, numbered=False) for i in known], dtype=np.int64).reshape(
-            -1, len(_ATTRIBUTES)
-        )
+        facts = np.array([_NO_ROW if i is None else i.row for i in known], dtype=np.int64).reshape(-1, len(_ATTRIBUTES))
         return _End(addresses, index, facts, known)
 
     def _add_ipv4_addresses(
@@ -263,13 +263,10 @@ class EnrichmentChain:
         table.add_groups(groups, remap[index])
         return _End(numbers, index, facts, infos)
 
-    def _attributes(self, info: _AddressInfo | None, numbered: bool = True) -> tuple[int, int, int, int, int]:
-        """What the IPv4 cache keeps of an address as numbers, in `_ATTRIBUTES` order (the
-        groups only when `numbered`: the other addresses' groups need no number)."""
+    def _attributes(self, info: _AddressInfo | None) -> tuple[int, int, int, int, int]:
+        """What the IPv4 cache keeps of an address as numbers, in `_ATTRIBUTES` order."""
         if info is None:
-            return (0, 0, 0, -1, -1)
-        if not numbered:
-            return (int(info.valid), info.internal, info.length, -1, -1)
+            return _NO_ROW
         return (
             int(info.valid),
             info.internal,
@@ -622,6 +619,8 @@ class _End:
 _ATTRIBUTES = ("valid", "internal", "length", "source_group", "destination_group")
 """What the enrichment needs of an address, as integers (the groups by number, -1: none)."""
 _VALID, _INTERNAL, _LENGTH, _SOURCE_GROUP, _DESTINATION_GROUP = range(len(_ATTRIBUTES))
+_NO_ROW = (0, 0, 0, -1, -1)
+"""`_ATTRIBUTES` of a row without an address."""
 MAX_ADDRESS_GROUPS = 65_536
 """Distinct address field groups numbered before the address caches start again (each is a few
 hundred bytes; as many as `FieldGroup.shared` keeps)."""

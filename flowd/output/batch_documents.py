@@ -2,7 +2,8 @@
 
 `netflow_document` builds one document from one record's dict; this module builds the same
 documents for a `RecordBatch` as a `DocumentTable` (table.py): plain integer fields stay numpy
-arrays, addresses stay uint32 arrays rendered as dotted quads only when written, the derived ECS
+arrays, addresses stay arrays (IPv4 as uint32, IPv6 as 16-byte values) rendered as text only
+when written, the derived ECS
 fields are computed once per column (flow ids, scaled counters and ISO times in numpy), and
 what is the same for every record is a constant. A test holds both paths to identical output.
 """
@@ -21,7 +22,16 @@ from flowd.decode.records import column_values, is_plain_integer
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
-from flowd.output.render import PAD, pad_nuls, render_hex64, render_integers, render_ipv4, render_iso_ms, render_values
+from flowd.output.render import (
+    PAD,
+    Ipv6Texts,
+    pad_nuls,
+    render_hex64,
+    render_integers,
+    render_ipv4,
+    render_iso_ms,
+    render_values,
+)
 from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
 from flowd.output.timestamps import iso_from_ms
 
@@ -59,6 +69,7 @@ class _Fields:
         self.kinds: dict[str, tuple[str, int]] = {}
         self.arrays: dict[str, Array] = {}
         self.ipv4: dict[str, Array] = {}
+        self.ipv6: dict[str, Array] = {}
         self._lists: dict[str, list[Any]] = {}
         self._addresses: dict[str, LazyColumn] = {}
         self._array = batch.array
@@ -71,6 +82,8 @@ class _Fields:
                 self.arrays[name] = column
             elif kind == ie.IPV4 and column.dtype.kind == "u":
                 self.ipv4[name] = column
+            elif kind == ie.IPV6 and column.dtype.itemsize == IPV6_BYTES:
+                self.ipv6[name] = column
         self.names = list(self.kinds) + [name for name in self.extra if name not in self.kinds]
 
     def __contains__(self, name: str) -> bool:
@@ -95,7 +108,7 @@ class _Fields:
         array = self.arrays.get(name)
         if array is not None:
             return array
-        if name in self.ipv4:
+        if name in self.ipv4 or name in self.ipv6:
             return self.address_column(name)
         values = self.values(name)
         assert values is not None
@@ -106,7 +119,9 @@ class _Fields:
         quads once (`to_ndjson` renders a column shared by several keys once)."""
         column = self._addresses.get(name)
         if column is None:
-            column = self._addresses[name] = ipv4_column(self.ipv4[name])
+            four = self.ipv4.get(name)
+            column = ipv4_column(four) if four is not None else ipv6_column(self.ipv6[name])
+            self._addresses[name] = column
         return column
 
     def integers(self, names: tuple[str, ...]) -> Array | list[Any] | None:
@@ -240,6 +255,8 @@ def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
         four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
         if four in fields.ipv4 and six not in fields:
             ends.append(fields.address_column(four))
+        elif six in fields.ipv6 and four not in fields:
+            ends.append(fields.address_column(six))
         else:
             ends.append(_pick_addresses(fields.values(four), fields.values(six)))
     source, destination = ends
@@ -247,17 +264,32 @@ def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
         table.add("source.ip", source)
     if destination is not None:
         table.add("destination.ip", destination)
-    if isinstance(source, LazyColumn) and isinstance(destination, LazyColumn):
-        table.add("related.ip", related_ipv4(source, destination))
-        table.set_constant("network.type", "ipv4")
+    family = address_family(source, destination)
+    if family is not None:
+        assert isinstance(source, LazyColumn) and isinstance(destination, LazyColumn)
+        table.add("related.ip", related_addresses(source, destination))
+        table.set_constant("network.type", family)
     elif source is not None or destination is not None:
         related = _related(source, destination, count)
         table.add("related.ip", related)
         table.add("network.type", ["ipv6" if ":" in r[0] else "ipv4" for r in related])
 
 
-def related_ipv4(source: LazyColumn, destination: LazyColumn) -> LazyColumn:
-    """`related.ip` of two IPv4 address columns (uint32 arrays, every row present)."""
+def address_family(source: Column | None, destination: Column | None) -> str | None:
+    """ "ipv4" or "ipv6" when both ends are address arrays of that family (`ipv4_column`,
+    `ipv6_column`) with a value in every row, else None."""
+    if not (isinstance(source, LazyColumn) and isinstance(destination, LazyColumn)):
+        return None
+    if source.missing is not None or destination.missing is not None:
+        return None
+    kinds = {(end.array.dtype.kind, end.array.dtype.itemsize) for end in (source, destination)}
+    if kinds == {("u", 4)}:  # uint32 in either byte order
+        return "ipv4"
+    return "ipv6" if kinds == {("V", IPV6_BYTES)} else None
+
+
+def related_addresses(source: LazyColumn, destination: LazyColumn) -> LazyColumn:
+    """`related.ip` of two address columns of one family (`address_family`)."""
     same = source.array == destination.array
     return LazyColumn(
         same,
@@ -269,6 +301,16 @@ def related_ipv4(source: LazyColumn, destination: LazyColumn) -> LazyColumn:
 def ipv4_column(array: Array) -> LazyColumn:
     """IPv4 addresses kept as uint32, written as dotted quads."""
     return LazyColumn(array, render_ipv4, _ipv4_strings, elementwise=True)
+
+
+IPV6_BYTES = 16
+IPV6_DTYPE = np.dtype(f"V{IPV6_BYTES}")
+
+
+def ipv6_column(array: Array) -> LazyColumn:
+    """IPv6 addresses kept as 16-byte values, written as RFC 5952 text."""
+    texts = Ipv6Texts(np.ascontiguousarray(array).view(IPV6_DTYPE))
+    return LazyColumn(texts.array, texts.render, texts.convert, elementwise=True, distinct=texts.distinct)
 
 
 def _related(source: Column | None, destination: Column | None, count: int) -> list[list[Any]]:
@@ -283,7 +325,8 @@ def _related(source: Column | None, destination: Column | None, count: int) -> l
 
 def _render_related(source: npt.NDArray[np.uint8], destination: npt.NDArray[np.uint8], same: Array) -> Any:
     """`["source","destination"]`, or `["address"]` when both ends are the same."""
-    width = source.shape[1]
+    width = max(source.shape[1], destination.shape[1])  # IPv6 texts differ in width
+    source, destination = (_widened(matrix, width) for matrix in (source, destination))
     out = np.empty((len(same), 3 + 2 * width), dtype=np.uint8)
     out[:, 0] = ord("[")
     out[:, 1 : 1 + width] = source
@@ -291,6 +334,14 @@ def _render_related(source: npt.NDArray[np.uint8], destination: npt.NDArray[np.u
     out[:, 2 + width : -1] = destination
     out[same, 1 + width : -1] = PAD
     out[:, -1] = ord("]")
+    return out
+
+
+def _widened(matrix: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]:
+    if matrix.shape[1] == width:
+        return matrix
+    out = np.full((matrix.shape[0], width), PAD, dtype=np.uint8)
+    out[:, : matrix.shape[1]] = matrix
     return out
 
 
@@ -652,8 +703,7 @@ def _raw_words(batch: RecordBatch) -> list[Array] | None:
             column = array[six]
             if column.dtype.itemsize != 16:
                 return None
-            pairs = np.frombuffer(column.tobytes(), dtype=">u8").reshape(-1, 2)
-            words += [pairs[:, 0].astype(_U64), pairs[:, 1].astype(_U64)]
+            words += ipv6_words(column)
         else:
             words.append(np.zeros(len(array), dtype=_U64))
         words.append(_array_word(array, names, f"{end}_transport_port"))
@@ -665,6 +715,12 @@ def _array_word(array: Array, names: set[str], name: str) -> Array:
     if name in names and array[name].dtype.kind == "u":
         return array[name].astype(_U64)
     return np.zeros(len(array), dtype=_U64)
+
+
+def ipv6_words(addresses: Array) -> list[Array]:
+    """16-byte addresses as their two 64-bit words (`ecs.address_words`), one array each."""
+    pairs = np.frombuffer(np.ascontiguousarray(addresses).tobytes(), dtype=">u8").reshape(-1, 2)
+    return [pairs[:, 0].astype(_U64), pairs[:, 1].astype(_U64)]
 
 
 def int_words(column: list[Any] | None, count: int) -> Array:

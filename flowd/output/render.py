@@ -10,7 +10,9 @@ a value: a number's sign is written next to its first digit, an address's octets
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Sequence
+from socket import AF_INET6
 from typing import Any
 
 import numpy as np
@@ -233,6 +235,62 @@ def render_ipv4(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     out[:, 0] = ord('"')
     out[:, 1:] = words.view(np.uint8)
     return out
+
+
+class Ipv6Texts:
+    """The text of a column of 16-byte IPv6 addresses (a `V16` array), in the form
+    `socket.inet_ntop` gives (RFC 5952): each distinct address formatted once by the C library,
+    shared by the column's rendering and its Python values (`batch_documents.ipv6_column`)."""
+
+    __slots__ = ("_found", "_texts", "array")
+
+    def __init__(self, array: npt.NDArray[Any]) -> None:
+        self.array = array
+        self._found: tuple[npt.NDArray[Any], npt.NDArray[np.intp]] | None = None
+        self._texts: list[str] | None = None
+
+    def distinct(self) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]]:
+        if self._found is None:
+            self._found = unique_inverse(self.array)
+        return self._found
+
+    def distinct_texts(self) -> list[str]:
+        if self._texts is None:
+            self._texts = _ipv6_texts(self.distinct()[0])
+        return self._texts
+
+    def render(self, _array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
+        """Quoted and left-aligned, one row per address."""
+        quoted = [b'"' + text.encode() + b'"' for text in self.distinct_texts()]
+        return np.take(render_fragments(quoted), self.distinct()[1], axis=0)
+
+    def convert(self, elements: npt.NDArray[Any]) -> list[str]:
+        """The texts of `elements`: the column's array, its distinct addresses, or others."""
+        if elements is self.array:
+            texts = self.distinct_texts()
+            return [texts[i] for i in self.distinct()[1].tolist()]
+        if self._found is not None and elements is self._found[0]:
+            return self.distinct_texts()
+        return _ipv6_texts(elements)
+
+
+def _ipv6_texts(addresses: npt.NDArray[Any]) -> list[str]:
+    known = _ipv6_strings
+    if len(known) >= IPV6_TEXTS_KEPT:
+        known.clear()
+    raws = addresses.tolist()
+    texts = list(map(known.get, raws))
+    if None in texts:
+        ntop = socket.inet_ntop
+        for position, raw in enumerate(raws):
+            if texts[position] is None:
+                texts[position] = known[raw] = ntop(AF_INET6, raw)
+    return texts  # type: ignore[return-value]
+
+
+IPV6_TEXTS_KEPT = 65_536
+"""Addresses whose text is kept between batches (traffic repeats its busy addresses)."""
+_ipv6_strings: dict[bytes, str] = {}
 
 
 _ISO_FIRST_MS = 0

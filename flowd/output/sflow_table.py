@@ -28,17 +28,21 @@ from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
 from flowd.output.batch_documents import (
     IANA_NUMBERS,
+    IPV6_DTYPE,
     TRANSPORT_NAMES,
     MixedFamiliesError,
+    address_family,
     address_word_columns,
     byte_names,
     hex_strings,
     int_words,
     ipv4_column,
+    ipv6_column,
+    ipv6_words,
     iso_column,
     mix_word_columns,
     python_list,
-    related_ipv4,
+    related_addresses,
 )
 from flowd.output.distinct import unique_inverse
 from flowd.output.render import mac_texts, render_hex64, render_integers, render_mac
@@ -190,7 +194,10 @@ def _sample_group_table(group: SampleGroup, headers: _DatagramHeaders, numbers: 
 def _packed_column(addresses: PackedAddresses) -> Column:
     if bool(addresses.four.all()):
         return ipv4_column(addresses.ipv4)
-    return column_values(ie.IPV6, 16, np.ascontiguousarray(addresses.ipv6).view("V16").reshape(-1))
+    packed = np.ascontiguousarray(addresses.ipv6).view("V16").reshape(-1)
+    if not addresses.four.any():
+        return ipv6_column(packed)
+    return column_values(ie.IPV6, 16, packed)
 
 
 def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
@@ -296,8 +303,9 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
         if name in columns:
             table.add(key, columns[name])
     source_column, destination_column = columns.get("src_ip"), columns.get("dst_ip")
-    if isinstance(source_column, LazyColumn) and isinstance(destination_column, LazyColumn):
-        table.add("related.ip", related_ipv4(source_column, destination_column))
+    if address_family(source_column, destination_column) is not None:
+        assert isinstance(source_column, LazyColumn) and isinstance(destination_column, LazyColumn)
+        table.add("related.ip", related_addresses(source_column, destination_column))
     elif source_column is not None and destination_column is not None:
         pairs = zip(values["src_ip"], values["dst_ip"], strict=True)
         table.add("related.ip", [[s] if d == s else [s, d] for s, d in pairs])
@@ -397,8 +405,11 @@ def _words(columns: dict[str, Column], values: _Values, name: str, count: int) -
 
 def _address_words(columns: dict[str, Column], values: _Values, name: str, count: int) -> list[Array]:
     column = columns.get(name)
-    if isinstance(column, LazyColumn):
-        return [column.array.astype(_U64)]
+    if isinstance(column, LazyColumn) and column.missing is None:
+        if column.array.dtype.kind == "u":
+            return [column.array.astype(_U64)]
+        if column.array.dtype == IPV6_DTYPE:
+            return ipv6_words(column.array)
     return address_word_columns(values.get(name), count)
 
 

@@ -29,6 +29,8 @@ from flowd.output.render import PAD, render_fragments, render_integers, render_v
 
 Matrix = npt.NDArray[np.uint8]
 Missing = npt.NDArray[np.bool_] | None
+Factorized = tuple[npt.NDArray[Any], npt.NDArray[np.intp]]
+"""Distinct elements of an array and each element's index among them."""
 
 
 class FieldGroup:
@@ -84,7 +86,17 @@ class LazyColumn:
     Python values. `missing` marks rows without a value (their Python value is None).
     """
 
-    __slots__ = ("_convert", "_render", "_rendered", "_values", "array", "elementwise", "missing")
+    __slots__ = (
+        "_convert",
+        "_distinct",
+        "_find_distinct",
+        "_render",
+        "_rendered",
+        "_values",
+        "array",
+        "elementwise",
+        "missing",
+    )
 
     def __init__(
         self,
@@ -95,6 +107,7 @@ class LazyColumn:
         # `convert` gives every row's value; `values()` applies `missing`.
         *,
         elementwise: bool = False,
+        distinct: Callable[[], Factorized] | None = None,
     ) -> None:
         self.array = array
         self.missing = missing
@@ -105,6 +118,18 @@ class LazyColumn:
         self._convert = convert
         self._values: list[Any] | None = None
         self._rendered: tuple[Matrix, Missing] | None = None
+        self._find_distinct = distinct
+        """Where `distinct` comes from when the column's owner already knows it."""
+        self._distinct: Factorized | None = None
+
+    def distinct(self) -> Factorized:
+        """The distinct elements of `array` and each row's index among them, found once (an
+        `elementwise` column's are its distinct values: rendering, documents and enrichment
+        all ask)."""
+        if self._distinct is None:
+            find = self._find_distinct
+            self._distinct = find() if find is not None else unique_inverse(self.array)
+        return self._distinct
 
     def without(self, rows: npt.NDArray[np.bool_]) -> LazyColumn:
         """The same column with `rows` absent."""
@@ -229,7 +254,7 @@ class DocumentTable:
             distinct, index = unique_inverse(column)
             return distinct.tolist(), index
         if isinstance(column, LazyColumn) and column.elementwise and column.array.ndim == 1:
-            distinct, index = unique_inverse(column.array)
+            distinct, index = column.distinct()
             values = column.values_of(distinct)
             if column.missing is not None:
                 values.append(None)
@@ -242,7 +267,7 @@ class DocumentTable:
         (a `LazyColumn` with a value in every row, such as IPv4 addresses as uint32); else None."""
         column = self.fields.get(key)
         if isinstance(column, LazyColumn) and column.elementwise and column.missing is None and column.array.ndim == 1:
-            return unique_inverse(column.array)
+            return column.distinct()
         return None
 
     def override(self, key: str, values: list[Any]) -> None:
