@@ -13,6 +13,7 @@ import asyncio
 import functools
 import glob
 import json
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -254,3 +255,42 @@ def write_batch(batch: list[tuple[bytes, tuple[str, int], float]], chain: Enrich
             asyncio.run(chain.enrich_table(part))
             written += len(part.to_ndjson())
     return written
+
+
+@pytest.mark.parametrize("protocol", ["v9", "ipfix"])
+def test_ipv6_sets_enriched_as_columns_equal_enriched_as_dicts(protocol: str) -> None:
+    """All-IPv6 traffic: addresses as 16-byte arrays, looked up per distinct address, hashed for
+    the Community ID from the array."""
+    traffic_ = build_traffic(protocol, exporters=4, datagrams_per_exporter=12, ipv6_share=1.0)
+    batches = joined_batches((d.payload, ("192.0.2.1", 2055)) for s in traffic_.streams for d in s.datagrams)
+    assert batches and all("source_ipv6_address" in b.template.names for b in batches)
+    addresses = sorted({a for b in batches for d in batch_table(b).to_dicts() for a in d.get("related.ip", [])})
+    names = {a: f"v6-{i}.example.test" for i, a in enumerate(addresses) if i % 2}
+    assert check_batches(batches, names) > 500
+
+
+def test_ipv6_sets_with_mapped_and_special_addresses_enrich_alike() -> None:
+    """IPv4-mapped addresses (classified and hashed as IPv6 by both paths), ::, loopback,
+    link-local, documentation and private-range ends, each with TCP, UDP, ICMPv6 and GRE."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    specials = ["::ffff:10.1.2.3", "::ffff:8.8.8.8", "::", "::1", "fe80::1", "2001:db8::7", "fd00::5", "2a00:1450::1"]
+    records = b""
+    count = 0
+    for source in specials:
+        for destination in specials:
+            for protocol, source_port, destination_port in ((6, 443, 50000), (17, 53, 53), (58, 0x8000, 0), (47, 0, 0)):
+                records += (
+                    socket.inet_pton(socket.AF_INET6, source)
+                    + socket.inet_pton(socket.AF_INET6, destination)
+                    + bytes([protocol])
+                    + source_port.to_bytes(2, "big")
+                    + destination_port.to_bytes(2, "big")
+                )
+                count += 1
+    message = ipfix_message(
+        ipfix_set(2, template(400, (27, 16), (28, 16), (4, 1), (7, 2), (11, 2))), ipfix_set(400, records)
+    )
+    batches = joined_batches([(message, ("192.0.2.9", 4739))])
+    assert sum(len(b) for b in batches) == count
+    assert check_batches(batches, {"2001:db8::7": "doc.example.test", "::ffff:8.8.8.8": "dns.example.test"}) == count

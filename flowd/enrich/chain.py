@@ -229,7 +229,10 @@ class EnrichmentChain:
             [None if i is None else (i.source_group if source else i.destination_group) for i in known], index
         )
         facts = np.array([_NO_ROW if i is None else i.row for i in known], dtype=np.int64).reshape(-1, len(_ATTRIBUTES))
-        return _End(addresses, index, facts, known)
+        end = _End(addresses, index, facts, known)
+        if raw is not None and raw[0].dtype.kind == "V":  # IPv6 as 16-byte values: packed already
+            end.packed_ipv6 = raw[0]
+        return end
 
     def _add_ipv4_addresses(
         self, table: Table, key: str, numbers: npt.NDArray[np.uint32], index: npt.NDArray[np.intp], now: float
@@ -567,7 +570,7 @@ class _End:
     """One end of every flow in a table: its distinct addresses, what is known of each
     (`_ATTRIBUTES` as numbers, and the `_AddressInfo`s when reverse DNS needs them), each row's index."""
 
-    __slots__ = ("_infos", "_texts", "addresses", "facts", "index")
+    __slots__ = ("_infos", "_texts", "addresses", "facts", "index", "packed_ipv6")
 
     def __init__(
         self,
@@ -582,6 +585,8 @@ class _End:
         self.facts = facts
         self._infos = infos
         self._texts: list[str | None] | None = None
+        self.packed_ipv6: npt.NDArray[Any] | None = None
+        """The distinct addresses as 16-byte values, when they came so (IPv6 arrays)."""
 
     @property
     def infos(self) -> list[_AddressInfo | None]:
@@ -612,6 +617,8 @@ class _End:
             if length == 4:
                 return self.addresses.astype(">u4").view(np.uint8).reshape(-1, 4)
             return np.zeros((len(self.addresses), length), dtype=np.uint8)
+        if self.packed_ipv6 is not None and length == 16:
+            return self.packed_ipv6.view(np.uint8).reshape(-1, 16)
         rows = [i.facts.packed if i is not None and i.length == length else bytes(length) for i in self.infos]
         return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), length)
 

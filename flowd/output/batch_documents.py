@@ -4,7 +4,8 @@
 documents for a `RecordBatch` as a `DocumentTable` (table.py): plain integer fields stay numpy
 arrays, addresses stay arrays (IPv4 as uint32, IPv6 as 16-byte values) rendered as text only
 when written, the derived ECS fields are computed once per column (flow ids, scaled counters
-and ISO times in numpy), and what is the same for every record is a constant. A test holds both paths to identical output.
+and ISO times in numpy), and what is the same for every record is a constant. A test holds
+both paths to identical output.
 """
 
 from __future__ import annotations
