@@ -34,11 +34,17 @@ from flowd.decode.sflow_batch import (
     walk_simple_sample,
 )
 from flowd.decode.sflow_counters import COUNTER_DECODERS, RecordDecoder, read_string
+from flowd.decode.sflow_routing import (
+    ADDRESS_IPV4,
+    ADDRESS_IPV6,
+    decode_extended_gateway,
+    decode_extended_router,
+    need,
+    read_address,
+    read_u32_list,
+)
 from flowd.errors import DecodeError, TruncatedError
 from flowd.model import KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, DecodeResult, Exporter, FlowRecord, SoftError
-
-ADDRESS_IPV4 = 1
-ADDRESS_IPV6 = 2
 
 SAMPLE_FLOW = 1
 SAMPLE_COUNTERS = 2
@@ -50,8 +56,6 @@ FORMAT_DISCARDED = 1
 FORMAT_MULTIPLE = 2
 
 MAX_STRING = 255
-MAX_LIST = 256
-"""Bound on AS path / community / label list lengths taken from the wire (lengths are also checked)."""
 
 _II = struct.Struct("!II")
 _HEADER_TAIL = struct.Struct("!IIII")
@@ -268,37 +272,6 @@ def _decode_records(
         fields["unknown_records"] = unknown
 
 
-def _need(pos: int, end: int, size: int, name: str) -> None:
-    if end - pos < size:
-        raise TruncatedError(f"{name} needs {size} bytes, record has {end - pos}", offset=pos)
-
-
-def _read_address(data: bytes | memoryview, pos: int, end: int) -> tuple[str | None, int]:
-    """An sFlow `address`: type word, then 4 (IPv4) or 16 (IPv6) bytes; type 0 is unknown."""
-    _need(pos, end, 4, "address")
-    kind: int = _U32.unpack_from(data, pos)[0]
-    if kind == ADDRESS_IPV4:
-        _need(pos + 4, end, 4, "IPv4 address")
-        return inet_ntoa(data[pos + 4 : pos + 8]), pos + 8
-    if kind == ADDRESS_IPV6:
-        _need(pos + 4, end, 16, "IPv6 address")
-        return inet_ntop(AF_INET6, data[pos + 4 : pos + 20]), pos + 20
-    if kind == 0:
-        return None, pos + 4
-    raise DecodeError(f"address type {kind} is unknown", offset=pos, reason="bad_address")
-
-
-def _read_u32_list(data: bytes | memoryview, pos: int, end: int, name: str) -> tuple[list[int], int]:
-    """An XDR `unsigned int <>`: count, then that many words, all inside the record."""
-    _need(pos, end, 4, name)
-    count: int = _U32.unpack_from(data, pos)[0]
-    pos += 4
-    if count > MAX_LIST:
-        raise DecodeError(f"{name} claims {count} entries", offset=pos, reason="bad_length")
-    _need(pos, end, 4 * count, name)
-    return list(struct.unpack_from(f"!{count}I", data, pos)), pos + 4 * count
-
-
 def decode_raw_header(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Raw packet header (flow format 1): protocol, frame length, stripped bytes, header snapshot."""
     if end - pos < 16:
@@ -319,7 +292,7 @@ def decode_raw_header(data: bytes | memoryview, pos: int, end: int, fields: Fiel
 
 def decode_sampled_ethernet(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Sampled Ethernet (flow format 2). A raw header in the same sample takes precedence."""
-    _need(pos, end, 24, "sampled Ethernet")
+    need(pos, end, 24, "sampled Ethernet")
     length, src, dst, ether_type = _SAMPLED_ETHERNET.unpack_from(data, pos)
     fields.setdefault("frame_length", length)
     fields.setdefault("src_mac", bytes(src).hex(":"))
@@ -329,14 +302,14 @@ def decode_sampled_ethernet(data: bytes | memoryview, pos: int, end: int, fields
 
 def decode_sampled_ipv4(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Sampled IPv4 (flow format 3)."""
-    _need(pos, end, 32, "sampled IPv4")
+    need(pos, end, 32, "sampled IPv4")
     length, protocol, src, dst, src_port, dst_port, tcp_flags, tos = _SAMPLED_IPV4.unpack_from(data, pos)
     _set_sampled_ip(fields, 4, length, protocol, inet_ntoa(src), inet_ntoa(dst), src_port, dst_port, tcp_flags, tos)
 
 
 def decode_sampled_ipv6(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Sampled IPv6 (flow format 4)."""
-    _need(pos, end, 56, "sampled IPv6")
+    need(pos, end, 56, "sampled IPv6")
     length, protocol, src, dst, src_port, dst_port, tcp_flags, priority = _SAMPLED_IPV6.unpack_from(data, pos)
     src_ip = inet_ntop(AF_INET6, src)
     dst_ip = inet_ntop(AF_INET6, dst)
@@ -359,52 +332,12 @@ def decode_extended_switch(data: bytes | memoryview, pos: int, end: int, fields:
     )
 
 
-def decode_extended_router(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
-    """Extended router (flow format 1002): next hop and source/destination prefix lengths."""
-    next_hop, pos = _read_address(data, pos, end)
-    _need(pos, end, 8, "extended router")
-    fields["next_hop"] = next_hop
-    fields["src_mask_len"], fields["dst_mask_len"] = _II.unpack_from(data, pos)
-
-
-def decode_extended_gateway(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
-    """Extended gateway (flow format 1003): BGP next hop, AS numbers, AS path, communities."""
-    next_hop, pos = _read_address(data, pos, end)
-    _need(pos, end, 16, "extended gateway")
-    router_as, src_as, src_peer_as, segment_count = _HEADER_TAIL.unpack_from(data, pos)
-    pos += 16
-    if segment_count > MAX_LIST:
-        raise DecodeError(f"AS path claims {segment_count} segments", offset=pos, reason="bad_length")
-    path: list[int] = []
-    segments: list[int] = []
-    for _ in range(segment_count):
-        _need(pos, end, 4, "AS path segment")
-        segment_type: int = _U32.unpack_from(data, pos)[0]  # 1 = AS_SET, 2 = AS_SEQUENCE
-        numbers, pos = _read_u32_list(data, pos + 4, end, "AS path segment")
-        segments.append(segment_type)
-        path.extend(numbers)
-    communities, pos = _read_u32_list(data, pos, end, "communities")
-    _need(pos, end, 4, "local preference")
-    fields["bgp_next_hop"] = next_hop
-    fields["router_as"] = router_as
-    fields["src_as"] = src_as
-    fields["src_peer_as"] = src_peer_as
-    fields["dst_as_path"] = path
-    fields["dst_as_path_segment_types"] = segments
-    if path:
-        # The path starts at the peer; its last AS originated the destination prefix.
-        fields["dst_peer_as"] = path[0]
-        fields["dst_as"] = path[-1]
-    fields["communities"] = communities
-    fields["local_pref"] = _U32.unpack_from(data, pos)[0]
-
-
 def decode_extended_user(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Extended user (flow format 1004): source and destination user names with charsets."""
-    _need(pos, end, 4, "extended user")
+    need(pos, end, 4, "extended user")
     src_charset: int = _U32.unpack_from(data, pos)[0]
     src_user, pos = read_string(data, pos + 4, end, MAX_STRING)
-    _need(pos, end, 4, "extended user")
+    need(pos, end, 4, "extended user")
     dst_charset: int = _U32.unpack_from(data, pos)[0]
     dst_user, pos = read_string(data, pos + 4, end, MAX_STRING)
     fields["src_user_charset"] = src_charset
@@ -415,7 +348,7 @@ def decode_extended_user(data: bytes | memoryview, pos: int, end: int, fields: F
 
 def decode_extended_url(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Extended URL (flow format 1005): direction (1 source, 2 destination), URL, host."""
-    _need(pos, end, 4, "extended URL")
+    need(pos, end, 4, "extended URL")
     direction: int = _U32.unpack_from(data, pos)[0]
     url, pos = read_string(data, pos + 4, end, MAX_STRING)
     host, pos = read_string(data, pos, end, MAX_STRING) if end - pos >= 4 else ("", pos)
@@ -427,9 +360,9 @@ def decode_extended_url(data: bytes | memoryview, pos: int, end: int, fields: Fi
 
 def decode_extended_mpls(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Extended MPLS (flow format 1006): next hop and the label stacks in and out."""
-    next_hop, pos = _read_address(data, pos, end)
-    in_labels, pos = _read_u32_list(data, pos, end, "MPLS in-stack")
-    out_labels, pos = _read_u32_list(data, pos, end, "MPLS out-stack")
+    next_hop, pos = read_address(data, pos, end)
+    in_labels, pos = read_u32_list(data, pos, end, "MPLS in-stack")
+    out_labels, pos = read_u32_list(data, pos, end, "MPLS out-stack")
     fields["mpls_next_hop"] = next_hop
     fields["mpls_in_stack"] = in_labels
     fields["mpls_out_stack"] = out_labels
@@ -437,15 +370,15 @@ def decode_extended_mpls(data: bytes | memoryview, pos: int, end: int, fields: F
 
 def decode_extended_nat(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Extended NAT (flow format 1007): translated source and destination addresses."""
-    src, pos = _read_address(data, pos, end)
-    dst, pos = _read_address(data, pos, end)
+    src, pos = read_address(data, pos, end)
+    dst, pos = read_address(data, pos, end)
     fields["nat_src_ip"] = src
     fields["nat_dst_ip"] = dst
 
 
 def decode_extended_vlan_tunnel(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Extended VLAN tunnel (flow format 1012): the stack of 802.1Q TPID/TCI words."""
-    stack, pos = _read_u32_list(data, pos, end, "VLAN tunnel stack")
+    stack, pos = read_u32_list(data, pos, end, "VLAN tunnel stack")
     fields["vlan_stack"] = [word & 0x0FFF for word in stack]
 
 
