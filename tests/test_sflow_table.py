@@ -30,7 +30,7 @@ from flowd.output.table import DocumentTable, split_lines
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
 from tests.test_sflow_corpus import MALFORMED, SFLOW_FILES, corpus_datagrams
-from tests.test_sflow_properties import address, datagram, needs_corpus, xdr
+from tests.test_sflow_properties import address, datagram, needs_corpus, u32_list, xdr
 
 RECEIVED_AT = 1_764_072_000.25
 
@@ -185,16 +185,26 @@ def flow_samples(draw: st.DrawFn) -> bytes:
         vlan = draw(st.sampled_from([0, 7, 0xFFFFFFFF]))
         records.append(xdr(1001, struct.pack("!IIII", vlan, 1, 8, 2)))
     if draw(st.booleans()):
-        next_hop = draw(st.sampled_from(["192.0.2.254", "2001:db8::fe", None]))
-        hop = struct.pack("!I", 0) if next_hop is None else address(next_hop)
+        records.append(xdr(1002, next_hops(draw) + struct.pack("!II", draw(st.integers(0, 32)), 24)))
+    if draw(st.booleans()):
         source_as = draw(st.sampled_from([0, 64500]))
-        path = struct.pack("!I", 1) + struct.pack("!III", 2, 1, 64600)
-        records.append(xdr(1003, hop + struct.pack("!III", 65000, source_as, 0) + path + struct.pack("!II", 0, 100)))
+        segments = draw(st.lists(st.lists(st.integers(1, 2**32 - 1), max_size=3), max_size=2))
+        path = struct.pack("!I", len(segments)) + b"".join(struct.pack("!I", 2) + u32_list(s) for s in segments)
+        communities = u32_list(draw(st.lists(st.integers(0, 2**32 - 1), max_size=3)))
+        gateway = next_hops(draw) + struct.pack("!III", 65000, source_as, 0) + path + communities + b"\0\0\0\x64"
+        records.append(xdr(1003, gateway))
+    records = draw(st.permutations(records))
     rate = draw(st.sampled_from([0, 1, 1024, 0xFFFFFFFF]))
     input_word = draw(st.sampled_from([0, 3, 0x3FFFFFFF, (1 << 30) | 5]))
     output_word = draw(st.sampled_from([0, 7, 0x3FFFFFFF, (2 << 30) | 4]))
     head = struct.pack("!8I", draw(st.integers(0, 9)), 4, rate, 1000, 0, input_word, output_word, len(records))
     return xdr(1, head + b"".join(records))
+
+
+def next_hops(draw: st.DrawFn) -> bytes:
+    """An sFlow address: IPv4, IPv6 or of unknown type 0 (no address)."""
+    next_hop = draw(st.sampled_from(["192.0.2.254", "2001:db8::fe", None]))
+    return struct.pack("!I", 0) if next_hop is None else address(next_hop)
 
 
 AGENTS = st.sampled_from(["192.0.2.1", "192.0.2.2", "2001:db8::a"])

@@ -27,12 +27,14 @@ from flowd.errors import DecodeError
 from tests.batch_decoding import assert_at_once_equals_per_datagram
 from tests.test_sflow_properties import (
     PAYLOADS,
+    address,
     counter_sample,
     datagram,
     expanded_flow_sample,
     ipv4_tcp_frame,
     needs_corpus,
     raw_header,
+    u32_list,
     xdr,
 )
 from tests.test_sflow_table import AGENTS, flow_samples, frames
@@ -193,3 +195,28 @@ def test_pipeline_documents_and_counters_are_those_of_the_per_datagram_path(monk
     rows = sum(d.flows for s in traffic.streams for d in s.datagrams)
     walking, _ = assert_at_once_equals_per_datagram(monkeypatch, batch, "walk_sflow_datagrams", rows)
     assert walking.stats.counter("flowd_datagrams_decoded", ("sflow",)) == len(payloads) - 1
+
+
+def test_router_and_gateway_records_of_every_length_are_walked_as_decoded() -> None:
+    """Router and gateway records cut at every word, with IPv4 and IPv6 next hops, no AS path,
+    one segment and two: the walker takes a sample exactly when the per-sample decoder reads
+    its records without an error (the two segments through the per-sample functions)."""
+    frame = ipv4_tcp_frame()
+    tail = u32_list([1, 2]) + struct.pack("!I", 100)  # communities, local preference
+    gateways = [
+        address(hop) + struct.pack("!IIII", 65000, 64500, 0, len(path)) + b"".join(path) + tail
+        for hop in ("192.0.2.254", "2001:db8::fe")
+        for path in ([], [struct.pack("!I", 2) + u32_list([64600, 64700])], [struct.pack("!I", 1) + u32_list([1])] * 2)
+    ]
+    routers = [address(hop) + struct.pack("!II", 24, 16) for hop in ("192.0.2.254", "2001:db8::fe")]
+    payloads, whole = [], []
+    for kind, bodies in ((1003, gateways), (1002, routers)):
+        for body in bodies:
+            for cut in range(16, len(body) + 1, 4):
+                record = xdr(kind, body[:cut])
+                whole.append(cut == len(body))
+                sample = xdr(1, struct.pack("!8I", 1, 4, 8, 0, 0, 1, 2, 2) + raw_header(frame) + record)
+                payloads.append(datagram(sample))
+    taken = assert_walk_agrees(payloads)
+    assert taken == [n for n, payload in enumerate(payloads) if _walkable(payload)]
+    assert [n for n, full in enumerate(whole) if full] == taken

@@ -2,8 +2,10 @@
 
 Most flow samples a switch sends look alike: ifIndex interfaces, one raw packet header record
 (an Ethernet frame, maybe with one 802.1Q tag, carrying IPv4 or IPv6 and TCP, UDP or ICMP) and
-perhaps an extended switch record. `walk_simple_sample` recognises that shape while the
-datagram is walked (a few `unpack_from` calls, no dict); such samples are kept as offsets in a
+perhaps an extended switch record; a router adds extended router and gateway records.
+`walk_simple_sample` recognises that shape while the datagram is walked (a few `unpack_from`
+calls; the router and gateway records, whose AS paths and communities vary in length, through
+the per-sample decoder's own functions into a dict); such samples are kept as offsets in a
 `SampleBatch`. Joined across a receive batch (`join_sample_batches`), their header snapshots
 become one byte matrix and `simple_sample_columns` reads every field for all of them at once.
 
@@ -25,6 +27,8 @@ import numpy.typing as npt
 
 from flowd.decode.batch import per_run
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET
+from flowd.decode.sflow_routing import decode_extended_gateway, decode_extended_router
+from flowd.errors import DecodeError
 from flowd.model import KIND_SFLOW_FLOW, Exporter, FlowRecord, SoftError
 
 SFLOW_VERSION = 5
@@ -32,6 +36,12 @@ INTERFACE_INTERNAL = 0x3FFFFFFF
 """sFlow v5 "interface" encoding: ifIndex 0x3FFFFFFF means the packet came from or went to the agent itself."""
 RECORD_RAW_HEADER = 1
 RECORD_SWITCH = 1001
+RECORD_ROUTER = 1002
+RECORD_GATEWAY = 1003
+ROUTING_DECODERS = {RECORD_ROUTER: decode_extended_router, RECORD_GATEWAY: decode_extended_gateway}
+"""The records a router adds to its samples, decoded per sample in a common-shape sample too."""
+MAX_RECORDS = 4
+"""A common-shape sample has a raw header and at most one each of switch, router and gateway."""
 SNAPSHOT_BYTES = 96
 """Header bytes the vectorised reader looks at: Ethernet with one tag (18), the longest IPv4
 header (60) and the TCP flags (14) fit; a sample needing more goes to the per-sample decoder."""
@@ -50,14 +60,16 @@ TRANSPORT_NONE, TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP = 0, 1, 2, 3
 
 Walked = tuple[Any, ...]
 """(start, end, expanded, sequence, source id type, source id index, rate, pool, drops, input
-ifIndex, output ifIndex, frame length, stripped, header length, header offset, switch values)."""
+ifIndex, output ifIndex, frame length, stripped, header length, header offset, switch values,
+routing fields: the router and gateway records' fields as the per-sample decoder sets them, or
+None without those records)."""
 Array = npt.NDArray[Any]
 
 
 class WalkedColumns(NamedTuple):
     """The `Walked` values of many samples, a column each (int64; `expanded` and `has_switch`
-    bool; `switch` one row of four values per sample, zeros where there is no switch record).
-    Offsets are in bytes from the start of the sample's datagram."""
+    bool; `switch` one row of four values per sample, zeros where there is no switch record;
+    `routing` objects, a dict or None). Offsets are in bytes from the start of the sample's datagram."""
 
     start: Array
     end: Array
@@ -76,15 +88,16 @@ class WalkedColumns(NamedTuple):
     header_offset: Array
     has_switch: Array
     switch: Array
+    routing: Array
 
     @classmethod
     def from_rows(cls, rows: Sequence[Walked]) -> WalkedColumns:
-        *values, switches = zip(*rows, strict=True) if rows else [()] * (len(cls._fields) - 1)  # switch: 2 columns
+        *values, switches, routing = zip(*rows, strict=True) if rows else [()] * (len(cls._fields) - 1)  # switch: 2
         ints = [np.array(v, dtype=np.int64) for v in values]
         ints[2] = ints[2].astype(np.bool_)
         has_switch = np.array([s is not None for s in switches], dtype=np.bool_)
         switch = np.array([s or (0, 0, 0, 0) for s in switches], dtype=np.int64).reshape(len(rows), 4)
-        return cls._make([*ints, has_switch, switch])
+        return cls._make([*ints, has_switch, switch, object_column(routing)])
 
     @classmethod
     def concatenate(cls, parts: Sequence[WalkedColumns]) -> WalkedColumns:
@@ -92,10 +105,33 @@ class WalkedColumns(NamedTuple):
 
     def row(self, index: int) -> Walked:
         """One sample's values as `walk_simple_sample` gives them."""
-        *values, has_switch, switch = (column[index] for column in self)
+        *values, has_switch, switch, routing = (column[index] for column in self)
         walked = [int(v) for v in values]
         walked[2] = bool(walked[2])
-        return (*walked, tuple(int(v) for v in switch) if has_switch else None)
+        return (*walked, tuple(int(v) for v in switch) if has_switch else None, routing)
+
+
+def object_column(values: Sequence[Any]) -> Array:
+    """A 1-D object array of `values` (dicts and Nones), one element each."""
+    column = np.empty(len(values), dtype=object)
+    column[:] = values
+    return column
+
+
+def routing_fields(data: bytes | memoryview, records: Sequence[tuple[int, int, int]]) -> dict[str, Any] | None:
+    """The fields the per-sample decoder sets from a sample's router and gateway `records`
+    ((format, body start, body end) each, in the sample's order), or None when one of them does
+    not decode or leaves a value unknown (next hop address type 0): such a sample is not of the
+    common shape."""
+    fields: dict[str, Any] = {}
+    for record_format, start, stop in records:
+        try:
+            ROUTING_DECODERS[record_format](data, start, stop, fields)
+        except DecodeError:
+            return None
+    if None in fields.values():
+        return None
+    return fields
 
 
 def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded: bool) -> Walked | None:
@@ -117,10 +153,11 @@ def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded:
         out_format, out_value = out_word >> 30, out_word & 0x3FFFFFFF
     if in_format or out_format or in_value == INTERFACE_INTERNAL or out_value == INTERFACE_INTERNAL:
         return None
-    if count != 1 and count != 2:
+    if not 1 <= count <= MAX_RECORDS:
         return None
     header: tuple[int, int, int, int] | None = None
     switch: tuple[int, ...] | None = None
+    routing: list[tuple[int, int, int]] = []
     for _ in range(count):
         if end - pos < 8:
             return None
@@ -136,11 +173,19 @@ def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded:
             header = (frame_length, stripped, header_length, body + 16)
         elif record_format == RECORD_SWITCH and switch is None:
             switch = _SWITCH.unpack_from(data, body)
+        elif record_format in ROUTING_DECODERS and all(record[0] != record_format for record in routing):
+            routing.append((record_format, body, pos))
         else:
             return None
     if header is None:
         return None
-    return (start, end, expanded, sequence, id_type, id_index, rate, pool, drops, in_value, out_value, *header, switch)
+    extras = None
+    if routing:
+        extras = routing_fields(data, routing)
+        if extras is None:
+            return None
+    head = (start, end, expanded, sequence, id_type, id_index, rate, pool, drops, in_value, out_value)
+    return (*head, *header, switch, extras)
 
 
 SampleDecoder = Callable[[bytes | memoryview, int, int, bool, str, list[SoftError]], tuple[dict[str, Any], int]]
@@ -320,21 +365,24 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
         "dst_vlan": switch_values[:, 2],
         "dst_priority": switch_values[:, 3],
     }
-    # A layout is which optional parts a row has: tag, IP version, transport kind, switch record.
-    # TCP and UDP rows share one (UDP rows just lack the TCP flags): fewer, larger tables, since
-    # a table costs about a millisecond whatever its rows.
+    # A layout is which optional parts a row has: tag, IP version, transport kind, switch record,
+    # the keys of its router and gateway records. TCP and UDP rows share one (UDP rows just lack
+    # the TCP flags): fewer, larger tables, since a table costs about a millisecond whatever its rows.
     transport = parsed["_transport"]
     is_tcp = transport == TRANSPORT_TCP
+    routing_codes, routing_keys = _routing_layouts(walked.routing)
     layout = (
         parsed["_tagged"].astype(np.int64)
         | (parsed["_six"].astype(np.int64) << 1)
         | (np.where(is_tcp, TRANSPORT_PORTS, transport) << 2)
         | (has_switch.astype(np.int64) << 5)
+        | (routing_codes << 6)
     )
     groups: list[SampleGroup] = []
     for code in np.unique(layout[taken]).tolist():
         rows = np.flatnonzero(taken & (layout == code))
         tagged, six, kind, switch = bool(code & 1), bool(code & 2), (code >> 2) & 7, bool(code & 32)
+        routing = code >> 6
         absent: dict[str, Array] = {}
         if kind == TRANSPORT_PORTS:
             udp = ~is_tcp[rows]
@@ -347,8 +395,31 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
             columns[name] = _take(parsed[name], rows)
         if switch:
             columns.update({name: values[rows] for name, values in switch_columns.items()})
+        if routing:
+            columns.update(_routing_columns(walked.routing[rows].tolist(), routing_keys[routing - 1]))
         groups.append(SampleGroup(rows, columns, absent))
     return groups, np.flatnonzero(~taken).tolist()
+
+
+def _routing_layouts(routing: Array) -> tuple[Array, list[tuple[str, ...]]]:
+    """Per row, 1 + the index of its routing fields' keys among the distinct key tuples (0: no
+    router or gateway record), and those tuples. The keys differ by which records a sample has
+    and by whether its AS path is empty (then it names no destination AS)."""
+    codes = np.zeros(len(routing), dtype=np.int64)
+    layouts: dict[tuple[str, ...], int] = {}
+    for row in np.flatnonzero(routing != None).tolist():  # noqa: E711 (elementwise)
+        codes[row] = layouts.setdefault(tuple(routing[row]), len(layouts) + 1)
+    return codes, list(layouts)
+
+
+def _routing_columns(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    """Columns of routing fields: integers as int64 arrays (32-bit on the wire), next hops and
+    AS path and community lists as lists."""
+    columns: dict[str, Any] = {}
+    for key in keys:
+        values = [fields[key] for fields in rows]
+        columns[key] = np.array(values, dtype=np.int64) if type(values[0]) is int else values
+    return columns
 
 
 def _take(values: Any, rows: Array) -> Any:

@@ -25,12 +25,15 @@ import numpy.typing as npt
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET
 from flowd.decode.sflow_batch import (
     INTERFACE_INTERNAL,
+    MAX_RECORDS,
     RECORD_RAW_HEADER,
     RECORD_SWITCH,
+    ROUTING_DECODERS,
     SampleBatch,
     SampleDecoder,
     WalkedColumns,
 )
+from flowd.decode.sflow_routing_walk import walked_routing
 from flowd.model import Exporter
 
 SFLOW_V5_PREFIX = b"\x00\x00\x00\x05"
@@ -38,6 +41,7 @@ SFLOW_V5_PREFIX = b"\x00\x00\x00\x05"
 MAX_SAMPLES = 64
 """Datagrams declaring more samples go to `decode_sflow` (a 1,500-byte datagram holds ~10)."""
 
+_RECORD_KINDS = (RECORD_RAW_HEADER, RECORD_SWITCH, *ROUTING_DECODERS)
 Array = npt.NDArray[Any]
 Item = tuple[bytes, Exporter, float]
 """A datagram, its exporter, and when it was received."""
@@ -85,7 +89,10 @@ def walk_sflow_datagrams(items: Sequence[Item], decode: SampleDecoder) -> tuple[
 
     starts, stops, formats, owners, places = _chains(word, tail + 4, ends, declared, ok)
     samples = _samples(word, starts, stops, formats)
-    ok[owners[~samples.pop("_kept")]] = False  # one sample not of the shape: the datagram goes whole
+    routing = {kind: samples.pop(f"_routing_{kind}") for kind in ROUTING_DECODERS}
+    kept = samples.pop("_kept") & ok[owners]  # the routing records of refused datagrams are not decoded
+    samples["routing"] = walked_routing(word, payloads, bases, owners, routing, kept)
+    ok[owners[~kept]] = False  # one sample not of the shape: the datagram goes whole
     kept = ok[owners]
     order = np.lexsort((places[kept], owners[kept]))  # datagram after datagram, samples in order
     rows = np.flatnonzero(kept)[order]
@@ -170,28 +177,40 @@ def _samples(word: _Words, starts: Array, stops: Array, formats: Array) -> dict[
         )
     in_format, in_value, out_format, out_value, records = (head[:, k] for k in range(6, 11))
     kept = (stops - starts >= np.where(expanded, 11, 8)) & (in_format == 0) & (out_format == 0)
-    kept &= (in_value != INTERFACE_INTERNAL) & (out_value != INTERFACE_INTERNAL) & ((records == 1) | (records == 2))
+    kept &= (in_value != INTERFACE_INTERNAL) & (out_value != INTERFACE_INTERNAL)
+    kept &= (records >= 1) & (records <= MAX_RECORDS)
 
-    first = starts + np.where(expanded, 11, 8)
-    first_format, first_length = word(first), word(first + 1)
-    second = first + 2 + first_length // 4
-    second_format, second_length = word(second), word(second + 1)
-    two = records == 2
-    kept &= (first + 2 <= stops) & (first_length >= 16) & (first_length % 4 == 0) & (second <= stops)
-    kept &= ~two | ((second + 2 <= stops) & (second_length >= 16) & (second_length % 4 == 0))
-    kept &= ~two | (second + 2 + second_length // 4 <= stops)
-    raw_first = first_format == RECORD_RAW_HEADER
-    one_of_each = (raw_first & (second_format == RECORD_SWITCH)) | (
-        (first_format == RECORD_SWITCH) & (second_format == RECORD_RAW_HEADER)
-    )
-    kept &= np.where(two, one_of_each, raw_first)
-    raw = np.where(raw_first, first, second) + 2
-    raw_length = np.where(raw_first, first_length, second_length)
+    # The records, a record index at a time: each within the sample, aligned, of at least 16
+    # bytes, one raw header and at most one record of each other kind; where each one's body is.
+    at = starts + np.where(expanded, 11, 8)
+    bodies = {kind: np.full(count, -1, dtype=np.int64) for kind in _RECORD_KINDS}
+    body_stops = {kind: np.zeros(count, dtype=np.int64) for kind in ROUTING_DECODERS}
+    raw_length = np.zeros(count, dtype=np.int64)
+    for index in range(MAX_RECORDS):
+        active = kept & (records > index)
+        if not active.any():
+            break
+        record_format, length = word(at), word(at + 1)
+        stop = at + 2 + length // 4
+        good = (at + 2 <= stops) & (length >= 16) & (length % 4 == 0) & (stop <= stops)
+        known = np.isin(record_format, _RECORD_KINDS)
+        kept &= ~active | (good & known)
+        for kind, body in bodies.items():
+            this = active & (record_format == kind)
+            kept &= ~(this & (body >= 0))  # a second record of one kind
+            body[this] = at[this] + 2
+            if kind == RECORD_RAW_HEADER:
+                raw_length[this] = length[this]
+            elif kind in body_stops:
+                body_stops[kind][this] = stop[this]
+        at = np.where(active, stop, at)
+    raw = bodies[RECORD_RAW_HEADER]
+    kept &= raw >= 0
     header = word(raw[:, None] + np.arange(4))
     kept &= (header[:, 0] == HEADER_PROTOCOL_ETHERNET) & (header[:, 3] <= raw_length - 16)
-    switch_at = np.where(raw_first, second, first) + 2
+    switch_at = bodies[RECORD_SWITCH]
+    has_switch = switch_at >= 0
     switch = word(switch_at[:, None] + np.arange(4))
-    has_switch = two
     switch[~has_switch] = 0
     return {
         "_kept": kept,
@@ -209,4 +228,5 @@ def _samples(word: _Words, starts: Array, stops: Array, formats: Array) -> dict[
         "header_at": raw + 4,
         "has_switch": has_switch,
         "switch": switch,
+        **{f"_routing_{kind}": np.stack([bodies[kind], body_stops[kind]], axis=1) for kind in ROUTING_DECODERS},
     }
