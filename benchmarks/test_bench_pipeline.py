@@ -8,7 +8,8 @@ templates, realistic address/port mixes). Run with
 `pytest --benchmark-enable benchmarks/test_bench_pipeline.py`; `extra_info["flows_per_s"]` is
 flows per second on one core from datagram bytes to finished bulk bodies: the ceiling of one
 worker before receive costs (goals: v9/IPFIX 300,000, v5 500,000, sFlow samples 150,000). The
-traffic is 10% IPv6; the `-ipv6` cases carry only IPv6.
+traffic is 10% IPv6; the `-ipv6` cases carry only IPv6, and `sflow-router` samples carry a BGP
+router's extended router and gateway records.
 Under --benchmark-disable (the default addopts) each case runs once as a plain test.
 """
 
@@ -37,11 +38,15 @@ BATCH_SIZE = 256
 @functools.cache
 def _items(case: str) -> tuple[list[tuple[bytes, tuple[str, int]]], int]:
     """(datagram, exporter address) in exporter round-robin order, and the flows they carry.
-    `case` is a protocol, or a protocol and "-ipv6" for all of its flows in IPv6."""
-    protocol, _, family = case.partition("-")
-    share = 1.0 if family == "ipv6" else IPV6_SHARE
+    `case` is a protocol, or a protocol and "-ipv6" for all of its flows in IPv6, or "sflow-router"
+    for sFlow samples with a BGP router's extended router and gateway records."""
+    protocol, _, variant = case.partition("-")
     traffic = build_traffic(
-        protocol, exporters=EXPORTERS, datagrams_per_exporter=DATAGRAMS_PER_EXPORTER, ipv6_share=share
+        protocol,
+        exporters=EXPORTERS,
+        datagrams_per_exporter=DATAGRAMS_PER_EXPORTER,
+        ipv6_share=1.0 if variant == "ipv6" else IPV6_SHARE,
+        router_records=variant == "router",
     )
     items = []
     flows = 0
@@ -77,7 +82,7 @@ def enricher() -> EnrichmentChain:
 
 
 @pytest.mark.parametrize("enrich", [True, False], ids=["enriched", "plain"])
-@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow", "v9-ipv6", "sflow-ipv6"])
+@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow", "v9-ipv6", "sflow-ipv6", "sflow-router"])
 def test_bench_pipeline(benchmark: Any, protocol: str, enrich: bool, enricher: EnrichmentChain) -> None:
     items, flows = _items(protocol)
     chain = enricher if enrich else None

@@ -83,8 +83,9 @@ def assert_walk_agrees(payloads: list[bytes]) -> list[int]:
     return taken
 
 
-def test_benchmark_traffic_is_walked_whole_and_equal() -> None:
-    traffic = build_traffic("sflow", exporters=4, datagrams_per_exporter=16)
+@pytest.mark.parametrize("router_records", [False, True], ids=["switch", "router"])
+def test_benchmark_traffic_is_walked_whole_and_equal(router_records: bool) -> None:
+    traffic = build_traffic("sflow", exporters=4, datagrams_per_exporter=16, router_records=router_records)
     payloads = [d.payload for s in traffic.streams for d in s.datagrams]
     assert assert_walk_agrees(payloads) == list(range(len(payloads)))
 

@@ -1,6 +1,9 @@
 """`flowd bench`: the pps harness (design.md section 6)."""
 
 PROTOCOLS = ("v5", "v9", "ipfix", "sflow")
+IPV6_SHARE = 0.1
+"""The share of IPv6 in the traffic: every tenth data datagram of a v9/IPFIX exporter carries
+IPv6 flows, and each sFlow sample is IPv6 with this probability."""
 
 IPV4_RECORD_FIELDS = (
     (8, 4),  # sourceIPv4Address

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flowd.bench import PROTOCOLS, procfs
+from flowd.bench import IPV6_SHARE, PROTOCOLS, procfs
 from flowd.bench.collectors import PEERS, SINKS, Collector, FlowdCollector, PeerCollector, PeerPreset
 from flowd.bench.report import MB, table, write_json, write_plot
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
@@ -64,6 +64,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     add("--exporters", type=int, default=16, help="exporters (source addresses/ports, each with its own templates)")
     add("--pool", type=int, default=64, help="distinct data datagrams per exporter (replayed in a cycle)")
     add("--template-refresh", type=int, default=20, help="v9/IPFIX: resend templates every N data datagrams")
+    add("--ipv6-share", type=float, default=IPV6_SHARE, help="share of v9/IPFIX datagrams and sFlow samples in IPv6")
+    add("--sflow-routing", action="store_true", help="sFlow samples carry a BGP router's router and gateway records")
     add("--templates", type=int, default=10_000, help="templates for the RSS measurement (0: skip)")
     add(
         "--settle",
@@ -313,6 +315,8 @@ def run_bench(args: argparse.Namespace) -> int:
             datagrams_per_exporter=args.pool,
             template_refresh=args.template_refresh,
             seed=args.seed,
+            ipv6_share=args.ipv6_share,
+            router_records=args.sflow_routing,
         )
         traffic[protocol] = built
         log(

@@ -45,7 +45,7 @@ from scapy.layers.netflow import (
 )
 from scapy.packet import Raw
 
-from flowd.bench import IPV4_RECORD_FIELDS, PROTOCOLS
+from flowd.bench import IPV4_RECORD_FIELDS, IPV6_SHARE, PROTOCOLS
 
 _template_field: Callable[..., Any] = NetflowTemplateFieldV9  # scapy is untyped
 _record_class: Callable[..., Any] = GetNetflowRecordV9
@@ -58,9 +58,6 @@ SFLOW_SAMPLING_RATE = 1024
 RECORDS_PER_DATAGRAM = {"v5": 30, "v9": 22, "ipfix": 20, "sflow": 6}
 """About 1,400-byte datagrams: v5 records are 48 bytes, the v9 IPv4 template's 62, IPFIX's 70."""
 V6_RECORDS_PER_DATAGRAM = 14
-IPV6_SHARE = 0.1
-"""The share of IPv6: every tenth data datagram of a v9/IPFIX exporter carries IPv6 flows, and
-each sFlow sample is IPv6 with this probability."""
 
 _COMMON_V4 = IPV4_RECORD_FIELDS
 _COMMON_V6 = (
@@ -375,7 +372,27 @@ def _sampled_frame(flow: Flow, rng: random.Random) -> bytes:
     return bytes(frame / Raw(b"\x00" * max(0, size - len(frame))))
 
 
-def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int, ipv6_share: float) -> ExporterStream:
+def _routing_records(flow: Flow, rng: random.Random) -> bytes:
+    """Extended router and gateway records as a BGP router adds them: the next hop and prefix
+    lengths, then the BGP next hop, AS numbers, a one-segment AS path ending at the flow's
+    destination AS, and a few communities."""
+    next_hop = struct.pack("!I4s", 1, bytes([192, 0, 2, 1 + flow.output_interface % 8]))
+    router = next_hop + struct.pack("!II", rng.choice((16, 20, 24)), rng.choice((16, 22, 24)))
+    path = [64600 + flow.output_interface % 4, *([174] if flow.destination_as % 3 else []), flow.destination_as]
+    communities = [(64500 << 16) | rng.choice((100, 200, 300))][: flow.destination_as % 3]
+    gateway = (
+        next_hop
+        + struct.pack("!IIII", 64500, flow.source_as, 64600 + flow.input_interface % 4, 1)
+        + struct.pack(f"!II{len(path)}I", 2, len(path), *path)
+        + struct.pack(f"!I{len(communities)}I", len(communities), *communities)
+        + struct.pack("!I", 100)
+    )
+    return _xdr(1002, router) + _xdr(1003, gateway)
+
+
+def _sflow_stream(
+    mix: FlowMix, index: int, data_datagrams: int, ipv6_share: float, router_records: bool
+) -> ExporterStream:
     agent = bytes([192, 0, 2, 1 + index % 250])
     rng = mix.rng
     datagrams = []
@@ -390,6 +407,8 @@ def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int, ipv6_share: flo
             raw = struct.pack("!IIII", 1, len(frame) + 4, 4, len(header)) + header  # ethernet, FCS stripped
             switch = struct.pack("!IIII", 100, 0, 100, 0)
             records = _xdr(1, raw) + _xdr(1001, switch)
+            if router_records:
+                records += _routing_records(flow, rng)
             sample_sequence += 1
             body = (
                 struct.pack(
@@ -401,7 +420,7 @@ def _sflow_stream(mix: FlowMix, index: int, data_datagrams: int, ipv6_share: flo
                     0,
                     flow.input_interface,
                     flow.output_interface,
-                    2,
+                    4 if router_records else 2,
                 )
                 + records
             )
@@ -420,9 +439,11 @@ def build_traffic(
     template_refresh: int = 20,
     seed: int = 1,
     ipv6_share: float = IPV6_SHARE,
+    router_records: bool = False,
 ) -> Traffic:
     """Every exporter's replay cycle for one protocol (see the module docstring); `ipv6_share`
-    of the NetFlow v9/IPFIX datagrams and sFlow samples carry IPv6 (v5 has none)."""
+    of the NetFlow v9/IPFIX datagrams and sFlow samples carry IPv6 (v5 has none);
+    `router_records` gives sFlow samples the extended router and gateway records of a BGP router."""
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; one of {', '.join(PROTOCOLS)}")
     started = time.perf_counter()
@@ -439,7 +460,7 @@ def build_traffic(
                 ],
             )
         elif protocol == "sflow":
-            stream = _sflow_stream(mix, index, datagrams_per_exporter, ipv6_share)
+            stream = _sflow_stream(mix, index, datagrams_per_exporter, ipv6_share, router_records)
         else:
             stream = _v9_stream(
                 mix, protocol == "ipfix", index, datagrams_per_exporter, template_refresh, export_s, ipv6_share
