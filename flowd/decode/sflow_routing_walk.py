@@ -113,28 +113,37 @@ def _gateway_fields(word: Words, bounds: Array, present: Array) -> dict[int, Fie
     paths = _lists(word, path_at, np.where(fast, path_length, 0))
     communities = _lists(word, communities_at + 1, np.where(fast, community_count, 0))
     preferences = word(preference_at).tolist()
+    segment_types = segment_type.tolist()
     out: dict[int, Fields] = {}
-    rows_fixed = fixed.tolist()
-    for k, (row, ok, hop) in enumerate(zip(rows.tolist(), fast.tolist(), hops, strict=True)):
+    for row, ok, hop, (router_as, source_as, source_peer_as, segment_count), path, listed, preference, kind in zip(
+        rows.tolist(), fast.tolist(), hops, fixed.tolist(), paths, communities, preferences, segment_types, strict=True
+    ):
         if not ok:
             out[row] = _SLOW
-            continue
-        router_as, source_as, source_peer_as, segment_count = rows_fixed[k]
-        path = paths[k]
-        fields: Fields = {
-            "bgp_next_hop": hop,
-            "router_as": router_as,
-            "src_as": source_as,
-            "src_peer_as": source_peer_as,
-            "dst_as_path": path,
-            "dst_as_path_segment_types": [int(segment_type[k])] if segment_count else [],
-        }
-        if path:
-            fields["dst_peer_as"] = path[0]
-            fields["dst_as"] = path[-1]
-        fields["communities"] = communities[k]
-        fields["local_pref"] = preferences[k]
-        out[row] = fields
+        elif path:  # the path starts at the peer; its last AS originated the destination prefix
+            out[row] = {
+                "bgp_next_hop": hop,
+                "router_as": router_as,
+                "src_as": source_as,
+                "src_peer_as": source_peer_as,
+                "dst_as_path": path,
+                "dst_as_path_segment_types": [kind],
+                "dst_peer_as": path[0],
+                "dst_as": path[-1],
+                "communities": listed,
+                "local_pref": preference,
+            }
+        else:
+            out[row] = {
+                "bgp_next_hop": hop,
+                "router_as": router_as,
+                "src_as": source_as,
+                "src_peer_as": source_peer_as,
+                "dst_as_path": path,
+                "dst_as_path_segment_types": [kind] if segment_count else [],
+                "communities": listed,
+                "local_pref": preference,
+            }
     return out
 
 
@@ -143,17 +152,22 @@ def _next_hops(word: Words, body: Array) -> tuple[list[str | None], Array]:
     width in words after the type word: 1 (IPv4), 4 (IPv6), 0 for any other type."""
     kind = word(body)
     width = np.select([kind == ADDRESS_IPV4, kind == ADDRESS_IPV6], [1, 4], 0)
-    raw = word(body[:, None] + 1 + np.arange(4)).astype(">u4").tobytes()  # 16 bytes a row
-    known: dict[bytes, str] = {}
+    words = word(body[:, None] + 1 + np.arange(4))
+    raw = words.astype(">u4").tobytes()  # 16 bytes a row
+    known: dict[int | bytes, str] = {}  # IPv4 next hops by their word, IPv6 ones by their bytes
     texts: list[str | None] = []
-    for row, size in enumerate(width.tolist()):
-        if not size:
-            texts.append(None)
-            continue
-        packed = raw[16 * row : 16 * row + 4 * size]
-        text = known.get(packed)
-        if text is None:
-            text = known[packed] = inet_ntoa(packed) if size == 1 else inet_ntop(AF_INET6, packed)
+    for row, (size, first) in enumerate(zip(width.tolist(), words[:, 0].tolist(), strict=True)):
+        if size == 1:
+            text = known.get(first)
+            if text is None:
+                text = known[first] = inet_ntoa(raw[16 * row : 16 * row + 4])
+        elif size == 4:
+            packed = raw[16 * row : 16 * row + 16]
+            text = known.get(packed)
+            if text is None:
+                text = known[packed] = inet_ntop(AF_INET6, packed)
+        else:
+            text = None
         texts.append(text)
     return texts, width
 
