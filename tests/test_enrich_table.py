@@ -212,14 +212,21 @@ def _packed(address: str) -> bytes:
     return ipaddress.ip_address(address).packed
 
 
-@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow"])
+@pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow", "v9-ipv6", "sflow-router"])
 def test_tables_are_freed_without_the_cycle_collector(protocol: str) -> None:
     """A table, its columns and their closures form no reference cycle, so each batch's arrays
     (megabytes) go when the batch does: garbage left to the cycle collector piled up to hundreds
     of MB in a worker between full collections (a closure held the object holding the table)."""
     import gc
 
-    traffic_ = build_traffic(protocol, exporters=4, datagrams_per_exporter=8)
+    protocol, _, variant = protocol.partition("-")  # every flow IPv6; sFlow with router records
+    traffic_ = build_traffic(
+        protocol,
+        exporters=4,
+        datagrams_per_exporter=8,
+        ipv6_share=1.0 if variant == "ipv6" else 0.1,
+        router_records=variant == "router",
+    )
     port = 6343 if protocol == "sflow" else 2055
     batch = [
         (d.payload, (f"192.0.2.{1 + s.index}", port), 1.0)
