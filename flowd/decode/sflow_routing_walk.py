@@ -35,41 +35,37 @@ def walked_routing(
 
     `records` holds, per record kind, each sample's (body, end) in words of the joined batch (-1:
     none); `owners` is each sample's datagram and `bases` each datagram's first word. Samples
-    whose records do not decode are no longer `kept`.
+    whose records do not decode are no longer `kept`. A sample read here has its router fields
+    before its gateway fields, whatever their records' order (a dict's order is not its content).
     """
-    count = len(kept)
     router, gateway = records[RECORD_ROUTER], records[RECORD_GATEWAY]
-    routers = _router_fields(word, router, kept & (router[:, 0] >= 0))
-    gateways = _gateway_fields(word, gateway, kept & (gateway[:, 0] >= 0))
     rows = np.flatnonzero(kept & ((router[:, 0] >= 0) | (gateway[:, 0] >= 0)))
-    router_first = (router[rows, 0] < gateway[rows, 0]).tolist()  # keys in the sample's record order
+    routers = _Router(word, router[rows])
+    gateways = _Gateway(word, gateway[rows])
     values: list[Fields | None] = []
-    for row, first in zip(rows.tolist(), router_first, strict=True):
-        found_router, found_gateway = routers.get(row), gateways.get(row)
+    for k, row in enumerate(rows.tolist()):
+        has_router, has_gateway = routers.present[k], gateways.present[k]
         fields: Fields | None
-        if found_router is _SLOW or found_gateway is _SLOW:
+        if (has_router and not routers.fast[k]) or (has_gateway and not gateways.fast[k]):
             fields = _per_sample(payloads, bases, owners, records, row)
             if fields is None:
                 kept[row] = False
-        elif found_router is None:
-            fields = found_gateway
-        elif found_gateway is None:
-            fields = found_router
+        elif not has_gateway:
+            fields = routers.fields(k)
+        elif not has_router:
+            fields = gateways.fields(k, {})
         else:
-            fields = {**found_router, **found_gateway} if first else {**found_gateway, **found_router}
+            fields = gateways.fields(k, routers.fields(k))
         values.append(fields)
-    routing = object_column([None] * count)
+    routing = object_column([None] * len(kept))
     routing[rows] = object_column(values)
     return routing
-
-
-_SLOW: Fields = {}
-"""The record's layout is left to the per-sample functions."""
 
 
 def _per_sample(
     payloads: Sequence[bytes], bases: Array, owners: Array, records: dict[int, Array], row: int
 ) -> Fields | None:
+    """`routing_fields` of one sample's records, in their order, from its datagram's bytes."""
     owner = int(owners[row])
     base = int(bases[owner])
     found = sorted(
@@ -78,80 +74,78 @@ def _per_sample(
     return routing_fields(payloads[owner], [(kind, (body - base) * 4, (stop - base) * 4) for body, kind, stop in found])
 
 
-def _router_fields(word: Words, bounds: Array, present: Array) -> dict[int, Fields]:
-    """Extended router fields by row: next hop, source and destination prefix lengths."""
-    rows = np.flatnonzero(present)
-    body, stop = bounds[rows, 0], bounds[rows, 1]
-    hops, width = _next_hops(word, body)
-    fast = (width > 0) & (body + 1 + width + 2 <= stop)
-    masks = word((body + 1 + width)[:, None] + np.arange(2))
-    out: dict[int, Fields] = {}
-    for row, ok, hop, (source_mask, destination_mask) in zip(
-        rows.tolist(), fast.tolist(), hops, masks.tolist(), strict=True
-    ):
-        out[row] = {"next_hop": hop, "src_mask_len": source_mask, "dst_mask_len": destination_mask} if ok else _SLOW
-    return out
+class _Router:
+    """Extended router records, one per sample (`bounds` (body, end), body -1: none): next hop,
+    source and destination prefix lengths. `fast`: read here (else by the per-sample functions)."""
+
+    __slots__ = ("fast", "hops", "masks", "present")
+
+    def __init__(self, word: Words, bounds: Array) -> None:
+        body, stop = bounds[:, 0], bounds[:, 1]
+        present = body >= 0
+        self.hops, width = _next_hops(word, body, present)
+        self.present: list[bool] = present.tolist()
+        self.fast: list[bool] = ((width > 0) & (body + 1 + width + 2 <= stop)).tolist()
+        self.masks: list[list[int]] = word((body + 1 + width)[:, None] + np.arange(2)).tolist()
+
+    def fields(self, k: int) -> Fields:
+        source_mask, destination_mask = self.masks[k]
+        return {"next_hop": self.hops[k], "src_mask_len": source_mask, "dst_mask_len": destination_mask}
 
 
-def _gateway_fields(word: Words, bounds: Array, present: Array) -> dict[int, Fields]:
-    """Extended gateway fields by row, for records with at most one AS path segment."""
-    rows = np.flatnonzero(present)
-    body, stop = bounds[rows, 0], bounds[rows, 1]
-    hops, width = _next_hops(word, body)
-    at = body + 1 + width
-    fixed = word(at[:, None] + np.arange(4))  # router AS, source AS, source peer AS, segments
-    segments = fixed[:, 3]
-    fast = (width > 0) & (at + 4 <= stop) & (segments <= 1)
-    path_at = at + 4 + 2 * segments  # the path's words, after (type, length) of its one segment
-    segment_type, path_length = word(at + 4), np.where(segments == 1, word(at + 5), 0)
-    fast &= (path_at <= stop) & (path_length <= MAX_LIST) & (path_at + path_length <= stop)
-    communities_at = path_at + np.where(fast, path_length, 0)
-    community_count = word(communities_at)
-    fast &= (communities_at + 1 <= stop) & (community_count <= MAX_LIST)
-    preference_at = communities_at + 1 + np.where(fast, community_count, 0)
-    fast &= preference_at + 1 <= stop
-    paths = _lists(word, path_at, np.where(fast, path_length, 0))
-    communities = _lists(word, communities_at + 1, np.where(fast, community_count, 0))
-    preferences = word(preference_at).tolist()
-    segment_types = segment_type.tolist()
-    out: dict[int, Fields] = {}
-    for row, ok, hop, (router_as, source_as, source_peer_as, segment_count), path, listed, preference, kind in zip(
-        rows.tolist(), fast.tolist(), hops, fixed.tolist(), paths, communities, preferences, segment_types, strict=True
-    ):
-        if not ok:
-            out[row] = _SLOW
-        elif path:  # the path starts at the peer; its last AS originated the destination prefix
-            out[row] = {
-                "bgp_next_hop": hop,
-                "router_as": router_as,
-                "src_as": source_as,
-                "src_peer_as": source_peer_as,
-                "dst_as_path": path,
-                "dst_as_path_segment_types": [kind],
-                "dst_peer_as": path[0],
-                "dst_as": path[-1],
-                "communities": listed,
-                "local_pref": preference,
-            }
-        else:
-            out[row] = {
-                "bgp_next_hop": hop,
-                "router_as": router_as,
-                "src_as": source_as,
-                "src_peer_as": source_peer_as,
-                "dst_as_path": path,
-                "dst_as_path_segment_types": [kind] if segment_count else [],
-                "communities": listed,
-                "local_pref": preference,
-            }
-    return out
+class _Gateway:
+    """Extended gateway records, as `_Router`: BGP next hop, AS numbers, an AS path of at most one
+    segment (more go to the per-sample functions), communities, local preference."""
+
+    __slots__ = ("communities", "fast", "fixed", "hops", "paths", "preferences", "present", "segment_types")
+
+    def __init__(self, word: Words, bounds: Array) -> None:
+        body, stop = bounds[:, 0], bounds[:, 1]
+        present = body >= 0
+        self.hops, width = _next_hops(word, body, present)
+        at = body + 1 + width
+        fixed = word(at[:, None] + np.arange(4))  # router AS, source AS, source peer AS, segments
+        segments = fixed[:, 3]
+        fast = (width > 0) & (at + 4 <= stop) & (segments <= 1)
+        path_at = at + 4 + 2 * segments  # the path's words, after (type, length) of its one segment
+        path_length = np.where(segments == 1, word(at + 5), 0)
+        fast &= (path_at <= stop) & (path_length <= MAX_LIST) & (path_at + path_length <= stop)
+        communities_at = path_at + np.where(fast, path_length, 0)
+        community_count = word(communities_at)
+        fast &= (communities_at + 1 <= stop) & (community_count <= MAX_LIST)
+        preference_at = communities_at + 1 + np.where(fast, community_count, 0)
+        fast &= preference_at + 1 <= stop
+        self.present: list[bool] = present.tolist()
+        self.fast: list[bool] = fast.tolist()
+        self.fixed: list[list[int]] = fixed.tolist()
+        self.segment_types: list[int] = word(at + 4).tolist()
+        self.paths = _lists(word, path_at, np.where(fast, path_length, 0))
+        self.communities = _lists(word, communities_at + 1, np.where(fast, community_count, 0))
+        self.preferences: list[int] = word(preference_at).tolist()
+
+    def fields(self, k: int, fields: Fields) -> Fields:
+        """`fields` (a router's, or empty) with this sample's gateway fields added."""
+        router_as, source_as, source_peer_as, segment_count = self.fixed[k]
+        path = self.paths[k]
+        fields["bgp_next_hop"] = self.hops[k]
+        fields["router_as"] = router_as
+        fields["src_as"] = source_as
+        fields["src_peer_as"] = source_peer_as
+        fields["dst_as_path"] = path
+        fields["dst_as_path_segment_types"] = [self.segment_types[k]] if segment_count else []
+        if path:  # the path starts at the peer; its last AS originated the destination prefix
+            fields["dst_peer_as"] = path[0]
+            fields["dst_as"] = path[-1]
+        fields["communities"] = self.communities[k]
+        fields["local_pref"] = self.preferences[k]
+        return fields
 
 
-def _next_hops(word: Words, body: Array) -> tuple[list[str | None], Array]:
-    """Each record's leading sFlow address as text (each distinct one formatted once), and its
-    width in words after the type word: 1 (IPv4), 4 (IPv6), 0 for any other type."""
+def _next_hops(word: Words, body: Array, present: Array) -> tuple[list[str | None], Array]:
+    """Each `present` record's leading sFlow address as text (each distinct one formatted once),
+    and its width in words after the type word: 1 (IPv4), 4 (IPv6), 0 for any other type or no record."""
     kind = word(body)
-    width = np.select([kind == ADDRESS_IPV4, kind == ADDRESS_IPV6], [1, 4], 0)
+    width = np.select([present & (kind == ADDRESS_IPV4), present & (kind == ADDRESS_IPV6)], [1, 4], 0)
     words = word(body[:, None] + 1 + np.arange(4))
     raw = words.astype(">u4").tobytes()  # 16 bytes a row
     known: dict[int | bytes, str] = {}  # IPv4 next hops by their word, IPv6 ones by their bytes
