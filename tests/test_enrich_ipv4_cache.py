@@ -1,6 +1,7 @@
-"""`Ipv4Cache` against a plain dict model: what it finds is what was stored and has not expired,
-it never holds more than its bound, it forgets only by eviction or expiry, and it evicts the
-least recently used batches first."""
+"""`Ipv4Cache` and `Ipv6Cache` against a plain dict model: what it finds is what was stored and
+has not expired, it never holds more than its bound, it forgets only by eviction or expiry (and,
+for IPv6, when another address with the same 64-bit key is stored), and it evicts the least
+recently used batches first."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowd.enrich.ipv4_cache import Ipv4Cache
+from flowd.enrich.ipv4_cache import Ipv4Cache, Ipv6Cache
+from flowd.output.distinct import sixteen_byte_keys
 
 TTL_S = 10.0
 
@@ -24,8 +26,41 @@ class Clock:
         return self.now
 
 
+MASK = (1 << 64) - 1
+ODD = 0x9E3779B97F4A7C15
+
+
+def addresses(keys: list[int], colliding: bool) -> np.ndarray[Any, Any]:
+    """16-byte addresses for model keys. Colliding: keys 2p and 2p + 1 get different addresses
+    with the same 64-bit cache key (the second's high word is 1 and its low word makes up for it)."""
+    raw = b""
+    for key in keys:
+        pair, member = (key >> 1, key & 1) if colliding else (key, 0)
+        low = pair ^ (member * ODD & MASK)
+        raw += low.to_bytes(8, "little") + member.to_bytes(8, "little")
+    return np.frombuffer(raw, dtype="V16")
+
+
+def as_keys(cache: Ipv4Cache[str], keys: list[int]) -> np.ndarray[Any, Any]:
+    if isinstance(cache, Ipv6Cache):
+        return addresses(keys, cache.name == "colliding")
+    return np.array(keys, dtype=np.uint32)
+
+
+def make_cache(variant: str, size: int, clock: Clock) -> Ipv4Cache[str]:
+    if variant == "ipv4":
+        return Ipv4Cache(size, TTL_S, 2, clock)
+    return Ipv6Cache(size, TTL_S, 2, clock, "colliding" if variant == "ipv6-colliding" else "ipv6_cache")
+
+
+def test_colliding_addresses_share_a_key() -> None:
+    pair = addresses([6, 7], colliding=True)
+    assert pair[0] != pair[1]
+    assert sixteen_byte_keys(pair).tolist()[0] == sixteen_byte_keys(pair).tolist()[1]
+
+
 def lookup(cache: Ipv4Cache[str], keys: list[int], now: float) -> dict[int, str | None]:
-    slots = cache.lookup(np.array(keys, dtype=np.uint32), now)
+    slots = cache.lookup(as_keys(cache, keys), now)
     return {key: None if slot < 0 else cache.value(int(slot)) for key, slot in zip(keys, slots.tolist(), strict=True)}
 
 
@@ -33,7 +68,8 @@ def store(cache: Ipv4Cache[str], found: dict[int, str | None], now: float, tag: 
     """Put every key `lookup` missed, as `tag:key` with the key in its attribute row."""
     new = {key: f"{tag}:{key}" for key, value in found.items() if value is None}
     keys = list(new)
-    cache.put_many(keys, list(new.values()), np.array([[key, 2 * key] for key in keys], dtype=np.int64), now)
+    rows = np.array([[key, 2 * key] for key in keys], dtype=np.int64).reshape(-1, 2)
+    cache.put_many(as_keys(cache, keys), list(new.values()), rows, now)
     return new
 
 
@@ -48,10 +84,12 @@ operations = st.lists(
 
 
 @settings(max_examples=150, deadline=None)
-@given(operations, st.sampled_from([0, 1, 5, 17, 100, 10_000]))
-def test_the_cache_keeps_what_a_dict_would_within_its_bound(steps: list[tuple[list[int], float]], size: int) -> None:
+@given(operations, st.sampled_from([0, 1, 5, 17, 100, 10_000]), st.sampled_from(["ipv4", "ipv6", "ipv6-colliding"]))
+def test_the_cache_keeps_what_a_dict_would_within_its_bound(
+    steps: list[tuple[list[int], float]], size: int, variant: str
+) -> None:
     clock = Clock()
-    cache: Ipv4Cache[str] = Ipv4Cache(size, TTL_S, 2, clock)
+    cache = make_cache(variant, size, clock)
     stored: dict[int, tuple[str, float]] = {}  # the model: key -> (value, expiry)
     looked_up = 0
     for number, (keys, advance) in enumerate(steps):
@@ -64,19 +102,19 @@ def test_the_cache_keeps_what_a_dict_would_within_its_bound(steps: list[tuple[li
                 assert key in stored and stored[key][0] == value, "found a value never stored for it"
                 assert stored[key][1] > now, "found an expired value"
         forgotten = [k for k, v in found.items() if v is None and k in stored and stored[k][1] > now]
-        if size >= 10_000:
+        if size >= 10_000 and variant != "ipv6-colliding":
             assert not forgotten, "nothing is evicted below the bound"
         new = store(cache, found, now, str(number))
         for key, value in new.items():
             stored[key] = (value, now + TTL_S)
         assert len(cache) <= size
-        slots = cache.lookup(np.array(list(new), dtype=np.uint32), now)
+        slots = cache.lookup(as_keys(cache, list(new)), now)
         looked_up += len(new)
         for key, slot in zip(new, slots.tolist(), strict=True):
             if slot >= 0:
                 assert cache.attributes[slot].tolist() == [key, 2 * key]
     assert cache.hits + cache.misses == looked_up
-    assert cache.stats()["ipv4_cache_size"] == len(cache)
+    assert cache.stats()[f"{cache.name}_size"] == len(cache)
 
 
 def test_the_least_recently_used_batches_are_evicted_first() -> None:

@@ -137,13 +137,16 @@ def test_generated_traffic_with_geoip_and_names() -> None:
 
 @pytest.mark.parametrize("cache_size", [0, 7, 300, 65_536])
 def test_address_caches_of_any_size_enrich_alike(cache_size: int) -> None:
-    """Without reverse DNS (the IPv4 cache then keeps no Python values per lookup), through
-    misses, hits, evictions and merges of the IPv4 cache, the same documents as the dict path
+    """Without reverse DNS (the IPv4 and IPv6 caches then keep no Python values per lookup),
+    through misses, hits, evictions and merges of those caches, the same documents as the dict path
     with a cache large enough for everything; the traffic goes through twice."""
     datagrams = [(d, ("192.0.2.1", 2055)) for d in build_datagrams()[:120]]
     templates, data = traffic.netflow_v9()
     datagrams += [(d, ("192.0.2.7", 4739)) for d in [*templates, *data]]
+    ipv6 = build_traffic("v9", exporters=2, datagrams_per_exporter=20, ipv6_share=1.0)  # the IPv6 cache
+    datagrams += [(d.payload, ("192.0.2.8", 2055)) for s in ipv6.streams for d in s.datagrams]
     batches = joined_batches(datagrams)
+    assert any("source_ipv6_address" in b.template.names for b in batches)
     tables = [batch_table(b) for b in batches] + [batch_table(b) for b in batches]
     assert check_tables(tables, {}, cache_size) > 5_000
 

@@ -43,11 +43,12 @@ from flowd.enrich.community_id import (
 from flowd.enrich.dns import ReverseDnsResolver
 from flowd.enrich.geoip import GEOIP_CACHE_TTL_S, NO_FIELDS, GeoFields, GeoIpLookup
 from flowd.enrich.interfaces import InterfaceNames
-from flowd.enrich.ipv4_cache import Ipv4Cache
+from flowd.enrich.ipv4_cache import Ipv4Cache, Ipv6Cache
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name
 from flowd.errors import ConfigError
 from flowd.output.distinct import unique_inverse
+from flowd.output.render import IPV6_DTYPE, ipv6_texts
 from flowd.output.table import DocumentsView, FieldGroup, LazyColumn, Table
 
 Document = dict[str, Any]
@@ -118,8 +119,12 @@ class EnrichmentChain:
         self.address_cache: TtlLruCache[str, _AddressInfo] = TtlLruCache(
             settings.geoip_cache_size, GEOIP_CACHE_TTL_S, clock, "address_info"
         )
-        # The same for IPv4 addresses as integers, looked up a table at a time in numpy.
+        # The same for IPv4 addresses as integers and IPv6 ones as 16-byte values, looked up a
+        # table at a time in numpy.
         self.ipv4_cache: Ipv4Cache[_AddressInfo] = Ipv4Cache(
+            settings.geoip_cache_size, GEOIP_CACHE_TTL_S, len(_ATTRIBUTES), clock, "address_info"
+        )
+        self.ipv6_cache: Ipv6Cache[_AddressInfo] = Ipv6Cache(
             settings.geoip_cache_size, GEOIP_CACHE_TTL_S, len(_ATTRIBUTES), clock, "address_info"
         )
         self._groups: list[FieldGroup] = []
@@ -216,7 +221,9 @@ class EnrichmentChain:
         """GeoIP, ASN and address class of one end, per distinct address."""
         raw = table.factorize_array(key)
         if raw is not None and raw[0].dtype.kind == "u" and raw[0].dtype.itemsize == 4:
-            return self._add_ipv4_addresses(table, key, raw[0].astype(np.uint32), raw[1], now)
+            return self._add_cached_addresses(table, key, self.ipv4_cache, raw[0].astype(np.uint32), raw[1], now)
+        if raw is not None and raw[0].dtype == IPV6_DTYPE:
+            return self._add_cached_addresses(table, key, self.ipv6_cache, raw[0], raw[1], now)
         found = table.factorize(key)
         if found is None:
             return None
@@ -229,18 +236,20 @@ class EnrichmentChain:
             [None if i is None else (i.source_group if source else i.destination_group) for i in known], index
         )
         facts = np.array([_NO_ROW if i is None else i.row for i in known], dtype=np.int64).reshape(-1, len(_ATTRIBUTES))
-        end = _End(addresses, index, facts, known)
-        if raw is not None and raw[0].dtype.kind == "V":  # IPv6 as 16-byte values: packed already
-            end.packed_ipv6 = raw[0]
-        return end
+        return _End(addresses, index, facts, known)
 
-    def _add_ipv4_addresses(
-        self, table: Table, key: str, numbers: npt.NDArray[np.uint32], index: npt.NDArray[np.intp], now: float
+    def _add_cached_addresses(
+        self,
+        table: Table,
+        key: str,
+        cache: Ipv4Cache[_AddressInfo],
+        numbers: npt.NDArray[Any],
+        index: npt.NDArray[np.intp],
+        now: float,
     ) -> _End:
-        """`_add_addresses` for a column of IPv4 addresses as integers: the cache is searched for
-        all of them at once, and what each adds comes back as numbers (`_ATTRIBUTES`); only
-        first-seen addresses cost Python work."""
-        cache = self.ipv4_cache
+        """`_add_addresses` for a column of IPv4 addresses as integers or IPv6 ones as 16-byte
+        values (`numbers`, distinct): the cache is searched for all of them at once, and what each
+        adds comes back as numbers (`_ATTRIBUTES`); only first-seen addresses cost Python work."""
         slots = cache.lookup(numbers, now)
         facts = cache.rows(slots)
         found = np.flatnonzero(slots >= 0)
@@ -251,15 +260,15 @@ class EnrichmentChain:
                 infos[position] = cache.value(slot)
         missing = np.flatnonzero(slots < 0)
         if len(missing):
-            new_numbers = numbers[missing].tolist()
-            new_infos = [self._address_info(ipv4_text(number), now) for number in new_numbers]
+            new_numbers = numbers[missing]
+            new_infos = [self._address_info(text, now) for text in _texts(new_numbers)]
             rows = np.array([self._attributes(i) for i in new_infos], dtype=np.int64)
             facts[missing] = rows
             if infos is not None:
                 for position, info in zip(missing.tolist(), new_infos, strict=True):
                     infos[position] = info
             cacheable = [k for k, info in enumerate(new_infos) if info.valid]
-            cache.put_many([new_numbers[k] for k in cacheable], [new_infos[k] for k in cacheable], rows[cacheable], now)
+            cache.put_many(new_numbers[cacheable], [new_infos[k] for k in cacheable], rows[cacheable], now)
         group_numbers = facts[:, _SOURCE_GROUP if key == "source.ip" else _DESTINATION_GROUP]
         used, remap = unique_inverse(group_numbers)
         groups: list[FieldGroup | None] = [self._groups[number] for number in used.tolist()]
@@ -288,6 +297,7 @@ class EnrichmentChain:
     def _clear_address_caches(self) -> None:
         self.address_cache.clear()
         self.ipv4_cache.clear()
+        self.ipv6_cache.clear()
         self._groups.clear()
         self._group_numbers.clear()
 
@@ -551,9 +561,9 @@ class EnrichmentChain:
     def stats(self) -> dict[str, int]:
         """Every component's counters, flat, for the collector's metrics."""
         counters = {**self.counters, **self.addresses.stats(), **self.geoip.stats()}
-        ipv4 = self.ipv4_cache.stats()
-        for name, value in self.address_cache.stats().items():  # one figure for both address caches
-            counters[name] = value + ipv4[name]
+        ipv4, ipv6 = self.ipv4_cache.stats(), self.ipv6_cache.stats()
+        for name, value in self.address_cache.stats().items():  # one figure for the address caches
+            counters[name] = value + ipv4[name] + ipv6[name]
         counters.update(self.applications.stats())
         counters.update(self.interfaces.stats())
         if self.oui is not None:
@@ -570,7 +580,7 @@ class _End:
     """One end of every flow in a table: its distinct addresses, what is known of each
     (`_ATTRIBUTES` as numbers, and the `_AddressInfo`s when reverse DNS needs them), each row's index."""
 
-    __slots__ = ("_infos", "_texts", "addresses", "facts", "index", "packed_ipv6")
+    __slots__ = ("_infos", "_texts", "addresses", "facts", "index")
 
     def __init__(
         self,
@@ -585,8 +595,6 @@ class _End:
         self.facts = facts
         self._infos = infos
         self._texts: list[str | None] | None = None
-        self.packed_ipv6: npt.NDArray[Any] | None = None
-        """The distinct addresses as 16-byte values, when they came so (IPv6 arrays)."""
 
     @property
     def infos(self) -> list[_AddressInfo | None]:
@@ -597,7 +605,7 @@ class _End:
         """The distinct addresses as strings (made once: reverse DNS asks twice)."""
         if self._texts is None:
             if isinstance(self.addresses, np.ndarray):
-                self._texts = [ipv4_text(a) for a in self.addresses.tolist()]
+                self._texts = list(_texts(self.addresses))
             else:
                 self._texts = [None if a is None else str(a) for a in self.addresses]
         return self._texts
@@ -614,11 +622,12 @@ class _End:
     def packed(self, length: int) -> npt.NDArray[np.uint8]:
         """Each distinct address packed, one row each (zeros for those of another length)."""
         if isinstance(self.addresses, np.ndarray):
-            if length == 4:
+            ipv6 = self.addresses.dtype == IPV6_DTYPE
+            if length == 16 and ipv6:
+                return np.ascontiguousarray(self.addresses).view(np.uint8).reshape(-1, 16)
+            if length == 4 and not ipv6:
                 return self.addresses.astype(">u4").view(np.uint8).reshape(-1, 4)
             return np.zeros((len(self.addresses), length), dtype=np.uint8)
-        if self.packed_ipv6 is not None and length == 16:
-            return self.packed_ipv6.view(np.uint8).reshape(-1, 16)
         rows = [i.facts.packed if i is not None and i.length == length else bytes(length) for i in self.infos]
         return np.frombuffer(b"".join(rows), dtype=np.uint8).reshape(len(rows), length)
 
@@ -635,6 +644,13 @@ hundred bytes; as many as `FieldGroup.shared` keeps)."""
 
 def ipv4_text(number: int) -> str:
     return socket.inet_ntoa(number.to_bytes(4, "big"))
+
+
+def _texts(addresses: npt.NDArray[Any]) -> list[str]:
+    """IPv4 addresses (integers) or IPv6 ones (16-byte values) as text."""
+    if addresses.dtype == IPV6_DTYPE:
+        return ipv6_texts(addresses)
+    return [ipv4_text(number) for number in addresses.tolist()]
 
 
 def _counterparts(mapping: dict[int, int]) -> npt.NDArray[np.int64]:

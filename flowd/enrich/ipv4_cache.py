@@ -18,12 +18,14 @@ entries are misses when read and are swept out at each merge.
 from __future__ import annotations
 
 import time
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from flowd.enrich.cache import BoundedCache, Clock
+from flowd.output.distinct import sixteen_byte_keys
+from flowd.output.render import IPV6_DTYPE
 
 V = TypeVar("V")
 G = TypeVar("G", bound=np.generic)
@@ -36,6 +38,9 @@ _MIN_MERGE = 64
 class Ipv4Cache(BoundedCache, Generic[V]):
     """At most `max_size` IPv4 addresses (uint32), each with a value and `width` integers, valid
     for `ttl_s` seconds after it was stored. A `max_size` of 0 disables the cache."""
+
+    KEY: type[np.unsignedinteger[Any]] = np.uint32
+    """The keys' type."""
 
     __slots__ = (
         "_expires",
@@ -54,7 +59,7 @@ class Ipv4Cache(BoundedCache, Generic[V]):
         self, max_size: int, ttl_s: float, width: int, clock: Clock = time.monotonic, name: str = "ipv4_cache"
     ) -> None:
         super().__init__(max_size, ttl_s, clock, name)
-        self._keys = np.empty(0, dtype=np.uint32)
+        self._keys = np.empty(0, dtype=self.KEY)
         """Merged keys, sorted."""
         self._keys_slots = np.empty(0, dtype=np.int64)
         """The slot of each merged key; -1 once the entry is gone (swept at the next merge)."""
@@ -65,7 +70,7 @@ class Ipv4Cache(BoundedCache, Generic[V]):
         """Per slot: the integers stored with the value."""
         self._expires = np.empty(0, dtype=np.float64)
         self._used = np.empty(0, dtype=np.int64)
-        self._slot_keys = np.empty(0, dtype=np.uint32)
+        self._slot_keys = np.empty(0, dtype=self.KEY)
         self._free: list[int] = []
         self._tick = 0
 
@@ -85,7 +90,7 @@ class Ipv4Cache(BoundedCache, Generic[V]):
         rows[slots < 0] = 0
         return rows
 
-    def lookup(self, keys: npt.NDArray[np.uint32], now: float) -> Slots:
+    def lookup(self, keys: npt.NDArray[Any], now: float) -> Slots:
         """The slot of each key (-1: not cached or expired); refreshes the keys found."""
         self._tick += 1
         count = len(keys)
@@ -112,16 +117,17 @@ class Ipv4Cache(BoundedCache, Generic[V]):
         self.misses += count - hits
         return slots
 
-    def put_many(self, keys: list[int], values: list[V], attributes: npt.NDArray[np.int64], now: float) -> None:
+    def put_many(self, keys: npt.NDArray[Any], values: list[V], attributes: npt.NDArray[np.int64], now: float) -> None:
         """Store keys that `lookup` did not find, with their values and attribute rows."""
-        if not self.max_size or not keys:
+        if not self.max_size or not len(keys):
             return
         expires = now + self.ttl_s
-        for key, value, row in zip(keys, values, attributes, strict=True):
+        for position, (key, value, row) in enumerate(zip(keys.tolist(), values, attributes, strict=True)):
             slot = self._pending.get(key)
             if slot is None:
                 slot = self._free.pop() if self._free else self._grow()
                 self._pending[key] = slot
+            self._stored(slot, position)
             self._values[slot] = value
             self.attributes[slot] = row
             self._expires[slot] = expires
@@ -134,14 +140,14 @@ class Ipv4Cache(BoundedCache, Generic[V]):
 
     def clear(self) -> None:
         width = self.attributes.shape[1]
-        self._keys = np.empty(0, dtype=np.uint32)
+        self._keys = np.empty(0, dtype=self.KEY)
         self._keys_slots = np.empty(0, dtype=np.int64)
         self._pending.clear()
         self._values = []
         self.attributes = np.zeros((0, width), dtype=np.int64)
         self._expires = np.empty(0, dtype=np.float64)
         self._used = np.empty(0, dtype=np.int64)
-        self._slot_keys = np.empty(0, dtype=np.uint32)
+        self._slot_keys = np.empty(0, dtype=self.KEY)
         self._free = []
 
     # -- internals ------------------------------------------------------------------------
@@ -155,7 +161,14 @@ class Ipv4Cache(BoundedCache, Generic[V]):
             self._expires = _resized(self._expires, capacity)
             self._used = _resized(self._used, capacity)
             self._slot_keys = _resized(self._slot_keys, capacity)
+            self._grew(capacity)
         return slot
+
+    def _stored(self, slot: int, position: int) -> None:
+        """`put_many` stored its key at `position` in `slot` (for a subclass keeping more per slot)."""
+
+    def _grew(self, capacity: int) -> None:
+        """The per-slot arrays grew to `capacity` slots."""
 
     def _live_slots(self) -> Slots:
         live = np.ones(len(self._values), dtype=np.bool_)
@@ -189,7 +202,7 @@ class Ipv4Cache(BoundedCache, Generic[V]):
     def _merge(self, now: float) -> None:
         """Fold the pending keys into the sorted array, dropping removed and expired entries."""
         live = self._keys_slots >= 0
-        keys = np.concatenate([self._keys[live], np.fromiter(self._pending, dtype=np.uint32, count=len(self._pending))])
+        keys = np.concatenate([self._keys[live], np.fromiter(self._pending, dtype=self.KEY, count=len(self._pending))])
         slots = np.concatenate(
             [self._keys_slots[live], np.fromiter(self._pending.values(), dtype=np.int64, count=len(self._pending))]
         )
@@ -208,3 +221,52 @@ def _resized(array: npt.NDArray[G], capacity: int) -> npt.NDArray[G]:
     grown = np.zeros((capacity, *array.shape[1:]), dtype=array.dtype)
     grown[: len(array)] = array
     return grown
+
+
+class Ipv6Cache(Ipv4Cache[V]):
+    """The same for IPv6 addresses (16-byte values): keyed by a 64-bit key made of their two
+    words, with the address itself kept per slot and compared at each lookup, so two addresses
+    that share a key are never taken for each other (the one stored last keeps the slot)."""
+
+    KEY = np.uint64
+
+    __slots__ = ("_putting", "_slot_addresses")
+
+    def __init__(
+        self, max_size: int, ttl_s: float, width: int, clock: Clock = time.monotonic, name: str = "ipv6_cache"
+    ) -> None:
+        super().__init__(max_size, ttl_s, width, clock, name)
+        self._slot_addresses = np.zeros(0, dtype=IPV6_DTYPE)
+        self._putting = np.zeros(0, dtype=IPV6_DTYPE)
+
+    def lookup(self, keys: npt.NDArray[Any], now: float) -> Slots:
+        """The slot of each address (a `V16` array; -1: not cached, expired or another address)."""
+        addresses = keys
+        slots = super().lookup(sixteen_byte_keys(addresses), now)
+        found = slots >= 0
+        if found.any():
+            other = found & (self._slot_addresses[np.where(found, slots, 0)] != addresses)
+            if other.any():
+                count = int(other.sum())
+                slots[other] = -1
+                self.hits -= count
+                self.misses += count
+        return slots
+
+    def put_many(self, keys: npt.NDArray[Any], values: list[V], attributes: npt.NDArray[np.int64], now: float) -> None:
+        """Store addresses (a `V16` array) that `lookup` did not find."""
+        self._putting = keys
+        try:
+            super().put_many(sixteen_byte_keys(keys), values, attributes, now)
+        finally:
+            self._putting = np.zeros(0, dtype=IPV6_DTYPE)
+
+    def clear(self) -> None:
+        super().clear()
+        self._slot_addresses = np.zeros(0, dtype=IPV6_DTYPE)
+
+    def _stored(self, slot: int, position: int) -> None:
+        self._slot_addresses[slot] = self._putting[position]
+
+    def _grew(self, capacity: int) -> None:
+        self._slot_addresses = _resized(self._slot_addresses, capacity)

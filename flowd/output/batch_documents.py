@@ -23,6 +23,8 @@ from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
 from flowd.output.render import (
+    IPV6_BYTES,
+    IPV6_DTYPE,
     PAD,
     Ipv6Texts,
     pad_nuls,
@@ -301,10 +303,6 @@ def related_addresses(source: LazyColumn, destination: LazyColumn) -> LazyColumn
 def ipv4_column(array: Array) -> LazyColumn:
     """IPv4 addresses kept as uint32, written as dotted quads."""
     return LazyColumn(array, render_ipv4, _ipv4_strings, elementwise=True)
-
-
-IPV6_BYTES = 16
-IPV6_DTYPE = np.dtype(f"V{IPV6_BYTES}")
 
 
 def ipv6_column(array: Array) -> LazyColumn:

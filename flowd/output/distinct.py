@@ -52,11 +52,17 @@ _ODD = np.uint64(0x9E3779B97F4A7C15)
 def _hashed(values: npt.NDArray[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]] | None:
     """Distinct 16-byte values and each element's index, by the unique 64-bit keys of their two
     words; None when two values share a key (checked, so the answer is exact)."""
-    words = np.ascontiguousarray(values).view("<u8").reshape(-1, 2)
-    keys = words[:, 0] ^ (words[:, 1] * _ODD)
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    _, first, inverse = np.unique(sixteen_byte_keys(values), return_index=True, return_inverse=True)
     distinct = values[first]
     inverse = inverse.reshape(-1)
     if not bool((distinct[inverse] == values).all()):
         return None
     return distinct, inverse
+
+
+def sixteen_byte_keys(values: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    """A 64-bit key of each 16-byte value, its two words mixed: equal values, equal keys (not the
+    converse: whoever uses them checks)."""
+    words = np.ascontiguousarray(values).view("<u8").reshape(-1, 2)
+    keys: npt.NDArray[np.uint64] = words[:, 0] ^ (words[:, 1] * _ODD)
+    return keys

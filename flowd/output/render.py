@@ -237,6 +237,11 @@ def render_ipv4(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
     return out
 
 
+IPV6_BYTES = 16
+IPV6_DTYPE = np.dtype(f"V{IPV6_BYTES}")
+"""IPv6 addresses as array elements: their 16 bytes in network order."""
+
+
 class Ipv6Texts:
     """The text of a column of 16-byte IPv6 addresses (a `V16` array), in the form
     `socket.inet_ntop` gives (RFC 5952): each distinct address formatted once by the C library,
@@ -256,7 +261,7 @@ class Ipv6Texts:
 
     def distinct_texts(self) -> list[str]:
         if self._texts is None:
-            self._texts = _ipv6_texts(self.distinct()[0])
+            self._texts = ipv6_texts(self.distinct()[0])
         return self._texts
 
     def render(self, _array: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
@@ -271,10 +276,11 @@ class Ipv6Texts:
             return [texts[i] for i in self.distinct()[1].tolist()]
         if self._found is not None and elements is self._found[0]:
             return self.distinct_texts()
-        return _ipv6_texts(elements)
+        return ipv6_texts(elements)
 
 
-def _ipv6_texts(addresses: npt.NDArray[Any]) -> list[str]:
+def ipv6_texts(addresses: npt.NDArray[Any]) -> list[str]:
+    """16-byte IPv6 addresses as `socket.inet_ntop` writes them (texts of busy addresses kept)."""
     known = _ipv6_strings
     if len(known) >= IPV6_TEXTS_KEPT:
         known.clear()

@@ -28,7 +28,6 @@ from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
 from flowd.output.batch_documents import (
     IANA_NUMBERS,
-    IPV6_DTYPE,
     TRANSPORT_NAMES,
     MixedFamiliesError,
     address_family,
@@ -45,7 +44,7 @@ from flowd.output.batch_documents import (
     related_addresses,
 )
 from flowd.output.distinct import unique_inverse
-from flowd.output.render import mac_texts, render_hex64, render_integers, render_mac
+from flowd.output.render import IPV6_DTYPE, mac_texts, render_hex64, render_integers, render_mac
 from flowd.output.sflow_documents import VLAN_UNKNOWN
 from flowd.output.table import Column, DocumentTable, LazyColumn, Matrix, python_values
 from flowd.output.timestamps import iso_from_seconds
