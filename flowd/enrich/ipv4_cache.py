@@ -1,4 +1,5 @@
-"""`TtlLruCache`'s bounds and counters for IPv4 addresses, looked up a whole batch at a time.
+"""`TtlLruCache`'s bounds and counters for IPv4 addresses (and IPv6 ones, `Ipv6Cache`), looked up a
+whole batch at a time.
 
 The enrichment chain looks up every distinct address of a table. With a dict, each costs a Python
 lookup, a move to the end of the LRU order and a few list comprehensions over what it finds: about
