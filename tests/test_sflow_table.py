@@ -189,7 +189,10 @@ def flow_samples(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         source_as = draw(st.sampled_from([0, 64500]))
         segments = draw(st.lists(st.lists(st.integers(1, 2**32 - 1), max_size=3), max_size=2))
-        path = struct.pack("!I", len(segments)) + b"".join(struct.pack("!I", 2) + u32_list(s) for s in segments)
+        kinds = [draw(st.sampled_from([2, 1, 0])) for _ in segments]  # AS_SEQUENCE, AS_SET, invalid
+        path = struct.pack("!I", len(segments)) + b"".join(
+            struct.pack("!I", kind) + u32_list(s) for kind, s in zip(kinds, segments, strict=True)
+        )
         communities = u32_list(draw(st.lists(st.integers(0, 2**32 - 1), max_size=3)))
         gateway = next_hops(draw) + struct.pack("!III", 65000, source_as, 0) + path + communities + b"\0\0\0\x64"
         records.append(xdr(1003, gateway))

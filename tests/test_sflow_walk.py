@@ -200,14 +200,17 @@ def test_pipeline_documents_and_counters_are_those_of_the_per_datagram_path(monk
 
 def test_router_and_gateway_records_of_every_length_are_walked_as_decoded() -> None:
     """Router and gateway records cut at every word, with IPv4 and IPv6 next hops, no AS path,
-    one segment and two: the walker takes a sample exactly when the per-sample decoder reads
-    its records without an error (the two segments through the per-sample functions)."""
+    one segment (of an invalid type 0 too) and two: the walker takes a sample exactly when the
+    per-sample decoder reads its records without an error (two segments through the per-sample
+    functions), with the same fields."""
     frame = ipv4_tcp_frame()
     tail = u32_list([1, 2]) + struct.pack("!I", 100)  # communities, local preference
+    segment = struct.pack("!I", 2) + u32_list([64600, 64700])  # an AS_SEQUENCE
+    paths = ([], [segment], [struct.pack("!I", 0) + u32_list([7])], [struct.pack("!I", 1) + u32_list([1])] * 2)
     gateways = [
         address(hop) + struct.pack("!IIII", 65000, 64500, 0, len(path)) + b"".join(path) + tail
         for hop in ("192.0.2.254", "2001:db8::fe")
-        for path in ([], [struct.pack("!I", 2) + u32_list([64600, 64700])], [struct.pack("!I", 1) + u32_list([1])] * 2)
+        for path in paths
     ]
     routers = [address(hop) + struct.pack("!II", 24, 16) for hop in ("192.0.2.254", "2001:db8::fe")]
     payloads, whole = [], []

@@ -42,6 +42,22 @@ ROUTING_DECODERS = {RECORD_ROUTER: decode_extended_router, RECORD_GATEWAY: decod
 """The records a router adds to its samples, decoded per sample in a common-shape sample too."""
 MAX_RECORDS = 4
 """A common-shape sample has a raw header and at most one each of switch, router and gateway."""
+ROUTING_ROUTER, ROUTING_GATEWAY, ROUTING_PATH = 1, 2, 4
+"""Bits of a packed routing layout: a router record, a gateway record, a non-empty AS path."""
+ROUTER_KEYS = ("next_hop", "src_mask_len", "dst_mask_len")
+GATEWAY_KEYS = ("bgp_next_hop", "router_as", "src_as", "src_peer_as", "dst_as_path", "dst_as_path_segment_types")
+PATH_KEYS = ("dst_peer_as", "dst_as")
+GATEWAY_TAIL_KEYS = ("communities", "local_pref")
+ROUTING_KEYS = {
+    layout: (ROUTER_KEYS if layout & ROUTING_ROUTER else ())
+    + (
+        (*GATEWAY_KEYS, *(PATH_KEYS if layout & ROUTING_PATH else ()), *GATEWAY_TAIL_KEYS)
+        if layout & ROUTING_GATEWAY
+        else ()
+    )
+    for layout in (1, 2, 3, 6, 7)
+}
+"""The keys of each packed layout, in the order the per-sample decoder sets them."""
 SNAPSHOT_BYTES = 96
 """Header bytes the vectorised reader looks at: Ethernet with one tag (18), the longest IPv4
 header (60) and the TCP flags (14) fit; a sample needing more goes to the per-sample decoder."""
@@ -108,7 +124,15 @@ class WalkedColumns(NamedTuple):
         *values, has_switch, switch, routing = (column[index] for column in self)
         walked = [int(v) for v in values]
         walked[2] = bool(walked[2])
-        return (*walked, tuple(int(v) for v in switch) if has_switch else None, routing)
+        return (*walked, tuple(int(v) for v in switch) if has_switch else None, routing_dict(routing))
+
+
+def routing_dict(routing: Any) -> dict[str, Any] | None:
+    """A sample's routing fields as a dict: they are None, a dict, or packed as (layout, values
+    of `ROUTING_KEYS[layout]`) by the batch walker."""
+    if type(routing) is tuple:
+        return dict(zip(ROUTING_KEYS[routing[0]], routing[1:], strict=True))
+    return routing  # type: ignore[no-any-return]
 
 
 def object_column(values: Sequence[Any]) -> Array:
@@ -401,24 +425,33 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
     return groups, np.flatnonzero(~taken).tolist()
 
 
-def _routing_layouts(routing: Array) -> tuple[Array, list[tuple[str, ...]]]:
-    """Per row, 1 + the index of its routing fields' keys among the distinct key tuples (0: no
-    router or gateway record), and those tuples. The keys differ by which records a sample has
-    and by whether its AS path is empty (then it names no destination AS)."""
-    codes = np.zeros(len(routing), dtype=np.int64)
-    layouts: dict[tuple[str, ...], int] = {}
-    for row in np.flatnonzero(routing != None).tolist():  # noqa: E711 (elementwise)
-        codes[row] = layouts.setdefault(tuple(routing[row]), len(layouts) + 1)
-    return codes, list(layouts)
+def _routing_layouts(routing: Array) -> tuple[Array, list[int | tuple[str, ...]]]:
+    """Per row, 1 + the index of its routing layout among the distinct ones (0: no router or
+    gateway record), and those layouts: a packed layout's number (`ROUTING_KEYS`), or a dict's
+    keys. The keys differ by which records a sample has and by whether its AS path is empty
+    (then it names no destination AS)."""
+    layouts: dict[int | tuple[str, ...], int] = {}
+    codes = [
+        0
+        if fields is None
+        else layouts.setdefault(fields[0] if type(fields) is tuple else tuple(fields), len(layouts) + 1)
+        for fields in routing.tolist()
+    ]
+    return np.array(codes, dtype=np.int64), list(layouts)
 
 
-def _routing_columns(rows: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
-    """Columns of routing fields: integers as int64 arrays (32-bit on the wire), next hops and
-    AS path and community lists as lists."""
+def _routing_columns(rows: list[Any], layout: int | tuple[str, ...]) -> dict[str, Any]:
+    """Columns of routing fields (packed tuples or dicts, see `routing_dict`): integers as int64
+    arrays (32-bit on the wire), next hops and AS path and community lists as lists."""
+    if isinstance(layout, int):
+        keys = ROUTING_KEYS[layout]
+        values_by_key: Any = list(zip(*rows, strict=True))[1:]
+    else:
+        keys = layout
+        values_by_key = [[fields[key] for fields in rows] for key in keys]
     columns: dict[str, Any] = {}
-    for key in keys:
-        values = [fields[key] for fields in rows]
-        columns[key] = np.array(values, dtype=np.int64) if type(values[0]) is int else values
+    for key, values in zip(keys, values_by_key, strict=True):
+        columns[key] = np.array(values, dtype=np.int64) if type(values[0]) is int else list(values)
     return columns
 
 

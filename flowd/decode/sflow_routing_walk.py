@@ -5,7 +5,9 @@ lengths (router), BGP next hop, AS numbers, the AS path and communities (gateway
 sample at a time they cost a worker more than the rest of the sample, so here every sample's
 records are read at once: the fixed parts by gathers, the AS path (one segment, the usual case)
 and the communities as padded word matrices cut to their lengths. Each sample gets the fields
-dict the per-sample decoder (`sflow_routing`) would set. A record of another layout (several
+the per-sample decoder (`sflow_routing`) would set, packed in a tuple per sample whose layout
+(which records, whether the path is empty) names the keys (`sflow_batch.routing_dict`), so
+the table builder takes columns from them without a dict per sample. A record of another layout (several
 AS path segments, an unknown next-hop type) is decoded by those functions (`routing_fields`);
 one that does not decode leaves its sample out of the walk.
 """
@@ -13,13 +15,22 @@ one that does not decode leaves its sample out of the walk.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
 from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from flowd.decode.sflow_batch import RECORD_GATEWAY, RECORD_ROUTER, object_column, routing_fields
+from flowd.decode.sflow_batch import (
+    RECORD_GATEWAY,
+    RECORD_ROUTER,
+    ROUTING_GATEWAY,
+    ROUTING_PATH,
+    ROUTING_ROUTER,
+    object_column,
+    routing_fields,
+)
 from flowd.decode.sflow_routing import ADDRESS_IPV4, ADDRESS_IPV6, MAX_LIST
 
 Array = npt.NDArray[Any]
@@ -31,34 +42,38 @@ Fields = dict[str, Any]
 def walked_routing(
     word: Words, payloads: Sequence[bytes], bases: Array, owners: Array, records: dict[int, Array], kept: Array
 ) -> Array:
-    """Each sample's router and gateway fields (None without those records), one object each.
+    """Each sample's router and gateway fields, one object each: None without those records, a
+    packed tuple (`sflow_batch.routing_dict`) when read here, the fields dict when read by the
+    per-sample functions.
 
     `records` holds, per record kind, each sample's (body, end) in words of the joined batch (-1:
     none); `owners` is each sample's datagram and `bases` each datagram's first word. Samples
-    whose records do not decode are no longer `kept`. A sample read here has its router fields
-    before its gateway fields, whatever their records' order (a dict's order is not its content).
+    whose records do not decode are no longer `kept`.
     """
     router, gateway = records[RECORD_ROUTER], records[RECORD_GATEWAY]
     rows = np.flatnonzero(kept & ((router[:, 0] >= 0) | (gateway[:, 0] >= 0)))
     routers = _Router(word, router[rows])
     gateways = _Gateway(word, gateway[rows])
-    values: list[Fields | None] = []
-    for k, row in enumerate(rows.tolist()):
-        has_router, has_gateway = routers.present[k], gateways.present[k]
-        fields: Fields | None
-        if (has_router and not routers.fast[k]) or (has_gateway and not gateways.fast[k]):
-            fields = _per_sample(payloads, bases, owners, records, row)
-            if fields is None:
-                kept[row] = False
-        elif not has_gateway:
-            fields = routers.fields(k)
-        elif not has_router:
-            fields = gateways.fields(k, {})
-        else:
-            fields = gateways.fields(k, routers.fields(k))
-        values.append(fields)
+    slow = (routers.present & ~routers.fast) | (gateways.present & ~gateways.fast)
+    code = np.where(
+        slow, -1, routers.present * ROUTING_ROUTER + gateways.present * ROUTING_GATEWAY + gateways.path * ROUTING_PATH
+    )
     routing = object_column([None] * len(kept))
-    routing[rows] = object_column(values)
+    for layout in np.unique(code).tolist():
+        chosen = np.flatnonzero(code == layout)
+        if layout < 0:
+            for position in chosen.tolist():
+                row = int(rows[position])
+                fields = _per_sample(payloads, bases, owners, records, row)
+                if fields is None:
+                    kept[row] = False
+                routing[row] = fields
+            continue
+        columns = (routers.columns(chosen) if layout & ROUTING_ROUTER else []) + (
+            gateways.columns(chosen, bool(layout & ROUTING_PATH)) if layout & ROUTING_GATEWAY else []
+        )
+        packed = zip(repeat(layout, len(chosen)), *columns, strict=True)
+        routing[rows[chosen]] = np.fromiter(packed, dtype=object, count=len(chosen))
     return routing
 
 
@@ -82,30 +97,40 @@ class _Router:
 
     def __init__(self, word: Words, bounds: Array) -> None:
         body, stop = bounds[:, 0], bounds[:, 1]
-        present = body >= 0
-        self.hops, width = _next_hops(word, body, present)
-        self.present: list[bool] = present.tolist()
-        self.fast: list[bool] = ((width > 0) & (body + 1 + width + 2 <= stop)).tolist()
-        self.masks: list[list[int]] = word((body + 1 + width)[:, None] + np.arange(2)).tolist()
+        self.present = body >= 0
+        self.hops, width = _next_hops(word, body, self.present)
+        self.fast = (width > 0) & (body + 1 + width + 2 <= stop)
+        self.masks = word((body + 1 + width)[:, None] + np.arange(2))
 
-    def fields(self, k: int) -> Fields:
-        source_mask, destination_mask = self.masks[k]
-        return {"next_hop": self.hops[k], "src_mask_len": source_mask, "dst_mask_len": destination_mask}
+    def columns(self, chosen: Array) -> list[Sequence[Any]]:
+        """The values of `sflow_batch.ROUTER_KEYS` for the `chosen` samples, a list each."""
+        return [self.hops[chosen].tolist(), self.masks[chosen, 0].tolist(), self.masks[chosen, 1].tolist()]
 
 
 class _Gateway:
     """Extended gateway records, as `_Router`: BGP next hop, AS numbers, an AS path of at most one
     segment (more go to the per-sample functions), communities, local preference."""
 
-    __slots__ = ("communities", "fast", "fixed", "hops", "paths", "preferences", "present", "segment_types")
+    __slots__ = (
+        "communities",
+        "fast",
+        "fixed",
+        "hops",
+        "path",
+        "path_ends",
+        "paths",
+        "preferences",
+        "present",
+        "segment_types",
+    )
 
     def __init__(self, word: Words, bounds: Array) -> None:
         body, stop = bounds[:, 0], bounds[:, 1]
-        present = body >= 0
-        self.hops, width = _next_hops(word, body, present)
+        self.present = body >= 0
+        self.hops, width = _next_hops(word, body, self.present)
         at = body + 1 + width
-        fixed = word(at[:, None] + np.arange(4))  # router AS, source AS, source peer AS, segments
-        segments = fixed[:, 3]
+        self.fixed = word(at[:, None] + np.arange(4))  # router AS, source AS, source peer AS, segments
+        segments = self.fixed[:, 3]
         fast = (width > 0) & (at + 4 <= stop) & (segments <= 1)
         path_at = at + 4 + 2 * segments  # the path's words, after (type, length) of its one segment
         path_length = np.where(segments == 1, word(at + 5), 0)
@@ -115,33 +140,35 @@ class _Gateway:
         fast &= (communities_at + 1 <= stop) & (community_count <= MAX_LIST)
         preference_at = communities_at + 1 + np.where(fast, community_count, 0)
         fast &= preference_at + 1 <= stop
-        self.present: list[bool] = present.tolist()
-        self.fast: list[bool] = fast.tolist()
-        self.fixed: list[list[int]] = fixed.tolist()
-        self.segment_types: list[int] = word(at + 4).tolist()
-        self.paths = _lists(word, path_at, np.where(fast, path_length, 0))
+        length = np.where(fast, path_length, 0)
+        self.fast = fast
+        self.path = fast & (length > 0)
+        # The path starts at the peer; its last AS originated the destination prefix.
+        self.path_ends = np.stack([word(path_at), word(path_at + length - 1)], axis=1)
+        self.segment_types = np.where(segments == 1, word(at + 4), -1)
+        self.paths = _lists(word, path_at, length)
         self.communities = _lists(word, communities_at + 1, np.where(fast, community_count, 0))
-        self.preferences: list[int] = word(preference_at).tolist()
+        self.preferences = word(preference_at)
 
-    def fields(self, k: int, fields: Fields) -> Fields:
-        """`fields` (a router's, or empty) with this sample's gateway fields added."""
-        router_as, source_as, source_peer_as, segment_count = self.fixed[k]
-        path = self.paths[k]
-        fields["bgp_next_hop"] = self.hops[k]
-        fields["router_as"] = router_as
-        fields["src_as"] = source_as
-        fields["src_peer_as"] = source_peer_as
-        fields["dst_as_path"] = path
-        fields["dst_as_path_segment_types"] = [self.segment_types[k]] if segment_count else []
-        if path:  # the path starts at the peer; its last AS originated the destination prefix
-            fields["dst_peer_as"] = path[0]
-            fields["dst_as"] = path[-1]
-        fields["communities"] = self.communities[k]
-        fields["local_pref"] = self.preferences[k]
-        return fields
+    def columns(self, chosen: Array, path: bool) -> list[Sequence[Any]]:
+        """The values of `sflow_batch.GATEWAY_KEYS` for the `chosen` samples (with `PATH_KEYS`
+        when their AS paths are not empty), a list each."""
+        fixed = self.fixed[chosen]
+        kinds = [[kind] if kind >= 0 else [] for kind in self.segment_types[chosen].tolist()]
+        columns: list[Sequence[Any]] = [
+            self.hops[chosen].tolist(),
+            fixed[:, 0].tolist(),
+            fixed[:, 1].tolist(),
+            fixed[:, 2].tolist(),
+            self.paths[chosen].tolist(),
+            kinds,
+        ]
+        if path:
+            columns += [self.path_ends[chosen, 0].tolist(), self.path_ends[chosen, 1].tolist()]
+        return columns + [self.communities[chosen].tolist(), self.preferences[chosen].tolist()]
 
 
-def _next_hops(word: Words, body: Array, present: Array) -> tuple[list[str | None], Array]:
+def _next_hops(word: Words, body: Array, present: Array) -> tuple[Array, Array]:
     """Each `present` record's leading sFlow address as text (each distinct one formatted once),
     and its width in words after the type word: 1 (IPv4), 4 (IPv6), 0 for any other type or no record."""
     kind = word(body)
@@ -163,13 +190,13 @@ def _next_hops(word: Words, body: Array, present: Array) -> tuple[list[str | Non
         else:
             text = None
         texts.append(text)
-    return texts, width
+    return object_column(texts), width
 
 
-def _lists(word: Words, start: Array, lengths: Array) -> list[list[int]]:
-    """The words `start[i] .. start[i] + lengths[i]` of each row, as lists."""
+def _lists(word: Words, start: Array, lengths: Array) -> Array:
+    """The words `start[i] .. start[i] + lengths[i]` of each row, as lists (an object array)."""
     longest = int(lengths.max(initial=0))
     if not longest:
-        return [[] for _ in range(len(start))]
+        return object_column([[] for _ in range(len(start))])
     matrix = word(start[:, None] + np.arange(longest)).tolist()
-    return [values[:length] for values, length in zip(matrix, lengths.tolist(), strict=True)]
+    return object_column([values[:length] for values, length in zip(matrix, lengths.tolist(), strict=True)])
