@@ -5,9 +5,10 @@ Most flow samples a switch sends look alike: ifIndex interfaces, one raw packet 
 perhaps an extended switch record; a router adds extended router and gateway records.
 `walk_simple_sample` recognises that shape while the datagram is walked (a few `unpack_from`
 calls; the router and gateway records, whose AS paths and communities vary in length, through
-the per-sample decoder's own functions into a dict); such samples are kept as offsets in a
-`SampleBatch`. Joined across a receive batch (`join_sample_batches`), their header snapshots
-become one byte matrix and `simple_sample_columns` reads every field for all of them at once.
+the per-sample decoder's own functions, their values packed by layout: `routing_fields`); such
+samples are kept as offsets in a `SampleBatch`. Joined across a receive batch
+(`join_sample_batches`), their header snapshots become one byte matrix and
+`simple_sample_columns` reads every field for all of them at once.
 
 Nothing here decides a value differently from the per-sample decoder: a `SampleBatch` is a
 `Sequence[FlowRecord]` whose records *are* the per-sample decoder's (it decodes them from the
@@ -57,7 +58,9 @@ ROUTING_KEYS = {
     )
     for layout in (1, 2, 3, 6, 7)
 }
-"""The keys of each packed layout, in the order the per-sample decoder sets them."""
+"""The keys of each routing layout, in the order the per-sample decoder sets them. A sample's
+routing values are packed as (layout, its values in this order): one tuple per sample, which
+the table builder transposes into columns."""
 SNAPSHOT_BYTES = 96
 """Header bytes the vectorised reader looks at: Ethernet with one tag (18), the longest IPv4
 header (60) and the TCP flags (14) fit; a sample needing more goes to the per-sample decoder."""
@@ -77,15 +80,16 @@ TRANSPORT_NONE, TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP = 0, 1, 2, 3
 Walked = tuple[Any, ...]
 """(start, end, expanded, sequence, source id type, source id index, rate, pool, drops, input
 ifIndex, output ifIndex, frame length, stripped, header length, header offset, switch values,
-routing fields: the router and gateway records' fields as the per-sample decoder sets them, or
-None without those records)."""
+routing values: the router and gateway records' fields as the per-sample decoder sets them,
+packed as `ROUTING_KEYS` says, or None without those records)."""
 Array = npt.NDArray[Any]
 
 
 class WalkedColumns(NamedTuple):
     """The `Walked` values of many samples, a column each (int64; `expanded` and `has_switch`
     bool; `switch` one row of four values per sample, zeros where there is no switch record;
-    `routing` objects, a dict or None). Offsets are in bytes from the start of the sample's datagram."""
+    `routing` objects, packed routing values or None). Offsets are in bytes from the start of the
+    sample's datagram."""
 
     start: Array
     end: Array
@@ -124,29 +128,21 @@ class WalkedColumns(NamedTuple):
         *values, has_switch, switch, routing = (column[index] for column in self)
         walked = [int(v) for v in values]
         walked[2] = bool(walked[2])
-        return (*walked, tuple(int(v) for v in switch) if has_switch else None, routing_dict(routing))
-
-
-def routing_dict(routing: Any) -> dict[str, Any] | None:
-    """A sample's routing fields as a dict: they are None, a dict, or packed as (layout, values
-    of `ROUTING_KEYS[layout]`) by the batch walker."""
-    if type(routing) is tuple:
-        return dict(zip(ROUTING_KEYS[routing[0]], routing[1:], strict=True))
-    return routing  # type: ignore[no-any-return]
+        return (*walked, tuple(int(v) for v in switch) if has_switch else None, routing)
 
 
 def object_column(values: Sequence[Any]) -> Array:
-    """A 1-D object array of `values` (dicts and Nones), one element each."""
+    """A 1-D object array of `values` (tuples, lists, strings, Nones), one element each."""
     column = np.empty(len(values), dtype=object)
     column[:] = values
     return column
 
 
-def routing_fields(data: bytes | memoryview, records: Sequence[tuple[int, int, int]]) -> dict[str, Any] | None:
+def routing_fields(data: bytes | memoryview, records: Sequence[tuple[int, int, int]]) -> tuple[Any, ...] | None:
     """The fields the per-sample decoder sets from a sample's router and gateway `records`
-    ((format, body start, body end) each, in the sample's order), or None when one of them does
-    not decode or leaves a value unknown (next hop address type 0): such a sample is not of the
-    common shape."""
+    ((format, body start, body end) each, in the sample's order), packed (`ROUTING_KEYS`), or
+    None when one of them does not decode or leaves a value unknown (next hop address type 0):
+    such a sample is not of the common shape."""
     fields: dict[str, Any] = {}
     for record_format, start, stop in records:
         try:
@@ -155,7 +151,12 @@ def routing_fields(data: bytes | memoryview, records: Sequence[tuple[int, int, i
             return None
     if None in fields.values():
         return None
-    return fields
+    layout = (
+        ("next_hop" in fields) * ROUTING_ROUTER
+        + ("bgp_next_hop" in fields) * ROUTING_GATEWAY
+        + ("dst_as" in fields) * ROUTING_PATH
+    )
+    return (layout, *(fields[key] for key in ROUTING_KEYS[layout]))
 
 
 def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded: bool) -> Walked | None:
@@ -394,13 +395,13 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
     # the TCP flags): fewer, larger tables, since a table costs about a millisecond whatever its rows.
     transport = parsed["_transport"]
     is_tcp = transport == TRANSPORT_TCP
-    routing_codes, routing_keys = _routing_layouts(walked.routing)
+    routing_layouts = np.array([0 if packed is None else packed[0] for packed in walked.routing.tolist()], np.int64)
     layout = (
         parsed["_tagged"].astype(np.int64)
         | (parsed["_six"].astype(np.int64) << 1)
         | (np.where(is_tcp, TRANSPORT_PORTS, transport) << 2)
         | (has_switch.astype(np.int64) << 5)
-        | (routing_codes << 6)
+        | (routing_layouts << 6)
     )
     groups: list[SampleGroup] = []
     for code in np.unique(layout[taken]).tolist():
@@ -420,37 +421,16 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
         if switch:
             columns.update({name: values[rows] for name, values in switch_columns.items()})
         if routing:
-            columns.update(_routing_columns(walked.routing[rows].tolist(), routing_keys[routing - 1]))
+            columns.update(_routing_columns(walked.routing[rows].tolist(), routing))
         groups.append(SampleGroup(rows, columns, absent))
     return groups, np.flatnonzero(~taken).tolist()
 
 
-def _routing_layouts(routing: Array) -> tuple[Array, list[int | tuple[str, ...]]]:
-    """Per row, 1 + the index of its routing layout among the distinct ones (0: no router or
-    gateway record), and those layouts: a packed layout's number (`ROUTING_KEYS`), or a dict's
-    keys. The keys differ by which records a sample has and by whether its AS path is empty
-    (then it names no destination AS)."""
-    layouts: dict[int | tuple[str, ...], int] = {}
-    codes = [
-        0
-        if fields is None
-        else layouts.setdefault(fields[0] if type(fields) is tuple else tuple(fields), len(layouts) + 1)
-        for fields in routing.tolist()
-    ]
-    return np.array(codes, dtype=np.int64), list(layouts)
-
-
-def _routing_columns(rows: list[Any], layout: int | tuple[str, ...]) -> dict[str, Any]:
-    """Columns of routing fields (packed tuples or dicts, see `routing_dict`): integers as int64
-    arrays (32-bit on the wire), next hops and AS path and community lists as lists."""
-    if isinstance(layout, int):
-        keys = ROUTING_KEYS[layout]
-        values_by_key: Any = list(zip(*rows, strict=True))[1:]
-    else:
-        keys = layout
-        values_by_key = [[fields[key] for fields in rows] for key in keys]
+def _routing_columns(rows: list[tuple[Any, ...]], layout: int) -> dict[str, Any]:
+    """Columns of packed routing values of one layout: integers as int64 arrays (32-bit on the
+    wire), next hops and AS path and community lists as lists."""
     columns: dict[str, Any] = {}
-    for key, values in zip(keys, values_by_key, strict=True):
+    for key, values in zip(ROUTING_KEYS[layout], list(zip(*rows, strict=True))[1:], strict=True):
         columns[key] = np.array(values, dtype=np.int64) if type(values[0]) is int else list(values)
     return columns
 

@@ -6,7 +6,7 @@ sample at a time they cost a worker more than the rest of the sample, so here ev
 records are read at once: the fixed parts by gathers, the AS path (one segment, the usual case)
 and the communities as padded word matrices cut to their lengths. Each sample gets the fields
 the per-sample decoder (`sflow_routing`) would set, packed in a tuple per sample whose layout
-(which records, whether the path is empty) names the keys (`sflow_batch.routing_dict`), so
+(which records, whether the path is empty) names the keys (`sflow_batch.ROUTING_KEYS`), so
 the table builder takes columns from them without a dict per sample. A record of another layout (several
 AS path segments, an unknown next-hop type) is decoded by those functions (`routing_fields`);
 one that does not decode leaves its sample out of the walk.
@@ -36,15 +36,13 @@ from flowd.decode.sflow_routing import ADDRESS_IPV4, ADDRESS_IPV6, MAX_LIST
 Array = npt.NDArray[Any]
 Words = Callable[[Array], Array]
 """Words of the joined batch at word indices (bounds clipped), as int64."""
-Fields = dict[str, Any]
 
 
 def walked_routing(
     word: Words, payloads: Sequence[bytes], bases: Array, owners: Array, records: dict[int, Array], kept: Array
 ) -> Array:
-    """Each sample's router and gateway fields, one object each: None without those records, a
-    packed tuple (`sflow_batch.routing_dict`) when read here, the fields dict when read by the
-    per-sample functions.
+    """Each sample's router and gateway fields packed (`sflow_batch.ROUTING_KEYS`), one object
+    each, None without those records.
 
     `records` holds, per record kind, each sample's (body, end) in words of the joined batch (-1:
     none); `owners` is each sample's datagram and `bases` each datagram's first word. Samples
@@ -79,7 +77,7 @@ def walked_routing(
 
 def _per_sample(
     payloads: Sequence[bytes], bases: Array, owners: Array, records: dict[int, Array], row: int
-) -> Fields | None:
+) -> tuple[Any, ...] | None:
     """`routing_fields` of one sample's records, in their order, from its datagram's bytes."""
     owner = int(owners[row])
     base = int(bases[owner])
