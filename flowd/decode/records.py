@@ -51,8 +51,17 @@ def ipv4_string(raw: bytes) -> str:
     return text
 
 
+_ipv6_strings: dict[bytes, str] = {}
+
+
 def ipv6_string(raw: bytes) -> str:
-    return socket.inet_ntop(socket.AF_INET6, raw)
+    """RFC 5952 text for 16 bytes, as `socket.inet_ntop` writes it, through the same kind of cache."""
+    text = _ipv6_strings.get(raw)
+    if text is None:
+        if len(_ipv6_strings) >= _ADDRESS_CACHE_MAX:
+            _ipv6_strings.clear()
+        text = _ipv6_strings[raw] = socket.inet_ntop(socket.AF_INET6, raw)
+    return text
 
 
 def mac_string(raw: bytes) -> str:

@@ -10,15 +10,14 @@ a value: a number's sign is written next to its first digit, an address's octets
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
-from socket import AF_INET6
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from flowd.decode.records import ipv6_string
 from flowd.output.distinct import unique_inverse
 
 _UNHASHABLE = frozenset((list, dict))
@@ -280,23 +279,9 @@ class Ipv6Texts:
 
 
 def ipv6_texts(addresses: npt.NDArray[Any]) -> list[str]:
-    """16-byte IPv6 addresses as `socket.inet_ntop` writes them (texts of busy addresses kept)."""
-    known = _ipv6_strings
-    if len(known) >= IPV6_TEXTS_KEPT:
-        known.clear()
-    raws = addresses.tolist()
-    texts = list(map(known.get, raws))
-    if None in texts:
-        ntop = socket.inet_ntop
-        for position, raw in enumerate(raws):
-            if texts[position] is None:
-                texts[position] = known[raw] = ntop(AF_INET6, raw)
-    return texts  # type: ignore[return-value]
-
-
-IPV6_TEXTS_KEPT = 65_536
-"""Addresses whose text is kept between batches (traffic repeats its busy addresses)."""
-_ipv6_strings: dict[bytes, str] = {}
+    """16-byte IPv6 addresses as `socket.inet_ntop` writes them (`records.ipv6_string`, whose
+    cache keeps the texts of busy addresses between batches)."""
+    return list(map(ipv6_string, addresses.tolist()))
 
 
 _ISO_FIRST_MS = 0
