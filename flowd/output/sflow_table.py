@@ -193,7 +193,7 @@ def _sample_group_table(group: SampleGroup, headers: _DatagramHeaders, numbers: 
 def _packed_column(addresses: PackedAddresses) -> Column:
     if bool(addresses.four.all()):
         return ipv4_column(addresses.ipv4)
-    packed = np.ascontiguousarray(addresses.ipv6).view("V16").reshape(-1)
+    packed = np.ascontiguousarray(addresses.ipv6).view(IPV6_DTYPE).reshape(-1)
     if not addresses.four.any():
         return ipv6_column(packed)
     return column_values(ie.IPV6, 16, packed)
