@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flowd.config import EnrichSettings
+from flowd.enrich import community_id as community_id_module
 from flowd.enrich.chain import EnrichmentChain
 from flowd.enrich.community_id import community_id, community_ids_bulk, seed_bytes
 
@@ -133,14 +135,16 @@ _flows = st.lists(
 )
 
 
-@given(_flows, st.sampled_from((4, 16)), st.integers(0, 0xFFFF), st.booleans())
+@given(_flows, st.sampled_from((4, 16)), st.integers(0, 0xFFFF), st.booleans(), st.booleans())
 @settings(max_examples=200, deadline=None)
 def test_bulk_equals_one_flow_with_ties_and_one_way_flows(
-    flows: list[tuple[int, int, int, int, bool]], length: int, seed: int, with_ports: bool
+    flows: list[tuple[int, int, int, int, bool]], length: int, seed: int, with_ports: bool, sha1_in_numpy: bool
 ) -> None:
     """`community_ids_bulk` (IPv4 hashed from words, IPv6 from bytes) equals `community_id`.
     Addresses come from four per family, so equal addresses and port tie-breaks occur. A one-way
-    flow is ICMP destination unreachable (type 3, kept in the order seen); without ports, GRE."""
+    flow is ICMP destination unreachable (type 3, kept in the order seen); without ports, GRE.
+    The batch's SHA-1 is `hashlib`'s per flow or `sha1_batch`'s (large batches), whichever
+    `sha1_in_numpy` picks; `community_id` always hashes with `hashlib`."""
     pool = [bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2]), bytes([192, 0, 2, 1]), bytes([10, 0, 1, 0])]
     if length == 16:
         pool = [bytes(12) + p if i % 2 else p * 4 for i, p in enumerate(pool)]
@@ -149,7 +153,25 @@ def test_bulk_equals_one_flow_with_ties_and_one_way_flows(
         for s, d, sport, dport, one_way in flows
     ]
     protocols = [47 if not with_ports else 1 if one_way else 6 for *_, one_way in rows]
-    text = community_ids_bulk(
+    with mock.patch.object(community_id_module, "WORTH_FROM", 1 if sha1_in_numpy else len(rows) + 1):
+        text = _bulk(rows, pool, length, protocols, with_ports, seed)
+    got = ["1:" + row.tobytes().decode("ascii") for row in text]
+    expected = [
+        community_id(pool[s], pool[d], protocol, sport, dport, seed_bytes(seed))
+        for (s, d, sport, dport, _), protocol in zip(rows, protocols, strict=True)
+    ]
+    assert got == expected
+
+
+def _bulk(
+    rows: list[tuple[int, int, int, int, bool]],
+    pool: list[bytes],
+    length: int,
+    protocols: list[int],
+    with_ports: bool,
+    seed: int,
+) -> np.ndarray[Any, np.dtype[np.uint8]]:
+    return community_ids_bulk(
         np.frombuffer(b"".join(pool[s] for s, *_ in rows), dtype=np.uint8).reshape(-1, length),
         np.frombuffer(b"".join(pool[d] for _, d, *_ in rows), dtype=np.uint8).reshape(-1, length),
         np.array(protocols, dtype=np.int64),
@@ -162,9 +184,3 @@ def test_bulk_equals_one_flow_with_ties_and_one_way_flows(
         else None,
         seed_bytes(seed),
     )
-    got = ["1:" + row.tobytes().decode("ascii") for row in text]
-    expected = [
-        community_id(pool[s], pool[d], protocol, sport, dport, seed_bytes(seed))
-        for (s, d, sport, dport, _), protocol in zip(rows, protocols, strict=True)
-    ]
-    assert got == expected

@@ -15,10 +15,12 @@ import hashlib
 import struct
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
+
+from flowd.enrich.sha1_batch import WORTH_FROM, sha1_digests
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -135,7 +137,8 @@ def community_ids_bulk(
     `ports` is (source ports, destination ports, one-way) for protocols hashed with ports (for
     ICMP: the type, the counterpart type or code, and whether the type is one-way, which keeps
     the order as seen), None for the others. The endpoint order and the hashed input are built
-    in numpy, as `community_id` builds them for one flow; what is left per flow is one SHA-1.
+    in numpy, as `community_id` builds them for one flow, and a large batch is hashed in numpy
+    too (`sha1_batch`).
     """
     count, length = source.shape
     if length == 4:  # as big-endian integers, which compare as their bytes do
@@ -145,15 +148,20 @@ def community_ids_bulk(
         hashed: npt.NDArray[Any] = _ipv4_words((low, high), protocols, ports, int.from_bytes(seed, "big"))
     else:
         hashed = _byte_inputs((source, destination), protocols, ports, seed)
-    size = hashed.dtype.itemsize * hashed.shape[1]
-    sha1 = _sha1
-    inputs = hashed.view(np.dtype((np.void, size))).reshape(count).tolist()  # bytes, one per flow
-    digests = b"".join([sha1(data).digest() for data in inputs])
     padded = np.zeros((count, 21), dtype=np.uint8)  # 21 bytes: each row encodes on its own
-    padded[:, :20] = np.frombuffer(digests, dtype=np.uint8).reshape(count, 20)
+    padded[:, :20] = _digests(np.ascontiguousarray(hashed).view(np.uint8).reshape(count, -1))
     text = np.frombuffer(_b64(padded.tobytes(), newline=False), dtype=np.uint8).reshape(count, 28).copy()
     text[:, 27] = ord("=")  # 20 bytes encode to 27 characters and one pad
     return text
+
+
+def _digests(inputs: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """SHA-1 of each row: in numpy for a large batch, one call per row for a small one."""
+    if len(inputs) >= WORTH_FROM:
+        return sha1_digests(inputs)
+    sha1 = _sha1
+    rows = cast(list[bytes], inputs.view(np.dtype((np.void, inputs.shape[1]))).reshape(len(inputs)).tolist())
+    return np.frombuffer(b"".join([sha1(data).digest() for data in rows]), dtype=np.uint8).reshape(len(inputs), 20)
 
 
 Numbers = tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]
