@@ -177,9 +177,11 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
         if mac is not None:
             table.add("destination.mac", [ecs.ecs_mac(m) for m in mac])
             break
-    vlan = fields.values("vlan_id")
-    if vlan is not None:
-        table.add("network.vlan.id", [str(v) for v in vlan])
+    vlan = fields.arrays.get("vlan_id")
+    if vlan is not None and len(vlan) and int(vlan.max()) < len(VLAN_IDS[1]):
+        table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
+    elif (vlan_values := fields.values("vlan_id")) is not None:
+        table.add("network.vlan.id", [str(v) for v in vlan_values])
     for name, key in single.COPIED:
         if name in fields:
             table.add(key, fields.column(name))
@@ -359,18 +361,25 @@ def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any]
     return [single.pick_address(four, six) for four, six in zip(ipv4, ipv6, strict=True)]
 
 
-def _quoted_table(names: Callable[[int], str]) -> tuple[npt.NDArray[np.uint8], list[str]]:
-    texts = [names(value) for value in range(256)]
+NameTable = tuple[npt.NDArray[np.uint8], list[str]]
+"""The JSON string of each code (a padded byte matrix, a row per code) and its text."""
+
+
+def _quoted_table(names: Callable[[int], str], size: int = 256) -> NameTable:
+    texts = [names(value) for value in range(size)]
     encoded = np.array([f'"{t}"'.encode() for t in texts], dtype=np.bytes_)
-    return pad_nuls(encoded.view(np.uint8).reshape(256, encoded.dtype.itemsize)), texts
+    return pad_nuls(encoded.view(np.uint8).reshape(size, encoded.dtype.itemsize)), texts
 
 
 IANA_NUMBERS = _quoted_table(str)
 TRANSPORT_NAMES = _quoted_table(lambda p: ecs.TRANSPORTS.get(p, str(p)))
+VLAN_IDS = _quoted_table(str, 4096)
+"""`network.vlan.id` is a string in ECS; a 12-bit VLAN id is one of these."""
 
 
-def byte_names(codes: Array, table: tuple[npt.NDArray[np.uint8], list[str]]) -> LazyColumn:
-    """A byte-valued column through a 256-entry table of names."""
+def byte_names(codes: Array, table: NameTable) -> LazyColumn:
+    """A column of small codes (a byte, or a VLAN id) through a table of names, one per code
+    (every code must be below the table's length)."""
     rendered, texts = table
     return LazyColumn(
         codes,

@@ -29,6 +29,7 @@ from flowd.output import ecs
 from flowd.output.batch_documents import (
     IANA_NUMBERS,
     TRANSPORT_NAMES,
+    VLAN_IDS,
     MixedFamiliesError,
     address_family,
     address_word_columns,
@@ -334,7 +335,10 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
             texts = values[name]
             names = {mac: ecs.ecs_mac(mac) for mac in set(texts)}
             table.add(key, [names[mac] for mac in texts])
-    if "vlan" in values:
+    vlan = columns.get("vlan")
+    if isinstance(vlan, np.ndarray) and len(vlan) and 0 <= int(vlan.min()) and int(vlan.max()) < len(VLAN_IDS[1]):
+        table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
+    elif "vlan" in values:
         table.add("network.vlan.id", [str(v) for v in values["vlan"]])
     elif "src_vlan" in values:
         table.add("network.vlan.id", [None if v in (VLAN_UNKNOWN, 0) else str(v) for v in values["src_vlan"]])
