@@ -172,23 +172,23 @@ def _next_hops(word: Words, body: Array, present: Array) -> tuple[Array, Array]:
     kind = word(body)
     width = np.select([present & (kind == ADDRESS_IPV4), present & (kind == ADDRESS_IPV6)], [1, 4], 0)
     words = word(body[:, None] + 1 + np.arange(4))
-    raw = words.astype(">u4").tobytes()  # 16 bytes a row
-    known: dict[int | bytes, str] = {}  # IPv4 next hops by their word, IPv6 ones by their bytes
-    texts: list[str | None] = []
-    for row, (size, first) in enumerate(zip(width.tolist(), words[:, 0].tolist(), strict=True)):
-        if size == 1:
-            text = known.get(first)
-            if text is None:
-                text = known[first] = inet_ntoa(raw[16 * row : 16 * row + 4])
-        elif size == 4:
-            packed = raw[16 * row : 16 * row + 16]
-            text = known.get(packed)
-            if text is None:
-                text = known[packed] = inet_ntop(AF_INET6, packed)
-        else:
-            text = None
-        texts.append(text)
-    return object_column(texts), width
+    texts = np.full(len(body), None, dtype=object)
+    four = np.flatnonzero(width == 1)
+    if len(four):  # a router has a few next hops: each formatted once, then gathered
+        distinct, index = np.unique(words[four, 0], return_inverse=True)
+        names = object_column([inet_ntoa(value.to_bytes(4, "big")) for value in distinct.tolist()])
+        texts[four] = names[index]
+    six = np.flatnonzero(width == 4)
+    if len(six):
+        raw = words[six].astype(">u4").tobytes()  # 16 bytes a row
+        known: dict[bytes, str] = {}
+        texts[six] = object_column(
+            [
+                known.get(packed) or known.setdefault(packed, inet_ntop(AF_INET6, packed))
+                for packed in (raw[16 * row : 16 * row + 16] for row in range(len(six)))
+            ]
+        )
+    return texts, width
 
 
 def _lists(word: Words, start: Array, lengths: Array) -> Array:

@@ -336,7 +336,7 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
             names = {mac: ecs.ecs_mac(mac) for mac in set(texts)}
             table.add(key, [names[mac] for mac in texts])
     vlan = columns.get("vlan")
-    if isinstance(vlan, np.ndarray) and len(vlan) and 0 <= int(vlan.min()) and int(vlan.max()) < len(VLAN_IDS[1]):
+    if isinstance(vlan, np.ndarray) and len(vlan) and int(vlan.min()) >= 0 and int(vlan.max()) < len(VLAN_IDS[1]):
         table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
     elif "vlan" in values:
         table.add("network.vlan.id", [str(v) for v in values["vlan"]])
