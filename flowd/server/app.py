@@ -31,6 +31,7 @@ from flowd.errors import ConfigError, SinkError
 from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
 from flowd.output.sink import Sink
+from flowd.server.heap import settle_heap
 from flowd.server.metrics import WorkerStats, export_component_stats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 from flowd.server.tcp import IpfixTcpServer
@@ -222,6 +223,7 @@ class Worker:
             pipeline.abort()
             return EXIT_STARTUP_FAILED
         self._update_stats(ingress, pipeline)
+        settle_heap()
         self.send("stats", self.stats.snapshot())  # before "ready": restored templates are visible at once
         self.send("ready", {"listeners": [s.name for s in self.listeners] + [t.name for t in self.tcp_servers]})
         reporter = asyncio.create_task(self._report_loop(ingress, pipeline))
