@@ -178,7 +178,7 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
             table.add("destination.mac", [ecs.ecs_mac(m) for m in mac])
             break
     vlan = fields.arrays.get("vlan_id")
-    if vlan is not None and len(vlan) and int(vlan.max()) < len(VLAN_IDS[1]):
+    if vlan is not None and len(vlan) and int(vlan.min()) >= 0 and int(vlan.max()) < len(VLAN_IDS[1]):
         table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
     elif (vlan_values := fields.values("vlan_id")) is not None:
         table.add("network.vlan.id", [str(v) for v in vlan_values])
