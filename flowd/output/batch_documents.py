@@ -34,7 +34,7 @@ from flowd.output.render import (
     render_iso_ms,
     render_values,
 )
-from flowd.output.table import Column, DocumentTable, LazyColumn, python_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, Missing, python_values
 from flowd.output.timestamps import iso_from_ms
 
 _U64 = np.uint64
@@ -377,14 +377,15 @@ VLAN_IDS = _quoted_table(str, 4096)
 """`network.vlan.id` is a string in ECS; a 12-bit VLAN id is one of these."""
 
 
-def byte_names(codes: Array, table: NameTable) -> LazyColumn:
+def byte_names(codes: Array, table: NameTable, missing: Missing = None) -> LazyColumn:
     """A column of small codes (a byte, or a VLAN id) through a table of names, one per code
-    (every code must be below the table's length)."""
+    (every code must be below the table's length, `missing` rows' too)."""
     rendered, texts = table
     return LazyColumn(
         codes,
         lambda a: np.take(rendered, a.astype(np.intp), axis=0),
         lambda a: [texts[v] for v in a.tolist()],
+        missing,
         elementwise=True,
     )
 

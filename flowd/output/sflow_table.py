@@ -261,6 +261,22 @@ def _column(values: list[Any] | Array) -> Column:
     return values
 
 
+def _vlan_ids(values: Array) -> bool:
+    """Whether every value is a 12-bit VLAN id (written through `VLAN_IDS`)."""
+    return len(values) > 0 and int(values.min()) >= 0 and int(values.max()) < len(VLAN_IDS[1])
+
+
+def _switch_vlan_ids(column: Column) -> Column:
+    """An extended switch record's incoming VLAN as `network.vlan.id`, absent where the switch
+    does not know it or it is 0."""
+    if isinstance(column, np.ndarray):
+        unknown = (column == VLAN_UNKNOWN) | (column == 0)
+        known = np.where(unknown, 1, column)
+        if _vlan_ids(known):
+            return byte_names(known, VLAN_IDS, unknown if unknown.any() else None)
+    return [None if v in (VLAN_UNKNOWN, 0) else str(v) for v in python_values(column)]
+
+
 def _integers(column: Column | None) -> Array:
     if not isinstance(column, np.ndarray):
         raise _Unsupported("a counter that is not an integer")
@@ -336,12 +352,12 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
             names = {mac: ecs.ecs_mac(mac) for mac in set(texts)}
             table.add(key, [names[mac] for mac in texts])
     vlan = columns.get("vlan")
-    if isinstance(vlan, np.ndarray) and len(vlan) and int(vlan.min()) >= 0 and int(vlan.max()) < len(VLAN_IDS[1]):
+    if isinstance(vlan, np.ndarray) and _vlan_ids(vlan):
         table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
     elif "vlan" in values:
         table.add("network.vlan.id", [str(v) for v in values["vlan"]])
-    elif "src_vlan" in values:
-        table.add("network.vlan.id", [None if v in (VLAN_UNKNOWN, 0) else str(v) for v in values["src_vlan"]])
+    elif "src_vlan" in columns:
+        table.add("network.vlan.id", _switch_vlan_ids(columns["src_vlan"]))
     if "customer_vlan" in values:
         table.add("network.inner.vlan.id", [str(v) for v in values["customer_vlan"]])
     for name, key in (("src_as", "source.as.number"), ("dst_as", "destination.as.number")):
