@@ -25,6 +25,7 @@ from typing import Any, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.stride_tricks import sliding_window_view
 
 from flowd.decode.batch import per_run
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET
@@ -466,7 +467,8 @@ def _snapshots(batch: SampleBatch, numbers: npt.NDArray[np.intp], offsets: Array
     joined = np.frombuffer(b"".join(datagrams) + bytes(SNAPSHOT_BYTES), dtype=np.uint8)
     bases = np.cumsum([0] + [len(d) for d in datagrams[:-1]])
     starts = bases[numbers] + offsets
-    return joined[starts[:, None] + np.arange(SNAPSHOT_BYTES)]
+    rows: npt.NDArray[np.uint8] = sliding_window_view(joined, SNAPSHOT_BYTES)[starts]  # rows copied whole
+    return rows
 
 
 def _parse_snapshots(snap: npt.NDArray[np.uint8], length: Array) -> dict[str, Any]:
@@ -474,18 +476,20 @@ def _parse_snapshots(snap: npt.NDArray[np.uint8], length: Array) -> dict[str, An
     to the per-sample parser, so no row here needs to match it in a corner case)."""
     count = len(snap)
     rows = np.arange(count)
-    wide = snap.astype(np.int64)
 
     def u8(offset: Array) -> Array:
-        return wide[rows, np.minimum(offset, SNAPSHOT_BYTES - 1)]
+        return snap[rows, np.minimum(offset, SNAPSHOT_BYTES - 1)].astype(np.int64)
 
     def u16(offset: Array) -> Array:
         return (u8(offset) << 8) | u8(offset + 1)
 
-    ether = (wide[:, 12] << 8) | wide[:, 13]
+    def fixed16(offset: int) -> Array:
+        return (snap[:, offset].astype(np.int64) << 8) | snap[:, offset + 1]
+
+    ether = fixed16(12)
     tagged = np.isin(ether, _VLAN_TYPES)
-    inner = (wide[:, 16] << 8) | wide[:, 17]
-    tci = (wide[:, 14] << 8) | wide[:, 15]
+    inner = fixed16(16)
+    tci = fixed16(14)
     ether_type = np.where(tagged, inner, ether)
     taken = (length >= 14) & ~(tagged & ((length < 18) | np.isin(inner, _VLAN_TYPES)))
     l3 = np.where(tagged, 18, 14)
@@ -529,8 +533,8 @@ def _parse_snapshots(snap: npt.NDArray[np.uint8], length: Array) -> dict[str, An
         "vlan_priority": tci >> 13,
         "ether_type": ether_type,
         "ip_version": np.where(four, 4, 6),
-        "src_ip": _addresses(snap, l3, four),
-        "dst_ip": _addresses(snap, l3, four, destination=True),
+        "src_ip": _addresses(snap, tagged, four),
+        "dst_ip": _addresses(snap, tagged, four, destination=True),
         "protocol": protocol,
         "ip_tos": np.where(four, u8(l3 + 1), (word >> 20) & 0xFF),
         "ttl": np.where(four, u8(l3 + 8), u8(l3 + 7)),
@@ -551,15 +555,19 @@ def _macs(octets: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint64]:
     return padded.view(">u8").reshape(-1).astype(np.uint64)
 
 
-def _addresses(snap: npt.NDArray[np.uint8], l3: Array, four: Array, *, destination: bool = False) -> Any:
+def _addresses(snap: npt.NDArray[np.uint8], tagged: Array, four: Array, *, destination: bool = False) -> Any:
     """IPv4 addresses as uint32 (`ipv4:` rows) and IPv6 ones as 16-byte rows, side by side:
-    a tuple the table builder splits by layout."""
-    rows = np.arange(len(snap))[:, None]
-    offset4 = l3 + (16 if destination else 12)
-    offset6 = l3 + (24 if destination else 8)
-    v4 = snap[rows, np.minimum(offset4[:, None] + np.arange(4), SNAPSHOT_BYTES - 1)]
-    v6 = snap[rows, np.minimum(offset6[:, None] + np.arange(16), SNAPSHOT_BYTES - 1)]
-    return PackedAddresses(np.ascontiguousarray(v4).view(">u4").reshape(-1).astype(np.uint32), v6, four)
+    a tuple the table builder splits by layout. The IP header starts at byte 14, or 18 after a
+    VLAN tag, so each reading is one of two column ranges."""
+
+    def at(offset: int, width: int) -> npt.NDArray[np.uint8]:
+        return np.where(
+            tagged[:, None], snap[:, 18 + offset : 18 + offset + width], snap[:, 14 + offset : 14 + offset + width]
+        )
+
+    v4 = at(16 if destination else 12, 4)
+    v6 = at(24 if destination else 8, 16)
+    return PackedAddresses(v4.view(">u4").reshape(-1).astype(np.uint32), v6, four)
 
 
 class PackedAddresses:
