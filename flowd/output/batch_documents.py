@@ -178,8 +178,9 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
             table.add("destination.mac", [ecs.ecs_mac(m) for m in mac])
             break
     vlan = fields.arrays.get("vlan_id")
-    if vlan is not None and len(vlan) and int(vlan.min()) >= 0 and int(vlan.max()) < len(VLAN_IDS[1]):
-        table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
+    vlan_ids = vlan_id_column(vlan) if vlan is not None else None
+    if vlan_ids is not None:
+        table.add("network.vlan.id", vlan_ids)
     elif (vlan_values := fields.values("vlan_id")) is not None:
         table.add("network.vlan.id", [str(v) for v in vlan_values])
     for name, key in single.COPIED:
@@ -388,6 +389,14 @@ def byte_names(codes: Array, table: NameTable, missing: Missing = None) -> LazyC
         missing,
         elementwise=True,
     )
+
+
+def vlan_id_column(values: Array, missing: Missing = None) -> LazyColumn | None:
+    """`network.vlan.id` (a string in ECS) of 12-bit VLAN ids, through `VLAN_IDS`; None when a
+    value is not one (`missing` rows' values must be one too)."""
+    if len(values) and int(values.min()) >= 0 and int(values.max()) < len(VLAN_IDS[1]):
+        return byte_names(values, VLAN_IDS, missing)
+    return None
 
 
 def _iso(epoch_ms: list[Any]) -> Column:

@@ -29,7 +29,6 @@ from flowd.output import ecs
 from flowd.output.batch_documents import (
     IANA_NUMBERS,
     TRANSPORT_NAMES,
-    VLAN_IDS,
     MixedFamiliesError,
     address_family,
     address_word_columns,
@@ -43,6 +42,7 @@ from flowd.output.batch_documents import (
     mix_word_columns,
     python_list,
     related_addresses,
+    vlan_id_column,
 )
 from flowd.output.distinct import unique_inverse
 from flowd.output.render import IPV6_DTYPE, mac_texts, render_hex64, render_integers, render_mac
@@ -261,19 +261,14 @@ def _column(values: list[Any] | Array) -> Column:
     return values
 
 
-def _vlan_ids(values: Array) -> bool:
-    """Whether every value is a 12-bit VLAN id (written through `VLAN_IDS`)."""
-    return len(values) > 0 and int(values.min()) >= 0 and int(values.max()) < len(VLAN_IDS[1])
-
-
 def _switch_vlan_ids(column: Column) -> Column:
     """An extended switch record's incoming VLAN as `network.vlan.id`, absent where the switch
     does not know it or it is 0."""
     if isinstance(column, np.ndarray):
         unknown = (column == VLAN_UNKNOWN) | (column == 0)
-        known = np.where(unknown, 1, column)
-        if _vlan_ids(known):
-            return byte_names(known, VLAN_IDS, unknown if unknown.any() else None)
+        vlan_ids = vlan_id_column(np.where(unknown, 1, column), unknown if unknown.any() else None)
+        if vlan_ids is not None:
+            return vlan_ids
     return [None if v in (VLAN_UNKNOWN, 0) else str(v) for v in python_values(column)]
 
 
@@ -352,8 +347,9 @@ def _add_flow_fields(table: DocumentTable, columns: dict[str, Column], rows: _Ro
             names = {mac: ecs.ecs_mac(mac) for mac in set(texts)}
             table.add(key, [names[mac] for mac in texts])
     vlan = columns.get("vlan")
-    if isinstance(vlan, np.ndarray) and _vlan_ids(vlan):
-        table.add("network.vlan.id", byte_names(vlan, VLAN_IDS))
+    vlan_ids = vlan_id_column(vlan) if isinstance(vlan, np.ndarray) else None
+    if vlan_ids is not None:
+        table.add("network.vlan.id", vlan_ids)
     elif "vlan" in values:
         table.add("network.vlan.id", [str(v) for v in values["vlan"]])
     elif "src_vlan" in columns:

@@ -1,14 +1,15 @@
 """The cyclic garbage collector's schedule in a worker.
 
-A worker starts with a large heap of long-lived objects (modules, settings, the enrichment chain,
-restored templates: some 80,000 tracked objects), and a full collection visits every one of them
-(15-20 ms). Full collections come whenever objects that outlived two young collections add up to
-a quarter of the long-lived heap, and a batch's per-row Python objects (an sFlow router's AS paths
-and communities, lists per sample) live that long while the batch goes through the pipeline: at a
-few thousand samples a batch, that was a full collection every few batches (a worker took router
-sFlow 1.3 times as fast with this module's settings, in `flowd bench`). Once the worker is set up,
-its startup heap is frozen (never garbage, never visited again; later objects are collected as
-before), and the young generation is larger, so young collections come a fourteenth as often.
+A worker starts with a large heap of long-lived objects (modules, settings, the enrichment chain:
+some 75,000 tracked objects before any template is restored), and a full collection visits every
+one of them (15-20 ms). Full collections come whenever objects that outlived two young collections
+add up to a quarter of the long-lived heap, and a batch's per-row Python objects (an sFlow router's
+AS paths and communities, lists per sample) live that long while the batch goes through the
+pipeline: at a few thousand samples a batch, that was a full collection every few batches (a
+worker took router sFlow 1.3 times as fast with this module's settings, in `flowd bench`). Once
+the worker is set up, its startup heap is frozen (never garbage, never visited again; later
+objects are collected as before), and the young generation is larger, so young collections come a
+fourteenth as often.
 """
 
 from __future__ import annotations
