@@ -19,8 +19,9 @@ ADDRESS_IPV6 = 2
 MAX_LIST = 256
 """Bound on AS path / community / label list lengths taken from the wire (lengths are also checked)."""
 
-_II = struct.Struct("!II")
-_HEADER_TAIL = struct.Struct("!IIII")
+_PREFIX_LENGTHS = struct.Struct("!II")
+_GATEWAY_ASES = struct.Struct("!IIII")
+"""Router AS, source AS, source peer AS and the AS path's segment count."""
 _U32 = struct.Struct("!I")
 
 Fields = dict[str, Any]
@@ -62,14 +63,14 @@ def decode_extended_router(data: bytes | memoryview, pos: int, end: int, fields:
     next_hop, pos = read_address(data, pos, end)
     need(pos, end, 8, "extended router")
     fields["next_hop"] = next_hop
-    fields["src_mask_len"], fields["dst_mask_len"] = _II.unpack_from(data, pos)
+    fields["src_mask_len"], fields["dst_mask_len"] = _PREFIX_LENGTHS.unpack_from(data, pos)
 
 
 def decode_extended_gateway(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
     """Extended gateway (flow format 1003): BGP next hop, AS numbers, AS path, communities."""
     next_hop, pos = read_address(data, pos, end)
     need(pos, end, 16, "extended gateway")
-    router_as, src_as, src_peer_as, segment_count = _HEADER_TAIL.unpack_from(data, pos)
+    router_as, src_as, src_peer_as, segment_count = _GATEWAY_ASES.unpack_from(data, pos)
     pos += 16
     if segment_count > MAX_LIST:
         raise DecodeError(f"AS path claims {segment_count} segments", offset=pos, reason="bad_length")
