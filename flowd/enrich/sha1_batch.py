@@ -39,7 +39,7 @@ def sha1_digests(messages: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     for start in range(0, count, _CHUNK):
         stop = min(start + _CHUNK, count)
         state = _compress(_padded_words(messages[start:stop]))
-        digests[start:stop] = np.ascontiguousarray(state.T).astype(">u4").view(np.uint8).reshape(stop - start, 20)
+        digests[start:stop] = state.T.astype(">u4", order="C").view(np.uint8).reshape(stop - start, 20)
     return digests
 
 
@@ -50,7 +50,7 @@ def _padded_words(messages: npt.NDArray[np.uint8]) -> Words:
     block[:, :length] = messages
     block[:, length] = 0x80
     block[:, 62:] = np.frombuffer((length * 8).to_bytes(2, "big"), dtype=np.uint8)
-    return np.ascontiguousarray(block.view(">u4").astype(np.uint32).T)
+    return block.view(">u4").T.astype(np.uint32, order="C")
 
 
 def _compress(block: Words) -> Words:
