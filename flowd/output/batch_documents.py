@@ -35,7 +35,7 @@ from flowd.output.render import (
     render_values,
 )
 from flowd.output.table import Column, DocumentTable, LazyColumn, Missing, python_values
-from flowd.output.timestamps import iso_from_ms
+from flowd.output.timestamps import AHEAD_TOLERANCE_MS, UPTIME_WRAP_MS, iso_from_ms, uptime_age_ms
 
 _U64 = np.uint64
 _MAX_LONG = np.uint64(single.MAX_LONG)
@@ -527,9 +527,10 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
             return found
         found = milliseconds((relative,))
         if found is not None:
-            if found is False or None in uptimes:
+            if isinstance(found, bool) or None in uptimes:
                 return False
-            return export_ms - per_row(uptimes) + found
+            ages: npt.NDArray[np.int64] = _uptime_ages_ms(per_row(uptimes), found)
+            return export_ms - ages
         found = milliseconds((delta,))
         return found if found is None or found is False else export_ms - found // 1000
 
@@ -565,6 +566,15 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
     return True
 
 
+def _uptime_ages_ms(uptimes: npt.NDArray[np.int64], relative: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """`timestamps.uptime_age_ms` of each row."""
+    ages = (uptimes - relative) % UPTIME_WRAP_MS
+    ahead = ages > UPTIME_WRAP_MS - AHEAD_TOLERANCE_MS
+    if ahead.any():
+        ages[ahead] -= UPTIME_WRAP_MS
+    return ages
+
+
 def iso_column(epoch_ms: npt.NDArray[np.int64]) -> LazyColumn:
     return LazyColumn(epoch_ms, render_iso_ms, lambda array: _iso_strings(array.tolist()))
 
@@ -574,14 +584,10 @@ def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] |
     headers = batch.row_headers
     if headers is None:
         export_ms: list[int] = [batch.export_time * 1000] * count
-        boot_ms: list[int | None] = [
-            None if batch.uptime_ms is None else batch.export_time * 1000 - batch.uptime_ms
-        ] * count
+        uptimes: list[int | None] = [batch.uptime_ms] * count
     else:
         export_ms = headers.per_row([t * 1000 for t in headers.export_time])
-        boot_ms = headers.per_row(
-            [None if u is None else t * 1000 - u for t, u in zip(headers.export_time, headers.uptime_ms, strict=True)]
-        )
+        uptimes = headers.per_row(headers.uptime_ms)
 
     def integers(names: tuple[str, ...]) -> list[Any] | None:
         """Only integers count: a template giving a time element an odd length decodes it as hex."""
@@ -595,7 +601,10 @@ def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] |
         values: list[Any] = [None] * count
         relative_values = integers((relative,))
         if relative_values is not None:
-            values = [None if b is None else b + v for b, v in zip(boot_ms, relative_values, strict=True)]
+            values = [
+                None if u is None else e - uptime_age_ms(u, v)
+                for e, u, v in zip(export_ms, uptimes, relative_values, strict=True)
+            ]
         delta_values = integers((delta,))
         if delta_values is not None and None in values:
             values = [

@@ -12,7 +12,7 @@ from typing import Any
 from flowd.model import KIND_NETFLOW_OPTIONS, KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, FlowRecord
 from flowd.output.ecs import TRANSPORTS, ecs_mac, flow_id
 from flowd.output.sflow_documents import sflow_document
-from flowd.output.timestamps import iso_from_ms
+from flowd.output.timestamps import iso_from_ms, uptime_age_ms
 
 MAX_LONG = 2**63 - 1
 """Elasticsearch `long`; scaled counters saturate here rather than fail the whole document."""
@@ -194,17 +194,16 @@ def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
     fields = record.fields
     start = _first_int(fields, START_ABSOLUTE)
     end = _first_int(fields, END_ABSOLUTE)
+    export_ms = record.export_time * 1000
     if record.uptime_ms is not None:
-        boot_ms = record.export_time * 1000 - record.uptime_ms
         if start is None:
             relative = _first_int(fields, ("flow_start_sys_up_time",))
             if relative is not None:
-                start = boot_ms + relative
+                start = export_ms - uptime_age_ms(record.uptime_ms, relative)
         if end is None:
             relative = _first_int(fields, ("flow_end_sys_up_time",))
             if relative is not None:
-                end = boot_ms + relative
-    export_ms = record.export_time * 1000
+                end = export_ms - uptime_age_ms(record.uptime_ms, relative)
     if start is None:
         delta = _first_int(fields, ("flow_start_delta_microseconds",))
         if delta is not None:

@@ -24,3 +24,23 @@ def iso_from_ms(epoch_ms: int) -> str:
 
 def iso_from_seconds(epoch_s: float) -> str:
     return iso_from_ms(int(epoch_s * 1000))
+
+
+UPTIME_WRAP_MS = 1 << 32
+"""sysUpTime, and the flow times NetFlow v9 and IPFIX give relative to it, are unsigned 32-bit
+milliseconds: the counter wraps every 49.7 days of the exporter's uptime."""
+
+AHEAD_TOLERANCE_MS = 100_000
+"""A relative time at most this far after the export's uptime is the exporter's clock running
+ahead (some IOS releases stamp a flow's end after the export: CSCei12353) and stays in the
+future; one further ahead was taken before the counter wrapped."""
+
+
+def uptime_age_ms(uptime_ms: int, relative_ms: int) -> int:
+    """How many ms before the export a sysUpTime-relative time lies, across the counter's wrap.
+
+    `uptime_ms` may exceed 32 bits (IPFIX's, derived from systemInitTimeMilliseconds); the
+    relative time is taken to lie within the last 49.7 days before it.
+    """
+    age = (uptime_ms - relative_ms) % UPTIME_WRAP_MS
+    return age - UPTIME_WRAP_MS if age > UPTIME_WRAP_MS - AHEAD_TOLERANCE_MS else age
