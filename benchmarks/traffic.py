@@ -106,5 +106,6 @@ def ipfix(
     for number in range(datagrams):
         body = b"".join(ipv4_record(number * records + i, hosts) for i in range(records))
         data_set = struct.pack("!HH", 256, 4 + len(body)) + body
-        out.append(header.pack(10, 16 + len(data_set), EXPORT_TIME, number + 1, domain) + data_set)
+        # IPFIX numbers data records sent before the message (RFC 7011 section 3.1).
+        out.append(header.pack(10, 16 + len(data_set), EXPORT_TIME, number * records, domain) + data_set)
     return templates, out

@@ -12,6 +12,7 @@ from typing import Any
 from flowd.capture import read_datagrams
 from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
+from flowd.decode.sequence import SequenceTracker, export_mark
 from flowd.enrich.chain import build_enricher
 from flowd.errors import DecodeError
 from flowd.model import DecodeResult
@@ -28,18 +29,31 @@ class DecodeSummary:
     parked_now: int = 0
     failed_datagrams: int = 0
     errors: Counter[str] = field(default_factory=Counter)
+    sequence_missed: Counter[str] = field(default_factory=Counter)
+    """Exports the exporters numbered that are not in the files, per protocol (in its unit)."""
+    sequence_events: Counter[str] = field(default_factory=Counter)
 
     def describe(self) -> str:
         reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.errors.items())) or "none"
         return (
             f"datagrams={self.datagrams} flows={self.flows} options={self.options} templates={self.templates} "
             f"still_parked={self.parked_now} undecodable_datagrams={self.failed_datagrams} errors: {reasons}"
+            f"{_sequence_text(self.sequence_missed, self.sequence_events)}"
         )
+
+
+def _sequence_text(missed: Counter[str], events: Counter[str]) -> str:
+    if not events:
+        return ""
+    lost = ", ".join(f"{protocol}={count}" for protocol, count in sorted(missed.items())) or "none"
+    seen = ", ".join(f"{event}={count}" for event, count in sorted(events.items()))
+    return f"; missing by sequence numbers: {lost} ({seen})"
 
 
 def decode_results(paths: Iterable[str | Path], summary: DecodeSummary) -> Iterator[DecodeResult]:
     """Decode every datagram of the files in order, through one template cache."""
     templates = TemplateCache()
+    sequences = SequenceTracker()
     for path in paths:
         for datagram in read_datagrams(path):
             summary.datagrams += 1
@@ -49,6 +63,14 @@ def decode_results(paths: Iterable[str | Path], summary: DecodeSummary) -> Itera
                 summary.failed_datagrams += 1
                 summary.errors[error.reason] += 1
                 continue
+            finally:
+                mark = export_mark(datagram.payload, datagram.source, templates.get, datagram.timestamp)
+                if mark is not None:
+                    protocol, domain, sequence, units = mark
+                    event, missed = sequences.observe((datagram.source[0], protocol, domain), sequence, units)
+                    if event is not None:
+                        summary.sequence_events[event] += 1
+                        summary.sequence_missed[protocol] += missed
             summary.flows += len(result.flows)
             summary.options += len(result.options)
             summary.templates += result.templates_added

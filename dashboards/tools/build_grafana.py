@@ -207,6 +207,25 @@ def build() -> dict[str, Any]:
         ],
     )
     b.add(
+        "Exports lost before flowd (top 10)",
+        "Exports numbered by the exporter that never arrived (sequence gaps), per second: flows for"
+        " NetFlow v5, data records for IPFIX, datagrams for NetFlow v9 and sFlow",
+        "ops",
+        [
+            (
+                f"topk(10, {counter_rate('flowd_export_sequence_missed', 'exporter, protocol')})",
+                "{{exporter}} {{protocol}}",
+            )
+        ],
+    )
+    b.add(
+        "Export sequence events",
+        "Sequence numbers not as expected, per second: gaps (exports missing before this one), late"
+        " (out of order), duplicate, reset (the exporter restarted its count)",
+        "ops",
+        [(counter_rate("flowd_export_sequence_events", "protocol, event"), "{{protocol}} {{event}}")],
+    )
+    b.add(
         "Queue fill",
         "Items waiting between stages, as a share of each queue's capacity",
         "percentunit",

@@ -62,6 +62,18 @@ METRICS: dict[str, MetricDef] = {
     "flowd_queue_capacity": MetricDef("gauge", "Capacity of each stage queue", ("queue",)),
     "flowd_datagrams_decoded": MetricDef("counter", "Datagrams decoded at least in part", ("protocol",)),
     "flowd_decode_errors": MetricDef("counter", "Decode errors", ("exporter", "protocol", "reason")),
+    "flowd_export_sequence_missed": MetricDef(
+        "counter",
+        "Exports numbered by the exporter that never reached flowd, from sequence gaps: flows (NetFlow v5),"
+        " data records (IPFIX), datagrams (NetFlow v9, sFlow)",
+        ("exporter", "protocol"),
+    ),
+    "flowd_export_sequence_events": MetricDef(
+        "counter",
+        "Export sequence numbers not as expected (gap: exports missing before it; late: older than expected;"
+        " duplicate: the previous export's number; reset: the exporter restarted its count)",
+        ("exporter", "protocol", "event"),
+    ),
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
     "flowd_options_records_decoded": MetricDef("counter", "Options records decoded", ("protocol",)),
     "flowd_templates_known": MetricDef("gauge", "Templates in the template caches"),

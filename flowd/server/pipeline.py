@@ -33,6 +33,7 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
 from flowd.decode.data_set_batch import decode_data_datagrams
 from flowd.decode.netflow_v5 import V5_PREFIX, decode_netflow_v5_batch
+from flowd.decode.sequence import SequenceTracker, export_mark
 from flowd.decode.sflow import decode_flow_sample
 from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
 from flowd.decode.sflow_walk import SFLOW_V5_PREFIX, walk_sflow_datagrams
@@ -230,6 +231,7 @@ class BatchDecoder:
         self.exporter_label = LabelCap(exporter_label_limit)
         self.warn = warn or RateLimitedLog(log)
         self.options: list[dict[str, Any]] = []
+        self.sequences = SequenceTracker()
 
     def decode(self, batch: Batch) -> list[dict[str, Any]]:
         """Flow documents of the batch as dicts (see `decode_parts`)."""
@@ -241,6 +243,7 @@ class BatchDecoder:
         documents go to `self.options` (see `take_options`)."""
         flows = FlowList()
         stats = self.stats
+        received = batch
         sample_batches, batch = self._walk_sflow(batch)
         v5_batches, batch = self._netflow_v5_at_once(batch)
         for v5_batch in v5_batches:
@@ -296,7 +299,28 @@ class BatchDecoder:
             self._documents(rest, dicts)
         if dicts:
             parts.append(dicts)
+        self._track_sequences(received)
         return parts
+
+    def _track_sequences(self, batch: Batch) -> None:
+        """Exports missing before each of the batch's datagrams, by their sequence numbers, in
+        the order they arrived; after the batch is decoded, so templates it carried count an
+        IPFIX message's records."""
+        observe, lookup, stats = self.sequences.observe, self.templates.get, self.stats
+        try:
+            for data, source, received_at in batch:
+                mark = export_mark(data, (source[0], source[1]), lookup, received_at)
+                if mark is None:
+                    continue
+                protocol, domain, sequence, units = mark
+                event, missed = observe((source[0], protocol, domain), sequence, units)
+                if event is not None:
+                    exporter = self.exporter_label(source[0])
+                    stats.inc("flowd_export_sequence_events", (exporter, protocol, event))
+                    if missed:
+                        stats.inc("flowd_export_sequence_missed", (exporter, protocol), missed)
+        except Exception as error:  # a bug here must not cost the batch its documents
+            self.warn.warning("sequences", f"sequence tracking failed: {type(error).__name__}: {error}")
 
     def _decode_datagram(self, item: ExporterItem, flows: FlowList) -> None:
         """One datagram through `decode_datagram`: its flows join `flows`, its options

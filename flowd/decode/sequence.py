@@ -1,0 +1,155 @@
+"""Export sequence numbers: what was lost between an exporter and flowd's socket.
+
+Every protocol numbers its exports per exporter and domain, so a collector that knows the
+number to expect next sees exports that never arrived (dropped on the path, or by the exporter's
+own queues): flowd's own socket drops are counted apart, from the kernel. What a number counts
+differs by protocol, and so does what is reported missing:
+
+- NetFlow v5: flows sent before this datagram (per engine type and id): + the header's count.
+- NetFlow v9: export packets (RFC 3954 section 5.1), per source id: + 1 a datagram.
+- IPFIX: data records sent before this message (RFC 7011 section 3.1), per observation domain:
+  + the data records it carries, options data included, template records not. Counting them
+  needs every data set's template; a message with one unknown or of variable length leaves the
+  next message unchecked.
+- sFlow v5: datagrams, per agent address and sub-agent: + 1 a datagram.
+
+Pure: bytes and numbers in, events out; the worker counts the events per exporter.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from flowd.decode.flowsets import FIRST_DATA_SET_ID, SET_HEADER
+from flowd.decode.records import CompiledTemplate
+from flowd.model import Exporter
+
+SEQUENCE_SPACE = 1 << 32
+"""Every protocol's sequence number is an unsigned 32-bit counter that wraps."""
+
+LARGEST_GAP = 1 << 24
+"""A jump further ahead than this is an exporter that restarted, not loss (16 M flows or
+datagrams lost between two exports that did arrive)."""
+
+LATE_EXPORTS = 64
+"""An export numbered up to this many exports' worth (of its own size) behind the expected one
+arrived out of order; further behind, the exporter restarted its count."""
+
+MAX_STREAMS = 65_536
+"""Streams (exporter, protocol, domain) tracked; beyond, the longest-known is forgotten, so a
+spoofed flood cannot grow the table without bound."""
+
+GAP, LATE, DUPLICATE, RESET = "gap", "late", "duplicate", "reset"
+"""Events: exports missing before this one; an export older than the expected one; the same
+number as the export before it (sent twice, or an exporter that does not number); a number that
+is neither (the exporter restarted)."""
+
+_V5 = struct.Struct("!HH12xIBB")
+"""NetFlow v5 header: version, count, (uptime, seconds, nanoseconds), flow sequence, engine type, id."""
+_V9 = struct.Struct("!H10xII")
+"""NetFlow v9 header: version, (count, uptime, seconds), sequence, source id."""
+_IPFIX = struct.Struct("!HH4xII")
+"""IPFIX header: version, length, (export time), sequence, observation domain."""
+_SFLOW_IPV4 = struct.Struct("!II4sII")
+_SFLOW_IPV6 = struct.Struct("!II16sII")
+"""sFlow v5 header to the sequence: version, agent address type, agent address, sub-agent, sequence."""
+
+StreamKey = tuple[str, str, Any]
+"""(exporter address, protocol, domain): what one sequence counter numbers."""
+Mark = tuple[str, Any, int, int | None]
+"""(protocol, domain, sequence, units this export adds, None when not known)."""
+TemplateLookup = Callable[[tuple[Exporter, int, int, int], float], CompiledTemplate | None]
+
+
+def export_mark(data: bytes, exporter: Exporter, templates: TemplateLookup, now: float) -> Mark | None:
+    """The sequence number a datagram carries and what it counts; None for anything else
+    (unknown versions, truncated headers: the decoders count those)."""
+    size = len(data)
+    if size < 16:
+        return None
+    version = (data[0] << 8) | data[1]
+    if version == 5 and size >= _V5.size:
+        _, count, sequence, engine_type, engine_id = _V5.unpack_from(data)
+        return "netflow_v5", (engine_type, engine_id), sequence, count
+    if version == 9 and size >= _V9.size:
+        _, sequence, source_id = _V9.unpack_from(data)
+        return "netflow_v9", source_id, sequence, 1
+    if version == 10:
+        _, length, sequence, domain = _IPFIX.unpack_from(data)
+        records = _ipfix_data_records(data, min(length, size), (exporter, version, domain), templates, now)
+        return "ipfix", domain, sequence, records
+    if version == 0 and data[2] == 0 and data[3] == 5:
+        address_type = int.from_bytes(data[4:8], "big")
+        layout = _SFLOW_IPV4 if address_type == 1 else _SFLOW_IPV6 if address_type == 2 else None
+        if layout is None or size < layout.size:
+            return None
+        _, _, agent, sub_agent, sequence = layout.unpack_from(data)
+        return "sflow", (agent, sub_agent), sequence, 1
+    return None
+
+
+def _ipfix_data_records(
+    data: bytes, size: int, domain: tuple[Exporter, int, int], templates: TemplateLookup, now: float
+) -> int | None:
+    """Data records in the message's data sets, counted from their templates' record lengths;
+    None when a data set's template is unknown or of variable length, or the sets do not parse."""
+    exporter, version, domain_id = domain
+    records = 0
+    pos = _IPFIX.size
+    while size - pos >= SET_HEADER.size:
+        set_id, length = SET_HEADER.unpack_from(data, pos)
+        if length < SET_HEADER.size or pos + length > size:
+            return None
+        if set_id >= FIRST_DATA_SET_ID:
+            template = templates((exporter, version, domain_id, set_id), now)
+            if template is None or not template.record_length or not template.is_fixed:
+                return None
+            records += (length - SET_HEADER.size) // template.record_length
+        pos += length
+    return records
+
+
+class SequenceTracker:
+    """The number each stream's next export should carry, and what an arriving one says."""
+
+    def __init__(self, max_streams: int = MAX_STREAMS) -> None:
+        self.max_streams = max_streams
+        self._streams: dict[StreamKey, tuple[int | None, int, int | None]] = {}
+        """key -> (the number expected next, None when not known; the last number seen; the
+        number after the last late export, which the next one carries if the exporter restarted
+        its count a little way back rather than sent out of order)."""
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def observe(self, key: StreamKey, sequence: int, units: int | None) -> tuple[str | None, int]:
+        """The event an export numbered `sequence` makes (None: as expected, or nothing to check
+        against) and how many units went missing before it."""
+        streams = self._streams
+        known = streams.get(key)
+        following = None if units is None else (sequence + units) % SEQUENCE_SPACE
+        if known is None:
+            if len(streams) >= self.max_streams:
+                del streams[next(iter(streams))]
+            streams[key] = (following, sequence, None)
+            return None, 0
+        expected, last, after_late = known
+        if expected is None or sequence == expected:
+            streams[key] = (following, sequence, None)
+            return None, 0
+        if sequence == after_late:  # the late export's successor: the count restarted there
+            streams[key] = (following, sequence, None)
+            return RESET, 0
+        ahead = (sequence - expected) % SEQUENCE_SPACE
+        if ahead <= LARGEST_GAP:
+            streams[key] = (following, sequence, None)
+            return GAP, ahead
+        if sequence == last:
+            return DUPLICATE, 0
+        if SEQUENCE_SPACE - ahead <= LATE_EXPORTS * max(units or 1, 1):
+            streams[key] = (expected, sequence, following)  # the exports after `expected` are still to come
+            return LATE, 0
+        streams[key] = (following, sequence, None)
+        return RESET, 0
