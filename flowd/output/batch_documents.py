@@ -510,7 +510,7 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
             return np.full(count, values[0], dtype=np.int64)
         return headers.repeat(values, np.int64)
 
-    export_ms = per_row([t * 1000 for t in export_times])
+    export_ms = per_row([single.clock_ms(t, r) for t, r in zip(export_times, received, strict=True)])
 
     def milliseconds(names: tuple[str, ...]) -> npt.NDArray[np.int64] | bool | None:
         """The first of `names` as int64; None when absent; False when not an array in range."""
@@ -544,12 +544,7 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
         event = milliseconds(single.EVENT_TIME)
         if event is False:
             return False
-        if isinstance(event, np.ndarray):
-            timestamps = event
-        else:
-            timestamps = per_row(
-                [e * 1000 if e else int(r * 1000) for e, r in zip(export_times, received, strict=True)]
-            )
+        timestamps = event if isinstance(event, np.ndarray) else export_ms
     timestamp_column = iso_column(timestamps)
     table.add("@timestamp", timestamp_column)
     if isinstance(start, np.ndarray):
@@ -583,10 +578,12 @@ def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] |
     """Per-record start and end in epoch ms, as `documents._flow_times` computes them."""
     headers = batch.row_headers
     if headers is None:
-        export_ms: list[int] = [batch.export_time * 1000] * count
+        export_ms: list[int] = [single.clock_ms(batch.export_time, batch.received_at)] * count
         uptimes: list[int | None] = [batch.uptime_ms] * count
     else:
-        export_ms = headers.per_row([t * 1000 for t in headers.export_time])
+        export_ms = headers.per_row(
+            [single.clock_ms(t, r) for t, r in zip(headers.export_time, headers.received_at, strict=True)]
+        )
         uptimes = headers.per_row(headers.uptime_ms)
 
     def integers(names: tuple[str, ...]) -> list[Any] | None:
@@ -625,13 +622,10 @@ def _timestamps(batch: RecordBatch, fields: _Fields, end: list[Any] | None, coun
     else:
         headers = batch.row_headers
         if headers is None:
-            fallback = [batch.export_time * 1000 if batch.export_time else int(batch.received_at * 1000)] * count
+            fallback = [single.clock_ms(batch.export_time, batch.received_at)] * count
         else:
             fallback = headers.per_row(
-                [
-                    e * 1000 if e else int(r * 1000)
-                    for e, r in zip(headers.export_time, headers.received_at, strict=True)
-                ]
+                [single.clock_ms(e, r) for e, r in zip(headers.export_time, headers.received_at, strict=True)]
             )
     if end is None:
         return fallback

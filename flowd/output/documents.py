@@ -183,9 +183,14 @@ def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
     event_ms = _first_int(record.fields, EVENT_TIME)
     if event_ms is not None:
         return event_ms
-    if record.export_time:
-        return record.export_time * 1000
-    return int(record.received_at * 1000)
+    return clock_ms(record.export_time, record.received_at)
+
+
+def clock_ms(export_time: int, received_at: float) -> int:
+    """The exporter's clock at the export, in epoch ms, which its relative times count back
+    from: its export time, or when flowd received it where the exporter sends 0 (no clock set)
+    and would otherwise date its flows in 1970."""
+    return export_time * 1000 if export_time else int(received_at * 1000)
 
 
 def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
@@ -194,7 +199,7 @@ def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
     fields = record.fields
     start = _first_int(fields, START_ABSOLUTE)
     end = _first_int(fields, END_ABSOLUTE)
-    export_ms = record.export_time * 1000
+    export_ms = clock_ms(record.export_time, record.received_at)
     if record.uptime_ms is not None:
         if start is None:
             relative = _first_int(fields, ("flow_start_sys_up_time",))

@@ -1,4 +1,5 @@
-"""Flow times relative to sysUpTime across the 32-bit counter's wrap (every 49.7 days of uptime).
+"""Flow times relative to the exporter's clock: sysUpTime across the 32-bit counter's wrap (every
+49.7 days of uptime), and exporters that send no export time.
 
 The expected times are worked out here from the standard's definition (a relative time is the
 exporter's uptime, in ms mod 2^32, when the flow's first or last packet was seen), not taken from
@@ -103,3 +104,24 @@ def test_ipfix_exporter_up_for_sixty_days() -> None:
     decode_datagram(options, EXPORTER, cache, float(EXPORT_TIME))
     (document,) = every_path(flows, cache)
     assert times_of(document) == (-10_000, -2_000, 8_000)
+
+
+def test_an_exporter_without_a_clock_is_timed_by_arrival() -> None:
+    """Export time 0 (no clock set): relative times count back from when the datagram arrived
+    instead of dating the flow in 1970; the header's own value is still shown as sent."""
+    tpl = struct.pack("!HH", 1024, 3) + struct.pack("!HHHHHH", 8, 4, 22, 4, 21, 4)
+    data = socket.inet_aton("10.0.0.1") + struct.pack("!II", 1_000, 2_500)
+    flowsets = ipfix_set(0, tpl) + ipfix_set(1024, data, pad_to=4)
+    datagram = struct.pack("!HHIIII", 9, 2, 3_000, 0, 1, 0) + flowsets
+    (document,) = every_path(datagram, TemplateCache())  # received at EXPORT_TIME
+    assert times_of(document) == (-2_000, -500, 1_500)
+    assert document["@timestamp"] == document["event.end"]
+    assert document["netflow.exporter.timestamp"] == "1970-01-01T00:00:00.000Z"
+
+    v5 = bytearray(v5_datagram(10_000, [(4_000, 9_000)] * 9))
+    v5[8:12] = bytes(4)  # unix_secs
+    decoder = BatchDecoder(TemplateCache(), WorkerStats())
+    (table,) = [
+        p for p in decoder.decode_parts([(bytes(v5), EXPORTER, float(EXPORT_TIME))] * 8) if isinstance(p, DocumentTable)
+    ]
+    assert [times_of(d) for d in table.to_dicts()] == [(-6_000, -1_000, 5_000)] * 72
