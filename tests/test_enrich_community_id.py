@@ -9,6 +9,8 @@ one-way types they are (type, code).
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import ipaddress
 from typing import Any
 from unittest import mock
@@ -80,6 +82,27 @@ def test_icmp_request_reply_types_ignore_the_code() -> None:
     # Echo request type 8 with code 0; the baseline's second value is the counterpart type (0).
     a, b = packed("192.168.0.89"), packed("192.168.0.1")
     assert community_id(a, b, 1, 8, 0, seed_bytes(0)) == community_id(a, b, 1, 8, 5, seed_bytes(0))
+
+
+def test_icmp_router_advertisement_pairs_with_the_solicitation() -> None:
+    """Type 10 from A to B and type 9 from B to A are one conversation (the specification's
+    reference code and Zeek map 9 <-> 10); the value is the hash of the spec's input, by hand."""
+    a, b = packed("10.0.0.1"), packed("10.0.0.2")
+    hashed = bytes(2) + a + b + bytes([1, 0]) + (10).to_bytes(2, "big") + (9).to_bytes(2, "big")
+    expected = "1:" + base64.b64encode(hashlib.sha1(hashed).digest()).decode()
+    assert community_id(a, b, 1, 10, 0, seed_bytes(0)) == expected
+    assert community_id(b, a, 1, 9, 0, seed_bytes(0)) == expected
+    rows = np.array([list(b), list(a)], dtype=np.uint8), np.array([list(a), list(b)], dtype=np.uint8)
+    for use_numpy in (False, True):
+        with mock.patch.object(community_id_module, "WORTH_FROM", 1 if use_numpy else 10**9):
+            bulk = community_ids_bulk(
+                rows[0],
+                rows[1],
+                np.array([1, 1]),
+                (np.array([9, 10]), np.array([10, 9]), np.array([False, False])),
+                seed_bytes(0),
+            )
+        assert ["1:" + bytes(row).decode() for row in bulk] == [expected, expected]
 
 
 def run_chain(documents: list[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:

@@ -43,6 +43,15 @@ from flowd.errors import ConfigError
         ("ff05::2", "multicast"),
         ("::ffff:10.0.0.1", "private"),
         ("::ffff:8.8.8.8", "public"),
+        ("192.0.0.9", "public"),  # PCP anycast, globally reachable (IANA special-purpose registry)
+        ("192.0.0.10", "public"),  # TURN anycast
+        ("192.0.0.8", "reserved"),
+        ("198.18.0.1", "reserved"),
+        ("2001:2::1", "reserved"),  # benchmarking, as 198.18.0.0/15
+        ("2001:3::1", "public"),
+        ("64:ff9b::8.8.8.8", "public"),  # NAT64 well-known prefix: the embedded IPv4 address's class
+        ("64:ff9b::10.0.0.1", "private"),
+        ("64:ff9b:1::1", "reserved"),
     ],
 )
 def test_classify_address(address: str, expected: str) -> None:

@@ -391,6 +391,10 @@ async def test_hostile_ptr_answers_never_reach_a_document(hostile_server: str) -
         ("ünï.example", None),
         ("a" * 64 + ".example", None),
         (".".join(["a" * 63] * 4), None),
+        ("8.8.8.8.", None),  # a PTR target dressed as another address (RFC 1123 2.1)
+        ("host.123", None),
+        ("1.2.3.4.in-addr.arpa.", "1.2.3.4.in-addr.arpa"),
+        ("123.example", "123.example"),
     ],
 )
 def test_validate_hostname(text: str, expected: str | None) -> None:

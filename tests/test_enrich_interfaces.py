@@ -16,7 +16,10 @@ def test_parse_interface_key() -> None:
     assert parse_interface_key("192.0.2.1:7") == ("192.0.2.1", 7)
     assert parse_interface_key("[2001:db8::1]:7") == ("2001:db8::1", 7)
     assert parse_interface_key("2001:db8::1:7") == ("2001:db8::1", 7)
-    for bad in ("192.0.2.1", "192.0.2.1:x", ":7"):
+    # as exporters' addresses are written in documents (RFC 5952 text), however configured
+    assert parse_interface_key("[2001:DB8:0::1]:7") == ("2001:db8::1", 7)
+    assert parse_interface_key("2001:0db8:0:0:0:0:0:1:7") == ("2001:db8::1", 7)
+    for bad in ("192.0.2.1", "192.0.2.1:x", ":7", "router1:7", "192.0.2.300:7"):
         with pytest.raises(ConfigError):
             parse_interface_key(bad)
 

@@ -36,6 +36,8 @@ _V4_CLASSES: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
         ("224.0.0.0/4", "multicast"),
         ("255.255.255.255/32", "broadcast"),
         ("240.0.0.0/4", "reserved"),
+        ("192.0.0.9/32", PUBLIC),  # PCP and TURN anycast (RFC 7723, RFC 8155): globally reachable
+        ("192.0.0.10/32", PUBLIC),
         ("192.0.0.0/24", "reserved"),
         ("198.18.0.0/15", "reserved"),
     )
@@ -48,11 +50,13 @@ _V6_CLASSES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("fe80::/10", "link_local"),
         ("fc00::/7", "private"),
         ("2001:db8::/32", "documentation"),
+        ("2001:2::/48", "reserved"),  # benchmarking (RFC 5180), as 198.18.0.0/15
         ("3fff::/20", "documentation"),
         ("ff00::/8", "multicast"),
     )
 )
 _V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
@@ -61,6 +65,8 @@ def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> 
         mapped = address.ipv4_mapped
         if mapped is not None:
             return classify_address(mapped)
+        if address in _NAT64:  # an IPv4 address behind the well-known NAT64 prefix (RFC 6052)
+            return classify_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
         for network6, label in _V6_CLASSES:
             if address in network6:
                 return label

@@ -29,9 +29,9 @@ PROTO_ICMPV6 = 58
 PROTO_SCTP = 132
 _WITH_PORTS = frozenset((PROTO_ICMP, PROTO_TCP, PROTO_UDP, PROTO_ICMPV6, PROTO_SCTP))
 
-# Zeek's ICMP4_counterpart / ICMP6_counterpart: echo, timestamp, information, router
-# solicitation/advertisement (v4 maps only solicitation -> advertisement), address mask.
-ICMP_COUNTERPARTS: dict[int, int] = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 17: 18, 18: 17}
+# Zeek's ICMP4_counterpart / ICMP6_counterpart (and the specification's reference code): echo,
+# timestamp, information, router solicitation/advertisement, address mask, each both ways.
+ICMP_COUNTERPARTS: dict[int, int] = {8: 0, 0: 8, 13: 14, 14: 13, 15: 16, 16: 15, 10: 9, 9: 10, 17: 18, 18: 17}
 # Echo, router and neighbour discovery, MLD query/report, who-are-you, home agent address discovery.
 ICMPV6_COUNTERPARTS: dict[int, int] = {
     128: 129,

@@ -71,8 +71,8 @@ def _hostname_from_labels(labels: tuple[bytes, ...] | list[bytes]) -> str | None
         if len(label) > MAX_LABEL_OCTETS or not _LDH_LABEL.match(label):
             return None
         length += len(label)
-    if length > MAX_NAME_CHARS:
-        return None
+    if length > MAX_NAME_CHARS or labels[-1].isdigit():
+        return None  # RFC 1123 2.1: a host name never looks like a dotted-decimal address
     return b".".join(labels).decode("ascii").lower()
 
 

@@ -8,6 +8,7 @@ ones. The learned table is bounded like every table keyed by what the network se
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from typing import Any
 
@@ -26,10 +27,13 @@ Names = tuple[str | None, str | None]
 def parse_interface_key(text: str) -> tuple[str, int]:
     """Parse "exporter:ifindex", with the exporter an IPv4 address or a (bracketed or bare) IPv6 address."""
     exporter, sep, index = text.rpartition(":")
-    exporter = exporter.strip("[]")
-    if not sep or not exporter or not index.isdigit():
+    try:
+        address = ipaddress.ip_address(exporter.strip("[]"))
+    except ValueError:
+        address = None
+    if not sep or address is None or not index.isdigit():
         raise ConfigError(f"enrich.interface_names: key {text!r} is not exporter_ip:ifindex")
-    return exporter, int(index)
+    return str(address), int(index)  # as the exporter's address is written in documents
 
 
 class InterfaceNames:
