@@ -248,3 +248,32 @@ async def test_throttling_retries_and_mapping_errors_go_to_dead_letter(es_url: s
     finally:
         await proxy.close()
         delete_target(es_url, target)
+
+
+async def test_raw_values_that_do_not_fit_their_mapping_keep_their_document(es_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """An unsigned64 identifier past 2^63, an address element sent with an odd length (kept as hex)
+    and an IE named like an address that is a count (distinctCountOfSourceIPv4Address): the
+    documents are indexed, the misfit raw values left out of the index, none dead-lettered."""
+    settings = make_settings(tmp_path, es_url, batch_docs=1)
+    target = await prepare(es_url, settings)
+    base = numbered(3)
+    fitting = {"netflow.flow_id": 5, "netflow.post_nat_source_ipv4_address": "10.0.0.1"}
+    misfits = [
+        {"netflow.flow_id": 2**64 - 1, "netflow.post_nat_source_ipv4_address": "0a0000"},
+        {"netflow.distinct_count_of_source_ipv4_address": 12},
+    ]
+    sink = ElasticsearchSink(settings, policy=FAST_RETRY, request_timeout_s=5.0)
+    try:
+        await sink.start()
+        for document, raw in zip(base, [fitting, *misfits], strict=True):
+            await sink.write([{**document, **raw}])
+            await sink.flush()
+            assert await sink.wait_idle(30.0)
+        stats = sink.stats
+        await sink.close()
+        assert stats["docs_dead_lettered"] == 0 and not Path(settings.dead_letter_path).exists()
+        assert count(es_url, target) == 3
+        found = es_request(es_url, "POST", f"/{target}/_search", {"query": {"term": {"netflow.flow_id": 5}}})
+        assert [hit["_source"]["labels.seq"] for hit in found["hits"]["hits"]] == [0]
+    finally:
+        delete_target(es_url, target)

@@ -34,6 +34,11 @@ _KEYWORD = {"type": "keyword", "ignore_above": 1024}
 _LONG = {"type": "long"}
 _IP = {"type": "ip"}
 _DATE = {"type": "date"}
+_RAW_IP = {"type": "ip", "ignore_malformed": True}
+_RAW_LONG = {"type": "long", "ignore_malformed": True}
+"""Raw exporter values (`netflow.*`, `sflow.*`) that do not fit their type (an unsigned64 identifier
+past 2^63, an address element of an odd length kept as hex) are left out of the index, and kept in
+`_source`, instead of costing the cluster the whole document."""
 
 
 def _endpoint() -> dict[str, Any]:
@@ -71,11 +76,17 @@ def mappings() -> dict[str, Any]:
     for protocol in ("netflow", "sflow"):
         dynamic_templates += [
             {f"{protocol}_mac": {"path_match": f"{protocol}.*mac*", "mapping": _KEYWORD}},
-            {f"{protocol}_addresses": {"path_match": f"{protocol}.*_address", "mapping": _IP}},
+            {
+                f"{protocol}_addresses": {
+                    "path_match": f"{protocol}.*_address",
+                    "match_mapping_type": "string",  # distinctCountOf...Address (IE 378-383) are counts
+                    "mapping": _RAW_IP,
+                }
+            },
         ]
     dynamic_templates += [
-        {"sflow_ips": {"path_match": "sflow.*_ip", "mapping": _IP}},
-        {"sflow_next_hops": {"path_match": "sflow.*next_hop", "mapping": _IP}},
+        {"sflow_ips": {"path_match": "sflow.*_ip", "mapping": _RAW_IP}},
+        {"sflow_next_hops": {"path_match": "sflow.*next_hop", "mapping": _RAW_IP}},
     ]
     for protocol in ("netflow", "sflow"):
         dynamic_templates += [
@@ -86,7 +97,13 @@ def mappings() -> dict[str, Any]:
                     "mapping": _KEYWORD,
                 }
             },
-            {f"{protocol}_numbers": {"path_match": f"{protocol}.*", "match_mapping_type": "long", "mapping": _LONG}},
+            {
+                f"{protocol}_numbers": {
+                    "path_match": f"{protocol}.*",
+                    "match_mapping_type": "long",
+                    "mapping": _RAW_LONG,
+                }
+            },
         ]
     properties: dict[str, Any] = {
         "@timestamp": _DATE,
