@@ -307,3 +307,51 @@ def test_built_message_agrees_with_tshark(tmp_path: Path) -> None:
         assert value in text
     flows, _, _ = decode_all(message)
     assert len(flows) == text.count("'Flow ")
+
+
+def _rates_both_paths(*messages: bytes) -> list[tuple[int, int]]:
+    """(flowd.sampling_rate, network.bytes) of every flow, per datagram and as a worker decodes
+    the same messages in one batch (the two must agree)."""
+    from flowd.server.metrics import WorkerStats
+    from flowd.server.pipeline import BatchDecoder
+
+    flows, _, _ = decode_all(*messages)
+    per_datagram = [(int(str(d["flowd.sampling_rate"])), int(str(d["network.bytes"]))) for d in flows]
+    decoder = BatchDecoder(TemplateCache(), WorkerStats())
+    batched = [
+        (int(d["flowd.sampling_rate"]), int(d["network.bytes"]))
+        for d in decoder.decode([(m, EXPORTER, float(EXPORT_TIME)) for m in messages])
+    ]
+    assert batched == per_datagram
+    return per_datagram
+
+
+def test_a_reconfigured_sampler_changes_the_rate_of_records_that_name_none() -> None:
+    """Sampler 1 announced at 1:100, then reconfigured to 1:1000: records without a selector id
+    follow it (they used to stay at the first rate until restart)."""
+    opt = ipfix_set(3, options_template(402, 1, (302, 8), (305, 4), (306, 4)))
+    tpl = ipfix_set(2, template(264, (8, 4), (1, 8)))
+    record = ipfix_set(264, socket.inet_aton("10.0.0.1") + struct.pack("!Q", 50))
+    rates = _rates_both_paths(
+        ipfix_message(opt, ipfix_set(402, struct.pack("!QII", 1, 1, 99))),
+        ipfix_message(tpl, record),
+        ipfix_message(opt, ipfix_set(402, struct.pack("!QII", 2, 1, 9))),  # another sampler: no change
+        ipfix_message(record),
+        ipfix_message(opt, ipfix_set(402, struct.pack("!QII", 1, 1, 999))),
+        ipfix_message(record),
+    )
+    assert rates == [(100, 5_000), (100, 5_000), (1000, 50_000)]
+
+
+def test_sampling_probability_is_one_in_its_inverse() -> None:
+    """samplingProbability (IE 311, RFC 5477 probabilistic sampling) 0.01: one packet in 100, in
+    options data for the domain and in the records themselves."""
+    opt = ipfix_set(3, options_template(403, 1, (149, 4), (311, 8)))
+    tpl = ipfix_set(2, template(265, (8, 4), (1, 8)))
+    own = ipfix_set(2, template(266, (8, 4), (1, 8), (311, 8)))
+    rates = _rates_both_paths(
+        ipfix_message(opt, ipfix_set(403, struct.pack("!Id", 1, 0.01))),
+        ipfix_message(tpl, ipfix_set(265, socket.inet_aton("10.0.0.1") + struct.pack("!Q", 7))),
+        ipfix_message(own, ipfix_set(266, socket.inet_aton("10.0.0.2") + struct.pack("!Qd", 7, 0.25))),
+    )
+    assert rates == [(100, 700), (4, 28)]

@@ -137,3 +137,21 @@ def test_repeated_padding_stays_ignored() -> None:
     assert compiled.decode_set(record, 0, len(record)) == [
         {"source_ipv4_address": "192.0.2.1", "octet_delta_count": 99}
     ]
+
+
+def test_snapshot_keeps_which_sampler_set_the_domain_rate() -> None:
+    cache = TemplateCache()
+    opt = struct.pack("!HHH", 401, 3, 1) + struct.pack("!HHHHHH", 302, 8, 305, 4, 306, 4)
+    decode_datagram(
+        ipfix_message(ipfix_set(3, opt), ipfix_set(401, struct.pack("!QII", 7, 1, 99))), EXPORTER, cache, 0.0
+    )
+    snapshot = json.loads(json.dumps(cache.snapshot()))
+    restarted = TemplateCache()
+    restarted.restore(snapshot)
+    state = restarted.peek_domain((EXPORTER, 10, 1))
+    assert state is not None and (state.sampling_rate, state.rate_sampler, state.samplers) == (100, 7, {7: 100})
+    del snapshot["domains"][0]["rate_sampler"]  # a snapshot written before the field existed
+    older = TemplateCache()
+    older.restore(snapshot)
+    state = older.peek_domain((EXPORTER, 10, 1))
+    assert state is not None and state.rate_sampler is None and state.sampling_rate == 100

@@ -26,6 +26,7 @@ SAMPLING_FIELD_NAMES = frozenset(
         "sampling_packet_space",
         "sampling_size",
         "sampling_population",
+        "sampling_probability",
     )
 )
 """Every field `sampling_rate` reads in a record."""
@@ -268,6 +269,9 @@ def rate_from(row: dict[str, Any]) -> int:
     interval, space = row.get("sampling_packet_interval"), row.get("sampling_packet_space")
     if isinstance(interval, int) and isinstance(space, int) and interval > 0:
         return max(1, (interval + space) // interval)  # RFC 5477 systematic count-based sampling
+    probability = row.get("sampling_probability")
+    if isinstance(probability, float) and 0.0 < probability <= 1.0:
+        return max(1, round(1 / probability))  # RFC 5477 probabilistic sampling: one in 1/p
     return 0
 
 
@@ -278,10 +282,12 @@ def apply_options(row: dict[str, Any], state: DomainState) -> None:
         sampler = _sampler_id(row)
         if sampler is None:
             state.sampling_rate = rate
+            state.rate_sampler = None
         elif len(state.samplers) < 4096 or sampler in state.samplers:
             state.samplers[sampler] = rate
-            if not state.sampling_rate:
+            if not state.sampling_rate or sampler == state.rate_sampler:
                 state.sampling_rate = rate
+                state.rate_sampler = sampler
     init = row.get("system_init_time_milliseconds")
     if isinstance(init, int):
         state.system_init_ms = init

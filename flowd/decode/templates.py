@@ -68,6 +68,9 @@ class DomainState:
     """Exporter-wide rate from options data (0: none announced)."""
     samplers: dict[int, int] = field(default_factory=dict)
     """Sampler or selector id -> rate, from sampler options tables."""
+    rate_sampler: int | None = None
+    """The sampler whose rate `sampling_rate` took (the first announced): when that sampler is
+    reconfigured, so is the rate of records that name none."""
     system_init_ms: int | None = None
     """IPFIX systemInitTimeMilliseconds, for sysUpTime-relative timestamps."""
 
@@ -247,6 +250,7 @@ class TemplateCache:
                 "domain": key[2],
                 "sampling_rate": state.sampling_rate,
                 "samplers": [[k, v] for k, v in state.samplers.items()],
+                "rate_sampler": state.rate_sampler,
                 "system_init_ms": state.system_init_ms,
             }
             for key, state in self._domains.items()
@@ -271,6 +275,8 @@ class TemplateCache:
             state = self.domain((exporter, int(item["version"]), int(item["domain"])))
             state.sampling_rate = int(item["sampling_rate"])
             state.samplers = {int(k): int(v) for k, v in item["samplers"]}
+            rate_sampler = item.get("rate_sampler")  # absent from earlier snapshots
+            state.rate_sampler = int(rate_sampler) if rate_sampler is not None else None
             state.system_init_ms = item["system_init_ms"]
         self.stats.added -= restored
         return restored
