@@ -183,3 +183,21 @@ def test_durations_out_of_range_are_left_out_by_both_paths() -> None:
         assert_ndjson_equals_dicts(result.flows)
         assert ["event.duration" in d for d in documents[:4]] == [True, False, True, False]
         assert documents[2]["event.duration"] == MAX_DURATION_MS * 1_000_000
+
+
+def test_a_counter_of_odd_length_gives_way_to_the_next_in_both_paths() -> None:
+    """octetDeltaCount (1) sent with 9 bytes decodes as hex; octetTotalCount (85) beside it is the
+    flow's byte count in both document paths (the per-record one used to count no bytes)."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    message = ipfix_message(
+        ipfix_set(2, template(301, (8, 4), (1, 9), (85, 8))),
+        ipfix_set(301, bytes([192, 0, 2, 1]) + bytes(9) + (77).to_bytes(8, "big")),
+    )
+    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
+    (record,) = list(result.flows)
+    document = flow_document(record)
+    assert document["netflow.octet_delta_count"] == "00" * 9
+    assert document["network.bytes"] == document["source.bytes"] == 77
+    assert documents_for(result.flows) == [document]
+    assert_ndjson_equals_dicts(result.flows)

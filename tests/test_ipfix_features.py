@@ -355,3 +355,22 @@ def test_sampling_probability_is_one_in_its_inverse() -> None:
         ipfix_message(own, ipfix_set(266, socket.inet_aton("10.0.0.2") + struct.pack("!Qd", 7, 0.25))),
     )
     assert rates == [(100, 700), (4, 28)]
+
+
+def test_a_variable_length_record_cut_short_keeps_the_records_before_it() -> None:
+    """Three records, the third declaring a name longer than what is left of the set: the first
+    two are flows, the third a `truncated` soft error; the data set after it decodes too. Also
+    for a set parked until its template came."""
+    tpl = template(302, (8, 4), (82, 0xFFFF))
+    records = b"".join(socket.inet_aton(f"10.0.0.{n}") + varlen(f"if{n}".encode()) for n in (1, 2))
+    records += socket.inet_aton("10.0.0.3") + bytes([40]) + b"cut"
+    next_set = ipfix_set(302, socket.inet_aton("10.0.0.4") + varlen(b"if4"))
+    for messages in (
+        [ipfix_message(ipfix_set(2, tpl), ipfix_set(302, records), next_set)],
+        [ipfix_message(ipfix_set(302, records), next_set), ipfix_message(ipfix_set(2, tpl))],
+    ):
+        cache = TemplateCache()
+        results = [decode_datagram(m, EXPORTER, cache, 1000.0) for m in messages]
+        flows = [flow_document(r) for result in results for r in result.flows]
+        assert [f["source.ip"] for f in flows] == ["10.0.0.1", "10.0.0.2", "10.0.0.4"]
+        assert [e.reason for result in results for e in result.errors] == ["truncated"]

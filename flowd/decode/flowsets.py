@@ -124,7 +124,9 @@ def decode_data_set(
     if template.is_fixed and not template.is_options:
         emit_batch(context, templates, template, template.decode_array(data, start, end), result)
     else:
-        emit_records(context, templates, template, template.decode_set(data, start, end), result)
+        stopped: list[DecodeError] = []
+        emit_records(context, templates, template, template.decode_set(data, start, end, stopped), result)
+        result.errors.extend(SoftError(error.reason, str(error), error.offset) for error in stopped)
 
 
 def release_parked(
@@ -149,7 +151,10 @@ def release_parked(
             if template.is_fixed and not template.is_options:
                 emit_batch(own, templates, template, template.decode_array(parked.body, 0, len(parked.body)), result)
             else:
-                emit_records(own, templates, template, template.decode_set(parked.body, 0, len(parked.body)), result)
+                stopped: list[DecodeError] = []
+                rows = template.decode_set(parked.body, 0, len(parked.body), stopped)
+                emit_records(own, templates, template, rows, result)
+                result.errors.extend(SoftError(e.reason, f"parked set: {e}", e.offset) for e in stopped)
         except DecodeError as error:
             result.errors.append(SoftError(error.reason, f"parked set: {error}"))
 

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowd.decode import fields as ie
-from flowd.errors import TruncatedError
+from flowd.errors import DecodeError, TruncatedError
 
 VARIABLE_LENGTH = 0xFFFF
 NTP_EPOCH_OFFSET_S = 2_208_988_800
@@ -274,16 +274,26 @@ class CompiledTemplate:
         columns = self.column_lists(array)
         return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
-    def decode_set(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
-        """Every record in a data set body, as dicts."""
+    def decode_set(
+        self, data: bytes | memoryview, start: int, end: int, stopped: list[DecodeError] | None = None
+    ) -> list[dict[str, Any]]:
+        """Every record in a data set body, as dicts. A variable-length record cut short raises,
+        or, given `stopped`, ends the set there: the records before it are returned, its error
+        appended to `stopped`."""
         if self.dtype is not None:
             return self.rows(self.decode_array(data, start, end))
         if self._slow:
-            return self._decode_variable(data, start, end)
+            records: list[dict[str, Any]] = []
+            try:
+                self._decode_variable(data, start, end, records)
+            except TruncatedError as error:
+                if stopped is None:
+                    raise
+                stopped.append(error)
+            return records
         return []
 
-    def _decode_variable(self, data: bytes | memoryview, start: int, end: int) -> list[dict[str, Any]]:
-        records = []
+    def _decode_variable(self, data: bytes | memoryview, start: int, end: int, records: list[dict[str, Any]]) -> None:
         raw = bytes(data[start:end])
         limit = len(raw)
         pos = 0
@@ -306,7 +316,6 @@ class CompiledTemplate:
                     record[name] = convert(raw[pos : pos + length])
                 pos += length
             records.append(record)
-        return records
 
 
 def _varlen(kind: str) -> Converter:

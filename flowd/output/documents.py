@@ -43,9 +43,9 @@ COPIED_UNLESS_ZERO = (
 
 
 def _counter(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
-    """The first counter present; a counter of another type (a damaged template) is none."""
-    value = _first(fields, names)
-    return value if isinstance(value, int) else None
+    """The first counter present as an integer: one a damaged template gave another length (kept
+    as hex) gives way to the next, as in the columnar path."""
+    return _first_int(fields, names)
 
 
 def _first_int(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
