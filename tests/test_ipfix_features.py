@@ -374,3 +374,40 @@ def test_a_variable_length_record_cut_short_keeps_the_records_before_it() -> Non
         flows = [flow_document(r) for result in results for r in result.flows]
         assert [f["source.ip"] for f in flows] == ["10.0.0.1", "10.0.0.2", "10.0.0.4"]
         assert [e.reason for result in results for e in result.errors] == ["truncated"]
+
+
+def _v9(*flowsets: bytes, records: int) -> bytes:
+    return struct.pack("!HHIIII", 9, records, 10_000, EXPORT_TIME, 1, 0) + b"".join(flowsets)
+
+
+def test_sampling_configured_per_interface_applies_to_that_ingress_interface() -> None:
+    """NetFlow v9 options scoped to an interface (scope type 2) with SAMPLING_INTERVAL (34): each
+    flow takes the rate of its INPUT_SNMP interface; an interface with none announced takes the
+    domain's rate (scope system), else 1. RFC 3954 section 6.1: an options record applies to its scope."""
+    options_template = ipfix_set(1, struct.pack("!HHHHHHH", 300, 4, 4, 2, 4, 34, 4), pad_to=4)
+    system_template = ipfix_set(1, struct.pack("!HHHHHHH", 301, 4, 4, 1, 4, 34, 4), pad_to=4)
+    data_template = ipfix_set(0, struct.pack("!HHHHHHHH", 302, 3, 8, 4, 10, 2, 1, 4))
+
+    def flows(*interfaces: int) -> bytes:
+        rows = b"".join(socket.inet_aton("10.0.0.1") + struct.pack("!HI", i, 10) for i in interfaces)
+        return _v9(ipfix_set(302, rows, pad_to=4), records=len(interfaces))
+
+    per_interface = ipfix_set(300, struct.pack("!IIII", 1, 100, 2, 1000))
+    setup = [_v9(options_template, per_interface, records=3), _v9(data_template, records=1)]
+    rates = _rates_both_paths(*setup, *[flows(1, 2, 3)] * 9)
+    assert rates[:3] == [(100, 1_000), (1000, 10_000), (1, 10)]
+    system = _v9(system_template, ipfix_set(301, struct.pack("!II", 0, 10)), records=2)
+    rates = _rates_both_paths(*setup, system, *[flows(1, 2, 3)] * 9)
+    assert rates[:3] == [(100, 1_000), (1000, 10_000), (10, 100)]
+
+
+def test_ipfix_options_scoped_by_ingress_interface() -> None:
+    opt = ipfix_set(3, options_template(404, 1, (10, 4), (305, 4), (306, 4)))
+    tpl = ipfix_set(2, template(267, (8, 4), (10, 4), (1, 8)))
+    rows = b"".join(socket.inet_aton("10.0.0.1") + struct.pack("!IQ", i, 3) for i in (7, 8))
+    rates = _rates_both_paths(
+        ipfix_message(opt, ipfix_set(404, struct.pack("!III", 7, 1, 63))),
+        ipfix_message(tpl),
+        *[ipfix_message(ipfix_set(267, rows))] * 9,
+    )
+    assert rates[:2] == [(64, 192), (1, 3)]

@@ -28,6 +28,7 @@ from flowd.decode.flowsets import (
     SET_HEADER,
     domain_rate,
     message_uptime_ms,
+    rates_per_record,
     record_rates,
 )
 from flowd.decode.records import CompiledTemplate
@@ -159,7 +160,7 @@ def decode_data_datagrams(
             if layout is None:
                 layout = layouts[key] = _Layout(template, version)
             record_bytes = data[start : start + records * template.record_length]
-            if layout.rates_per_record:
+            if layout.rates_per_record or (state is not None and rates_per_record(template, state)):
                 rates: int | list[int] = record_rates(template, np.frombuffer(record_bytes, template.dtype), state)
             else:
                 rates = rate

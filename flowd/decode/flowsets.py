@@ -17,6 +17,10 @@ from flowd.errors import DecodeError
 from flowd.model import KIND_NETFLOW_FLOW, KIND_NETFLOW_OPTIONS, DecodeResult, Exporter, FlowRecord, SoftError
 
 SAMPLER_ID_NAMES = ("sampler_id", "flow_sampler_id", "selector_id")
+INGRESS_INTERFACE = "ingress_interface"
+INTERFACE_SCOPE_NAMES = ("scope_interface", INGRESS_INTERFACE)
+MAX_SAMPLERS = 4096
+"""Sampler ids (and interfaces) with their own rate, per domain."""
 RATE_NAMES = ("sampling_interval", "sampler_random_interval", "flow_sampler_random_interval")
 SAMPLING_FIELD_NAMES = frozenset(
     (
@@ -196,15 +200,27 @@ def domain_rate(state: DomainState | None) -> int:
     return (state.sampling_rate or 1) if state is not None else 1
 
 
+def rates_per_record(template: CompiledTemplate, state: DomainState | None) -> bool:
+    """Whether the records of `template` may each have their own rate: they name a rate or a
+    sampler, or they name their ingress interface and the domain has rates per interface."""
+    if not SAMPLING_FIELD_NAMES.isdisjoint(template.names):
+        return True
+    return state is not None and bool(state.interface_rates) and INGRESS_INTERFACE in template.names
+
+
 def record_rates(template: CompiledTemplate, array: npt.NDArray[Any], state: DomainState | None) -> list[int]:
-    """Each record's `sampling_rate`, for templates with sampling fields: only those fields are
-    turned into values, with the domain's options state as it is now."""
+    """Each record's `sampling_rate`, for templates `rates_per_record` holds true of: only the
+    fields it reads are turned into values, with the domain's options state as it is now."""
+    read = SAMPLING_FIELD_NAMES
+    if state is not None and state.interface_rates:
+        read = read | {INGRESS_INTERFACE}
     columns = {
-        name: column_values(kind, length, array[name])
-        for name, kind, length in template.columns
-        if name in SAMPLING_FIELD_NAMES
+        name: column_values(kind, length, array[name]) for name, kind, length in template.columns if name in read
     }
     names = tuple(columns)
+    if names == (INGRESS_INTERFACE,) and state is not None:  # the interface alone picks the rate
+        rates, default = state.interface_rates, domain_rate(state)
+        return [rates.get(interface, default) for interface in columns[INGRESS_INTERFACE]]
     return [
         sampling_rate(dict(zip(names, values, strict=True)), state) for values in zip(*columns.values(), strict=True)
     ]
@@ -232,10 +248,10 @@ def emit_batch(
         context.export_time,
         uptime_ms,
     )
-    if SAMPLING_FIELD_NAMES.isdisjoint(template.names):
-        batch.rates = domain_rate(state)
-    else:  # the rate (or the sampler it names) is in each record
+    if rates_per_record(template, state):  # the rate, the sampler or the interface is in each record
         batch.rates = record_rates(template, array, state)
+    else:
+        batch.rates = domain_rate(state)
     result.flows.add_batch(batch)
 
 
@@ -285,10 +301,14 @@ def apply_options(row: dict[str, Any], state: DomainState) -> None:
     rate = rate_from(row)
     if rate:
         sampler = _sampler_id(row)
-        if sampler is None:
+        interface = _scoped_interface(row) if sampler is None else None
+        if interface:
+            if len(state.interface_rates) < MAX_SAMPLERS or interface in state.interface_rates:
+                state.interface_rates[interface] = rate
+        elif sampler is None:
             state.sampling_rate = rate
             state.rate_sampler = None
-        elif len(state.samplers) < 4096 or sampler in state.samplers:
+        elif len(state.samplers) < MAX_SAMPLERS or sampler in state.samplers:
             state.samplers[sampler] = rate
             if not state.sampling_rate or sampler == state.rate_sampler:
                 state.sampling_rate = rate
@@ -296,6 +316,16 @@ def apply_options(row: dict[str, Any], state: DomainState) -> None:
     init = row.get("system_init_time_milliseconds")
     if isinstance(init, int):
         state.system_init_ms = init
+
+
+def _scoped_interface(row: dict[str, Any]) -> int | None:
+    """The interface an options record is scoped to (NetFlow v9 scope type 2, or IPFIX
+    ingressInterface), 0 and None meaning none."""
+    for name in INTERFACE_SCOPE_NAMES:
+        value = row.get(name)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def _sampler_id(row: dict[str, Any]) -> int | None:
@@ -316,4 +346,8 @@ def sampling_rate(row: dict[str, Any], state: DomainState | None) -> int:
     sampler = _sampler_id(row)
     if sampler is not None and sampler in state.samplers:
         return state.samplers[sampler]
+    if state.interface_rates:
+        interface = row.get(INGRESS_INTERFACE)
+        if isinstance(interface, int) and interface in state.interface_rates:
+            return state.interface_rates[interface]
     return state.sampling_rate or 1

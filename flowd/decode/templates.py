@@ -68,6 +68,9 @@ class DomainState:
     """Exporter-wide rate from options data (0: none announced)."""
     samplers: dict[int, int] = field(default_factory=dict)
     """Sampler or selector id -> rate, from sampler options tables."""
+    interface_rates: dict[int, int] = field(default_factory=dict)
+    """ifIndex -> rate, from options data scoped to an interface (sampling configured per
+    interface): records from that ingress interface that name no sampler take it."""
     rate_sampler: int | None = None
     """The sampler whose rate `sampling_rate` took (the first announced): when that sampler is
     reconfigured, so is the rate of records that name none."""
@@ -251,6 +254,7 @@ class TemplateCache:
                 "sampling_rate": state.sampling_rate,
                 "samplers": [[k, v] for k, v in state.samplers.items()],
                 "rate_sampler": state.rate_sampler,
+                "interface_rates": [[k, v] for k, v in state.interface_rates.items()],
                 "system_init_ms": state.system_init_ms,
             }
             for key, state in self._domains.items()
@@ -277,6 +281,7 @@ class TemplateCache:
             state.samplers = {int(k): int(v) for k, v in item["samplers"]}
             rate_sampler = item.get("rate_sampler")  # absent from earlier snapshots
             state.rate_sampler = int(rate_sampler) if rate_sampler is not None else None
+            state.interface_rates = {int(k): int(v) for k, v in item.get("interface_rates", [])}
             state.system_init_ms = item["system_init_ms"]
         self.stats.added -= restored
         return restored
