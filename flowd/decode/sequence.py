@@ -104,7 +104,7 @@ def _ipfix_data_records(
             return None
         if set_id >= FIRST_DATA_SET_ID:
             template = templates((exporter, version, domain_id, set_id), now)
-            if template is None or not template.record_length or not template.is_fixed:
+            if template is None or not template.is_fixed:
                 return None
             records += (length - SET_HEADER.size) // template.record_length
         pos += length
