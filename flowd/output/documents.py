@@ -57,14 +57,6 @@ def _first_int(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
     return None
 
 
-def _first(fields: dict[str, Any], names: tuple[str, ...]) -> Any:
-    for name in names:
-        value = fields.get(name)
-        if value is not None:
-            return value
-    return None
-
-
 def pick_address(ipv4: Any, ipv6: Any) -> Any:
     """Templates with both families (Procera, some firewalls) zero the one a flow does not use."""
     if ipv6 is not None and (ipv4 is None or ipv4 == "0.0.0.0"):
