@@ -7,10 +7,12 @@ its bytes are present and the fields found so far are kept. Results are written 
 caller's flat `fields` dict (snake_case keys), so the sFlow decoder adds no dict merge per sample.
 
 Layers: Ethernet II with 802.1Q/802.1ad tags (outermost VLAN as `vlan`, the next as
-`customer_vlan`), MPLS label stacks (`mpls_labels`), IPv4 (options skipped by IHL; non-first
-fragments carry no L4 header), IPv6 with extension headers (hop-by-hop, routing, fragment,
-destination options, AH, mobility), TCP, UDP, SCTP, ICMP and ICMPv6, and the frame inside a
-VXLAN tunnel (UDP 4789, RFC 7348), whose values are reported again with an `inner_` prefix.
+`customer_vlan`; a priority tag, VID 0, gives no VLAN id), 802.3 frames with a length instead
+of a type (no `ether_type`; the LLC header is not decoded), MPLS label stacks (`mpls_labels`),
+IPv4 (options skipped by IHL; non-first fragments carry no L4 header), IPv6 with extension
+headers (hop-by-hop, routing, fragment, destination options, AH, mobility), TCP, UDP, SCTP,
+ICMP and ICMPv6, and the frame inside a VXLAN tunnel (UDP 4789, RFC 7348), whose values are
+reported again with an `inner_` prefix.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ ETHERTYPE_IPV4 = 0x0800
 ETHERTYPE_IPV6 = 0x86DD
 ETHERTYPE_MPLS = (0x8847, 0x8848)
 ETHERTYPE_VLAN = (0x8100, 0x88A8, 0x9100)
+ETHERTYPE_MIN = 0x0600
+"""Smaller values of the type/length field are an 802.3 frame's length (IEEE 802.3 3.2.6)."""
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -95,16 +99,20 @@ def parse_ethernet(data: bytes | memoryview, pos: int, end: int, fields: Fields,
         tags = 0
         while ethertype in ETHERTYPE_VLAN and pos + 4 <= end and tags < MAX_VLAN_TAGS:
             tci = (data[pos] << 8) | data[pos + 1]
+            # IEEE 802.1Q 9.6: VID 0 is a priority tag, "no VLAN identifier": not a VLAN id.
             if tags == 0:
-                fields["vlan"] = tci & 0x0FFF
+                if tci & 0x0FFF:
+                    fields["vlan"] = tci & 0x0FFF
                 fields["vlan_priority"] = tci >> 13
-            elif tags == 1:
+            elif tags == 1 and tci & 0x0FFF:
                 fields["customer_vlan"] = tci & 0x0FFF
             tags += 1
             ethertype = (data[pos + 2] << 8) | data[pos + 3]
             pos += 4
         if ethertype in ETHERTYPE_VLAN:
             return
+    if ethertype < ETHERTYPE_MIN:
+        return  # IEEE 802.3 3.2.6: a length, an LLC header follows (not decoded)
     fields["ether_type"] = ethertype
     if ethertype == ETHERTYPE_IPV4:
         parse_ipv4(data, pos, end, fields, tunnels)

@@ -10,7 +10,9 @@ error in one sample or record becomes a `SoftError` and the rest decodes. A samp
 whose length overruns its container ends the walk with a "truncated" soft error.
 Unknown sample formats and enterprises are skipped and reported as soft errors; unknown records
 inside a known sample are skipped and counted in the sample's `unknown_records` field, because
-vendor records are routine rather than faults.
+vendor records are routine rather than faults. Discarded packet samples (sflow_drops.txt) are
+skipped by length without an error. An agent address of type 0 (unknown) leaves the samples
+without `agent_address`.
 
 Each flow sample and each counter sample becomes one `FlowRecord` whose `fields` is a flat dict
 of snake_case values (documents map them to `sflow.*` and ECS keys). Only the datagram header
@@ -28,15 +30,17 @@ from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET, parse_ethernet, parse
 from flowd.decode.reader import Reader
 from flowd.decode.sflow_batch import (
     INTERFACE_INTERNAL,
+    INTERFACE_INTERNAL_EXPANDED,
     SFLOW_VERSION,
     SampleBatch,
     sample_record,
     walk_simple_sample,
 )
-from flowd.decode.sflow_counters import COUNTER_DECODERS, RecordDecoder, read_string
+from flowd.decode.sflow_counters import COUNTER_DECODERS, RecordDecoder, read_unbounded_string
 from flowd.decode.sflow_routing import (
     ADDRESS_IPV4,
     ADDRESS_IPV6,
+    ADDRESS_UNKNOWN,
     decode_extended_gateway,
     decode_extended_router,
     need,
@@ -50,12 +54,17 @@ SAMPLE_FLOW = 1
 SAMPLE_COUNTERS = 2
 SAMPLE_FLOW_EXPANDED = 3
 SAMPLE_COUNTERS_EXPANDED = 4
+SAMPLE_DISCARDED_PACKET = 5
+"""sFlow drops extension (sflow.org sflow_drops.txt): a packet the device dropped, and why."""
 
 FORMAT_IFINDEX = 0
 FORMAT_DISCARDED = 1
 FORMAT_MULTIPLE = 2
 
-MAX_STRING = 255
+MAX_URL_BYTES = 2048
+MAX_NAME_BYTES = 255
+"""Bounds on the text kept from `extended_url` and `extended_user` strings, which the spec leaves
+unbounded (`string url<>`): longer ones are cut, so documents stay bounded."""
 
 _II = struct.Struct("!II")
 _HEADER_TAIL = struct.Struct("!IIII")
@@ -74,6 +83,7 @@ Fields = dict[str, Any]
 
 _INPUT_KEYS = ("input_ifindex", "input_internal", "input_discard_reason", "input_interface_count")
 _OUTPUT_KEYS = ("output_ifindex", "output_internal", "output_discard_reason", "output_interface_count")
+_INTERNAL = (INTERFACE_INTERNAL, INTERFACE_INTERNAL_EXPANDED)
 
 
 def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: float) -> DecodeResult:
@@ -83,12 +93,15 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
     if version != SFLOW_VERSION:
         raise DecodeError(f"sFlow version {version} is not 5", offset=0, reason="unsupported_version")
     agent_type = reader.u32()
+    agent: str | None
     if agent_type == ADDRESS_IPV4:
         agent = inet_ntoa(reader.take(4))
     elif agent_type == ADDRESS_IPV6:
         agent = inet_ntop(AF_INET6, reader.take(16))
+    elif agent_type == ADDRESS_UNKNOWN:
+        agent = None  # sFlow v5 `address`: "case UNKNOWN: void"; the samples still decode
     else:
-        raise DecodeError(f"agent address type {agent_type} is neither IPv4 nor IPv6", offset=4, reason="bad_address")
+        raise DecodeError(f"agent address type {agent_type} is unknown", offset=4, reason="bad_address")
     sub_agent, sequence, uptime_ms, sample_count = _HEADER_TAIL.unpack_from(data, reader.need(16))
     reader.pos += 16
 
@@ -117,7 +130,7 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
             if data_format in (SAMPLE_FLOW, SAMPLE_FLOW_EXPANDED):
                 expanded = data_format == SAMPLE_FLOW_EXPANDED
                 walked = walk_simple_sample(data, start, pos, expanded)
-                if walked is not None:
+                if walked is not None and agent is not None:  # the batch's rows all have an agent
                     if simple is None or parts[-1] is not simple:  # keep the samples' order
                         simple = SampleBatch(decode_flow_sample)
                         simple.add_datagram(data, exporter, received_at, agent, (sub_agent, sequence, uptime_ms))
@@ -132,6 +145,8 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
                 )
                 rate = 1
                 kind = KIND_SFLOW_COUNTERS
+            elif data_format == SAMPLE_DISCARDED_PACKET:
+                continue  # routine from hsflowd and SONiC, not an error; not decoded (yet)
             else:
                 errors.append(
                     SoftError(
@@ -154,7 +169,7 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
 
 
 def decode_flow_sample(
-    data: bytes | memoryview, pos: int, end: int, expanded: bool, agent: str, errors: list[SoftError]
+    data: bytes | memoryview, pos: int, end: int, expanded: bool, agent: str | None, errors: list[SoftError]
 ) -> tuple[Fields, int]:
     """A flow sample (format 1) or expanded flow sample (format 3) in `data[pos:end]`."""
     if expanded:
@@ -187,11 +202,13 @@ def decode_flow_sample(
         "input_format": in_format,
         "output_format": out_format,
     }
-    if in_format == FORMAT_IFINDEX and in_value != INTERFACE_INTERNAL:
+    if agent is None:
+        del fields["agent_address"]
+    if in_format == FORMAT_IFINDEX and in_value not in _INTERNAL:
         fields["input_ifindex"] = in_value
     else:
         _set_interface(fields, _INPUT_KEYS, in_format, in_value)
-    if out_format == FORMAT_IFINDEX and out_value != INTERFACE_INTERNAL:
+    if out_format == FORMAT_IFINDEX and out_value not in _INTERNAL:
         fields["output_ifindex"] = out_value
     else:
         _set_interface(fields, _OUTPUT_KEYS, out_format, out_value)
@@ -201,7 +218,7 @@ def decode_flow_sample(
 
 def _set_interface(fields: Fields, keys: tuple[str, str, str, str], interface_format: int, value: int) -> None:
     if interface_format == FORMAT_IFINDEX:
-        if value == INTERFACE_INTERNAL:
+        if value in _INTERNAL:  # 0xFFFFFFFF only in an expanded sample
             fields[keys[1]] = True
         else:
             fields[keys[0]] = value
@@ -212,7 +229,7 @@ def _set_interface(fields: Fields, keys: tuple[str, str, str, str], interface_fo
 
 
 def _decode_counter_sample(
-    data: bytes | memoryview, pos: int, end: int, expanded: bool, agent: str, errors: list[SoftError]
+    data: bytes | memoryview, pos: int, end: int, expanded: bool, agent: str | None, errors: list[SoftError]
 ) -> Fields:
     """A counter sample (format 2) or expanded counter sample (format 4) in `data[pos:end]`."""
     if expanded:
@@ -233,6 +250,8 @@ def _decode_counter_sample(
         "source_id_type": id_type,
         "source_id_index": id_index,
     }
+    if agent is None:
+        del fields["agent_address"]
     _decode_records(data, pos, end, count, COUNTER_DECODERS, fields, errors)
     return fields
 
@@ -336,10 +355,10 @@ def decode_extended_user(data: bytes | memoryview, pos: int, end: int, fields: F
     """Extended user (flow format 1004): source and destination user names with charsets."""
     need(pos, end, 4, "extended user")
     src_charset: int = _U32.unpack_from(data, pos)[0]
-    src_user, pos = read_string(data, pos + 4, end, MAX_STRING)
+    src_user, pos = read_unbounded_string(data, pos + 4, end, MAX_NAME_BYTES)
     need(pos, end, 4, "extended user")
     dst_charset: int = _U32.unpack_from(data, pos)[0]
-    dst_user, pos = read_string(data, pos + 4, end, MAX_STRING)
+    dst_user, pos = read_unbounded_string(data, pos + 4, end, MAX_NAME_BYTES)
     fields["src_user_charset"] = src_charset
     fields["src_user"] = src_user
     fields["dst_user_charset"] = dst_charset
@@ -350,8 +369,8 @@ def decode_extended_url(data: bytes | memoryview, pos: int, end: int, fields: Fi
     """Extended URL (flow format 1005): direction (1 source, 2 destination), URL, host."""
     need(pos, end, 4, "extended URL")
     direction: int = _U32.unpack_from(data, pos)[0]
-    url, pos = read_string(data, pos + 4, end, MAX_STRING)
-    host, pos = read_string(data, pos, end, MAX_STRING) if end - pos >= 4 else ("", pos)
+    url, pos = read_unbounded_string(data, pos + 4, end, MAX_URL_BYTES)
+    host, pos = read_unbounded_string(data, pos, end, MAX_NAME_BYTES) if end - pos >= 4 else ("", pos)
     fields["url_direction"] = direction
     fields["url"] = url
     if host:

@@ -36,6 +36,10 @@ from flowd.model import KIND_SFLOW_FLOW, Exporter, FlowRecord, SoftError
 SFLOW_VERSION = 5
 INTERFACE_INTERNAL = 0x3FFFFFFF
 """sFlow v5 "interface" encoding: ifIndex 0x3FFFFFFF means the packet came from or went to the agent itself."""
+INTERFACE_INTERNAL_EXPANDED = 0xFFFFFFFF
+"""The same in an expanded sample (sFlow v5 `interface_expanded`: "0xFFFFFFFF ... must be used to
+indicate traffic originating or terminating in device"); agents also send 0x3FFFFFFF there, so
+both mean the agent itself."""
 RECORD_RAW_HEADER = 1
 RECORD_SWITCH = 1001
 RECORD_ROUTER = 1002
@@ -75,6 +79,7 @@ _VLAN_TYPES = (0x8100, 0x88A8, 0x9100)
 _IPV6_CHAIN = (0, 43, 44, 51, 60, 135, 139, 140)
 """Next-header values the per-sample decoder follows (extension headers, fragment, AH)."""
 _VXLAN_PORT = 4789
+_INTERNAL = (INTERFACE_INTERNAL, INTERFACE_INTERNAL_EXPANDED)
 TRANSPORT_NONE, TRANSPORT_TCP, TRANSPORT_PORTS, TRANSPORT_ICMP = 0, 1, 2, 3
 """What a snapshot's transport header gives: nothing, TCP ports and flags, ports, ICMP type and code."""
 
@@ -177,7 +182,7 @@ def walk_simple_sample(data: bytes | memoryview, start: int, end: int, expanded:
         id_type, id_index = source_id >> 24, source_id & 0xFFFFFF
         in_format, in_value = in_word >> 30, in_word & 0x3FFFFFFF
         out_format, out_value = out_word >> 30, out_word & 0x3FFFFFFF
-    if in_format or out_format or in_value == INTERFACE_INTERNAL or out_value == INTERFACE_INTERNAL:
+    if in_format or out_format or in_value in _INTERNAL or out_value in _INTERNAL:
         return None
     if not 1 <= count <= MAX_RECORDS:
         return None
@@ -392,8 +397,9 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
         "dst_priority": switch_values[:, 3],
     }
     # A layout is which optional parts a row has: tag, IP version, transport kind, switch record,
-    # the keys of its router and gateway records. TCP and UDP rows share one (UDP rows just lack
-    # the TCP flags): fewer, larger tables, since a table costs about a millisecond whatever its rows.
+    # the keys of its router and gateway records, a priority tag (no VLAN id). TCP and UDP rows
+    # share one (UDP rows just lack the TCP flags): fewer, larger tables, since a table costs
+    # about a millisecond whatever its rows.
     transport = parsed["_transport"]
     is_tcp = transport == TRANSPORT_TCP
     routing_layouts = np.array([0 if packed is None else packed[0] for packed in walked.routing.tolist()], np.int64)
@@ -403,12 +409,14 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
         | (np.where(is_tcp, TRANSPORT_PORTS, transport) << 2)
         | (has_switch.astype(np.int64) << 5)
         | (routing_layouts << 6)
+        | (parsed["_priority_tag"].astype(np.int64) << 9)
     )
     groups: list[SampleGroup] = []
     for code in np.unique(layout[taken]).tolist():
         rows = np.flatnonzero(taken & (layout == code))
         tagged, six, kind, switch = bool(code & 1), bool(code & 2), (code >> 2) & 7, bool(code & 32)
-        routing = code >> 6
+        routing = (code >> 6) & 7
+        vlan = not code & 512
         absent: dict[str, Array] = {}
         if kind == TRANSPORT_PORTS:
             udp = ~is_tcp[rows]
@@ -417,7 +425,7 @@ def simple_sample_columns(batch: SampleBatch) -> tuple[list[SampleGroup], list[i
                 if udp.any():
                     absent["tcp_flags"] = udp
         columns = {name: _take(values, rows) for name, values in common.items()}
-        for name in _header_keys(tagged, six, kind):
+        for name in _header_keys(tagged, six, kind, vlan):
             columns[name] = _take(parsed[name], rows)
         if switch:
             columns.update({name: values[rows] for name, values in switch_columns.items()})
@@ -442,11 +450,12 @@ def _take(values: Any, rows: Array) -> Any:
     return [values[row] for row in rows.tolist()]
 
 
-def _header_keys(tagged: bool, six: bool, transport: int) -> list[str]:
-    """The keys the header parser writes for a snapshot of this layout, in its order."""
+def _header_keys(tagged: bool, six: bool, transport: int, vlan: bool = True) -> list[str]:
+    """The keys the header parser writes for a snapshot of this layout, in its order (a
+    priority tag, VLAN id 0, has a priority and no `vlan`)."""
     keys = ["dst_mac", "src_mac"]
     if tagged:
-        keys += ["vlan", "vlan_priority"]
+        keys += ["vlan", "vlan_priority"] if vlan else ["vlan_priority"]
     keys.append("ether_type")
     if six:
         keys += ["ip_version", "src_ip", "dst_ip", "ip_tos", "ttl", "ip_length", "ipv6_flow_label", "protocol"]
@@ -527,6 +536,7 @@ def _parse_snapshots(snap: npt.NDArray[np.uint8], length: Array) -> dict[str, An
         "_tagged": tagged,
         "_six": six,
         "_transport": transport,
+        "_priority_tag": tagged & ((tci & 0x0FFF) == 0),
         "dst_mac": _macs(snap[:, 0:6]),
         "src_mac": _macs(snap[:, 6:12]),
         "vlan": tci & 0x0FFF,

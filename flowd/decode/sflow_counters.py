@@ -8,6 +8,7 @@ Records with no decoder here are skipped by length and counted by the caller.
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Callable
 from typing import Any
@@ -132,7 +133,7 @@ _HOST_MEMORY_KEYS = (
     "host_swap_in",
     "host_swap_out",
 )
-_HOST_DISK = struct.Struct("!QQIIQIIQI")
+_HOST_DISK = struct.Struct("!QQiIQIIQI")  # part_max_used is a signed percentage, -1 unknown
 _HOST_DISK_KEYS = (
     "host_disk_total",
     "host_disk_free",
@@ -159,18 +160,55 @@ _U32 = struct.Struct("!I")
 _MAX_HOSTNAME = 64
 _MAX_OS_RELEASE = 32
 
+UNAVAILABLE_32 = 0xFFFFFFFF
+UNAVAILABLE_64 = 0xFFFFFFFFFFFFFFFF
+"""sFlow v5 counter_data: a counter the agent does not have is sent as all ones for its width.
+Such values are left out of the fields (as a count they would wreck every sum)."""
+IDENTIFIERS = frozenset(
+    ("if_index", "if_type", "if_speed", "if_direction", "if_status", "if_promiscuous_mode", "vlan_id")
+    + ("lag_attached_agg_id",)
+)
+"""Unsigned fields of counter records that are not counts or gauges: an all-ones value there is
+passed through (an ifSpeed of 2^64-1 or an ifIndex is a value, not "not available")."""
+
+
+def _unavailable(layout: struct.Struct, keys: tuple[str, ...]) -> tuple[int | None, ...]:
+    """Per field of `layout`, the value meaning "not available" (None: the field has none)."""
+    codes: list[str] = []  # one struct code per value unpacked
+    for count, code in re.findall(r"(\d*)([A-Za-z?])", layout.format):
+        if code != "x":
+            codes += [code] if code == "s" else [code] * int(count or 1)
+    widths = {"I": UNAVAILABLE_32, "Q": UNAVAILABLE_64}
+    return tuple(None if key in IDENTIFIERS else widths.get(code) for key, code in zip(keys, codes, strict=True))
+
+
+def update_counters(
+    fields: Fields, keys: tuple[str, ...], values: tuple[Any, ...], unavailable: tuple[int | None, ...]
+) -> None:
+    """`fields.update(zip(keys, values))`, leaving out the counters that are not available."""
+    if UNAVAILABLE_32 in values or UNAVAILABLE_64 in values:
+        fields.update((k, v) for k, v, none in zip(keys, values, unavailable, strict=True) if v != none)
+    else:
+        fields.update(zip(keys, values, strict=True))
+
 
 def _fixed(layout: struct.Struct, keys: tuple[str, ...], name: str) -> RecordDecoder:
     """A decoder for a fixed-layout record: one unpack, one dict update."""
     size = layout.size
     unpack_from = layout.unpack_from
+    unavailable = _unavailable(layout, keys)
 
     def decode(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
         if end - pos < size:
             raise TruncatedError(f"{name} counters need {size} bytes, record has {end - pos}", offset=pos)
-        fields.update(zip(keys, unpack_from(data, pos), strict=True))
+        update_counters(fields, keys, unpack_from(data, pos), unavailable)
 
     return decode
+
+
+_GENERIC_UNAVAILABLE = _unavailable(_GENERIC, _GENERIC_KEYS)
+_LAG_UNAVAILABLE = _unavailable(_LAG, _LAG_KEYS)
+_HOST_CPU_UNAVAILABLE = _unavailable(_HOST_CPU, _HOST_CPU_KEYS)
 
 
 def decode_generic_interface(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
@@ -178,7 +216,7 @@ def decode_generic_interface(data: bytes | memoryview, pos: int, end: int, field
     if end - pos < _GENERIC.size:
         raise TruncatedError(f"generic interface counters need 88 bytes, record has {end - pos}", offset=pos)
     values = _GENERIC.unpack_from(data, pos)
-    fields.update(zip(_GENERIC_KEYS, values, strict=True))
+    update_counters(fields, _GENERIC_KEYS, values, _GENERIC_UNAVAILABLE)
     status = values[4]
     # sFlow v5: ifStatus bit 0 = ifAdminStatus up, bit 1 = ifOperStatus up.
     fields["if_admin_status"] = "up" if status & 1 else "down"
@@ -192,7 +230,7 @@ def decode_lag_port(data: bytes | memoryview, pos: int, end: int, fields: Fields
     values = list(_LAG.unpack_from(data, pos))
     values[0] = bytes(values[0]).hex(":")
     values[1] = bytes(values[1]).hex(":")
-    fields.update(zip(_LAG_KEYS, values, strict=True))
+    update_counters(fields, _LAG_KEYS, tuple(values), _LAG_UNAVAILABLE)
 
 
 def decode_host_cpu(data: bytes | memoryview, pos: int, end: int, fields: Fields) -> None:
@@ -200,17 +238,16 @@ def decode_host_cpu(data: bytes | memoryview, pos: int, end: int, fields: Fields
     if end - pos < _HOST_CPU.size:
         raise TruncatedError(f"host CPU counters need {_HOST_CPU.size} bytes, record has {end - pos}", offset=pos)
     values = _HOST_CPU.unpack_from(data, pos)
-    fields.update(zip(_HOST_CPU_KEYS, values, strict=True))
+    update_counters(fields, _HOST_CPU_KEYS, values, _HOST_CPU_UNAVAILABLE)
     for key in ("host_load_one", "host_load_five", "host_load_fifteen"):
         fields[key] = round(fields[key], 4)
     pos += _HOST_CPU.size
-    if end - pos >= 4:
-        fields["host_contexts"] = _U32.unpack_from(data, pos)[0]
-        pos += 4
-    for key in ("host_cpu_steal", "host_cpu_guest", "host_cpu_guest_nice"):
+    for key in ("host_contexts", "host_cpu_steal", "host_cpu_guest", "host_cpu_guest_nice"):
         if end - pos < 4:
             break
-        fields[key] = _U32.unpack_from(data, pos)[0]
+        value: int = _U32.unpack_from(data, pos)[0]
+        if value != UNAVAILABLE_32:
+            fields[key] = value
         pos += 4
 
 
@@ -239,6 +276,19 @@ def read_string(data: bytes | memoryview, pos: int, end: int, limit: int) -> tup
     if length > limit or end - pos < padded:
         raise TruncatedError(f"string of {length} bytes does not fit (limit {limit})", offset=pos)
     return bytes(data[pos : pos + length]).decode("utf-8", "replace"), pos + padded
+
+
+def read_unbounded_string(data: bytes | memoryview, pos: int, end: int, keep: int) -> tuple[str, int]:
+    """An XDR string<> the spec leaves unbounded: its first `keep` bytes as text, and the offset
+    after the whole string and its padding (the rest is skipped by its length, not an error)."""
+    if end - pos < 4:
+        raise TruncatedError("string length is cut off", offset=pos)
+    length: int = _U32.unpack_from(data, pos)[0]
+    pos += 4
+    padded = (length + 3) & ~3
+    if end - pos < padded:
+        raise TruncatedError(f"string of {length} bytes overruns its record", offset=pos)
+    return bytes(data[pos : pos + min(length, keep)]).decode("utf-8", "replace"), pos + padded
 
 
 COUNTER_DECODERS: dict[int, RecordDecoder] = {

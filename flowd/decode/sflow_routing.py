@@ -14,6 +14,7 @@ from typing import Any
 
 from flowd.errors import DecodeError, TruncatedError
 
+ADDRESS_UNKNOWN = 0
 ADDRESS_IPV4 = 1
 ADDRESS_IPV6 = 2
 MAX_LIST = 256
@@ -42,7 +43,7 @@ def read_address(data: bytes | memoryview, pos: int, end: int) -> tuple[str | No
     if kind == ADDRESS_IPV6:
         need(pos + 4, end, 16, "IPv6 address")
         return inet_ntop(AF_INET6, data[pos + 4 : pos + 20]), pos + 20
-    if kind == 0:
+    if kind == ADDRESS_UNKNOWN:
         return None, pos + 4
     raise DecodeError(f"address type {kind} is unknown", offset=pos, reason="bad_address")
 

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from flowd.decode.headers import HEADER_PROTOCOL_ETHERNET
 from flowd.decode.sflow_batch import (
     INTERFACE_INTERNAL,
+    INTERFACE_INTERNAL_EXPANDED,
     MAX_RECORDS,
     RECORD_RAW_HEADER,
     RECORD_SWITCH,
@@ -178,6 +179,7 @@ def _samples(word: _Words, starts: Array, stops: Array, formats: Array) -> dict[
     in_format, in_value, out_format, out_value, records = (head[:, k] for k in range(6, 11))
     kept = (stops - starts >= np.where(expanded, 11, 8)) & (in_format == 0) & (out_format == 0)
     kept &= (in_value != INTERFACE_INTERNAL) & (out_value != INTERFACE_INTERNAL)
+    kept &= (in_value != INTERFACE_INTERNAL_EXPANDED) & (out_value != INTERFACE_INTERNAL_EXPANDED)
     kept &= (records >= 1) & (records <= MAX_RECORDS)
 
     # The records, a record index at a time: each within the sample, aligned, of at least 16

@@ -31,9 +31,8 @@ def sflow_document(record: FlowRecord) -> dict[str, Any]:
         "sflow.sub_agent_id": record.domain_id,
         "sflow.datagram_sequence": record.sequence,
     }
-    agent = fields.get("agent_address")
-    if agent is not None:
-        doc["observer.ip"] = agent
+    # An agent of unknown address (sFlow v5 address type 0) is known by the datagram's sender.
+    doc["observer.ip"] = fields.get("agent_address", record.exporter[0])
     if record.uptime_ms is not None:
         doc["sflow.uptime_ms"] = record.uptime_ms
     for name, value in fields.items():
@@ -42,7 +41,7 @@ def sflow_document(record: FlowRecord) -> dict[str, Any]:
         if_index = fields.get("if_index")
         if if_index is None and fields.get("source_id_type") == 0:
             if_index = fields.get("source_id_index")
-        if if_index is not None:
+        if if_index:  # 0: not an interface (a device-level source, 0:0), as in flow samples
             doc["observer.ingress.interface.id"] = if_index
         return doc
     _add_flow_fields(doc, fields, record)

@@ -216,6 +216,8 @@ def _build(columns: dict[str, Column], rows: _Rows) -> DocumentTable:
     table.add("sflow.datagram_sequence", _column(rows.sequence))
     if "agent_address" in columns:
         table.add("observer.ip", columns["agent_address"])
+    else:  # an agent of unknown address (type 0): `sflow_document` names the datagram's sender
+        table.add("observer.ip", _address_column(rows.exporters))
     uptimes = rows.uptime
     if isinstance(uptimes, np.ndarray):
         table.add("sflow.uptime_ms", uptimes)
