@@ -15,7 +15,9 @@ from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
 
 
-def _one_at_a_time(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
+def _one_at_a_time(
+    items: Any, templates: TemplateCache, decode_other: Any, counted: Any = None
+) -> tuple[list[RecordBatch], Any]:
     """`decode_data_datagrams` taking nothing: every datagram goes to `decode_datagram`."""
     for index in range(len(items)):
         decode_other(index)

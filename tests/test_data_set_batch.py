@@ -337,7 +337,9 @@ def test_a_bug_in_the_batch_path_sends_its_datagrams_one_at_a_time(monkeypatch: 
     items = _items(v9_scenario())
     expected = _documents(BatchDecoder(TemplateCache(), WorkerStats()), list(items))
 
-    def half_then_fail(items: Any, templates: TemplateCache, decode_other: Any) -> tuple[list[RecordBatch], Any]:
+    def half_then_fail(
+        items: Any, templates: TemplateCache, decode_other: Any, counted: Any = None
+    ) -> tuple[list[RecordBatch], Any]:
         for index in range(0, len(items) // 2):
             decode_other(index)
         raise RuntimeError("bug")

@@ -320,21 +320,22 @@ def _v9_stream(
     domain = 1000 + index
     flowset = _template_flowset(ipfix)
     classes = {tid: _record_class(flowset, templateID=tid) for tid in (TEMPLATE_V4, TEMPLATE_V6)}
-    template = Datagram(_message(ipfix, export_s, 0, domain, flowset), 0, 0)
     datagrams = []
+    # What the next message's header says was sent before it: data records for IPFIX (RFC 7011
+    # 3.1; template records do not count), export packets for v9 (RFC 3954 5.1).
     sequence = 0
     for number in range(data_datagrams):
         if number % max(1, template_refresh) == 0:
-            datagrams.append(template)
+            datagrams.append(Datagram(_message(ipfix, export_s, sequence, domain, flowset), 0, 0))
+            sequence += 0 if ipfix else 1
         ipv6 = math.floor((number + 1) * ipv6_share + 1e-9) > math.floor(number * ipv6_share + 1e-9)  # 9, 19, ...
         count = V6_RECORDS_PER_DATAGRAM if ipv6 else RECORDS_PER_DATAGRAM["ipfix" if ipfix else "v9"]
         flows = [mix.flow(ipv6) for _ in range(count)]
         record_class = classes[TEMPLATE_V6 if ipv6 else TEMPLATE_V4]
         records = [_v9_record(record_class, f, ipfix, export_s * 1000) for f in flows]
         data_set = NetflowDataflowsetV9(templateID=TEMPLATE_V6 if ipv6 else TEMPLATE_V4, records=records)
-        # IPFIX counts data records in the sequence number (RFC 7011 3.1), v9 counts packets.
-        sequence = sequence + count if ipfix else number + 1
         payload = _message(ipfix, export_s, sequence, domain, data_set)
+        sequence += count if ipfix else 1
         datagrams.append(Datagram(payload, count, sum(f.packets for f in flows)))
     return ExporterStream(index, datagrams)
 

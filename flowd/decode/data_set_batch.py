@@ -108,7 +108,10 @@ class _Layout:
 
 
 def decode_data_datagrams(
-    items: Sequence[Item], templates: TemplateCache, decode_other: Callable[[int], None]
+    items: Sequence[Item],
+    templates: TemplateCache,
+    decode_other: Callable[[int], None],
+    counted: dict[int, int] | None = None,
 ) -> tuple[list[RecordBatch], dict[int, int]]:
     """Flow records of the v9/IPFIX datagrams of `items` made only of data sets of known
     fixed-length flow templates, one batch per layout (rows in datagram order, their headers as
@@ -118,7 +121,8 @@ def decode_data_datagrams(
     Taken: a v9 datagram whose header count is its records, or an IPFIX message whose length is
     the datagram's, whose sets follow one another to its end, each with at least one record (a
     shorter tail is padding). For those the per-datagram decoders report no error and yield
-    what this yields.
+    what this yields. `counted`, when given, receives the data records of each IPFIX message
+    taken, by its index (what its sequence number counts).
     """
     layouts: dict[tuple[Any, int], _Layout] = {}
     taken = {9: 0, 10: 0}
@@ -166,6 +170,8 @@ def decode_data_datagrams(
                 rates = rate
             layout.add(record_bytes, records, template, header, rates)
         taken[version] += 1
+        if counted is not None and version == 10:
+            counted[index] = sum(records for _, _, records in sets)
     return [layout.batch() for layout in layouts.values()], taken
 
 

@@ -63,9 +63,17 @@ Mark = tuple[str, Any, int, int | None]
 TemplateLookup = Callable[[tuple[Exporter, int, int, int], float], CompiledTemplate | None]
 
 
-def export_mark(data: bytes, exporter: Exporter, templates: TemplateLookup, now: float) -> Mark | None:
+UNCOUNTED = -1
+"""`export_mark`'s `data_records` when nobody counted an IPFIX message's records as it was decoded."""
+
+
+def export_mark(
+    data: bytes, exporter: Exporter, templates: TemplateLookup, now: float, data_records: int | None = UNCOUNTED
+) -> Mark | None:
     """The sequence number a datagram carries and what it counts; None for anything else
-    (unknown versions, truncated headers: the decoders count those)."""
+    (unknown versions, truncated headers: the decoders count those). `data_records` is an IPFIX
+    message's (`ipfix_data_records`) counted when it was decoded, with the templates of that
+    moment; UNCOUNTED counts them now."""
     size = len(data)
     if size < 16:
         return None
@@ -77,25 +85,30 @@ def export_mark(data: bytes, exporter: Exporter, templates: TemplateLookup, now:
         _, sequence, source_id = _V9.unpack_from(data)
         return "netflow_v9", source_id, sequence, 1
     if version == 10:
-        _, length, sequence, domain = _IPFIX.unpack_from(data)
-        records = _ipfix_data_records(data, min(length, size), (exporter, version, domain), templates, now)
-        return "ipfix", domain, sequence, records
-    if version == 0 and data[2] == 0 and data[3] == 5:
-        address_type = int.from_bytes(data[4:8], "big")
-        layout = _SFLOW_IPV4 if address_type == 1 else _SFLOW_IPV6 if address_type == 2 else None
-        if layout is None or size < layout.size:
+        _, _, sequence, domain = _IPFIX.unpack_from(data)
+        if data_records == UNCOUNTED:
+            data_records = ipfix_data_records(data, exporter, templates, now)
+        return "ipfix", domain, sequence, data_records
+    if version == 0 and data[2] == 0 and data[3] == 5 and size >= _SFLOW_IPV4.size:
+        _, address_type, agent, sub_agent, sequence = _SFLOW_IPV4.unpack_from(data)
+        if address_type == 2:
+            if size < _SFLOW_IPV6.size:
+                return None
+            _, _, agent, sub_agent, sequence = _SFLOW_IPV6.unpack_from(data)
+        elif address_type != 1:
             return None
-        _, _, agent, sub_agent, sequence = layout.unpack_from(data)
         return "sflow", (agent, sub_agent), sequence, 1
     return None
 
 
-def _ipfix_data_records(
-    data: bytes, size: int, domain: tuple[Exporter, int, int], templates: TemplateLookup, now: float
-) -> int | None:
-    """Data records in the message's data sets, counted from their templates' record lengths;
-    None when a data set's template is unknown or of variable length, or the sets do not parse."""
-    exporter, version, domain_id = domain
+def ipfix_data_records(data: bytes, exporter: Exporter, templates: TemplateLookup, now: float) -> int | None:
+    """Data records in an IPFIX message's data sets, counted from their templates' record
+    lengths; None when a data set's template is unknown or of variable length, or the message
+    or its sets do not parse."""
+    if len(data) < _IPFIX.size:
+        return None
+    version, length, _, domain_id = _IPFIX.unpack_from(data)
+    size = min(length, len(data))
     records = 0
     pos = _IPFIX.size
     while size - pos >= SET_HEADER.size:
@@ -116,18 +129,19 @@ class SequenceTracker:
 
     def __init__(self, max_streams: int = MAX_STREAMS) -> None:
         self.max_streams = max_streams
-        self._streams: dict[StreamKey, tuple[int | None, int, int | None]] = {}
+        self.streams: dict[StreamKey, tuple[int | None, int, int | None]] = {}
         """key -> (the number expected next, None when not known; the last number seen; the
         number after the last late export, which the next one carries if the exporter restarted
-        its count a little way back rather than sent out of order)."""
+        its count a little way back rather than sent out of order). A caller may take an export
+        numbered as expected itself (the worker does, for speed): (next, number, None)."""
 
     def __len__(self) -> int:
-        return len(self._streams)
+        return len(self.streams)
 
     def observe(self, key: StreamKey, sequence: int, units: int | None) -> tuple[str | None, int]:
         """The event an export numbered `sequence` makes (None: as expected, or nothing to check
         against) and how many units went missing before it."""
-        streams = self._streams
+        streams = self.streams
         known = streams.get(key)
         following = None if units is None else (sequence + units) % SEQUENCE_SPACE
         if known is None:

@@ -33,7 +33,7 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
 from flowd.decode.data_set_batch import decode_data_datagrams
 from flowd.decode.netflow_v5 import V5_PREFIX, decode_netflow_v5_batch
-from flowd.decode.sequence import SequenceTracker, export_mark
+from flowd.decode.sequence import SEQUENCE_SPACE, UNCOUNTED, SequenceTracker, export_mark, ipfix_data_records
 from flowd.decode.sflow import decode_flow_sample
 from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
 from flowd.decode.sflow_walk import SFLOW_V5_PREFIX, walk_sflow_datagrams
@@ -232,6 +232,8 @@ class BatchDecoder:
         self.warn = warn or RateLimitedLog(log)
         self.options: list[dict[str, Any]] = []
         self.sequences = SequenceTracker()
+        self._ipfix_records: dict[int, int | None] = {}
+        """Data records of each IPFIX message of the batch being decoded, by `id` of its bytes."""
 
     def decode(self, batch: Batch) -> list[dict[str, Any]]:
         """Flow documents of the batch as dicts (see `decode_parts`)."""
@@ -255,12 +257,14 @@ class BatchDecoder:
             decoded[index] = True
             self._decode_datagram(items[index], flows)
 
+        counted: dict[int, int] = {}
         try:
-            data_batches, taken = decode_data_datagrams(items, self.templates, decode_one)
+            data_batches, taken = decode_data_datagrams(items, self.templates, decode_one, counted)
         except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
             # (after those it had already passed on: a template change between them is applied early)
             self.warn.warning("data_sets|at_once", f"data set batch decode failed: {type(error).__name__}: {error}")
             data_batches, taken = [], {}
+            counted.clear()
             for index, done in enumerate(decoded):
                 if not done:
                     self._decode_datagram(items[index], flows)
@@ -299,21 +303,32 @@ class BatchDecoder:
             self._documents(rest, dicts)
         if dicts:
             parts.append(dicts)
+        data_records = self._ipfix_records
+        for index, records in counted.items():
+            data_records[id(items[index][0])] = records
         self._track_sequences(received)
+        data_records.clear()
         return parts
 
     def _track_sequences(self, batch: Batch) -> None:
         """Exports missing before each of the batch's datagrams, by their sequence numbers, in
-        the order they arrived; after the batch is decoded, so templates it carried count an
-        IPFIX message's records."""
+        the order they arrived. An IPFIX message's sequence number counts data records, which
+        were counted as it was decoded, with the templates of that moment (`_ipfix_records`)."""
         observe, lookup, stats = self.sequences.observe, self.templates.get, self.stats
+        streams, data_records = self.sequences.streams, self._ipfix_records
         try:
             for data, source, received_at in batch:
-                mark = export_mark(data, (source[0], source[1]), lookup, received_at)
+                counted = data_records.get(id(data), UNCOUNTED)
+                mark = export_mark(data, source[:2], lookup, received_at, counted)
                 if mark is None:
                     continue
                 protocol, domain, sequence, units = mark
-                event, missed = observe((source[0], protocol, domain), sequence, units)
+                key = (source[0], protocol, domain)
+                known = streams.get(key)
+                if known is not None and known[0] == sequence and units is not None:  # as expected: most of them
+                    streams[key] = ((sequence + units) % SEQUENCE_SPACE, sequence, None)
+                    continue
+                event, missed = observe(key, sequence, units)
                 if event is not None:
                     exporter = self.exporter_label(source[0])
                     stats.inc("flowd_export_sequence_events", (exporter, protocol, event))
@@ -336,6 +351,9 @@ class BatchDecoder:
         except Exception as error:  # a decoder bug: count it, keep the worker alive
             self._error(exporter, protocol, "internal_error", f"{type(error).__name__}: {error}")
             return
+        finally:
+            if protocol == "ipfix":  # with the templates it carried, before later ones change them
+                self._ipfix_records[id(data)] = ipfix_data_records(data, exporter, self.templates.get, received_at)
         stats.inc("flowd_datagrams_decoded", (protocol,))
         for soft in result.errors:
             self._error(exporter, protocol, soft.reason, soft.message)
