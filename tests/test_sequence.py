@@ -181,3 +181,26 @@ def test_flowd_decode_reports_what_the_sequence_numbers_say() -> None:
     assert len(documents) == summary.flows > 0
     assert dict(summary.sequence_events) == {LATE: 1, RESET: 1} and sum(summary.sequence_missed.values()) == 0
     assert summary.describe().endswith("; missing by sequence numbers: ipfix=0 (late=1, reset=1)")
+
+
+def test_ipfix_records_are_counted_with_the_template_of_their_moment() -> None:
+    """Template 300 is redefined to a longer record within one batch: each message's records are
+    counted with the template in force when it arrived, so no gap is seen (counting them after
+    the batch, with its last templates, made the earlier messages look short)."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    short, long = template(300, (8, 4)), template(300, (8, 4), (12, 4))
+    sequence, messages = 0, []
+    for layout, width in ((short, 4), (long, 8)):
+        messages.append(ipfix_message(ipfix_set(2, layout), sequence=sequence))
+        for _ in range(3):
+            messages.append(ipfix_message(ipfix_set(300, bytes(width * 5)), sequence=sequence))
+            sequence += 5
+    for batch_size in (1, len(messages)):
+        stats = WorkerStats()
+        decoder = BatchDecoder(TemplateCache(), stats)
+        items = [(m, EXPORTER, 1.0) for m in messages]
+        for start in range(0, len(items), batch_size):
+            decoder.decode_parts(items[start : start + batch_size])
+        assert stats.total("flowd_export_sequence_events") == 0
+        assert stats.total("flowd_flows_decoded") == 30
