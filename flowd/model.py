@@ -13,6 +13,7 @@ KIND_NETFLOW_FLOW = "netflow_flow"
 KIND_NETFLOW_OPTIONS = "netflow_options"
 KIND_SFLOW_FLOW = "sflow_flow"
 KIND_SFLOW_COUNTERS = "sflow_counters"
+KIND_SFLOW_DROP = "sflow_drop"
 
 
 @dataclass(slots=True)

@@ -10,9 +10,10 @@ error in one sample or record becomes a `SoftError` and the rest decodes. A samp
 whose length overruns its container ends the walk with a "truncated" soft error.
 Unknown sample formats and enterprises are skipped and reported as soft errors; unknown records
 inside a known sample are skipped and counted in the sample's `unknown_records` field, because
-vendor records are routine rather than faults. Discarded packet samples (sflow_drops.txt) are
-skipped by length without an error. An agent address of type 0 (unknown) leaves the samples
-without `agent_address`.
+vendor records are routine rather than faults. A discarded packet sample (sflow.org
+sflow_drops.txt: a packet the device dropped, the reason, and the packet's flow records) becomes
+a record of its own kind. An agent address of type 0 (unknown) leaves the samples without
+`agent_address`.
 
 Each flow sample and each counter sample becomes one `FlowRecord` whose `fields` is a flat dict
 of snake_case values (documents map them to `sflow.*` and ECS keys). Only the datagram header
@@ -48,7 +49,15 @@ from flowd.decode.sflow_routing import (
     read_u32_list,
 )
 from flowd.errors import DecodeError, TruncatedError
-from flowd.model import KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, DecodeResult, Exporter, FlowRecord, SoftError
+from flowd.model import (
+    KIND_SFLOW_COUNTERS,
+    KIND_SFLOW_DROP,
+    KIND_SFLOW_FLOW,
+    DecodeResult,
+    Exporter,
+    FlowRecord,
+    SoftError,
+)
 
 SAMPLE_FLOW = 1
 SAMPLE_COUNTERS = 2
@@ -67,6 +76,75 @@ MAX_NAME_BYTES = 255
 unbounded (`string url<>`): longer ones are cut, so documents stay bounded."""
 
 _II = struct.Struct("!II")
+_DISCARDED = struct.Struct("!8I")
+"""Discarded packet sample: sequence, source id type and index, drops, input and output ifIndex,
+reason, record count."""
+
+DROP_REASONS: dict[int, str] = {
+    code: name
+    for code, name in enumerate(
+        (
+            "net_unreachable",
+            "host_unreachable",
+            "protocol_unreachable",
+            "port_unreachable",
+            "frag_needed",
+            "src_route_failed",
+            "dst_net_unknown",
+            "dst_host_unknown",
+            "src_host_isolated",
+            "dst_net_prohibited",
+            "dst_host_prohibited",
+            "dst_net_tos_unreachable",
+            "dst_host_tos_unreachable",
+            "comm_admin_prohibited",
+            "host_precedence_violation",
+            "precedence_cutoff",
+        )
+    )
+} | {
+    code: name
+    for code, name in enumerate(
+        (
+            "unknown",
+            "ttl_exceeded",
+            "acl",
+            "no_buffer_space",
+            "red",
+            "traffic_shaping",
+            "pkt_too_big",
+            "src_mac_is_multicast",
+            "vlan_tag_mismatch",
+            "ingress_vlan_filter",
+            "ingress_spanning_tree_filter",
+            "port_list_is_empty",
+            "port_loopback_filter",
+            "blackhole_route",
+            "non_ip",
+            "uc_dip_over_mc_dmac",
+            "dip_is_loopback_address",
+            "sip_is_mc",
+            "sip_is_loopback_address",
+            "ip_header_corrupted",
+            "ipv4_sip_is_limited_bc",
+            "ipv6_mc_dip_reserved_scope",
+            "ipv6_mc_dip_interface_local_scope",
+            "unresolved_neigh",
+            "mc_reverse_path_forwarding",
+            "non_routable_packet",
+            "decap_error",
+            "overlay_smac_is_mc",
+            "unknown_l2",
+            "unknown_l3",
+            "unknown_l3_exception",
+            "unknown_buffer",
+            "unknown_tunnel",
+            "unknown_l4",
+        ),
+        start=256,
+    )
+}
+"""sflow_drops.txt `drop_reason`: ICMP unreachable codes (0-15), then device reasons from 256."""
 _HEADER_TAIL = struct.Struct("!IIII")
 _FLOW = struct.Struct("!8I")
 _FLOW_EXPANDED = struct.Struct("!11I")
@@ -146,7 +224,9 @@ def decode_sflow(data: bytes | memoryview, exporter: Exporter, received_at: floa
                 rate = 1
                 kind = KIND_SFLOW_COUNTERS
             elif data_format == SAMPLE_DISCARDED_PACKET:
-                continue  # routine from hsflowd and SONiC, not an error; not decoded (yet)
+                fields = decode_discarded_packet(data, start, pos, agent, errors)
+                rate = 1  # one packet, not a sample standing for others
+                kind = KIND_SFLOW_DROP
             else:
                 errors.append(
                     SoftError(
@@ -214,6 +294,35 @@ def decode_flow_sample(
         _set_interface(fields, _OUTPUT_KEYS, out_format, out_value)
     _decode_records(data, pos, end, count, FLOW_DECODERS, fields, errors)
     return fields, rate
+
+
+def decode_discarded_packet(
+    data: bytes | memoryview, pos: int, end: int, agent: str | None, errors: list[SoftError]
+) -> Fields:
+    """A discarded packet sample (format 5, sflow_drops.txt) in `data[pos:end]`: its sequence
+    number, expanded source id, the notifications the agent could not send (`drops`), the
+    interfaces (0: not known), the drop reason, then flow records as in a flow sample."""
+    if end - pos < _DISCARDED.size:
+        raise TruncatedError(f"discarded packet sample needs {_DISCARDED.size} bytes, has {end - pos}", offset=pos)
+    sequence, id_type, id_index, drops, input_ifindex, output_ifindex, reason, count = _DISCARDED.unpack_from(data, pos)
+    fields: Fields = {
+        "sample_sequence": sequence,
+        "source_id_type": id_type,
+        "source_id_index": id_index,
+        "drops": drops,
+        "drop_reason": reason,
+    }
+    if agent is not None:
+        fields["agent_address"] = agent
+    name = DROP_REASONS.get(reason)
+    if name is not None:
+        fields["drop_reason_name"] = name
+    if input_ifindex:
+        fields["input_ifindex"] = input_ifindex
+    if output_ifindex:
+        fields["output_ifindex"] = output_ifindex
+    _decode_records(data, pos + _DISCARDED.size, end, count, FLOW_DECODERS, fields, errors)
+    return fields
 
 
 def _set_interface(fields: Fields, keys: tuple[str, str, str, str], interface_format: int, value: int) -> None:

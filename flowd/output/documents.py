@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowd.model import KIND_NETFLOW_OPTIONS, KIND_SFLOW_COUNTERS, KIND_SFLOW_FLOW, FlowRecord
+from flowd.model import KIND_NETFLOW_OPTIONS, KIND_SFLOW_COUNTERS, KIND_SFLOW_DROP, KIND_SFLOW_FLOW, FlowRecord
 from flowd.output.ecs import TRANSPORTS, ecs_mac, flow_id
 from flowd.output.sflow_documents import sflow_document
 from flowd.output.timestamps import iso_from_ms, uptime_age_ms
@@ -66,7 +66,7 @@ def pick_address(ipv4: Any, ipv6: Any) -> Any:
 
 def flow_document(record: FlowRecord) -> dict[str, Any]:
     """The index document for any record kind."""
-    if record.kind in (KIND_SFLOW_FLOW, KIND_SFLOW_COUNTERS):
+    if record.kind in (KIND_SFLOW_FLOW, KIND_SFLOW_COUNTERS, KIND_SFLOW_DROP):
         return sflow_document(record)
     return netflow_document(record)
 

@@ -3,14 +3,16 @@
 A flow sample stands for `sampling_rate` packets like the one sampled, so `network.bytes` is the
 frame length times the rate and `network.packets` the rate; `flowd.raw_*` keep the one frame.
 Every decoded value is also kept under `sflow.<key>`. A counter sample is an `info` event whose
-interface is the counters' ifIndex.
+interface is the counters' ifIndex. A discarded packet is a `denied` event with its reason in
+`event.reason` and the packet's addresses, ports and interfaces as a flow sample has them, but
+no `network.bytes`/`packets`: dropped packets are not traffic that went through.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flowd.model import KIND_SFLOW_COUNTERS, FlowRecord
+from flowd.model import KIND_SFLOW_COUNTERS, KIND_SFLOW_DROP, FlowRecord
 from flowd.output.ecs import TRANSPORTS, ecs_mac, flow_id
 from flowd.output.timestamps import iso_from_seconds
 
@@ -22,11 +24,12 @@ def sflow_document(record: FlowRecord) -> dict[str, Any]:
     """The index document for one sFlow flow or counter sample."""
     fields = record.fields
     counters = record.kind == KIND_SFLOW_COUNTERS
+    dropped = record.kind == KIND_SFLOW_DROP
     doc: dict[str, Any] = {
         "@timestamp": iso_from_seconds(record.received_at),
         "event.kind": "event",
         "event.category": ["network"],
-        "event.type": ["info"] if counters else ["connection"],
+        "event.type": ["info"] if counters else ["denied"] if dropped else ["connection"],
         "event.action": record.kind,
         "sflow.sub_agent_id": record.domain_id,
         "sflow.datagram_sequence": record.sequence,
@@ -44,12 +47,16 @@ def sflow_document(record: FlowRecord) -> dict[str, Any]:
         if if_index:  # 0: not an interface (a device-level source, 0:0), as in flow samples
             doc["observer.ingress.interface.id"] = if_index
         return doc
+    if dropped:
+        reason = fields.get("drop_reason")
+        doc["event.reason"] = fields.get("drop_reason_name", str(reason))
+    else:
+        _add_volume(doc, fields, record.sampling_rate)
     _add_flow_fields(doc, fields, record)
     return doc
 
 
-def _add_flow_fields(doc: dict[str, Any], fields: dict[str, Any], record: FlowRecord) -> None:
-    rate = record.sampling_rate
+def _add_volume(doc: dict[str, Any], fields: dict[str, Any], rate: int) -> None:
     frame_length = fields.get("frame_length")
     if frame_length is None:
         frame_length = fields.get("ip_length", 0)
@@ -58,6 +65,9 @@ def _add_flow_fields(doc: dict[str, Any], fields: dict[str, Any], record: FlowRe
     doc["flowd.raw_bytes"] = frame_length
     doc["flowd.raw_packets"] = 1
     doc["flowd.sampling_rate"] = rate
+
+
+def _add_flow_fields(doc: dict[str, Any], fields: dict[str, Any], record: FlowRecord) -> None:
 
     ingress = fields.get("input_ifindex")
     if ingress:  # ifIndex 0: the interface is not known (sFlow v5)
