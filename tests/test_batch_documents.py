@@ -138,20 +138,26 @@ def test_a_time_element_of_odd_length_is_kept_as_hex_and_not_used_as_a_time() ->
     """Found by the byte-flip property: flowStartDeltaMicroseconds (158) sent with 9 bytes
     decodes as hex text; both document paths keep it under netflow.* and derive no start from it
     (they used to fail on the arithmetic and lose the flow)."""
-    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
-
-    message = ipfix_message(
-        ipfix_set(2, template(300, (8, 4), (158, 9), (159, 4))),
-        ipfix_set(300, bytes([192, 0, 2, 1]) + bytes(9) + (1500).to_bytes(4, "big")),
+    document = one_record_alike_in_both_paths(
+        ((8, 4), (158, 9), (159, 4)), bytes([192, 0, 2, 1]) + bytes(9) + (1500).to_bytes(4, "big")
     )
-    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
-    (record,) = list(result.flows)
-    document = flow_document(record)
     assert document["netflow.flow_start_delta_microseconds"] == "00" * 9
     assert "event.start" not in document and "event.duration" not in document
     assert document["event.end"] == document["@timestamp"]
+
+
+def one_record_alike_in_both_paths(fields: tuple[tuple[int, int], ...], record: bytes) -> dict[str, object]:
+    """The document of one IPFIX record under a template of `fields`, after checking that the
+    columnar path (documents and NDJSON) gives the per-record path's document."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    message = ipfix_message(ipfix_set(2, template(300, *fields)), ipfix_set(300, record))
+    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
+    (flow,) = list(result.flows)
+    document = flow_document(flow)
     assert documents_for(result.flows) == [document]
     assert_ndjson_equals_dicts(result.flows)
+    return document
 
 
 def test_durations_out_of_range_are_left_out_by_both_paths() -> None:
@@ -188,16 +194,8 @@ def test_durations_out_of_range_are_left_out_by_both_paths() -> None:
 def test_a_counter_of_odd_length_gives_way_to_the_next_in_both_paths() -> None:
     """octetDeltaCount (1) sent with 9 bytes decodes as hex; octetTotalCount (85) beside it is the
     flow's byte count in both document paths (the per-record one used to count no bytes)."""
-    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
-
-    message = ipfix_message(
-        ipfix_set(2, template(301, (8, 4), (1, 9), (85, 8))),
-        ipfix_set(301, bytes([192, 0, 2, 1]) + bytes(9) + (77).to_bytes(8, "big")),
+    document = one_record_alike_in_both_paths(
+        ((8, 4), (1, 9), (85, 8)), bytes([192, 0, 2, 1]) + bytes(9) + (77).to_bytes(8, "big")
     )
-    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
-    (record,) = list(result.flows)
-    document = flow_document(record)
     assert document["netflow.octet_delta_count"] == "00" * 9
     assert document["network.bytes"] == document["source.bytes"] == 77
-    assert documents_for(result.flows) == [document]
-    assert_ndjson_equals_dicts(result.flows)
