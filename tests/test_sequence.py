@@ -21,6 +21,7 @@ from flowd.decode.sequence import (
     LATE_EXPORTS,
     RESET,
     SEQUENCE_SPACE,
+    UNNUMBERED,
     SequenceTracker,
     export_mark,
 )
@@ -65,6 +66,42 @@ def test_unknown_units_leave_the_next_export_unchecked() -> None:
     tracker.observe(key, 100, None)
     assert tracker.observe(key, 5_000, 10) == (None, 0)
     assert tracker.observe(key, 5_011, 10) == (GAP, 1)
+
+
+def test_an_exporter_that_does_not_number_is_reported_once() -> None:
+    tracker = SequenceTracker()
+    key = ("192.0.2.1", "netflow_v5", (0, 0))
+    events = [tracker.observe(key, 0, 30) for _ in range(50)]
+    assert events[:3] == [(None, 0), (DUPLICATE, 0), (UNNUMBERED, 0)]
+    assert set(events[3:]) == {(None, 0)}
+    assert tracker.observe(key, 900, 30) == (None, 0)  # numbering now: checked from the next one
+    assert tracker.observe(key, 930, 30) == (None, 0)
+    assert tracker.observe(key, 990, 30) == (GAP, 30)
+
+
+def test_a_datagram_sent_twice_is_one_duplicate_not_an_unnumbered_exporter() -> None:
+    tracker = SequenceTracker()
+    key = ("192.0.2.1", "netflow_v9", 3)
+    assert [tracker.observe(key, n, 1) for n in (10, 11, 11, 12, 12, 13)] == [
+        (None, 0),
+        (None, 0),
+        (DUPLICATE, 0),
+        (None, 0),
+        (DUPLICATE, 0),
+        (None, 0),
+    ]
+    assert tracker.observe(key, 13, 1) == (DUPLICATE, 0)
+    assert tracker.observe(key, 15, 1) == (GAP, 1)  # the repeat is forgotten once the count moves
+
+
+def test_unnumbered_v5_exporter_through_the_worker() -> None:
+    """Sequence 0 in every header (bytes 16-19 of the v5 header zeroed): no losses, two events."""
+    datagrams = [d[:16] + bytes(4) + d[20:] for d in traffic.netflow_v5(records=RECORDS, datagrams=40)[1]]
+    stats = _decoded_with_losses(datagrams, set(), batch_size=7)
+    events = {labels[2]: value for labels, value in stats.counters["flowd_export_sequence_events"].items()}
+    assert events == {DUPLICATE: 1, UNNUMBERED: 1}
+    assert stats.total("flowd_export_sequence_missed") == 0
+    assert stats.total("flowd_flows_decoded") == 40 * RECORDS
 
 
 def test_tracked_streams_are_bounded() -> None:

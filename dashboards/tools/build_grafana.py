@@ -221,7 +221,8 @@ def build() -> dict[str, Any]:
     b.add(
         "Export sequence events",
         "Sequence numbers not as expected, per second: gaps (exports missing before this one), late"
-        " (out of order), duplicate, reset (the exporter restarted its count)",
+        " (out of order), duplicate, reset (the exporter restarted its count), unnumbered (an exporter"
+        " that does not number its exports, once)",
         "ops",
         [(counter_rate("flowd_export_sequence_events", "protocol, event"), "{{protocol}} {{event}}")],
     )

@@ -41,10 +41,16 @@ MAX_STREAMS = 65_536
 """Streams (exporter, protocol, domain) tracked; beyond, the longest-known is forgotten, so a
 spoofed flood cannot grow the table without bound."""
 
-GAP, LATE, DUPLICATE, RESET = "gap", "late", "duplicate", "reset"
+GAP, LATE, DUPLICATE, RESET, UNNUMBERED = "gap", "late", "duplicate", "reset", "unnumbered"
 """Events: exports missing before this one; an export older than the expected one; the same
-number as the export before it (sent twice, or an exporter that does not number); a number that
-is neither (the exporter restarted)."""
+number as the export before it (sent twice); a number that is neither (the exporter restarted);
+the same number a third time in a row: an exporter that does not number its exports (many v5
+exporters send 0), reported once and not checked again until its number moves."""
+
+_REPEATED = -1
+_NOT_NUMBERED = -2
+"""Markers in a stream's third slot (never a sequence number): its last export repeated the
+number before it; it repeats its number every time."""
 
 _V5 = struct.Struct("!HH12xIBB")
 """NetFlow v5 header: version, count, (uptime, seconds, nanoseconds), flow sequence, engine type, id."""
@@ -132,7 +138,7 @@ class SequenceTracker:
         self.streams: dict[StreamKey, tuple[int | None, int, int | None]] = {}
         """key -> (the number expected next, None when not known; the last number seen; the
         number after the last late export, which the next one carries if the exporter restarted
-        its count a little way back rather than sent out of order). A caller may take an export
+        its count a little way back rather than sent out of order, or a marker of repeats). A caller may take an export
         numbered as expected itself (the worker does, for speed): (next, number, None)."""
 
     def __len__(self) -> int:
@@ -150,6 +156,10 @@ class SequenceTracker:
             streams[key] = (following, sequence, None)
             return None, 0
         expected, last, after_late = known
+        if after_late == _NOT_NUMBERED:
+            if sequence != last:  # numbering now: check from the next export on
+                streams[key] = (following, sequence, None)
+            return None, 0
         if expected is None or sequence == expected:
             streams[key] = (following, sequence, None)
             return None, 0
@@ -161,6 +171,11 @@ class SequenceTracker:
             streams[key] = (following, sequence, None)
             return GAP, ahead
         if sequence == last:
+            if after_late == _REPEATED:
+                streams[key] = (None, sequence, _NOT_NUMBERED)
+                return UNNUMBERED, 0
+            if after_late is None:
+                streams[key] = (expected, sequence, _REPEATED)
             return DUPLICATE, 0
         if SEQUENCE_SPACE - ahead <= LATE_EXPORTS * max(units or 1, 1):
             streams[key] = (expected, sequence, following)  # the exports after `expected` are still to come

@@ -71,7 +71,8 @@ METRICS: dict[str, MetricDef] = {
     "flowd_export_sequence_events": MetricDef(
         "counter",
         "Export sequence numbers not as expected (gap: exports missing before it; late: older than expected;"
-        " duplicate: the previous export's number; reset: the exporter restarted its count)",
+        " duplicate: the previous export's number; reset: the exporter restarted its count;"
+        " unnumbered: the same number every time, an exporter that does not number, reported once)",
         ("exporter", "protocol", "event"),
     ),
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
