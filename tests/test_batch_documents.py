@@ -160,6 +160,18 @@ def one_record_alike_in_both_paths(fields: tuple[tuple[int, int], ...], record: 
     return document
 
 
+def test_records_without_counters_count_nothing_rather_than_zero() -> None:
+    """A template without octet or packet counters (addresses only, as NAT and firewall event
+    templates are): no network.bytes/packets in either path; one counter gives only its own."""
+    document = one_record_alike_in_both_paths(((8, 4), (12, 4)), bytes([192, 0, 2, 1, 198, 51, 100, 7]))
+    assert document["source.ip"] == "192.0.2.1"
+    for key in ("network.bytes", "network.packets", "flowd.raw_bytes", "flowd.raw_packets", "source.bytes"):
+        assert key not in document
+    document = one_record_alike_in_both_paths(((8, 4), (2, 4)), bytes([192, 0, 2, 1]) + (17).to_bytes(4, "big"))
+    assert document["network.packets"] == document["flowd.raw_packets"] == document["source.packets"] == 17
+    assert "network.bytes" not in document and "flowd.raw_bytes" not in document
+
+
 def test_durations_out_of_range_are_left_out_by_both_paths() -> None:
     """Absolute times (IPFIX 152/153) with the end before the start, a duration too long for
     nanoseconds in a `long`, and times beyond 2^62 ms: the columnar path gives each document what

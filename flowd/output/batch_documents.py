@@ -436,7 +436,8 @@ def _scaled(column: Array | list[int], rates: int | list[int]) -> Array | list[i
     return [min(v * rates, limit) for v in column]
 
 
-def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None, count: int) -> Array | list[int]:
+def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None) -> Array | list[int] | None:
+    """Both directions' counters summed; None when the records carry neither."""
     if forward is not None and reverse is not None:
         if (
             isinstance(forward, np.ndarray)
@@ -445,8 +446,7 @@ def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None,
         ):
             return forward.astype(_U64) + reverse.astype(_U64)
         return [f + r for f, r in zip(python_values(forward), python_values(reverse), strict=True)]
-    total = forward if forward is not None else reverse
-    return total if total is not None else np.zeros(count, dtype=_U64)
+    return forward if forward is not None else reverse
 
 
 def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:
@@ -462,12 +462,16 @@ def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: Docume
     ):
         if column is not None:
             table.add(key, _scaled(column, rates))
-    total_bytes = _total(found[0], found[2], count)
-    total_packets = _total(found[1], found[3], count)
-    table.add("network.bytes", _scaled(total_bytes, rates))
-    table.add("network.packets", _scaled(total_packets, rates))
-    table.add("flowd.raw_bytes", _scaled(total_bytes, 1))
-    table.add("flowd.raw_packets", _scaled(total_packets, 1))
+    total_bytes = _total(found[0], found[2])
+    total_packets = _total(found[1], found[3])
+    if total_bytes is not None:  # records without counters count nothing, not 0
+        table.add("network.bytes", _scaled(total_bytes, rates))
+    if total_packets is not None:
+        table.add("network.packets", _scaled(total_packets, rates))
+    if total_bytes is not None:
+        table.add("flowd.raw_bytes", _scaled(total_bytes, 1))
+    if total_packets is not None:
+        table.add("flowd.raw_packets", _scaled(total_packets, 1))
 
 
 def _add_time_lists(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:

@@ -141,10 +141,16 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
         doc["destination.bytes"] = min(reverse_bytes * rate, MAX_LONG)
     if reverse_packets is not None:
         doc["destination.packets"] = min(reverse_packets * rate, MAX_LONG)
-    doc["network.bytes"] = min(raw_bytes * rate, MAX_LONG)
-    doc["network.packets"] = min(raw_packets * rate, MAX_LONG)
-    doc["flowd.raw_bytes"] = min(raw_bytes, MAX_LONG)
-    doc["flowd.raw_packets"] = min(raw_packets, MAX_LONG)
+    has_bytes = forward_bytes is not None or reverse_bytes is not None  # none: nothing counted, not 0
+    has_packets = forward_packets is not None or reverse_packets is not None
+    if has_bytes:
+        doc["network.bytes"] = min(raw_bytes * rate, MAX_LONG)
+    if has_packets:
+        doc["network.packets"] = min(raw_packets * rate, MAX_LONG)
+    if has_bytes:
+        doc["flowd.raw_bytes"] = min(raw_bytes, MAX_LONG)
+    if has_packets:
+        doc["flowd.raw_packets"] = min(raw_packets, MAX_LONG)
     doc["flowd.sampling_rate"] = rate
 
     mac = fields.get("source_mac_address")
