@@ -18,7 +18,7 @@ import pytest
 from flowd.config import EnrichSettings
 from flowd.enrich.addresses import PUBLIC, classify_address
 from flowd.enrich.chain import EnrichmentChain
-from flowd.enrich.geoip import GeoIpLookup
+from flowd.enrich.geoip import GeoIpLookup, database_address
 from tests.shared_data import GEOIP as SHARED_GEOIP
 
 GEOIP_DIR = SHARED_GEOIP
@@ -156,6 +156,26 @@ def test_named_examples() -> None:
     telstra = lookup_fields(lookup, "1.128.0.1")
     assert telstra["as.number"] == 1221
     assert telstra["as.organization.name"] == "Telstra Pty Ltd"
+
+
+def test_nat64_addresses_are_looked_up_as_the_ipv4_address_they_carry() -> None:
+    """64:ff9b::/96 (RFC 6052): the geo and AS fields of the embedded IPv4 address, from the
+    sources; the local-use prefix 64:ff9b:1::/48 and other IPv6 addresses are not translated."""
+    city, asn = JsonOracle("GeoIP2-City-Test.json"), JsonOracle("GeoLite2-ASN-Test.json")
+    lookup = GeoIpLookup(
+        EnrichSettings(
+            geoip_city_db=str(GEOIP_DIR / "GeoIP2-City-Test.mmdb"),
+            geoip_asn_db=str(GEOIP_DIR / "GeoLite2-ASN-Test.mmdb"),
+        )
+    )
+    for ipv4 in ("81.2.69.142", "1.128.0.1", "216.160.83.56"):
+        nat64 = str(ipaddress.IPv6Address((0x64FF9B << 96) | int(ipaddress.IPv4Address(ipv4))))
+        assert nat64.startswith("64:ff9b::")
+        expected = {**expected_geo(city.record(ipv4)), **expected_as(asn.record(ipv4))}
+        assert expected
+        assert lookup_fields(lookup, nat64) == expected, nat64
+    assert database_address("64:ff9b:1::5102:458e") == "64:ff9b:1::5102:458e"
+    assert database_address("2001:db8::1") == "2001:db8::1"
 
 
 @pytest.mark.parametrize("version", [4, 6])

@@ -5,13 +5,15 @@ file on disk changes (its mtime or size), checked at most every `check_interval_
 `geoipupdate` takes effect without a restart. A database that fails to open keeps the previous
 one serving. Readers map the file, so a database must be replaced by renaming a new file over
 it (as geoipupdate does), never rewritten in place. Only `public` addresses are looked up (see
-`addresses.py`), into the ready-made `source.*` and `destination.*` fields. The lookup itself
+`addresses.py`); a NAT64 address (64:ff9b::/96) as the IPv4 address it carries, which the
+databases do not alias as they do IPv4-mapped ones. The fields go into the ready-made `source.*` and `destination.*` fields. The lookup itself
 keeps nothing: the enrichment chain caches what it makes of each address (facts and these
 fields together) and starts its caches again when a database is reloaded.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 from typing import Any
@@ -34,6 +36,22 @@ GeoFields = tuple[Fields, Fields]
 """(source.* fields, destination.* fields) for one address."""
 
 NO_FIELDS: GeoFields = ({}, {})
+
+_NAT64_PREFIX = 0x0064_FF9B << 96
+"""64:ff9b::/96, the well-known NAT64 prefix (RFC 6052): the IPv4 address is the last 32 bits."""
+
+
+def database_address(address: str) -> str:
+    """The address a database is asked for: `address`, or the IPv4 address a NAT64 one carries."""
+    if not address.startswith("64:ff9b::"):
+        return address
+    try:
+        value = int(ipaddress.IPv6Address(address))
+    except ValueError:
+        return address
+    if value >> 32 != _NAT64_PREFIX >> 32:
+        return address
+    return str(ipaddress.IPv4Address(value & 0xFFFF_FFFF))
 
 
 class ReloadingDatabase:
@@ -181,6 +199,7 @@ class GeoIpLookup:
         if address_class != PUBLIC or not self.enabled:
             return NO_FIELDS
         self.lookups += 1
+        address = database_address(address)
         fields: Fields = {}
         for database in self.geo_databases:
             model = database.lookup(address)
