@@ -6,9 +6,9 @@ file on disk changes (its mtime or size), checked at most every `check_interval_
 one serving. Readers map the file, so a database must be replaced by renaming a new file over
 it (as geoipupdate does), never rewritten in place. Only `public` addresses are looked up (see
 `addresses.py`); a NAT64 address (64:ff9b::/96) as the IPv4 address it carries, which the
-databases do not alias as they do IPv4-mapped ones. The fields go into the ready-made `source.*` and `destination.*` fields. The lookup itself
-keeps nothing: the enrichment chain caches what it makes of each address (facts and these
-fields together) and starts its caches again when a database is reloaded.
+databases do not alias as they do IPv4-mapped ones, into ready-made `source.*` and
+`destination.*` fields. The lookup itself keeps nothing: the enrichment chain caches what it
+makes of each address (facts and these fields together) and starts its caches again when a database is reloaded.
 """
 
 from __future__ import annotations
