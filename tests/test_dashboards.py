@@ -83,7 +83,7 @@ REQUIRED_DASHBOARDS = {
     "[flowd] Autonomous systems",
     "[flowd] Exporters and interfaces",
     "[flowd] Flow records",
-    "[flowd] sFlow counters",
+    "[flowd] sFlow counters and drops",
 }
 CONTROL_FIELDS = {
     "observer.ip",
@@ -345,6 +345,23 @@ class FixedNames:
         return None
 
 
+def discarded_packet_documents() -> list[dict[str, Any]]:
+    """sFlow discarded-packet notifications (no capture in the corpus has them), built as
+    sflow_drops.txt lays them out by the sFlow drop tests' builder, for the drop panels."""
+    from flowd.decode import TemplateCache, decode_datagram
+    from flowd.output.documents import flow_document
+    from tests.test_sflow_drops import discarded
+    from tests.test_sflow_properties import datagram, ipv4_tcp_frame, raw_header
+
+    documents = []
+    for index, reason in enumerate((258, 259, 1, 260, 258)):  # acl, no_buffer_space, host_unreachable, red, acl
+        payload = datagram(discarded(raw_header(ipv4_tcp_frame()), reason=reason, input_ifindex=3 + index % 2))
+        result = decode_datagram(payload, ("192.0.2.44", 6343), TemplateCache(), 1_764_072_000.0 + index)
+        documents += [flow_document(record) for record in result.flows]
+    assert {doc["event.action"] for doc in documents} == {"sflow_drop"}
+    return documents
+
+
 def corpus_documents() -> list[dict[str, Any]]:
     files = [CORPUS / name for name in CORPUS_FILES]
     missing = [str(path) for path in files if not path.exists()]
@@ -376,7 +393,7 @@ def corpus_documents() -> list[dict[str, Any]]:
     )
     names = {address: f"host-{i}.example.net" for i, address in enumerate(GEO_ADDRESSES)}
     chain = EnrichmentChain(settings, resolver=FixedNames(names))  # type: ignore[arg-type]
-    documents += relocated
+    documents += relocated + discarded_packet_documents()
 
     async def enrich() -> None:
         await chain.enrich(documents)
@@ -528,6 +545,27 @@ def test_every_field_exists_in_the_index_template_with_a_suitable_type(samples: 
                             problems.append(f"{item['id']}: {field} is {field_type}, column says {column['dataType']}")
     assert not problems, "\n".join(problems)
     assert checked > 150
+
+
+def test_every_document_field_outside_the_raw_namespaces_is_mapped(documents: list[dict[str, Any]]) -> None:
+    """Fields left to dynamic mapping become text with a .keyword child, which no panel can
+    aggregate (event.reason was one): every ECS and flowd.* field of flow, counter and drop
+    documents, enriched, has an explicit mapping."""
+    properties = mappings()["properties"]
+
+    def mapped(key: str) -> bool:
+        node: dict[str, Any] = {"properties": properties}
+        for part in key.split("."):
+            node = node.get("properties", {}).get(part)  # type: ignore[assignment]
+            if node is None:
+                return False
+        return "type" in node
+
+    kinds = {doc["event.action"] for doc in documents}
+    assert {"netflow_flow", "sflow_flow", "sflow_counters", "sflow_drop"} <= kinds
+    keys = {key for doc in documents for key in doc if not key.startswith(("netflow.", "sflow."))}
+    assert {"event.reason", "flowd.source_address_class", "source.geo.city_name"} <= keys
+    assert sorted(key for key in keys if not mapped(key)) == []
 
 
 # -- Against a cluster ---------------------------------------------------------------------------------

@@ -40,9 +40,11 @@ PACKETS = number(" pkts")
 FLOWS = number(" flows")
 ERRORS = number(" errors")
 DISCARDS = number(" discards")
+DROPS = number(" drops")
 
 FLOW_RECORDS_QUERY = 'event.action : ("netflow_flow" or "sflow_flow")'
 COUNTERS_QUERY = 'event.action : "sflow_counters"'
+DROPS_QUERY = 'event.action : "sflow_drop"'
 
 
 def stable_id(*parts: str) -> str:
@@ -1221,11 +1223,45 @@ def sflow_counters() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             query=q,
         ),
     ]
-    sizes = [(24, 12)] * 4 + [(48, 14)]
+    objects += [
+        time_series(
+            p + "drops-by-reason",
+            "Dropped packets by reason (notifications/s)",
+            "sFlow discarded-packet notifications per second, by the reason the switch gave (top 10)",
+            [("drops", count("Notifications/s", DROPS, per_second=True))],
+            y_title="Notifications/s",
+            split=terms("event.reason", "Reason", stable_id(p + "drops-by-reason", "drops"), size=10),
+            series="bar_stacked",
+            query=DROPS_QUERY,
+        ),
+        table(
+            p + "drops-where",
+            "Where packets are dropped",
+            "Discarded-packet notifications per agent, input interface and reason, and the drops the"
+            " agent's rate limit left unnotified",
+            [
+                ("agent", rows_by("observer.ip", "Agent", size=20, data_type="ip")),
+                (
+                    "ifindex",
+                    rows_by(
+                        "observer.ingress.interface.id", "Input ifIndex", size=20, data_type="number", missing=True
+                    ),
+                ),
+                ("reason", rows_by("event.reason", "Reason", size=10, missing=True)),
+            ],
+            [
+                ("drops", count("Notifications", DROPS)),
+                ("lost", metric("sum", "sflow.drops", "Not notified (rate limit)", DROPS)),
+            ],
+            query=DROPS_QUERY,
+        ),
+    ]
+    sizes = [(24, 12)] * 4 + [(48, 14)] + [(24, 12)] * 2
     return objects, dashboard(
         "flowd-dashboard-sflow-counters",
-        "[flowd] sFlow counters",
-        "Interface utilisation, errors and discards over time from sFlow counter samples.",
+        "[flowd] sFlow counters and drops",
+        "Interface utilisation, errors and discards over time from sFlow counter samples; where and"
+        " why the switches dropped packets, from their discarded-packet notifications.",
         list(zip(objects, *zip(*sizes, strict=True), strict=True)),
     )
 

@@ -116,6 +116,7 @@ def mappings() -> dict[str, Any]:
                 "category": _KEYWORD,
                 "type": _KEYWORD,
                 "action": _KEYWORD,
+                "reason": _KEYWORD,
             }
         },
         "observer": {"properties": {"ip": _IP, "hostname": _KEYWORD, "ingress": _interface(), "egress": _interface()}},
@@ -131,6 +132,7 @@ def mappings() -> dict[str, Any]:
                 "direction": _KEYWORD,
                 "community_id": _KEYWORD,
                 "vlan": {"properties": {"id": _KEYWORD}},
+                "inner": {"properties": {"vlan": {"properties": {"id": _KEYWORD}}}},
                 "application": _KEYWORD,
             }
         },
@@ -150,7 +152,17 @@ def mappings() -> dict[str, Any]:
                 },
             }
         },
-        "flowd": {"properties": {"sampling_rate": _LONG, "raw_bytes": _LONG, "raw_packets": _LONG}},
+        "flowd": {
+            "properties": {
+                "sampling_rate": _LONG,
+                "raw_bytes": _LONG,
+                "raw_packets": _LONG,
+                "source_address_class": _KEYWORD,
+                "destination_address_class": _KEYWORD,
+                "source_mac_vendor": _KEYWORD,
+                "destination_mac_vendor": _KEYWORD,
+            }
+        },
     }
     return {"date_detection": False, "dynamic_templates": dynamic_templates, "properties": properties}
 
