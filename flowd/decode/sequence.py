@@ -138,8 +138,9 @@ class SequenceTracker:
         self.streams: dict[StreamKey, tuple[int | None, int, int | None]] = {}
         """key -> (the number expected next, None when not known; the last number seen; the
         number after the last late export, which the next one carries if the exporter restarted
-        its count a little way back rather than sent out of order, or a marker of repeats). A caller may take an export
-        numbered as expected itself (the worker does, for speed): (next, number, None)."""
+        its count a little way back rather than sent out of order, or a marker of repeats). A
+        caller may take an export numbered as expected itself (the worker does, for speed):
+        (next, number, None)."""
 
     def __len__(self) -> int:
         return len(self.streams)
