@@ -172,6 +172,50 @@ def test_records_without_counters_count_nothing_rather_than_zero() -> None:
     assert "network.bytes" not in document and "flowd.raw_bytes" not in document
 
 
+def test_firewall_events_and_dropped_flows_set_event_type_in_both_paths() -> None:
+    """IPFIX firewallEvent (IE 233: 1 created, 2 deleted, 3 denied, 4 alert, 5 update) and
+    forwardingStatus (IE 89, RFC 7270: the two high bits, 01 forwarded, 10 dropped, 11 consumed),
+    one record per combination in one data set: both paths give each record its ECS event.type."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    cases = [  # (firewallEvent, forwardingStatus, expected event.type)
+        (0, 0x40, ["connection"]),
+        (1, 0x40, ["connection", "start"]),
+        (2, 0x40, ["connection", "end"]),
+        (3, 0x40, ["connection", "denied"]),
+        (4, 0x40, ["connection"]),
+        (5, 0x80, ["connection", "denied"]),  # an update of a flow the device dropped
+        (0, 0x82, ["connection", "denied"]),  # dropped, reason code 2
+        (0, 0xC1, ["connection"]),  # consumed (for the device itself)
+        (2, 0x80, ["connection", "end"]),  # the firewall's event wins
+    ]
+    records = b"".join(bytes([192, 0, 2, 1, event, status]) for event, status, _ in cases)
+    message = ipfix_message(ipfix_set(2, template(300, (8, 4), (233, 1), (89, 1))), ipfix_set(300, records))
+    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
+    documents = [flow_document(record) for record in result.flows]
+    assert [d["event.type"] for d in documents] == [expected for _, _, expected in cases]
+    assert documents_for(result.flows) == documents
+    assert_ndjson_equals_dicts(result.flows)
+    plain = one_record_alike_in_both_paths(((8, 4), (89, 4)), bytes([192, 0, 2, 1, 0, 0, 0, 0x40]))
+    assert plain["event.type"] == ["connection"]  # forwarded, in a 4-octet encoding
+    dropped = one_record_alike_in_both_paths(((8, 4), (89, 4)), bytes([192, 0, 2, 1, 0, 0, 0, 0x81]))
+    assert dropped["event.type"] == ["connection", "denied"]
+
+
+def test_asa_nsel_teardown_events_are_connection_ends() -> None:
+    """The logstash codec's Cisco ASA capture: 14 NSEL records, each a flow-deleted event (tshark
+    shows NF_F_FW_EVENT 2 for every one of them)."""
+    from flowd.offline import DecodeSummary, decode_documents
+
+    directory = CORPUS / "logstash-codec-netflow"
+    files = [directory / "netflow9_test_cisco_asa_1_tpl.dat", directory / "netflow9_test_cisco_asa_1_data.dat"]
+    if not all(path.exists() for path in files):
+        pytest.skip("corpus not found")
+    documents = list(decode_documents(files, DecodeSummary()))
+    assert len(documents) == 14
+    assert all(d["netflow.fw_event"] == 2 and d["event.type"] == ["connection", "end"] for d in documents)
+
+
 def test_durations_out_of_range_are_left_out_by_both_paths() -> None:
     """Absolute times (IPFIX 152/153) with the end before the start, a duration too long for
     nanoseconds in a `long`, and times beyond 2^62 ms: the columnar path gives each document what

@@ -197,10 +197,10 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     ids = _flow_ids(batch, fields, table, source_port, destination_port, protocol, count)
     table.add("flow.id", LazyColumn(ids, render_hex64, hex_strings))
 
+    _add_event_type(fields, count, table)
     for key, value in (
         ("event.kind", "event"),
         ("event.category", ["network"]),
-        ("event.type", ["connection"]),
         ("event.action", batch.kind),
         ("netflow.type", batch.kind),
         ("netflow.exporter.version", batch.version),
@@ -224,6 +224,45 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     if not isinstance(batch.rates, list):
         table.set_constant("flowd.sampling_rate", batch.rates)
     return table
+
+
+_EVENT_TYPES = [list(single.CONNECTION), *(list(types) for types in single.FIREWALL_EVENT_TYPES.values())]
+_EVENT_CODES = {code: index + 1 for index, code in enumerate(single.FIREWALL_EVENT_TYPES)}
+_DENIED_CODE = _EVENT_CODES[3]
+
+
+def _add_event_type(fields: _Fields, count: int, table: DocumentTable) -> None:
+    """`event.type` as `documents.event_type` gives it: a constant unless the records carry a
+    firewall event or a forwarding status that says otherwise."""
+    firewall = fields.integers(single.FIREWALL_EVENT)
+    status = fields.integers((single.FORWARDING_STATUS,))
+    if firewall is None and status is None:
+        table.set_constant("event.type", _EVENT_TYPES[0])
+        return
+    codes = np.zeros(count, dtype=np.int64)
+    if firewall is not None:
+        events = firewall if isinstance(firewall, np.ndarray) else np.array([_small(v) for v in firewall], np.int64)
+        for code, index in _EVENT_CODES.items():
+            codes[events == code] = index
+    if status is not None:
+        if isinstance(status, np.ndarray):
+            dropped = (status >> 6) & 3 == single.FORWARDING_DROPPED
+        else:
+            dropped = np.array([_dropped(v) for v in status], np.bool_)
+        codes[(codes == 0) & dropped] = _DENIED_CODE
+    if not codes.any():
+        table.set_constant("event.type", _EVENT_TYPES[0])
+        return
+    table.add("event.type", [_EVENT_TYPES[code] for code in codes.tolist()])
+
+
+def _small(value: Any) -> int:
+    """A firewall event's value for the code comparison, -1 for what no code is."""
+    return value if isinstance(value, int) and 0 <= value < 256 else -1
+
+
+def _dropped(value: Any) -> bool:
+    return isinstance(value, int) and (value >> 6) & 3 == single.FORWARDING_DROPPED
 
 
 class _Runs:

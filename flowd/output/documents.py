@@ -31,6 +31,34 @@ END_ABSOLUTE = ("flow_end_milliseconds", "flow_end_seconds", "flow_end_microseco
 EVENT_TIME = ("observation_time_milliseconds", "observation_time_seconds", "event_time_milliseconds")
 """ASA NSEL and other event exporters stamp records with an observation time instead of an end."""
 
+FIREWALL_EVENT = ("firewall_event", "fw_event")
+"""IPFIX firewallEvent (IE 233) and Cisco ASA NSEL NF_F_FW_EVENT (NetFlow v9 40005), same values."""
+FIREWALL_EVENT_TYPES: dict[int, tuple[str, ...]] = {
+    1: ("connection", "start"),
+    2: ("connection", "end"),
+    3: ("connection", "denied"),
+}
+"""ECS `event.type` of a firewall's flow created, deleted and denied events (0 ignore, 4 alert and
+5 update stay plain connections)."""
+CONNECTION = ("connection",)
+DENIED = FIREWALL_EVENT_TYPES[3]
+FORWARDING_STATUS = "forwarding_status"
+FORWARDING_DROPPED = 2
+"""forwardingStatus (IE 89, RFC 7270): the status is the two high bits of the low octet (whatever
+the encoding's length): 1 forwarded, 2 dropped, 3 consumed."""
+
+
+def event_type(fields: dict[str, Any]) -> tuple[str, ...]:
+    """`event.type` of a flow record: a firewall event's start, end or denied; a flow the
+    router dropped (forwardingStatus) denied; else a connection."""
+    event = _first_int(fields, FIREWALL_EVENT)
+    if event is not None and event in FIREWALL_EVENT_TYPES:
+        return FIREWALL_EVENT_TYPES[event]
+    status = fields.get(FORWARDING_STATUS)
+    if isinstance(status, int) and (status >> 6) & 3 == FORWARDING_DROPPED:
+        return DENIED
+    return CONNECTION
+
 
 COPIED = (
     ("ingress_interface", "observer.ingress.interface.id"),
@@ -80,7 +108,7 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
         "@timestamp": iso_from_ms(_timestamp_ms(record, end_ms)),
         "event.kind": "event",
         "event.category": ["network"],
-        "event.type": ["info"] if options else ["connection"],
+        "event.type": ["info"] if options else list(event_type(fields)),
         "event.action": record.kind,
         "observer.ip": exporter_address,
         "netflow.type": record.kind,
