@@ -172,6 +172,17 @@ def test_records_without_counters_count_nothing_rather_than_zero() -> None:
     assert "network.bytes" not in document and "flowd.raw_bytes" not in document
 
 
+def test_counts_since_the_last_report_win_over_running_totals() -> None:
+    """A Cisco ASA flow update: the flow's total so far (IE 85, 9,000) beside the bytes since the
+    previous report each way (IEs 231/232, 700 and 300): sums take only the new 1,000."""
+    record = bytes([192, 0, 2, 1]) + (9_000).to_bytes(8, "big") + (700).to_bytes(4, "big") + (300).to_bytes(4, "big")
+    document = one_record_alike_in_both_paths(((8, 4), (85, 8), (231, 4), (232, 4)), record)
+    assert (document["source.bytes"], document["destination.bytes"]) == (700, 300)
+    assert document["network.bytes"] == document["flowd.raw_bytes"] == 1_000
+    total_only = one_record_alike_in_both_paths(((8, 4), (85, 8)), bytes([192, 0, 2, 1]) + (9_000).to_bytes(8, "big"))
+    assert total_only["network.bytes"] == 9_000  # an old ASA's teardown: the total, once
+
+
 def test_firewall_events_and_dropped_flows_set_event_type_in_both_paths() -> None:
     """IPFIX firewallEvent (IE 233: 1 created, 2 deleted, 3 denied, 4 alert, 5 update) and
     forwardingStatus (IE 89, RFC 7270: the two high bits, 01 forwarded, 10 dropped, 11 consumed),

@@ -17,10 +17,13 @@ from flowd.output.timestamps import iso_from_ms, uptime_age_ms
 MAX_LONG = 2**63 - 1
 """Elasticsearch `long`; scaled counters saturate here rather than fail the whole document."""
 MAX_DURATION_MS = MAX_LONG // 1_000_000
-FORWARD_BYTES = ("octet_delta_count", "octet_total_count", "initiator_octets", "layer2_octet_delta_count")
-FORWARD_PACKETS = ("packet_delta_count", "packet_total_count", "initiator_packets")
-REVERSE_BYTES = ("reverse_octet_delta_count", "reverse_octet_total_count", "responder_octets")
-REVERSE_PACKETS = ("reverse_packet_delta_count", "reverse_packet_total_count", "responder_packets")
+FORWARD_BYTES = ("octet_delta_count", "initiator_octets", "octet_total_count", "layer2_octet_delta_count")
+FORWARD_PACKETS = ("packet_delta_count", "initiator_packets", "packet_total_count")
+REVERSE_BYTES = ("reverse_octet_delta_count", "responder_octets", "reverse_octet_total_count")
+REVERSE_PACKETS = ("reverse_packet_delta_count", "responder_packets", "reverse_packet_total_count")
+"""Counters in order of preference: counts since the previous report before running totals, so a
+record carrying both (Cisco ASA flow updates and teardowns: NF_F_FWD/REV_FLOW_DELTA_BYTES, IEs
+231/232, beside the flow's total in IE 85) adds to sums only what is new, in both directions."""
 START_ABSOLUTE = (
     "flow_start_milliseconds",
     "flow_start_seconds",
