@@ -362,6 +362,24 @@ def discarded_packet_documents() -> list[dict[str, Any]]:
     return documents
 
 
+def denied_flow_documents() -> list[dict[str, Any]]:
+    """IPFIX flow records a firewall denied (firewallEvent 3) and a router dropped
+    (forwardingStatus 0x80), built as the IPFIX feature tests build records, for the denied panels."""
+    from flowd.decode import TemplateCache, decode_datagram
+    from flowd.output.documents import flow_document
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    records = b"".join(
+        bytes([192, 0, 2, host, 198, 51, 100, 7, event, status])
+        for host, event, status in ((10, 3, 0), (11, 3, 0), (10, 0, 0x80), (12, 2, 0x40))
+    )
+    message = ipfix_message(ipfix_set(2, template(300, (8, 4), (12, 4), (233, 1), (89, 1))), ipfix_set(300, records))
+    result = decode_datagram(message, ("192.0.2.45", 4739), TemplateCache(), 1_764_072_000.0)
+    documents = [flow_document(record) for record in result.flows]
+    assert [doc["event.type"][-1] for doc in documents] == ["denied", "denied", "denied", "end"]
+    return documents
+
+
 def corpus_documents() -> list[dict[str, Any]]:
     files = [CORPUS / name for name in CORPUS_FILES]
     missing = [str(path) for path in files if not path.exists()]
@@ -393,7 +411,7 @@ def corpus_documents() -> list[dict[str, Any]]:
     )
     names = {address: f"host-{i}.example.net" for i, address in enumerate(GEO_ADDRESSES)}
     chain = EnrichmentChain(settings, resolver=FixedNames(names))  # type: ignore[arg-type]
-    documents += relocated + discarded_packet_documents()
+    documents += relocated + discarded_packet_documents() + denied_flow_documents()
 
     async def enrich() -> None:
         await chain.enrich(documents)

@@ -45,6 +45,7 @@ DROPS = number(" drops")
 FLOW_RECORDS_QUERY = 'event.action : ("netflow_flow" or "sflow_flow")'
 COUNTERS_QUERY = 'event.action : "sflow_counters"'
 DROPS_QUERY = 'event.action : "sflow_drop"'
+DENIED_QUERY = f'{FLOW_RECORDS_QUERY} and event.type : "denied"'
 
 
 def stable_id(*parts: str) -> str:
@@ -1134,11 +1135,33 @@ def flow_records() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         series="bar",
         query=FLOW_RECORDS_QUERY,
     )
-    return [search, histogram], dashboard(
+    denied = time_series(
+        "flowd-records-denied",
+        "Denied flows (flows/s)",
+        "Flow records of firewall flow-denied events (NSEL, IPFIX firewallEvent 3) and of flows the"
+        " exporter dropped (forwardingStatus), per exporter",
+        [("flows", count("Denied flows/s", per_second=True))],
+        y_title="Flows/s",
+        split=terms("observer.ip", "Exporter", stable_id("flowd-records-denied", "flows"), size=10, data_type="ip"),
+        series="bar_stacked",
+        query=DENIED_QUERY,
+    )
+    denied_sources = top_bar(
+        "flowd-records-denied-sources",
+        "Top denied sources",
+        "Source addresses with the most denied or dropped flow records",
+        "source.ip",
+        "Source",
+        count("Denied flows"),
+        size=10,
+        data_type="ip",
+        query=DENIED_QUERY,
+    )
+    return [search, histogram, denied, denied_sources], dashboard(
         "flowd-dashboard-flow-records",
         "[flowd] Flow records",
-        "The flow records themselves, newest first.",
-        [(histogram, 48, 8), (search, 48, 30)],
+        "The flow records themselves, newest first; flows a firewall denied or a router dropped.",
+        [(histogram, 48, 8), (denied, 24, 10), (denied_sources, 24, 10), (search, 48, 30)],
     )
 
 
