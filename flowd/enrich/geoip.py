@@ -8,7 +8,8 @@ it (as geoipupdate does), never rewritten in place. Only `public` addresses are 
 `addresses.py`); a NAT64 address (64:ff9b::/96) as the IPv4 address it carries, which the
 databases do not alias as they do IPv4-mapped ones, into ready-made `source.*` and
 `destination.*` fields. The lookup itself keeps nothing: the enrichment chain caches what it
-makes of each address (facts and these fields together) and starts its caches again when a database is reloaded.
+makes of each address (facts and these fields together) and starts its caches again when a
+database is reloaded.
 """
 
 from __future__ import annotations
