@@ -213,6 +213,37 @@ def test_firewall_events_and_dropped_flows_set_event_type_in_both_paths() -> Non
     assert dropped["event.type"] == ["connection", "denied"]
 
 
+def test_nat_events_set_event_type_in_both_paths() -> None:
+    """natEvent (IE 230): creates start, deletes end, for the values RFC 8158 and Juniper's draft
+    numbering agree on (1/2, 4/5, 6/7, 8/9 in pairs); exhaustion and quota events (3, 10 on) stay
+    connections; a firewall event in the same record wins."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+    start, end, plain = ["connection", "start"], ["connection", "end"], ["connection"]
+    expected = {1: start, 2: end, 3: plain, 4: start, 5: end, 6: start, 7: end, 8: start, 9: end}
+    expected |= {value: plain for value in (0, 10, 11, 12, 13, 16, 17)}
+    cases = sorted(expected.items())
+    records = b"".join(bytes([192, 0, 2, 1, value, 0]) for value, _ in cases) + bytes([192, 0, 2, 1, 1, 3])
+    message = ipfix_message(ipfix_set(2, template(300, (8, 4), (230, 1), (233, 1))), ipfix_set(300, records))
+    result = decode_datagram(message, ("192.0.2.9", 4739), TemplateCache(), 1.0)
+    documents = [flow_document(record) for record in result.flows]
+    assert [d["event.type"] for d in documents] == [types for _, types in cases] + [["connection", "denied"]]
+    assert documents_for(result.flows) == documents
+    assert_ndjson_equals_dicts(result.flows)
+
+
+def test_akvorado_nat_capture_events() -> None:
+    """akvorado's nat.pcap: tshark shows 8 "NAT translation create (Historic) (1)" and one
+    "NAT translation delete (Historic) (2)"."""
+    from flowd.offline import DecodeSummary, decode_documents
+
+    path = CORPUS / "akvorado" / "netflow" / "nat.pcap"
+    if not path.exists():
+        pytest.skip("corpus not found")
+    types = [tuple(d["event.type"]) for d in decode_documents([path], DecodeSummary())]
+    assert sorted(types) == [("connection", "end")] + [("connection", "start")] * 8
+
+
 def test_asa_nsel_teardown_events_are_connection_ends() -> None:
     """The logstash codec's Cisco ASA capture: 14 NSEL records, each a flow-deleted event (tshark
     shows NF_F_FW_EVENT 2 for every one of them)."""

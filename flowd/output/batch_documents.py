@@ -226,38 +226,42 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     return table
 
 
-_EVENT_TYPES = [list(single.CONNECTION), *(list(types) for types in single.FIREWALL_EVENT_TYPES.values())]
-_EVENT_CODES = {code: index + 1 for index, code in enumerate(single.FIREWALL_EVENT_TYPES)}
-_DENIED_CODE = _EVENT_CODES[3]
+_EVENT_TYPES = [list(types) for types in (single.CONNECTION, single.STARTED, single.ENDED, single.DENIED)]
+_EVENT_CODES = {
+    types: code for code, types in enumerate((single.CONNECTION, single.STARTED, single.ENDED, single.DENIED))
+}
 
 
 def _add_event_type(fields: _Fields, count: int, table: DocumentTable) -> None:
     """`event.type` as `documents.event_type` gives it: a constant unless the records carry a
-    firewall event or a forwarding status that says otherwise."""
-    firewall = fields.integers(single.FIREWALL_EVENT)
+    firewall or NAT event or a forwarding status that says otherwise."""
+    codes: npt.NDArray[np.int64] | None = None
+    for names, types in single.EVENT_SOURCES:
+        column = fields.integers(names)
+        if column is None:
+            continue
+        values = column if isinstance(column, np.ndarray) else np.array([_small(v) for v in column], np.int64)
+        if codes is None:
+            codes = np.zeros(count, dtype=np.int64)
+        for value, event in types.items():
+            codes[(codes == 0) & (values == value)] = _EVENT_CODES[event]
     status = fields.integers((single.FORWARDING_STATUS,))
-    if firewall is None and status is None:
-        table.set_constant("event.type", _EVENT_TYPES[0])
-        return
-    codes = np.zeros(count, dtype=np.int64)
-    if firewall is not None:
-        events = firewall if isinstance(firewall, np.ndarray) else np.array([_small(v) for v in firewall], np.int64)
-        for code, index in _EVENT_CODES.items():
-            codes[events == code] = index
     if status is not None:
         if isinstance(status, np.ndarray):
             dropped = (status >> 6) & 3 == single.FORWARDING_DROPPED
         else:
             dropped = np.array([_dropped(v) for v in status], np.bool_)
-        codes[(codes == 0) & dropped] = _DENIED_CODE
-    if not codes.any():
+        if codes is None:
+            codes = np.zeros(count, dtype=np.int64)
+        codes[(codes == 0) & dropped] = _EVENT_CODES[single.DENIED]
+    if codes is None or not codes.any():
         table.set_constant("event.type", _EVENT_TYPES[0])
         return
     table.add("event.type", [_EVENT_TYPES[code] for code in codes.tolist()])
 
 
 def _small(value: Any) -> int:
-    """A firewall event's value for the code comparison, -1 for what no code is."""
+    """An event field's value for the code comparison, -1 for what no code is."""
     return value if isinstance(value, int) and 0 <= value < 256 else -1
 
 

@@ -34,17 +34,33 @@ END_ABSOLUTE = ("flow_end_milliseconds", "flow_end_seconds", "flow_end_microseco
 EVENT_TIME = ("observation_time_milliseconds", "observation_time_seconds", "event_time_milliseconds")
 """ASA NSEL and other event exporters stamp records with an observation time instead of an end."""
 
+CONNECTION = ("connection",)
+STARTED = ("connection", "start")
+ENDED = ("connection", "end")
+DENIED = ("connection", "denied")
 FIREWALL_EVENT = ("firewall_event", "fw_event")
 """IPFIX firewallEvent (IE 233) and Cisco ASA NSEL NF_F_FW_EVENT (NetFlow v9 40005), same values."""
-FIREWALL_EVENT_TYPES: dict[int, tuple[str, ...]] = {
-    1: ("connection", "start"),
-    2: ("connection", "end"),
-    3: ("connection", "denied"),
+FIREWALL_EVENT_TYPES: dict[int, tuple[str, ...]] = {1: STARTED, 2: ENDED, 3: DENIED}
+"""A firewall's flow created, deleted and denied events (0 ignore, 4 alert and 5 update stay
+plain connections)."""
+NAT_EVENT = ("nat_event",)
+"""natEvent (IE 230)."""
+NAT_EVENT_TYPES: dict[int, tuple[str, ...]] = {
+    1: STARTED,
+    2: ENDED,
+    4: STARTED,
+    5: ENDED,
+    6: STARTED,
+    7: ENDED,
+    8: STARTED,
+    9: ENDED,
 }
-"""ECS `event.type` of a firewall's flow created, deleted and denied events (0 ignore, 4 alert and
-5 update stay plain connections)."""
-CONNECTION = ("connection",)
-DENIED = FIREWALL_EVENT_TYPES[3]
+"""Sessions and bindings created and deleted. RFC 8158 and the draft numbering Juniper exports
+agree on these as pairs (1/2 translation or NAT44 session, 4/5, 6/7, 8/9 sessions and bindings);
+3 and 10 on are exhaustion, quota and port-block events, numbered differently by the two: left
+as plain connections."""
+EVENT_SOURCES = ((FIREWALL_EVENT, FIREWALL_EVENT_TYPES), (NAT_EVENT, NAT_EVENT_TYPES))
+"""(fields, value -> event.type), in order: the first that names an event decides."""
 FORWARDING_STATUS = "forwarding_status"
 FORWARDING_DROPPED = 2
 """forwardingStatus (IE 89, RFC 7270): the status is the two high bits of the low octet (whatever
@@ -52,11 +68,12 @@ the encoding's length): 1 forwarded, 2 dropped, 3 consumed."""
 
 
 def event_type(fields: dict[str, Any]) -> tuple[str, ...]:
-    """`event.type` of a flow record: a firewall event's start, end or denied; a flow the
+    """`event.type` of a flow record: a firewall's or NAT's start, end or denied; a flow the
     router dropped (forwardingStatus) denied; else a connection."""
-    event = _first_int(fields, FIREWALL_EVENT)
-    if event is not None and event in FIREWALL_EVENT_TYPES:
-        return FIREWALL_EVENT_TYPES[event]
+    for names, types in EVENT_SOURCES:
+        value = _first_int(fields, names)
+        if value is not None and value in types:
+            return types[value]
     status = fields.get(FORWARDING_STATUS)
     if isinstance(status, int) and (status >> 6) & 3 == FORWARDING_DROPPED:
         return DENIED
