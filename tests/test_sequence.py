@@ -162,7 +162,24 @@ def test_ipfix_counts_records_of_a_template_carried_in_the_same_batch() -> None:
 def test_ipfix_message_with_an_unknown_template_is_not_counted() -> None:
     _, data = traffic.ipfix(records=RECORDS, datagrams=3)
     cache = TemplateCache()
-    assert export_mark(data[0], EXPORTER, cache.get, 0.0) == ("ipfix", 1, 0, None)
+    assert export_mark(data[0], EXPORTER, cache.get, 0.0) == ("ipfix", (EXPORTER[1], 1), 0, None)
+
+
+def test_ipfix_transport_sessions_from_one_address_number_apart() -> None:
+    """RFC 7011 section 3.1: the sequence counts per transport session and observation domain.
+    Two exporting processes on one device (UDP source ports 40000 and 40001, the same domain),
+    each numbering its own records, interleaved: nothing is missing; a gap in one is counted."""
+    templates, data = traffic.ipfix(records=RECORDS, datagrams=6)
+    stats = WorkerStats()
+    decoder = BatchDecoder(TemplateCache(), stats)
+    first, second = ("192.0.2.70", 40_000), ("192.0.2.70", 40_001)
+    items = [(d, first, 1.0) for d in templates] + [(d, second, 1.0) for d in templates]
+    for index, datagram in enumerate(data):
+        items += [(datagram, first, 1.0)] + ([] if index == 3 else [(datagram, second, 1.0)])
+    decoder.decode_parts(items)
+    assert stats.counter("flowd_export_sequence_missed", ("192.0.2.70", "ipfix")) == RECORDS
+    events = {labels[2]: value for labels, value in stats.counters["flowd_export_sequence_events"].items()}
+    assert events == {GAP: 1}
 
 
 def test_reordered_and_duplicated_datagrams() -> None:

@@ -7,10 +7,11 @@ differs by protocol, and so does what is reported missing:
 
 - NetFlow v5: flows sent before this datagram (per engine type and id): + the header's count.
 - NetFlow v9: export packets (RFC 3954 section 5.1), per source id: + 1 a datagram.
-- IPFIX: data records sent before this message (RFC 7011 section 3.1), per observation domain:
-  + the data records it carries, options data included, template records not. Counting them
-  needs every data set's template; a message with one unknown or of variable length leaves the
-  next message unchecked.
+- IPFIX: data records sent before this message (RFC 7011 section 3.1), per transport session
+  (over UDP: the exporter's address and port) and observation domain: + the data records it
+  carries, options data included, template records not. Counting them needs every data set's
+  template; a message with one unknown or of variable length leaves the next message unchecked.
+  Two exporting processes on one device (line cards, or a restart from a new port) number apart.
 - sFlow v5: datagrams, per agent address and sub-agent: + 1 a datagram.
 
 Pure: bytes and numbers in, events out; the worker counts the events per exporter.
@@ -94,7 +95,7 @@ def export_mark(
         _, _, sequence, domain = _IPFIX.unpack_from(data)
         if data_records == UNCOUNTED:
             data_records = ipfix_data_records(data, exporter, templates, now)
-        return "ipfix", domain, sequence, data_records
+        return "ipfix", (exporter[1], domain), sequence, data_records  # per transport session
     if version == 0 and data[2] == 0 and data[3] == 5 and size >= _SFLOW_IPV4.size:
         _, address_type, agent, sub_agent, sequence = _SFLOW_IPV4.unpack_from(data)
         if address_type == 2:
