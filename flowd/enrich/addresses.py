@@ -59,14 +59,22 @@ _V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
+def nat64_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address behind the well-known NAT64 prefix (RFC 6052: the last 32 bits), if any."""
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
+    return None
+
+
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """`public`, or the special-purpose class the address belongs to."""
     if isinstance(address, ipaddress.IPv6Address):
         mapped = address.ipv4_mapped
         if mapped is not None:
             return classify_address(mapped)
-        if address in _NAT64:  # an IPv4 address behind the well-known NAT64 prefix (RFC 6052)
-            return classify_address(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+        embedded = nat64_ipv4(address)
+        if embedded is not None:
+            return classify_address(embedded)
         for network6, label in _V6_CLASSES:
             if address in network6:
                 return label

@@ -24,7 +24,7 @@ import geoip2.errors
 import maxminddb
 
 from flowd.config import EnrichSettings
-from flowd.enrich.addresses import PUBLIC
+from flowd.enrich.addresses import PUBLIC, nat64_ipv4
 
 log = logging.getLogger(__name__)
 
@@ -38,21 +38,16 @@ GeoFields = tuple[Fields, Fields]
 
 NO_FIELDS: GeoFields = ({}, {})
 
-_NAT64_PREFIX = 0x0064_FF9B << 96
-"""64:ff9b::/96, the well-known NAT64 prefix (RFC 6052): the IPv4 address is the last 32 bits."""
-
 
 def database_address(address: str) -> str:
     """The address a database is asked for: `address`, or the IPv4 address a NAT64 one carries."""
-    if not address.startswith("64:ff9b::"):
+    if not address.startswith("64:ff9b::"):  # how every address in 64:ff9b::/96 is written, compressed
         return address
     try:
-        value = int(ipaddress.IPv6Address(address))
+        embedded = nat64_ipv4(ipaddress.IPv6Address(address))
     except ValueError:
         return address
-    if value >> 32 != _NAT64_PREFIX >> 32:
-        return address
-    return str(ipaddress.IPv4Address(value & 0xFFFF_FFFF))
+    return address if embedded is None else str(embedded)
 
 
 class ReloadingDatabase:
