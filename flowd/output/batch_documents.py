@@ -226,35 +226,33 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
     return table
 
 
-_EVENT_TYPES = [list(types) for types in (single.CONNECTION, single.STARTED, single.ENDED, single.DENIED)]
-_EVENT_CODES = {
-    types: code for code, types in enumerate((single.CONNECTION, single.STARTED, single.ENDED, single.DENIED))
-}
+_EVENT_ORDER = (single.CONNECTION, single.STARTED, single.ENDED, single.DENIED)
+_EVENT_TYPES = [list(types) for types in _EVENT_ORDER]
+"""The column's values, shared by its rows as a constant is."""
+_EVENT_CODES = {types: code for code, types in enumerate(_EVENT_ORDER)}
 
 
 def _add_event_type(fields: _Fields, count: int, table: DocumentTable) -> None:
     """`event.type` as `documents.event_type` gives it: a constant unless the records carry a
     firewall or NAT event or a forwarding status that says otherwise."""
-    codes: npt.NDArray[np.int64] | None = None
-    for names, types in single.EVENT_SOURCES:
-        column = fields.integers(names)
-        if column is None:
-            continue
-        values = column if isinstance(column, np.ndarray) else np.array([_small(v) for v in column], np.int64)
-        if codes is None:
-            codes = np.zeros(count, dtype=np.int64)
-        for value, event in types.items():
-            codes[(codes == 0) & (values == value)] = _EVENT_CODES[event]
+    sources = [(fields.integers(names), types) for names, types in single.EVENT_SOURCES]
     status = fields.integers((single.FORWARDING_STATUS,))
+    if status is None and all(column is None for column, _ in sources):  # most tables: a constant
+        table.set_constant("event.type", _EVENT_TYPES[0])
+        return
+    codes = np.zeros(count, dtype=np.int64)
+    for column, types in sources:
+        if column is not None:
+            values = column if isinstance(column, np.ndarray) else np.array([_small(v) for v in column], np.int64)
+            for value, event in types.items():
+                codes[(codes == 0) & (values == value)] = _EVENT_CODES[event]
     if status is not None:
         if isinstance(status, np.ndarray):
             dropped = (status >> 6) & 3 == single.FORWARDING_DROPPED
         else:
-            dropped = np.array([_dropped(v) for v in status], np.bool_)
-        if codes is None:
-            codes = np.zeros(count, dtype=np.int64)
+            dropped = np.array([single.forwarding_dropped(v) for v in status], np.bool_)
         codes[(codes == 0) & dropped] = _EVENT_CODES[single.DENIED]
-    if codes is None or not codes.any():
+    if not codes.any():
         table.set_constant("event.type", _EVENT_TYPES[0])
         return
     table.add("event.type", [_EVENT_TYPES[code] for code in codes.tolist()])
@@ -263,10 +261,6 @@ def _add_event_type(fields: _Fields, count: int, table: DocumentTable) -> None:
 def _small(value: Any) -> int:
     """An event field's value for the code comparison, -1 for what no code is."""
     return value if isinstance(value, int) and 0 <= value < 256 else -1
-
-
-def _dropped(value: Any) -> bool:
-    return isinstance(value, int) and (value >> 6) & 3 == single.FORWARDING_DROPPED
 
 
 class _Runs:

@@ -74,10 +74,12 @@ def event_type(fields: dict[str, Any]) -> tuple[str, ...]:
         value = _first_int(fields, names)
         if value is not None and value in types:
             return types[value]
-    status = fields.get(FORWARDING_STATUS)
-    if isinstance(status, int) and (status >> 6) & 3 == FORWARDING_DROPPED:
-        return DENIED
-    return CONNECTION
+    return DENIED if forwarding_dropped(fields.get(FORWARDING_STATUS)) else CONNECTION
+
+
+def forwarding_dropped(status: Any) -> bool:
+    """Whether a forwardingStatus value says the flow was dropped."""
+    return isinstance(status, int) and (status >> 6) & 3 == FORWARDING_DROPPED
 
 
 COPIED = (
