@@ -501,14 +501,14 @@ def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: Docume
             table.add(key, _scaled(column, rates))
     total_bytes = _total(found[0], found[2])
     total_packets = _total(found[1], found[3])
-    if total_bytes is not None:  # records without counters count nothing, not 0
-        table.add("network.bytes", _scaled(total_bytes, rates))
-    if total_packets is not None:
-        table.add("network.packets", _scaled(total_packets, rates))
-    if total_bytes is not None:
-        table.add("flowd.raw_bytes", _scaled(total_bytes, 1))
-    if total_packets is not None:
-        table.add("flowd.raw_packets", _scaled(total_packets, 1))
+    for key, total, scale in (
+        ("network.bytes", total_bytes, rates),
+        ("network.packets", total_packets, rates),
+        ("flowd.raw_bytes", total_bytes, 1),
+        ("flowd.raw_packets", total_packets, 1),
+    ):
+        if total is not None:  # records without counters count nothing, not 0
+            table.add(key, _scaled(total, scale))
 
 
 def _add_time_lists(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:

@@ -98,6 +98,13 @@ def _counter(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
     return _first_int(fields, names)
 
 
+def _both_directions(forward: int | None, reverse: int | None) -> int | None:
+    """The two directions' counters summed; None when the record has neither."""
+    if forward is None and reverse is None:
+        return None
+    return (forward or 0) + (reverse or 0)
+
+
 def _first_int(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
     """The first of `names` the record has as an integer."""
     for name in names:
@@ -181,8 +188,8 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
     forward_packets = _counter(fields, FORWARD_PACKETS)
     reverse_bytes = _counter(fields, REVERSE_BYTES)
     reverse_packets = _counter(fields, REVERSE_PACKETS)
-    raw_bytes = (forward_bytes or 0) + (reverse_bytes or 0)
-    raw_packets = (forward_packets or 0) + (reverse_packets or 0)
+    raw_bytes = _both_directions(forward_bytes, reverse_bytes)
+    raw_packets = _both_directions(forward_packets, reverse_packets)
     if forward_bytes is not None:
         doc["source.bytes"] = min(forward_bytes * rate, MAX_LONG)
     if forward_packets is not None:
@@ -191,16 +198,14 @@ def netflow_document(record: FlowRecord) -> dict[str, Any]:
         doc["destination.bytes"] = min(reverse_bytes * rate, MAX_LONG)
     if reverse_packets is not None:
         doc["destination.packets"] = min(reverse_packets * rate, MAX_LONG)
-    has_bytes = forward_bytes is not None or reverse_bytes is not None  # none: nothing counted, not 0
-    has_packets = forward_packets is not None or reverse_packets is not None
-    if has_bytes:
-        doc["network.bytes"] = min(raw_bytes * rate, MAX_LONG)
-    if has_packets:
-        doc["network.packets"] = min(raw_packets * rate, MAX_LONG)
-    if has_bytes:
-        doc["flowd.raw_bytes"] = min(raw_bytes, MAX_LONG)
-    if has_packets:
-        doc["flowd.raw_packets"] = min(raw_packets, MAX_LONG)
+    for key, total, scale in (
+        ("network.bytes", raw_bytes, rate),
+        ("network.packets", raw_packets, rate),
+        ("flowd.raw_bytes", raw_bytes, 1),
+        ("flowd.raw_packets", raw_packets, 1),
+    ):
+        if total is not None:  # a record without counters counts nothing, not 0
+            doc[key] = min(total * scale, MAX_LONG)
     doc["flowd.sampling_rate"] = rate
 
     mac = fields.get("source_mac_address")
