@@ -9,7 +9,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import orjson
 
@@ -89,6 +89,10 @@ class EnrichSettings:
     community_id_seed: int = 0
     interface_names: dict[str, str] = field(default_factory=dict)
     """"exporter_ip:ifindex" -> name, configured by the operator."""
+    sampling_rates: dict[str, int] = field(default_factory=dict)
+    """Exporter address or network -> the rate its flows were sampled at, replacing what it announces."""
+    default_sampling_rates: dict[str, int] = field(default_factory=dict)
+    """Exporter address or network -> the rate of its flows that announce none."""
 
 
 @dataclass(slots=True)
@@ -242,9 +246,11 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 value = orjson.loads(value)
             except orjson.JSONDecodeError as error:
                 raise ConfigError(f"{key}: expected a JSON object, got {value!r}") from error
-        if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
+        item_kind = get_args(kind)[1]
+        if isinstance(value, dict) and all(type(v) is item_kind for v in value.values()):
             return {str(k): v for k, v in value.items()}
-        raise ConfigError(f"{key}: expected a table of strings, got {value!r}")
+        noun = "integers" if item_kind is int else "strings"
+        raise ConfigError(f"{key}: expected a table of {noun}, got {value!r}")
     raise ConfigError(f"{key}: unsupported setting type {kind!r}")  # pragma: no cover
 
 
@@ -410,6 +416,28 @@ def _check_port(key: str, port: int) -> None:
         raise ConfigError(f"{key}: port {port} is outside 0-65535")
 
 
+ExporterNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_SAMPLING_RATE = 2**32 - 1
+"""The largest rate an exporter can announce (sFlow's and IPFIX samplingInterval are 32 bits)."""
+
+
+def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[ExporterNetwork, int]]:
+    """`{address or network: rate}` checked, longest prefixes first; `ConfigError` names `key`."""
+    parsed: list[tuple[ExporterNetwork, int]] = []
+    for text, rate in rates.items():
+        try:
+            network = ipaddress.ip_network(text.strip(), strict=False)
+        except ValueError as error:
+            raise ConfigError(f"{key}: {text!r} is not an address or network") from error
+        if type(rate) is not int or not 1 <= rate <= MAX_SAMPLING_RATE:
+            raise ConfigError(
+                f"{key}: the rate of {text!r} must be an integer from 1 to {MAX_SAMPLING_RATE}, got {rate!r}"
+            )
+        parsed.append((network, rate))
+    parsed.sort(key=lambda item: item[0].prefixlen, reverse=True)
+    return parsed
+
+
 def validate_settings(settings: Settings) -> None:
     """Checks that types alone cannot express; every message names the key."""
     listen = settings.listen
@@ -464,6 +492,8 @@ def validate_settings(settings: Settings) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
+    parse_exporter_rates("enrich.sampling_rates", settings.enrich.sampling_rates)
+    parse_exporter_rates("enrich.default_sampling_rates", settings.enrich.default_sampling_rates)
     resolve = settings.enrich.resolve_ip2host
     if resolve.lower() not in RESOLVE_IP2HOST_VALUES:
         raise ConfigError(f"enrich.resolve_ip2host: {resolve!r} is not one of {', '.join(RESOLVE_IP2HOST_VALUES)}")

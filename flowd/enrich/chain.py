@@ -16,7 +16,9 @@ Fields written (design.md section 4): `source.geo.*`, `source.as.*` (and `destin
 `flow.locality`, `network.community_id`, `network.application`, `network.transport` (name for
 a bare protocol number), `observer.hostname`, `source.domain`/`destination.domain`,
 `related.ip`, `related.hosts`, `observer.ingress/egress.interface.name` (and `.alias` from the
-interface description), `flowd.source_mac_vendor`/`flowd.destination_mac_vendor`.
+interface description), `flowd.source_mac_vendor`/`flowd.destination_mac_vendor`; and where the
+operator configured an exporter's sampling rate, `flowd.sampling_rate` and the totals scaled by it
+(`sampling.py`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from flowd.enrich.geoip import GEOIP_CACHE_TTL_S, NO_FIELDS, GeoFields, GeoIpLoo
 from flowd.enrich.interfaces import InterfaceNames
 from flowd.enrich.ipv4_cache import Ipv4Cache, Ipv6Cache
 from flowd.enrich.oui import OuiRegistry, load_registry
+from flowd.enrich.sampling import SamplingRates
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name
 from flowd.errors import ConfigError
 from flowd.output.distinct import unique_inverse
@@ -137,6 +140,7 @@ class EnrichmentChain:
         self.services = ServiceNames(settings.services_path, protocols_path)
         self.applications = ApplicationTable(clock=clock)
         self.interfaces = InterfaceNames(settings.interface_names, clock=clock)
+        self.sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
         self.resolve_exporters = mode in ("true", "exporters")
         self.resolve_endpoints = mode in ("true", "endpoints")
         self.resolver: ReverseDnsResolver | None = None
@@ -159,6 +163,7 @@ class EnrichmentChain:
         self.counters["enrich_documents"] += len(table)
         if not len(table):
             return
+        self.sampling.apply(table)
         if self.geoip.maybe_reload(now) or len(self._groups) > MAX_ADDRESS_GROUPS:
             self._clear_address_caches()
         ends = [self._add_addresses(table, key, now) for key in ("source.ip", "destination.ip")]
@@ -566,6 +571,7 @@ class EnrichmentChain:
             counters[name] = value + ipv4[name] + ipv6[name]
         counters.update(self.applications.stats())
         counters.update(self.interfaces.stats())
+        counters.update(self.sampling.counters)
         if self.oui is not None:
             counters.update(self.oui.stats())
         if self.resolver is not None:
