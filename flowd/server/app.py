@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import os
 import signal
@@ -27,6 +26,7 @@ from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings
 from flowd.decode import TemplateCache
 from flowd.enrich import Enricher
+from flowd.enrich.chain import build_enricher as enrichment_chain
 from flowd.errors import ConfigError, SinkError
 from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
@@ -73,42 +73,28 @@ def setup_logging(worker: int | None = None) -> None:
 
 
 def describe_output(settings: Settings) -> str:
-    if settings.elasticsearch.hosts and _elasticsearch_module() is not None:
+    if settings.elasticsearch.hosts:
         return f"Elasticsearch at {', '.join(settings.elasticsearch.hosts)}"
     directory = Path(settings.output.directory).resolve()
     return f"NDJSON files under {directory} (no Elasticsearch configured; the embedded default)"
 
 
-def _elasticsearch_module() -> Any:
-    try:
-        return importlib.import_module("flowd.output.elasticsearch")
-    except ModuleNotFoundError:
-        return None
-
-
 def build_sink(settings: Settings, worker: int) -> Sink:
-    """Elasticsearch when hosts are configured (and the module is present), else NDJSON files;
-    nowhere when `output.discard` is set."""
+    """Elasticsearch when hosts are configured, else NDJSON files; nowhere when `output.discard`
+    is set. The Elasticsearch client is imported only when a cluster is configured."""
     if settings.output.discard:
         log.warning("output.discard is set: documents are built and dropped, nothing is stored")
         return DiscardSink(settings.elasticsearch)
     if settings.elasticsearch.hosts:
-        module = _elasticsearch_module()
-        if module is not None:
-            sink: Sink = module.build_elasticsearch_sink(settings.elasticsearch)
-            return sink
-        log.warning("elasticsearch.hosts is set but flowd.output.elasticsearch is missing; writing files")
+        from flowd.output.elasticsearch import build_elasticsearch_sink
+
+        return build_elasticsearch_sink(settings.elasticsearch)
     return NdjsonFileSink(settings.output.directory, worker=worker, rotate_bytes=settings.output.rotate_bytes)
 
 
-def build_enricher(settings: Settings) -> Enricher | None:
-    """`flowd.enrich.chain.build_enricher(settings.enrich)` when that module exists; else no enrichment."""
-    try:
-        module = importlib.import_module("flowd.enrich.chain")
-    except ModuleNotFoundError:
-        return None
-    enricher: Enricher | None = module.build_enricher(settings.enrich)
-    return enricher
+def build_enricher(settings: Settings) -> Enricher:
+    """The enrichment chain of `settings.enrich`; raises `ConfigError` for invalid settings."""
+    return enrichment_chain(settings.enrich)
 
 
 # --- template persistence --------------------------------------------------------------------
