@@ -87,6 +87,8 @@ class EnrichSettings:
         default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
     )
     community_id_seed: int = 0
+    network_names: dict[str, str] = field(default_factory=dict)
+    """Network -> name (a site, a building, a customer): `source.geo.name`/`destination.geo.name`."""
     interface_names: dict[str, str] = field(default_factory=dict)
     """"exporter_ip:ifindex" -> name, configured by the operator."""
     sampling_rates: dict[str, int] = field(default_factory=dict)
@@ -416,14 +418,39 @@ def _check_port(key: str, port: int) -> None:
         raise ConfigError(f"{key}: port {port} is outside 0-65535")
 
 
-ExporterNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+MAX_NETWORK_NAME = 256
+
+
+def parse_networks(networks: list[str], key: str) -> tuple[Network, ...]:
+    """Networks (or single addresses) as the operator wrote them; `ConfigError` names `key`."""
+    parsed = []
+    for text in networks:
+        try:
+            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError as error:
+            raise ConfigError(f"{key}: {text!r} is not a network: {error}") from error
+    return tuple(parsed)
+
+
+def parse_network_names(names: dict[str, str]) -> list[tuple[Network, str]]:
+    """`enrich.network_names` checked: each network with its name, stripped of spaces."""
+    networks = parse_networks(list(names), "enrich.network_names")
+    parsed = []
+    for network, name in zip(networks, names.values(), strict=True):
+        if not name.strip() or len(name) > MAX_NETWORK_NAME:
+            raise ConfigError(f"enrich.network_names: the name of {network} must be 1 to {MAX_NETWORK_NAME} characters")
+        parsed.append((network, name.strip()))
+    return parsed
+
+
 MAX_SAMPLING_RATE = 2**32 - 1
 """The largest rate an exporter can announce (sFlow's and IPFIX samplingInterval are 32 bits)."""
 
 
-def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[ExporterNetwork, int]]:
+def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[Network, int]]:
     """`{address or network: rate}` checked, longest prefixes first; `ConfigError` names `key`."""
-    parsed: list[tuple[ExporterNetwork, int]] = []
+    parsed: list[tuple[Network, int]] = []
     for text, rate in rates.items():
         try:
             network = ipaddress.ip_network(text.strip(), strict=False)
@@ -492,6 +519,9 @@ def validate_settings(settings: Settings) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
+    enrich = settings.enrich
+    parse_networks(enrich.internal_networks, "enrich.internal_networks")
+    parse_network_names(enrich.network_names)
     parse_exporter_rates("enrich.sampling_rates", settings.enrich.sampling_rates)
     parse_exporter_rates("enrich.default_sampling_rates", settings.enrich.default_sampling_rates)
     resolve = settings.enrich.resolve_ip2host

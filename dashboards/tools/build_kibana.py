@@ -963,12 +963,24 @@ def geo() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             bytes_sum(),
             q,
         ),
+        table(
+            p + "named-networks",
+            "Named networks",
+            "Bytes between the networks named in enrich.network_names (source.geo.name, destination.geo.name)",
+            [
+                ("source", rows_by("source.geo.name", "Source network", size=20)),
+                ("destination", rows_by("destination.geo.name", "Destination network", size=10)),
+            ],
+            [("bytes", bytes_sum()), ("flows", count("Flow records"))],
+            query=q,
+        ),
     ]
-    sizes = [(24, 18)] * 2 + [(24, 12)] * 4 + [(32, 14), (16, 14)]
+    sizes = [(24, 18)] * 2 + [(24, 12)] * 4 + [(32, 14), (16, 14), (48, 14)]
     return objects, dashboard(
         "flowd-dashboard-geo",
         "[flowd] Geo",
-        "Source and destination maps, countries and cities (needs GeoIP enrichment).",
+        "Source and destination maps, countries and cities (needs GeoIP enrichment), and the traffic "
+        "between the networks you name (enrich.network_names).",
         list(zip(objects, *zip(*sizes, strict=True), strict=True)),
     )
 

@@ -6,7 +6,8 @@ Address classes follow the IANA special-purpose registries (RFC 6890 and its upd
 multicast, and the rest. Only `public` addresses are worth a GeoIP lookup.
 
 `network.direction` and `flow.locality` compare both ends with the operator's internal networks,
-as Filebeat's netflow input and ECS describe them.
+as Filebeat's netflow input and ECS describe them. Networks the operator names (a site, a
+building, a customer) give their addresses that name, longest prefix first.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import ipaddress
 import time
 from dataclasses import dataclass
 
+from flowd.config import parse_network_names, parse_networks
 from flowd.enrich.cache import Clock, TtlLruCache
-from flowd.errors import ConfigError
 
 PUBLIC = "public"
 
@@ -92,26 +93,49 @@ class AddressFacts:
     """Network-order bytes (4 or 16), for the Community ID hash."""
     address_class: str
     internal: bool
+    network_name: str | None = None
+    """The name the operator gave the most specific network holding the address."""
 
 
 INVALID = AddressFacts(b"", "invalid", False)
 
 
-def parse_networks(networks: list[str], setting: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-    parsed = []
-    for text in networks:
-        try:
-            parsed.append(ipaddress.ip_network(text.strip(), strict=False))
-        except ValueError as error:
-            raise ConfigError(f"enrich.{setting}: {text!r} is not a network: {error}") from error
-    return tuple(parsed)
+class NetworkNames:
+    """Names of networks, found for an address by its most specific network: one dict lookup per
+    prefix length configured, however many networks there are."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self._by_length: dict[tuple[int, int], dict[int, str]] = {}
+        for network, name in parse_network_names(names):
+            table = self._by_length.setdefault((network.version, network.prefixlen), {})
+            table[int(network.network_address)] = name
+        self._lengths = sorted(self._by_length, key=lambda key: key[1], reverse=True)
+
+    def __bool__(self) -> bool:
+        return bool(self._lengths)
+
+    def name_of(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        number, bits = int(address), address.max_prefixlen
+        for version, length in self._lengths:
+            if version == address.version:
+                name = self._by_length[version, length].get(number >> (bits - length) << (bits - length))
+                if name is not None:
+                    return name
+        return None
 
 
 class AddressClassifier:
     """Cached `AddressFacts` per address string."""
 
-    def __init__(self, internal_networks: list[str], cache_size: int = 65_536, clock: Clock = time.monotonic) -> None:
-        self.internal_networks = parse_networks(internal_networks, "internal_networks")
+    def __init__(
+        self,
+        internal_networks: list[str],
+        cache_size: int = 65_536,
+        clock: Clock = time.monotonic,
+        network_names: dict[str, str] | None = None,
+    ) -> None:
+        self.internal_networks = parse_networks(internal_networks, "enrich.internal_networks")
+        self.network_names = NetworkNames(network_names or {})
         self.cache: TtlLruCache[str, AddressFacts] = TtlLruCache(cache_size, 86_400.0, clock, "address_facts")
         self.invalid = 0
 
@@ -127,7 +151,8 @@ class AddressClassifier:
             return INVALID
         lookup = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped else parsed
         internal = any(lookup in network for network in self.internal_networks)
-        facts = AddressFacts(parsed.packed, classify_address(parsed), internal)
+        name = self.network_names.name_of(lookup) if self.network_names else None
+        facts = AddressFacts(parsed.packed, classify_address(parsed), internal, name)
         if cache:
             self.cache.put(address, facts, now)
         return facts

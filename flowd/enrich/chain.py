@@ -79,8 +79,14 @@ class _AddressInfo:
         self.valid = facts is not INVALID
         self.internal = int(facts.internal)
         self.length = len(facts.packed)
-        self.source_group = FieldGroup.shared({**geo[0], "flowd.source_address_class": facts.address_class})
-        self.destination_group = FieldGroup.shared({**geo[1], "flowd.destination_address_class": facts.address_class})
+        source, destination = geo
+        if facts.network_name is not None:  # the operator's name for the network (ECS geo.name)
+            source = {**source, "source.geo.name": facts.network_name}
+            destination = {**destination, "destination.geo.name": facts.network_name}
+        self.source_group = FieldGroup.shared({**source, "flowd.source_address_class": facts.address_class})
+        self.destination_group = FieldGroup.shared(
+            {**destination, "flowd.destination_address_class": facts.address_class}
+        )
         self.row = (int(self.valid), self.internal, self.length, -1, -1)
         """`_ATTRIBUTES` without group numbers (which only the IPv4 cache keeps)."""
 
@@ -113,7 +119,9 @@ class EnrichmentChain:
         if mode not in RESOLVE_MODES:
             raise ConfigError(f"enrich.resolve_ip2host: {settings.resolve_ip2host!r} is not one of {RESOLVE_MODES}")
         self._clock = clock
-        self.addresses = AddressClassifier(settings.internal_networks, settings.geoip_cache_size, clock)
+        self.addresses = AddressClassifier(
+            settings.internal_networks, settings.geoip_cache_size, clock, settings.network_names
+        )
         self.geoip = GeoIpLookup(settings)
         # Address facts and GeoIP fields merged per address; cleared when a database is reloaded.
         # Flow addresses are held only here: `_address_info` bypasses the classifier's own cache

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import ExporterNetwork, parse_exporter_rates
+from flowd.config import Network, parse_exporter_rates
 from flowd.output.documents import MAX_LONG
 from flowd.output.table import Table
 
@@ -37,9 +37,7 @@ Column = tuple[Integers, Rows]
 """Integers (0 where absent) and the rows that have a value."""
 
 
-def _longest_match(
-    rates: list[tuple[ExporterNetwork, int]], address: ipaddress.IPv4Address | ipaddress.IPv6Address
-) -> int:
+def _longest_match(rates: list[tuple[Network, int]], address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
     for network, rate in rates:
         if network.version == address.version and address in network:
             return rate

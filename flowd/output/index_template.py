@@ -58,6 +58,7 @@ def _endpoint() -> dict[str, Any]:
                     "city_name": _KEYWORD,
                     "region_name": _KEYWORD,
                     "continent_name": _KEYWORD,
+                    "name": _KEYWORD,
                     "location": {"type": "geo_point"},
                 }
             },
