@@ -34,6 +34,7 @@ from flowd.errors import DecodeError
 from flowd.output.documents import flow_document
 from tests.corpus_units import CORPUS, UNITS, UNITS_BY_NAME, corpus_available, unit_datagrams
 from tests.ports import free_port
+from tests.test_ipfix_features import ipfix_message, ipfix_set, v4_record
 from tests.test_pipeline import netflow_v5
 
 pytestmark = [
@@ -415,6 +416,21 @@ def test_templates_survive_a_restart(server_factory: Any) -> None:
     assert len(server.documents()) - first_run == expected == server.summary()["flows_out"]
     for sock in sockets.values():
         sock.close()
+
+
+def test_data_still_waiting_for_its_template_at_shutdown_is_reported(server_factory: Any) -> None:
+    """Data sets whose template never came are not dropped silently when flowd stops."""
+    server = server_factory()
+    server.start()
+    sock = sender()
+    data = ipfix_message(ipfix_set(256, v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4)))
+    sent = [0]
+    send_paced(sock, [data] * 3, ("127.0.0.1", server.ports["ipfix"]), sent)
+    server.wait_received(sent[0])
+    assert server.total("flowd_parked_records") == 3
+    assert server.stop() == 0, server.log()
+    assert "3 data sets from 1 exporters were still waiting for their templates" in server.log()
+    sock.close()
 
 
 def ipfix_template_flood(first_id: int, count: int) -> bytes:

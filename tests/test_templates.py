@@ -68,6 +68,16 @@ def test_parked_sets_expire() -> None:
     assert cache.expire(20.0) == 1 and cache.parked_sets == 0 and cache.stats.parked_expired == 1
 
 
+def test_parked_sets_left_at_shutdown_are_counted() -> None:
+    cache = TemplateCache()
+    for template_id in (256, 257):
+        cache.park((EXPORTER, 10, 0, template_id), ParkedSet(b"x", 0.0, 0, 0, None))
+    cache.park((("192.0.2.99", 4739), 10, 0, 256), ParkedSet(b"y", 0.0, 0, 0, None))
+    assert cache.drop_parked() == (3, 2)
+    assert cache.parked_sets == 0 and cache.stats.parked_at_shutdown == 3
+    assert "parked" not in json.dumps(cache.snapshot())
+
+
 def test_snapshot_restore_round_trip_decodes_after_restart() -> None:
     cache = TemplateCache()
     opt = struct.pack("!HHH", 400, 2, 1) + struct.pack("!HHHH", 149, 4, 34, 4)

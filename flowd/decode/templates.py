@@ -51,6 +51,7 @@ class TemplateStats:
     unparked: int = 0
     parked_dropped: int = 0
     parked_expired: int = 0
+    parked_at_shutdown: int = 0
 
 
 @dataclass(slots=True)
@@ -220,6 +221,17 @@ class TemplateCache:
         self._parked_count -= dropped
         self.stats.parked_expired += dropped
         return len(stale) + dropped
+
+    def drop_parked(self) -> tuple[int, int]:
+        """At shutdown: let go of every parked set (counted); returns (sets, exporters) dropped.
+        They are not persisted: after a restart the kernel may hand the exporter to another
+        worker, which could not tell whether this one's copy was decoded already."""
+        exporters = len({key[0] for key in self._parked})
+        dropped = self._parked_count
+        self._parked.clear()
+        self._parked_count = 0
+        self.stats.parked_at_shutdown += dropped
+        return dropped, exporters
 
     def domain(self, key: DomainKey) -> DomainState:
         state = self._domains.get(key)

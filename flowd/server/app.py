@@ -230,6 +230,14 @@ class Worker:
             pipeline.abort()
             code = EXIT_DRAIN_TIMEOUT
         reporter.cancel()
+        dropped, exporters = self.templates.drop_parked()
+        if dropped:
+            log.warning(
+                "%d data sets from %d exporters were still waiting for their templates and are dropped "
+                '(flowd_parked_events{event="shutdown"})',
+                dropped,
+                exporters,
+            )
         self.persist_templates()
         try:
             await sink.close()
@@ -326,6 +334,7 @@ class Worker:
             ("unparked", "unparked"),
             ("dropped", "parked_dropped"),
             ("expired", "parked_expired"),
+            ("shutdown", "parked_at_shutdown"),
         ):
             parked_events[(event,)] = getattr(cache.stats, attribute)
 

@@ -80,7 +80,12 @@ METRICS: dict[str, MetricDef] = {
     "flowd_templates_known": MetricDef("gauge", "Templates in the template caches"),
     "flowd_template_events": MetricDef("counter", "Template cache events", ("event",)),
     "flowd_parked_records": MetricDef("gauge", "Data sets parked waiting for their template"),
-    "flowd_parked_events": MetricDef("counter", "Parked data set events", ("event",)),
+    "flowd_parked_events": MetricDef(
+        "counter",
+        "Data sets that arrived before their template: parked, unparked (decoded when it came), dropped "
+        "(over the caps), expired (no template within 10 minutes), shutdown (still waiting when flowd stopped)",
+        ("event",),
+    ),
     "flowd_enrich_errors": MetricDef("counter", "Batches whose enrichment failed (sent on without it)"),
     "flowd_flows_out": MetricDef("counter", "Documents accepted by the sink"),
     "flowd_sink_errors": MetricDef("counter", "Sink write or flush failures", ("operation",)),
