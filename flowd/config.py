@@ -89,6 +89,8 @@ class EnrichSettings:
     community_id_seed: int = 0
     network_names: dict[str, str] = field(default_factory=dict)
     """Network -> name (a site, a building, a customer): `source.geo.name`/`destination.geo.name`."""
+    exporter_names: dict[str, str] = field(default_factory=dict)
+    """Exporter address or network -> `observer.name`."""
     interface_names: dict[str, str] = field(default_factory=dict)
     """"exporter_ip:ifindex" -> name, configured by the operator."""
     sampling_rates: dict[str, int] = field(default_factory=dict)
@@ -433,13 +435,14 @@ def parse_networks(networks: list[str], key: str) -> tuple[Network, ...]:
     return tuple(parsed)
 
 
-def parse_network_names(names: dict[str, str]) -> list[tuple[Network, str]]:
-    """`enrich.network_names` checked: each network with its name, stripped of spaces."""
-    networks = parse_networks(list(names), "enrich.network_names")
+def parse_network_names(names: dict[str, str], key: str) -> list[tuple[Network, str]]:
+    """Names of networks (`enrich.network_names`, `enrich.exporter_names`) checked: each network
+    with its name, stripped of spaces; `ConfigError` names `key`."""
+    networks = parse_networks(list(names), key)
     parsed = []
     for network, name in zip(networks, names.values(), strict=True):
         if not name.strip() or len(name) > MAX_NETWORK_NAME:
-            raise ConfigError(f"enrich.network_names: the name of {network} must be 1 to {MAX_NETWORK_NAME} characters")
+            raise ConfigError(f"{key}: the name of {network} must be 1 to {MAX_NETWORK_NAME} characters")
         parsed.append((network, name.strip()))
     return parsed
 
@@ -521,7 +524,8 @@ def validate_settings(settings: Settings) -> None:
             raise ConfigError(f"{key}: must not be negative, got {value}")
     enrich = settings.enrich
     parse_networks(enrich.internal_networks, "enrich.internal_networks")
-    parse_network_names(enrich.network_names)
+    parse_network_names(enrich.network_names, "enrich.network_names")
+    parse_network_names(enrich.exporter_names, "enrich.exporter_names")
     parse_exporter_rates("enrich.sampling_rates", settings.enrich.sampling_rates)
     parse_exporter_rates("enrich.default_sampling_rates", settings.enrich.default_sampling_rates)
     resolve = settings.enrich.resolve_ip2host

@@ -409,6 +409,7 @@ def corpus_documents() -> list[dict[str, Any]]:
         resolve_ip2host="endpoints",
         interface_names={f"{ip}:{ifindex}": f"if{ifindex}" for ip, ifindex in sorted(exporter_ifindexes)},
         network_names={"10.0.0.0/8": "net-10", "172.16.0.0/12": "net-172-16", "192.168.0.0/16": "net-192-168"},
+        exporter_names={ip: f"router-{i}" for i, ip in enumerate(sorted({ip for ip, _ in exporter_ifindexes}))},
     )
     names = {address: f"host-{i}.example.net" for i, address in enumerate(GEO_ADDRESSES)}
     chain = EnrichmentChain(settings, resolver=FixedNames(names))  # type: ignore[arg-type]

@@ -1,6 +1,7 @@
 """Networks the operator names (`enrich.network_names`) name their addresses in `source.geo.name`
 and `destination.geo.name` (ECS: "user-defined description of a location"), the most specific
-network first, beside what GeoIP finds. Flows are built here with struct; both document paths."""
+network first, beside what GeoIP finds; `enrich.exporter_names` names exporters in
+`observer.name`. Flows are built here with struct; both document paths."""
 
 from __future__ import annotations
 
@@ -84,6 +85,21 @@ def test_without_names_nothing_is_added() -> None:
         EnrichmentChain(EnrichSettings(oui_lookup=False)), [(v5_datagram(V4_FLOWS), ("192.0.2.1", 2055))]
     )
     assert [names(d) for d in documents] == [(None, None)] * 3
+
+
+def test_exporters_take_the_name_of_their_address_or_network() -> None:
+    enricher = EnrichmentChain(
+        EnrichSettings(oui_lookup=False, exporter_names={"192.0.2.0/24": "edge", "192.0.2.7": "core-1"})
+    )
+    batch = [(v5_datagram(V4_FLOWS[:1]), (exporter, 2055)) for exporter in ("192.0.2.7", "192.0.2.8", "203.0.113.1")]
+    documents = enriched_both_ways(enricher, batch)
+    assert [(d["observer.ip"], d.get("observer.name")) for d in documents] == [
+        ("192.0.2.7", "core-1"),
+        ("192.0.2.8", "edge"),
+        ("203.0.113.1", None),
+    ]
+    with pytest.raises(ConfigError, match=r"enrich\.exporter_names: 'edge' is not a network"):
+        load_settings(None, environ={"FLOWD_ENRICH_EXPORTER_NAMES": '{"edge": "192.0.2.1"}'})
 
 
 def test_configuration_and_its_errors() -> None:

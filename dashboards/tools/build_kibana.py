@@ -794,8 +794,11 @@ def overview() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         table(
             p + "exporters",
             "Exporters",
-            "Traffic each exporter reported",
-            [("exporter", rows_by("observer.ip", "Exporter", size=50, data_type="ip"))],
+            "Traffic each exporter reported (with the name enrich.exporter_names gives it)",
+            [
+                ("exporter", rows_by("observer.ip", "Exporter", size=50, data_type="ip")),
+                ("name", rows_by("observer.name", "Name", size=1, missing=True, other=False)),
+            ],
             [("bytes", bytes_sum()), ("packets", packets_sum()), ("flows", count("Flow records"))],
             query=q,
         ),
@@ -1093,6 +1096,7 @@ def exporters_interfaces() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             "Sampling rate (1 in N) each exporter applies, with its flows",
             [
                 ("exporter", rows_by("observer.ip", "Exporter", size=50, data_type="ip")),
+                ("name", rows_by("observer.name", "Name", size=1, missing=True, other=False)),
                 ("rate", rows_by("flowd.sampling_rate", "Sampling rate (1 in N)", size=5, data_type="number")),
             ],
             [

@@ -104,9 +104,9 @@ class NetworkNames:
     """Names of networks, found for an address by its most specific network: one dict lookup per
     prefix length configured, however many networks there are."""
 
-    def __init__(self, names: dict[str, str]) -> None:
+    def __init__(self, names: dict[str, str], key: str = "enrich.network_names") -> None:
         self._by_length: dict[tuple[int, int], dict[int, str]] = {}
-        for network, name in parse_network_names(names):
+        for network, name in parse_network_names(names, key):
             table = self._by_length.setdefault((network.version, network.prefixlen), {})
             table[int(network.network_address)] = name
         self._lengths = sorted(self._by_length, key=lambda key: key[1], reverse=True)
@@ -115,6 +115,7 @@ class NetworkNames:
         return bool(self._lengths)
 
     def name_of(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+        """The name of the most specific network holding `address`, if any."""
         number, bits = int(address), address.max_prefixlen
         for version, length in self._lengths:
             if version == address.version:

@@ -11,18 +11,21 @@ built in numpy, one SHA-1 per flow) are computed for all rows at once. Reverse D
 waits at most `dns_deadline_ms` for first-seen addresses (see `dns.py`), so the rest of the
 chain never waits on the network.
 
-Fields written (design.md section 4): `source.geo.*`, `source.as.*` (and `destination.*`),
-`flowd.source_address_class`/`flowd.destination_address_class`, `network.direction`,
-`flow.locality`, `network.community_id`, `network.application`, `network.transport` (name for
-a bare protocol number), `observer.hostname`, `source.domain`/`destination.domain`,
-`related.ip`, `related.hosts`, `observer.ingress/egress.interface.name` (and `.alias` from the
-interface description), `flowd.source_mac_vendor`/`flowd.destination_mac_vendor`; and where the
-operator configured an exporter's sampling rate, `flowd.sampling_rate` and the totals scaled by it
+Fields written (design.md section 4): `source.geo.*` (`geo.name` from the operator's named
+networks), `source.as.*` (and `destination.*`), `flowd.source_address_class`/
+`flowd.destination_address_class`, `network.direction`, `flow.locality`, `network.community_id`,
+`network.application`, `network.transport` (name for a bare protocol number), `observer.hostname`,
+`observer.name` (configured per exporter), `source.domain`/`destination.domain`, `related.ip`,
+`related.hosts`, `observer.ingress/egress.interface.name` (and `.alias` from the interface
+description), `flowd.source_mac_vendor`/`flowd.destination_mac_vendor`; and where the operator
+configured an exporter's sampling rate, `flowd.sampling_rate` and the totals scaled by it
 (`sampling.py`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 import time
 from typing import Any
@@ -31,7 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowd.config import EnrichSettings
-from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts
+from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts, NetworkNames
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.community_id import (
     ICMP_COUNTERPARTS,
@@ -149,6 +152,8 @@ class EnrichmentChain:
         self.applications = ApplicationTable(clock=clock)
         self.interfaces = InterfaceNames(settings.interface_names, clock=clock)
         self.sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
+        self.exporter_names = NetworkNames(settings.exporter_names, "enrich.exporter_names")
+        self._exporter_groups: dict[Any, FieldGroup | None] = {}
         self.resolve_exporters = mode in ("true", "exporters")
         self.resolve_endpoints = mode in ("true", "endpoints")
         self.resolver: ReverseDnsResolver | None = None
@@ -190,6 +195,8 @@ class EnrichmentChain:
                     macs, index = found
                     table.add_groups([self._vendor_group(vendor_key, mac) for mac in macs], index)
         self._add_interfaces(table, now)
+        if self.exporter_names:
+            self._add_exporter_names(table)
         if self.resolver is not None:
             await self._add_names(table, ends)
 
@@ -467,6 +474,23 @@ class EnrichmentChain:
             return None
         vendor = self.oui.lookup(mac)
         return None if vendor is None else FieldGroup({key: vendor})
+
+    def _add_exporter_names(self, table: Table) -> None:
+        """`observer.name`: the name the operator gave the exporter (its address or network)."""
+        exporters = table.factorize("observer.ip")
+        if exporters is None:
+            return
+        distinct, index = exporters
+        groups = self._exporter_groups
+        if len(groups) > MAX_ADDRESS_GROUPS:
+            groups.clear()
+        for exporter in distinct:
+            if exporter not in groups:
+                name = None
+                with contextlib.suppress(ValueError):
+                    name = self.exporter_names.name_of(ipaddress.ip_address(exporter))
+                groups[exporter] = None if name is None else FieldGroup.shared({"observer.name": name})
+        table.add_groups([groups[exporter] for exporter in distinct], index)
 
     def _add_interfaces(self, table: Table, now: float) -> None:
         interfaces = self.interfaces

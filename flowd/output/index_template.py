@@ -120,7 +120,15 @@ def mappings() -> dict[str, Any]:
                 "reason": _KEYWORD,
             }
         },
-        "observer": {"properties": {"ip": _IP, "hostname": _KEYWORD, "ingress": _interface(), "egress": _interface()}},
+        "observer": {
+            "properties": {
+                "ip": _IP,
+                "hostname": _KEYWORD,
+                "name": _KEYWORD,
+                "ingress": _interface(),
+                "egress": _interface(),
+            }
+        },
         "source": _endpoint(),
         "destination": _endpoint(),
         "network": {
