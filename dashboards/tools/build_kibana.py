@@ -896,6 +896,20 @@ def top_n() -> tuple[list[dict[str, Any]], dict[str, Any]]:
 def geo() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     p = "flowd-geo-"
     q = FLOW_RECORDS_QUERY
+
+    def pairs(suffix: str, title: str, description: str, field: str, noun: str) -> dict[str, Any]:
+        """Bytes and flows from each source `field` value to each destination one."""
+        return table(
+            p + suffix,
+            title,
+            description,
+            [
+                ("source", rows_by(f"source.{field}", f"Source {noun}", size=20)),
+                ("destination", rows_by(f"destination.{field}", f"Destination {noun}", size=10)),
+            ],
+            [("bytes", bytes_sum()), ("flows", count("Flow records"))],
+            query=q,
+        )
     objects = [
         geo_map(
             p + "source-map",
@@ -947,16 +961,12 @@ def geo() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             bytes_sum(),
             query=q,
         ),
-        table(
-            p + "country-pairs",
+        pairs(
+            "country-pairs",
             "Country to country",
             "Bytes between source and destination countries",
-            [
-                ("source", rows_by("source.geo.country_iso_code", "Source country", size=20)),
-                ("destination", rows_by("destination.geo.country_iso_code", "Destination country", size=10)),
-            ],
-            [("bytes", bytes_sum()), ("flows", count("Flow records"))],
-            query=q,
+            "geo.country_iso_code",
+            "country",
         ),
         donut(
             p + "continents",
@@ -966,16 +976,12 @@ def geo() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             bytes_sum(),
             q,
         ),
-        table(
-            p + "named-networks",
+        pairs(
+            "named-networks",
             "Named networks",
             "Bytes between the networks named in enrich.network_names (source.geo.name, destination.geo.name)",
-            [
-                ("source", rows_by("source.geo.name", "Source network", size=20)),
-                ("destination", rows_by("destination.geo.name", "Destination network", size=10)),
-            ],
-            [("bytes", bytes_sum()), ("flows", count("Flow records"))],
-            query=q,
+            "geo.name",
+            "network",
         ),
     ]
     sizes = [(24, 18)] * 2 + [(24, 12)] * 4 + [(32, 14), (16, 14), (48, 14)]
