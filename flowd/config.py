@@ -452,7 +452,7 @@ MAX_SAMPLING_RATE = 2**32 - 1
 
 
 def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[Network, int]]:
-    """`{address or network: rate}` checked, longest prefixes first; `ConfigError` names `key`."""
+    """`{address or network: rate}` checked; `ConfigError` names `key`."""
     parsed: list[tuple[Network, int]] = []
     for text, rate in rates.items():
         try:
@@ -464,7 +464,6 @@ def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[Network,
                 f"{key}: the rate of {text!r} must be an integer from 1 to {MAX_SAMPLING_RATE}, got {rate!r}"
             )
         parsed.append((network, rate))
-    parsed.sort(key=lambda item: item[0].prefixlen, reverse=True)
     return parsed
 
 

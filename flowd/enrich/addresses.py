@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-from flowd.config import parse_network_names, parse_networks
+from flowd.config import Network, parse_network_names, parse_networks
 from flowd.enrich.cache import Clock, TtlLruCache
 
 PUBLIC = "public"
+Value = TypeVar("Value")
 
 _V4_CLASSES: tuple[tuple[ipaddress.IPv4Network, str], ...] = tuple(
     (ipaddress.IPv4Network(net), label)
@@ -100,28 +103,27 @@ class AddressFacts:
 INVALID = AddressFacts(b"", "invalid", False)
 
 
-class NetworkNames:
-    """Names of networks, found for an address by its most specific network: one dict lookup per
-    prefix length configured, however many networks there are."""
+class PrefixMap(Generic[Value]):
+    """Values of networks, found for an address by its most specific network: one dict lookup
+    per prefix length configured, however many networks there are."""
 
-    def __init__(self, names: dict[str, str], key: str = "enrich.network_names") -> None:
-        self._by_length: dict[tuple[int, int], dict[int, str]] = {}
-        for network, name in parse_network_names(names, key):
-            table = self._by_length.setdefault((network.version, network.prefixlen), {})
-            table[int(network.network_address)] = name
+    def __init__(self, entries: Iterable[tuple[Network, Value]]) -> None:
+        self._by_length: dict[tuple[int, int], dict[int, Value]] = {}
+        for network, value in entries:
+            self._by_length.setdefault((network.version, network.prefixlen), {})[int(network.network_address)] = value
         self._lengths = sorted(self._by_length, key=lambda key: key[1], reverse=True)
 
     def __bool__(self) -> bool:
         return bool(self._lengths)
 
-    def name_of(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-        """The name of the most specific network holding `address`, if any."""
+    def lookup(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Value | None:
+        """The value of the most specific network holding `address`, if any."""
         number, bits = int(address), address.max_prefixlen
         for version, length in self._lengths:
             if version == address.version:
-                name = self._by_length[version, length].get(number >> (bits - length) << (bits - length))
-                if name is not None:
-                    return name
+                value = self._by_length[version, length].get(number >> (bits - length) << (bits - length))
+                if value is not None:
+                    return value
         return None
 
 
@@ -136,7 +138,7 @@ class AddressClassifier:
         network_names: dict[str, str] | None = None,
     ) -> None:
         self.internal_networks = parse_networks(internal_networks, "enrich.internal_networks")
-        self.network_names = NetworkNames(network_names or {})
+        self.network_names = PrefixMap(parse_network_names(network_names or {}, "enrich.network_names"))
         self.cache: TtlLruCache[str, AddressFacts] = TtlLruCache(cache_size, 86_400.0, clock, "address_facts")
         self.invalid = 0
 
@@ -152,7 +154,7 @@ class AddressClassifier:
             return INVALID
         lookup = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped else parsed
         internal = any(lookup in network for network in self.internal_networks)
-        name = self.network_names.name_of(lookup) if self.network_names else None
+        name = self.network_names.lookup(lookup) if self.network_names else None
         facts = AddressFacts(parsed.packed, classify_address(parsed), internal, name)
         if cache:
             self.cache.put(address, facts, now)

@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import EnrichSettings
-from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts, NetworkNames
+from flowd.config import EnrichSettings, parse_network_names
+from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts, PrefixMap
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.community_id import (
     ICMP_COUNTERPARTS,
@@ -152,7 +152,7 @@ class EnrichmentChain:
         self.applications = ApplicationTable(clock=clock)
         self.interfaces = InterfaceNames(settings.interface_names, clock=clock)
         self.sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
-        self.exporter_names = NetworkNames(settings.exporter_names, "enrich.exporter_names")
+        self.exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
         self._exporter_groups: dict[Any, FieldGroup | None] = {}
         self.resolve_exporters = mode in ("true", "exporters")
         self.resolve_endpoints = mode in ("true", "endpoints")
@@ -488,7 +488,7 @@ class EnrichmentChain:
             if exporter not in groups:
                 name = None
                 with contextlib.suppress(ValueError):
-                    name = self.exporter_names.name_of(ipaddress.ip_address(exporter))
+                    name = self.exporter_names.lookup(ipaddress.ip_address(exporter))
                 groups[exporter] = None if name is None else FieldGroup.shared({"observer.name": name})
         table.add_groups([groups[exporter] for exporter in distinct], index)
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import Network, parse_exporter_rates
+from flowd.config import parse_exporter_rates
+from flowd.enrich.addresses import PrefixMap
 from flowd.output.documents import MAX_LONG
 from flowd.output.table import Table
 
@@ -37,19 +38,12 @@ Column = tuple[Integers, Rows]
 """Integers (0 where absent) and the rows that have a value."""
 
 
-def _longest_match(rates: list[tuple[Network, int]], address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> int:
-    for network, rate in rates:
-        if network.version == address.version and address in network:
-            return rate
-    return 0
-
-
 class SamplingRates:
     """The configured rates, applied to tables of documents (`apply`)."""
 
     def __init__(self, overrides: dict[str, int], defaults: dict[str, int]) -> None:
-        self._overrides = parse_exporter_rates("enrich.sampling_rates", overrides)
-        self._defaults = parse_exporter_rates("enrich.default_sampling_rates", defaults)
+        self._overrides = PrefixMap(parse_exporter_rates("enrich.sampling_rates", overrides))
+        self._defaults = PrefixMap(parse_exporter_rates("enrich.default_sampling_rates", defaults))
         self.configured = bool(self._overrides or self._defaults)
         self._by_exporter: dict[Any, tuple[int, int]] = {}
         self.counters = {"sampling_rates_configured": 0}
@@ -65,7 +59,7 @@ class SamplingRates:
             except ValueError:
                 found = (0, 0)
             else:
-                found = (_longest_match(self._overrides, address), _longest_match(self._defaults, address))
+                found = (self._overrides.lookup(address) or 0, self._defaults.lookup(address) or 0)
             if len(self._by_exporter) >= MAX_EXPORTERS:
                 self._by_exporter.clear()
             self._by_exporter[exporter] = found
