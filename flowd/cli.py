@@ -34,6 +34,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="print the effective configuration and where each value came from")
     check.add_argument("--config", help="TOML configuration file")
 
+    templates = commands.add_parser(
+        "templates", help="the templates and sampling state each exporter gave flowd (from the persisted snapshots)"
+    )
+    templates.add_argument("--config", help="TOML configuration file (templates.path)")
+    templates.add_argument("--json", action="store_true", help="print the snapshots as JSON, with field names")
+    templates.add_argument("--no-names", action="store_true", help="leave out the field names")
+
     setup = commands.add_parser("setup", help="install the index template, lifecycle policy and data stream")
     from flowd.output.index_template import add_setup_arguments
 
@@ -58,6 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_config(args)
     if args.command == "setup":
         return _setup(args)
+    if args.command == "templates":
+        return _templates(args)
     if args.command == "bench":
         from flowd.bench.cli import run_bench
 
@@ -91,6 +100,31 @@ def _load(path: str | None) -> Settings | None:
     except ConfigError as error:
         print(f"flowd: configuration error: {error}", file=sys.stderr)
         return None
+
+
+def _templates(args: argparse.Namespace) -> int:
+    import time
+
+    from flowd.template_report import describe, field_names, read_snapshots
+
+    settings = _load(args.config)
+    if settings is None:
+        return 2
+    base = settings.templates.path
+    snapshots = read_snapshots(base)
+    try:
+        if args.json:
+            for snapshot in snapshots:
+                templates = [
+                    item if args.no_names else {**item, "names": field_names(item)} for item in snapshot.templates
+                ]
+                content = {"path": str(snapshot.path), "written_at": snapshot.written_at, "error": snapshot.error}
+                print(orjson.dumps({**content, "templates": templates, "domains": snapshot.domains}).decode())
+        else:
+            print(describe(snapshots, base, time.time(), names=not args.no_names))
+    except BrokenPipeError:  # `flowd templates | head`
+        sys.stderr.close()
+    return 0
 
 
 def _setup(args: argparse.Namespace) -> int:

@@ -36,6 +36,7 @@ from flowd.server.metrics import WorkerStats, export_component_stats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 from flowd.server.tcp import IpfixTcpServer
 from flowd.server.udp import DrainingReceiver, ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
+from flowd.template_report import snapshot_files
 
 log = logging.getLogger("flowd.worker")
 
@@ -109,10 +110,8 @@ def template_path(base: str | Path, worker: int) -> Path:
 def restore_templates(templates: TemplateCache, base: str | Path) -> int:
     """Load every worker's snapshot: after a restart the kernel may hash an exporter to another
     worker, and templates of exporters a worker never sees cost only memory within the caps."""
-    path = Path(base)
-    candidates = [path, *sorted(path.parent.glob(f"{path.stem}-*{path.suffix}"))]
     restored = 0
-    for candidate in candidates:
+    for candidate in snapshot_files(base):
         try:
             snapshot = orjson.loads(candidate.read_bytes())
             restored += templates.restore(snapshot)
