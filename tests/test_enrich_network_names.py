@@ -119,3 +119,28 @@ def test_configuration_and_its_errors() -> None:
         assert "enrich.network_names" in str(raised.value)
     with pytest.raises(ConfigError, match=r"enrich\.internal_networks"):
         load_settings(None, environ={"FLOWD_ENRICH_INTERNAL_NETWORKS": "10.0.0.0/8,not-a-network"})
+
+
+def test_reloading_tables_keeps_what_options_taught_and_the_counters() -> None:
+    """SIGHUP's `reload_tables`: new names and rates apply to the next flows; interface names
+    learned from options data and the counters stay; an invalid table changes nothing."""
+    enricher = chain(sampling_rates={"192.0.2.1": 10})
+    enricher.interfaces.learn("192.0.2.1", 1, "ge-0/0/1")
+    batch = [(v5_datagram(V4_FLOWS[:1]), ("192.0.2.1", 2055))]
+    before = enriched_both_ways(enricher, batch)[0]
+    assert before["flowd.sampling_rate"] == 10 and names(before) == ("printer", "dorm-a")
+    assert before["observer.ingress.interface.name"] == "ge-0/0/1"
+
+    reloaded = EnrichSettings(network_names={"10.0.0.0/8": "campus"}, exporter_names={"192.0.2.1": "core-1"})
+    assert enricher.reload_tables(reloaded) == ["network_names", "exporter_names", "sampling_rates"]
+    after = enriched_both_ways(enricher, batch)[0]
+    assert names(after) == ("campus", "campus") and after["observer.name"] == "core-1"
+    assert after["flowd.sampling_rate"] == 1
+    assert after["observer.ingress.interface.name"] == "ge-0/0/1"
+    assert enricher.stats()["sampling_rates_configured"] == 2  # the two paths before the reload
+    assert enricher.reload_tables(reloaded) == []
+
+    broken = EnrichSettings(network_names={"10.0.0.0/8": "x"}, interface_names={"not-a-key": "x"})
+    with pytest.raises(ConfigError, match="interface_names"):
+        enricher.reload_tables(broken)
+    assert names(enriched_both_ways(enricher, batch)[0]) == ("campus", "campus")

@@ -433,6 +433,73 @@ def test_data_still_waiting_for_its_template_at_shutdown_is_reported(server_fact
     sock.close()
 
 
+def test_sighup_reloads_the_enrichment_tables(server_factory: Any) -> None:
+    """Network names added to the file apply to the flows after SIGHUP, in every worker; a broken
+    file is refused and the running tables stay; keys a reload cannot apply are named."""
+    server = server_factory(workers=2)
+    server.start()
+    sock = sender()
+    datagram = named_v5_datagram(NAMED_FLOWS)
+    target = ("127.0.0.1", server.ports["netflow"])
+    sent = [0]
+    send_paced(sock, [datagram], target, sent)
+    server.wait_received(sent[0])
+
+    original = server.config.read_text()
+    server.config.write_text(original.replace("[enrich]\n", '[enrich]\nnetwork_names = { "10.0.0.0/8" = "campus" }\n'))
+    assert server.process is not None
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: server.total('flowd_config_reloads_total{result="ok"}') == 2, server)
+    send_paced(sock, [datagram], target, sent)
+    server.wait_received(sent[0])
+
+    server.config.write_text(original.replace("[enrich]\n", "[enrich]\nnetwork_names = [\n"))
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "reload refused, the running configuration stays" in server.log(), server)
+    server.config.write_text(
+        original.replace("[enrich]\n", '[enrich]\nnetwork_names = { "10.0.0.0/8" = "campus" }\n').replace(
+            "shutdown_grace_s = 20", "shutdown_grace_s = 21"
+        )
+    )
+    server.process.send_signal(signal.SIGHUP)
+    wait_for(lambda: "a restart applies shutdown_grace_s" in server.log(), server)
+    wait_for(lambda: server.total('flowd_config_reloads_total{result="ok"}') == 4, server)
+    send_paced(sock, [datagram], target, sent)
+    server.wait_received(sent[0])
+    assert server.stop() == 0, server.log()
+    sock.close()
+
+    names = [(d.get("source.geo.name"), d.get("destination.geo.name")) for d in server.documents()]
+    per_datagram = len(NAMED_FLOWS)
+    assert names[:per_datagram] == [(None, None)] * per_datagram
+    assert names[per_datagram:] == [("campus", None), (None, "campus")] * 2
+    assert server.log().count("reloaded: enrich.network_names") == 2  # one per worker; the last changed nothing
+    assert server.log().count("reloaded: no table changed") == 2
+
+
+NAMED_FLOWS = [("10.1.2.3", "8.8.8.8"), ("8.8.4.4", "10.9.9.9")]
+
+
+def named_v5_datagram(flows: list[tuple[str, str]]) -> bytes:
+    records = b"".join(
+        struct.pack(
+            "!4s4s4sHHIIIIHHBBBBHHBBH", socket.inet_aton(source), socket.inet_aton(destination), bytes(4), 1, 2, 5,
+            700, 1_000, 2_000, 40_000, 443, 0, 0x18, 6, 0, 0, 0, 24, 24, 0,
+        )
+        for source, destination in flows
+    )  # fmt: skip
+    return struct.pack("!HHIIIIBBH", 5, len(flows), 5_000, int(time.time()), 0, 0, 0, 0, 0) + records
+
+
+def wait_for(condition: Any, server: Any, timeout_s: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met:\n" + server.log())
+
+
 def ipfix_template_flood(first_id: int, count: int) -> bytes:
     """One IPFIX message with `count` templates (ids from first_id), each of two fields."""
     records = b"".join(struct.pack("!HHHHHH", first_id + i, 2, 8, 4, 12, 4) for i in range(count))

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import EnrichSettings, parse_network_names
+from flowd.config import EnrichSettings, parse_network_names, parse_networks
 from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts, PrefixMap
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.community_id import (
@@ -47,7 +47,7 @@ from flowd.enrich.community_id import (
 )
 from flowd.enrich.dns import ReverseDnsResolver
 from flowd.enrich.geoip import GEOIP_CACHE_TTL_S, NO_FIELDS, GeoFields, GeoIpLookup
-from flowd.enrich.interfaces import InterfaceNames
+from flowd.enrich.interfaces import InterfaceNames, parse_configured_names
 from flowd.enrich.ipv4_cache import Ipv4Cache, Ipv6Cache
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.enrich.sampling import SamplingRates
@@ -60,6 +60,15 @@ from flowd.output.table import DocumentsView, FieldGroup, LazyColumn, Table
 Document = dict[str, Any]
 
 RESOLVE_MODES = ("false", "true", "exporters", "endpoints")
+RELOADABLE_KEYS = (
+    "internal_networks",
+    "network_names",
+    "exporter_names",
+    "interface_names",
+    "sampling_rates",
+    "default_sampling_rates",
+)
+"""The `[enrich]` tables a running collector takes on SIGHUP (`reload_tables`); other keys need a restart."""
 OPTIONS_ACTION = "netflow_options"
 _NOT_RESOLVED = frozenset(("invalid", "unspecified", "multicast", "broadcast"))
 _DIRECTIONS = {
@@ -154,6 +163,8 @@ class EnrichmentChain:
         self.sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
         self.exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
         self._exporter_groups: dict[Any, FieldGroup | None] = {}
+        self._tables = {key: getattr(settings, key) for key in RELOADABLE_KEYS}
+        """The operator's tables as configured, to tell what a reload changes."""
         self.resolve_exporters = mode in ("true", "exporters")
         self.resolve_endpoints = mode in ("true", "endpoints")
         self.resolver: ReverseDnsResolver | None = None
@@ -204,6 +215,31 @@ class EnrichmentChain:
         if self.resolver is not None:
             await self.resolver.close()
         self.geoip.close()
+
+    def reload_tables(self, settings: EnrichSettings) -> list[str]:
+        """Take the operator's tables (`RELOADABLE_KEYS`) from `settings`, keeping what options
+        data taught and every counter; returns the keys that changed. An invalid table raises
+        `ConfigError` and changes nothing."""
+        internal = parse_networks(settings.internal_networks, "enrich.internal_networks")
+        network_names = PrefixMap(parse_network_names(settings.network_names, "enrich.network_names"))
+        exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
+        interface_names = parse_configured_names(settings.interface_names)
+        sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
+        tables = {key: getattr(settings, key) for key in RELOADABLE_KEYS}
+        changed = [key for key in RELOADABLE_KEYS if tables[key] != self._tables[key]]
+        if not changed:
+            return []
+        self.addresses.internal_networks = internal
+        self.addresses.network_names = network_names
+        self.addresses.cache.clear()
+        self._clear_address_caches()  # cached address facts hold the old internal flags and names
+        self.exporter_names = exporter_names
+        self._exporter_groups.clear()
+        self.interfaces.configured = interface_names
+        sampling.counters = self.sampling.counters
+        self.sampling = sampling
+        self._tables = tables
+        return changed
 
     # -- options data ---------------------------------------------------------------------
 

@@ -36,6 +36,16 @@ def parse_interface_key(text: str) -> tuple[str, int]:
     return str(address), int(index)  # as the exporter's address is written in documents
 
 
+def parse_configured_names(configured: dict[str, str]) -> dict[tuple[str, int], str]:
+    """`enrich.interface_names` checked and cleaned; `ConfigError` for a key that is not exporter:ifindex."""
+    names = {}
+    for key, name in configured.items():
+        clean = clean_name(name)
+        if clean is not None:
+            names[parse_interface_key(key)] = clean
+    return names
+
+
 class InterfaceNames:
     def __init__(
         self,
@@ -44,11 +54,7 @@ class InterfaceNames:
         ttl_s: float = INTERFACE_TABLE_TTL_S,
         clock: Clock = time.monotonic,
     ) -> None:
-        self.configured: dict[tuple[str, int], str] = {}
-        for key, name in (configured or {}).items():
-            clean = clean_name(name)
-            if clean is not None:
-                self.configured[parse_interface_key(key)] = clean
+        self.configured = parse_configured_names(configured or {})
         self.learned: TtlLruCache[tuple[str, int], Names] = TtlLruCache(max_size, ttl_s, clock, "interface_names")
         self.learned_records = 0
 

@@ -60,7 +60,7 @@ def run_server(config_path: str | None) -> int:
     setup_logging()
     from flowd.server.workers import Supervisor
 
-    return Supervisor(loaded.settings).run()
+    return Supervisor(loaded.settings, config_path=config_path).run()
 
 
 def setup_logging(worker: int | None = None) -> None:
@@ -136,21 +136,26 @@ def write_snapshot_atomically(path: Path, snapshot: dict[str, Any]) -> None:
 # --- the worker --------------------------------------------------------------------------------
 
 
-def worker_main(settings: Settings, worker: int, connection: Connection) -> None:
+def worker_main(settings: Settings, worker: int, connection: Connection, config_path: str | None = None) -> None:
     """Process entry point of one worker."""
     tune_allocator()  # a spawned interpreter starts with glibc's defaults again
     setup_logging(worker)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the loop installs its own handlers
+    for signum in (signal.SIGINT, signal.SIGHUP):  # until the loop installs its own handlers
+        signal.signal(signum, signal.SIG_IGN)
     import uvloop
 
-    code = uvloop.run(Worker(settings, worker, connection).run())
+    code = uvloop.run(Worker(settings, worker, connection, config_path).run())
     connection.close()
     sys.exit(code)
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker: int, connection: Connection | None) -> None:
+    def __init__(
+        self, settings: Settings, worker: int, connection: Connection | None, config_path: str | None = None
+    ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        """Read again on SIGHUP for the enrichment tables (`reload_tables`)."""
         self.worker = worker
         self.connection = connection
         self.stats = WorkerStats()
@@ -200,6 +205,7 @@ class Worker:
             batch_delay_s=settings.listen.batch_delay_ms / 1000,
         )
         pipeline.start()
+        loop.add_signal_handler(signal.SIGHUP, self._reload, pipeline)
         try:
             await self._open_listeners(ingress, decoder)
         except OSError as error:
@@ -213,7 +219,7 @@ class Worker:
         self.send("ready", {"listeners": [s.name for s in self.listeners] + [t.name for t in self.tcp_servers]})
         reporter = asyncio.create_task(self._report_loop(ingress, pipeline))
         await self.stop.wait()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             # A second signal (the supervisor forwards one, a terminal or `timeout` sends the
             # group one) must not kill the drain, nor the exit after the loop has closed.
             loop.remove_signal_handler(signum)
@@ -248,6 +254,20 @@ class Worker:
         self._update_stats(ingress, pipeline)
         self.send("bye", self.stats.snapshot())
         return code
+
+    def _reload(self, pipeline: Pipeline) -> None:
+        """SIGHUP: the enrichment tables from the configuration again; the rest needs a restart."""
+        reload_tables = getattr(pipeline.enricher, "reload_tables", None)
+        if reload_tables is None:
+            return
+        try:
+            changed = reload_tables(load_settings(self.config_path).settings.enrich)
+        except ConfigError as error:
+            self.stats.inc("flowd_config_reloads", ("failed",))
+            log.error("reload refused, the running enrichment tables stay: %s", error)
+            return
+        self.stats.inc("flowd_config_reloads", ("ok",))
+        log.info("reloaded: %s", ", ".join(f"enrich.{key}" for key in changed) or "no table changed")
 
     async def _open_listeners(self, ingress: IngressQueue, decoder: BatchDecoder) -> None:
         listen = self.settings.listen

@@ -103,6 +103,9 @@ METRICS: dict[str, MetricDef] = {
     "flowd_templates_persisted": MetricDef("counter", "Template cache snapshots written"),
     "flowd_templates_persist_errors": MetricDef("counter", "Template cache snapshots that failed"),
     "flowd_templates_restored": MetricDef("counter", "Templates restored from disk at start"),
+    "flowd_config_reloads": MetricDef(
+        "counter", "SIGHUP reloads of the enrichment tables, by result (ok, failed: the running ones stay)", ("result",)
+    ),
     "flowd_tcp_connections": MetricDef("counter", "IPFIX-over-TCP connections accepted"),
     "flowd_tcp_connections_open": MetricDef("gauge", "IPFIX-over-TCP connections open"),
     "flowd_enrich_events": MetricDef("counter", "Enrichment counters (cache hits/misses, lookups...)", ("counter",)),

@@ -10,19 +10,22 @@ for how the numbers are combined.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, TextIO
 
-from flowd.config import Settings, split_address, worker_count
+from flowd.config import SECTIONS, Settings, load_settings, split_address, worker_count
+from flowd.enrich.chain import RELOADABLE_KEYS
+from flowd.errors import ConfigError
 from flowd.server.app import EXIT_STARTUP_FAILED, describe_output, worker_main
 from flowd.server.metrics import Aggregator, MetricsServer, build_registry
 
@@ -93,8 +96,9 @@ class StatusLine:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, *, stream: TextIO | None = None) -> None:
+    def __init__(self, settings: Settings, *, stream: TextIO | None = None, config_path: str | None = None) -> None:
         self.settings = settings
+        self.config_path = config_path
         self.context = multiprocessing.get_context("spawn")
         self.aggregator = Aggregator(settings.metrics.exporter_label_limit)
         self.slots = [WorkerSlot(index) for index in range(worker_count(settings))]
@@ -103,6 +107,7 @@ class Supervisor:
         self.stopping_since: float | None = None
         self.failed = False
         self._signalled = False
+        self._reload_requested = False
 
     # --- health ---------------------------------------------------------------------------------
 
@@ -117,7 +122,9 @@ class Supervisor:
     def _spawn(self, slot: WorkerSlot) -> None:
         parent_end, child_end = self.context.Pipe(duplex=False)
         process = self.context.Process(
-            target=worker_main, args=(self.settings, slot.index, child_end), name=f"flowd-worker-{slot.index}"
+            target=worker_main,
+            args=(self.settings, slot.index, child_end, self.config_path),
+            name=f"flowd-worker-{slot.index}",
         )
         process.start()
         child_end.close()
@@ -176,6 +183,41 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signalled = True
 
+    def _on_reload_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._reload_requested = True
+
+    def _reload(self) -> None:
+        """SIGHUP: check the configuration, keep its enrichment tables for workers started from
+        now on, and ask the running workers to take them (each reads the file itself)."""
+        try:
+            loaded = load_settings(self.config_path)
+        except ConfigError as error:
+            log.error("reload refused, the running configuration stays: %s", error)
+            return
+        fresh = loaded.settings
+        later = [
+            f"[{name}]"
+            for name in SECTIONS
+            if name != "enrich" and getattr(fresh, name) != getattr(self.settings, name)
+        ]
+        later += [
+            f"enrich.{item.name}"
+            for item in fields(fresh.enrich)
+            if item.name not in RELOADABLE_KEYS
+            and getattr(fresh.enrich, item.name) != getattr(self.settings.enrich, item.name)
+        ]
+        if fresh.shutdown_grace_s != self.settings.shutdown_grace_s:
+            later.append("shutdown_grace_s")
+        if later:
+            log.warning("reload takes the enrichment tables only; a restart applies %s", ", ".join(later))
+        for key in RELOADABLE_KEYS:
+            setattr(self.settings.enrich, key, getattr(fresh.enrich, key))
+        for slot in self.slots:
+            if slot.process is not None and slot.process.is_alive() and slot.process.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(slot.process.pid, signal.SIGHUP)
+        log.info("reloading the enrichment tables in %d worker(s)", len(self.slots))
+
     def _begin_stop(self) -> None:
         if self.stopping_since is not None:
             return
@@ -200,6 +242,7 @@ class Supervisor:
         log.info("output: %s", describe_output(settings))
         log.info("starting %d worker(s)", len(self.slots))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_reload_signal)
         server = self._start_metrics_server()
         try:
             for slot in self.slots:
@@ -229,6 +272,9 @@ class Supervisor:
         while True:
             if self._signalled:
                 self._begin_stop()
+            elif self._reload_requested:
+                self._reload_requested = False
+                self._reload()
             waitables: list[Any] = []
             for slot in self.slots:
                 if slot.connection is not None:
