@@ -117,11 +117,14 @@ def test_overlay_objects_validate_against_kubernetes_schemas(
     jsonschema = pytest.importorskip("jsonschema")
     objects = rendered[overlay]
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor"} <= kinds
+    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"} <= kinds
     errors = []
     for obj in objects:
         if obj["apiVersion"] == "monitoring.coreos.com/v1":
-            check_servicemonitor(obj, objects)
+            if obj["kind"] == "PrometheusRule":
+                check_prometheus_rule(obj, objects)
+            else:
+                check_servicemonitor(obj, objects)
             continue
         try:
             kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
@@ -150,6 +153,42 @@ def check_servicemonitor(monitor: dict[str, Any], objects: list[dict[str, Any]])
         assert endpoint["path"] == "/metrics"
         for key in ("interval", "scrapeTimeout"):
             assert re.fullmatch(r"(\d+(ms|s|m|h))+", endpoint[key]), endpoint[key]
+
+
+def served_series() -> set[str]:
+    """Series names flowd's /metrics has (the Grafana test holds the registry to what is served)."""
+    from flowd.server.metrics import METRICS
+
+    names = set()
+    for name, metric in METRICS.items():
+        if metric.kind == "counter":
+            names.add(f"{name}_total")
+        elif metric.kind == "histogram":
+            names |= {f"{name}_bucket", f"{name}_sum", f"{name}_count"}
+        else:
+            names.add(name)
+    return names
+
+
+def check_prometheus_rule(rule: dict[str, Any], objects: list[dict[str, Any]]) -> None:
+    """Structural check of the alerts: each parses as PromQL, names only series flowd serves (and
+    the scrape's `up` of the metrics Service's job), and has a severity, a summary and a description."""
+    from tests.test_dashboards import promql_metric_names
+
+    assert set(rule) <= {"apiVersion", "kind", "metadata", "spec"} and set(rule["spec"]) == {"groups"}
+    metrics_service = one(objects, "Service", "flowd-metrics")["metadata"]["name"]
+    served = served_series() | {"up"}
+    alerts = [item for group in rule["spec"]["groups"] for item in group["rules"]]
+    assert len({a["alert"] for a in alerts}) == len(alerts) >= 10
+    for alert in alerts:
+        assert set(alert) <= {"alert", "expr", "for", "labels", "annotations"}, alert["alert"]
+        assert alert["labels"]["severity"] in {"critical", "warning", "info"}, alert["alert"]
+        assert {"summary", "description"} <= set(alert["annotations"]), alert["alert"]
+        assert re.fullmatch(r"\d+[smh]", alert.get("for", "0s")), alert["alert"]
+        used = promql_metric_names(alert["expr"])
+        assert used and used <= served, (alert["alert"], sorted(used - served))
+        if "up" in used:
+            assert f'job="{metrics_service}"' in alert["expr"], "ServiceMonitor targets take the Service's name as job"
 
 
 # --- what routers and operators depend on --------------------------------------------------------
