@@ -8,7 +8,11 @@ directory, waited for until its sockets' receive queues are empty and it stops u
 stopped (SIGINT/SIGTERM make nfacctd and nfcapd write out what they hold) and its output is
 counted. pmacct aggregates, so its record count is not a flow count: it is judged by the sum of
 the `packets` counters it printed against the sum of the packet counters we sent (sfacctd
-without renormalisation counts one packet per sample).
+without renormalisation counts one packet per sample). Its aggregation key includes
+`timestamp_arrival` (microseconds), so it writes a JSON record per flow as flowd writes a document
+per flow: keyed by the 5-tuple alone, its print plugin wrote each distinct flow once per refresh
+second, and the harness replays a cycle of some 20,000 flows, so at 1.6M flows/s it serialised
+about one flow in 60.
 """
 
 from __future__ import annotations
@@ -303,7 +307,7 @@ _PMACCT_CONFIG = """daemonize: false
 {daemon}_port: {{port}}
 {daemon}_pipe_size: 4194304
 {extra}plugins: print[out]
-aggregate[out]: src_host, dst_host, src_port, dst_port, proto
+aggregate[out]: src_host, dst_host, src_port, dst_port, proto, timestamp_arrival
 print_output[out]: json
 print_output_file[out]: {{outdir}}/out.json
 print_output_file_append[out]: true
