@@ -453,18 +453,13 @@ MAX_SAMPLING_RATE = 2**32 - 1
 
 def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[Network, int]]:
     """`{address or network: rate}` checked; `ConfigError` names `key`."""
-    parsed: list[tuple[Network, int]] = []
-    for text, rate in rates.items():
-        try:
-            network = ipaddress.ip_network(text.strip(), strict=False)
-        except ValueError as error:
-            raise ConfigError(f"{key}: {text!r} is not an address or network") from error
+    networks = parse_networks(list(rates), key)
+    for network, rate in zip(networks, rates.values(), strict=True):
         if type(rate) is not int or not 1 <= rate <= MAX_SAMPLING_RATE:
             raise ConfigError(
-                f"{key}: the rate of {text!r} must be an integer from 1 to {MAX_SAMPLING_RATE}, got {rate!r}"
+                f"{key}: the rate of {network} must be an integer from 1 to {MAX_SAMPLING_RATE}, got {rate!r}"
             )
-        parsed.append((network, rate))
-    return parsed
+    return list(zip(networks, rates.values(), strict=True))
 
 
 def validate_settings(settings: Settings) -> None:

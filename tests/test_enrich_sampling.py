@@ -198,8 +198,8 @@ def test_configuration_from_toml_and_environment(tmp_path: Any) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ('{"192.0.2.0/33": 10}', "is not an address or network"),
-        ('{"routers": 10}', "is not an address or network"),
+        ('{"192.0.2.0/33": 10}', "is not a network"),
+        ('{"routers": 10}', "is not a network"),
         ('{"192.0.2.1": 0}', "must be an integer from 1"),
         ('{"192.0.2.1": 4294967296}', "must be an integer from 1"),
         ('{"192.0.2.1": "10"}', "expected a table of integers"),
