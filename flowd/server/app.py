@@ -25,8 +25,7 @@ import orjson
 from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings
 from flowd.decode import TemplateCache
-from flowd.enrich import Enricher
-from flowd.enrich.chain import build_enricher as enrichment_chain
+from flowd.enrich.chain import build_enricher
 from flowd.errors import ConfigError, SinkError
 from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
@@ -91,11 +90,6 @@ def build_sink(settings: Settings, worker: int) -> Sink:
 
         return build_elasticsearch_sink(settings.elasticsearch)
     return NdjsonFileSink(settings.output.directory, worker=worker, rotate_bytes=settings.output.rotate_bytes)
-
-
-def build_enricher(settings: Settings) -> Enricher:
-    """The enrichment chain of `settings.enrich`; raises `ConfigError` for invalid settings."""
-    return enrichment_chain(settings.enrich)
 
 
 # --- template persistence --------------------------------------------------------------------
@@ -201,7 +195,7 @@ class Worker:
             decoder,
             sink,
             self.stats,
-            enricher=build_enricher(settings),
+            enricher=build_enricher(settings.enrich),
             batch_delay_s=settings.listen.batch_delay_ms / 1000,
         )
         pipeline.start()
