@@ -16,14 +16,17 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flowd.bench.traffic import build_traffic
 from flowd.config import EnrichSettings, load_settings
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.enrich.chain import EnrichmentChain
+from flowd.enrich.sampling import SamplingRates
 from flowd.errors import ConfigError
 from flowd.output.documents import flow_document
-from flowd.output.table import DocumentTable, split_lines
+from flowd.output.table import DocumentsView, DocumentTable, split_lines
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
 from tests.test_ipfix_features import ipfix_message, ipfix_set, template
@@ -211,3 +214,50 @@ def test_invalid_rates_stop_start_up_naming_the_key(value: str, message: str) ->
     with pytest.raises(ConfigError, match=message) as raised:
         load_settings(None, environ={"FLOWD_ENRICH_SAMPLING_RATES": value})
     assert "enrich.sampling_rates" in str(raised.value)
+
+
+_MAX_LONG = 2**63 - 1
+_documents = st.lists(
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "observer.ip": st.sampled_from(["192.0.2.1", "198.51.100.7", "2001:db8::1", "not-an-address", ""]),
+            "flowd.sampling_rate": st.one_of(st.integers(0, 2**32), st.just("7")),
+            "flowd.raw_bytes": st.integers(0, _MAX_LONG),
+            "flowd.raw_packets": st.integers(0, 2**40),
+            "network.bytes": st.integers(0, _MAX_LONG),
+            "network.packets": st.integers(0, _MAX_LONG),
+            "source.bytes": st.integers(0, _MAX_LONG),
+            "destination.packets": st.one_of(st.integers(0, _MAX_LONG), st.none()),
+        },
+    ),
+    max_size=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_documents)
+def test_any_documents_take_the_configured_rates_without_failing(documents: list[dict[str, Any]]) -> None:
+    """Whatever the documents hold (keys missing, rates of 0, values that are not numbers), the
+    rates apply where they can and nothing raises: the enrichment of the whole batch hangs on it."""
+    rates = SamplingRates({"192.0.2.0/24": 64}, {"198.51.100.0/24": 1000})
+    before = [dict(document) for document in documents]
+    rates.apply(DocumentsView(documents))
+    for old, new in zip(before, documents, strict=True):
+        rate = old.get("flowd.sampling_rate")
+        exporter = old.get("observer.ip")
+        expected = rate
+        if type(rate) is int and exporter == "192.0.2.1":
+            expected = 64
+        elif type(rate) is int and rate <= 1 and exporter == "198.51.100.7":
+            expected = 1000
+        assert new.get("flowd.sampling_rate") == expected
+        if expected == rate:
+            assert new == old
+            continue
+        raw = old.get("flowd.raw_bytes")
+        if "network.bytes" in old and raw is not None:
+            assert new["network.bytes"] == min(raw * expected, _MAX_LONG)
+        if "source.bytes" in old and rate:
+            assert new["source.bytes"] == min(old["source.bytes"] // rate * expected, _MAX_LONG)
+        assert set(new) == set(old)
