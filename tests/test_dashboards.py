@@ -407,12 +407,14 @@ def corpus_documents() -> list[dict[str, Any]]:
         geoip_asn_db=str(GEOIP / "GeoLite2-ASN-Test.mmdb"),
         oui_lookup=False,
         resolve_ip2host="endpoints",
-        interface_names={f"{ip}:{ifindex}": f"if{ifindex}" for ip, ifindex in sorted(exporter_ifindexes)},
+        interface_names={f"{ip}:{ifindex}": f"if{ifindex}" for ip, ifindex in sorted(exporter_ifindexes)[1:]},
         network_names={"10.0.0.0/8": "net-10", "172.16.0.0/12": "net-172-16", "192.168.0.0/16": "net-192-168"},
         exporter_names={ip: f"router-{i}" for i, ip in enumerate(sorted({ip for ip, _ in exporter_ifindexes}))},
     )
     names = {address: f"host-{i}.example.net" for i, address in enumerate(GEO_ADDRESSES)}
     chain = EnrichmentChain(settings, resolver=FixedNames(names))  # type: ignore[arg-type]
+    learned_ip, learned_ifindex = sorted(exporter_ifindexes)[0]  # as options data teaches it, with a description
+    chain.interfaces.learn(learned_ip, learned_ifindex, f"if{learned_ifindex}", "uplink to the core")
     documents += relocated + discarded_packet_documents() + denied_flow_documents()
 
     async def enrich() -> None:
@@ -584,7 +586,8 @@ def test_every_document_field_outside_the_raw_namespaces_is_mapped(documents: li
     kinds = {doc["event.action"] for doc in documents}
     assert {"netflow_flow", "sflow_flow", "sflow_counters", "sflow_drop"} <= kinds
     keys = {key for doc in documents for key in doc if not key.startswith(("netflow.", "sflow."))}
-    assert {"event.reason", "flowd.source_address_class", "source.geo.city_name"} <= keys
+    assert {"event.reason", "flowd.source_address_class", "source.geo.city_name", "source.geo.name"} <= keys
+    assert {"observer.name", "observer.egress.interface.alias", "observer.ingress.interface.name"} <= keys
     assert sorted(key for key in keys if not mapped(key)) == []
 
 

@@ -68,7 +68,8 @@ def _endpoint() -> dict[str, Any]:
 
 
 def _interface() -> dict[str, Any]:
-    return {"properties": {"interface": {"properties": {"id": _LONG, "name": _KEYWORD}}}}
+    """ifIndex, name, and alias (ECS: the interface description, from options data)."""
+    return {"properties": {"interface": {"properties": {"id": _LONG, "name": _KEYWORD, "alias": _KEYWORD}}}}
 
 
 def mappings() -> dict[str, Any]:
