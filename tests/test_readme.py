@@ -33,3 +33,43 @@ def test_ci_runs_the_readme_test_command() -> None:
     for package in packages:
         assert package in ci, package  # CI installs what the README tells a developer to install
     assert test_command in (REPO / ".ci" / "run").read_text()
+
+
+def _expand(name: str) -> list[str]:
+    """`a.{b,c}.d` -> `a.b.d`, `a.c.d` (one brace group, as the table writes them)."""
+    match = re.search(r"\{([^}]*)\}", name)
+    if match is None:
+        return [name]
+    head, tail = name[: match.start()], name[match.end() :]
+    return [expanded for part in match.group(1).split(",") for expanded in _expand(head + part + tail)]
+
+
+def documented_fields() -> set[str]:
+    section = README[README.index("### Document fields") :]
+    section = section[: section.index("\n###")]
+    fields: set[str] = set()
+    for row in re.findall(r"^\| (`.*?) \|", section, re.M):
+        for name in re.findall(r"`([^`]+)`", row):
+            if name.endswith(".*"):
+                continue  # "destination.* the same": the source fields, mirrored below
+            for field in _expand(name):
+                fields.add(field)
+                if "destination" in row and field.startswith("source."):
+                    fields.add("destination." + field.removeprefix("source."))
+    return fields
+
+
+def test_document_fields_table_is_the_index_mapping() -> None:
+    from flowd.output.index_template import mappings
+
+    mapped: set[str] = set()
+
+    def walk(properties: dict[str, dict[str, object]], prefix: str) -> None:
+        for key, node in properties.items():
+            if "properties" in node:
+                walk(node["properties"], f"{prefix}{key}.")  # type: ignore[arg-type]
+            else:
+                mapped.add(prefix + key)
+
+    walk(mappings()["properties"], "")
+    assert documented_fields() == mapped
