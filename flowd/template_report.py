@@ -53,7 +53,12 @@ def read_snapshots(base: str | Path) -> list[Snapshot]:
         if not isinstance(content, dict) or content.get("format") != SNAPSHOT_FORMAT:
             found.append(Snapshot(path, written_at, error=f"not a format {SNAPSHOT_FORMAT} template snapshot"))
             continue
-        found.append(Snapshot(path, written_at, list(content.get("templates", [])), list(content.get("domains", []))))
+        snapshot = Snapshot(path, written_at, list(content.get("templates", [])), list(content.get("domains", [])))
+        try:  # written by flowd, but a file edited or cut short by hand must not stop the report
+            describe([snapshot], path, written_at)  # reads every item the report and --json read
+        except (KeyError, TypeError, ValueError, IndexError) as error:
+            snapshot = Snapshot(path, written_at, error=f"malformed snapshot ({type(error).__name__}: {error})")
+        found.append(snapshot)
     return found
 
 

@@ -83,8 +83,11 @@ def test_json_report_and_unreadable_or_missing_snapshots(
     assert first["domains"][0]["samplers"] == [[3, 1000]]
 
     template_path(base, 2).write_text("{not json")
+    template_path(base, 3).write_text('{"format": 1, "templates": [{"exporter": ["192.0.2.5", 1], "id": 256}]}')
     text = run(tmp_path, base, monkeypatch=monkeypatch, capsys=capsys)
     assert f"{template_path(base, 2)}: unreadable" in text
+    assert f"{template_path(base, 3)}: unreadable: malformed snapshot (KeyError" in text
+    assert "template 256 (data, 7 fields" in text  # the good snapshots are still reported
 
     empty = tmp_path / "none" / "templates.json"
     assert "no template snapshot at" in run(tmp_path, empty, monkeypatch=monkeypatch, capsys=capsys)
