@@ -240,6 +240,30 @@ def test_decoder_counts_errors_by_exporter_protocol_reason() -> None:
     assert stats.counter("flowd_flows_decoded", ("netflow_v5",)) == 2
 
 
+def test_decoder_counts_datagrams_per_exporter_whatever_they_hold() -> None:
+    """`flowd_exporter_datagrams`: every datagram an exporter sends, decodable or not, so an
+    exporter that goes silent shows as a rate of 0; capped like every exporter label."""
+    stats = WorkerStats()
+    decoder = BatchDecoder(TemplateCache(), stats, exporter_label_limit=2)
+    batch = [
+        (netflow_v5(1), EXPORTER, 1.0),
+        (netflow_v5(2), EXPORTER, 1.0),
+        (b"\x00\x63garbage", EXPORTER, 1.0),
+        (netflow_v5(3), ("192.0.2.8", 1), 1.0),
+        (b"\x00\x00\x00\x05", ("192.0.2.8", 2), 1.0),
+        (netflow_v5(4), ("192.0.2.9", 1), 1.0),
+    ]
+    decoder.decode(batch)
+    decoder.decode(batch[:1])
+    assert stats.counters["flowd_exporter_datagrams"] == {
+        ("192.0.2.7", "netflow_v5"): 3,
+        ("192.0.2.7", "unknown"): 1,
+        ("192.0.2.8", "netflow_v5"): 1,
+        ("192.0.2.8", "sflow"): 1,
+        ("other", "netflow_v5"): 1,
+    }
+
+
 def test_decoder_survives_a_decoder_bug(monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*args: Any) -> Any:
         raise RuntimeError("boom")

@@ -207,6 +207,18 @@ def build() -> dict[str, Any]:
         ],
     )
     b.add(
+        "Datagrams per exporter (top 20)",
+        "Datagrams each exporter sends, per second, by protocol: an exporter that goes silent drops to 0"
+        " (the FlowdExporterSilent alert watches for it)",
+        "pps",
+        [
+            (
+                f"topk(20, {counter_rate('flowd_exporter_datagrams', 'exporter, protocol')})",
+                "{{exporter}} {{protocol}}",
+            )
+        ],
+    )
+    b.add(
         "Exports lost before flowd (top 10)",
         "Exports numbered by the exporter that never arrived (sequence gaps), per second: flows for"
         " NetFlow v5, data records for IPFIX, datagrams for NetFlow v9 and sFlow",

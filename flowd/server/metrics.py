@@ -60,6 +60,11 @@ METRICS: dict[str, MetricDef] = {
         "gauge", "Items waiting between stages (ingress: datagrams; documents: batches)", ("queue",)
     ),
     "flowd_queue_capacity": MetricDef("gauge", "Capacity of each stage queue", ("queue",)),
+    "flowd_exporter_datagrams": MetricDef(
+        "counter",
+        "Datagrams received from each exporter (the first exporter_label_limit; the rest as other), by protocol",
+        ("exporter", "protocol"),
+    ),
     "flowd_datagrams_decoded": MetricDef("counter", "Datagrams decoded at least in part", ("protocol",)),
     "flowd_decode_errors": MetricDef("counter", "Decode errors", ("exporter", "protocol", "reason")),
     "flowd_export_sequence_missed": MetricDef(

@@ -23,7 +23,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
@@ -308,7 +308,15 @@ class BatchDecoder:
             data_records[id(items[index][0])] = records
         self._track_sequences(received)
         data_records.clear()
+        self._count_exporters(received)
         return parts
+
+    def _count_exporters(self, batch: Batch) -> None:
+        """Datagrams per exporter and protocol (`flowd_exporter_datagrams`), whatever they hold:
+        an exporter that goes silent shows as a rate of 0, which an alert can watch."""
+        counts = Counter((source[0], data[:4]) for data, source, _ in batch)
+        for (address, head), count in counts.items():
+            self.stats.inc("flowd_exporter_datagrams", (self.exporter_label(address), protocol_of(head)), count)
 
     def _track_sequences(self, batch: Batch) -> None:
         """Exports missing before each of the batch's datagrams, by their sequence numbers, in
