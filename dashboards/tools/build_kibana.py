@@ -910,6 +910,7 @@ def geo() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             [("bytes", bytes_sum()), ("flows", count("Flow records"))],
             query=q,
         )
+
     objects = [
         geo_map(
             p + "source-map",
