@@ -74,7 +74,12 @@ def test_goals_are_evaluated_not_asserted() -> None:
         "protocol": "v9",
         "rate_dps": 15_000,
     }
-    goals = {g["goal"]: g for g in evaluate_goals([one, two], memory)}
+    peer = SearchResult("nfacctd", "v9", 1, [Trial("nfacctd", "v9", 1, 1, 1, 1, 80_000, 10, 10, True, cpu_s=0.5)])
+    ceiling = SearchResult("nfcapd", "v9", 1, [Trial("nfcapd", "v9", 1, 1, 1, 1, 900_000, 10, 10, True, cpu_s=0.5)])
+    goals = {g["goal"]: g for g in evaluate_goals([one, two, peer, ceiling], memory)}
+    lead = goals["v9: one worker does more per CPU-second than nfacctd"]
+    assert (lead["met"], lead["zero_loss_fps_ratio"]) == (False, 1.25)
+    assert not any("nfcapd" in goal for goal in goals)  # binary output: the ceiling, not a goal
     assert goals["v9: one worker >= 300,000 flows/s with zero loss"]["met"] is False
     assert goals["v9: 2 workers >= 0.8 x 2 x one worker"]["measured_scaling"] == 0.85
     assert goals["RSS per worker < 150 MB with 10,000 templates at the goal rate (15,000 v9 datagrams/s; peak)"]["met"]
