@@ -126,6 +126,14 @@ class PrefixMap(Generic[Value]):
                     return value
         return None
 
+    def lookup_text(self, text: object) -> Value | None:
+        """`lookup` of an address as documents write it (`observer.ip`); None for anything else."""
+        try:
+            address = ipaddress.ip_address(text)  # type: ignore[arg-type]
+        except ValueError:
+            return None
+        return self.lookup(address)
+
 
 class AddressClassifier:
     """Cached `AddressFacts` per address string."""

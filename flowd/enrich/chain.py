@@ -24,8 +24,6 @@ configured an exporter's sampling rate, `flowd.sampling_rate` and the totals sca
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 import socket
 import time
 from typing import Any
@@ -162,7 +160,6 @@ class EnrichmentChain:
         self.interfaces = InterfaceNames(settings.interface_names, clock=clock)
         self.sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
         self.exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
-        self._exporter_groups: dict[Any, FieldGroup | None] = {}
         self._tables = {key: getattr(settings, key) for key in RELOADABLE_KEYS}
         """The operator's tables as configured, to tell what a reload changes."""
         self.resolve_exporters = mode in ("true", "exporters")
@@ -234,7 +231,6 @@ class EnrichmentChain:
         self.addresses.cache.clear()
         self._clear_address_caches()  # cached address facts hold the old internal flags and names
         self.exporter_names = exporter_names
-        self._exporter_groups.clear()
         self.interfaces.configured = interface_names
         sampling.counters = self.sampling.counters
         self.sampling = sampling
@@ -517,16 +513,8 @@ class EnrichmentChain:
         if exporters is None:
             return
         distinct, index = exporters
-        groups = self._exporter_groups
-        if len(groups) > MAX_ADDRESS_GROUPS:
-            groups.clear()
-        for exporter in distinct:
-            if exporter not in groups:
-                name = None
-                with contextlib.suppress(ValueError):
-                    name = self.exporter_names.lookup(ipaddress.ip_address(exporter))
-                groups[exporter] = None if name is None else FieldGroup.shared({"observer.name": name})
-        table.add_groups([groups[exporter] for exporter in distinct], index)
+        names = [self.exporter_names.lookup_text(exporter) for exporter in distinct]
+        table.add_groups([None if n is None else FieldGroup.shared({"observer.name": n}) for n in names], index)
 
     def _add_interfaces(self, table: Table, now: float) -> None:
         interfaces = self.interfaces

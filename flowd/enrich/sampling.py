@@ -14,7 +14,6 @@ it; the raw counters (`flowd.raw_*`, `netflow.*`, `sflow.*`) stay as the exporte
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 import numpy as np
@@ -30,7 +29,6 @@ TOTALS_FROM_RAW = (("network.bytes", "flowd.raw_bytes"), ("network.packets", "fl
 """Both directions' estimates, recomputed from the raw counters they were scaled from."""
 PER_DIRECTION = ("source.bytes", "source.packets", "destination.bytes", "destination.packets")
 """Estimates per direction, which have no raw counterpart in the document: rescaled."""
-MAX_EXPORTERS = 65_536
 
 Integers = npt.NDArray[np.int64]
 Rows = npt.NDArray[np.bool_]
@@ -45,25 +43,13 @@ class SamplingRates:
         self._overrides = PrefixMap(parse_exporter_rates("enrich.sampling_rates", overrides))
         self._defaults = PrefixMap(parse_exporter_rates("enrich.default_sampling_rates", defaults))
         self.configured = bool(self._overrides or self._defaults)
-        self._by_exporter: dict[Any, tuple[int, int]] = {}
         self.counters = {"sampling_rates_configured": 0}
         """Documents whose rate the configuration set."""
 
     def rates_of(self, exporter: Any) -> tuple[int, int]:
         """(rate replacing the announced one, rate for flows announcing none) of one exporter
-        address, 0 where the configuration has none."""
-        found = self._by_exporter.get(exporter)
-        if found is None:
-            try:
-                address = ipaddress.ip_address(exporter)
-            except ValueError:
-                found = (0, 0)
-            else:
-                found = (self._overrides.lookup(address) or 0, self._defaults.lookup(address) or 0)
-            if len(self._by_exporter) >= MAX_EXPORTERS:
-                self._by_exporter.clear()
-            self._by_exporter[exporter] = found
-        return found
+        address, 0 where the configuration has none; once per distinct exporter of a table."""
+        return self._overrides.lookup_text(exporter) or 0, self._defaults.lookup_text(exporter) or 0
 
     def apply(self, table: Table) -> None:
         """Set the configured rates in the documents of `table` that they apply to, and scale
