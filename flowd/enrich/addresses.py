@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from flowd.config import Network, parse_network_names, parse_networks
+from flowd.config import Network, parse_networks
 from flowd.enrich.cache import Clock, TtlLruCache
 
 PUBLIC = "public"
@@ -143,10 +143,10 @@ class AddressClassifier:
         internal_networks: list[str],
         cache_size: int = 65_536,
         clock: Clock = time.monotonic,
-        network_names: dict[str, str] | None = None,
     ) -> None:
         self.internal_networks = parse_networks(internal_networks, "enrich.internal_networks")
-        self.network_names = PrefixMap(parse_network_names(network_names or {}, "enrich.network_names"))
+        self.network_names: PrefixMap[str] = PrefixMap(())
+        """Names the operator gave networks (`enrich.network_names`, set by the enrichment chain)."""
         self.cache: TtlLruCache[str, AddressFacts] = TtlLruCache(cache_size, 86_400.0, clock, "address_facts")
         self.invalid = 0
 

@@ -129,9 +129,7 @@ class EnrichmentChain:
         if mode not in RESOLVE_MODES:
             raise ConfigError(f"enrich.resolve_ip2host: {settings.resolve_ip2host!r} is not one of {RESOLVE_MODES}")
         self._clock = clock
-        self.addresses = AddressClassifier(
-            settings.internal_networks, settings.geoip_cache_size, clock, settings.network_names
-        )
+        self.addresses = AddressClassifier([], settings.geoip_cache_size, clock)  # networks: reload_tables
         self.geoip = GeoIpLookup(settings)
         # Address facts and GeoIP fields merged per address; cleared when a database is reloaded.
         # Flow addresses are held only here: `_address_info` bypasses the classifier's own cache
@@ -157,10 +155,10 @@ class EnrichmentChain:
             self.oui = oui if oui is not None else load_registry(settings.oui_path)
         self.services = ServiceNames(settings.services_path, protocols_path)
         self.applications = ApplicationTable(clock=clock)
-        self.interfaces = InterfaceNames(settings.interface_names, clock=clock)
-        self.sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
-        self.exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
-        self._tables = {key: getattr(settings, key) for key in RELOADABLE_KEYS}
+        self.interfaces = InterfaceNames(clock=clock)
+        self.sampling = SamplingRates({}, {})
+        self.exporter_names: PrefixMap[str] = PrefixMap(())
+        self._tables: dict[str, Any] = {}
         """The operator's tables as configured, to tell what a reload changes."""
         self.resolve_exporters = mode in ("true", "exporters")
         self.resolve_endpoints = mode in ("true", "endpoints")
@@ -171,6 +169,7 @@ class EnrichmentChain:
         self._protocol_numbers: dict[str, int] = {}
         self._application_groups: dict[str, FieldGroup] = {}
         self.counters: dict[str, int] = {"enrich_batches": 0, "enrich_documents": 0, "options_learned": 0}
+        self.reload_tables(settings)  # the operator's tables, built the one way a SIGHUP builds them
 
     # -- the Enricher protocol ------------------------------------------------------------
 
@@ -214,16 +213,16 @@ class EnrichmentChain:
         self.geoip.close()
 
     def reload_tables(self, settings: EnrichSettings) -> list[str]:
-        """Take the operator's tables (`RELOADABLE_KEYS`) from `settings`, keeping what options
-        data taught and every counter; returns the keys that changed. An invalid table raises
-        `ConfigError` and changes nothing."""
+        """Take the operator's tables (`RELOADABLE_KEYS`) from `settings`, at construction and on
+        SIGHUP, keeping what options data taught and every counter; returns the keys that changed.
+        An invalid table raises `ConfigError` and changes nothing."""
         internal = parse_networks(settings.internal_networks, "enrich.internal_networks")
         network_names = PrefixMap(parse_network_names(settings.network_names, "enrich.network_names"))
         exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
         interface_names = parse_configured_names(settings.interface_names)
         sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
         tables = {key: getattr(settings, key) for key in RELOADABLE_KEYS}
-        changed = [key for key in RELOADABLE_KEYS if tables[key] != self._tables[key]]
+        changed = [key for key in RELOADABLE_KEYS if key not in self._tables or tables[key] != self._tables[key]]
         if not changed:
             return []
         self.addresses.internal_networks = internal
