@@ -105,7 +105,7 @@ def _load(path: str | None) -> Settings | None:
 def _templates(args: argparse.Namespace) -> int:
     import time
 
-    from flowd.template_report import describe, field_names, read_snapshots
+    from flowd.template_report import describe, read_snapshots
 
     settings = _load(args.config)
     if settings is None:
@@ -116,7 +116,8 @@ def _templates(args: argparse.Namespace) -> int:
         if args.json:
             for snapshot in snapshots:
                 templates = [
-                    item if args.no_names else {**item, "names": field_names(item)} for item in snapshot.templates
+                    {k: v for k, v in item.items() if k != "names"} if args.no_names else item
+                    for item in snapshot.templates
                 ]
                 content = {"path": str(snapshot.path), "written_at": snapshot.written_at, "error": snapshot.error}
                 print(orjson.dumps({**content, "templates": templates, "domains": snapshot.domains}).decode())

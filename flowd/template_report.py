@@ -31,6 +31,8 @@ def snapshot_files(base: str | Path) -> list[Path]:
 
 @dataclass(slots=True)
 class Snapshot:
+    """One worker's snapshot file; each template carries `names`, its fields as flowd decodes them."""
+
     path: Path
     written_at: float
     templates: list[dict[str, Any]] = field(default_factory=list)
@@ -55,7 +57,9 @@ def read_snapshots(base: str | Path) -> list[Snapshot]:
             continue
         snapshot = Snapshot(path, written_at, list(content.get("templates", [])), list(content.get("domains", [])))
         try:  # written by flowd, but a file edited or cut short by hand must not stop the report
-            describe([snapshot], path, written_at)  # reads every item the report and --json read
+            for item in snapshot.templates:
+                item["names"] = field_names(item)  # compiled once, for the report and --json alike
+            describe([snapshot], path, written_at)  # reads every other item the report reads
         except (KeyError, TypeError, ValueError, IndexError) as error:
             snapshot = Snapshot(path, written_at, error=f"malformed snapshot ({type(error).__name__}: {error})")
         found.append(snapshot)
@@ -119,6 +123,6 @@ def describe(snapshots: list[Snapshot], base: str | Path, now: float, *, names: 
                 seen = max(0.0, now - float(item["seen_at"]))
                 text = f"    template {item['id']} ({kind}, {len(item['fields'])} fields, refreshed {_age(seen)} ago)"
                 if names:
-                    text += ": " + ", ".join(field_names(item))
+                    text += ": " + ", ".join(item["names"])
                 lines.append(text)
     return "\n".join(lines)
