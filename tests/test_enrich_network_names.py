@@ -14,7 +14,7 @@ from flowd.config import EnrichSettings, load_settings
 from flowd.enrich.chain import EnrichmentChain
 from flowd.errors import ConfigError
 from tests.shared_data import GEOIP
-from tests.test_enrich_sampling import EXPORT_TIME, enriched_both_ways
+from tests.test_enrich_sampling import enriched_both_ways, v5_datagram
 from tests.test_ipfix_features import ipfix_message, ipfix_set, template
 
 NAMES = {
@@ -30,20 +30,6 @@ V4_FLOWS = [
     ("172.16.0.1", "10.1.0.1"),  # unnamed to dorm-a
 ]
 EXPECTED_V4 = [("printer", "dorm-a"), ("campus", "partner"), (None, "dorm-a")]
-
-_V5_HEADER = struct.Struct("!HHIIIIBBH")
-_V5_RECORD = struct.Struct("!4s4s4sHHIIIIHHBBBBHHBBH")
-
-
-def v5_datagram(flows: list[tuple[str, str]]) -> bytes:
-    records = b"".join(
-        _V5_RECORD.pack(
-            socket.inet_aton(source), socket.inet_aton(destination), bytes(4), 1, 2, 5, 700,
-            1_000, 2_000, 40_000, 443, 0, 0x18, 6, 0, 0, 0, 24, 24, 0,
-        )
-        for source, destination in flows
-    )  # fmt: skip
-    return _V5_HEADER.pack(5, len(flows), 5_000, EXPORT_TIME, 0, 1, 0, 0, 0) + records
 
 
 def chain(**settings: object) -> EnrichmentChain:

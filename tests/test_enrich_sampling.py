@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -44,15 +45,22 @@ COUNTERS = [(1500, 3), (64_000, 50), (40, 1)]
 """(octets, packets) of each flow in every v5 datagram."""
 
 
-def v5_datagram(sampling: int) -> bytes:
-    records = b"".join(
-        _V5_RECORD.pack(
-            socket.inet_aton("198.51.100.1"), socket.inet_aton("10.0.0.1"), bytes(4), 1, 2, packets, octets,
-            1_000, 2_000, 1234 + i, 443, 0, 0x18, 6, 0, 0, 0, 24, 24, 0,
-        )
-        for i, (octets, packets) in enumerate(COUNTERS)
-    )  # fmt: skip
-    return _V5_HEADER.pack(5, len(COUNTERS), 5_000, EXPORT_TIME, 0, 1, 0, 0, sampling) + records
+def v5_datagram(flows: Sequence[tuple[Any, ...]], sampling: int = 0) -> bytes:
+    """NetFlow v5 with a record per (source, destination[, octets, packets]) flow, TCP to port 443
+    (700 octets in 5 packets unless given); `sampling` is the header's mode and interval field."""
+    records = []
+    for i, (source, destination, *counters) in enumerate(flows):
+        octets, packets = counters or (700, 5)
+        records.append(
+            _V5_RECORD.pack(
+                socket.inet_aton(source), socket.inet_aton(destination), bytes(4), 1, 2, packets, octets,
+                1_000, 2_000, 40_000 + i, 443, 0, 0x18, 6, 0, 0, 0, 24, 24, 0,
+            )
+        )  # fmt: skip
+    return _V5_HEADER.pack(5, len(flows), 5_000, EXPORT_TIME, 0, 1, 0, 0, sampling) + b"".join(records)
+
+
+COUNTED_FLOWS = [("198.51.100.1", "10.0.0.1", octets, packets) for octets, packets in COUNTERS]
 
 
 def chain(**rates: dict[str, int]) -> EnrichmentChain:
@@ -105,7 +113,11 @@ def expected(rate: int) -> list[tuple[int, int, int, int, int]]:
     return [(rate, octets * rate, packets * rate, octets, octets * rate) for octets, packets in COUNTERS]
 
 
-BATCH = [(v5_datagram(0), UNANNOUNCED), (v5_datagram(1 << 14 | 50), ANNOUNCES_50), (v5_datagram(0), ELSEWHERE)]
+BATCH = [
+    (v5_datagram(COUNTED_FLOWS), UNANNOUNCED),
+    (v5_datagram(COUNTED_FLOWS, 1 << 14 | 50), ANNOUNCES_50),
+    (v5_datagram(COUNTED_FLOWS), ELSEWHERE),
+]
 
 
 def test_nothing_configured_keeps_what_exporters_announce() -> None:

@@ -34,6 +34,7 @@ from flowd.errors import DecodeError
 from flowd.output.documents import flow_document
 from tests.corpus_units import CORPUS, UNITS, UNITS_BY_NAME, corpus_available, unit_datagrams
 from tests.ports import free_port
+from tests.test_enrich_sampling import v5_datagram
 from tests.test_ipfix_features import ipfix_message, ipfix_set, v4_record
 from tests.test_pipeline import netflow_v5
 
@@ -439,7 +440,7 @@ def test_sighup_reloads_the_enrichment_tables(server_factory: Any) -> None:
     server = server_factory(workers=2)
     server.start()
     sock = sender()
-    datagram = named_v5_datagram(NAMED_FLOWS)
+    datagram = v5_datagram(NAMED_FLOWS)
     target = ("127.0.0.1", server.ports["netflow"])
     sent = [0]
     send_paced(sock, [datagram], target, sent)
@@ -478,17 +479,6 @@ def test_sighup_reloads_the_enrichment_tables(server_factory: Any) -> None:
 
 
 NAMED_FLOWS = [("10.1.2.3", "8.8.8.8"), ("8.8.4.4", "10.9.9.9")]
-
-
-def named_v5_datagram(flows: list[tuple[str, str]]) -> bytes:
-    records = b"".join(
-        struct.pack(
-            "!4s4s4sHHIIIIHHBBBBHHBBH", socket.inet_aton(source), socket.inet_aton(destination), bytes(4), 1, 2, 5,
-            700, 1_000, 2_000, 40_000, 443, 0, 0x18, 6, 0, 0, 0, 24, 24, 0,
-        )
-        for source, destination in flows
-    )  # fmt: skip
-    return struct.pack("!HHIIIIBBH", 5, len(flows), 5_000, int(time.time()), 0, 0, 0, 0, 0) + records
 
 
 def wait_for(condition: Any, server: Any, timeout_s: float = 20.0) -> None:
