@@ -15,6 +15,10 @@ import orjson
 
 from flowd.errors import ConfigError
 
+ALL_RAW_FIELDS = "*"
+RAW_NAMESPACES = ("netflow.", "sflow.")
+"""Where the decoders put the exporter's own fields, by IANA or sFlow name (design.md section 4)."""
+
 
 @dataclass(slots=True)
 class ListenSettings:
@@ -56,6 +60,10 @@ class OutputSettings:
     discard: bool = False
     """Build every document and `_bulk` body, then drop them: for measuring the collector
     without storage (`flowd bench --sink discard`). Takes precedence over files and Elasticsearch."""
+    raw_fields: list[str] = field(default_factory=lambda: [ALL_RAW_FIELDS])
+    """The raw protocol fields flow documents keep: "*" all; [] none but the exporter's identity
+    (ElastiFlow's KEEP_ORIG_DATA=false); or names (`netflow.tcp_control_bits`) and prefixes
+    (`sflow.*`). Options, counter and drop documents keep theirs: they are what those hold."""
 
 
 @dataclass(slots=True)
@@ -317,6 +325,7 @@ ELASTIFLOW_SIMPLE: dict[str, str] = {
     "ES_SSL_ENABLE": "elasticsearch.tls",
     "ES_SSL_VERIFY": "elasticsearch.verify",
 }
+KEEP_ORIG_DATA = ELASTIFLOW_PREFIX + "KEEP_ORIG_DATA"
 ELASTIFLOW_INPUTS: dict[str, str] = {
     # ElastiFlow input prefix (ELASTIFLOW_<prefix>_IPV4_PORT...) -> listen key
     "NETFLOW": "listen.netflow",
@@ -345,6 +354,10 @@ def _apply_elastiflow(settings: Settings, sources: dict[str, str], env: Mapping[
     if hosts:
         value = ",".join(host for _, host in hosts)
         _set(settings, sources, "elasticsearch.hosts", value, "env:" + "+".join(v for v, _ in hosts))
+    keep = env.get(KEEP_ORIG_DATA)
+    if keep is not None:  # ElastiFlow's switch for its netflow/ipfix/sflow objects: all or none
+        kept = _coerce(KEEP_ORIG_DATA, keep, bool)
+        _set(settings, sources, "output.raw_fields", [ALL_RAW_FIELDS] if kept else [], f"env:{KEEP_ORIG_DATA}")
     for prefix, key in ELASTIFLOW_INPUTS.items():
         _apply_elastiflow_input(settings, sources, env, prefix, key)
     for option, key in ELASTIFLOW_UDP_OPTIONS.items():
@@ -462,6 +475,29 @@ def parse_exporter_rates(key: str, rates: dict[str, int]) -> list[tuple[Network,
     return list(zip(networks, rates.values(), strict=True))
 
 
+def parse_raw_fields(
+    patterns: list[str], key: str = "output.raw_fields"
+) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """`output.raw_fields` checked: None keeps every raw field, else the exact names and the
+    prefixes (`sflow.*` -> `sflow.`) to keep; `ConfigError` names `key`."""
+    if ALL_RAW_FIELDS in (pattern.strip() for pattern in patterns):
+        return None
+    names: set[str] = set()
+    prefixes: list[str] = []
+    for text in patterns:
+        pattern = text.strip()
+        stem = pattern.removesuffix("*")
+        if not pattern.startswith(RAW_NAMESPACES) or "*" in stem or (pattern.endswith("*") and not stem.endswith(".")):
+            raise ConfigError(
+                f'{key}: {text!r} is not "*", a raw field\'s name (netflow.… or sflow.…) or a prefix ending in ".*"'
+            )
+        if pattern.endswith("*"):
+            prefixes.append(stem)
+        else:
+            names.add(pattern)
+    return frozenset(names), tuple(prefixes)
+
+
 def validate_settings(settings: Settings) -> None:
     """Checks that types alone cannot express; every message names the key."""
     listen = settings.listen
@@ -516,6 +552,7 @@ def validate_settings(settings: Settings) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
+    parse_raw_fields(settings.output.raw_fields)
     enrich = settings.enrich
     parse_networks(enrich.internal_networks, "enrich.internal_networks")
     parse_network_names(enrich.network_names, "enrich.network_names")

@@ -17,10 +17,11 @@ import pytest
 
 from flowd.bench import PROTOCOLS
 from flowd.bench.cli import GOALS_FPS, evaluate_goals, main, memory_trial_rate
-from flowd.bench.collectors import parse_metrics, stage_seconds
+from flowd.bench.collectors import FlowdCollector, parse_metrics, stage_seconds
 from flowd.bench.procfs import process_tree, udp_sockets
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
 from flowd.bench.traffic import RECORDS_PER_DATAGRAM, build_traffic, template_datagrams
+from flowd.config import load_settings
 from flowd.decode import TemplateCache, decode_datagram
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,6 +193,16 @@ def test_bench_end_to_end_against_flowd_run(tmp_path: Path) -> None:
     rates = {round(trial["target_dps"]) for trial in summary["trials"] if trial["zero_loss"]}
     assert result["memory"]["rate_dps"] == max(rates)  # below the goal rate: the zero-loss one
     assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("raw_fields", [[], ["netflow.tcp_control_bits", "sflow.*"], ["*"]])
+def test_bench_runs_flowd_with_the_raw_fields_asked_for(raw_fields: list[str]) -> None:
+    """`flowd bench --raw-fields` reaches the benchmarked flowd's configuration as it was given."""
+    collector = FlowdCollector(1, raw_fields=raw_fields)
+    try:
+        assert load_settings(collector.config, {}).settings.output.raw_fields == raw_fields
+    finally:
+        collector.stop()
 
 
 def test_memory_trial_runs_at_the_goal_rate_or_below() -> None:

@@ -317,6 +317,35 @@ def test_corpus_replay_matches_offline_decode(server_factory: Any) -> None:
         sock.close()
 
 
+def test_flow_documents_without_raw_fields(server_factory: Any) -> None:
+    """`output.raw_fields = []` (ElastiFlow's KEEP_ORIG_DATA=false) reaches the workers: flow
+    documents carry no raw field but the exporter's identity; sFlow counters keep theirs."""
+    server = server_factory()
+    server.config.write_text(server.config.read_text().replace("[output]\n", "[output]\nraw_fields = []\n", 1))
+    server.start()
+    sent = [0]
+    with sender() as netflow, sender() as sflow:
+        send_paced(
+            netflow, [netflow_v5(ident, records=3) for ident in range(20)], ("127.0.0.1", server.ports["netflow"]), sent
+        )
+        sflow_payloads = [d.payload for name in SFLOW_FILES for d in read_datagrams(CORPUS / name)]
+        send_paced(sflow, sflow_payloads, ("127.0.0.1", server.ports["sflow"]), sent)
+        server.wait_received(sent[0])
+    assert server.stop() == 0, server.log()
+    output = server.documents()
+    kinds = Counter(d["event.action"] for d in output)
+    assert kinds["netflow_flow"] == 60 and kinds["sflow_flow"] > 0 and kinds["sflow_counters"] > 0, kinds
+    for document in output:
+        raw = {k for k in document if k.startswith(("netflow.", "sflow."))}
+        if document["event.action"] == "sflow_counters":
+            assert "sflow.agent_address" in raw and "sflow.sample_sequence" in raw
+        else:
+            assert raw <= {"netflow.type"} | {k for k in raw if k.startswith("netflow.exporter.")}, raw
+            assert "source.ip" in document and "network.community_id" in document
+    assert any("netflow.exporter.version" in d for d in output)
+    assert any("sflow.if_in_octets" in d for d in output)
+
+
 def test_ipfix_over_tcp(server_factory: Any) -> None:
     server = server_factory()
     server.start()

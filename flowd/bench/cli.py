@@ -51,6 +51,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="flowd's output: NDJSON files on tmpfs (as the peers write theirs), or discard: "
         "_bulk bodies built and dropped (the pipeline without storage)",
     )
+    add(
+        "--raw-fields",
+        default="*",
+        help="flowd's output.raw_fields, comma-separated (default *: every raw field; an empty string: none, "
+        "as ElastiFlow's KEEP_ORIG_DATA=false)",
+    )
     add("--peer", action="append", default=[], choices=sorted(PEERS), help="also measure this peer (repeatable)")
     add("--target", help="HOST:PORT of an external collector started by --peer-cmd")
     add("--peer-cmd", help="command starting the collector at --target ({host} {port} {outdir} {config})")
@@ -215,7 +221,7 @@ def _memory_at_rate(
     protocol = "v9" if "v9" in traffic else next(iter(traffic))
     best = next((r.best for r in results if r.collector == "flowd" and r.workers == 1 and r.protocol == protocol), None)
     rate = memory_trial_rate(traffic[protocol], best.target_dps if best is not None else args.start_rate)
-    collector = FlowdCollector(1, sink=args.sink)
+    collector = FlowdCollector(1, sink=args.sink, raw_fields=_csv(args.raw_fields))
     try:
         collector.start()
         memory = measure_template_memory(collector, args.templates)
@@ -343,7 +349,7 @@ def run_bench(args: argparse.Namespace) -> int:
     memory: dict[str, Any] | None = None
     if not args.no_flowd and not args.target:
         for workers in _worker_counts(args.workers):
-            collector = FlowdCollector(workers, sink=args.sink)
+            collector = FlowdCollector(workers, sink=args.sink, raw_fields=_csv(args.raw_fields))
             try:
                 collector.start()
                 for protocol in protocols:

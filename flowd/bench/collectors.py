@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -129,7 +130,15 @@ class FlowdCollector:
     name = "flowd"
     PORT_OF: ClassVar[dict[str, str]] = {"v5": "netflow", "v9": "netflow", "ipfix": "ipfix", "sflow": "sflow"}
 
-    def __init__(self, workers: int, *, host: str = "127.0.0.1", batch_size: int = 64, sink: str = "files") -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        host: str = "127.0.0.1",
+        batch_size: int = 64,
+        sink: str = "files",
+        raw_fields: Sequence[str] = ("*",),
+    ) -> None:
         if sink not in SINKS:
             raise ValueError(f"sink {sink!r} is not one of {', '.join(SINKS)}")
         self.workers = workers
@@ -154,6 +163,7 @@ persist_interval_s = 0
 directory = "{self.out}"
 rotate_bytes = {64 * 1024 * 1024}
 discard = {"true" if sink == "discard" else "false"}
+raw_fields = {orjson.dumps(list(raw_fields)).decode()}
 [metrics]
 address = "{host}:{self.ports["metrics"]}"
 status_interval_s = 0

@@ -29,6 +29,7 @@ from flowd.enrich.chain import build_enricher
 from flowd.errors import ConfigError, SinkError
 from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
+from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sink import Sink
 from flowd.server.heap import settle_heap
 from flowd.server.metrics import WorkerStats, export_component_stats
@@ -196,6 +197,7 @@ class Worker:
             sink,
             self.stats,
             enricher=build_enricher(settings.enrich),
+            raw_fields=RawFieldFilter.from_patterns(settings.output.raw_fields),
             batch_delay_s=settings.listen.batch_delay_ms / 1000,
         )
         pipeline.start()

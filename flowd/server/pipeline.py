@@ -42,6 +42,7 @@ from flowd.errors import DecodeError, SinkError
 from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
 from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
+from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sflow_table import sample_batch_tables, sflow_tables
 from flowd.output.sink import Body, Sink
 from flowd.output.table import DocumentTable, Matrix
@@ -486,6 +487,7 @@ class Pipeline:
         stats: WorkerStats,
         *,
         enricher: Enricher | None = None,
+        raw_fields: RawFieldFilter | None = None,
         document_queue_batches: int = DOCUMENT_QUEUE_BATCHES,
         flush_interval_s: float = SINK_FLUSH_INTERVAL_S,
         batch_delay_s: float = 0.0,
@@ -496,6 +498,8 @@ class Pipeline:
         self.sink = sink
         self.enricher = enricher
         """The enrichment seam: any `flowd.enrich.Enricher`; None passes documents through."""
+        self.raw_fields = raw_fields
+        """`output.raw_fields`: None keeps every raw field."""
         self.stats = stats
         self.clock = clock
         self.flush_interval_s = flush_interval_s
@@ -600,6 +604,11 @@ class Pipeline:
         while parts:
             part = parts.pop()
             started = time.perf_counter()
+            if self.raw_fields is not None:  # after enrichment, which reads raw fields
+                if isinstance(part, DocumentTable):
+                    self.raw_fields.trim_table(part)
+                else:
+                    self.raw_fields.trim_documents(part)
             if isinstance(part, DocumentTable):
                 body = _ndjson(part, action_lines) if encoded is not None else None
                 if encoded is not None and body is not None:
