@@ -231,6 +231,19 @@ def build() -> dict[str, Any]:
         ],
     )
     b.add(
+        "Lost inside exporters, as they report it (top 10)",
+        "What exporters say in their own statistics (options data, RFC 7011 section 4) they skipped or"
+        " never sent, per second: a full flow cache or a metering process out of capacity, before flowd",
+        "ops",
+        [
+            (
+                f'topk(10, sum by (exporter, counter) (rate(flowd_exporter_reported{{{SELECTOR}, '
+                f'counter=~"not_sent_.*|ignored_.*"}}[{RATE}])))',
+                "{{exporter}} {{counter}}",
+            )
+        ],
+    )
+    b.add(
         "Export sequence events",
         "Sequence numbers not as expected, per second: gaps (exports missing before this one), late"
         " (out of order), duplicate, reset (the exporter restarted its count), unnumbered (an exporter"

@@ -80,6 +80,13 @@ METRICS: dict[str, MetricDef] = {
         " unnumbered: the same number every time, an exporter that does not number, reported once)",
         ("exporter", "protocol", "event"),
     ),
+    "flowd_exporter_reported": MetricDef(
+        "gauge",
+        "Running totals exporters report of themselves in options data (RFC 7011 section 4 statistics: "
+        "exported, observed, ignored and not-sent messages, flows, packets and octets), latest value per "
+        "exporter, summed over its observation domains",
+        ("exporter", "counter"),
+    ),
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
     "flowd_options_records_decoded": MetricDef("counter", "Options records decoded", ("protocol",)),
     "flowd_templates_known": MetricDef("gauge", "Templates in the template caches"),

@@ -46,6 +46,7 @@ from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sflow_table import sample_batch_tables, sflow_tables
 from flowd.output.sink import Body, Sink
 from flowd.output.table import DocumentTable, Matrix
+from flowd.server.exporter_reports import ExporterReports
 from flowd.server.metrics import LabelCap, WorkerStats
 
 log = logging.getLogger("flowd.pipeline")
@@ -233,6 +234,7 @@ class BatchDecoder:
         self.warn = warn or RateLimitedLog(log)
         self.options: list[dict[str, Any]] = []
         self.sequences = SequenceTracker()
+        self.exporter_reports = ExporterReports(stats, self.exporter_label)
         self._ipfix_records: dict[int, int | None] = {}
         """Data records of each IPFIX message of the batch being decoded, by `id` of its bytes."""
 
@@ -372,7 +374,12 @@ class BatchDecoder:
                 flows.add_batch(part)
         if result.options:
             stats.inc("flowd_options_records_decoded", (protocol,), len(result.options))
+            first = len(self.options)
             self._documents(result.options, self.options)
+            try:
+                self.exporter_reports.learn(self.options[first:])
+            except Exception as error:  # a bug here must not cost the datagram its flows
+                self.warn.warning("exporter_reports", f"exporter reports failed: {type(error).__name__}: {error}")
 
     def _netflow_v5_at_once(self, batch: Batch) -> tuple[list[RecordBatch], Batch]:
         """The records of the batch's well-formed NetFlow v5 datagrams decoded at once
