@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 from flowd.config import EnrichSettings
+from flowd.decode import TemplateCache, decode_datagram
+from flowd.enrich import chain as chain_module
 from flowd.enrich.chain import EnrichmentChain
 from flowd.enrich.oui import OuiRegistry, load_registry, registry_files
+from flowd.output.documents import flow_document
+from flowd.output.table import DocumentTable, LazyColumn
+from flowd.server.metrics import WorkerStats
+from flowd.server.pipeline import BatchDecoder
+from tests.test_sflow_properties import datagram as sflow_datagram
+from tests.test_sflow_properties import flow_sample, ipv4_tcp_frame, raw_header
 
 # Written as the IEEE publishes them (CRLF line ends, tab-separated, address lines after each entry).
 OUI_TXT = (
@@ -125,3 +133,46 @@ def test_debian_ieee_data() -> None:
     assert registry.lookup("00-00-0C-00-00-01") == "Cisco Systems, Inc"
     assert registry.lookup("70-B3-D5-F2-F0-00") == "TELEPLATFORMS"
     assert registry.lookup("20-85-93-D1-00-00") == "Shanghai Kenmyond Industrial Network Equipment Co.,Ltd"
+
+
+def test_sflow_tables_look_up_macs_as_numbers_through_a_bounded_cache(
+    registry_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """sFlow samples read in numpy keep MACs as 48-bit numbers: their vendors equal those of the
+    same samples decoded one by one (MACs as text), and repeat batches are answered by the cache."""
+    frame = bytes.fromhex("70b3d5f2f00100000c123456") + ipv4_tcp_frame()[12:]
+    unknown = bytes.fromhex("123456789abc208593b00001") + ipv4_tcp_frame()[12:]
+    payload = sflow_datagram(flow_sample(raw_header(frame)), flow_sample(raw_header(unknown), sequence=2))
+    exporter = ("192.0.2.9", 6343)
+    parts = BatchDecoder(TemplateCache(), WorkerStats()).decode_parts([(payload, exporter, 1.0)] * 20)
+    tables = [p for p in parts if isinstance(p, DocumentTable)]
+    assert tables and all(isinstance(t.fields["source.mac"], LazyColumn) for t in tables)
+
+    chain = EnrichmentChain(EnrichSettings(oui_path=str(registry_dir)))
+    for table in tables:
+        asyncio.run(chain.enrich_table(table))
+    got = sorted(
+        (d["source.mac"], d.get("flowd.source_mac_vendor"), d.get("flowd.destination_mac_vendor"))
+        for t in tables
+        for d in t.to_dicts()
+    )
+    single = [flow_document(r) for r in decode_datagram(payload, exporter, TemplateCache(), 1.0).flows]
+    asyncio.run(EnrichmentChain(EnrichSettings(oui_path=str(registry_dir))).enrich(single))
+    want = sorted(
+        (d["source.mac"], d.get("flowd.source_mac_vendor"), d.get("flowd.destination_mac_vendor")) for d in single
+    )
+    assert got == sorted(want * 20)
+    assert ("00-00-0C-12-34-56", "Cisco Systems, Inc", "TELEPLATFORMS") in got
+    assert ("20-85-93-B0-00-01", "IOG Products LLC", None) in got
+    stats = chain.stats()
+    assert stats["oui_lookups"] == 4  # two MACs each way, once
+    hits = stats["oui_cache_hits"]
+    parts = BatchDecoder(TemplateCache(), WorkerStats()).decode_parts([(payload, exporter, 2.0)] * 20)
+    for table in (p for p in parts if isinstance(p, DocumentTable)):
+        asyncio.run(chain.enrich_table(table))
+    assert chain.stats()["oui_lookups"] == 4 and chain.stats()["oui_cache_hits"] == hits + 4
+
+    monkeypatch.setattr(chain_module, "MAX_VENDOR_GROUPS", 3)
+    asyncio.run(chain.enrich([{"source.mac": f"00-00-0C-00-00-0{i}"} for i in range(3)]))
+    assert chain.stats()["oui_cache_evictions"] >= 3  # the full cache was emptied, not grown
+    assert len(chain._vendor_groups) <= 3

@@ -168,7 +168,15 @@ class EnrichmentChain:
         self._seed = seed_bytes(settings.community_id_seed)
         self._protocol_numbers: dict[str, int] = {}
         self._application_groups: dict[str, FieldGroup] = {}
-        self.counters: dict[str, int] = {"enrich_batches": 0, "enrich_documents": 0, "options_learned": 0}
+        self.counters: dict[str, int] = {
+            "enrich_batches": 0,
+            "enrich_documents": 0,
+            "options_learned": 0,
+            "oui_cache_hits": 0,
+            "oui_cache_evictions": 0,
+        }
+        self._vendor_groups: dict[tuple[str, Any], FieldGroup | None] = {}
+        """(vendor field, MAC as text or number) -> its vendor field, or None for no vendor."""
         self.reload_tables(settings)  # the operator's tables, built the one way a SIGHUP builds them
 
     # -- the Enricher protocol ------------------------------------------------------------
@@ -197,7 +205,7 @@ class EnrichmentChain:
                 ("source.mac", "flowd.source_mac_vendor"),
                 ("destination.mac", "flowd.destination_mac_vendor"),
             ):
-                found = table.factorize(key)
+                found = table.factorize(key, raw=True)  # numbers where the decoder kept them so
                 if found is not None:
                     macs, index = found
                     table.add_groups([self._vendor_group(vendor_key, mac) for mac in macs], index)
@@ -501,10 +509,26 @@ class EnrichmentChain:
         table.override("network.application", names)
 
     def _vendor_group(self, key: str, mac: Any) -> FieldGroup | None:
-        if not isinstance(mac, str) or self.oui is None:
+        """The vendor field of a MAC (text or 48-bit number), through a bounded cache: switches'
+        samples bring the same few thousand MACs batch after batch."""
+        cached = self._vendor_groups.get((key, mac), _UNKNOWN)
+        if cached is not _UNKNOWN:
+            self.counters["oui_cache_hits"] += 1
+            return cached
+        if self.oui is None:
             return None
-        vendor = self.oui.lookup(mac)
-        return None if vendor is None else FieldGroup({key: vendor})
+        if type(mac) is int:
+            vendor = self.oui.lookup_number(mac)
+        elif isinstance(mac, str):
+            vendor = self.oui.lookup(mac)
+        else:
+            return None
+        group = None if vendor is None else FieldGroup.shared({key: vendor})
+        if len(self._vendor_groups) >= MAX_VENDOR_GROUPS:
+            self.counters["oui_cache_evictions"] += len(self._vendor_groups)
+            self._vendor_groups.clear()
+        self._vendor_groups[(key, mac)] = group
+        return group
 
     def _add_exporter_names(self, table: Table) -> None:
         """`observer.name`: the name the operator gave the exporter (its address or network)."""
@@ -699,6 +723,10 @@ _VALID, _INTERNAL, _LENGTH, _SOURCE_GROUP, _DESTINATION_GROUP = range(len(_ATTRI
 _NO_ROW = (0, 0, 0, -1, -1)
 """`_ATTRIBUTES` of a row without an address."""
 MAX_ADDRESS_GROUPS = 65_536
+MAX_VENDOR_GROUPS = 65_536
+"""MACs whose vendor field is cached (cleared whole when full, as the address groups are)."""
+_UNKNOWN = FieldGroup({})
+"""The vendor cache's "not looked up yet" (None there means "no vendor")."""
 """Distinct address field groups numbered before the address caches start again (each is a few
 hundred bytes; as many as `FieldGroup.shared` keeps)."""
 

@@ -87,6 +87,14 @@ class OuiRegistry:
         with open(path, encoding="utf-8", errors="replace") as handle:
             return self.load_text(handle)
 
+    def lookup_number(self, mac: int) -> str | None:
+        """`lookup` of a MAC given as its 48-bit number."""
+        self.lookups += 1
+        vendor = self.lookup_int(mac) if 0 <= mac < 1 << 48 else None
+        if vendor is None:
+            self.not_found += 1
+        return vendor
+
     def lookup_int(self, mac: int) -> str | None:
         for bits, table in self._by_length.items():
             vendor = table.get(mac >> (48 - bits))

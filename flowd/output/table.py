@@ -243,8 +243,10 @@ class DocumentTable:
             return np.full(self.count, value, dtype=np.int64)
         return None
 
-    def factorize(self, key: str) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
-        """The distinct values of `key` (None among them for rows without it) and each row's index."""
+    def factorize(self, key: str, *, raw: bool = False) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
+        """The distinct values of `key` (None among them for rows without it) and each row's index.
+        `raw`: a lazily rendered column's values as its array holds them (MACs as integers), not
+        as the documents show them."""
         column = self.fields.get(key)
         if column is None:
             if key not in self.constants:
@@ -255,7 +257,7 @@ class DocumentTable:
             return distinct.tolist(), index
         if isinstance(column, LazyColumn) and column.elementwise and column.array.ndim == 1:
             distinct, index = column.distinct()
-            values = column.values_of(distinct)
+            values = distinct.tolist() if raw else column.values_of(distinct)
             if column.missing is not None:
                 values.append(None)
                 index = np.where(column.missing, len(values) - 1, index)
@@ -473,7 +475,7 @@ class DocumentsView:
     def factorize_array(self, key: str) -> tuple[npt.NDArray[Any], npt.NDArray[np.intp]] | None:
         return None
 
-    def factorize(self, key: str) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
+    def factorize(self, key: str, *, raw: bool = False) -> tuple[list[Any], npt.NDArray[np.intp]] | None:
         values = self.column(key)
         return None if values is None else factorize_values(values)
 
