@@ -723,12 +723,12 @@ _VALID, _INTERNAL, _LENGTH, _SOURCE_GROUP, _DESTINATION_GROUP = range(len(_ATTRI
 _NO_ROW = (0, 0, 0, -1, -1)
 """`_ATTRIBUTES` of a row without an address."""
 MAX_ADDRESS_GROUPS = 65_536
+"""Distinct address field groups numbered before the address caches start again (each is a few
+hundred bytes; as many as `FieldGroup.shared` keeps)."""
 MAX_VENDOR_GROUPS = 65_536
 """MACs whose vendor field is cached (cleared whole when full, as the address groups are)."""
 _UNKNOWN = FieldGroup({})
 """The vendor cache's "not looked up yet" (None there means "no vendor")."""
-"""Distinct address field groups numbered before the address caches start again (each is a few
-hundred bytes; as many as `FieldGroup.shared` keeps)."""
 
 
 def ipv4_text(number: int) -> str:
