@@ -13,6 +13,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import orjson
 
+from flowd.elastiflow_settings import INTERFACE_NAMES_FILE, SAMPLING_RATES_FILE, user_settings
 from flowd.errors import ConfigError
 
 ALL_RAW_FIELDS = "*"
@@ -326,6 +327,8 @@ ELASTIFLOW_SIMPLE: dict[str, str] = {
     "ES_SSL_VERIFY": "elasticsearch.verify",
 }
 KEEP_ORIG_DATA = ELASTIFLOW_PREFIX + "KEEP_ORIG_DATA"
+GEOIP_DB_PATH = ELASTIFLOW_PREFIX + "GEOIP_DB_PATH"
+USER_SETTINGS_PATH = ELASTIFLOW_PREFIX + "USER_SETTINGS_PATH"
 ELASTIFLOW_INPUTS: dict[str, str] = {
     # ElastiFlow input prefix (ELASTIFLOW_<prefix>_IPV4_PORT...) -> listen key
     "NETFLOW": "listen.netflow",
@@ -354,6 +357,21 @@ def _apply_elastiflow(settings: Settings, sources: dict[str, str], env: Mapping[
     if hosts:
         value = ",".join(host for _, host in hosts)
         _set(settings, sources, "elasticsearch.hosts", value, "env:" + "+".join(v for v, _ in hosts))
+    geoip_directory = env.get(GEOIP_DB_PATH, "").strip()
+    if geoip_directory:  # ElastiFlow's file names in that directory
+        for key, name in (("enrich.geoip_city_db", "GeoLite2-City.mmdb"), ("enrich.geoip_asn_db", "GeoLite2-ASN.mmdb")):
+            _set(settings, sources, key, str(Path(geoip_directory) / name), f"env:{GEOIP_DB_PATH}")
+    user_directory = env.get(USER_SETTINGS_PATH, "").strip()
+    if user_directory:
+        names, rates = user_settings(user_directory)
+        for key, table, file in (
+            ("enrich.interface_names", names, INTERFACE_NAMES_FILE),
+            ("enrich.default_sampling_rates", rates, SAMPLING_RATES_FILE),
+        ):
+            if table:  # added to the TOML file's table; the files win for the same key
+                section, name = _split_key(key)
+                merged = {**getattr(_target(settings, section), name), **table}
+                _set(settings, sources, key, merged, f"env:{USER_SETTINGS_PATH} ({file})")
     keep = env.get(KEEP_ORIG_DATA)
     if keep is not None:  # ElastiFlow's switch for its netflow/ipfix/sflow objects: all or none
         kept = _coerce(KEEP_ORIG_DATA, keep, bool)
