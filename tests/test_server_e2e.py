@@ -59,8 +59,18 @@ PACE_S = 0.002
 class Server:
     """One `flowd run` subprocess with its own ports, output directory and template file."""
 
-    def __init__(self, tmp_path: Path, *, workers: int = 1, extra: str = "", listen_extra: str = "") -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        *,
+        workers: int = 1,
+        extra: str = "",
+        listen_extra: str = "",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.dir = tmp_path
+        self.env = env or {}
+        """Variables for the server beyond the test's own environment (which loses FLOWD_*/ELASTIFLOW_*)."""
         tmp_path.mkdir(parents=True, exist_ok=True)
         self.out = tmp_path / "out"
         self.ports = {name: free_port() for name in ("netflow", "ipfix", "sflow", "metrics")}
@@ -97,7 +107,7 @@ status_interval_s = 0
     def start(self) -> None:
         self.runs += 1
         self.log_path = self.dir / f"server-{self.runs}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWD_", "ELASTIFLOW_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWD_", "ELASTIFLOW_"))} | self.env
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "flowd.cli", "run", "--config", str(self.config)],
@@ -505,6 +515,42 @@ def test_sighup_reloads_the_enrichment_tables(server_factory: Any) -> None:
     assert names[per_datagram:] == [("campus", None), (None, "campus")] * 2
     assert server.log().count("reloaded: enrich.network_names") == 2  # one per worker; the last changed nothing
     assert server.log().count("reloaded: no table changed") == 2
+
+
+def test_an_elastiflow_deployment_moves_over_with_its_environment_and_user_settings(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """ElastiFlow's KEEP_ORIG_DATA=false and its user settings files (interface names, the sampling
+    rate of an exporter that announces none) apply in `flowd run`; an edited ifName.yml applies
+    at SIGHUP."""
+    settings = tmp_path / "user_settings"
+    settings.mkdir()
+    (settings / "ifName.yml").write_text('"127.0.0.1::ifName.1": "ge-0/0/1"\n')
+    (settings / "sampling_interval.yml").write_text('"127.0.0.1": 100\n')
+    server = server_factory(env={"ELASTIFLOW_USER_SETTINGS_PATH": str(settings), "ELASTIFLOW_KEEP_ORIG_DATA": "false"})
+    server.start()
+    sent = [0]
+    target = ("127.0.0.1", server.ports["netflow"])
+    datagram = v5_datagram(NAMED_FLOWS)  # ingress ifIndex 1, egress 2, 700 octets, no sampling announced
+    with sender() as sock:
+        send_paced(sock, [datagram], target, sent)
+        server.wait_received(sent[0])
+        (settings / "ifName.yml").write_text('"127.0.0.1::ifName.1": "ge-0/0/1"\n"127.0.0.1::ifName.2": "ge-0/0/2"\n')
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: server.total('flowd_config_reloads_total{result="ok"}') == 1, server)
+        send_paced(sock, [datagram], target, sent)
+        server.wait_received(sent[0])
+    assert server.stop() == 0, server.log()
+    documents = server.documents()
+    assert len(documents) == 2 * len(NAMED_FLOWS)
+    for document in documents:
+        assert document["network.bytes"] == 700 * 100 and document["flowd.sampling_rate"] == 100
+        assert document["observer.ingress.interface.name"] == "ge-0/0/1"
+        raw = {k for k in document if k.startswith(("netflow.", "sflow."))}
+        assert raw == {"netflow.type", *(k for k in raw if k.startswith("netflow.exporter."))}
+    egress = [d.get("observer.egress.interface.name") for d in documents]
+    assert egress == [None] * len(NAMED_FLOWS) + ["ge-0/0/2"] * len(NAMED_FLOWS)
 
 
 NAMED_FLOWS = [("10.1.2.3", "8.8.8.8"), ("8.8.4.4", "10.9.9.9")]
