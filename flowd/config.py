@@ -13,7 +13,7 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import orjson
 
-from flowd.elastiflow_settings import INTERFACE_NAMES_FILE, SAMPLING_RATES_FILE, user_settings
+from flowd.elastiflow_settings import APPLICATIONS_FILE, INTERFACE_NAMES_FILE, SAMPLING_RATES_FILE, user_settings
 from flowd.errors import ConfigError
 
 ALL_RAW_FIELDS = "*"
@@ -102,6 +102,8 @@ class EnrichSettings:
     """Exporter address or network -> `observer.name`."""
     interface_names: dict[str, str] = field(default_factory=dict)
     """"exporter_ip:ifindex" -> name, configured by the operator."""
+    endpoint_applications: dict[str, str] = field(default_factory=dict)
+    """"server_ip:port" -> `network.application` of flows to or from it, over any other name."""
     sampling_rates: dict[str, int] = field(default_factory=dict)
     """Exporter address or network -> the rate its flows were sampled at, replacing what it announces."""
     default_sampling_rates: dict[str, int] = field(default_factory=dict)
@@ -363,10 +365,11 @@ def _apply_elastiflow(settings: Settings, sources: dict[str, str], env: Mapping[
             _set(settings, sources, key, str(Path(geoip_directory) / name), f"env:{GEOIP_DB_PATH}")
     user_directory = env.get(USER_SETTINGS_PATH, "").strip()
     if user_directory:
-        names, rates = user_settings(user_directory)
+        names, rates, applications = user_settings(user_directory)
         for key, table, file in (
             ("enrich.interface_names", names, INTERFACE_NAMES_FILE),
             ("enrich.default_sampling_rates", rates, SAMPLING_RATES_FILE),
+            ("enrich.endpoint_applications", applications, APPLICATIONS_FILE),
         ):
             if table:  # added to the TOML file's table; the files win for the same key
                 section, name = _split_key(key)
@@ -478,6 +481,21 @@ def parse_network_names(names: dict[str, str], key: str) -> list[tuple[Network, 
     return parsed
 
 
+def parse_address_key(text: str, setting: str, form: str, largest: int = 2**32 - 1) -> tuple[str, int]:
+    """Parse "address:number" (an IPv6 address bracketed or bare) as documents write the address;
+    `ConfigError` names `setting` and the `form` expected."""
+    address_text, sep, number = text.rpartition(":")
+    if address_text.startswith("[") and address_text.endswith("]"):
+        address_text = address_text[1:-1]
+    try:
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        address = None
+    if not sep or address is None or not (number.isascii() and number.isdigit()) or int(number) > largest:
+        raise ConfigError(f"{setting}: key {text!r} is not {form}")
+    return str(address), int(number)
+
+
 MAX_SAMPLING_RATE = 2**32 - 1
 """The largest rate an exporter can announce (sFlow's and IPFIX samplingInterval are 32 bits)."""
 
@@ -571,6 +589,10 @@ def validate_settings(settings: Settings) -> None:
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
     parse_raw_fields(settings.output.raw_fields)
+    for key in settings.enrich.interface_names:
+        parse_address_key(key, "enrich.interface_names", "exporter_ip:ifindex")
+    for key in settings.enrich.endpoint_applications:
+        parse_address_key(key, "enrich.endpoint_applications", "server_ip:port", 65_535)
     enrich = settings.enrich
     parse_networks(enrich.internal_networks, "enrich.internal_networks")
     parse_network_names(enrich.network_names, "enrich.network_names")

@@ -1,10 +1,12 @@
 """ElastiFlow 4.x's user settings files, read so a deployment can move over with them.
 
-`ELASTIFLOW_USER_SETTINGS_PATH` names a directory of Logstash translate dictionaries. Two of them
+`ELASTIFLOW_USER_SETTINGS_PATH` names a directory of Logstash translate dictionaries. Three of them
 hold what flowd has settings for:
 - `ifName.yml`: `"<exporter>::ifName.<ifIndex>": "<name>"`, which becomes `enrich.interface_names`.
 - `sampling_interval.yml`: `"<exporter>": <rate>`, the rate of exporters whose flows carry none,
   which becomes `enrich.default_sampling_rates`.
+- `applications.yml`: `"<server address>:<port>": "<application>"`, which becomes
+  `enrich.endpoint_applications`.
 
 The files are flat YAML, one `key: value` per line. That subset is read here, so flowd does not
 depend on a YAML library. A line outside it stops start-up with the file and line named.
@@ -19,6 +21,7 @@ from flowd.errors import ConfigError
 
 INTERFACE_NAMES_FILE = "ifName.yml"
 SAMPLING_RATES_FILE = "sampling_interval.yml"
+APPLICATIONS_FILE = "applications.yml"
 _IF_NAME_KEY = re.compile(r"^(?P<exporter>.+)::ifName\.(?P<index>\d+)$")
 _LINE = re.compile(
     r"""^(?:"(?P<dq_key>(?:[^"\\]|\\.)*)"|'(?P<sq_key>(?:[^']|'')*)'|(?P<key>[^\s"'#:][^:#]*?))\s*:"""
@@ -62,12 +65,14 @@ def _unquoted(match: re.Match[str], double: str, single: str, plain: str) -> str
     return (match[plain] or "").strip()
 
 
-def user_settings(directory: str) -> tuple[dict[str, str], dict[str, int]]:
-    """(interface names as `enrich.interface_names` keys them, default sampling rates by
-    exporter) from the directory's files; a file that is not there gives nothing."""
+def user_settings(directory: str) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
+    """(interface names as `enrich.interface_names` keys them, default sampling rates by exporter,
+    applications by server address and port) from the directory's files; a file that is not
+    there gives nothing."""
     base = Path(directory)
     names: dict[str, str] = {}
     rates: dict[str, int] = {}
+    applications: dict[str, str] = {}
     path = base / INTERFACE_NAMES_FILE
     if path.is_file():
         for key, value in read_dictionary(path).items():
@@ -82,4 +87,8 @@ def user_settings(directory: str) -> tuple[dict[str, str], dict[str, int]]:
                 raise ConfigError(f"{path}: the rate of {key!r} is not an integer: {value!r}")
             if value > 1:  # 0 and 1 scale nothing, as ElastiFlow read them
                 rates[key] = value
-    return names, rates
+    path = base / APPLICATIONS_FILE
+    if path.is_file():
+        for key, value in read_dictionary(path).items():
+            applications[key] = str(value)  # keys are checked with flowd's own table
+    return names, rates, applications

@@ -63,7 +63,9 @@ def test_lines_outside_the_subset_stop_start_up_naming_the_line(tmp_path: Path, 
 def test_user_settings_become_interface_names_and_default_sampling_rates(tmp_path: Path) -> None:
     write(tmp_path, "ifName.yml", IF_NAMES)
     write(tmp_path, "sampling_interval.yml", RATES)
-    names, rates = user_settings(str(tmp_path))
+    write(tmp_path, "applications.yml", '"10.1.1.5:8443": "intranet-portal"\n"[2001:db8::10]:443": "v6-portal"\n')
+    names, rates, applications = user_settings(str(tmp_path))
+    assert applications == {"10.1.1.5:8443": "intranet-portal", "[2001:db8::10]:443": "v6-portal"}
     assert names == {
         "192.0.2.11:2": "eth0",
         "192.0.2.11:10": "ge-0/0/10",
@@ -78,6 +80,7 @@ def test_user_settings_become_interface_names_and_default_sampling_rates(tmp_pat
     enrich = loaded.settings.enrich
     assert enrich.interface_names == {**names, "192.0.2.99:1": "kept"}  # the file wins for its keys
     assert enrich.default_sampling_rates == rates
+    assert enrich.endpoint_applications == applications
     assert loaded.sources["enrich.interface_names"] == "env:ELASTIFLOW_USER_SETTINGS_PATH (ifName.yml)"
 
     # The chain names interfaces from them as from its own table.
@@ -88,7 +91,7 @@ def test_user_settings_become_interface_names_and_default_sampling_rates(tmp_pat
 
 
 def test_missing_files_give_nothing_and_bad_entries_name_the_file(tmp_path: Path) -> None:
-    assert user_settings(str(tmp_path)) == ({}, {})
+    assert user_settings(str(tmp_path)) == ({}, {}, {})
     assert load_settings(None, {"ELASTIFLOW_USER_SETTINGS_PATH": str(tmp_path)}).settings.enrich.interface_names == {}
     write(tmp_path, "ifName.yml", '"192.0.2.1::ifDescr.2": "eth0"\n')
     with pytest.raises(ConfigError, match=r"ifName\.yml: '192\.0\.2\.1::ifDescr\.2' is not"):

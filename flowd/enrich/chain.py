@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import EnrichSettings, parse_network_names, parse_networks
+from flowd.config import EnrichSettings, parse_address_key, parse_network_names, parse_networks
 from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts, PrefixMap
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.community_id import (
@@ -63,6 +63,7 @@ RELOADABLE_KEYS = (
     "network_names",
     "exporter_names",
     "interface_names",
+    "endpoint_applications",
     "sampling_rates",
     "default_sampling_rates",
 )
@@ -228,6 +229,7 @@ class EnrichmentChain:
         network_names = PrefixMap(parse_network_names(settings.network_names, "enrich.network_names"))
         exporter_names = PrefixMap(parse_network_names(settings.exporter_names, "enrich.exporter_names"))
         interface_names = parse_configured_names(settings.interface_names)
+        endpoint_applications = parse_endpoint_applications(settings.endpoint_applications)
         sampling = SamplingRates(settings.sampling_rates, settings.default_sampling_rates)
         tables = {key: getattr(settings, key) for key in RELOADABLE_KEYS}
         changed = [key for key in RELOADABLE_KEYS if key not in self._tables or tables[key] != self._tables[key]]
@@ -239,6 +241,7 @@ class EnrichmentChain:
         self._clear_address_caches()  # cached address facts hold the old internal flags and names
         self.exporter_names = exporter_names
         self.interfaces.configured = interface_names
+        self.endpoint_applications = endpoint_applications
         sampling.counters = self.sampling.counters
         self.sampling = sampling
         self._tables = tables
@@ -446,15 +449,17 @@ class EnrichmentChain:
         return LazyColumn(text, _identity, _quoted_strings, ~eligible)
 
     def _add_application(self, table: Table) -> None:
-        """`network.application`: the exporter's application name or id, else the service name."""
+        """`network.application`: the operator's name for the server endpoint, else the exporter's
+        application name or id, else the service name."""
         if any(table.column(key) is not None for key in (*_APPLICATION_KEYS, "network.application")):
             self._add_application_row_by_row(table)
             return
+        count = len(table)
+        configured, configured_names = self._endpoint_application_codes(table)
         transports = table.factorize("network.transport")
         if transports is None:
-            return
+            transports = ([None], np.zeros(count, dtype=np.intp))
         names, transport_index = transports
-        count = len(table)
         source_port = _ports(table, "source.port", count, missing=-1)
         destination_port = _ports(table, "destination.port", count, missing=-1)
         choice = np.zeros(count, dtype=np.intp)  # 1 + index in `services.service_names`, 0: none
@@ -472,14 +477,33 @@ class EnrichmentChain:
             use_destination = (destination_name > 0) & ((source_name == 0) | (destination_port <= source_port))
             chosen = np.where(use_destination, destination_name, source_name)
             choice = np.where(rows, chosen, choice)
+        service_names = self.services.service_names
+        if configured is not None:  # codes past the service names are the configured names
+            choice = np.where(configured > 0, len(service_names) + configured, choice)
         used, index = unique_inverse(choice)
         if len(used) == 1 and used[0] == 0:
             return
-        service_names = self.services.service_names
+        every_name = [*service_names, *configured_names]
         table.add_groups(
-            [None if number == 0 else self._application_group(service_names[number - 1]) for number in used.tolist()],
+            [None if number == 0 else self._application_group(every_name[number - 1]) for number in used.tolist()],
             index,
         )
+
+    def _endpoint_application_codes(self, table: Table) -> tuple[npt.NDArray[np.intp] | None, list[str]]:
+        """Per row, 1 + the index in the returned names of the `enrich.endpoint_applications` name
+        of its destination (else its source) address and port, 0 for none; None when no row has one."""
+        if not self.endpoint_applications:
+            return None, []
+        codes = np.zeros(len(table), dtype=np.intp)
+        names: dict[str, int] = {}
+        for address_key, port_key in (("source.ip", "source.port"), ("destination.ip", "destination.port")):
+            pairs, index = _pairs(_factorized(table, address_key), _factorized(table, port_key))
+            found = [self.endpoint_applications.get(pair) for pair in pairs]
+            if any(name is not None for name in found):
+                pair_codes = np.array([0 if n is None else names.setdefault(n, len(names) + 1) for n in found])
+                row_codes = pair_codes[index]
+                codes = np.where(row_codes > 0, row_codes, codes)  # the destination's, taken last, wins
+        return (codes, list(names)) if names else (None, [])
 
     def _application_group(self, name: str) -> FieldGroup:
         group = self._application_groups.get(name)
@@ -506,6 +530,11 @@ class EnrichmentChain:
             names.append(
                 self._application(panos or named, application_id, exporter, transport, source_port, destination_port)
             )
+        configured, configured_names = self._endpoint_application_codes(table)
+        if configured is not None:
+            for row, code in enumerate(configured.tolist()):
+                if code:
+                    names[row] = configured_names[code - 1]
         table.override("network.application", names)
 
     def _vendor_group(self, key: str, mac: Any) -> FieldGroup | None:
@@ -864,6 +893,17 @@ _INTERFACE_KEYS = tuple(
 
 def _name_of(names: dict[str, str], address: object) -> str | None:
     return names.get(address) if isinstance(address, str) else None
+
+
+def parse_endpoint_applications(configured: dict[str, str]) -> dict[tuple[str, int], str]:
+    """`enrich.endpoint_applications` checked: (address as documents write it, port) -> name."""
+    applications = {}
+    for key, name in configured.items():
+        clean = clean_name(name)
+        if clean is None:
+            raise ConfigError(f"enrich.endpoint_applications: the name of {key!r} is empty or not printable")
+        applications[parse_address_key(key, "enrich.endpoint_applications", "server_ip:port", 65_535)] = clean
+    return applications
 
 
 def build_enricher(settings: EnrichSettings, clock: Clock = time.monotonic) -> EnrichmentChain:

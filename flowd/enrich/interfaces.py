@@ -8,13 +8,12 @@ ones. The learned table is bounded like every table keyed by what the network se
 
 from __future__ import annotations
 
-import ipaddress
 import time
 from typing import Any
 
+from flowd.config import parse_address_key
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.services import clean_name
-from flowd.errors import ConfigError
 
 INTERFACE_TABLE_SIZE = 262_144
 INTERFACE_TABLE_TTL_S = 7 * 86_400.0
@@ -26,14 +25,7 @@ Names = tuple[str | None, str | None]
 
 def parse_interface_key(text: str) -> tuple[str, int]:
     """Parse "exporter:ifindex", with the exporter an IPv4 address or a (bracketed or bare) IPv6 address."""
-    exporter, sep, index = text.rpartition(":")
-    try:
-        address = ipaddress.ip_address(exporter.strip("[]"))
-    except ValueError:
-        address = None
-    if not sep or address is None or not index.isdigit():
-        raise ConfigError(f"enrich.interface_names: key {text!r} is not exporter_ip:ifindex")
-    return str(address), int(index)  # as the exporter's address is written in documents
+    return parse_address_key(text, "enrich.interface_names", "exporter_ip:ifindex")
 
 
 def parse_configured_names(configured: dict[str, str]) -> dict[tuple[str, int], str]:
