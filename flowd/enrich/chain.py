@@ -483,7 +483,7 @@ class EnrichmentChain:
         used, index = unique_inverse(choice)
         if len(used) == 1 and used[0] == 0:
             return
-        every_name = [*service_names, *configured_names]
+        every_name = [*service_names, *configured_names] if configured_names else service_names
         table.add_groups(
             [None if number == 0 else self._application_group(every_name[number - 1]) for number in used.tolist()],
             index,
