@@ -356,6 +356,35 @@ def test_flow_documents_without_raw_fields(server_factory: Any) -> None:
     assert any("sflow.if_in_octets" in d for d in output)
 
 
+def test_sighup_changes_the_raw_fields_kept(server_factory: Any) -> None:
+    """`output.raw_fields` applies to the flows after SIGHUP; the supervisor does not call it restart-only."""
+    server = server_factory()
+    original = server.config.read_text()
+    server.config.write_text(original.replace("[output]\n", "[output]\nraw_fields = []\n", 1))
+    server.start()
+    sent = [0]
+    target = ("127.0.0.1", server.ports["netflow"])
+    with sender() as sock:
+        send_paced(sock, [netflow_v5(1, records=2)], target, sent)
+        server.wait_received(sent[0])
+        server.config.write_text(
+            original.replace("[output]\n", '[output]\nraw_fields = ["netflow.tcp_control_bits"]\n', 1)
+        )
+        assert server.process is not None
+        server.process.send_signal(signal.SIGHUP)
+        wait_for(lambda: server.total('flowd_config_reloads_total{result="ok"}') == 1, server)
+        send_paced(sock, [netflow_v5(2, records=2)], target, sent)
+        server.wait_received(sent[0])
+    assert server.stop() == 0, server.log()
+    kept = [
+        sorted(k for k in d if k.startswith("netflow.") and not k.startswith("netflow.exporter."))
+        for d in server.documents()
+    ]
+    assert kept == [["netflow.type"]] * 2 + [["netflow.tcp_control_bits", "netflow.type"]] * 2
+    assert "reloaded: output.raw_fields" in server.log()
+    assert "a restart applies" not in server.log()
+
+
 def test_ipfix_over_tcp(server_factory: Any) -> None:
     server = server_factory()
     server.start()

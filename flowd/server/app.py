@@ -252,18 +252,22 @@ class Worker:
         return code
 
     def _reload(self, pipeline: Pipeline) -> None:
-        """SIGHUP: the enrichment tables from the configuration again; the rest needs a restart."""
+        """SIGHUP: the enrichment tables and `output.raw_fields` from the configuration again; the
+        rest needs a restart."""
         reload_tables = getattr(pipeline.enricher, "reload_tables", None)
-        if reload_tables is None:
-            return
         try:
-            changed = reload_tables(load_settings(self.config_path).settings.enrich)
+            settings = load_settings(self.config_path).settings
+            changed = [f"enrich.{key}" for key in reload_tables(settings.enrich)] if reload_tables else []
         except ConfigError as error:
             self.stats.inc("flowd_config_reloads", ("failed",))
             log.error("reload refused, the running enrichment tables stay: %s", error)
             return
+        if settings.output.raw_fields != self.settings.output.raw_fields:
+            pipeline.raw_fields = RawFieldFilter.from_patterns(settings.output.raw_fields)
+            self.settings.output.raw_fields = settings.output.raw_fields
+            changed.append("output.raw_fields")
         self.stats.inc("flowd_config_reloads", ("ok",))
-        log.info("reloaded: %s", ", ".join(f"enrich.{key}" for key in changed) or "no table changed")
+        log.info("reloaded: %s", ", ".join(changed) or "no table changed")
 
     async def _open_listeners(self, ingress: IngressQueue, decoder: BatchDecoder) -> None:
         listen = self.settings.listen

@@ -33,6 +33,8 @@ log = logging.getLogger("flowd.supervisor")
 
 POLL_S = 0.25
 STATUS_TICK_S = 1.0
+RELOADABLE_SETTINGS = (*(f"enrich.{key}" for key in RELOADABLE_KEYS), "output.raw_fields")
+"""What SIGHUP applies to running workers; every other key waits for a restart."""
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 STABLE_RUN_S = 60.0
 """A worker that ran this long resets its restart backoff."""
@@ -196,27 +198,26 @@ class Supervisor:
             return
         fresh = loaded.settings
         later = [
-            f"[{name}]"
+            f"{name}.{item.name}"
             for name in SECTIONS
-            if name != "enrich" and getattr(fresh, name) != getattr(self.settings, name)
-        ]
-        later += [
-            f"enrich.{item.name}"
-            for item in fields(fresh.enrich)
-            if item.name not in RELOADABLE_KEYS
-            and getattr(fresh.enrich, item.name) != getattr(self.settings.enrich, item.name)
+            for item in fields(getattr(fresh, name))
+            if f"{name}.{item.name}" not in RELOADABLE_SETTINGS
+            and getattr(getattr(fresh, name), item.name) != getattr(getattr(self.settings, name), item.name)
         ]
         if fresh.shutdown_grace_s != self.settings.shutdown_grace_s:
             later.append("shutdown_grace_s")
         if later:
-            log.warning("reload takes the enrichment tables only; a restart applies %s", ", ".join(later))
-        for key in RELOADABLE_KEYS:
-            setattr(self.settings.enrich, key, getattr(fresh.enrich, key))
+            log.warning(
+                "reload takes the enrichment tables and output.raw_fields; a restart applies %s", ", ".join(later)
+            )
+        for key in RELOADABLE_SETTINGS:
+            section, name = key.split(".")
+            setattr(getattr(self.settings, section), name, getattr(getattr(fresh, section), name))
         for slot in self.slots:
             if slot.process is not None and slot.process.is_alive() and slot.process.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(slot.process.pid, signal.SIGHUP)
-        log.info("reloading the enrichment tables in %d worker(s)", len(self.slots))
+        log.info("reloading the enrichment tables and output.raw_fields in %d worker(s)", len(self.slots))
 
     def _begin_stop(self) -> None:
         if self.stopping_since is not None:
