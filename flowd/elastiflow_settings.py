@@ -68,8 +68,12 @@ def _unquoted(match: re.Match[str], double: str, single: str, plain: str) -> str
 def user_settings(directory: str) -> tuple[dict[str, str], dict[str, int], dict[str, str]]:
     """(interface names as `enrich.interface_names` keys them, default sampling rates by exporter,
     applications by server address and port) from the directory's files; a file that is not
-    there gives nothing."""
+    there gives nothing, a directory that is not there stops start-up."""
     base = Path(directory)
+    if not base.is_dir():  # ElastiFlow's translate filters would not start either
+        raise ConfigError(
+            f"ELASTIFLOW_USER_SETTINGS_PATH: {directory!r} is not a directory (mount it, or unset the variable)"
+        )
     names: dict[str, str] = {}
     rates: dict[str, int] = {}
     applications: dict[str, str] = {}

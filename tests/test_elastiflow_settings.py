@@ -92,6 +92,8 @@ def test_user_settings_become_interface_names_and_default_sampling_rates(tmp_pat
 
 def test_missing_files_give_nothing_and_bad_entries_name_the_file(tmp_path: Path) -> None:
     assert user_settings(str(tmp_path)) == ({}, {}, {})
+    with pytest.raises(ConfigError, match=r"ELASTIFLOW_USER_SETTINGS_PATH: .* is not a directory"):
+        load_settings(None, {"ELASTIFLOW_USER_SETTINGS_PATH": str(tmp_path / "absent")})
     assert load_settings(None, {"ELASTIFLOW_USER_SETTINGS_PATH": str(tmp_path)}).settings.enrich.interface_names == {}
     write(tmp_path, "ifName.yml", '"192.0.2.1::ifDescr.2": "eth0"\n')
     with pytest.raises(ConfigError, match=r"ifName\.yml: '192\.0\.2\.1::ifDescr\.2' is not"):
