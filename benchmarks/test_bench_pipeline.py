@@ -9,7 +9,9 @@ templates, realistic address/port mixes). Run with
 flows per second on one core from datagram bytes to finished bulk bodies: the ceiling of one
 worker before receive costs (goals: v9/IPFIX 300,000, v5 500,000, sFlow samples 150,000). The
 traffic is 10% IPv6; the `-ipv6` cases carry only IPv6, and `sflow-router` samples carry a BGP
-router's extended router and gateway records.
+router's extended router and gateway records. `no-raw-fields` is `enriched` with
+`output.raw_fields = []` (ElastiFlow's KEEP_ORIG_DATA=false): flow documents without their raw
+`netflow.*`/`sflow.*` fields.
 Under --benchmark-disable (the default addopts) each case runs once as a plain test.
 """
 
@@ -27,6 +29,7 @@ from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain, build_enricher
 from flowd.output.discard import DiscardSink
+from flowd.output.raw_fields import RawFieldFilter
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 
@@ -60,12 +63,17 @@ def _items(case: str) -> tuple[list[tuple[bytes, tuple[str, int]]], int]:
     return items, flows
 
 
-def run_pipeline(items: list[tuple[bytes, tuple[str, int]]], enricher: EnrichmentChain | None) -> DiscardSink:
+def run_pipeline(
+    items: list[tuple[bytes, tuple[str, int]]],
+    enricher: EnrichmentChain | None,
+    raw_fields: RawFieldFilter | None = None,
+) -> DiscardSink:
     async def main() -> DiscardSink:
         stats = WorkerStats()
         ingress = IngressQueue(BATCH_SIZE, len(items) + BATCH_SIZE)
         sink = DiscardSink()
-        pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats, enricher=enricher)
+        decoder = BatchDecoder(TemplateCache(), stats)
+        pipeline = Pipeline(ingress, decoder, sink, stats, enricher=enricher, raw_fields=raw_fields)
         pipeline.start()
         now = time.time()
         for payload, exporter in items:
@@ -81,14 +89,15 @@ def enricher() -> EnrichmentChain:
     return build_enricher(EnrichSettings())
 
 
-@pytest.mark.parametrize("enrich", [True, False], ids=["enriched", "plain"])
+@pytest.mark.parametrize("mode", ["enriched", "plain", "no-raw-fields"])
 @pytest.mark.parametrize("protocol", ["v5", "v9", "ipfix", "sflow", "v9-ipv6", "sflow-ipv6", "sflow-router"])
-def test_bench_pipeline(benchmark: Any, protocol: str, enrich: bool, enricher: EnrichmentChain) -> None:
+def test_bench_pipeline(benchmark: Any, protocol: str, mode: str, enricher: EnrichmentChain) -> None:
     items, flows = _items(protocol)
-    chain = enricher if enrich else None
-    sink = run_pipeline(items, chain)  # warm the enrichment caches; check the count
+    chain = None if mode == "plain" else enricher
+    raw_fields = RawFieldFilter.from_patterns([]) if mode == "no-raw-fields" else None
+    sink = run_pipeline(items, chain, raw_fields)  # warm the enrichment caches; check the count
     assert sink.documents_written == flows
-    sink = benchmark.pedantic(run_pipeline, args=(items, chain), rounds=3, iterations=1)
+    sink = benchmark.pedantic(run_pipeline, args=(items, chain, raw_fields), rounds=3, iterations=1)
     assert sink.documents_written == flows
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # None under --benchmark-disable
