@@ -41,6 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     templates.add_argument("--json", action="store_true", help="print the snapshots as JSON, with field names")
     templates.add_argument("--no-names", action="store_true", help="leave out the field names")
 
+    status = commands.add_parser(
+        "status", help="what a running flowd received, delivered and lost, per exporter (from its /metrics)"
+    )
+    status.add_argument("--config", help="TOML configuration file (metrics.address)")
+    status.add_argument("--url", help="the metrics URL (default: http://<metrics.address>/metrics)")
+    status.add_argument("--json", action="store_true", help="print the summary as JSON")
+
     setup = commands.add_parser("setup", help="install the index template, lifecycle policy and data stream")
     from flowd.output.index_template import add_setup_arguments
 
@@ -67,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _setup(args)
     if args.command == "templates":
         return _templates(args)
+    if args.command == "status":
+        return _status(args)
     if args.command == "bench":
         from flowd.bench.cli import run_bench
 
@@ -125,6 +134,29 @@ def _templates(args: argparse.Namespace) -> int:
             print(describe(snapshots, base, time.time(), names=not args.no_names))
     except BrokenPipeError:  # `flowd templates | head`
         sys.stderr.close()
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import urllib.error
+    import urllib.request
+
+    from flowd.status_report import describe, summarize
+
+    url = args.url
+    if not url:
+        settings = _load(args.config)
+        if settings is None:
+            return 2
+        url = f"http://{settings.metrics.address}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+    except (urllib.error.URLError, OSError) as error:
+        print(f"flowd: cannot read {url}: {error}", file=sys.stderr)
+        return 1
+    status = summarize(text)
+    print(orjson.dumps(status.to_json()).decode() if args.json else describe(status, url))
     return 0
 
 

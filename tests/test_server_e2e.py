@@ -341,6 +341,18 @@ def test_flow_documents_without_raw_fields(server_factory: Any) -> None:
         sflow_payloads = [d.payload for name in SFLOW_FILES for d in read_datagrams(CORPUS / name)]
         send_paced(sflow, sflow_payloads, ("127.0.0.1", server.ports["sflow"]), sent)
         server.wait_received(sent[0])
+        # `flowd status` reads the same counters from outside.
+        url = f"http://127.0.0.1:{server.ports['metrics']}/metrics"
+        status = subprocess.run(
+            [sys.executable, "-m", "flowd.cli", "status", "--url", url, "--json"],
+            capture_output=True,
+            check=True,
+            timeout=30,
+        )
+        summary = orjson.loads(status.stdout)
+        rows = {row["protocol"]: row["datagrams"] for row in summary["exporters"]}
+        assert rows == {"netflow_v5": 20, "sflow": len(sflow_payloads)}
+        assert summary["datagrams_received"] == sent[0] and summary["kernel_drops"] == 0
     assert server.stop() == 0, server.log()
     output = server.documents()
     kinds = Counter(d["event.action"] for d in output)

@@ -1,0 +1,79 @@
+"""`flowd status`: the summary of a running collector's counters.
+
+The metrics text is what flowd's own registry serves for counters set here by hand (the same
+aggregation path `flowd run` uses), so the summary is checked against the numbers put in.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+
+from flowd.server.metrics import Aggregator, WorkerStats, build_registry
+from flowd.status_report import describe, summarize
+
+
+def served_metrics() -> str:
+    first, second = WorkerStats(), WorkerStats()
+    first.inc("flowd_datagrams_received", ("netflow/udp/0.0.0.0:2055",), 1_000)
+    second.inc("flowd_datagrams_received", ("sflow/udp/0.0.0.0:6343",), 500)
+    first.inc("flowd_exporter_datagrams", ("192.0.2.1", "netflow_v9"), 990)
+    first.inc("flowd_exporter_datagrams", ("192.0.2.1", "ipfix"), 10)
+    second.inc("flowd_exporter_datagrams", ("198.51.100.7", "sflow"), 500)
+    first.inc("flowd_export_sequence_missed", ("192.0.2.1", "netflow_v9"), 4)
+    second.inc("flowd_decode_errors", ("198.51.100.7", "sflow", "truncated"), 2)
+    second.inc("flowd_decode_errors", ("198.51.100.7", "sflow", "bad_version"), 1)
+    first.inc("flowd_kernel_drops", ("netflow/udp/0.0.0.0:2055",), 7)
+    first.inc("flowd_ingress_drops", ("netflow/udp/0.0.0.0:2055",), 3)
+    first.inc("flowd_parked_events", ("expired",), 5)
+    first.inc("flowd_parked_events", ("unparked",), 50)  # decoded in the end: not a loss
+    second.inc("flowd_sink_rejected_documents", (), 1)
+    first.inc("flowd_flows_out", (), 20_000)
+    second.inc("flowd_flows_out", (), 3_000)
+    first.set("flowd_exporter_reported", ("192.0.2.1", "not_sent_flow_total_count"), 12)
+    first.set("flowd_exporter_reported", ("192.0.2.1", "exported_flow_record_total_count"), 99_999)
+    aggregator = Aggregator()
+    aggregator.update(0, first.snapshot())
+    aggregator.update(1, second.snapshot())
+    aggregator.local.set("flowd_workers", ("alive",), 2)
+    aggregator.local.inc("flowd_worker_restarts", (), 1)
+    return generate_latest(build_registry(aggregator)).decode()
+
+
+def test_the_summary_adds_up_what_the_workers_counted() -> None:
+    status = summarize(served_metrics())
+    assert (status.workers_alive, status.worker_restarts) == (2, 1)
+    assert (status.datagrams_received, status.flows_out) == (1_500, 23_000)
+    assert (status.kernel_drops, status.queue_drops) == (7, 3)
+    assert status.decode_errors == {"truncated": 2, "bad_version": 1}
+    assert status.parked_losses == {"dropped": 0, "expired": 5, "shutdown": 0}
+    assert status.output_losses["rejected by the sink"] == 1
+    rows = {(r.exporter, r.protocol): r for r in status.exporters}
+    assert set(rows) == {("192.0.2.1", "ipfix"), ("192.0.2.1", "netflow_v9"), ("198.51.100.7", "sflow")}
+    assert (rows["192.0.2.1", "netflow_v9"].datagrams, rows["192.0.2.1", "netflow_v9"].missed_exports) == (990, 4)
+    assert rows["198.51.100.7", "sflow"].decode_errors == 3
+    assert rows["192.0.2.1", "ipfix"].reported == {"not_sent_flow_total_count": 12}  # the exporter's first row
+    assert status.losses == 7 + 3 + 3 + 4 + 5 + 1
+
+    text = describe(status, "http://127.0.0.1:9107/metrics")
+    assert "lost before decoding: kernel 7, queue full 3" in text
+    assert "decode errors: bad_version 1, truncated 2" in text
+    assert "23 counted as lost" in text
+    table = [line.split() for line in text.splitlines() if line.startswith("  ")]
+    assert table[0][:2] == ["exporter", "protocol"]
+    assert ["192.0.2.1", "ipfix", "10", "0", "0", "12", "-"] in table
+    assert ["192.0.2.1", "netflow_v9", "990", "4", "0", "-", "-"] in table
+
+
+def test_an_idle_collector_has_nothing_lost() -> None:
+    aggregator = Aggregator()
+    aggregator.local.set("flowd_workers", ("alive",), 1)
+    status = summarize(generate_latest(build_registry(aggregator)).decode())
+    assert status.losses == 0 and status.exporters == []
+    assert describe(status, "x").endswith("nothing counted as lost")
+
+
+def test_a_collector_that_does_not_answer_is_an_error() -> None:
+    from flowd.cli import main
+    from tests.ports import free_port
+
+    assert main(["status", "--url", f"http://127.0.0.1:{free_port()}/metrics"]) == 1
