@@ -10,7 +10,7 @@ losses exporters report themselves. Pure: metrics text in, a summary out.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -85,21 +85,7 @@ class Status:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "workers_alive": self.workers_alive,
-            "worker_restarts": self.worker_restarts,
-            "datagrams_received": self.datagrams_received,
-            "flows_out": self.flows_out,
-            "kernel_drops": self.kernel_drops,
-            "queue_drops": self.queue_drops,
-            "allowlist_drops": self.allowlist_drops,
-            "decode_errors": self.decode_errors,
-            "parked_now": self.parked_now,
-            "parked_losses": self.parked_losses,
-            "output_losses": self.output_losses,
-            "spool_bytes": self.spool_bytes,
-            "exporters": [row.__dict__ for row in self.exporters],
-        }
+        return asdict(self)
 
 
 def summarize(text: str) -> Status:
