@@ -13,10 +13,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prometheus_client.parser import text_string_to_metric_families
+from flowd.server.metrics import Samples, parse_samples
 
-Samples = dict[str, list[tuple[dict[str, str], float]]]
-"""Sample name -> (labels, value) of each series."""
 PARKED_LOSSES = ("dropped", "expired", "shutdown")
 OUTPUT_LOSSES = {
     "flowd_sink_rejected_documents_total": "rejected by the sink",
@@ -24,14 +22,6 @@ OUTPUT_LOSSES = {
     "flowd_es_docs_dropped_total": "dropped at shutdown (cluster and spool full)",
 }
 REPORTED = {"not_sent_flow_total_count": "not sent (flows)", "ignored_packet_total_count": "ignored (packets)"}
-
-
-def parse_samples(text: str) -> Samples:
-    samples: Samples = defaultdict(list)
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            samples[sample.name].append((dict(sample.labels), sample.value))
-    return samples
 
 
 def _total(samples: Samples, name: str, **match: str) -> float:

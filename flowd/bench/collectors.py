@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -39,6 +38,7 @@ import orjson
 
 from flowd.bench import procfs
 from flowd.bench.sender import SendResult
+from flowd.server.metrics import parse_samples
 
 READY_TIMEOUT_S = 60.0
 POLL_S = 0.25
@@ -93,26 +93,13 @@ def scratch_dir(prefix: str) -> Path:
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text -> {metric family name: sum over its label sets}."""
-    totals: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        sample, _, value = line.rpartition(" ")
-        name = sample.partition("{")[0]
-        try:
-            totals[name] = totals.get(name, 0.0) + float(value)
-        except ValueError:
-            continue
-    return totals
+    """Prometheus text -> {sample name: sum over its label sets}."""
+    return {name: sum(value for _, value in series) for name, series in parse_samples(text).items()}
 
 
 def stage_seconds(text: str) -> dict[str, float]:
     """Prometheus text -> {stage: flowd_stage_seconds_total of that stage}."""
-    stages: dict[str, float] = {}
-    for stage, value in re.findall(r'^flowd_stage_seconds_total\{stage="([a-z]+)"\} (\S+)$', text, flags=re.MULTILINE):
-        stages[stage] = float(value)
-    return stages
+    return {labels["stage"]: value for labels, value in parse_samples(text).get("flowd_stage_seconds_total", [])}
 
 
 # --- flowd -------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 Labels = tuple[str, ...]
@@ -164,6 +165,19 @@ class LabelCap:
             return OTHER
         self._seen.add(value)
         return value
+
+
+Samples = dict[str, list[tuple[dict[str, str], float]]]
+"""Sample name (`flowd_flows_out_total`) -> (labels, value) of each of its series."""
+
+
+def parse_samples(text: str) -> Samples:
+    """What `/metrics` serves, read back: by `flowd status` and the benchmark harness."""
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples.setdefault(sample.name, []).append((dict(sample.labels), sample.value))
+    return samples
 
 
 class WorkerStats:
