@@ -235,10 +235,11 @@ class EnrichmentChain:
         changed = [key for key in RELOADABLE_KEYS if key not in self._tables or tables[key] != self._tables[key]]
         if not changed:
             return []
-        self.addresses.internal_networks = internal
-        self.addresses.network_names = network_names
-        self.addresses.cache.clear()
-        self._clear_address_caches()  # cached address facts hold the old internal flags and names
+        if {"internal_networks", "network_names"} & set(changed):
+            self.addresses.internal_networks = internal
+            self.addresses.network_names = network_names
+            self.addresses.cache.clear()
+            self._clear_address_caches()  # cached address facts hold the old internal flags and names
         self.exporter_names = exporter_names
         self.interfaces.configured = interface_names
         self.endpoint_applications = endpoint_applications
