@@ -437,8 +437,8 @@ def build() -> dict[str, Any]:
     )
     b.add(
         "Workers",
-        "Worker processes by state, restarts in the last hour, and SIGHUP reloads of the enrichment tables "
-        "in the last hour (per worker; failed: the file did not load and the running tables stayed)",
+        "Worker processes by state, restarts in the last hour, and SIGHUP reloads of the enrichment tables and"
+        " raw fields in the last hour (per worker; failed: the file did not load and the running tables stayed)",
         "short",
         [
             (gauge("flowd_workers", "state"), "{{state}}"),

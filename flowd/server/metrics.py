@@ -117,7 +117,9 @@ METRICS: dict[str, MetricDef] = {
     "flowd_templates_persist_errors": MetricDef("counter", "Template cache snapshots that failed"),
     "flowd_templates_restored": MetricDef("counter", "Templates restored from disk at start"),
     "flowd_config_reloads": MetricDef(
-        "counter", "SIGHUP reloads of the enrichment tables, by result (ok, failed: the running ones stay)", ("result",)
+        "counter",
+        "SIGHUP reloads of the enrichment tables and raw fields, by result (ok, failed: the running ones stay)",
+        ("result",),
     ),
     "flowd_tcp_connections": MetricDef("counter", "IPFIX-over-TCP connections accepted"),
     "flowd_tcp_connections_open": MetricDef("gauge", "IPFIX-over-TCP connections open"),
