@@ -137,6 +137,8 @@ class DecodeResult:
     templates_added: int = 0
     templates_withdrawn: int = 0
     parked: int = 0
-    """Data records held back because their template is not known yet."""
+    """Data sets held back because their template is not known yet."""
+    unparked_records: int = 0
+    """Of `flows` and `options`, the records of parked sets that a template in this datagram released."""
     declared_records: int | None = None
     """Record count the header claims (v5, v9), when it has one."""

@@ -35,7 +35,6 @@ from flowd.output.documents import flow_document
 from tests.corpus_units import CORPUS, UNITS, UNITS_BY_NAME, corpus_available, unit_datagrams
 from tests.ports import free_port
 from tests.test_enrich_sampling import v5_datagram
-from tests.test_ipfix_features import ipfix_message, ipfix_set, v4_record
 from tests.test_pipeline import netflow_v5
 
 pytestmark = [
@@ -499,19 +498,50 @@ def test_templates_survive_a_restart(server_factory: Any) -> None:
         sock.close()
 
 
-def test_data_still_waiting_for_its_template_at_shutdown_is_reported(server_factory: Any) -> None:
-    """Data sets whose template never came are not dropped silently when flowd stops."""
-    server = server_factory()
+def flow_identity(doc: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(
+        doc.get(k) for k in ("source.ip", "source.port", "destination.ip", "destination.port", "network.bytes")
+    )
+
+
+def test_data_still_waiting_for_its_template_at_shutdown_is_decoded_after_a_restart(server_factory: Any) -> None:
+    """Data sets whose template has not come when flowd stops are kept on disk. After a restart
+    every worker holds them; the one each exporter's template reaches decodes them, once."""
+    server = server_factory(workers=2)
+    name = "lcn:nf9_cisco_asa_1"
+    templates, data = split_unit(name)
+    sockets = [sender() for _ in range(6)]  # six exporters, spread over both workers
     server.start()
-    sock = sender()
-    data = ipfix_message(ipfix_set(256, v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4)))
     sent = [0]
-    send_paced(sock, [data] * 3, ("127.0.0.1", server.ports["ipfix"]), sent)
+    for sock in sockets:
+        send_paced(sock, data, ("127.0.0.1", server.ports["netflow"]), sent)
     server.wait_received(sent[0])
-    assert server.total("flowd_parked_records") == 3
+    parked = server.total("flowd_parked_records")
+    assert parked > 0
     assert server.stop() == 0, server.log()
-    assert "3 data sets from 1 exporters were still waiting for their templates" in server.log()
-    sock.close()
+    assert server.documents() == []
+    assert "exporters were still waiting for their templates: kept in" in server.log()
+    assert (server.summary()["parked_kept"], server.summary()["parked_lost"]) == (parked, 0)
+    files = list((server.dir / "state" / "templates.parked").iterdir())
+    assert len(files) >= len(sockets)
+
+    server.start()
+    assert server.total("flowd_parked_records") == 2 * parked  # every worker holds every file's sets
+    sent = [0]
+    for sock in sockets:
+        send_paced(sock, templates, ("127.0.0.1", server.ports["netflow"]), sent)
+    server.wait_received(sent[0])
+    wait_for(lambda: server.total('flowd_parked_events_total{event="restored"}') == parked, server)
+    assert server.total('flowd_parked_events_total{event="unparked"}') == parked
+    assert server.stop() == 0, server.log()
+    expected = Counter(
+        flow_identity(doc) for sock in sockets for doc in offline_documents(templates + data, sock.getsockname(), 0.0)
+    )
+    assert Counter(flow_identity(doc) for doc in server.documents()) == expected
+    assert sum(expected.values()) == len(sockets) * UNITS_BY_NAME[name].data_records
+    assert list((server.dir / "state" / "templates.parked").iterdir()) == []
+    for sock in sockets:
+        sock.close()
 
 
 def test_sighup_reloads_the_enrichment_tables(server_factory: Any) -> None:

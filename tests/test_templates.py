@@ -9,6 +9,7 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.records import TemplateField, compile_template
 from flowd.decode.templates import ParkedSet
 from flowd.errors import DecodeError
+from tests.test_data_set_batch import v9_datagram, v9_records, v9_set, v9_template
 from tests.test_ipfix_features import V4_TEMPLATE, ipfix_message, ipfix_set, v4_record
 
 EXPORTER = ("192.0.2.9", 4739)
@@ -68,14 +69,91 @@ def test_parked_sets_expire() -> None:
     assert cache.expire(20.0) == 1 and cache.parked_sets == 0 and cache.stats.parked_expired == 1
 
 
-def test_parked_sets_left_at_shutdown_are_counted() -> None:
+def test_parked_sets_are_handed_over_at_shutdown_and_counted_as_the_caller_says() -> None:
     cache = TemplateCache()
     for template_id in (256, 257):
         cache.park((EXPORTER, 10, 0, template_id), ParkedSet(b"x", 0.0, 0, 0, None))
-    cache.park((("192.0.2.99", 4739), 10, 0, 256), ParkedSet(b"y", 0.0, 0, 0, None))
-    assert cache.drop_parked() == (3, 2)
-    assert cache.parked_sets == 0 and cache.stats.parked_at_shutdown == 3
+    other = (("192.0.2.99", 4739), 10, 0, 256)
+    cache.park(other, ParkedSet(b"y", 0.0, 0, 0, None))
+    cache.restore_parked(other, [ParkedSet(b"old", 0.0, 0, 0, None, claim="unclaimed")])
+    taken = cache.take_parked()
+    # the restored set nobody claimed stays in its file: it is not this worker's to persist
+    assert {key: [s.body for s in sets] for key, sets in taken.items()} == {
+        (EXPORTER, 10, 0, 256): [b"x"],
+        (EXPORTER, 10, 0, 257): [b"x"],
+        other: [b"y"],
+    }
+    assert cache.parked_sets == 0
+    cache.count_shutdown(2, 1)
+    assert (cache.stats.parked_persisted, cache.stats.parked_at_shutdown) == (2, 1)
     assert "parked" not in json.dumps(cache.snapshot())
+
+
+class Claims:
+    """Stands in for the files: each claim can be won once, by whichever cache asks first."""
+
+    def __init__(self, *claims: str) -> None:
+        self.open = set(claims)
+        self.asked: list[str] = []
+
+    def __call__(self, claim: str) -> bool:
+        self.asked.append(claim)
+        if claim in self.open:
+            self.open.remove(claim)
+            return True
+        return False
+
+
+def test_a_restored_set_is_decoded_by_the_worker_that_claims_it_and_by_no_other() -> None:
+    claims = Claims("file-a")
+    first, second = TemplateCache(claim=claims), TemplateCache(claim=claims)
+    data = v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4)
+    key = (EXPORTER, 10, 1, 256)  # ipfix_message's domain
+    for cache in (first, second):
+        assert cache.restore_parked(key, [ParkedSet(data, 50.0, 7, 1, None, claim="file-a")]) == 1
+        assert cache.parked_sets == 1 and claims.asked == []  # nothing is claimed before it is needed
+    template = ipfix_message(ipfix_set(2, V4_TEMPLATE))
+    (flow,) = decode_datagram(template, EXPORTER, second, 60.0).flows
+    assert flow.fields["source_ipv4_address"] == "10.0.0.1" and flow.export_time == 7
+    assert second.stats.parked_restored == second.stats.unparked == 1
+    assert decode_datagram(template, EXPORTER, first, 61.0).flows == []  # the other copy is let go
+    assert first.parked_sets == 0
+    assert (first.stats.parked_restored, first.stats.unparked, first.stats.parked_expired) == (0, 0, 0)
+
+
+def test_restored_sets_expire_once_over_all_workers() -> None:
+    claims = Claims("file-a")
+    caches = [TemplateCache(parked_ttl_s=10.0, claim=claims) for _ in range(2)]
+    key = (EXPORTER, 10, 0, 256)
+    for cache in caches:
+        cache.restore_parked(key, [ParkedSet(b"x", 0.0, 0, 0, None, claim="file-a")] * 2)
+    assert [cache.expire(5.0) for cache in caches] == [0, 0] and claims.asked == []
+    assert [cache.expire(20.0) for cache in caches] == [2, 0]
+    assert [c.stats.parked_expired for c in caches] == [2, 0]
+    assert [c.parked_sets for c in caches] == [0, 0]
+
+
+def test_restored_sets_are_older_than_new_ones_and_within_the_caps() -> None:
+    claims = Claims("file-a", "file-b")
+    cache = TemplateCache(max_parked_per_key=3, max_parked_sets=4, claim=claims)
+    key = (EXPORTER, 10, 0, 256)
+    cache.park(key, ParkedSet(b"new", 100.0, 0, 0, None))
+    restored = [ParkedSet(bytes([n]), float(n), 0, n, None, claim="file-a") for n in range(5)]
+    assert cache.restore_parked(key, restored) == 2  # room for two more under this key
+    assert cache.restore_parked((EXPORTER, 10, 0, 300), [ParkedSet(b"b", 0.0, 0, 0, None, claim="file-b")] * 3) == 1
+    assert cache.parked_sets == 4
+    # a new set under a full key pushes out its oldest, a restored one: its file is claimed first
+    cache.park(key, ParkedSet(b"newer", 101.0, 0, 0, None))
+    assert claims.asked == ["file-a"]
+    assert cache.stats.parked_dropped == 1 and cache.stats.parked_restored == 2
+    # over the global cap, the oldest key goes first: restored keys come before this run's
+    cache.park((EXPORTER, 10, 0, 400), ParkedSet(b"other", 102.0, 0, 0, None))
+    assert claims.asked == ["file-a", "file-b"]
+    assert cache.stats.parked_dropped == 2 and cache.stats.parked_restored == 3
+    assert cache.parked_sets == 4
+    taken = cache.take_parked()
+    assert [s.body for s in taken[key]] == [bytes([1]), b"new", b"newer"]
+    assert (EXPORTER, 10, 0, 300) not in taken
 
 
 def test_snapshot_restore_round_trip_decodes_after_restart() -> None:
@@ -165,3 +243,21 @@ def test_snapshot_keeps_which_sampler_set_the_domain_rate() -> None:
     older.restore(snapshot)
     state = older.peek_domain((EXPORTER, 10, 1))
     assert state is not None and state.rate_sampler is None and state.sampling_rate == 100
+
+
+def test_parking_is_not_a_record_count_mismatch() -> None:
+    """RFC 3954 counts a datagram's own templates and records: a parked set holds at least one
+    record (how many, only its template tells), and records a template releases are not the
+    datagram's own. Found when flowd counted every late template as a decode error."""
+    cache = TemplateCache()
+    exporter = ("192.0.2.7", 2055)
+    parked = decode_datagram(v9_datagram(v9_set(256, v9_records(5, 1)), count=5), exporter, cache, 0.0)
+    assert (parked.parked, parked.errors) == (1, [])
+    too_many_sets = decode_datagram(
+        v9_datagram(v9_set(256, v9_records(1, 2)), v9_set(258, v9_records(1, 3)), count=1), exporter, cache, 0.0
+    )
+    assert [e.reason for e in too_many_sets.errors] == ["record_count_mismatch"]
+    released = decode_datagram(v9_datagram(v9_set(0, v9_template(256)), count=1), exporter, cache, 1.0)
+    assert (len(released.flows), released.unparked_records, released.errors) == (6, 6, [])
+    wrong = decode_datagram(v9_datagram(v9_set(256, v9_records(2, 4)), count=3), exporter, cache, 2.0)
+    assert [e.reason for e in wrong.errors] == ["record_count_mismatch"]

@@ -141,6 +141,7 @@ def release_parked(
     result: DecodeResult,
 ) -> None:
     """Decode the sets a newly learned template releases, each with its own header context."""
+    before = len(result.flows) + len(result.options)
     for parked in parked_sets:
         own = MessageContext(
             context.exporter,
@@ -161,6 +162,7 @@ def release_parked(
                 result.errors.extend(SoftError(e.reason, f"parked set: {e}", e.offset) for e in stopped)
         except DecodeError as error:
             result.errors.append(SoftError(error.reason, f"parked set: {error}"))
+    result.unparked_records += len(result.flows) + len(result.options) - before
 
 
 def emit_records(

@@ -51,8 +51,10 @@ def decode_netflow_v9(
         options_set_id=OPTIONS_TEMPLATE_SET_ID,
         parse_templates=_parse_templates,
     )
-    found = result.templates_added + result.parked + len(result.flows) + len(result.options)
-    if found != count:  # RFC 3954 section 5.1: templates and records together
+    # RFC 3954 section 5.1: the count is of this datagram's templates and records together. A parked
+    # set holds at least one record, how many is known only with its template.
+    found = result.templates_added + len(result.flows) + len(result.options) - result.unparked_records
+    if found + result.parked > count or (found != count and not result.parked):
         result.errors.append(SoftError("record_count_mismatch", f"header count {count}, found {found}", 0))
     raise_if_nothing_decoded(result)
     return result

@@ -4,11 +4,18 @@ Keyed by (exporter address and port, protocol version, observation domain or sou
 template id), as RFC 7011 section 8 scopes templates to a transport session and domain. Time is
 an argument (the datagram's receive time), never read from a clock. Everything the network can
 grow is bounded: templates per exporter and in all, parked sets per key and in all.
+
+Parked sets outlive a restart: at shutdown the server writes the ones it holds to files
+(`take_parked`), and at start every worker loads every such file (`restore_parked`), since the
+kernel may now hand the exporter to another worker. A restored set is decoded, or counted lost,
+only by the worker that first claims its file (`claim`, a callback the server supplies: the
+decoder itself does no I/O); the others let their copies go, so each set is decoded at most once.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +45,17 @@ class ParkedSet:
     export_time: int
     sequence: int
     uptime_ms: int | None
+    claim: str = ""
+    """Restored from a previous run: the file to claim before this worker may decode the set or
+    count it lost (empty once claimed, and for sets this run received)."""
+
+
+def _claim_always(claim: str) -> bool:
+    return True
+
+
+def _never_taken(claim: str) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -52,6 +70,11 @@ class TemplateStats:
     parked_dropped: int = 0
     parked_expired: int = 0
     parked_at_shutdown: int = 0
+    """Held at shutdown and not persisted (the write failed): lost."""
+    parked_persisted: int = 0
+    """Held at shutdown and written for the next start."""
+    parked_restored: int = 0
+    """Persisted by a previous run and claimed by this worker (then unparked, expired or dropped)."""
 
 
 @dataclass(slots=True)
@@ -91,6 +114,8 @@ class TemplateCache:
         max_parked_per_key: int = MAX_PARKED_PER_KEY,
         max_parked_sets: int = MAX_PARKED_SETS,
         parked_ttl_s: float = PARKED_TTL_S,
+        claim: Callable[[str], bool] = _claim_always,
+        claim_taken: Callable[[str], bool] = _never_taken,
     ) -> None:
         self.ttl_s = ttl_s
         self.max_per_exporter = max_per_exporter
@@ -98,6 +123,10 @@ class TemplateCache:
         self.max_parked_per_key = max_parked_per_key
         self.max_parked_sets = max_parked_sets
         self.parked_ttl_s = parked_ttl_s
+        self.claim = claim
+        """True when this worker is the first to claim a restored set's file."""
+        self.claim_taken = claim_taken
+        """True when another worker has claimed that file: `expire` lets such copies go."""
         self.stats = TemplateStats()
         self._templates: dict[TemplateKey, _Entry] = {}
         self._per_exporter: dict[Exporter, int] = {}
@@ -140,8 +169,9 @@ class TemplateCache:
         else:
             template = old.template  # a refresh: keep the compiled decoder
         self._templates[key] = _Entry(template, key[1], now)
-        released = self._parked.pop(key, None)
-        if released:
+        if key in self._parked:
+            released = self._settled(key)
+            del self._parked[key]
             self._parked_count -= len(released)
             self.stats.unparked += len(released)
             return released
@@ -186,22 +216,47 @@ class TemplateCache:
                 self.stats.parked_dropped += 1
                 return False
             queue = self._parked[key] = []
-        if len(queue) >= self.max_parked_per_key:
-            queue.pop(0)
-            self._parked_count -= 1
-            self.stats.parked_dropped += 1
+        elif len(queue) >= self.max_parked_per_key:
+            queue = self._settled(key)
+            if len(queue) >= self.max_parked_per_key:
+                queue.pop(0)
+                self._parked_count -= 1
+                self.stats.parked_dropped += 1
         while self._parked_count >= self.max_parked_sets and self._parked:
-            oldest_key, oldest = next(iter(self._parked.items()))
-            oldest.pop(0)
-            self._parked_count -= 1
-            self.stats.parked_dropped += 1
+            oldest_key = next(iter(self._parked))
+            oldest = self._settled(oldest_key)
+            if oldest:
+                oldest.pop(0)
+                self._parked_count -= 1
+                self.stats.parked_dropped += 1
             if not oldest:
                 del self._parked[oldest_key]
-        queue = self._parked.setdefault(key, queue)
+        queue = self._parked.setdefault(key, [])
         queue.append(parked)
         self._parked_count += 1
         self.stats.parked += 1
         return True
+
+    def _settled(self, key: TemplateKey) -> list[ParkedSet]:
+        """The sets parked under `key`, once its restored ones are settled: those whose file this
+        worker claims become its own, the others (another worker claimed them) are let go
+        uncounted. The queue is replaced in place and the parked count kept."""
+        queue = self._parked[key]
+        claims = {parked.claim for parked in queue if parked.claim}
+        if not claims:
+            return queue
+        won = {claim for claim in claims if self.claim(claim)}
+        kept = []
+        for parked in queue:
+            if parked.claim:
+                if parked.claim not in won:
+                    continue
+                parked.claim = ""
+                self.stats.parked_restored += 1
+            kept.append(parked)
+        self._parked_count -= len(queue) - len(kept)
+        self._parked[key] = kept
+        return kept
 
     def expire(self, now: float) -> int:
         """Drop templates past their TTL and parked sets past theirs; returns the number dropped."""
@@ -212,6 +267,17 @@ class TemplateCache:
         dropped = 0
         for key in list(self._parked):
             queue = self._parked[key]
+            taken = {claim for claim in {p.claim for p in queue if p.claim} if self.claim_taken(claim)}
+            if taken:  # restored copies another worker decoded or counted: not this one's to count
+                kept = [p for p in queue if p.claim not in taken]
+                self._parked_count -= len(queue) - len(kept)
+                if not kept:
+                    del self._parked[key]
+                    continue
+                queue = self._parked[key] = kept
+            if all(now - p.received_at <= self.parked_ttl_s for p in queue):
+                continue
+            queue = self._settled(key)
             kept = [p for p in queue if now - p.received_at <= self.parked_ttl_s]
             dropped += len(queue) - len(kept)
             if kept:
@@ -222,16 +288,39 @@ class TemplateCache:
         self.stats.parked_expired += dropped
         return len(stale) + dropped
 
-    def drop_parked(self) -> tuple[int, int]:
-        """At shutdown: let go of every parked set (counted); returns (sets, exporters) dropped.
-        They are not persisted: after a restart the kernel may hand the exporter to another
-        worker, which could not tell whether this one's copy was decoded already."""
-        exporters = len({key[0] for key in self._parked})
-        dropped = self._parked_count
+    def take_parked(self) -> dict[TemplateKey, list[ParkedSet]]:
+        """At shutdown: hand over every parked set this worker holds as its own, for the caller to
+        persist (`count_shutdown`). Restored sets no worker has claimed are left out: their files
+        stay for the next start."""
+        taken: dict[TemplateKey, list[ParkedSet]] = {}
+        for key, queue in self._parked.items():
+            own = [parked for parked in queue if not parked.claim]
+            if own:
+                taken[key] = own
         self._parked.clear()
         self._parked_count = 0
-        self.stats.parked_at_shutdown += dropped
-        return dropped, exporters
+        return taken
+
+    def count_shutdown(self, persisted: int, lost: int) -> None:
+        self.stats.parked_persisted += persisted
+        self.stats.parked_at_shutdown += lost
+
+    def restore_parked(self, key: TemplateKey, sets: list[ParkedSet]) -> int:
+        """Hold sets a previous run persisted (each naming its file in `claim`), as far as the
+        caps leave room; returns how many are held. Counted only once claimed."""
+        room = min(self.max_parked_sets - self._parked_count, self.max_parked_per_key)
+        if room <= 0 or (key not in self._parked and len(self._parked) >= self.max_parked_sets):
+            return 0
+        queue = self._parked.get(key)
+        if queue is None:
+            queue = self._parked[key] = []
+            self._parked.move_to_end(key, last=False)  # the oldest, first to go over the global cap
+        held = sets[: max(0, min(room, self.max_parked_per_key - len(queue)))]
+        queue[:0] = held  # older than anything this run parks
+        self._parked_count += len(held)
+        if not queue:
+            del self._parked[key]
+        return len(held)
 
     def domain(self, key: DomainKey) -> DomainState:
         state = self._domains.get(key)

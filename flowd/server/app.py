@@ -33,6 +33,7 @@ from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sink import Sink
 from flowd.server.heap import settle_heap
 from flowd.server.metrics import WorkerStats, export_component_stats
+from flowd.server.parked_store import claim_file, claim_taken, parked_directory, read_parked, write_parked
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 from flowd.server.tcp import IpfixTcpServer
 from flowd.server.udp import DrainingReceiver, ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
@@ -156,7 +157,11 @@ class Worker:
         self.stats = WorkerStats()
         tpl = settings.templates
         self.templates = TemplateCache(
-            ttl_s=tpl.ttl_s, max_per_exporter=tpl.max_per_exporter, max_templates=tpl.max_total
+            ttl_s=tpl.ttl_s,
+            max_per_exporter=tpl.max_per_exporter,
+            max_templates=tpl.max_total,
+            claim=claim_file,
+            claim_taken=claim_taken,
         )
         self.listeners: list[ListenerStats] = []
         self.receivers: list[DrainingReceiver] = []
@@ -182,6 +187,12 @@ class Worker:
         self.stats.inc("flowd_templates_restored", (), restored)
         if restored:
             log.info("restored %d templates from %s", restored, settings.templates.path)
+        held = sum(
+            self.templates.restore_parked(key, sets)
+            for key, sets in read_parked(parked_directory(settings.templates.path))
+        )
+        if held:
+            log.info("holding %d data sets that a previous run kept waiting for their templates", held)
         sink = build_sink(settings, self.worker)
         self.sink = sink
         try:
@@ -231,14 +242,7 @@ class Worker:
             pipeline.abort()
             code = EXIT_DRAIN_TIMEOUT
         reporter.cancel()
-        dropped, exporters = self.templates.drop_parked()
-        if dropped:
-            log.warning(
-                "%d data sets from %d exporters were still waiting for their templates and are dropped "
-                '(flowd_parked_events{event="shutdown"})',
-                dropped,
-                exporters,
-            )
+        self.persist_parked()
         self.persist_templates()
         try:
             await sink.close()
@@ -354,8 +358,38 @@ class Worker:
             ("dropped", "parked_dropped"),
             ("expired", "parked_expired"),
             ("shutdown", "parked_at_shutdown"),
+            ("persisted", "parked_persisted"),
+            ("restored", "parked_restored"),
         ):
             parked_events[(event,)] = getattr(cache.stats, attribute)
+
+    def persist_parked(self) -> None:
+        """Data sets still waiting for their templates go to disk for the next start."""
+        parked = self.templates.take_parked()
+        held = sum(len(sets) for sets in parked.values())
+        if not held:
+            return
+        directory = parked_directory(self.settings.templates.path)
+        exporters = len({key[0] for key in parked})
+        persisted, error = write_parked(directory, self.worker, parked)
+        self.templates.count_shutdown(persisted, held - persisted)
+        if error is not None:
+            log.error(
+                "%d of %d data sets from %d exporters still waiting for their templates are lost: "
+                'cannot write them to %s: %s (flowd_parked_events{event="shutdown"})',
+                held - persisted,
+                held,
+                exporters,
+                directory,
+                error,
+            )
+        if persisted:
+            log.info(
+                "%d data sets from %d exporters were still waiting for their templates: kept in %s for the next start",
+                persisted,
+                exporters,
+                directory,
+            )
 
     def persist_templates(self) -> None:
         self._count_persist(self._write_templates(self.templates.snapshot()))

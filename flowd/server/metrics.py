@@ -96,7 +96,9 @@ METRICS: dict[str, MetricDef] = {
     "flowd_parked_events": MetricDef(
         "counter",
         "Data sets that arrived before their template: parked, unparked (decoded when it came), dropped "
-        "(over the caps), expired (no template within 10 minutes), shutdown (still waiting when flowd stopped)",
+        "(over the caps), expired (no template within 10 minutes), shutdown (still waiting when flowd stopped and "
+        "not written to disk: lost), persisted (written at shutdown for the next start), restored (persisted by a "
+        "previous run and taken up by this worker)",
         ("event",),
     ),
     "flowd_enrich_errors": MetricDef("counter", "Batches whose enrichment failed (sent on without it)"),
@@ -284,8 +286,10 @@ class Aggregator:
                     self._add_histogram(histograms, name, counts)
             return counters, gauges, histograms
 
-    def counter_total(self, name: str) -> float:
-        return sum(self.totals()[0].get(name, {}).values())
+    def counter_total(self, name: str, labels: tuple[str, ...] | None = None) -> float:
+        """The counter summed over workers: over every label set, or for `labels` only."""
+        series = self.totals()[0].get(name, {})
+        return sum(series.values()) if labels is None else series.get(labels, 0.0)
 
     def gauge_total(self, name: str) -> float:
         series = self.totals()[1].get(name, {})

@@ -310,7 +310,7 @@ class Supervisor:
         total = self.aggregator.counter_total
         log.info(
             "stopped: datagrams_received=%d flows_out=%d ingress_drops=%d kernel_drops=%d allowlist_drops=%d "
-            "decode_errors=%d templates_persisted=%d",
+            "decode_errors=%d templates_persisted=%d parked_kept=%d parked_lost=%d",
             total("flowd_datagrams_received"),
             total("flowd_flows_out"),
             total("flowd_ingress_drops"),
@@ -318,4 +318,6 @@ class Supervisor:
             total("flowd_allowlist_drops"),
             total("flowd_decode_errors"),
             total("flowd_templates_persisted"),
+            total("flowd_parked_events", ("persisted",)),
+            total("flowd_parked_events", ("shutdown",)),
         )
