@@ -51,6 +51,9 @@ class WorkerSlot:
     failures: int = 0
     restart_at: float | None = None
     listeners: list[str] = field(default_factory=list)
+    reload_pending: bool = False
+    """A SIGHUP came while the worker was starting, when it may not have its handler yet: it is
+    passed on once the worker is ready."""
 
 
 class StatusLine:
@@ -132,6 +135,7 @@ class Supervisor:
         child_end.close()
         slot.process, slot.connection = process, parent_end
         slot.started_at, slot.ready, slot.restart_at = time.monotonic(), False, None
+        slot.reload_pending = False  # it starts from the settings as reloaded
 
     def _receive(self, slot: WorkerSlot) -> None:
         connection = slot.connection
@@ -146,6 +150,9 @@ class Supervisor:
                     slot.listeners = list(payload.get("listeners", []))
                     if slot.index == 0:
                         log.info("listening on %s", ", ".join(slot.listeners))
+                    if slot.reload_pending:
+                        slot.reload_pending = False
+                        self._signal_reload(slot)
                 elif kind in ("stats", "bye"):
                     self.aggregator.update(slot.index, payload)
         except (EOFError, OSError):
@@ -214,10 +221,17 @@ class Supervisor:
             section, name = key.split(".")
             setattr(getattr(self.settings, section), name, getattr(getattr(fresh, section), name))
         for slot in self.slots:
-            if slot.process is not None and slot.process.is_alive() and slot.process.pid is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(slot.process.pid, signal.SIGHUP)
+            if slot.ready:
+                self._signal_reload(slot)
+            else:  # spawned from the settings before this reload, and perhaps not listening for SIGHUP yet
+                slot.reload_pending = slot.process is not None
         log.info("reloading the enrichment tables and output.raw_fields in %d worker(s)", len(self.slots))
+
+    @staticmethod
+    def _signal_reload(slot: WorkerSlot) -> None:
+        if slot.process is not None and slot.process.is_alive() and slot.process.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(slot.process.pid, signal.SIGHUP)
 
     def _begin_stop(self) -> None:
         if self.stopping_since is not None:

@@ -1,0 +1,77 @@
+"""SIGHUP in the supervisor: running workers are told at once, workers still starting once they are ready.
+
+A worker ignores SIGHUP until its event loop installs the handler, so a reload that came while it
+was starting used to be lost: it ran with the tables it was spawned with until the next SIGHUP.
+Stand-ins take the workers' place and the supervisor's signals are recorded; its loop is not run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import signal
+from pathlib import Path
+from typing import Any
+
+from flowd.config import load_settings
+from flowd.server import workers
+from flowd.server.workers import Supervisor
+
+
+class StandIn:
+    """What the supervisor reads of a worker process: alive, with a pid (never signalled: the
+    test records the supervisor's `os.kill` calls instead)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    def is_alive(self) -> bool:
+        return True
+
+
+def record_hangups(monkeypatch: Any) -> list[int]:
+    signalled: list[int] = []
+
+    def kill(pid: int, signum: int) -> None:
+        assert signum == signal.SIGHUP
+        signalled.append(pid)
+
+    monkeypatch.setattr(workers.os, "kill", kill)
+    return signalled
+
+
+def test_a_worker_still_starting_gets_the_reload_when_it_is_ready(tmp_path: Path, monkeypatch: Any) -> None:
+    config = tmp_path / "flowd.toml"
+    config.write_text("[listen]\nworkers = 2\n")
+    supervisor = Supervisor(load_settings(config).settings, config_path=str(config))
+    signalled = record_hangups(monkeypatch)
+    stand_ins = [StandIn(1001), StandIn(1002)]
+    running, starting = supervisor.slots
+    pipes = []
+    for slot, stand_in in zip(supervisor.slots, stand_ins, strict=True):
+        slot.process = stand_in  # type: ignore[assignment]
+        receive, send = multiprocessing.Pipe(duplex=False)
+        slot.connection = receive
+        pipes.append(send)
+    running.ready = True
+
+    config.write_text('[listen]\nworkers = 2\n[enrich]\nnetwork_names = { "10.0.0.0/8" = "campus" }\n')
+    supervisor._reload()
+    assert signalled == [stand_ins[0].pid]
+    assert supervisor.settings.enrich.network_names == {"10.0.0.0/8": "campus"}
+
+    pipes[1].send(("ready", 1, {"listeners": []}))
+    supervisor._receive(starting)
+    assert starting.ready and signalled == [stand_ins[0].pid, stand_ins[1].pid]
+    pipes[1].send(("ready", 1, {"listeners": []}))  # once only
+    supervisor._receive(starting)
+    assert len(signalled) == 2
+
+
+def test_a_worker_started_after_the_reload_is_not_told_again(tmp_path: Path, monkeypatch: Any) -> None:
+    config = tmp_path / "flowd.toml"
+    config.write_text("[listen]\nworkers = 1\n")
+    supervisor = Supervisor(load_settings(config).settings, config_path=str(config))
+    signalled = record_hangups(monkeypatch)
+    (slot,) = supervisor.slots
+    supervisor._reload()  # no process yet: nothing is pending
+    assert not slot.reload_pending and signalled == []
