@@ -98,10 +98,36 @@ def _domain_line(item: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def describe_waiting(base: str | Path, now: float) -> list[str]:
+    """Data sets a shutdown kept for their templates (`<stem>.parked/`), per exporter and
+    template: an exporter listed here has not sent that template since."""
+    from flowd.server.parked_store import parked_directory, read_parked
+
+    directory = parked_directory(base)
+    waiting: dict[tuple[str, int, int, int], list[float]] = {}
+    for (address, version, domain, template_id), parked in read_parked(directory):
+        key = (_exporter({"exporter": list(address)}), version, domain, template_id)
+        waiting.setdefault(key, []).extend(s.received_at for s in parked)
+    if not waiting:
+        return []
+    total = sum(len(times) for times in waiting.values())
+    lines = [f"{directory}: {total} data sets kept at a shutdown wait for their templates"]
+    for (exporter, version, domain, template_id), times in sorted(waiting.items()):
+        sets = f"{len(times)} set" + ("" if len(times) == 1 else "s")
+        lines.append(
+            f"  {exporter} {VERSIONS.get(version, version)} domain {domain} template {template_id}: "
+            f"{sets}, the oldest received {_age(max(0.0, now - min(times)))} ago"
+        )
+    return lines
+
+
 def describe(snapshots: list[Snapshot], base: str | Path, now: float, *, names: bool = True) -> str:
-    """A text report: per snapshot, each exporter's domains and templates."""
+    """A text report: per snapshot, each exporter's domains and templates; then the data sets that
+    wait for a template since a shutdown."""
+    waiting = describe_waiting(base, now)
     if not snapshots:
-        return f"no template snapshot at {Path(base)} (flowd writes one every templates.persist_interval_s)"
+        missing = f"no template snapshot at {Path(base)} (flowd writes one every templates.persist_interval_s)"
+        return "\n".join([missing, *waiting])
     lines: list[str] = []
     for snapshot in snapshots:
         if snapshot.error:
@@ -125,4 +151,4 @@ def describe(snapshots: list[Snapshot], base: str | Path, now: float, *, names: 
                 if names:
                     text += ": " + ", ".join(item["names"])
                 lines.append(text)
-    return "\n".join(lines)
+    return "\n".join(lines + waiting)

@@ -20,6 +20,7 @@ import pytest
 from flowd.cli import main
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.server.app import template_path, write_snapshot_atomically
+from flowd.server.parked_store import parked_directory, write_parked
 from tests.test_ipfix_features import ipfix_message, ipfix_set, options_template, template
 
 FIELDS = ((8, 4), (12, 4), (7, 2), (11, 2), (4, 1), (1, 8), (2, 8))
@@ -104,3 +105,22 @@ def test_an_exporter_that_announces_no_rate_says_so(
     text = run(tmp_path, base, "--no-names", monkeypatch=monkeypatch, capsys=capsys)
     assert "192.0.2.1:4739 IPFIX domain 1: no sampling announced" in text
     assert "template 256 (data, 7 fields" in text and "source_ipv4_address" not in text
+
+
+def test_data_sets_kept_at_a_shutdown_are_listed_until_their_template_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    base = snapshots(tmp_path)
+    stopped = TemplateCache()
+    received = time.time() - 600
+    for offset in (0, 300):
+        decode_datagram(ipfix_message(ipfix_set(257, b"\0" * 8)), EXPORTER, stopped, received + offset)
+    decode_datagram(ipfix_message(ipfix_set(300, b"\0" * 8), domain=5), OTHER_WORKER_EXPORTER, stopped, received)
+    assert write_parked(parked_directory(base), 0, stopped.take_parked()) == (3, None)
+    text = run(tmp_path, base, monkeypatch=monkeypatch, capsys=capsys)
+    waiting = text[text.index("templates.parked: 3 data sets kept at a shutdown wait for their templates") :]
+    assert "192.0.2.1:4739 IPFIX domain 1 template 257: 2 sets, the oldest received 10 min ago" in waiting
+    assert "[2001:db8::9]:4739 IPFIX domain 5 template 300: 1 set, the oldest received 10 min ago" in waiting
+    empty = tmp_path / "none" / "templates.json"
+    write_parked(parked_directory(empty), 0, {})
+    assert "wait for their templates" not in run(tmp_path, empty, monkeypatch=monkeypatch, capsys=capsys)
