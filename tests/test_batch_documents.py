@@ -297,3 +297,15 @@ def test_a_counter_of_odd_length_gives_way_to_the_next_in_both_paths() -> None:
     )
     assert document["netflow.octet_delta_count"] == "00" * 9
     assert document["network.bytes"] == document["source.bytes"] == 77
+
+
+def test_ports_and_protocol_of_odd_length_give_one_flow_id_in_both_paths() -> None:
+    """Found by an audit: ports sent in 3 bytes (held as raw bytes in the columnar array) were
+    hashed as 0 by the columnar flow id, so the per-record path's `flow.id` differed."""
+    from flowd.output import ecs
+
+    record = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + (1234).to_bytes(3, "big") + (80).to_bytes(3, "big")
+    record += (6).to_bytes(3, "big") + (1000).to_bytes(8, "big")
+    document = one_record_alike_in_both_paths(((8, 4), (12, 4), (7, 3), (11, 3), (4, 3), (1, 8)), record)
+    assert (document["source.port"], document["destination.port"]) == (1234, 80)
+    assert document["flow.id"] == ecs.flow_id("192.0.2.9", "10.0.0.1", 1234, "10.0.0.2", 80, 6)

@@ -767,15 +767,25 @@ def _raw_words(batch: RecordBatch) -> list[Array] | None:
             words += ipv6_words(column)
         else:
             words.append(np.zeros(len(array), dtype=_U64))
-        words.append(_array_word(array, names, f"{end}_transport_port"))
-    words.append(_array_word(array, names, "protocol_identifier"))
+        port = _array_word(array, names, f"{end}_transport_port")
+        if port is None:
+            return None
+        words.append(port)
+    protocol = _array_word(array, names, "protocol_identifier")
+    if protocol is None:
+        return None
+    words.append(protocol)
     return words
 
 
-def _array_word(array: Array, names: set[str], name: str) -> Array:
-    if name in names and array[name].dtype.kind == "u":
+def _array_word(array: Array, names: set[str], name: str) -> Array | None:
+    """The column as words; None when it is held as raw bytes (sent in 3, 5, 6 or 7 bytes), which
+    the generic path reads as the integers the per-record path hashes."""
+    if name not in names:
+        return np.zeros(len(array), dtype=_U64)
+    if array[name].dtype.kind == "u":
         return array[name].astype(_U64)
-    return np.zeros(len(array), dtype=_U64)
+    return None
 
 
 def ipv6_words(addresses: Array) -> list[Array]:
