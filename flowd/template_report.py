@@ -69,7 +69,9 @@ def read_snapshots(base: str | Path) -> list[Snapshot]:
 def field_names(item: dict[str, Any]) -> list[str]:
     """The names flowd decodes a snapshot template's fields as (`netflow.<name>` in documents)."""
     fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
-    template = compile_template(int(item["id"]), fields, int(item["scope_count"]), netflow_v9=item["version"] == 9)
+    scope_count = int(item["scope_count"])
+    options = bool(item.get("options", scope_count > 0))
+    template = compile_template(int(item["id"]), fields, scope_count, netflow_v9=item["version"] == 9, options=options)
     return list(template.names)
 
 
@@ -105,9 +107,10 @@ def describe_waiting(base: str | Path, now: float) -> list[str]:
 
     directory = parked_directory(base)
     waiting: dict[tuple[str, int, int, int], list[float]] = {}
-    for (address, version, domain, template_id), parked in read_parked(directory):
-        key = (_exporter({"exporter": list(address)}), version, domain, template_id)
-        waiting.setdefault(key, []).extend(s.received_at for s in parked)
+    for _, entries in read_parked(directory):
+        for (address, version, domain, template_id), parked in entries:
+            key = (_exporter({"exporter": list(address)}), version, domain, template_id)
+            waiting.setdefault(key, []).extend(s.received_at for s in parked)
     if not waiting:
         return []
     total = sum(len(times) for times in waiting.values())
@@ -145,7 +148,7 @@ def describe(snapshots: list[Snapshot], base: str | Path, now: float, *, names: 
             header = f"  {exporter} {VERSIONS.get(version, version)} domain {domain}"
             lines.append(header + ": " + (_domain_line(state) if state is not None else "no sampling announced"))
             for item in sorted(by_domain.get(key, []), key=lambda t: int(t["id"])):
-                kind = "options" if int(item["scope_count"]) else "data"
+                kind = "options" if item.get("options", int(item["scope_count"]) > 0) else "data"
                 seen = max(0.0, now - float(item["seen_at"]))
                 text = f"    template {item['id']} ({kind}, {len(item['fields'])} fields, refreshed {_age(seen)} ago)"
                 if names:

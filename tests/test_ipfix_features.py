@@ -7,6 +7,7 @@ against tshark's decode.
 
 from __future__ import annotations
 
+import json
 import socket
 import struct
 from pathlib import Path
@@ -355,6 +356,42 @@ def test_sampling_probability_is_one_in_its_inverse() -> None:
         ipfix_message(own, ipfix_set(266, socket.inet_aton("10.0.0.2") + struct.pack("!Qd", 7, 0.25))),
     )
     assert rates == [(100, 700), (4, 28)]
+
+
+def test_sampling_probabilities_too_small_to_be_a_32_bit_rate_are_ignored() -> None:
+    """Found by an audit: 5e-324 made `round(1 / p)` raise (the datagram lost as an internal
+    error), and 1e-30 gave a rate no document field holds. The rate elements are 32-bit, so a
+    probability below 1 / (2**32 - 1) states no rate; the flows keep their counters unscaled."""
+    own = ipfix_set(2, template(267, (8, 4), (1, 8), (311, 8)))
+    rates = _rates_both_paths(
+        *(
+            ipfix_message(own, ipfix_set(267, socket.inet_aton("10.0.0.3") + struct.pack("!Qd", 7, probability)))
+            for probability in (5e-324, 1e-30, 1 / (2**32 - 1), 0.5)
+        )
+    )
+    assert rates == [(1, 7), (1, 7), (2**32 - 1, 7 * (2**32 - 1)), (2, 14)]
+
+
+def test_a_v9_options_template_without_scope_fields_is_exporter_wide() -> None:
+    """RFC 3954 section 6.1 does not require a scope field; tshark reads such a set as options.
+    Its sampling interval applies to the exporter's later flows (it was read as a data template,
+    its record indexed as a flow and the rate lost)."""
+    no_scope = struct.pack("!HHH", 257, 0, 8) + struct.pack("!HHHH", 34, 4, 35, 1)
+    flow_template = struct.pack("!HH", 256, 2) + struct.pack("!HHHH", 8, 4, 1, 4)
+    cache = TemplateCache()
+    first = decode_datagram(
+        netflow_v9(ipfix_set(1, no_scope, pad_to=4), ipfix_set(0, flow_template)), EXPORTER, cache, 1.0
+    )
+    assert first.errors == []
+    options = decode_datagram(netflow_v9(ipfix_set(257, struct.pack("!IB", 100, 2), pad_to=4)), EXPORTER, cache, 2.0)
+    assert (len(options.flows), [r.fields["sampling_interval"] for r in options.options]) == (0, [100])
+    data = netflow_v9(ipfix_set(256, socket.inet_aton("10.0.0.1") + struct.pack("!I", 1_000)))
+    (flow,) = decode_datagram(data, EXPORTER, cache, 3.0).flows
+    assert flow.sampling_rate == 100
+    restored = TemplateCache()
+    restored.restore(json.loads(json.dumps(cache.snapshot())))
+    again = decode_datagram(netflow_v9(ipfix_set(257, struct.pack("!IB", 10, 2), pad_to=4)), EXPORTER, restored, 4.0)
+    assert len(again.options) == 1 and again.flows == []
 
 
 def test_a_variable_length_record_cut_short_keeps_the_records_before_it() -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
+from typing import Any
 
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.server.parked_store import claim_file, claim_taken, parked_directory, read_parked, write_parked
@@ -27,8 +29,8 @@ def start_workers(directory: Path, count: int) -> list[TemplateCache]:
     caches = []
     for _ in range(count):
         cache = worker_cache()
-        for key, sets in read_parked(directory):
-            cache.restore_parked(key, sets)
+        for claim, entries in read_parked(directory):
+            cache.restore_parked(claim, entries)
         caches.append(cache)
     return caches
 
@@ -53,7 +55,7 @@ def test_parked_sets_decode_after_a_restart_exactly_once_as_they_would_have(tmp_
         assert decode_datagram(datagram, EXPORTER, before, 10.0 + i).parked == 1
     decode_datagram(data(RECORDS[3]), OTHER, before, 12.0)
     assert write_parked(directory, 0, before.take_parked()) == (3, None)
-    assert len(list(directory.iterdir())) == 2  # one file per exporter and template
+    assert len(list(directory.iterdir())) == 2  # one file per exporter
 
     workers = start_workers(directory, 3)
     assert [w.parked_sets for w in workers] == [3, 3, 3]
@@ -67,8 +69,8 @@ def test_parked_sets_decode_after_a_restart_exactly_once_as_they_would_have(tmp_
     assert workers[0].expire(120.0) == 0
     assert workers[0].parked_sets == 1 and workers[0].stats.parked_expired == 0
     (left,) = directory.iterdir()  # OTHER's file, whose template has not come yet
-    ((key, sets),) = read_parked(directory)
-    assert key == (OTHER, 10, 1, 256) and [s.claim for s in sets] == [str(left)]
+    ((claim, ((key, sets),)),) = read_parked(directory)
+    assert claim == str(left) and key == (OTHER, 10, 1, 256) and [s.claim for s in sets] == [claim]
 
 
 def test_a_file_nobody_claimed_is_kept_for_the_start_after(tmp_path: Path) -> None:
@@ -105,7 +107,9 @@ def test_unreadable_files_are_skipped_and_left(tmp_path: Path) -> None:
     good = TemplateCache()
     decode_datagram(data(RECORDS[0]), EXPORTER, good, 0.0)
     write_parked(directory, 1, good.take_parked())
-    assert [(key, len(sets)) for key, sets in read_parked(directory)] == [((EXPORTER, 10, 1, 256), 1)]
+    assert [[(key, len(sets)) for key, sets in entries] for _, entries in read_parked(directory)] == [
+        [((EXPORTER, 10, 1, 256), 1)]
+    ]
     assert len(list(directory.iterdir())) == 4
     assert list(read_parked(tmp_path / "absent")) == []
 
@@ -132,3 +136,98 @@ def test_a_write_that_fails_reports_what_was_written(tmp_path: Path) -> None:
 def test_claiming_is_won_once() -> None:
     assert claim_taken("/nonexistent/flowd-claim")
     assert not claim_file("/nonexistent/flowd-claim")
+
+
+def test_a_template_known_at_start_releases_the_sets_before_any_traffic(tmp_path: Path) -> None:
+    """A worker's snapshot had the template while another worker parked the exporter's data (the
+    kernel moved the exporter): at the next start the first worker to decode takes the sets."""
+    from flowd.server.metrics import WorkerStats
+    from flowd.server.pipeline import BatchDecoder
+
+    directory = tmp_path / "templates.parked"
+    now = time.time()  # the decoder releases them at the time it runs
+    knows = TemplateCache()
+    decode_datagram(TEMPLATE, EXPORTER, knows, now - 60)
+    parks = TemplateCache()
+    decode_datagram(data(RECORDS[0], RECORDS[1]), EXPORTER, parks, now - 30)
+    write_parked(directory, 1, parks.take_parked())
+    decoders = []
+    for _ in range(2):  # as a worker starts: the template snapshots first, then the parked sets
+        cache = worker_cache()
+        cache.restore(knows.snapshot())
+        for claim, entries in read_parked(directory):
+            cache.restore_parked(claim, entries)
+        decoders.append(BatchDecoder(cache, WorkerStats()))
+    first = [
+        doc for part in decoders[0].decode_parts([]) for doc in (part.to_dicts() if hasattr(part, "to_dicts") else part)
+    ]
+    assert [(d["source.ip"], d["network.bytes"]) for d in first] == [("10.0.0.1", 1500), ("10.0.0.2", 3000)]
+    assert decoders[1].decode_parts([]) == []
+    assert list(directory.iterdir()) == []
+
+
+def test_one_file_per_exporter_holds_all_its_templates(tmp_path: Path) -> None:
+    directory = tmp_path / "templates.parked"
+    cache = TemplateCache()
+    decode_datagram(data(RECORDS[0]), EXPORTER, cache, 0.0)
+    decode_datagram(ipfix_message(ipfix_set(300, RECORDS[1])), EXPORTER, cache, 0.0)
+    assert write_parked(directory, 0, cache.take_parked()) == (2, None)
+    ((_, entries),) = read_parked(directory)
+    assert [key for key, _ in entries] == [(EXPORTER, 10, 1, 256), (EXPORTER, 10, 1, 300)]
+
+
+def worker(tmp_path: Path) -> Any:
+    from flowd.config import Settings
+    from flowd.server.app import Worker
+
+    settings = Settings()
+    settings.templates.path = str(tmp_path / "templates.json")
+    return Worker(settings, 0, None)
+
+
+def test_files_that_cannot_be_claimed_are_not_loaded(tmp_path: Path, monkeypatch: Any, caplog: Any) -> None:
+    from flowd.server import app
+
+    cache = TemplateCache()
+    decode_datagram(data(RECORDS[0]), EXPORTER, cache, 0.0)
+    write_parked(tmp_path / "templates.parked", 0, cache.take_parked())
+    monkeypatch.setattr(app, "claimable", lambda directory: False)
+    stuck = worker(tmp_path)
+    stuck.restore_parked()
+    assert stuck.templates.parked_sets == 0 and "stay there" in caplog.text
+    monkeypatch.undo()
+    able = worker(tmp_path)
+    able.restore_parked()
+    assert able.templates.parked_sets == 1
+
+
+def test_sets_of_tcp_sessions_are_not_kept(tmp_path: Path) -> None:
+    """RFC 7011 section 8: a session's templates end with it, and the exporter reconnects from
+    another port, so its parked sets could never be decoded: they are counted lost at shutdown."""
+    stopping = worker(tmp_path)
+    decode_datagram(data(RECORDS[0]), EXPORTER, stopping.templates, 0.0)
+    decode_datagram(data(RECORDS[1]), ("192.0.2.50", 50123), stopping.templates, 0.0)
+
+    class Session:
+        def __init__(self) -> None:
+            self.sessions = {("192.0.2.50", 50123): None}
+
+    stopping.tcp_servers = [Session()]
+    stopping.persist_parked()
+    assert (stopping.templates.stats.parked_persisted, stopping.templates.stats.parked_at_shutdown) == (1, 1)
+    ((_, ((key, _),)),) = read_parked(tmp_path / "templates.parked")
+    assert key[0] == EXPORTER
+
+
+def test_claims_that_fail_decide_nothing(tmp_path: Path) -> None:
+    if os.geteuid() == 0:  # root may unlink anywhere
+        return
+    directory = tmp_path / "ro"
+    directory.mkdir()
+    target = directory / "a.json"
+    target.write_text("{}")
+    directory.chmod(0o500)
+    try:
+        assert not claim_file(str(target)) and target.exists()
+    finally:
+        directory.chmod(0o700)

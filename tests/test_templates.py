@@ -75,7 +75,7 @@ def test_parked_sets_are_handed_over_at_shutdown_and_counted_as_the_caller_says(
         cache.park((EXPORTER, 10, 0, template_id), ParkedSet(b"x", 0.0, 0, 0, None))
     other = (("192.0.2.99", 4739), 10, 0, 256)
     cache.park(other, ParkedSet(b"y", 0.0, 0, 0, None))
-    cache.restore_parked(other, [ParkedSet(b"old", 0.0, 0, 0, None, claim="unclaimed")])
+    cache.restore_parked("unclaimed", [(other, [ParkedSet(b"old", 0.0, 0, 0, None)])])
     taken = cache.take_parked()
     # the restored set nobody claimed stays in its file: it is not this worker's to persist
     assert {key: [s.body for s in sets] for key, sets in taken.items()} == {
@@ -110,7 +110,7 @@ def test_a_restored_set_is_decoded_by_the_worker_that_claims_it_and_by_no_other(
     data = v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4)
     key = (EXPORTER, 10, 1, 256)  # ipfix_message's domain
     for cache in (first, second):
-        assert cache.restore_parked(key, [ParkedSet(data, 50.0, 7, 1, None, claim="file-a")]) == 1
+        assert cache.restore_parked("file-a", [(key, [ParkedSet(data, 50.0, 7, 1, None)])]) == 1
         assert cache.parked_sets == 1 and claims.asked == []  # nothing is claimed before it is needed
     template = ipfix_message(ipfix_set(2, V4_TEMPLATE))
     (flow,) = decode_datagram(template, EXPORTER, second, 60.0).flows
@@ -126,34 +126,78 @@ def test_restored_sets_expire_once_over_all_workers() -> None:
     caches = [TemplateCache(parked_ttl_s=10.0, claim=claims) for _ in range(2)]
     key = (EXPORTER, 10, 0, 256)
     for cache in caches:
-        cache.restore_parked(key, [ParkedSet(b"x", 0.0, 0, 0, None, claim="file-a")] * 2)
+        cache.restore_parked("file-a", [(key, [ParkedSet(b"x", 0.0, 0, 0, None) for _ in range(2)])])
     assert [cache.expire(5.0) for cache in caches] == [0, 0] and claims.asked == []
     assert [cache.expire(20.0) for cache in caches] == [2, 0]
     assert [c.stats.parked_expired for c in caches] == [2, 0]
+    assert [c.stats.parked_restored for c in caches] == [2, 0]
     assert [c.parked_sets for c in caches] == [0, 0]
 
 
-def test_restored_sets_are_older_than_new_ones_and_within_the_caps() -> None:
-    claims = Claims("file-a", "file-b")
+def test_a_file_is_held_whole_or_not_at_all_and_its_copies_make_room_first() -> None:
+    claims = Claims("file-a", "file-b", "file-c")
     cache = TemplateCache(max_parked_per_key=3, max_parked_sets=4, claim=claims)
     key = (EXPORTER, 10, 0, 256)
+    too_big = [ParkedSet(bytes([n]), float(n), 0, n, None) for n in range(5)]
+    assert cache.restore_parked("file-c", [(key, too_big)]) == 0  # stays in its file for a later start
+    restored = [ParkedSet(bytes([n]), float(n), 0, n, None) for n in range(2)]
+    assert cache.restore_parked("file-a", [(key, restored)]) == 2
+    assert cache.restore_parked("file-b", [((EXPORTER, 10, 0, 300), [ParkedSet(b"b", 0.0, 0, 0, None)])]) == 1
     cache.park(key, ParkedSet(b"new", 100.0, 0, 0, None))
-    restored = [ParkedSet(bytes([n]), float(n), 0, n, None, claim="file-a") for n in range(5)]
-    assert cache.restore_parked(key, restored) == 2  # room for two more under this key
-    assert cache.restore_parked((EXPORTER, 10, 0, 300), [ParkedSet(b"b", 0.0, 0, 0, None, claim="file-b")] * 3) == 1
-    assert cache.parked_sets == 4
-    # a new set under a full key pushes out its oldest, a restored one: its file is claimed first
+    assert cache.parked_sets == 4 and claims.asked == []
+    # a new set under a full key: this worker gets the exporter, so it claims the file and drops
+    # the oldest set, counted
     cache.park(key, ParkedSet(b"newer", 101.0, 0, 0, None))
     assert claims.asked == ["file-a"]
     assert cache.stats.parked_dropped == 1 and cache.stats.parked_restored == 2
-    # over the global cap, the oldest key goes first: restored keys come before this run's
+    # over the global cap, copies nobody claimed go first, uncounted: their file stays
     cache.park((EXPORTER, 10, 0, 400), ParkedSet(b"other", 102.0, 0, 0, None))
-    assert claims.asked == ["file-a", "file-b"]
-    assert cache.stats.parked_dropped == 2 and cache.stats.parked_restored == 3
-    assert cache.parked_sets == 4
+    assert claims.asked == ["file-a"] and "file-b" in claims.open
+    assert cache.stats.parked_dropped == 1 and cache.parked_sets == 4
+    # then the oldest set this worker holds
+    cache.park((EXPORTER, 10, 0, 401), ParkedSet(b"more", 103.0, 0, 0, None))
+    assert cache.stats.parked_dropped == 2
     taken = cache.take_parked()
-    assert [s.body for s in taken[key]] == [bytes([1]), b"new", b"newer"]
+    assert [s.body for s in taken[key]] == [b"new", b"newer"]
     assert (EXPORTER, 10, 0, 300) not in taken
+
+
+def test_claiming_a_file_through_one_template_takes_its_sets_under_every_template() -> None:
+    """One file holds an exporter's sets: the worker that claims it gets that exporter's traffic."""
+    claims = Claims("file-a")
+    cache, other = TemplateCache(claim=claims), TemplateCache(claim=claims)
+    keys = [(EXPORTER, 10, 1, 256), (EXPORTER, 10, 1, 257)]
+    for worker in (cache, other):
+        worker.restore_parked(
+            "file-a",
+            [(k, [ParkedSet(v4_record("10.0.0.1", "10.0.0.2", 1, 2, 6, 3, 4), 5.0, 0, 0, None)]) for k in keys],
+        )
+    decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), EXPORTER, cache, 10.0)
+    assert cache.stats.parked_restored == 2 and cache.stats.unparked == 1
+    assert other.expire(10.0) == 0 and other.parked_sets == 2  # "file-a" still looks open to it
+    assert cache.expire(1_000.0) == 1 and cache.stats.parked_expired == 1  # the other template never came
+    assert other.expire(1_000.0) == 0 and other.parked_sets == 0 and other.stats.parked_restored == 0
+
+
+def test_restored_sets_meet_a_template_known_at_start() -> None:
+    """A snapshot brought the template back: the sets are released at once, not at its refresh."""
+    claims = Claims("file-a")
+    snapshot = TemplateCache()
+    decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), EXPORTER, snapshot, 0.0)
+    key = (EXPORTER, 10, 1, 256)
+    workers = []
+    for _ in range(2):
+        worker = TemplateCache(claim=claims)
+        worker.restore(json.loads(json.dumps(snapshot.snapshot())))
+        worker.restore_parked(
+            "file-a", [(key, [ParkedSet(v4_record("10.0.0.9", "10.0.0.2", 1, 2, 6, 3, 4), 5.0, 0, 0, None)])]
+        )
+        workers.append(worker)
+    assert [w.releasable for w in workers] == [{key}, {key}]
+    (released,) = workers[0].take_releasable(6.0)
+    assert released[0] == key and [s.body[:4] for s in released[2]] == [bytes([10, 0, 0, 9])]
+    assert workers[1].take_releasable(6.0) == [] and workers[1].parked_sets == 0
+    assert workers[0].stats.unparked == 1 and workers[1].stats.unparked == 0
 
 
 def test_snapshot_restore_round_trip_decodes_after_restart() -> None:
@@ -261,3 +305,8 @@ def test_parking_is_not_a_record_count_mismatch() -> None:
     assert (len(released.flows), released.unparked_records, released.errors) == (6, 6, [])
     wrong = decode_datagram(v9_datagram(v9_set(256, v9_records(2, 4)), count=3), exporter, cache, 2.0)
     assert [e.reason for e in wrong.errors] == ["record_count_mismatch"]
+    full = TemplateCache(max_parked_sets=0)
+    refused = decode_datagram(
+        v9_datagram(v9_set(0, v9_template(300)), v9_set(256, v9_records(2, 5)), count=3), exporter, full, 0.0
+    )
+    assert [e.reason for e in refused.errors] == ["parked_overflow"]  # not a mismatch as well

@@ -165,6 +165,18 @@ def release_parked(
     result.unparked_records += len(result.flows) + len(result.options) - before
 
 
+def decode_restored(templates: TemplateCache, now: float) -> list[tuple[Exporter, DecodeResult]]:
+    """Restored parked sets whose template was known at start (`TemplateCache.take_releasable`),
+    decoded as that template's arrival would have decoded them."""
+    results = []
+    for (exporter, version, domain_id, _), template, parked_sets in templates.take_releasable(now):
+        result = DecodeResult(version=version)
+        context = MessageContext(exporter, version, domain_id, 0, 0, None, now)
+        release_parked(context, templates, template, parked_sets, result)
+        results.append((exporter, result))
+    return results
+
+
 def emit_records(
     context: MessageContext,
     templates: TemplateCache,
@@ -280,8 +292,19 @@ def _record(
     )
 
 
+MAX_RATE = 2**32 - 1
+"""The largest sampling rate taken: RFC 3954's and RFC 5477's rate elements are 32-bit; a larger
+value (a field sent wider than its type) would scale counters past what a document holds."""
+MIN_PROBABILITY = 1 / MAX_RATE
+
+
 def rate_from(row: dict[str, Any]) -> int:
     """A sampling rate stated in one record (RFC 3954 field 34/50, RFC 5477 elements); 0 if none."""
+    rate = _stated_rate(row)
+    return rate if rate <= MAX_RATE else 0
+
+
+def _stated_rate(row: dict[str, Any]) -> int:
     for name in RATE_NAMES:
         value = row.get(name)
         if isinstance(value, int) and value > 0:
@@ -293,7 +316,7 @@ def rate_from(row: dict[str, Any]) -> int:
     if isinstance(interval, int) and isinstance(space, int) and interval > 0:
         return max(1, (interval + space) // interval)  # RFC 5477 systematic count-based sampling
     probability = row.get("sampling_probability")
-    if isinstance(probability, float) and 0.0 < probability <= 1.0:
+    if isinstance(probability, float) and MIN_PROBABILITY <= probability <= 1.0:
         return max(1, round(1 / probability))  # RFC 5477 probabilistic sampling: one in 1/p
     return 0
 

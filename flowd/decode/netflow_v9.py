@@ -51,10 +51,13 @@ def decode_netflow_v9(
         options_set_id=OPTIONS_TEMPLATE_SET_ID,
         parse_templates=_parse_templates,
     )
-    # RFC 3954 section 5.1: the count is of this datagram's templates and records together. A parked
-    # set holds at least one record, how many is known only with its template.
+    # RFC 3954 section 5.1: the count is of this datagram's templates and records together. A set
+    # parked (or refused a place to park) holds at least one record, how many only its template
+    # tells; a template refused by the caps was one record too.
     found = result.templates_added + len(result.flows) + len(result.options) - result.unparked_records
-    if found + result.parked > count or (found != count and not result.parked):
+    found += sum(error.reason == "template_cap" for error in result.errors)
+    waiting = result.parked + sum(error.reason == "parked_overflow" for error in result.errors)
+    if found + waiting > count or (found != count and not waiting):
         result.errors.append(SoftError("record_count_mismatch", f"header count {count}, found {found}", 0))
     raise_if_nothing_decoded(result)
     return result
@@ -92,7 +95,7 @@ def _parse_templates(
             raise TruncatedError(f"template {template_id} overruns its FlowSet", offset=pos)
         fields = tuple(starmap(TemplateField, SET_HEADER.iter_unpack(data[pos : pos + field_count * 4])))
         pos += field_count * 4
-        template = compile_template(template_id, fields, scope_count, netflow_v9=True)
+        template = compile_template(template_id, fields, scope_count, netflow_v9=True, options=options)
         key = (context.exporter, context.version, context.domain_id, template_id)
         released = templates.put(key, template, context.received_at)
         if released is None:

@@ -192,6 +192,7 @@ class CompiledTemplate:
         "layout",
         "min_length",
         "names",
+        "options",
         "record_length",
         "scope_count",
         "template_id",
@@ -204,10 +205,13 @@ class CompiledTemplate:
         names: tuple[str, ...],
         kinds: tuple[str, ...],
         scope_count: int = 0,
+        options: bool | None = None,
     ) -> None:
         self.template_id = template_id
         self.fields = template_fields
         self.scope_count = scope_count
+        self.options = scope_count > 0 if options is None else options
+        """An options template: RFC 3954 lets a v9 one have no scope field (exporter-wide)."""
         self.names = names
         variable = any(f.length == VARIABLE_LENGTH for f in template_fields)
         self.min_length = sum(1 if f.length == VARIABLE_LENGTH else f.length for f in template_fields)
@@ -250,7 +254,7 @@ class CompiledTemplate:
 
     @property
     def is_options(self) -> bool:
-        return self.scope_count > 0
+        return self.options
 
     @property
     def is_fixed(self) -> bool:
@@ -335,6 +339,7 @@ def compile_template(
     scope_count: int = 0,
     *,
     netflow_v9: bool = False,
+    options: bool | None = None,
 ) -> CompiledTemplate:
     """Resolve every field's name and type and build the decoder.
 
@@ -343,19 +348,20 @@ def compile_template(
     before shares every part of that one (dtype, columns, converters, the fields themselves) and
     costs only its own small object.
     """
-    key = (template_fields, scope_count, netflow_v9)
+    is_options = scope_count > 0 if options is None else options
+    key = (template_fields, scope_count, netflow_v9, is_options)
     known = _COMPILED.get(key)
     if known is None:
         if len(_COMPILED) >= MAX_DISTINCT_LAYOUTS:  # hostile exporters inventing layouts: start over
             _COMPILED.clear()
-        known = _COMPILED[key] = _compile(template_id, template_fields, scope_count, netflow_v9)
+        known = _COMPILED[key] = _compile(template_id, template_fields, scope_count, netflow_v9, is_options)
     if known.template_id == template_id:
         return known
     return known.with_id(template_id)
 
 
 def _compile(
-    template_id: int, template_fields: tuple[TemplateField, ...], scope_count: int, netflow_v9: bool
+    template_id: int, template_fields: tuple[TemplateField, ...], scope_count: int, netflow_v9: bool, options: bool
 ) -> CompiledTemplate:
     names: list[str] = []
     kinds: list[str] = []
@@ -374,7 +380,8 @@ def _compile(
             kind = MPLS_LABEL
         names.append(name)
         kinds.append(kind)
-    return CompiledTemplate(template_id, template_fields, _encapsulation_names(names), tuple(kinds), scope_count)
+    names_tuple = _encapsulation_names(names)
+    return CompiledTemplate(template_id, template_fields, names_tuple, tuple(kinds), scope_count, options)
 
 
 def _encapsulation_names(names: list[str]) -> tuple[str, ...]:

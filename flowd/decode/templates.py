@@ -5,11 +5,13 @@ template id), as RFC 7011 section 8 scopes templates to a transport session and 
 an argument (the datagram's receive time), never read from a clock. Everything the network can
 grow is bounded: templates per exporter and in all, parked sets per key and in all.
 
-Parked sets outlive a restart: at shutdown the server writes the ones it holds to files
+Parked sets outlive a restart: at shutdown the server writes the ones a worker holds to files
 (`take_parked`), and at start every worker loads every such file (`restore_parked`), since the
 kernel may now hand the exporter to another worker. A restored set is decoded, or counted lost,
 only by the worker that first claims its file (`claim`, a callback the server supplies: the
 decoder itself does no I/O); the others let their copies go, so each set is decoded at most once.
+Copies nobody claimed yet are only copies: under the caps they are forgotten first, uncounted,
+and their file stays for whichever worker needs it, or for the next start.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ class ParkedSet:
     uptime_ms: int | None
     claim: str = ""
     """Restored from a previous run: the file to claim before this worker may decode the set or
-    count it lost (empty once claimed, and for sets this run received)."""
+    count it lost (empty once claimed, and for sets this run received). One file holds the sets of
+    one exporter, under any of its templates."""
 
 
 def _claim_always(claim: str) -> bool:
@@ -132,6 +135,11 @@ class TemplateCache:
         self._per_exporter: dict[Exporter, int] = {}
         self._parked: OrderedDict[TemplateKey, list[ParkedSet]] = OrderedDict()
         self._parked_count = 0
+        self._restored: dict[str, list[TemplateKey]] = {}
+        """Files whose sets this worker holds unclaimed -> the keys they are parked under."""
+        self.releasable: set[TemplateKey] = set()
+        """Keys whose restored sets met a template already known at start (from a snapshot):
+        `take_releasable` hands them to the decoder before the first batch."""
         self._domains: dict[DomainKey, DomainState] = {}
 
     def __len__(self) -> int:
@@ -164,18 +172,37 @@ class TemplateCache:
                 return None
             self._per_exporter[exporter] = self._per_exporter.get(exporter, 0) + 1
             self.stats.added += 1
-        elif old.template.fields != template.fields or old.template.scope_count != template.scope_count:
+        elif (
+            old.template.fields != template.fields
+            or old.template.scope_count != template.scope_count
+            or old.template.options != template.options
+        ):
             self.stats.redefined += 1
         else:
             template = old.template  # a refresh: keep the compiled decoder
         self._templates[key] = _Entry(template, key[1], now)
-        if key in self._parked:
-            released = self._settled(key)
-            del self._parked[key]
-            self._parked_count -= len(released)
-            self.stats.unparked += len(released)
-            return released
-        return []
+        return self._release(key)
+
+    def _release(self, key: TemplateKey) -> list[ParkedSet]:
+        if key not in self._parked:
+            return []
+        self._settle(key)
+        released = self._parked.pop(key, [])
+        self._parked_count -= len(released)
+        self.stats.unparked += len(released)
+        return released
+
+    def take_releasable(self, now: float) -> list[tuple[TemplateKey, CompiledTemplate, list[ParkedSet]]]:
+        """Restored sets whose template was known at start, claimed and released for decoding."""
+        released = []
+        for key in sorted(self.releasable, key=repr):
+            template = self.get(key, now)
+            if template is not None:
+                sets = self._release(key)
+                if sets:
+                    released.append((key, template, sets))
+        self.releasable.clear()
+        return released
 
     def withdraw(self, key: TemplateKey) -> int:
         """RFC 7011 section 8.1: a template withdrawal; returns how many were removed."""
@@ -211,52 +238,66 @@ class TemplateCache:
     def park(self, key: TemplateKey, parked: ParkedSet) -> bool:
         """Hold a data set until its template arrives; False (and counted) when over the caps."""
         queue = self._parked.get(key)
-        if queue is None:
-            if len(self._parked) >= self.max_parked_sets:
-                self.stats.parked_dropped += 1
-                return False
-            queue = self._parked[key] = []
-        elif len(queue) >= self.max_parked_per_key:
-            queue = self._settled(key)
-            if len(queue) >= self.max_parked_per_key:
+        if queue is not None and len(queue) >= self.max_parked_per_key:
+            self._settle(key)  # this worker gets the exporter: its restored copies are its own now
+            queue = self._parked.get(key)
+            if queue is not None and len(queue) >= self.max_parked_per_key:
                 queue.pop(0)
                 self._parked_count -= 1
                 self.stats.parked_dropped += 1
         while self._parked_count >= self.max_parked_sets and self._parked:
-            oldest_key = next(iter(self._parked))
-            oldest = self._settled(oldest_key)
-            if oldest:
-                oldest.pop(0)
-                self._parked_count -= 1
-                self.stats.parked_dropped += 1
-            if not oldest:
-                del self._parked[oldest_key]
-        queue = self._parked.setdefault(key, [])
-        queue.append(parked)
+            self._make_room()
+        if key not in self._parked and len(self._parked) >= self.max_parked_sets:
+            self.stats.parked_dropped += 1
+            return False
+        self._parked.setdefault(key, []).append(parked)
         self._parked_count += 1
         self.stats.parked += 1
         return True
 
-    def _settled(self, key: TemplateKey) -> list[ParkedSet]:
-        """The sets parked under `key`, once its restored ones are settled: those whose file this
-        worker claims become its own, the others (another worker claimed them) are let go
-        uncounted. The queue is replaced in place and the parked count kept."""
-        queue = self._parked[key]
-        claims = {parked.claim for parked in queue if parked.claim}
-        if not claims:
-            return queue
-        won = {claim for claim in claims if self.claim(claim)}
-        kept = []
-        for parked in queue:
-            if parked.claim:
-                if parked.claim not in won:
-                    continue
-                parked.claim = ""
-                self.stats.parked_restored += 1
-            kept.append(parked)
-        self._parked_count -= len(queue) - len(kept)
-        self._parked[key] = kept
-        return kept
+    def _make_room(self) -> None:
+        """Forget the oldest file's unclaimed copies (the file stays), else drop the oldest set."""
+        claim = next(iter(self._restored), None)
+        if claim is not None:
+            self._forget(claim)
+            return
+        oldest_key = next(iter(self._parked))
+        oldest = self._parked[oldest_key]
+        if oldest:
+            oldest.pop(0)
+            self._parked_count -= 1
+            self.stats.parked_dropped += 1
+        if not oldest:
+            del self._parked[oldest_key]
+
+    def _settle(self, key: TemplateKey) -> None:
+        """Decide every restored set parked under `key`: claiming a file makes all its sets this
+        worker's, under whichever key; a file another worker claimed takes its copies away."""
+        for claim in {parked.claim for parked in self._parked.get(key, ()) if parked.claim}:
+            if claim not in self._restored:
+                continue
+            if self.claim(claim):
+                for held_key in self._restored.pop(claim):
+                    for parked in self._parked.get(held_key, ()):
+                        if parked.claim == claim:
+                            parked.claim = ""
+                            self.stats.parked_restored += 1
+            else:
+                self._forget(claim)
+
+    def _forget(self, claim: str) -> None:
+        """Let go of this worker's copies of a file's sets, uncounted: they are not its to count."""
+        for key in self._restored.pop(claim, ()):
+            queue = self._parked.get(key)
+            if queue is None:
+                continue
+            kept = [parked for parked in queue if parked.claim != claim]
+            self._parked_count -= len(queue) - len(kept)
+            if kept:
+                self._parked[key] = kept
+            else:
+                del self._parked[key]
+                self.releasable.discard(key)
 
     def expire(self, now: float) -> int:
         """Drop templates past their TTL and parked sets past theirs; returns the number dropped."""
@@ -264,27 +305,24 @@ class TemplateCache:
         for key in stale:
             self._remove(key)
         self.stats.expired += len(stale)
+        for claim in [claim for claim in self._restored if self.claim_taken(claim)]:
+            self._forget(claim)  # another worker decoded or counted them
+        ttl = self.parked_ttl_s
         dropped = 0
         for key in list(self._parked):
-            queue = self._parked[key]
-            taken = {claim for claim in {p.claim for p in queue if p.claim} if self.claim_taken(claim)}
-            if taken:  # restored copies another worker decoded or counted: not this one's to count
-                kept = [p for p in queue if p.claim not in taken]
-                self._parked_count -= len(queue) - len(kept)
-                if not kept:
-                    del self._parked[key]
-                    continue
-                queue = self._parked[key] = kept
-            if all(now - p.received_at <= self.parked_ttl_s for p in queue):
+            queue = self._parked.get(key, [])
+            if all(now - parked.received_at <= ttl for parked in queue):
                 continue
-            queue = self._settled(key)
-            kept = [p for p in queue if now - p.received_at <= self.parked_ttl_s]
+            if any(parked.claim and now - parked.received_at > ttl for parked in queue):
+                self._settle(key)  # claimed: this worker counts them expired; else not its to count
+                queue = self._parked.get(key, [])
+            kept = [parked for parked in queue if parked.claim or now - parked.received_at <= ttl]
             dropped += len(queue) - len(kept)
+            self._parked_count -= len(queue) - len(kept)
             if kept:
                 self._parked[key] = kept
-            else:
+            elif key in self._parked:
                 del self._parked[key]
-        self._parked_count -= dropped
         self.stats.parked_expired += dropped
         return len(stale) + dropped
 
@@ -299,28 +337,38 @@ class TemplateCache:
                 taken[key] = own
         self._parked.clear()
         self._parked_count = 0
+        self._restored.clear()
+        self.releasable.clear()
         return taken
 
     def count_shutdown(self, persisted: int, lost: int) -> None:
         self.stats.parked_persisted += persisted
         self.stats.parked_at_shutdown += lost
 
-    def restore_parked(self, key: TemplateKey, sets: list[ParkedSet]) -> int:
-        """Hold sets a previous run persisted (each naming its file in `claim`), as far as the
-        caps leave room; returns how many are held. Counted only once claimed."""
-        room = min(self.max_parked_sets - self._parked_count, self.max_parked_per_key)
-        if room <= 0 or (key not in self._parked and len(self._parked) >= self.max_parked_sets):
+    def restore_parked(self, claim: str, entries: list[tuple[TemplateKey, list[ParkedSet]]]) -> int:
+        """Hold the sets of one file a previous run persisted, all of them or, when the caps leave
+        no room for all, none (the file stays for a later start); returns how many are held.
+        Meant for the start, before anything is parked: files come oldest first and are the
+        first to make room. The per-key cap does not apply to them: it bounds what an exporter
+        sends, and a file holds no more than a run let it park. Counted only once claimed."""
+        total = sum(len(sets) for _, sets in entries)
+        keys = list(dict.fromkeys(key for key, sets in entries if sets))
+        new_keys = sum(1 for key in keys if key not in self._parked)
+        if not total or self._parked_count + total > self.max_parked_sets:
             return 0
-        queue = self._parked.get(key)
-        if queue is None:
-            queue = self._parked[key] = []
-            self._parked.move_to_end(key, last=False)  # the oldest, first to go over the global cap
-        held = sets[: max(0, min(room, self.max_parked_per_key - len(queue)))]
-        queue[:0] = held  # older than anything this run parks
-        self._parked_count += len(held)
-        if not queue:
-            del self._parked[key]
-        return len(held)
+        if len(self._parked) + new_keys > self.max_parked_sets or claim in self._restored:
+            return 0
+        for key, sets in entries:
+            queue = self._parked.setdefault(key, [])
+            own = next((i for i, parked in enumerate(queue) if not parked.claim), len(queue))
+            for parked in sets:
+                parked.claim = claim
+            queue[own:own] = sets  # older than anything this run parks
+            if key in self._templates:
+                self.releasable.add(key)
+        self._restored[claim] = keys
+        self._parked_count += total
+        return total
 
     def domain(self, key: DomainKey) -> DomainState:
         state = self._domains.get(key)
@@ -342,6 +390,7 @@ class TemplateCache:
                 "domain": key[2],
                 "id": key[3],
                 "scope_count": entry.template.scope_count,
+                "options": entry.template.options,
                 "fields": [[f.element_id, f.length, f.pen] for f in entry.template.fields],
                 "seen_at": entry.seen_at,
             }
@@ -371,7 +420,9 @@ class TemplateCache:
             exporter = (str(item["exporter"][0]), int(item["exporter"][1]))
             version = int(item["version"])
             fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
-            template = compile_template(int(item["id"]), fields, int(item["scope_count"]), netflow_v9=version == 9)
+            scope_count = int(item["scope_count"])
+            options = bool(item.get("options", scope_count > 0))  # absent from earlier snapshots
+            template = compile_template(int(item["id"]), fields, scope_count, netflow_v9=version == 9, options=options)
             key = (exporter, version, int(item["domain"]), int(item["id"]))
             if self.put(key, template, float(item["seen_at"])) is not None:
                 restored += 1

@@ -33,7 +33,15 @@ from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sink import Sink
 from flowd.server.heap import settle_heap
 from flowd.server.metrics import WorkerStats, export_component_stats
-from flowd.server.parked_store import claim_file, claim_taken, parked_directory, read_parked, write_parked
+from flowd.server.parked_store import (
+    claim_file,
+    claim_taken,
+    claimable,
+    parked_directory,
+    read_parked,
+    remove_stale_temporaries,
+    write_parked,
+)
 from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
 from flowd.server.tcp import IpfixTcpServer
 from flowd.server.udp import DrainingReceiver, ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
@@ -187,12 +195,7 @@ class Worker:
         self.stats.inc("flowd_templates_restored", (), restored)
         if restored:
             log.info("restored %d templates from %s", restored, settings.templates.path)
-        held = sum(
-            self.templates.restore_parked(key, sets)
-            for key, sets in read_parked(parked_directory(settings.templates.path))
-        )
-        if held:
-            log.info("holding %d data sets that a previous run kept waiting for their templates", held)
+        self.restore_parked()
         sink = build_sink(settings, self.worker)
         self.sink = sink
         try:
@@ -212,6 +215,7 @@ class Worker:
             batch_delay_s=settings.listen.batch_delay_ms / 1000,
         )
         pipeline.start()
+        await pipeline.decode_restored()
         loop.add_signal_handler(signal.SIGHUP, self._reload, pipeline)
         try:
             await self._open_listeners(ingress, decoder)
@@ -242,8 +246,8 @@ class Worker:
             pipeline.abort()
             code = EXIT_DRAIN_TIMEOUT
         reporter.cancel()
+        self.persist_templates()  # first: the parked sets' files take longer, and a kill may come
         self.persist_parked()
-        self.persist_templates()
         try:
             await sink.close()
         except Exception as error:
@@ -363,9 +367,37 @@ class Worker:
         ):
             parked_events[(event,)] = getattr(cache.stats, attribute)
 
+    def restore_parked(self) -> None:
+        """Hold every file of parked data sets a previous run kept, where files can be claimed."""
+        directory = parked_directory(self.settings.templates.path)
+        if not directory.is_dir():
+            return
+        if not claimable(directory):
+            log.error(
+                "parked data sets in %s stay there: this process cannot remove files there, so no "
+                "worker could claim them and each might decode them",
+                directory,
+            )
+            return
+        remove_stale_temporaries(directory)
+        held = sum(self.templates.restore_parked(claim, entries) for claim, entries in read_parked(directory))
+        if held:
+            log.info("holding %d data sets that a previous run kept waiting for their templates", held)
+
     def persist_parked(self) -> None:
-        """Data sets still waiting for their templates go to disk for the next start."""
+        """Data sets still waiting for their templates go to disk for the next start, but for
+        those of IPFIX-over-TCP sessions, which ended with this run."""
         parked = self.templates.take_parked()
+        sessions = {peer for server in self.tcp_servers for peer in server.sessions}
+        ended = sum(len(sets) for key, sets in parked.items() if key[0] in sessions)
+        if ended:
+            parked = {key: sets for key, sets in parked.items() if key[0] not in sessions}
+            self.templates.count_shutdown(0, ended)
+            log.warning(
+                "%d data sets of IPFIX-over-TCP sessions were still waiting for their templates and are lost: "
+                'their sessions ended (flowd_parked_events{event="shutdown"})',
+                ended,
+            )
         held = sum(len(sets) for sets in parked.values())
         if not held:
             return

@@ -32,6 +32,7 @@ import orjson
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.batch import RecordBatch, merge_batches
 from flowd.decode.data_set_batch import decode_data_datagrams
+from flowd.decode.flowsets import decode_restored
 from flowd.decode.netflow_v5 import V5_PREFIX, decode_netflow_v5_batch
 from flowd.decode.sequence import SEQUENCE_SPACE, UNCOUNTED, SequenceTracker, export_mark, ipfix_data_records
 from flowd.decode.sflow import decode_flow_sample
@@ -39,7 +40,7 @@ from flowd.decode.sflow_batch import SampleBatch, join_sample_batches
 from flowd.decode.sflow_walk import SFLOW_V5_PREFIX, walk_sflow_datagrams
 from flowd.enrich import Enricher
 from flowd.errors import DecodeError, SinkError
-from flowd.model import KIND_NETFLOW_FLOW, FlowList, FlowRecord
+from flowd.model import KIND_NETFLOW_FLOW, DecodeResult, Exporter, FlowList, FlowRecord
 from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
 from flowd.output.raw_fields import RawFieldFilter
@@ -249,6 +250,9 @@ class BatchDecoder:
         flows = FlowList()
         stats = self.stats
         received = batch
+        if self.templates.releasable:  # the first batch after a start takes what a previous run parked
+            for exporter, result in decode_restored(self.templates, time.time()):
+                self._take_result(result, exporter, PROTOCOLS[result.version], flows)
         sample_batches, batch = self._walk_sflow(batch)
         v5_batches, batch = self._netflow_v5_at_once(batch)
         for v5_batch in v5_batches:
@@ -366,6 +370,12 @@ class BatchDecoder:
             if protocol == "ipfix":  # with the templates it carried, before later ones change them
                 self._ipfix_records[id(data)] = ipfix_data_records(data, exporter, self.templates.get, received_at)
         stats.inc("flowd_datagrams_decoded", (protocol,))
+        self._take_result(result, exporter, protocol, flows)
+
+    def _take_result(self, result: DecodeResult, exporter: Exporter, protocol: str, flows: FlowList) -> None:
+        """A decode result's flows join `flows`, its options documents `self.options`, its
+        errors the counters and the rate-limited log."""
+        stats = self.stats
         for soft in result.errors:
             self._error(exporter, protocol, soft.reason, soft.message)
         if result.flows:
@@ -543,6 +553,16 @@ class Pipeline:
                 await self.documents.put((parts, options, batch[0][2]))
             await _let_receive_run()
         await self.documents.put(None)
+
+    async def decode_restored(self) -> None:
+        """Before any traffic: documents of the data sets a previous run parked whose templates a
+        snapshot brought back (the first batch would take them too, but none may come soon)."""
+        if not self.decoder.templates.releasable:
+            return
+        parts = self.decoder.decode_parts([])
+        options = self.decoder.take_options()
+        if parts or options:
+            await self.documents.put((parts, options, time.time()))
 
     async def _linger(self) -> None:
         """Let waiting datagrams gather until a joined batch's worth waits, the oldest has waited

@@ -27,6 +27,7 @@ log = logging.getLogger("flowd.tcp")
 IPFIX_VERSION = 10
 IPFIX_HEADER_BYTES = 16
 MAX_TCP_CONNECTIONS = 1024
+MAX_SESSIONS_REMEMBERED = 65_536
 RESUME_POLL_S = 0.005
 
 
@@ -123,6 +124,9 @@ class IpfixTcpServer:
         self.exporter_label = exporter_label
         self.warn = RateLimitedLog(log)
         self.connections: set[IpfixTcpReceiver] = set()
+        self.sessions: dict[tuple[str, int], None] = {}
+        """Peers of this run's sessions (the latest ones): data parked on a session cannot meet
+        its template after the session ends (RFC 7011 section 8), so it is not kept at shutdown."""
         self.listener_datagrams = 0
         self.listener_bytes = 0
         self.closing = False
@@ -143,6 +147,9 @@ class IpfixTcpServer:
             self.warn.warning("tcp|limit", f"{self.name}: {MAX_TCP_CONNECTIONS} connections open, refusing more")
             return False
         self.connections.add(connection)
+        if len(self.sessions) >= MAX_SESSIONS_REMEMBERED:
+            del self.sessions[next(iter(self.sessions))]
+        self.sessions[connection.peer] = None
         self.stats.inc("flowd_tcp_connections")
         return True
 
