@@ -207,3 +207,51 @@ def _bulk(
         else None,
         seed_bytes(seed),
     )
+
+
+def test_sflow_icmp_samples_hash_their_sampled_type_and_code() -> None:
+    """Found by an audit: sFlow documents carry the sampled header's ICMP type and code as
+    `sflow.icmp_type`/`sflow.icmp_code` and no destination port, and every ICMP sample hashed as
+    type 0. Frames built with scapy, sent through a worker's batch decoder (walked in numpy, and
+    one datagram alone) and both enrichment paths, against the baseline (seed 0)."""
+    from scapy.layers.inet import ICMP, IP
+    from scapy.layers.inet6 import ICMPv6EchoRequest, IPv6
+    from scapy.layers.l2 import Ether
+
+    from flowd.config import EnrichSettings
+    from flowd.decode import TemplateCache
+    from flowd.enrich.chain import build_enricher
+    from flowd.output.table import DocumentTable
+    from flowd.server.metrics import WorkerStats
+    from flowd.server.pipeline import BatchDecoder
+    from tests.test_sflow_properties import datagram, flow_sample, raw_header
+
+    frames = {
+        "1:X0snYXpgwiv9TZtqg64sgzUn6Dk=": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src="192.168.0.89", dst="192.168.0.1")
+        / ICMP(type=8),
+        "1:YHxtAirCG//0OzkcVAukqKQN9xM=": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IP(src="10.0.0.1", dst="10.0.0.2")
+        / ICMP(type=11),
+        "1:+TW+HtLHvV1xnGhV1lv7XoJrqQg=": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+        / IPv6(src="3ffe:507:0:1:200:86ff:fe05:80da", dst="3ffe:501:0:1001::2")
+        / ICMPv6EchoRequest(),
+    }
+    payload = datagram(*(flow_sample(raw_header(bytes(frame))) for frame in frames.values()))
+    chain = build_enricher(EnrichSettings(geoip_lookup=False, asn_lookup=False, oui_lookup=False))
+    for copies in (8, 1):  # eight datagrams are walked at once; one goes through decode_sflow
+        decoder = BatchDecoder(TemplateCache(), WorkerStats())
+        parts = decoder.decode_parts([(payload, ("192.0.2.9", 6343), 1_700_000_000.0)] * copies)
+        found: list[str] = []
+        for part in parts:  # a table per layout: IPv4 and IPv6 samples apart
+            if isinstance(part, DocumentTable):
+                dicts = part.to_dicts()
+                asyncio.run(chain.enrich_table(part))
+                tabled = [d["network.community_id"] for d in part.to_dicts()]
+            else:
+                dicts, tabled = part, None
+            asyncio.run(chain.enrich(dicts))
+            one_by_one = [d["network.community_id"] for d in dicts]
+            assert tabled in (None, one_by_one)
+            found += one_by_one
+        assert sorted(found) == sorted(list(frames) * copies)

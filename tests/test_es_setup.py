@@ -91,6 +91,7 @@ RAW_FIELDS = {
     "sflow.src_mac": ("00:11:22:33:44:66", "keyword"),
     "sflow.if_admin_status": ("up", "keyword"),
     "sflow.sampling_rate": (512, "long"),
+    "sflow.dot3_stats_internal_mac_transmit_errors": (3, "long"),  # a count, though its name holds "mac"
 }
 
 

@@ -799,6 +799,10 @@ def _icmp_ports(
     six = protocols == PROTO_ICMPV6
     kind = np.where(six, found[1][0], found[0][0])
     code = np.where(six, found[1][1], found[0][1])
+    sampled = _ports(table, "sflow.icmp_type", count, missing=-1)  # from the sampled header
+    if (sampled >= 0).any():
+        code = np.where(sampled >= 0, _ports(table, "sflow.icmp_code", count, missing=0), code)
+        kind = np.where(sampled >= 0, sampled, kind)
     in_table = (kind >= 0) & (kind <= 255)
     counterpart = np.where(six, _ICMPV6_COUNTERPARTS[kind & 0xFF], _ICMP_COUNTERPARTS[kind & 0xFF])
     counterpart = np.where(in_table, counterpart, -1)

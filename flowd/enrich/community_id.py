@@ -235,17 +235,18 @@ def icmp_type_code(get: Callable[[str], object], ipv6: bool) -> tuple[int, int]:
     """ICMP type and code of a flow document, whose fields `get` reads (`document.get`).
 
     From the dedicated elements when the exporter sent them (IANA 176/177, 178/179, or the
-    combined 32/139), else from the destination port, where NetFlow v5 and most v9 exporters put
-    type * 256 + code.
+    combined 32/139) or the sampled header held them (sFlow), else from the destination port,
+    where NetFlow v5 and most v9 exporters put type * 256 + code.
     """
     if ipv6:
         kind, code, combined = "netflow.icmp_type_ipv6", "netflow.icmp_code_ipv6", "netflow.icmp_type_code_ipv6"
     else:
         kind, code, combined = "netflow.icmp_type_ipv4", "netflow.icmp_code_ipv4", "netflow.icmp_type_code_ipv4"
-    type_value = get(kind)
-    if isinstance(type_value, int):
-        code_value = get(code)
-        return type_value, code_value if isinstance(code_value, int) else 0
+    for kind_key, code_key in ((kind, code), ("sflow.icmp_type", "sflow.icmp_code")):
+        type_value = get(kind_key)
+        if isinstance(type_value, int):
+            code_value = get(code_key)
+            return type_value, code_value if isinstance(code_value, int) else 0
     value = get(combined)
     if not isinstance(value, int):
         value = get("destination.port")

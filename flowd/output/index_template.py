@@ -77,7 +77,13 @@ def mappings() -> dict[str, Any]:
     dynamic_templates: list[dict[str, Any]] = []
     for protocol in ("netflow", "sflow"):
         dynamic_templates += [
-            {f"{protocol}_mac": {"path_match": f"{protocol}.*mac*", "mapping": _KEYWORD}},
+            {
+                f"{protocol}_mac": {
+                    "path_match": f"{protocol}.*mac*",
+                    "match_mapping_type": "string",  # sFlow's dot3 *_internal_mac_*_errors are counts
+                    "mapping": _KEYWORD,
+                }
+            },
             {
                 f"{protocol}_addresses": {
                     "path_match": f"{protocol}.*_address",
