@@ -20,7 +20,6 @@ from flowd.output.sink import Body
 
 FILE_PREFIX = "flows-"
 FILE_SUFFIX = ".ndjson"
-WRITE_BUFFER_BYTES = 1024 * 1024
 
 
 def _dumps_line(document: dict[str, Any]) -> bytes:
@@ -97,38 +96,64 @@ class NdjsonFileSink:
         self.documents_written += count
 
     def _write_bytes(self, data: Body) -> None:
+        """Append `data` whole or not at all: a write the disk cuts short (full, quota) is
+        truncated away, so the caller's retry of the whole body leaves no duplicate nor half line."""
         if self._file is None or (self._size and self._size + len(data) > self.rotate_bytes):
             self._rotate()
-        assert self._file is not None
-        self._file.write(data)
-        self._size += len(data)
+        handle = self._file
+        assert handle is not None
+        view = memoryview(data).cast("B")
+        written = 0
+        try:
+            while written < len(view):
+                written += handle.write(view[written:]) or 0
+        except OSError:
+            if written:
+                try:
+                    os.ftruncate(handle.fileno(), self._size)
+                    handle.seek(self._size)
+                except OSError:  # cannot take it back: the next write goes to a fresh file
+                    self._abandon()
+            raise
+        self._size += written
 
     def _rotate(self) -> None:
-        if self._file is not None:
-            self._sync_and_close(self._file)
+        """A new file, opened before the old one is closed: a failed open leaves the old one in use."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(self._clock()))
         path = self.directory / f"{FILE_PREFIX}{stamp}-{self.worker}{FILE_SUFFIX}"
         serial = 1
         while path.exists():  # several rotations within one second: never append to an old file
             path = self.directory / f"{FILE_PREFIX}{stamp}-{self.worker}.{serial}{FILE_SUFFIX}"
             serial += 1
-        self._file = path.open("xb", buffering=WRITE_BUFFER_BYTES)
+        opened = path.open("xb", buffering=0)
+        old, self._file = self._file, opened
         self._path = path
         self._size = 0
         self.files_opened.append(path)
+        if old is not None:
+            self._sync_and_close(old)
+
+    def _abandon(self) -> None:
+        """Stop writing to the current file (its tail could not be taken back)."""
+        handle, self._file = self._file, None
+        if handle is not None:
+            try:
+                handle.close()
+            except OSError:
+                pass
 
     @staticmethod
     def _sync_and_close(handle: IO[bytes]) -> None:
-        handle.flush()
-        os.fsync(handle.fileno())
-        handle.close()
+        try:
+            os.fsync(handle.fileno())
+        finally:
+            handle.close()
 
     async def flush(self) -> None:
         handle = self._file
         if handle is None:
             return
         try:
-            handle.flush()
             await asyncio.to_thread(os.fsync, handle.fileno())
         except OSError as error:
             raise SinkError(f"cannot flush {self._path}: {error.strerror}") from error
