@@ -8,6 +8,7 @@ fsyncs, so what was written before it survives a crash of the process or the mac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -137,10 +138,8 @@ class NdjsonFileSink:
         """Stop writing to the current file (its tail could not be taken back)."""
         handle, self._file = self._file, None
         if handle is not None:
-            try:
+            with contextlib.suppress(OSError):
                 handle.close()
-            except OSError:
-                pass
 
     @staticmethod
     def _sync_and_close(handle: IO[bytes]) -> None:
