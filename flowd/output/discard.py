@@ -56,5 +56,5 @@ class DiscardSink:
         last = self.builder.cut()
         self._drop([] if last is None else [last])
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float | None = None) -> None:
         await self.flush()

@@ -60,6 +60,8 @@ DEFAULT_MEMORY_BUFFER_BYTES = 64 * 1024 * 1024
 """Batches held in memory while the cluster is away, before the oldest go to the spool."""
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_CLOSE_TIMEOUT_S = 30.0
+SPOOL_RESERVE_S = 3.0
+"""Of a close's time, what is kept for spooling what the cluster did not take."""
 GZIP_LEVEL = 1
 """Level 1 keeps most of the saving on flow documents at a fraction of level 9's CPU."""
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -244,6 +246,8 @@ class ElasticsearchSink:
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
         self._timer: asyncio.Task[None] | None = None
+        self._shutdown_at: float | None = None
+        """From then on (the worker is stopping) documents stop waiting for the cluster and spool."""
 
     # -- Sink protocol -------------------------------------------------------------------------
 
@@ -285,44 +289,82 @@ class ElasticsearchSink:
         for batch in self._builder.add_body(body, count, row_bytes(body, count)):
             await self._enqueue(batch)
 
+    async def begin_shutdown(self, deliver_for_s: float) -> None:
+        """The worker stops: documents may wait for the cluster `deliver_for_s` more, then what
+        memory holds goes to the spool instead (a slow or silent cluster must not keep them in
+        memory until the supervisor's kill)."""
+        async with self._cond:
+            self._shutdown_at = self._clock() + max(0.0, deliver_for_s)
+            self._cond.notify_all()
+
+    def _spooling(self) -> bool:
+        """Whether batches go to the spool rather than wait in memory: during an outage, or
+        once a stopping worker's time for the cluster is up."""
+        return self._failures > 0 or (self._shutdown_at is not None and self._clock() >= self._shutdown_at)
+
+    async def _wait(self) -> None:
+        """`self._cond.wait()` (the lock held), bounded by the shutdown deadline when there is one."""
+        if self._shutdown_at is None:
+            await self._cond.wait()
+            return
+        left = self._shutdown_at - self._clock()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cond.wait(), max(left, 0.05))
+
     async def flush(self) -> None:
-        """Returns once every document written is indexed, dead-lettered or spooled."""
+        """Returns once every document written is indexed, dead-lettered or spooled (or, when
+        the shutdown deadline has passed, in a request the close will cancel and spool)."""
         batch = self._builder.cut()
         if batch is not None:
             await self._enqueue(batch)
         while True:
             async with self._cond:
-                if not self._pending and self._memory_in_flight == 0:
+                if not self._pending and (self._memory_in_flight == 0 or self._past_shutdown()):
                     return
-                if not (self._pending and self._failures > 0):
-                    await self._cond.wait()
+                if not (self._pending and self._spooling()):
+                    await self._wait()
                     continue
-                batches = list(self._pending)
-                self._pending.clear()
-                self._pending_bytes = 0
-            for position, waiting in enumerate(batches):
-                if not await self._spool_batch(waiting):
-                    async with self._cond:  # spool full: wait for the cluster to take some back
-                        for unspooled in reversed(batches[position:]):
-                            self._push_front(unspooled)
-                        await self._cond.wait()
-                    break
+                waiting = self._pending.popleft()  # one at a time: a cancel leaves the rest queued
+                self._pending_bytes -= waiting.nbytes
+            try:
+                spooled = await self._spool_batch(waiting)
+            except asyncio.CancelledError:
+                self._push_front(waiting)  # a second copy at worst, which its `_id` makes a 409
+                raise
+            if not spooled:
+                async with self._cond:  # spool full: wait for the cluster to take some back
+                    self._push_front(waiting)
+                    await self._wait()
 
-    async def close(self) -> None:
+    def _past_shutdown(self) -> bool:
+        return self._shutdown_at is not None and self._clock() >= self._shutdown_at
+
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Deliver what the time allows, then spool the rest: requests still in flight are
+        cancelled and their batches spooled (a batch the cluster took meanwhile comes back as a
+        409 when replayed)."""
         if self._closed or not self._started:
             self._closed = True
             return
         self._closed = True
+        budget = self._close_timeout_s if timeout_s is None else max(0.0, timeout_s)
+        deadline = self._clock() + budget
+        spool_from = deadline - min(SPOOL_RESERVE_S, budget / 2)
+        if self._shutdown_at is None or self._shutdown_at > spool_from:
+            async with self._cond:
+                self._shutdown_at = spool_from
+                self._cond.notify_all()
         try:
-            await asyncio.wait_for(self.flush(), self._close_timeout_s)
+            await asyncio.wait_for(self.flush(), max(0.05, deadline - self._clock()))
         except TimeoutError:
-            _log.error("elasticsearch sink: flush did not finish within %.0f s at close", self._close_timeout_s)
+            _log.error("elasticsearch sink: flush did not finish within %.1f s at close", budget)
         async with self._cond:
             self._stopping = True
             self._cond.notify_all()
         if self._timer is not None:
             self._timer.cancel()
-        _done, running = await asyncio.wait(self._tasks, timeout=self._request_timeout_s) if self._tasks else ((), ())
+        wait_s = max(0.05, spool_from - self._clock())
+        _done, running = await asyncio.wait(self._tasks, timeout=wait_s) if self._tasks else ((), ())
         for task in running:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._timer] if self._timer else []), return_exceptions=True)
@@ -377,25 +419,42 @@ class ElasticsearchSink:
         self._pending_bytes += batch.nbytes
 
     async def _enqueue(self, batch: Batch) -> None:
-        """Into memory; when memory is full apply backpressure, or during an outage spool the oldest."""
+        """Into memory; when memory is full apply backpressure, or during an outage (or a
+        stopping worker's last seconds) spool the oldest. Cancelled (the drain's deadline), the
+        batches it holds go into memory anyway, for the close to spool."""
         if self._failures:
             batch.detach()  # it waits out the outage
-        while True:
-            async with self._cond:
-                if not self._pending or self._pending_bytes + batch.nbytes <= self._memory_limit:
-                    self._pending.append(batch)
-                    self._pending_bytes += batch.nbytes
-                    self._cond.notify_all()
-                    return
-                if self._failures == 0:
-                    await self._cond.wait()
-                    continue
-                oldest = self._pending.popleft()
-                self._pending_bytes -= oldest.nbytes
-            if not await self._spool_batch(oldest):
+        held: Batch | None = batch
+        oldest: Batch | None = None
+        try:
+            while True:
                 async with self._cond:
-                    self._push_front(oldest)
-                    await self._cond.wait()
+                    if not self._pending or self._pending_bytes + batch.nbytes <= self._memory_limit:
+                        self._pending.append(batch)
+                        self._pending_bytes += batch.nbytes
+                        held = None
+                        self._cond.notify_all()
+                        return
+                    if not self._spooling():
+                        await self._wait()
+                        continue
+                    oldest = self._pending.popleft()
+                    self._pending_bytes -= oldest.nbytes
+                spooled = await self._spool_batch(oldest)
+                if not spooled:
+                    async with self._cond:
+                        self._push_front(oldest)
+                        oldest = None
+                        await self._wait()
+                oldest = None
+        except asyncio.CancelledError:
+            if oldest is not None:
+                self._push_front(oldest)
+            if held is not None:
+                held.detach()
+                self._pending.append(held)
+                self._pending_bytes += held.nbytes
+            raise
 
     async def _spool_batch(self, batch: Batch) -> bool:
         try:

@@ -157,7 +157,7 @@ class NdjsonFileSink:
         except OSError as error:
             raise SinkError(f"cannot flush {self._path}: {error.strerror}") from error
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float | None = None) -> None:
         if self._file is not None:
             try:
                 self._sync_and_close(self._file)

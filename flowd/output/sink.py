@@ -36,4 +36,11 @@ class Sink(Protocol):
         """Everything written so far is durable (indexed, spooled or on disk) when this returns."""
         ...
 
-    async def close(self) -> None: ...
+    async def close(self, timeout_s: float | None = None) -> None:
+        """Flush and let go; `timeout_s` is what is left of the worker's shutdown grace (a sink
+        that waits on a remote end must be done by then: the supervisor kills at its end)."""
+        ...
+
+    # Optional: `async def begin_shutdown(self, deliver_for_s: float) -> None`, called when the
+    # worker starts to stop: documents may wait for a remote end that long, then go to local
+    # storage (the Elasticsearch sink's spool) so the drain ends within the grace.

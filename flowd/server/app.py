@@ -56,6 +56,8 @@ EXIT_STARTUP_FAILED = 3
 REPORT_INTERVAL_S = 1.0
 TEMPLATE_EXPIRE_INTERVAL_S = 60.0
 DRAIN_MARGIN_S = 1.0
+SINK_RESERVE_S = 5.0
+"""Of the shutdown grace, the last seconds a sink spends spooling rather than waiting on its cluster."""
 UDP_PROTOCOLS = ("netflow", "ipfix", "sflow")
 
 
@@ -237,10 +239,16 @@ class Worker:
             signal.signal(signum, signal.SIG_IGN)
 
         code = EXIT_OK
-        await self._stop_receiving()
+        # The supervisor kills at the grace's end: everything below ends DRAIN_MARGIN_S before it,
+        # and a sink that waits on a cluster stops waiting SINK_RESERVE_S before that, to spool.
         grace = max(0.5, settings.shutdown_grace_s - DRAIN_MARGIN_S)
+        ends_at = time.monotonic() + grace
+        begin_shutdown = getattr(sink, "begin_shutdown", None)
+        if begin_shutdown is not None:
+            await begin_shutdown(max(0.0, grace - min(SINK_RESERVE_S, grace / 3)))
+        await self._stop_receiving()
         try:
-            await asyncio.wait_for(pipeline.drain(), timeout=grace)
+            await asyncio.wait_for(pipeline.drain(), timeout=max(0.1, ends_at - time.monotonic()))
         except TimeoutError:
             log.error("drain did not finish within %.1f s; %d datagrams left", grace, len(ingress))
             pipeline.abort()
@@ -249,7 +257,7 @@ class Worker:
         self.persist_templates()  # first: the parked sets' files take longer, and a kill may come
         self.persist_parked()
         try:
-            await sink.close()
+            await sink.close(timeout_s=max(0.5, ends_at - time.monotonic()))
         except Exception as error:
             log.error("closing the output failed: %s", error)
         if pipeline.enricher is not None:

@@ -1,0 +1,144 @@
+"""The Elasticsearch sink when the worker stops and the cluster does not keep up: what memory and
+requests in flight hold is spooled within the grace, and the next start indexes every document
+once. Found by an audit: a cluster that accepted connections but did not answer (or answered in
+20 s) kept every document in memory until the supervisor's kill; a drain deadline that cancelled
+a flush lost the batches it held.
+
+A stand-in transport plays the cluster: it answers `_bulk` as Elasticsearch does (201, or 409 for
+an `_id` it has), hangs, answers late, or refuses connections."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+from elastic_transport import ConnectionError as TransportConnectionError
+
+from flowd.config import ElasticsearchSettings
+from flowd.output.bulk import RetryPolicy
+from flowd.output.elasticsearch import ElasticsearchSink
+from flowd.output.spool import Spool
+
+
+class Cluster:
+    """`mode`: "up", "down" (connection refused), "hang" (never answers) or a delay in seconds."""
+
+    def __init__(self, mode: str | float = "up") -> None:
+        self.mode = mode
+        self.ids: set[str] = set()
+        self.requests = 0
+
+    async def perform_request(self, method: str, target: str, *, body: Any = None, **_: Any) -> Any:
+        self.requests += 1
+        if self.mode == "down":
+            raise TransportConnectionError("connection refused")
+        if self.mode == "hang":
+            await asyncio.sleep(3600)
+        if isinstance(self.mode, float):
+            await asyncio.sleep(self.mode)
+        lines = [line for line in bytes(body).split(b"\n") if line]
+        items = []
+        for action in lines[0::2]:
+            document_id = orjson.loads(action)["create"]["_id"]
+            status = 409 if document_id in self.ids else 201
+            self.ids.add(document_id)
+            items.append({"create": {"status": status}})
+        return SimpleNamespace(meta=SimpleNamespace(status=200), body={"errors": False, "items": items})
+
+    async def close(self) -> None:
+        return None
+
+
+def sink_for(tmp_path: Path, cluster: Cluster, **kwargs: Any) -> ElasticsearchSink:
+    settings = ElasticsearchSettings(
+        hosts=["http://cluster"],
+        batch_docs=1000,
+        flush_interval_s=3600,
+        spool_dir=str(tmp_path / "spool"),
+        dead_letter_path=str(tmp_path / "dead.ndjson"),
+    )
+    return ElasticsearchSink(settings, transport=cluster, policy=RetryPolicy(initial_s=0.05, cap_s=0.2), **kwargs)  # type: ignore[arg-type]
+
+
+def documents(batches: int) -> list[list[dict[str, Any]]]:
+    return [[{"n": b * 1000 + i, "pad": "x" * 40} for i in range(1000)] for b in range(batches)]
+
+
+async def replay(tmp_path: Path) -> Cluster:
+    """The next start, with the cluster back: it replays the spool."""
+    cluster = Cluster()
+    sink = sink_for(tmp_path, cluster)
+    await sink.start()
+    assert await sink.wait_idle(10.0)
+    await sink.close()
+    return cluster
+
+
+def stop_as_a_worker_does(tmp_path: Path, cluster: Cluster, grace_s: float) -> tuple[float, dict[str, Any]]:
+    """Writes 5,000 documents, then stops as `flowd run` does: begin_shutdown, the pipeline's
+    final flush, close with what is left of the grace. Returns the seconds the stop took."""
+
+    async def main() -> tuple[float, dict[str, Any]]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        for batch in documents(5):
+            await sink.write(batch)
+        await asyncio.sleep(0.1)  # requests are in flight
+        started = time.monotonic()
+        ends_at = started + grace_s
+        await sink.begin_shutdown(grace_s / 2)
+        await asyncio.wait_for(sink.flush(), grace_s)
+        await sink.close(timeout_s=ends_at - time.monotonic())
+        return time.monotonic() - started, sink.stats
+
+    return asyncio.run(main())
+
+
+def test_a_cluster_that_never_answers_does_not_hold_documents_past_the_grace(tmp_path: Path) -> None:
+    took, stats = stop_as_a_worker_does(tmp_path, Cluster("hang"), grace_s=2.0)
+    assert took < 2.5
+    assert stats["docs_dropped"] == 0 and stats["spool_docs"] == 5000
+    assert len(asyncio.run(replay(tmp_path)).ids) == 5000
+
+
+def test_a_slow_cluster_gets_what_it_answers_in_time_and_the_rest_is_spooled(tmp_path: Path) -> None:
+    slow = Cluster(5.0)
+    took, stats = stop_as_a_worker_does(tmp_path, slow, grace_s=2.0)
+    assert took < 2.5 and stats["docs_dropped"] == 0
+    assert len(asyncio.run(replay(tmp_path)).ids) == 5000
+
+
+def test_a_flush_cancelled_by_the_drain_deadline_loses_nothing(tmp_path: Path, monkeypatch: Any) -> None:
+    """The cluster is down and the disk slow: the drain's deadline cancels the flush while it
+    spools; the close spools the rest (a batch being written when cancelled may be spooled twice,
+    which the replay's 409 absorbs)."""
+    real_write = Spool.write
+
+    def slow_write(self: Spool, entry: Any, body: Any) -> None:
+        time.sleep(0.1)
+        real_write(self, entry, body)
+
+    monkeypatch.setattr(Spool, "write", slow_write)
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, Cluster("down"))
+        await sink.start()
+        for batch in documents(8):
+            await sink.write(batch)
+        await asyncio.sleep(0.1)  # the first request failed: an outage
+        flush = asyncio.create_task(sink.flush())
+        await asyncio.sleep(0.25)
+        flush.cancel()
+        await asyncio.gather(flush, return_exceptions=True)
+        await sink.close(timeout_s=5.0)
+        await asyncio.sleep(0.3)  # a spool write the cancel left running in its thread
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert stats["docs_dropped"] == 0
+    monkeypatch.setattr(Spool, "write", real_write)
+    assert len(asyncio.run(replay(tmp_path)).ids) == 8000
