@@ -27,10 +27,14 @@ from flowd.output.spool import Spool
 class Cluster:
     """`mode`: "up", "down" (connection refused), "hang" (never answers) or a delay in seconds."""
 
-    def __init__(self, mode: str | float = "up") -> None:
+    def __init__(self, mode: str | float = "up", max_body: int | None = None) -> None:
         self.mode = mode
+        self.max_body = max_body
+        """Requests larger than this are answered 413 (a proxy's client_max_body_size)."""
         self.ids: set[str] = set()
         self.requests = 0
+        self.retry_once: set[int] = set()
+        """Document numbers whose first create is answered 429."""
 
     async def perform_request(self, method: str, target: str, *, body: Any = None, **_: Any) -> Any:
         self.requests += 1
@@ -40,9 +44,16 @@ class Cluster:
             await asyncio.sleep(3600)
         if isinstance(self.mode, float):
             await asyncio.sleep(self.mode)
+        if self.max_body is not None and len(body) > self.max_body:
+            return SimpleNamespace(meta=SimpleNamespace(status=413), body="413 Request Entity Too Large")
         lines = [line for line in bytes(body).split(b"\n") if line]
-        items = []
-        for action in lines[0::2]:
+        items: list[dict[str, Any]] = []
+        for action, document in zip(lines[0::2], lines[1::2], strict=True):
+            number = orjson.loads(document)["n"]
+            if number in self.retry_once:
+                self.retry_once.discard(number)
+                items.append({"create": {"status": 429, "error": {"type": "es_rejected_execution_exception"}}})
+                continue
             document_id = orjson.loads(action)["create"]["_id"]
             status = 409 if document_id in self.ids else 201
             self.ids.add(document_id)

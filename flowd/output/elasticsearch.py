@@ -26,7 +26,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -50,7 +50,7 @@ from flowd.output.bulk import (
     split_pairs,
 )
 from flowd.output.sink import Body, row_bytes
-from flowd.output.spool import Spool, SpoolEntry, SpoolFull
+from flowd.output.spool import Spool, SpoolEntry, SpoolFull, adopt_orphans
 from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
@@ -579,13 +579,20 @@ class ElasticsearchSink:
             self._stats.docs_failed += batch.docs
             await self._succeeded(entry)
             return
-        if status == 413 and batch.docs > 1 and entry is None:
+        if status == 413:
             pairs = split_pairs(batch.body)
+            if len(pairs) == 1:  # one document over the cluster's request limit: never accepted
+                await self._dead_letter([(document_of(pairs[0]), status, response.body)])
+                self._stats.docs_failed += 1
+                await self._succeeded(entry)
+                return
             half = len(pairs) // 2
-            async with self._cond:
+            async with self._cond:  # halves into memory, in front; a spooled original goes after
                 self._push_front(Batch(b"".join(pairs[half:]), len(pairs) - half, batch.created_at))
                 self._push_front(Batch(b"".join(pairs[:half]), half, batch.created_at))
                 self._cond.notify_all()
+            if entry is not None:
+                await asyncio.to_thread(self._spool.remove, entry)
             _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
             return
         await self._retry(batch, entry, batch.body, batch.docs, reason)
@@ -696,6 +703,14 @@ class ElasticsearchSink:
             handle.write(lines)
 
 
-def build_elasticsearch_sink(settings: ElasticsearchSettings) -> ElasticsearchSink:
-    """The sink the pipeline uses when `elasticsearch.hosts` is set."""
-    return ElasticsearchSink(settings)
+def build_elasticsearch_sink(settings: ElasticsearchSettings, worker: int = 0, workers: int = 1) -> ElasticsearchSink:
+    """The sink the pipeline uses when `elasticsearch.hosts` is set. Each worker spools to its
+    own `worker-N` directory under `spool_dir`, capped at its share of `spool_max_bytes` (the cap
+    is the whole directory's); worker 0 takes over what a run with more workers, or an earlier
+    version, left elsewhere in it."""
+    base = Path(settings.spool_dir)
+    own = base / f"worker-{worker}"
+    if worker == 0:
+        adopt_orphans(base, own, workers)
+    share = replace(settings, spool_dir=str(own), spool_max_bytes=max(1, settings.spool_max_bytes // max(1, workers)))
+    return ElasticsearchSink(share)

@@ -165,11 +165,16 @@ class Spool:
         self._check_cap()
 
     def replace(self, entry: SpoolEntry, body: Body, docs: int) -> SpoolEntry:
-        """Blocking: keep only the documents still to send, under the same position in the queue."""
-        self._claimed.pop(entry.name, None)
+        """Blocking: keep only the documents still to send, under the same position in the queue.
+        When the smaller file cannot be written the original stays claimed, whole, for `release`."""
         head = entry.name.rsplit("-", 1)[0]
         smaller = SpoolEntry(f"{head}-{docs}{SUFFIX}", len(body), docs, entry.created_s)
-        self.write(smaller, body)
+        try:
+            self.write(smaller, body)
+        except OSError:
+            (self.directory / f"{smaller.name}.tmp").unlink(missing_ok=True)
+            raise
+        self._claimed.pop(entry.name, None)
         if smaller.name != entry.name:
             (self.directory / entry.name).unlink(missing_ok=True)
         self._bytes += smaller.nbytes - entry.nbytes
@@ -188,6 +193,37 @@ class Spool:
             )
         elif self._warned and self._bytes < self.max_bytes / 2:
             self._warned = False
+
+
+def adopt_orphans(base: Path, own: Path, workers: int) -> int:
+    """Move into `own` the batch files of `base` itself (an earlier version's shared spool) and of
+    `base/worker-N` for N >= `workers` (a run with more workers); returns how many. Blocking; for
+    worker 0 at start, before any worker writes (the names sort by time, so the queue order holds)."""
+    sources = [base]
+    try:
+        sources += [p for p in base.iterdir() if p.is_dir() and _worker_number(p.name) >= workers]
+    except OSError:
+        return 0
+    moved = 0
+    for source in sources:
+        for path in sorted(source.glob(f"*{SUFFIX}")):
+            own.mkdir(parents=True, exist_ok=True)
+            if (own / path.name).exists():  # names hold the time in ns: never in practice
+                continue
+            try:
+                os.replace(path, own / path.name)
+            except OSError as error:
+                _log.error("cannot take over spooled batch %s: %s", path, error)
+                continue
+            moved += 1
+    if moved:
+        _log.info("took over %d spooled batches left by a run with other workers in %s", moved, base)
+    return moved
+
+
+def _worker_number(name: str) -> int:
+    prefix, _, number = name.partition("-")
+    return int(number) if prefix == "worker" and number.isdigit() else -1
 
 
 def _sequence_of(name: str) -> int:

@@ -1,0 +1,126 @@
+"""The Elasticsearch sink's spool when things go wrong around it. Found by an audit of the output
+path: a spooled batch answered 413 was retried forever and blocked everything behind it (also
+after a restart); a disk error while shrinking a spooled batch stranded it; workers sharing one
+spool directory each took the whole cap."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flowd.config import ElasticsearchSettings
+from flowd.output.elasticsearch import build_elasticsearch_sink
+from flowd.output.spool import Spool
+from tests.test_es_shutdown import Cluster, documents, sink_for
+
+
+def spool_and_stop(tmp_path: Path, batches: int) -> None:
+    """A run that spooled `batches` batches of 1,000 documents during an outage."""
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, Cluster("down"), close_timeout_s=2.0)
+        await sink.start()
+        for batch in documents(batches):
+            await sink.write(batch)
+        await sink.close()
+        assert sink.stats["spool_docs"] == batches * 1000
+
+    asyncio.run(main())
+
+
+def test_a_spooled_batch_too_large_for_the_cluster_is_split_until_it_fits(tmp_path: Path) -> None:
+    spool_and_stop(tmp_path, 2)  # batches of about 70 KB
+    cluster = Cluster(max_body=20_000)  # a proxy in front of the cluster takes 20 KB at most
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        assert await sink.wait_idle(10.0)
+        await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert len(cluster.ids) == 2000 and stats["docs_dead_lettered"] == 0
+    assert not list((tmp_path / "spool").glob("*.ndjson"))
+
+
+def test_a_single_document_larger_than_any_request_goes_to_the_dead_letter_file(tmp_path: Path) -> None:
+    cluster = Cluster(max_body=2_000)
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        await sink.write([{"n": 1, "pad": "x" * 5_000}, {"n": 2, "pad": "small"}])
+        await sink.flush()
+        assert await sink.wait_idle(5.0)
+        await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert len(cluster.ids) == 1 and stats["docs_dead_lettered"] == 1
+    (line,) = (tmp_path / "dead.ndjson").read_bytes().splitlines()
+    dead = orjson.loads(line)
+    assert dead["status"] == 413 and dead["document"]["n"] == 1
+
+
+def test_a_spooled_batch_that_cannot_be_shrunk_stays_whole_and_is_sent_again(tmp_path: Path, monkeypatch: Any) -> None:
+    """Ten documents of a replayed batch are answered 429; writing the file of the other ninety
+    fails (disk full). The original stays, is sent again, and every document is indexed."""
+    spool_and_stop(tmp_path, 1)
+    cluster = Cluster()
+    cluster.retry_once = set(range(0, 1000, 100))
+    real_write = Spool.write
+    failures = [1]
+
+    def full_once(self: Spool, entry: Any, body: Any) -> None:
+        if failures[0]:
+            failures[0] -= 1
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(self, entry, body)
+
+    monkeypatch.setattr(Spool, "write", full_once)
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        assert await sink.wait_idle(10.0)
+        await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert len(cluster.ids) == 1000 and stats["spool_bytes"] == 0
+    assert not [p for p in (tmp_path / "spool").iterdir() if p.suffix in (".ndjson", ".tmp")]
+
+
+def test_workers_spool_apart_within_their_share_and_worker_0_takes_over_orphans(tmp_path: Path) -> None:
+    base = tmp_path / "spool"
+    settings = ElasticsearchSettings(hosts=["http://cluster"], spool_dir=str(base), spool_max_bytes=1_000_000)
+    (base / "worker-3").mkdir(parents=True)  # a run with four workers left a batch behind
+    body = b"".join(
+        orjson.dumps({"create": {"_id": f"o{n}"}}) + b"\n" + orjson.dumps({"n": n}) + b"\n" for n in range(3)
+    )
+    (base / "worker-3" / "00000000000000000001-000000000-3.ndjson").write_bytes(body)
+    (base / "00000000000000000002-000000000-3.ndjson").write_bytes(body)  # and an earlier version, here
+    sinks = [build_elasticsearch_sink(settings, worker, 2) for worker in range(2)]
+    assert [s._spool.directory for s in sinks] == [base / "worker-0", base / "worker-1"]
+    assert [s._spool.max_bytes for s in sinks] == [500_000, 500_000]
+    assert sorted(p.name for p in (base / "worker-0").iterdir()) == [
+        "00000000000000000001-000000000-3.ndjson",
+        "00000000000000000002-000000000-3.ndjson",
+    ]
+    assert not list((base / "worker-3").iterdir()) and not list(base.glob("*.ndjson"))
+
+    async def replayed() -> Cluster:
+        cluster = Cluster()
+        sink = build_elasticsearch_sink(settings, 0, 2)
+        sink._transport = cluster  # type: ignore[assignment]
+        await sink.start()
+        assert await sink.wait_idle(5.0)
+        await sink.close()
+        return cluster
+
+    assert len(asyncio.run(replayed()).ids) == 3  # the same three ids in both files: once, then 409s
