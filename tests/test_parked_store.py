@@ -138,9 +138,10 @@ def test_claiming_is_won_once() -> None:
     assert not claim_file("/nonexistent/flowd-claim")
 
 
-def test_a_template_known_at_start_releases_the_sets_before_any_traffic(tmp_path: Path) -> None:
+def test_a_template_known_at_start_releases_the_sets_with_the_exporters_first_traffic(tmp_path: Path) -> None:
     """A worker's snapshot had the template while another worker parked the exporter's data (the
-    kernel moved the exporter): at the next start the first worker to decode takes the sets."""
+    kernel moved the exporter): at the next start the worker that gets the exporter's traffic
+    takes the sets, ahead of that traffic."""
     from flowd.server.metrics import WorkerStats
     from flowd.server.pipeline import BatchDecoder
 
@@ -158,11 +159,14 @@ def test_a_template_known_at_start_releases_the_sets_before_any_traffic(tmp_path
         for claim, entries in read_parked(directory):
             cache.restore_parked(claim, entries)
         decoders.append(BatchDecoder(cache, WorkerStats()))
-    first = [
-        doc for part in decoders[0].decode_parts([]) for doc in (part.to_dicts() if hasattr(part, "to_dicts") else part)
-    ]
-    assert [(d["source.ip"], d["network.bytes"]) for d in first] == [("10.0.0.1", 1500), ("10.0.0.2", 3000)]
-    assert decoders[1].decode_parts([]) == []
+
+    def sources(decoder: BatchDecoder, exporter: tuple[str, int]) -> list[str]:
+        parts = decoder.decode_parts([(data(RECORDS[2]), exporter, now)])
+        return [d["source.ip"] for part in parts for d in (part.to_dicts() if hasattr(part, "to_dicts") else part)]
+
+    assert sources(decoders[0], ("192.0.2.77", 4739)) == []  # another exporter: nothing of these
+    assert sorted(sources(decoders[1], EXPORTER)) == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert sources(decoders[0], EXPORTER) == ["10.0.0.3"]  # the exporter moved later: its copies are gone
     assert list(directory.iterdir()) == []
 
 

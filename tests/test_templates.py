@@ -121,6 +121,19 @@ def test_a_restored_set_is_decoded_by_the_worker_that_claims_it_and_by_no_other(
     assert (first.stats.parked_restored, first.stats.unparked, first.stats.parked_expired) == (0, 0, 0)
 
 
+def test_a_file_is_claimed_for_expiry_only_once_all_its_sets_are_past_their_time() -> None:
+    """A set still in time may meet its template in the worker that gets the exporter: claiming
+    the file to count its expired neighbour would take it from there."""
+    claims = Claims("file-a")
+    cache = TemplateCache(parked_ttl_s=10.0, claim=claims)
+    old, fresh = (EXPORTER, 10, 1, 256), (EXPORTER, 10, 1, 257)
+    cache.restore_parked(
+        "file-a", [(old, [ParkedSet(b"o", 0.0, 0, 0, None)]), (fresh, [ParkedSet(b"f", 8.0, 0, 0, None)])]
+    )
+    assert cache.expire(12.0) == 0 and claims.asked == [] and cache.parked_sets == 2
+    assert cache.expire(19.0) == 2 and claims.asked == ["file-a"] and cache.stats.parked_expired == 2
+
+
 def test_restored_sets_expire_once_over_all_workers() -> None:
     claims = Claims("file-a")
     caches = [TemplateCache(parked_ttl_s=10.0, claim=claims) for _ in range(2)]
@@ -180,7 +193,8 @@ def test_claiming_a_file_through_one_template_takes_its_sets_under_every_templat
 
 
 def test_restored_sets_meet_a_template_known_at_start() -> None:
-    """A snapshot brought the template back: the sets are released at once, not at its refresh."""
+    """A snapshot brought the template back: the sets are released with the exporter's first
+    traffic, not at the template's refresh."""
     claims = Claims("file-a")
     snapshot = TemplateCache()
     decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), EXPORTER, snapshot, 0.0)
@@ -194,9 +208,11 @@ def test_restored_sets_meet_a_template_known_at_start() -> None:
         )
         workers.append(worker)
     assert [w.releasable for w in workers] == [{key}, {key}]
-    (released,) = workers[0].take_releasable(6.0)
+    # only with the exporter's own traffic: the kernel sends it (and its templates) to that worker
+    assert workers[0].take_releasable(6.0, {("192.0.2.200", 4739)}) == [] and workers[0].releasable == {key}
+    (released,) = workers[0].take_releasable(6.0, {EXPORTER})
     assert released[0] == key and [s.body[:4] for s in released[2]] == [bytes([10, 0, 0, 9])]
-    assert workers[1].take_releasable(6.0) == [] and workers[1].parked_sets == 0
+    assert workers[1].take_releasable(6.0, {EXPORTER}) == [] and workers[1].parked_sets == 0
     assert workers[0].stats.unparked == 1 and workers[1].stats.unparked == 0
 
 

@@ -4,7 +4,7 @@ and turn options data into sampling and timing state for later records."""
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,11 +165,13 @@ def release_parked(
     result.unparked_records += len(result.flows) + len(result.options) - before
 
 
-def decode_restored(templates: TemplateCache, now: float) -> list[tuple[Exporter, DecodeResult]]:
-    """Restored parked sets whose template was known at start (`TemplateCache.take_releasable`),
-    decoded as that template's arrival would have decoded them."""
+def decode_restored(
+    templates: TemplateCache, now: float, exporters: Collection[Exporter]
+) -> list[tuple[Exporter, DecodeResult]]:
+    """Restored parked sets of `exporters` whose template was known at start
+    (`TemplateCache.take_releasable`), decoded as that template's arrival would have decoded them."""
     results = []
-    for (exporter, version, domain_id, _), template, parked_sets in templates.take_releasable(now):
+    for (exporter, version, domain_id, _), template, parked_sets in templates.take_releasable(now, exporters):
         result = DecodeResult(version=version)
         context = MessageContext(exporter, version, domain_id, 0, 0, None, now)
         release_parked(context, templates, template, parked_sets, result)

@@ -17,7 +17,7 @@ and their file stays for whichever worker needs it, or for the next start.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -139,7 +139,7 @@ class TemplateCache:
         """Files whose sets this worker holds unclaimed -> the keys they are parked under."""
         self.releasable: set[TemplateKey] = set()
         """Keys whose restored sets met a template already known at start (from a snapshot):
-        `take_releasable` hands them to the decoder before the first batch."""
+        `take_releasable` hands them to the decoder once their exporter's traffic comes."""
         self._domains: dict[DomainKey, DomainState] = {}
 
     def __len__(self) -> int:
@@ -192,16 +192,20 @@ class TemplateCache:
         self.stats.unparked += len(released)
         return released
 
-    def take_releasable(self, now: float) -> list[tuple[TemplateKey, CompiledTemplate, list[ParkedSet]]]:
-        """Restored sets whose template was known at start, claimed and released for decoding."""
+    def take_releasable(
+        self, now: float, exporters: Collection[Exporter]
+    ) -> list[tuple[TemplateKey, CompiledTemplate, list[ParkedSet]]]:
+        """Restored sets whose template was known at start, of the `exporters` this worker has
+        just received from (the kernel hands their traffic, and so their templates, to it):
+        claimed and released for decoding."""
         released = []
-        for key in sorted(self.releasable, key=repr):
+        for key in sorted((k for k in self.releasable if k[0] in exporters), key=repr):
+            self.releasable.discard(key)
             template = self.get(key, now)
             if template is not None:
                 sets = self._release(key)
                 if sets:
                     released.append((key, template, sets))
-        self.releasable.clear()
         return released
 
     def withdraw(self, key: TemplateKey) -> int:
@@ -271,19 +275,23 @@ class TemplateCache:
             del self._parked[oldest_key]
 
     def _settle(self, key: TemplateKey) -> None:
-        """Decide every restored set parked under `key`: claiming a file makes all its sets this
-        worker's, under whichever key; a file another worker claimed takes its copies away."""
+        """Decide every restored set parked under `key` (see `_resolve`)."""
         for claim in {parked.claim for parked in self._parked.get(key, ()) if parked.claim}:
-            if claim not in self._restored:
-                continue
-            if self.claim(claim):
-                for held_key in self._restored.pop(claim):
-                    for parked in self._parked.get(held_key, ()):
-                        if parked.claim == claim:
-                            parked.claim = ""
-                            self.stats.parked_restored += 1
-            else:
-                self._forget(claim)
+            self._resolve(claim)
+
+    def _resolve(self, claim: str) -> None:
+        """Claiming a file makes all its sets this worker's, under whichever key; a file another
+        worker claimed takes its copies away."""
+        if claim not in self._restored:
+            return
+        if self.claim(claim):
+            for held_key in self._restored.pop(claim):
+                for parked in self._parked.get(held_key, ()):
+                    if parked.claim == claim:
+                        parked.claim = ""
+                        self.stats.parked_restored += 1
+        else:
+            self._forget(claim)
 
     def _forget(self, claim: str) -> None:
         """Let go of this worker's copies of a file's sets, uncounted: they are not its to count."""
@@ -308,14 +316,17 @@ class TemplateCache:
         for claim in [claim for claim in self._restored if self.claim_taken(claim)]:
             self._forget(claim)  # another worker decoded or counted them
         ttl = self.parked_ttl_s
+        for claim, keys in list(self._restored.items()):
+            # A file is claimed to count its sets expired only once every one of them is: a set
+            # still in time may yet meet its template in the worker that gets the exporter.
+            copies = [parked for key in keys for parked in self._parked.get(key, ()) if parked.claim == claim]
+            if all(now - parked.received_at > ttl for parked in copies):
+                self._resolve(claim)
         dropped = 0
         for key in list(self._parked):
             queue = self._parked.get(key, [])
             if all(now - parked.received_at <= ttl for parked in queue):
                 continue
-            if any(parked.claim and now - parked.received_at > ttl for parked in queue):
-                self._settle(key)  # claimed: this worker counts them expired; else not its to count
-                queue = self._parked.get(key, [])
             kept = [parked for parked in queue if parked.claim or now - parked.received_at <= ttl]
             dropped += len(queue) - len(kept)
             self._parked_count -= len(queue) - len(kept)
@@ -359,6 +370,8 @@ class TemplateCache:
         if len(self._parked) + new_keys > self.max_parked_sets or claim in self._restored:
             return 0
         for key, sets in entries:
+            if not sets:
+                continue
             queue = self._parked.setdefault(key, [])
             own = next((i for i, parked in enumerate(queue) if not parked.claim), len(queue))
             for parked in sets:

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from flowd.allocator import tune_allocator
-from flowd.config import Settings, load_settings
+from flowd.config import Settings, load_settings, worker_count
 from flowd.decode import TemplateCache
 from flowd.enrich.chain import build_enricher
 from flowd.errors import ConfigError, SinkError
@@ -100,7 +100,7 @@ def build_sink(settings: Settings, worker: int) -> Sink:
     if settings.elasticsearch.hosts:
         from flowd.output.elasticsearch import build_elasticsearch_sink
 
-        return build_elasticsearch_sink(settings.elasticsearch)
+        return build_elasticsearch_sink(settings.elasticsearch, worker, worker_count(settings))
     return NdjsonFileSink(settings.output.directory, worker=worker, rotate_bytes=settings.output.rotate_bytes)
 
 
@@ -217,7 +217,6 @@ class Worker:
             batch_delay_s=settings.listen.batch_delay_ms / 1000,
         )
         pipeline.start()
-        await pipeline.decode_restored()
         loop.add_signal_handler(signal.SIGHUP, self._reload, pipeline)
         try:
             await self._open_listeners(ingress, decoder)

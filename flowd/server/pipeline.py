@@ -250,8 +250,9 @@ class BatchDecoder:
         flows = FlowList()
         stats = self.stats
         received = batch
-        if self.templates.releasable:  # the first batch after a start takes what a previous run parked
-            for exporter, result in decode_restored(self.templates, time.time()):
+        if self.templates.releasable:  # what a previous run parked, once its exporter's traffic comes here
+            exporters = {item[1] for item in batch}
+            for exporter, result in decode_restored(self.templates, time.time(), exporters):
                 self._take_result(result, exporter, PROTOCOLS[result.version], flows)
         sample_batches, batch = self._walk_sflow(batch)
         v5_batches, batch = self._netflow_v5_at_once(batch)
@@ -553,16 +554,6 @@ class Pipeline:
                 await self.documents.put((parts, options, batch[0][2]))
             await _let_receive_run()
         await self.documents.put(None)
-
-    async def decode_restored(self) -> None:
-        """Before any traffic: documents of the data sets a previous run parked whose templates a
-        snapshot brought back (the first batch would take them too, but none may come soon)."""
-        if not self.decoder.templates.releasable:
-            return
-        parts = self.decoder.decode_parts([])
-        options = self.decoder.take_options()
-        if parts or options:
-            await self.documents.put((parts, options, time.time()))
 
     async def _linger(self) -> None:
         """Let waiting datagrams gather until a joined batch's worth waits, the oldest has waited
