@@ -247,6 +247,12 @@ def test_bulk_response_triage() -> None:
     assert [(r.index, r.status) for r in outcome.rejected] == [(4, 400), (5, 404)]
     assert classify_bulk_response({"errors": False}, 5).created == 5
     assert classify_bulk_response({"errors": True, "items": []}, 3).retry == [0, 1, 2]
+    # An index made read-only at the disk's flood stage: the cluster's state, not the document.
+    blocked = {"type": "cluster_block_exception", "reason": "index [flows] blocked by: [FORBIDDEN/12/index read-only]"}
+    forbidden = {"type": "security_exception", "reason": "action [indices:data/write/bulk] is unauthorized"}
+    body = {"errors": True, "items": [{"create": {"status": 403, "error": e}} for e in (blocked, forbidden)]}
+    outcome = classify_bulk_response(body, 2)
+    assert outcome.retry == [0] and [(r.index, r.status) for r in outcome.rejected] == [(1, 403)]
 
 
 def test_dead_letter_line_keeps_the_document_and_reason() -> None:

@@ -308,6 +308,16 @@ class BulkOutcome:
     retry_statuses: dict[int, int] = field(default_factory=dict)
 
 
+BLOCK_ERRORS = frozenset({"cluster_block_exception"})
+"""Item errors about the cluster's state, not the document: an index made read-only when a disk
+passed its flood stage answers 403 with these until an operator (or the cluster) lifts the block."""
+
+
+def _blocked(result: Any) -> bool:
+    error = result.get("error") if isinstance(result, dict) else None
+    return isinstance(error, dict) and error.get("type") in BLOCK_ERRORS
+
+
 def classify_bulk_response(body: Any, docs: int) -> BulkOutcome:
     """Sort the items of a 2xx `_bulk` response into created, duplicate, retry and rejected.
 
@@ -330,7 +340,7 @@ def classify_bulk_response(body: Any, docs: int) -> BulkOutcome:
             outcome.created += 1
         elif status == DUPLICATE_STATUS:
             outcome.duplicates += 1
-        elif is_retryable_status(status) or status == 0:
+        elif is_retryable_status(status) or status == 0 or _blocked(result):
             outcome.retry.append(position)
             outcome.retry_statuses[status] = outcome.retry_statuses.get(status, 0) + 1
         else:
