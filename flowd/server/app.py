@@ -306,6 +306,9 @@ class Worker:
 
     async def _stop_receiving(self) -> None:
         for receiver in self.receivers:
+            receiver.finish()
+        self._record_kernel_drops()  # a closed socket leaves /proc/net/udp, and its last drops with it
+        for receiver in self.receivers:
             receiver.close()
         for server in self.tcp_servers:
             await server.stop_receiving()
@@ -330,9 +333,20 @@ class Worker:
                 log.error("the supervisor is gone; stopping")
                 self.stop.set()
 
+    def _record_kernel_drops(self) -> None:
+        """Each listener's drops from /proc/net/udp. A closed socket leaves it: the last count
+        stays instead of going back to 0."""
+        if not self.listeners:
+            return
+        drops = read_kernel_drops()
+        kernel = self.stats.counters.setdefault("flowd_kernel_drops", {})
+        for listener in self.listeners:
+            labels = (listener.name,)
+            kernel[labels] = max(kernel.get(labels, 0), sum(drops.get(i, 0) for i in listener.inodes))
+
     def _update_stats(self, ingress: IngressQueue, pipeline: Pipeline) -> None:
         stats = self.stats
-        drops = read_kernel_drops() if self.listeners else {}
+        self._record_kernel_drops()
         stats.counters.setdefault("flowd_stage_seconds", {})[("receive",)] = sum(
             listener.receive_seconds for listener in self.listeners
         )
@@ -342,9 +356,6 @@ class Worker:
             stats.counters.setdefault("flowd_bytes_received", {})[labels] = listener.bytes
             stats.counters.setdefault("flowd_ingress_drops", {})[labels] = listener.ingress_drops
             stats.counters.setdefault("flowd_allowlist_drops", {})[labels] = listener.allowlist_drops
-            kernel = stats.counters.setdefault("flowd_kernel_drops", {})
-            # A closed socket leaves /proc/net/udp: keep the last count instead of going back to 0.
-            kernel[labels] = max(kernel.get(labels, 0), sum(drops.get(i, 0) for i in listener.inodes))
             stats.set("flowd_receive_buffer_bytes", labels, listener.receive_buffer_bytes)
         for server in self.tcp_servers:
             labels = (server.name,)

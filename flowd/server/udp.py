@@ -69,6 +69,9 @@ class ListenerStats:
 
 MAX_DATAGRAM_BYTES = 65_535
 READS_PER_WAKE = 256
+FINAL_DRAIN_S = 2.0
+"""At shutdown, the longest a socket's queued datagrams are read for (a 32 MiB buffer of small
+datagrams takes well under a second)."""
 """Datagrams read each time the socket turns readable, at most (then the loop runs other work)."""
 
 
@@ -97,7 +100,8 @@ class DrainingReceiver:
         self._drain()
         self.stats.receive_seconds += time.perf_counter() - started
 
-    def _drain(self) -> None:
+    def _drain(self, force: bool = False) -> bool:
+        """Read up to `READS_PER_WAKE` datagrams; True when the socket had no more."""
         receive = self.sock.recvfrom
         append = self.ingress.append
         allowlist = self.allowlist
@@ -107,7 +111,7 @@ class DrainingReceiver:
             try:
                 data, address = receive(MAX_DATAGRAM_BYTES)
             except (BlockingIOError, InterruptedError):
-                return
+                return True
             except OSError as error:  # an ICMP error queued on the socket: reported once, read past
                 log.debug("%s: %s", stats.name, error)
                 continue
@@ -116,12 +120,24 @@ class DrainingReceiver:
                 continue
             stats.datagrams += 1
             stats.bytes += len(data)
-            if not append(data, address, received_at):
+            if not append(data, address, received_at, force=force):
                 stats.ingress_drops += 1
+        return False
+
+    def finish(self) -> None:
+        """Stop reading, after taking what the kernel already queued on the socket (closing it
+        would discard that, counted nowhere). It goes into the ingress queue even past its
+        capacity: the socket's buffer bounds it, and the drain decodes it."""
+        if self.sock.fileno() < 0:
+            return
+        self._loop.remove_reader(self.sock.fileno())
+        deadline = time.monotonic() + FINAL_DRAIN_S
+        while not self._drain(force=True) and time.monotonic() < deadline:
+            pass
 
     def close(self) -> None:
         if self.sock.fileno() >= 0:
-            self._loop.remove_reader(self.sock.fileno())
+            self.finish()
             self.sock.close()
 
 
