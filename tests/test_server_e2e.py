@@ -804,3 +804,23 @@ def test_datagrams_queued_on_the_socket_at_sigterm_are_read_before_it_closes(ser
     assert summary["datagrams_received"] + summary["kernel_drops"] == 1000
     assert len(server.documents()) == summary["flows_out"] == summary["datagrams_received"] > 900
     sock.close()
+
+
+def test_a_stop_while_workers_start_is_a_clean_stop(server_factory: Any) -> None:
+    """Found by an audit: a SIGTERM before a worker's loop listened for it killed the worker,
+    and `flowd run` exited 1 on an ordinary stop (a unit marked failed on `systemctl stop`)."""
+    server = server_factory(workers=2)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOWD_", "ELASTIFLOW_"))}
+    with server.log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "flowd.cli", "run", "--config", str(server.config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=server.dir,
+        )
+    deadline = time.monotonic() + 30
+    while "starting 2 worker(s)" not in server.log() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) == 0, server.log()

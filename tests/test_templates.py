@@ -326,3 +326,20 @@ def test_parking_is_not_a_record_count_mismatch() -> None:
         v9_datagram(v9_set(0, v9_template(300)), v9_set(256, v9_records(2, 5)), count=3), exporter, full, 0.0
     )
     assert [e.reason for e in refused.errors] == ["parked_overflow"]  # not a mismatch as well
+
+
+def test_restoring_every_workers_snapshot_keeps_the_newest_definition_and_counts_no_traffic() -> None:
+    """Found by an audit: every worker loads every worker's snapshot, and the last file loaded
+    won whatever its age (an exporter that moved between workers got its old layout back), while
+    `added` went negative and restores were counted once per file."""
+    older, newer = TemplateCache(), TemplateCache()
+    decode_datagram(ipfix_message(ipfix_set(2, _template(256))), EXPORTER, older, 100.0)  # one field
+    decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), EXPORTER, newer, 200.0)  # seven fields
+    decode_datagram(ipfix_message(ipfix_set(2, _template(300))), EXPORTER, older, 100.0)
+    snapshots = [json.loads(json.dumps(c.snapshot())) for c in (newer, older)]
+    restarted = TemplateCache()
+    assert [restarted.restore(s) for s in snapshots] == [1, 1]  # 256 from the newer file, then 300
+    template = restarted.get((EXPORTER, 10, 1, 256), 201.0)
+    assert template is not None and len(template.fields) == 7
+    assert (restarted.stats.added, restarted.stats.redefined) == (0, 0)
+    assert restarted.restore(snapshots[0]) == 0

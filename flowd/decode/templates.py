@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from flowd.decode.records import CompiledTemplate, TemplateField, compile_template
@@ -425,20 +425,29 @@ class TemplateCache:
         return {"format": SNAPSHOT_FORMAT, "templates": templates, "domains": domains}
 
     def restore(self, snapshot: dict[str, Any]) -> int:
-        """Load a snapshot; returns the number of templates restored."""
+        """Load a snapshot; returns the number of templates it added. Every worker loads every
+        worker's snapshot, so a key may come several times: the definition seen last wins (an
+        exporter that moved between workers redefined it in the newer one). Restoring is not
+        traffic: the template event counters stay as they were."""
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             return 0
-        restored = 0
+        counted = replace(self.stats)
+        known = len(self._templates)
         for item in snapshot.get("templates", []):
             exporter = (str(item["exporter"][0]), int(item["exporter"][1]))
             version = int(item["version"])
+            key = (exporter, version, int(item["domain"]), int(item["id"]))
+            seen_at = float(item["seen_at"])
+            existing = self._templates.get(key)
+            if existing is not None and existing.seen_at >= seen_at:
+                continue
             fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
             scope_count = int(item["scope_count"])
             options = bool(item.get("options", scope_count > 0))  # absent from earlier snapshots
             template = compile_template(int(item["id"]), fields, scope_count, netflow_v9=version == 9, options=options)
-            key = (exporter, version, int(item["domain"]), int(item["id"]))
-            if self.put(key, template, float(item["seen_at"])) is not None:
-                restored += 1
+            self.put(key, template, seen_at)
+        restored = len(self._templates) - known
+        self.stats = counted
         for item in snapshot.get("domains", []):
             exporter = (str(item["exporter"][0]), int(item["exporter"][1]))
             state = self.domain((exporter, int(item["version"]), int(item["domain"])))
@@ -448,5 +457,4 @@ class TemplateCache:
             state.rate_sampler = int(rate_sampler) if rate_sampler is not None else None
             state.interface_rates = {int(k): int(v) for k, v in item.get("interface_rates", [])}
             state.system_init_ms = item["system_init_ms"]
-        self.stats.added -= restored
         return restored

@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -131,7 +132,7 @@ def restore_templates(templates: TemplateCache, base: str | Path) -> int:
 def write_snapshot_atomically(path: Path, snapshot: dict[str, Any]) -> None:
     """Write to a temporary file beside the target, fsync, then rename over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writer
     with temporary.open("wb") as handle:
         handle.write(orjson.dumps(snapshot))
         handle.flush()
@@ -142,12 +143,21 @@ def write_snapshot_atomically(path: Path, snapshot: dict[str, Any]) -> None:
 # --- the worker --------------------------------------------------------------------------------
 
 
+_STOP_REQUESTED_EARLY: list[bool] = []
+"""A SIGTERM that came before the worker's loop listened for it."""
+
+
+def _stop_before_the_loop(signum: int, frame: object) -> None:
+    _STOP_REQUESTED_EARLY.append(True)
+
+
 def worker_main(settings: Settings, worker: int, connection: Connection, config_path: str | None = None) -> None:
     """Process entry point of one worker."""
     tune_allocator()  # a spawned interpreter starts with glibc's defaults again
     setup_logging(worker)
     for signum in (signal.SIGINT, signal.SIGHUP):  # until the loop installs its own handlers
         signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _stop_before_the_loop)
     import uvloop
 
     code = uvloop.run(Worker(settings, worker, connection, config_path).run())
@@ -179,6 +189,8 @@ class Worker:
         self.stop = asyncio.Event()
         self._parent = os.getppid()
         self.sink: Sink | None = None
+        self._persisting: asyncio.Future[bool] | None = None
+        """The periodic template save running in a thread, which the shutdown save must follow."""
 
     def send(self, kind: str, payload: Any) -> None:
         if self.connection is None:
@@ -192,6 +204,8 @@ class Worker:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.stop.set)
+        if _STOP_REQUESTED_EARLY:
+            self.stop.set()  # it starts and stops at once, taking what the sockets hold with it
         settings = self.settings
         restored = restore_templates(self.templates, settings.templates.path)
         self.stats.inc("flowd_templates_restored", (), restored)
@@ -253,6 +267,8 @@ class Worker:
             pipeline.abort()
             code = EXIT_DRAIN_TIMEOUT
         reporter.cancel()
+        if self._persisting is not None and not self._persisting.done():  # an older snapshot being written
+            await asyncio.wait([self._persisting], timeout=max(0.1, ends_at - time.monotonic()))
         self.persist_templates()  # first: the parked sets' files take longer, and a kill may come
         self.persist_parked()
         try:
@@ -324,8 +340,10 @@ class Worker:
                 self.templates.expire(time.time())
                 next_expire = now + TEMPLATE_EXPIRE_INTERVAL_S
             if now >= next_persist:
-                written = await asyncio.to_thread(self._write_templates, self.templates.snapshot())
-                self._count_persist(written)
+                self._persisting = asyncio.ensure_future(
+                    asyncio.to_thread(self._write_templates, self.templates.snapshot())
+                )
+                self._count_persist(await asyncio.shield(self._persisting))
                 next_persist = now + interval
             self._update_stats(ingress, pipeline)
             self.send("stats", self.stats.snapshot())

@@ -171,6 +171,9 @@ class Supervisor:
         slot.process, slot.connection = None, None
         was_ready, slot.ready = slot.ready, False
         if self.stopping_since is not None:
+            if code == -signal.SIGTERM and not was_ready:
+                log.info("worker %d stopped while it was starting", slot.index)  # it held nothing yet
+                return
             if code != 0:
                 log.error("worker %d exited with status %s during shutdown", slot.index, code)
                 self.failed = True
