@@ -343,3 +343,23 @@ def test_restoring_every_workers_snapshot_keeps_the_newest_definition_and_counts
     assert template is not None and len(template.fields) == 7
     assert (restarted.stats.added, restarted.stats.redefined) == (0, 0)
     assert restarted.restore(snapshots[0]) == 0
+
+
+def test_an_ended_sessions_templates_domains_and_parked_sets_go() -> None:
+    """Found by an audit: IPFIX-over-TCP sessions' templates stayed for a day (and across restarts),
+    so short sessions filled the cache and every other exporter's templates were refused."""
+    from flowd.server.tcp import IpfixTcpServer
+
+    session, other = ("192.0.2.50", 50123), ("192.0.2.51", 50124)
+    cache = TemplateCache()
+    for exporter in (session, other):
+        decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), exporter, cache, 0.0)
+        cache.domain((exporter, 10, 1)).sampling_rate = 100
+    decode_datagram(ipfix_message(ipfix_set(400, b"\0" * 8)), session, cache, 0.0)
+    server = IpfixTcpServer("ipfix_tcp", None, None, None)  # type: ignore[arg-type]
+    server.ended(session)
+    assert server.take_ended(before=0.0) == set()  # its messages may still be queued
+    assert cache.forget_exporters(server.take_ended(before=float("inf"))) == 1
+    assert cache.get((session, 10, 1, 256), 1.0) is None and cache.get((other, 10, 1, 256), 1.0) is not None
+    assert cache.peek_domain((session, 10, 1)) is None and cache.peek_domain((other, 10, 1)) is not None
+    assert cache.parked_sets == 0 and cache.stats.parked_expired == 1 and cache.stats.withdrawn == 1

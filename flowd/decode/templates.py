@@ -231,6 +231,26 @@ class TemplateCache:
         self.stats.withdrawn += len(doomed)
         return len(doomed)
 
+    def forget_exporters(self, exporters: set[Exporter]) -> int:
+        """Everything of exporters whose transport session ended (IPFIX over TCP: RFC 7011
+        section 8 ends its templates with it, and a reconnect comes from another port): their
+        templates (counted withdrawn), domain state and parked sets (counted expired: no
+        template can come for them). Returns the number of templates removed."""
+        if not exporters:
+            return 0
+        doomed = [key for key in self._templates if key[0] in exporters]
+        for key in doomed:
+            self._remove(key)
+        self.stats.withdrawn += len(doomed)
+        for domain in [key for key in self._domains if key[0] in exporters]:
+            del self._domains[domain]
+        for key in [key for key in self._parked if key[0] in exporters]:
+            queue = self._parked.pop(key)
+            self._parked_count -= len(queue)
+            self.stats.parked_expired += sum(1 for parked in queue if not parked.claim)
+            self.releasable.discard(key)
+        return len(doomed)
+
     def _remove(self, key: TemplateKey) -> None:
         del self._templates[key]
         count = self._per_exporter.get(key[0], 1) - 1

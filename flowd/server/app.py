@@ -58,6 +58,8 @@ REPORT_INTERVAL_S = 1.0
 TEMPLATE_EXPIRE_INTERVAL_S = 60.0
 DRAIN_MARGIN_S = 1.0
 SINK_RESERVE_S = 5.0
+SESSION_LINGER_S = 10.0
+"""An ended IPFIX-over-TCP session's templates stay this long, for its messages still queued."""
 """Of the shutdown grace, the last seconds a sink spends spooling rather than waiting on its cluster."""
 UDP_PROTOCOLS = ("netflow", "ipfix", "sflow")
 
@@ -336,6 +338,9 @@ class Worker:
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)
             now = time.monotonic()
+            ended = {peer for server in self.tcp_servers for peer in server.take_ended(now - SESSION_LINGER_S)}
+            if ended:
+                self.templates.forget_exporters(ended)
             if now >= next_expire:
                 self.templates.expire(time.time())
                 next_expire = now + TEMPLATE_EXPIRE_INTERVAL_S

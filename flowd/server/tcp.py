@@ -111,6 +111,7 @@ class IpfixTcpReceiver(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
+        self.server.ended(self.peer)
         self.transport = None
 
 
@@ -124,6 +125,8 @@ class IpfixTcpServer:
         self.exporter_label = exporter_label
         self.warn = RateLimitedLog(log)
         self.connections: set[IpfixTcpReceiver] = set()
+        self.ended_sessions: dict[tuple[str, int], float] = {}
+        """Peer -> when its session ended: its templates are dropped once its messages are decoded."""
         self.sessions: dict[tuple[str, int], None] = {}
         """Peers of this run's sessions (the latest ones): data parked on a session cannot meet
         its template after the session ends (RFC 7011 section 8), so it is not kept at shutdown."""
@@ -155,6 +158,20 @@ class IpfixTcpServer:
 
     def forget(self, connection: IpfixTcpReceiver) -> None:
         self.connections.discard(connection)
+
+    def ended(self, peer: tuple[str, int]) -> None:
+        if len(self.ended_sessions) >= MAX_SESSIONS_REMEMBERED:
+            del self.ended_sessions[next(iter(self.ended_sessions))]
+        self.ended_sessions[peer] = time.monotonic()
+
+    def take_ended(self, before: float) -> set[tuple[str, int]]:
+        """Peers whose session ended before `before` (their messages decoded by then) and that
+        have not connected again from the same port."""
+        open_peers = {connection.peer for connection in self.connections}
+        taken = {peer for peer, at in self.ended_sessions.items() if at < before}
+        for peer in taken:
+            del self.ended_sessions[peer]
+        return taken - open_peers
 
     async def stop_receiving(self) -> None:
         """Stop accepting and reading; messages already split stay queued for the drain."""
