@@ -277,6 +277,8 @@ def _apply_toml(settings: Settings, sources: dict[str, str], path: Path) -> None
         raise ConfigError(f"cannot read configuration file {path}: {error.strerror}") from error
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from error
+    except UnicodeDecodeError as error:  # TOML is UTF-8; a file saved in Latin-1 is not
+        raise ConfigError(f"{path}: not UTF-8 (byte {error.start}): {error.reason}") from error
     source = f"toml:{path}"
     top = _field_types("")
     for name, value in document.items():

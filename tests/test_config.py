@@ -150,6 +150,10 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
         load_settings(tmp_path / "missing.toml", {})
     with pytest.raises(ConfigError, match="invalid TOML"):
         load_settings(write(tmp_path, "[listen\n"), {})
+    latin1 = tmp_path / "latin1.toml"  # found by an audit: it got past both reload handlers
+    latin1.write_bytes('[enrich]\nnetwork_names = { "10.0.0.0/8" = "café" }\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_settings(latin1, {})
 
 
 def test_check_config_prints_values_and_sources(

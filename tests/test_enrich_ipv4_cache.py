@@ -157,3 +157,29 @@ def test_a_disabled_cache_stores_nothing() -> None:
 def test_bounds_are_checked(arguments: Any) -> None:
     with pytest.raises(ValueError):
         Ipv4Cache(*arguments, 2, Clock())
+
+
+def test_a_colliding_address_stored_after_the_merge_takes_the_slot_and_frees_nothing_twice() -> None:
+    """Found by an audit: B stored while A (same 64-bit key) was already merged added a second
+    entry for the key; removing one then marked the other's entry dead, lookups returned freed
+    slots (the chain's `value` assertion failed and its table went out unenriched) and slots were
+    freed twice."""
+    clock = Clock()
+    cache: Ipv6Cache[str] = Ipv6Cache(1000, TTL_S, 2, clock, "colliding")
+    filler = list(range(100, 300, 2))  # even keys: no collisions among them
+    first = [0, *filler]
+    cache.put_many(addresses(first, True), [f"v{k}" for k in first], np.zeros((len(first), 2), np.int64), 0.0)
+    assert not cache._pending  # A (key 0) is merged
+    b = addresses([1], True)  # collides with A
+    assert cache.lookup(b, 1.0).tolist() == [-1]
+    cache.put_many(b, ["B"], np.zeros((1, 2), np.int64), 1.0)
+    keys = sixteen_byte_keys(addresses([0], True))
+    assert int((cache._keys == keys[0]).sum()) + sum(k == int(keys[0]) for k in cache._pending) == 1
+    assert cache.lookup(addresses([0], True), 2.0).tolist() == [-1]  # the one stored last keeps the slot
+    (slot,) = cache.lookup(b, 2.0).tolist()
+    assert cache.value(slot) == "B"
+    clock.now = 100.0  # everything expires; both addresses are looked up in one batch
+    assert cache.lookup(addresses([0, 1], True), 100.0).tolist() == [-1, -1]
+    assert len(cache._free) == len(set(cache._free))
+    cache.lookup(addresses(filler, True), 100.0)
+    assert len(cache) == 0 and len(cache._free) == len(set(cache._free)) == len(cache._values)

@@ -123,9 +123,12 @@ class Ipv4Cache(BoundedCache, Generic[V]):
         if not self.max_size or not len(keys):
             return
         expires = now + self.ttl_s
+        merged = self._merged_slots(keys).tolist()
         for position, (key, value, row) in enumerate(zip(keys.tolist(), values, attributes, strict=True)):
             slot = self._pending.get(key)
             if slot is None:
+                slot = merged[position]  # a key stored already (two IPv6 addresses sharing one): it keeps its slot
+            if slot < 0:
                 slot = self._free.pop() if self._free else self._grow()
                 self._pending[key] = slot
             self._stored(slot, position)
@@ -186,16 +189,28 @@ class Ipv4Cache(BoundedCache, Generic[V]):
         self._remove(oldest)
         self.evictions += count
 
+    def _merged_slots(self, keys: npt.NDArray[Any]) -> Slots:
+        """The live slot of each key in the merged array; -1 where it has none."""
+        if not len(self._keys):
+            return np.full(len(keys), -1, dtype=np.int64)
+        positions = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
+        return np.where(self._keys[positions] == keys, self._keys_slots[positions], -1)
+
     def _remove(self, slots: Slots) -> None:
+        """Free `slots` (each once, however often given: two IPv6 addresses sharing a key share
+        its slot in one lookup)."""
+        values = self._values
+        slots = np.unique(slots)
+        slots = slots[[values[slot] is not None for slot in slots.tolist()]]
         keys = self._slot_keys[slots]
         if len(self._keys):
             positions = np.minimum(np.searchsorted(self._keys, keys), len(self._keys) - 1)
-            merged = self._keys[positions] == keys
+            merged = (self._keys[positions] == keys) & (self._keys_slots[positions] == slots)
             self._keys_slots[positions[merged]] = -1
         pending = self._pending
-        for key in keys.tolist():
-            pending.pop(key, None)
-        values = self._values
+        for key, slot in zip(keys.tolist(), slots.tolist(), strict=True):
+            if pending.get(key) == slot:
+                del pending[key]
         for slot in slots.tolist():
             values[slot] = None
         self._free.extend(slots.tolist())

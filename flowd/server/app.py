@@ -295,6 +295,10 @@ class Worker:
             self.stats.inc("flowd_config_reloads", ("failed",))
             log.error("reload refused, the running enrichment tables stay: %s", error)
             return
+        except Exception as error:  # a reload must never stop the worker
+            self.stats.inc("flowd_config_reloads", ("failed",))
+            log.exception("reload refused, the running enrichment tables stay: %s: %s", type(error).__name__, error)
+            return
         if settings.output.raw_fields != self.settings.output.raw_fields:
             pipeline.raw_fields = RawFieldFilter.from_patterns(settings.output.raw_fields)
             self.settings.output.raw_fields = settings.output.raw_fields

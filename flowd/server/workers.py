@@ -206,6 +206,9 @@ class Supervisor:
         except ConfigError as error:
             log.error("reload refused, the running configuration stays: %s", error)
             return
+        except Exception as error:  # a reload must never end the supervisor's loop
+            log.exception("reload refused, the running configuration stays: %s: %s", type(error).__name__, error)
+            return
         fresh = loaded.settings
         later = [
             f"{name}.{item.name}"
