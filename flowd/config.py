@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -495,6 +496,8 @@ def parse_address_key(text: str, setting: str, form: str, largest: int = 2**32 -
         address = None
     if not sep or address is None or not (number.isascii() and number.isdigit()) or int(number) > largest:
         raise ConfigError(f"{setting}: key {text!r} is not {form}")
+    if address.version == 6:  # as the decoders write it: ::ffff:10.1.1.5, not ::ffff:a01:105
+        return socket.inet_ntop(socket.AF_INET6, address.packed), int(number)
     return str(address), int(number)
 
 
@@ -575,8 +578,6 @@ def validate_settings(settings: Settings) -> None:
         "templates.ttl_s": settings.templates.ttl_s,
         "enrich.dns_timeout_s": settings.enrich.dns_timeout_s,
         "enrich.dns_deadline_ms": settings.enrich.dns_deadline_ms,
-        "enrich.dns_hit_cache_ttl_s": settings.enrich.dns_hit_cache_ttl_s,
-        "enrich.dns_failed_cache_ttl_s": settings.enrich.dns_failed_cache_ttl_s,
         "elasticsearch.retention_days": settings.elasticsearch.retention_days,
         "elasticsearch.flush_interval_s": settings.elasticsearch.flush_interval_s,
         "elasticsearch.retry_max_s": settings.elasticsearch.retry_max_s,
@@ -590,6 +591,15 @@ def validate_settings(settings: Settings) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise ConfigError(f"{key}: must not be negative, got {value}")
+    for key, value in {
+        "enrich.dns_hit_cache_ttl_s": settings.enrich.dns_hit_cache_ttl_s,
+        "enrich.dns_failed_cache_ttl_s": settings.enrich.dns_failed_cache_ttl_s,
+    }.items():
+        if not value > 0:  # an entry must live a while (a size of 0 turns a cache off)
+            raise ConfigError(f"{key}: must be more than 0, got {value}")
+    seed = settings.enrich.community_id_seed
+    if not 0 <= seed <= 0xFFFF:
+        raise ConfigError(f"enrich.community_id_seed: must be 0 to 65535 (16 bits), got {seed}")
     parse_raw_fields(settings.output.raw_fields)
     for key in settings.enrich.interface_names:
         parse_address_key(key, "enrich.interface_names", "exporter_ip:ifindex")

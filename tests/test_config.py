@@ -137,6 +137,10 @@ def test_elastiflow_numbered_es_hosts() -> None:
         ('[listen]\nallowed_exporters = ["10.0.0.0/33"]\n', {}, "listen.allowed_exporters"),
         ("", {"ELASTIFLOW_RESOLVE_IP2HOST": "sometimes"}, "enrich.resolve_ip2host"),
         ('[metrics]\naddress = "127.0.0.1"\n', {}, "metrics.address"),
+        # found by an audit: these passed check-config and then crashed every worker, forever
+        ("[enrich]\ncommunity_id_seed = 70000\n", {}, "enrich.community_id_seed"),
+        ("", {"ELASTIFLOW_DNS_FAILED_CACHE_TTL": "0"}, "enrich.dns_failed_cache_ttl_s"),
+        ("[enrich]\ndns_hit_cache_ttl_s = 0.0\n", {}, "enrich.dns_hit_cache_ttl_s"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
@@ -178,3 +182,24 @@ def test_cli_exits_2_on_bad_configuration(tmp_path: Path, capsys: pytest.Capture
     assert "listen.receive_buffer_bytes" in capsys.readouterr().err
     assert main(["run", "--config", str(path)]) == 2
     assert "listen.receive_buffer_bytes" in capsys.readouterr().err
+
+
+def test_ipv6_keys_are_written_as_documents_write_addresses() -> None:
+    """Found by an audit: `::ffff:10.1.1.5` was stored as `::ffff:a01:105`, which no document
+    holds, so such endpoint and interface entries never matched."""
+    from flowd.config import parse_address_key
+
+    assert parse_address_key("[::ffff:10.1.1.5]:8443", "k", "f") == ("::ffff:10.1.1.5", 8443)
+    assert parse_address_key("[2001:DB8::10]:8443", "k", "f") == ("2001:db8::10", 8443)
+    assert parse_address_key("10.1.1.5:1", "k", "f") == ("10.1.1.5", 1)
+
+
+def test_nameservers_are_ip_addresses() -> None:
+    """Found by an audit: a host name passed, and every lookup then timed out silently."""
+    from flowd.enrich.dns import parse_nameserver
+
+    assert parse_nameserver("127.0.0.1:5353") == ("127.0.0.1", 5353)
+    assert parse_nameserver("[::1]:53") == ("::1", 53)
+    assert parse_nameserver("2001:db8::53") == ("2001:db8::53", 53)
+    with pytest.raises(ConfigError, match="not an IP address"):
+        parse_nameserver("localhost:53")

@@ -16,6 +16,7 @@ cached as a failure.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import re
 import time
@@ -94,6 +95,10 @@ def parse_nameserver(text: str) -> tuple[str, int]:
         raise ConfigError(f"enrich.nameservers: bad port in {text!r}") from error
     if not 0 < number < 65536:
         raise ConfigError(f"enrich.nameservers: port out of range in {text!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as error:  # dnspython queries addresses; a name would time out on every lookup
+        raise ConfigError(f"enrich.nameservers: {host!r} is not an IP address") from error
     return host, number
 
 

@@ -223,12 +223,17 @@ class Worker:
             return EXIT_STARTUP_FAILED
         ingress = IngressQueue(settings.listen.batch_size, settings.listen.queue_size)
         decoder = BatchDecoder(self.templates, self.stats, exporter_label_limit=settings.metrics.exporter_label_limit)
+        try:
+            enricher = build_enricher(settings.enrich)
+        except (ConfigError, ValueError) as error:  # restarting would fail the same way
+            log.error("cannot set up enrichment: %s", error)
+            return EXIT_STARTUP_FAILED
         pipeline = Pipeline(
             ingress,
             decoder,
             sink,
             self.stats,
-            enricher=build_enricher(settings.enrich),
+            enricher=enricher,
             raw_fields=RawFieldFilter.from_patterns(settings.output.raw_fields),
             batch_delay_s=settings.listen.batch_delay_ms / 1000,
         )
