@@ -597,6 +597,10 @@ def validate_settings(settings: Settings) -> None:
     }.items():
         if not value > 0:  # an entry must live a while (a size of 0 turns a cache off)
             raise ConfigError(f"{key}: must be more than 0, got {value}")
+    from flowd.enrich.dns import parse_nameserver  # here: the resolver's module imports this one
+
+    for nameserver in settings.enrich.nameservers:
+        parse_nameserver(nameserver)
     seed = settings.enrich.community_id_seed
     if not 0 <= seed <= 0xFFFF:
         raise ConfigError(f"enrich.community_id_seed: must be 0 to 65535 (16 bits), got {seed}")

@@ -141,6 +141,7 @@ def test_elastiflow_numbered_es_hosts() -> None:
         ("[enrich]\ncommunity_id_seed = 70000\n", {}, "enrich.community_id_seed"),
         ("", {"ELASTIFLOW_DNS_FAILED_CACHE_TTL": "0"}, "enrich.dns_failed_cache_ttl_s"),
         ("[enrich]\ndns_hit_cache_ttl_s = 0.0\n", {}, "enrich.dns_hit_cache_ttl_s"),
+        ("", {"ELASTIFLOW_NAMESERVER": "localhost"}, "enrich.nameservers"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
