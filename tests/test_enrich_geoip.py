@@ -295,6 +295,43 @@ def test_broken_replacement_keeps_the_old_database(tmp_path: Path) -> None:
     assert lookup.stats()["geoip_load_errors"] == 1
 
 
+@pytest.mark.parametrize("damage", ["zeroed tree", "random data"])
+def test_a_replacement_that_opens_but_is_damaged_keeps_the_old_database(tmp_path: Path, damage: str) -> None:
+    """Found by an audit: a file whose metadata read but whose search tree or data was damaged
+    replaced the good one, and every lookup then failed (a warning each)."""
+    import random
+
+    good = (GEOIP_DIR / "GeoIP2-City-Test.mmdb").read_bytes()
+    metadata = good.rfind(b"\xab\xcd\xefMaxMind.com")
+    if damage == "zeroed tree":
+        bad = bytes(metadata) + good[metadata:]
+    else:
+        noise = random.Random(1).randbytes(metadata - 3000)
+        bad = good[:3000] + noise + good[metadata:]
+    path = tmp_path / "city.mmdb"
+    path.write_bytes(good)
+    lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(path)), reload_check_s=1.0)
+    staged = tmp_path / "staged.mmdb"
+    staged.write_bytes(bad)
+    os.replace(staged, path)
+    lookup.maybe_reload(5.0)
+    assert lookup_fields(lookup, "81.2.69.142")["geo.city_name"] == "London"
+    assert lookup.stats()["geoip_reloads"] == 0 and lookup.stats()["geoip_load_errors"] == 1
+    lookup.maybe_reload(10.0)  # the same file is not tried again
+    assert lookup.stats()["geoip_load_errors"] == 1
+
+
+def test_a_database_of_another_kind_at_a_path_is_refused() -> None:
+    """Found by an audit: the ASN database set as the City one made every table's enrichment
+    fail (`'ASN' object has no attribute 'country'`), and `flowd decode --enrich` died."""
+    settings = EnrichSettings(
+        geoip_city_db=str(GEOIP_DIR / "GeoLite2-ASN-Test.mmdb"), geoip_asn_db=str(GEOIP_DIR / "GeoIP2-City-Test.mmdb")
+    )
+    lookup = GeoIpLookup(settings)
+    assert lookup_fields(lookup, "81.2.69.142") == {}
+    assert lookup.stats()["geoip_load_errors"] == 2
+
+
 def test_missing_database_is_not_fatal(tmp_path: Path) -> None:
     lookup = GeoIpLookup(EnrichSettings(geoip_city_db=str(tmp_path / "absent.mmdb")))
     assert lookup_fields(lookup, "81.2.69.142") == {}

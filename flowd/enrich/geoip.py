@@ -17,6 +17,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import time
 from typing import Any
 
 import geoip2.database
@@ -50,12 +51,28 @@ def database_address(address: str) -> str:
     return address if embedded is None else str(embedded)
 
 
-class ReloadingDatabase:
-    """One MaxMind database file, re-opened when it is replaced on disk."""
+GEO_KINDS = ("City", "Country", "Enterprise")
+"""Database types whose records carry geography (`database_type` holds one of these words)."""
+AS_KINDS = ("ASN", "ISP", "Enterprise")
+"""Database types whose records carry the autonomous system."""
+PROBE_ADDRESSES = ("1.1.1.1", "8.8.8.8", "81.2.69.142", "2001:4860::1", "2a02:ff00::1")
+"""Looked up in a newly opened file before it replaces the one serving: a file whose metadata
+reads but whose tree or data is damaged fails here, not on every lookup afterwards."""
 
-    def __init__(self, path: str, check_interval_s: float = RELOAD_CHECK_INTERVAL_S) -> None:
+
+class ReloadingDatabase:
+    """One MaxMind database file, re-opened when it is replaced on disk. A file that fails to
+    open, holds another kind of database than the setting names, or fails its probe lookups keeps
+    the previous one serving."""
+
+    def __init__(
+        self, path: str, check_interval_s: float = RELOAD_CHECK_INTERVAL_S, kinds: tuple[str, ...] = ()
+    ) -> None:
         self.path = path
+        self.kinds = kinds
+        """Accepted `database_type` words; empty: any."""
         self.check_interval_s = check_interval_s
+        self._warned_at = float("-inf")
         self.reader: geoip2.database.Reader | None = None
         self.database_type = ""
         self._signature: tuple[int, int] | None = None
@@ -76,6 +93,13 @@ class ReloadingDatabase:
             self.load_errors += 1
             log.warning("GeoIP database %s not loaded: %s", self.path, error)
             return False
+        problem = self._unfit(reader)
+        if problem:
+            reader.close()
+            self._signature = signature  # not tried again until the file changes
+            self.load_errors += 1
+            log.warning("GeoIP database %s not loaded: %s%s", self.path, problem, KEPT if self.reader else "")
+            return False
         old, self.reader = self.reader, reader
         self.database_type = reader.metadata().database_type
         self._signature = signature
@@ -84,6 +108,20 @@ class ReloadingDatabase:
             self.reloads += 1
             log.info("GeoIP database %s reloaded (%s)", self.path, self.database_type)
         return True
+
+    def _unfit(self, reader: geoip2.database.Reader) -> str:
+        """Why a freshly opened file must not serve (empty when it may)."""
+        kind = reader.metadata().database_type
+        if self.kinds and not any(word in kind for word in self.kinds):
+            return f"it is a {kind} database, not {' or '.join(self.kinds)}"
+        for address in PROBE_ADDRESSES:
+            try:
+                _read(reader, kind, address)
+            except (geoip2.errors.AddressNotFoundError, ValueError):
+                continue
+            except Exception as error:
+                return f"looking up {address} failed: {type(error).__name__}: {error}"
+        return ""
 
     def maybe_reload(self, now: float) -> bool:
         """Re-open the file if it changed; stats it at most every `check_interval_s`. True if reloaded."""
@@ -97,30 +135,41 @@ class ReloadingDatabase:
         reader = self.reader
         if reader is None:
             return None
-        kind = self.database_type
         try:
-            if "City" in kind:
-                return reader.city(address)
-            if "Country" in kind:
-                return reader.country(address)
-            if "ASN" in kind:
-                return reader.asn(address)
-            if "ISP" in kind:
-                return reader.isp(address)
-            if "Enterprise" in kind:
-                return reader.enterprise(address)
+            return _read(reader, self.database_type, address)
         except (geoip2.errors.AddressNotFoundError, ValueError):
             return None
-        except maxminddb.InvalidDatabaseError as error:
+        except Exception as error:  # a damaged record: this address goes without, the rest go on
             self.load_errors += 1
-            log.warning("GeoIP database %s is corrupt: %s", self.path, error)
+            if time.monotonic() - self._warned_at >= self.check_interval_s:
+                self._warned_at = time.monotonic()
+                log.warning(
+                    "GeoIP database %s: looking up %s failed: %s: %s", self.path, address, type(error).__name__, error
+                )
             return None
-        return None
 
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+
+
+KEPT = "; the previous one keeps serving"
+
+
+def _read(reader: geoip2.database.Reader, kind: str, address: str) -> Any:
+    """The geoip2 model of `address` for a database of type `kind` (None for an unknown type)."""
+    if "City" in kind:
+        return reader.city(address)
+    if "Country" in kind:
+        return reader.country(address)
+    if "ASN" in kind:
+        return reader.asn(address)
+    if "ISP" in kind:
+        return reader.isp(address)
+    if "Enterprise" in kind:
+        return reader.enterprise(address)
+    return None
 
 
 def _geo_fields(model: Any) -> Fields:
@@ -171,11 +220,11 @@ class GeoIpLookup:
             # City carries everything Country does; Country is the fallback when City is absent.
             for path in (settings.geoip_city_db, settings.geoip_country_db):
                 if path:
-                    self.geo_databases.append(ReloadingDatabase(path, reload_check_s))
+                    self.geo_databases.append(ReloadingDatabase(path, reload_check_s, GEO_KINDS))
         if settings.asn_lookup:
             for path in (settings.geoip_asn_db, settings.geoip_isp_db):
                 if path:
-                    self.as_databases.append(ReloadingDatabase(path, reload_check_s))
+                    self.as_databases.append(ReloadingDatabase(path, reload_check_s, AS_KINDS))
         self.lookups = 0
         self.not_found = 0
 
