@@ -274,6 +274,48 @@ async def test_silent_resolver_cannot_hold_a_batch_past_the_deadline(silent_serv
     await chain.close()
 
 
+async def test_a_batch_of_many_tables_waits_one_deadline_in_all(silent_server: str, monkeypatch: Any) -> None:
+    """Found by an audit: each table of a batch waited the whole deadline (a batch of 32 template
+    layouts was held 1.7 s by a silent server), and again for lookups earlier batches started.
+    The waits are recorded rather than timed: their timeouts add up to one deadline per batch."""
+    from flowd.enrich import dns as dns_module
+    from flowd.output.table import DocumentTable
+
+    timeouts: list[float] = []
+    real_wait = asyncio.wait
+
+    async def recorded_wait(tasks: Any, timeout: float | None = None) -> Any:
+        timeouts.append(float(timeout or 0.0))
+        return await real_wait(tasks, timeout=timeout)
+
+    monkeypatch.setattr(dns_module.asyncio, "wait", recorded_wait)
+    settings = EnrichSettings(
+        resolve_ip2host="true", nameservers=[silent_server], dns_deadline_ms=100, dns_timeout_s=5.0, oui_lookup=False
+    )
+    chain = EnrichmentChain(settings)
+
+    def tables(first: int) -> list[DocumentTable]:
+        made = []
+        for t in range(8):  # eight template layouts' tables of one batch
+            table = DocumentTable(1)
+            table.add("observer.ip", ["192.0.2.1"])
+            table.add("source.ip", [f"198.51.100.{first + t}"])
+            table.add("destination.ip", ["203.0.113.5"])
+            made.append(table)
+        return made
+
+    chain.begin_batch()
+    for table in tables(1):
+        await chain.enrich_table(table)
+    assert 0.09 <= sum(timeouts) <= 0.15 and timeouts[0] >= 0.09  # the first waits, the rest share what is left
+    timeouts.clear()
+    chain.begin_batch()  # the same addresses: their lookups still run, started by the batch before
+    for table in tables(1):
+        await chain.enrich_table(table)
+    assert timeouts == []
+    await chain.close()
+
+
 async def test_pending_lookups_are_bounded(silent_server: str) -> None:
     resolver = ReverseDnsResolver([silent_server], timeout_s=0.5, deadline_s=0.0, concurrency=2, max_pending=5)
     assert await resolver.resolve_many([f"198.51.100.{i}" for i in range(12)]) == {}

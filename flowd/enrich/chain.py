@@ -185,6 +185,11 @@ class EnrichmentChain:
     async def enrich(self, documents: list[Document]) -> None:
         await self.enrich_table(DocumentsView(documents))
 
+    def begin_batch(self) -> None:
+        """A worker's batch starts: its tables share one reverse DNS deadline."""
+        if self.resolver is not None:
+            self.resolver.begin_batch()
+
     async def enrich_table(self, table: Table) -> None:
         """Enrich a table of documents (a decoded data set, or dicts through `DocumentsView`)."""
         now = self._clock()

@@ -137,6 +137,11 @@ class ReverseDnsResolver:
         self._clock = clock
         self._semaphore = asyncio.Semaphore(max(1, concurrency))
         self._inflight: dict[str, asyncio.Task[str | None]] = {}
+        self._batch_ends: float | None = None
+        """When the current batch stops waiting for names (`begin_batch`); None: each call waits
+        `deadline_s` for all it asked."""
+        self._batch_tasks: set[asyncio.Task[str | None]] = set()
+        """Lookups the current batch started: the only ones it waits for."""
         self.hit_cache: TtlLruCache[str, str] = TtlLruCache(hit_cache_size, hit_cache_ttl_s, clock, "dns_hit_cache")
         self.failed_cache: TtlLruCache[str, bool] = TtlLruCache(
             failed_cache_size, failed_cache_ttl_s, clock, "dns_failed_cache"
@@ -174,6 +179,13 @@ class ReverseDnsResolver:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    def begin_batch(self) -> None:
+        """A worker's batch starts: all its tables together wait at most `deadline_s` for names,
+        and only for lookups the batch itself started (one still running from an earlier batch
+        is a miss, as an uncached address is)."""
+        self._batch_ends = asyncio.get_running_loop().time() + self.deadline_s
+        self._batch_tasks = set()
+
     async def resolve_many(self, addresses: Iterable[str]) -> dict[str, str]:
         """Names for those of `addresses` that resolve within the deadline (or are cached)."""
         names: dict[str, str] = {}
@@ -193,13 +205,20 @@ class ReverseDnsResolver:
                     continue
                 task = asyncio.get_running_loop().create_task(self._lookup(address))
                 self._inflight[address] = task
+                self._batch_tasks.add(task)
             waiting[task] = address
         if not waiting:
             return names
-        done: set[asyncio.Task[str | None]] = set()
-        if self.deadline_s > 0:
+        done: set[asyncio.Task[str | None]] = {task for task in waiting if task.done()}
+        timeout = self.deadline_s
+        wanted: Iterable[asyncio.Task[str | None]] = waiting
+        if self._batch_ends is not None:
+            timeout = self._batch_ends - asyncio.get_running_loop().time()
+            wanted = [task for task in waiting if task in self._batch_tasks and not task.done()]
+        if timeout > 0 and wanted:
             # asyncio.wait neither cancels nor raises: late lookups keep running and fill the cache.
-            done, _ = await asyncio.wait(waiting, timeout=self.deadline_s)
+            finished, _ = await asyncio.wait(wanted, timeout=timeout)
+            done |= finished
         for task, address in waiting.items():
             if task in done and not task.cancelled():
                 name = task.result()

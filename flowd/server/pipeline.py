@@ -608,6 +608,9 @@ class Pipeline:
         if not parts:
             return
         if self.enricher is not None:
+            begin_batch = getattr(self.enricher, "begin_batch", None)
+            if begin_batch is not None:
+                begin_batch()
             enrich_table = getattr(self.enricher, "enrich_table", None)
             if enrich_table is None:  # an enricher that only knows dicts
                 parts = [p.to_dicts() if isinstance(p, DocumentTable) else p for p in parts]
