@@ -557,6 +557,16 @@ def test_ipfix_stream_splitter_rejects_lost_framing() -> None:
     with pytest.raises(DecodeError):
         IpfixStreamSplitter().feed(b"\x00\x0a\x00\x08" + bytes(12))
 
+def test_messages_before_lost_framing_are_kept() -> None:
+    """Found by an audit: the valid messages of a chunk that ends in a bad header were thrown
+    away with it."""
+    good = [ipfix_message(bytes([n]) * 4, n) for n in (1, 2, 3)]
+    splitter = IpfixStreamSplitter()
+    assert splitter.feed(b"".join(good) + b"\x00\x09\x00\x20" + bytes(28)) == good
+    with pytest.raises(DecodeError) as caught:
+        splitter.feed(b"")
+    assert caught.value.reason == "bad_stream"
+
 
 async def test_udp_receiver_drains_the_socket_per_wake_not_32_per_loop_turn() -> None:
     """Everything waiting is read in one wake, up to READS_PER_WAKE; the allowlist and a full

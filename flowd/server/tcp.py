@@ -36,8 +36,15 @@ class IpfixStreamSplitter:
 
     def __init__(self) -> None:
         self._buffer = bytearray()
+        self.lost: DecodeError | None = None
+        """Set once framing is lost."""
 
     def feed(self, data: bytes) -> list[bytes]:
+        """The whole messages the stream holds so far. When framing is lost, the messages before
+        the bad header are returned first and the next call raises (nothing after it can be
+        trusted)."""
+        if self.lost is not None:
+            raise self.lost
         self._buffer += data
         messages: list[bytes] = []
         buffer = self._buffer
@@ -46,10 +53,16 @@ class IpfixStreamSplitter:
             version = (buffer[position] << 8) | buffer[position + 1]
             length = (buffer[position + 2] << 8) | buffer[position + 3]
             # RFC 7011 section 3.1: version 10; the length counts the 16-byte header too.
+            problem = ""
             if version != IPFIX_VERSION:
-                raise DecodeError(f"IPFIX stream: version {version} at a message boundary", reason="bad_stream")
-            if length < IPFIX_HEADER_BYTES:
-                raise DecodeError(f"IPFIX stream: message length {length}", reason="bad_stream")
+                problem = f"IPFIX stream: version {version} at a message boundary"
+            elif length < IPFIX_HEADER_BYTES:
+                problem = f"IPFIX stream: message length {length}"
+            if problem:
+                self.lost = DecodeError(problem, reason="bad_stream")
+                if messages:
+                    return messages
+                raise self.lost
             if len(buffer) - position < length:
                 break
             messages.append(bytes(buffer[position : position + length]))
@@ -95,6 +108,9 @@ class IpfixTcpReceiver(asyncio.Protocol):
             server.listener_datagrams += 1
             server.listener_bytes += len(message)
             server.ingress.append(message, self.peer, now, force=True)
+        if self.splitter.lost is not None:  # the messages before the bad header are in; now close
+            self.data_received(b"")
+            return
         if server.ingress.full and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
