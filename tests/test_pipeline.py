@@ -557,6 +557,7 @@ def test_ipfix_stream_splitter_rejects_lost_framing() -> None:
     with pytest.raises(DecodeError):
         IpfixStreamSplitter().feed(b"\x00\x0a\x00\x08" + bytes(12))
 
+
 def test_messages_before_lost_framing_are_kept() -> None:
     """Found by an audit: the valid messages of a chunk that ends in a bad header were thrown
     away with it."""

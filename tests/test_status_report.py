@@ -77,3 +77,26 @@ def test_a_collector_that_does_not_answer_is_an_error() -> None:
     from tests.ports import free_port
 
     assert main(["status", "--url", f"http://127.0.0.1:{free_port()}/metrics"]) == 1
+
+
+def test_enrichment_table_sizes_are_gauges_not_counters() -> None:
+    """Found by an audit: cache sizes were exported as counters, which doubled when a worker
+    restarted (the supervisor keeps a retired worker's totals) and went down as caches shrank."""
+    from flowd.server.metrics import WorkerStats, export_component_stats
+
+    class Chain:
+        def stats(self) -> dict[str, int]:
+            return {
+                "address_info_hits": 7,
+                "address_info_size": 3,
+                "oui_entries": 40_000,
+                "interface_names_configured": 2,
+            }
+
+    stats = WorkerStats()
+    export_component_stats(stats, None, Chain())
+    assert stats.counters["flowd_enrich_events"] == {("address_info_hits",): 7}
+    assert {key: stats.gauges["flowd_enrich_entries"][(key,)] for key in ("address_info_size", "oui_entries")} == {
+        "address_info_size": 3,
+        "oui_entries": 40_000,
+    }

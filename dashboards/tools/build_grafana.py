@@ -335,6 +335,13 @@ def build() -> dict[str, Any]:
         ],
         width=12,
     )
+    b.add(
+        "Enrichment tables",
+        "Entries each enrichment cache and table holds (the largest worker's)",
+        "short",
+        [(gauge("flowd_enrich_entries", "table", "max"), "{{table}}")],
+        width=12,
+    )
 
     b.row("Elasticsearch")
     b.add(

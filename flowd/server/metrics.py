@@ -126,6 +126,12 @@ METRICS: dict[str, MetricDef] = {
     "flowd_tcp_connections": MetricDef("counter", "IPFIX-over-TCP connections accepted"),
     "flowd_tcp_connections_open": MetricDef("gauge", "IPFIX-over-TCP connections open"),
     "flowd_enrich_events": MetricDef("counter", "Enrichment counters (cache hits/misses, lookups...)", ("counter",)),
+    "flowd_enrich_entries": MetricDef(
+        "gauge",
+        "Enrichment caches' sizes and table entries (per worker: the largest of the workers)",
+        ("table",),
+        across_workers="max",
+    ),
     "flowd_es_docs_indexed": MetricDef("counter", "Documents Elasticsearch accepted"),
     "flowd_es_docs_duplicate": MetricDef("counter", "Documents already indexed by an earlier attempt (409)"),
     "flowd_es_docs_failed": MetricDef("counter", "Bulk item failures (each attempt counts)"),
@@ -443,6 +449,10 @@ ES_GAUGES = (
 )
 
 
+ENRICH_ENTRY_SUFFIXES = ("_size", "_entries", "interface_names_configured")
+"""Enrichment stats that are how much a table holds, not how often something happened."""
+
+
 def export_component_stats(stats: WorkerStats, sink: Any, enricher: Any) -> None:
     """Copy the Elasticsearch sink's and the enrichment chain's own counters into `stats`."""
     sink_stats = getattr(sink, "stats", None)
@@ -468,5 +478,9 @@ def export_component_stats(stats: WorkerStats, sink: Any, enricher: Any) -> None
         if isinstance(counters, dict):
             series = stats.counters.setdefault("flowd_enrich_events", {})
             for key, value in list(counters.items())[:200]:
-                if isinstance(value, int | float):
+                if not isinstance(value, int | float):
+                    continue
+                if str(key).endswith(ENRICH_ENTRY_SUFFIXES):  # sizes go up and down: gauges
+                    stats.set("flowd_enrich_entries", (str(key),), value)
+                else:
                     series[(str(key),)] = value
