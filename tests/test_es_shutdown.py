@@ -79,13 +79,19 @@ def documents(batches: int) -> list[list[dict[str, Any]]]:
     return [[{"n": b * 1000 + i, "pad": "x" * 40} for i in range(1000)] for b in range(batches)]
 
 
-async def replay(tmp_path: Path) -> Cluster:
-    """The next start, with the cluster back: it replays the spool."""
-    cluster = Cluster()
+async def replay_into(tmp_path: Path, cluster: Cluster) -> dict[str, Any]:
+    """The next start, with `cluster` answering: it replays the spool; the sink's stats."""
     sink = sink_for(tmp_path, cluster)
     await sink.start()
     assert await sink.wait_idle(10.0)
     await sink.close()
+    return sink.stats
+
+
+async def replay(tmp_path: Path) -> Cluster:
+    """The next start, with the cluster back."""
+    cluster = Cluster()
+    await replay_into(tmp_path, cluster)
     return cluster
 
 

@@ -15,7 +15,7 @@ import orjson
 from flowd.config import ElasticsearchSettings
 from flowd.output.elasticsearch import build_elasticsearch_sink
 from flowd.output.spool import Spool
-from tests.test_es_shutdown import Cluster, documents, sink_for
+from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
 
 
 def spool_and_stop(tmp_path: Path, batches: int) -> None:
@@ -36,14 +36,7 @@ def test_a_spooled_batch_too_large_for_the_cluster_is_split_until_it_fits(tmp_pa
     spool_and_stop(tmp_path, 2)  # batches of about 70 KB
     cluster = Cluster(max_body=20_000)  # a proxy in front of the cluster takes 20 KB at most
 
-    async def main() -> dict[str, Any]:
-        sink = sink_for(tmp_path, cluster)
-        await sink.start()
-        assert await sink.wait_idle(10.0)
-        await sink.close()
-        return sink.stats
-
-    stats = asyncio.run(main())
+    stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 2000 and stats["docs_dead_lettered"] == 0
     assert not list((tmp_path / "spool").glob("*.ndjson"))
 
@@ -84,14 +77,7 @@ def test_a_spooled_batch_that_cannot_be_shrunk_stays_whole_and_is_sent_again(tmp
 
     monkeypatch.setattr(Spool, "write", full_once)
 
-    async def main() -> dict[str, Any]:
-        sink = sink_for(tmp_path, cluster)
-        await sink.start()
-        assert await sink.wait_idle(10.0)
-        await sink.close()
-        return sink.stats
-
-    stats = asyncio.run(main())
+    stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 1000 and stats["spool_bytes"] == 0
     assert not [p for p in (tmp_path / "spool").iterdir() if p.suffix in (".ndjson", ".tmp")]
 
