@@ -363,3 +363,15 @@ def test_an_ended_sessions_templates_domains_and_parked_sets_go() -> None:
     assert cache.get((session, 10, 1, 256), 1.0) is None and cache.get((other, 10, 1, 256), 1.0) is not None
     assert cache.peek_domain((session, 10, 1)) is None and cache.peek_domain((other, 10, 1)) is not None
     assert cache.parked_sets == 0 and cache.stats.parked_expired == 1 and cache.stats.withdrawn == 1
+
+
+def test_forgetting_an_exporter_leaves_another_runs_file_alone() -> None:
+    """Found in review: after its copies were forgotten, the expiry pass claimed (deleted) the
+    file with nothing left to count, losing what it held for the worker that needs it."""
+    claims = Claims("file-a")
+    cache = TemplateCache(parked_ttl_s=10.0, claim=claims)
+    cache.restore_parked("file-a", [((EXPORTER, 10, 1, 256), [ParkedSet(b"x", 0.0, 0, 0, None)])])
+    cache.forget_exporters({EXPORTER})
+    assert cache.parked_sets == 0
+    cache.expire(1_000.0)
+    assert claims.asked == [] and "file-a" in claims.open

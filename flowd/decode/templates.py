@@ -245,7 +245,9 @@ class TemplateCache:
         for domain in [key for key in self._domains if key[0] in exporters]:
             del self._domains[domain]
         for key in [key for key in self._parked if key[0] in exporters]:
-            queue = self._parked.pop(key)
+            for claim in {parked.claim for parked in self._parked[key] if parked.claim}:
+                self._forget(claim)  # another run's copies: their file stays
+            queue = self._parked.pop(key, [])
             self._parked_count -= len(queue)
             self.stats.parked_expired += sum(1 for parked in queue if not parked.claim)
             self.releasable.discard(key)
@@ -340,7 +342,7 @@ class TemplateCache:
             # A file is claimed to count its sets expired only once every one of them is: a set
             # still in time may yet meet its template in the worker that gets the exporter.
             copies = [parked for key in keys for parked in self._parked.get(key, ()) if parked.claim == claim]
-            if all(now - parked.received_at > ttl for parked in copies):
+            if copies and all(now - parked.received_at > ttl for parked in copies):
                 self._resolve(claim)
         dropped = 0
         for key in list(self._parked):
@@ -446,8 +448,8 @@ class TemplateCache:
 
     def restore(self, snapshot: dict[str, Any]) -> int:
         """Load a snapshot; returns the number of templates it added. Every worker loads every
-        worker's snapshot, so a key may come several times: the definition seen last wins (an
-        exporter that moved between workers redefined it in the newer one). Restoring is not
+        worker's snapshot, so a key may come several times: the most recently seen definition wins
+        (an exporter that moved between workers redefined it in the newer snapshot). Restoring is not
         traffic: the template event counters stay as they were."""
         if snapshot.get("format") != SNAPSHOT_FORMAT:
             return 0
