@@ -124,3 +124,25 @@ def test_values_that_are_not_counts_and_too_many_sources_are_ignored() -> None:
     ]
     reports.learn(documents)
     assert stats.gauges["flowd_exporter_reported"] == {("other", "not_sent_flow_total_count"): MAX_SOURCES_PER_SERIES}
+
+
+def test_an_exporter_that_moved_between_workers_is_not_counted_twice() -> None:
+    """Found by an audit: the worker an exporter left kept its last total, and the workers' sum
+    doubled "not sent" in /metrics and `flowd status`. Workers now combine by the largest value,
+    and a worker lets a source go once it has not been heard from for half an hour."""
+    from flowd.server.exporter_reports import STALE_AFTER_S, ExporterReports
+
+    now = [0.0]
+    left, joined = WorkerStats(), WorkerStats()
+    reports = [ExporterReports(stats, str, clock=lambda: now[0]) for stats in (left, joined)]
+    document = {"observer.ip": "192.0.2.7", "netflow.exporter.source_id": 1}
+    reports[0].learn([{**document, "netflow.not_sent_flow_total_count": 1_000_060}])
+    now[0] = 60.0
+    reports[1].learn([{**document, "netflow.not_sent_flow_total_count": 1_000_070}])
+    aggregator = Aggregator()
+    aggregator.update(0, left.snapshot())
+    aggregator.update(1, joined.snapshot())
+    assert aggregator.gauge_total("flowd_exporter_reported") == 1_000_070
+    now[0] = STALE_AFTER_S + 120.0
+    reports[0].maybe_prune()  # the worker it left hears nothing more of it (the decoder calls this per batch)
+    assert "flowd_exporter_reported" not in left.gauges or not left.gauges["flowd_exporter_reported"]

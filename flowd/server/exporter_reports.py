@@ -11,6 +11,7 @@ exporter restarted, and `increase()` treats it as a reset.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -35,17 +36,35 @@ MAX_SOURCES_PER_SERIES = 10_000
 MAX_VALUE = 2**64 - 1
 
 
-class ExporterReports:
-    """Keeps each exporter's latest reported totals and sets `flowd_exporter_reported` from them."""
+STALE_AFTER_S = 1_800.0
+"""A source not heard from for this long is let go: it has moved to another worker (the kernel
+rehashes exporters when workers restart) or stopped, and its last total must not stay counted."""
+PRUNE_EVERY_S = 60.0
 
-    def __init__(self, stats: WorkerStats, exporter_label: Callable[[str], str]) -> None:
+
+class ExporterReports:
+    """Keeps each exporter's latest reported totals and sets `flowd_exporter_reported` from them.
+    Workers combine the gauge by its largest value: an exporter that moved between workers is
+    in both for a while, with the newer (larger) running total in the one it moved to."""
+
+    def __init__(
+        self, stats: WorkerStats, exporter_label: Callable[[str], str], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.stats = stats
         self.exporter_label = exporter_label
-        self._latest: dict[tuple[str, str], dict[tuple[str, Any], int]] = {}
-        """(exporter label, counter) -> {(exporter address, domain): latest total}."""
+        self._clock = clock
+        self._latest: dict[tuple[str, str], dict[tuple[str, Any], tuple[int, float]]] = {}
+        """(exporter label, counter) -> {(exporter address, domain): (latest total, when)}."""
+        self._totals: dict[tuple[str, str], int] = {}
+        self._pruned_at = clock()
+
+    @property
+    def has_sources(self) -> bool:
+        return bool(self._latest)
 
     def learn(self, documents: Iterable[dict[str, Any]]) -> None:
         """Takes the totals in options documents; anything else in them is left alone."""
+        now = self._clock()
         for document in documents:
             for key, counter in _KEYS:
                 value = document.get(key)
@@ -53,9 +72,38 @@ class ExporterReports:
                     continue
                 address = str(document.get("observer.ip"))
                 label = self.exporter_label(address)
-                sources = self._latest.setdefault((label, counter), {})
+                series = (label, counter)
+                sources = self._latest.setdefault(series, {})
                 source = (address, document.get("netflow.exporter.source_id"))
-                if source not in sources and len(sources) >= MAX_SOURCES_PER_SERIES:
+                previous = sources.get(source)
+                if previous is None and len(sources) >= MAX_SOURCES_PER_SERIES:
                     continue
-                sources[source] = value
-                self.stats.set("flowd_exporter_reported", (label, counter), sum(sources.values()))
+                sources[source] = (value, now)
+                total = self._totals.get(series, 0) + value - (previous[0] if previous else 0)
+                self._totals[series] = total
+                self.stats.set("flowd_exporter_reported", series, total)
+        self.maybe_prune(now)
+
+    def maybe_prune(self, now: float | None = None) -> None:
+        """`prune` at most every `PRUNE_EVERY_S` (the decoder calls it each batch)."""
+        now = self._clock() if now is None else now
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self.prune(now)
+
+    def prune(self, now: float) -> None:
+        """Let go of sources not heard from for `STALE_AFTER_S`."""
+        self._pruned_at = now
+        gauges = self.stats.gauges.get("flowd_exporter_reported", {})
+        for series, sources in list(self._latest.items()):
+            stale = [source for source, (_, seen) in sources.items() if now - seen > STALE_AFTER_S]
+            if not stale:
+                continue
+            for source in stale:
+                del sources[source]
+            if sources:
+                self._totals[series] = sum(value for value, _ in sources.values())
+                self.stats.set("flowd_exporter_reported", series, self._totals[series])
+            else:
+                del self._latest[series]
+                self._totals.pop(series, None)
+                gauges.pop(series, None)

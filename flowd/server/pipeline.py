@@ -317,6 +317,8 @@ class BatchDecoder:
         self._track_sequences(received)
         data_records.clear()
         self._count_exporters(received)
+        if self.exporter_reports.has_sources:
+            self.exporter_reports.maybe_prune()
         return parts
 
     def _count_exporters(self, batch: Batch) -> None:
