@@ -688,3 +688,32 @@ async def test_ndjson_sink_writes_oversized_integers_as_strings(tmp_path: Path) 
     await sink.close()
     (path,) = tmp_path.glob("flows-*.ndjson")
     assert orjson.loads(path.read_bytes()) == {"netflow.octet_delta_count": str(2**100), "ok": 1}
+
+
+def test_at_the_tcp_connection_cap_an_idle_peer_makes_room_and_refusals_are_counted(monkeypatch: Any) -> None:
+    """Found by an audit: peers that send nothing held every place, and a real exporter was
+    refused with nothing counted."""
+    from flowd.server import tcp
+
+    class Peer:
+        def __init__(self, name: str, last_message_at: float) -> None:
+            self.peer = (name, 4739)
+            self.last_message_at = last_message_at
+            self.closed = False
+            self.transport = self
+
+        def close(self) -> None:
+            self.closed = True
+
+    monkeypatch.setattr(tcp, "MAX_TCP_CONNECTIONS", 2)
+    stats = WorkerStats()
+    server = tcp.IpfixTcpServer("ipfix/tcp", None, stats, str)  # type: ignore[arg-type]
+    server.allowlist = None
+    now = time.monotonic()
+    busy, idle = Peer("192.0.2.1", now), Peer("192.0.2.2", now - 120)
+    assert server.admit(busy) and server.admit(idle)  # type: ignore[arg-type]
+    newcomer = Peer("192.0.2.3", now)
+    assert server.admit(newcomer)  # type: ignore[arg-type]
+    assert idle.closed and not busy.closed and idle not in server.connections
+    assert not server.admit(Peer("192.0.2.4", now))  # type: ignore[arg-type]  # all busy: refused
+    assert stats.counters["flowd_tcp_connections_refused"] == {("idle_evicted",): 1, ("limit",): 1}

@@ -237,7 +237,7 @@ def build() -> dict[str, Any]:
         "ops",
         [
             (
-                f'topk(10, sum by (exporter, counter) (rate(flowd_exporter_reported{{{SELECTOR}, '
+                f"topk(10, sum by (exporter, counter) (rate(flowd_exporter_reported{{{SELECTOR}, "
                 f'counter=~"not_sent_.*|ignored_.*"}}[{RATE}])))',
                 "{{exporter}} {{counter}}",
             )
@@ -268,7 +268,11 @@ def build() -> dict[str, Any]:
         "IPFIX over TCP",
         "Connections open and accepted per second",
         "short",
-        [(gauge("flowd_tcp_connections_open"), "open"), (counter_rate("flowd_tcp_connections"), "accepted/s")],
+        [
+            (gauge("flowd_tcp_connections_open"), "open"),
+            (counter_rate("flowd_tcp_connections"), "accepted/s"),
+            (counter_rate("flowd_tcp_connections_refused", "reason"), "refused/s {{reason}}"),
+        ],
     )
 
     b.row("Decode")

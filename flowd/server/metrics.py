@@ -127,6 +127,12 @@ METRICS: dict[str, MetricDef] = {
     ),
     "flowd_tcp_connections": MetricDef("counter", "IPFIX-over-TCP connections accepted"),
     "flowd_tcp_connections_open": MetricDef("gauge", "IPFIX-over-TCP connections open"),
+    "flowd_tcp_connections_refused": MetricDef(
+        "counter",
+        "IPFIX-over-TCP connections refused at the connection cap (limit), or closed there after a minute "
+        "without a whole message to make room for a new one (idle_evicted)",
+        ("reason",),
+    ),
     "flowd_enrich_events": MetricDef("counter", "Enrichment counters (cache hits/misses, lookups...)", ("counter",)),
     "flowd_enrich_entries": MetricDef(
         "gauge",

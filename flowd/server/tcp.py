@@ -28,6 +28,11 @@ IPFIX_VERSION = 10
 IPFIX_HEADER_BYTES = 16
 MAX_TCP_CONNECTIONS = 1024
 MAX_SESSIONS_REMEMBERED = 65_536
+IDLE_BEFORE_EVICTION_S = 60.0
+"""At the connection cap, a connection that brought no whole message for this long gives its place
+to a new one (a peer that sends nothing, or a byte at a time, cannot lock exporters out)."""
+KEEPALIVE_IDLE_S = 60
+"""TCP keepalive: peers that vanished (power loss, no FIN) are found and their connections closed."""
 RESUME_POLL_S = 0.005
 
 
@@ -82,12 +87,16 @@ class IpfixTcpReceiver(asyncio.Protocol):
         self.splitter = IpfixStreamSplitter()
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
+        self.last_message_at = 0.0
+        """When the last whole message came (or the connection opened)."""
         self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport subclass
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1])) if peer else ("", 0)
+        self.last_message_at = time.monotonic()
+        _keep_alive(transport.get_extra_info("socket"))
         if not self.server.admit(self):
             transport.close()
 
@@ -104,6 +113,8 @@ class IpfixTcpReceiver(asyncio.Protocol):
                 self.transport.close()
             return
         now = time.time()
+        if messages:
+            self.last_message_at = time.monotonic()
         for message in messages:
             server.listener_datagrams += 1
             server.listener_bytes += len(message)
@@ -129,6 +140,16 @@ class IpfixTcpReceiver(asyncio.Protocol):
         self.server.forget(self)
         self.server.ended(self.peer)
         self.transport = None
+
+
+def _keep_alive(sock: socket.socket | None) -> None:
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 10)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 6)
 
 
 class IpfixTcpServer:
@@ -163,8 +184,16 @@ class IpfixTcpServer:
             self.stats.inc("flowd_allowlist_drops", (self.name,))
             return False
         if len(self.connections) >= MAX_TCP_CONNECTIONS:
-            self.warn.warning("tcp|limit", f"{self.name}: {MAX_TCP_CONNECTIONS} connections open, refusing more")
-            return False
+            idlest = min(self.connections, key=lambda c: c.last_message_at)
+            if time.monotonic() - idlest.last_message_at < IDLE_BEFORE_EVICTION_S:
+                self.stats.inc("flowd_tcp_connections_refused", ("limit",))
+                self.warn.warning("tcp|limit", f"{self.name}: {MAX_TCP_CONNECTIONS} connections open, refusing more")
+                return False
+            self.stats.inc("flowd_tcp_connections_refused", ("idle_evicted",))
+            self.warn.warning("tcp|idle", f"{self.name}: closing idle {idlest.peer[0]}:{idlest.peer[1]} for a new peer")
+            self.connections.discard(idlest)
+            if idlest.transport is not None:
+                idlest.transport.close()
         self.connections.add(connection)
         if len(self.sessions) >= MAX_SESSIONS_REMEMBERED:
             del self.sessions[next(iter(self.sessions))]
