@@ -542,13 +542,18 @@ def parse_raw_fields(
 def validate_settings(settings: Settings) -> None:
     """Checks that types alone cannot express; every message names the key."""
     listen = settings.listen
+    bound: dict[tuple[str, tuple[str, int]], str] = {}
     for name in ("netflow", "ipfix", "sflow", "ipfix_tcp"):
         for address in getattr(listen, name):
-            host, _ = split_address(address, f"listen.{name}")
+            host, port = split_address(address, f"listen.{name}")
             try:
-                ipaddress.ip_address(host)
+                host = str(ipaddress.ip_address(host))
             except ValueError as error:
                 raise ConfigError(f"listen.{name}: {host!r} is not an IP address") from error
+            where = ("tcp" if name == "ipfix_tcp" else "udp", (host, port))
+            if where in bound:  # two sockets on one address: each would hide the other's counts
+                raise ConfigError(f"listen.{name}: {address!r} is listed again (listen.{bound[where]})")
+            bound[where] = name
     for network in listen.allowed_exporters:
         try:
             ipaddress.ip_network(network, strict=False)

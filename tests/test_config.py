@@ -142,6 +142,8 @@ def test_elastiflow_numbered_es_hosts() -> None:
         ("", {"ELASTIFLOW_DNS_FAILED_CACHE_TTL": "0"}, "enrich.dns_failed_cache_ttl_s"),
         ("[enrich]\ndns_hit_cache_ttl_s = 0.0\n", {}, "enrich.dns_hit_cache_ttl_s"),
         ("", {"ELASTIFLOW_NAMESERVER": "localhost"}, "enrich.nameservers"),
+        ('[listen]\nnetflow = ["127.0.0.1:2055"]\nipfix = ["127.0.0.1:2055"]\n', {}, "listen.ipfix"),
+        ('[listen]\nsflow = ["[::1]:6343", "[0:0::1]:6343"]\n', {}, "listen.sflow"),
     ],
 )
 def test_invalid_values_name_the_key(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:

@@ -393,7 +393,8 @@ class Worker:
             labels = (server.name,)
             stats.counters.setdefault("flowd_datagrams_received", {})[labels] = server.listener_datagrams
             stats.counters.setdefault("flowd_bytes_received", {})[labels] = server.listener_bytes
-            stats.set("flowd_tcp_connections_open", (), len(server.connections))
+        if self.tcp_servers:  # all listeners' (IPv4 and IPv6), not the last one's
+            stats.set("flowd_tcp_connections_open", (), sum(len(server.connections) for server in self.tcp_servers))
         export_component_stats(stats, self.sink, pipeline.enricher)
         stats.set("flowd_queue_depth", ("ingress",), len(ingress))
         stats.set("flowd_queue_capacity", ("ingress",), ingress.capacity)
