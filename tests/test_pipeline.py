@@ -297,6 +297,22 @@ def test_rate_limited_log_counts_suppressed_lines(caplog: pytest.LogCaptureFixtu
     assert "fourth (2 similar suppressed)" in caplog.text
 
 
+def test_rate_limited_log_bounds_a_storm_from_many_sources(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by an audit: keys hold the source, so 3,000 sources of malformed datagrams wrote
+    3,000 lines; now at most MAX_LINES_PER_INTERVAL an interval, the rest counted later."""
+    import logging
+
+    from flowd.server.pipeline import MAX_LINES_PER_INTERVAL
+
+    now = [0.0]
+    limiter = RateLimitedLog(logging.getLogger("t"), interval_s=10.0, clock=lambda: now[0])
+    logged = sum(limiter.warning(f"decode|192.0.2.{n}", f"bad from {n}") for n in range(200))
+    assert logged == MAX_LINES_PER_INTERVAL
+    now[0] = 11.0
+    assert limiter.warning("decode|192.0.2.150", "again")
+    assert "again (1 similar suppressed)" in caplog.text
+
+
 # --- the async stages ---------------------------------------------------------------------------
 
 

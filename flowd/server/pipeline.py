@@ -191,8 +191,13 @@ class IngressQueue:
         return batch
 
 
+MAX_LINES_PER_INTERVAL = 20
+
+
 class RateLimitedLog:
-    """At most one line per key per interval; the lines held back are counted in the next one."""
+    """At most one line per key per interval, and `MAX_LINES_PER_INTERVAL` in all (keys hold the
+    source address: a storm from many sources must not log a line each); the lines held back are
+    counted in the next one."""
 
     def __init__(
         self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic
@@ -202,13 +207,18 @@ class RateLimitedLog:
         self.clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._window_started = float("-inf")
+        self._window_lines = 0
 
     def warning(self, key: str, message: str) -> bool:
         now = self.clock()
         last = self._last.get(key)
-        if last is not None and now - last < self.interval_s:
+        if now - self._window_started >= self.interval_s:
+            self._window_started, self._window_lines = now, 0
+        if (last is not None and now - last < self.interval_s) or self._window_lines >= MAX_LINES_PER_INTERVAL:
             self._suppressed[key] = self._suppressed.get(key, 0) + 1
             return False
+        self._window_lines += 1
         if key not in self._last and len(self._last) >= MAX_LOG_KEYS:
             self._last.clear()
             self._suppressed.clear()
