@@ -6,6 +6,8 @@ aggregation path `flowd run` uses), so the summary is checked against the number
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import generate_latest
 
 from flowd.server.metrics import Aggregator, WorkerStats, build_registry
@@ -100,3 +102,26 @@ def test_enrichment_table_sizes_are_gauges_not_counters() -> None:
         "address_info_size": 3,
         "oui_entries": 40_000,
     }
+
+
+def test_an_idle_metrics_client_is_disconnected(monkeypatch: Any) -> None:
+    """Found by an audit: each idle connection held a thread and a descriptor for good."""
+    import socket
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from flowd.server import metrics
+
+    monkeypatch.setattr(metrics, "HTTP_IDLE_TIMEOUT_S", 0.3)
+    server = metrics.MetricsServer("127.0.0.1", 0, CollectorRegistry(), lambda: True, lambda: True)
+    server.start()
+    try:
+        idle = socket.create_connection(("127.0.0.1", server.port))
+        idle.settimeout(5.0)
+        assert idle.recv(1) == b""  # the server closed it, well before the client's 5 s
+        idle.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=5) as answer:
+            assert answer.status == 200
+    finally:
+        server.close()

@@ -373,6 +373,10 @@ class _ThreadingHTTPServerV6(ThreadingHTTPServer):
     address_family = socket.AF_INET6
 
 
+HTTP_IDLE_TIMEOUT_S = 10.0
+"""A metrics client that sends nothing for this long is disconnected (each holds a thread)."""
+
+
 class MetricsServer:
     """/metrics, /healthz and /readyz on a small threaded HTTP server."""
 
@@ -406,6 +410,8 @@ def _make_handler(
     registry: CollectorRegistry, healthy: Callable[[], bool], ready: Callable[[], bool]
 ) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
+        timeout = HTTP_IDLE_TIMEOUT_S  # an idle or slow client lets go of its thread
+
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
