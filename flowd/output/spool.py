@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowd.durable import write_atomically
 from flowd.output.sink import Body
 
 _log = logging.getLogger(__name__)
@@ -117,16 +118,9 @@ class Spool:
         return SpoolEntry(name, len(body), docs, created)
 
     def write(self, entry: SpoolEntry, body: Body) -> None:
-        """Blocking: write the file atomically (tmp, fsync, rename, fsync the directory)."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / entry.name
-        temporary = final.with_name(entry.name + ".tmp")
-        with open(temporary, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-        _fsync_directory(self.directory)
+        """Blocking: write the file whole or not at all (`durable.write_atomically`, the directory
+        synced too)."""
+        write_atomically(self.directory / entry.name, body, sync_directory=True)
 
     def commit(self, entry: SpoolEntry) -> None:
         """The file is on disk: it may be replayed. Files reach the queue in reservation order."""
@@ -169,11 +163,7 @@ class Spool:
         When the smaller file cannot be written the original stays claimed, whole, for `release`."""
         head = entry.name.rsplit("-", 1)[0]
         smaller = SpoolEntry(f"{head}-{docs}{SUFFIX}", len(body), docs, entry.created_s)
-        try:
-            self.write(smaller, body)
-        except OSError:
-            (self.directory / f"{smaller.name}.tmp").unlink(missing_ok=True)
-            raise
+        self.write(smaller, body)  # when it fails, the original stays claimed, whole
         self._claimed.pop(entry.name, None)
         if smaller.name != entry.name:
             (self.directory / entry.name).unlink(missing_ok=True)
@@ -228,16 +218,3 @@ def _worker_number(name: str) -> int:
 
 def _sequence_of(name: str) -> int:
     return int(name.split("-")[1])
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)

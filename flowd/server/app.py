@@ -15,7 +15,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import time
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -26,6 +25,7 @@ import orjson
 from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings, worker_count
 from flowd.decode import TemplateCache
+from flowd.durable import write_atomically
 from flowd.enrich.chain import build_enricher
 from flowd.errors import ConfigError, SinkError
 from flowd.output.discard import DiscardSink
@@ -132,14 +132,8 @@ def restore_templates(templates: TemplateCache, base: str | Path) -> int:
 
 
 def write_snapshot_atomically(path: Path, snapshot: dict[str, Any]) -> None:
-    """Write to a temporary file beside the target, fsync, then rename over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")  # one per writer
-    with temporary.open("wb") as handle:
-        handle.write(orjson.dumps(snapshot))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """The snapshot as JSON, written whole or not at all (`durable.write_atomically`)."""
+    write_atomically(path, orjson.dumps(snapshot))
 
 
 # --- the worker --------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from flowd.decode.templates import ParkedSet, TemplateKey
+from flowd.durable import write_atomically
 
 log = logging.getLogger("flowd.worker")
 
@@ -66,16 +67,9 @@ def write_parked(
                 for s in sets
             ],
         }
-        path = directory / f"{stamp}-{index}{SUFFIX}"
-        temporary = directory / f".{path.name}.tmp"
         try:
-            with temporary.open("wb") as handle:
-                handle.write(orjson.dumps(content))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
+            write_atomically(directory / f"{stamp}-{index}{SUFFIX}", orjson.dumps(content))
         except OSError as error:
-            temporary.unlink(missing_ok=True)
             return written, error
         written += len(content["sets"])
     return written, None
