@@ -213,8 +213,8 @@ def test_sets_of_tcp_sessions_are_not_kept(tmp_path: Path) -> None:
     decode_datagram(data(RECORDS[1]), ("192.0.2.50", 50123), stopping.templates, 0.0)
 
     class Session:
-        def __init__(self) -> None:
-            self.sessions = {("192.0.2.50", 50123): None}
+        def session_peers(self) -> set[tuple[str, int]]:
+            return {("192.0.2.50", 50123)}
 
     stopping.tcp_servers = [Session()]
     stopping.persist_parked()

@@ -433,7 +433,7 @@ class Worker:
         """Data sets still waiting for their templates go to disk for the next start, but for
         those of IPFIX-over-TCP sessions, which ended with this run."""
         parked = self.templates.take_parked()
-        sessions = {peer for server in self.tcp_servers for peer in server.sessions}
+        sessions = {peer for server in self.tcp_servers for peer in server.session_peers()}
         ended = sum(len(sets) for key, sets in parked.items() if key[0] in sessions)
         if ended:
             parked = {key: sets for key, sets in parked.items() if key[0] not in sessions}

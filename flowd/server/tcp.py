@@ -164,9 +164,6 @@ class IpfixTcpServer:
         self.connections: set[IpfixTcpReceiver] = set()
         self.ended_sessions: dict[tuple[str, int], float] = {}
         """Peer -> when its session ended: its templates are dropped once its messages are decoded."""
-        self.sessions: dict[tuple[str, int], None] = {}
-        """Peers of this run's sessions (the latest ones): data parked on a session cannot meet
-        its template after the session ends (RFC 7011 section 8), so it is not kept at shutdown."""
         self.listener_datagrams = 0
         self.listener_bytes = 0
         self.closing = False
@@ -195,9 +192,6 @@ class IpfixTcpServer:
             if idlest.transport is not None:
                 idlest.transport.close()
         self.connections.add(connection)
-        if len(self.sessions) >= MAX_SESSIONS_REMEMBERED:
-            del self.sessions[next(iter(self.sessions))]
-        self.sessions[connection.peer] = None
         self.stats.inc("flowd_tcp_connections")
         return True
 
@@ -208,6 +202,12 @@ class IpfixTcpServer:
         if len(self.ended_sessions) >= MAX_SESSIONS_REMEMBERED:
             del self.ended_sessions[next(iter(self.ended_sessions))]
         self.ended_sessions[peer] = time.monotonic()
+
+    def session_peers(self) -> set[tuple[str, int]]:
+        """Peers of this run's sessions still holding state: open ones, and those ended but not yet
+        forgotten (`take_ended`). At shutdown every session has ended, so all are here; data
+        parked on them cannot meet a template after that (RFC 7011 section 8)."""
+        return {connection.peer for connection in self.connections} | set(self.ended_sessions)
 
     def take_ended(self, before: float) -> set[tuple[str, int]]:
         """Peers whose session ended before `before` (their messages decoded by then) and that
