@@ -501,6 +501,34 @@ def parse_address_key(text: str, setting: str, form: str, largest: int = 2**32 -
     return str(address), int(number)
 
 
+DNS_PORT = 53
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (address, port)."""
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not host:
+        raise ConfigError(f"enrich.nameservers: {text!r} has no address")
+    try:
+        number = int(port) if port else DNS_PORT
+    except ValueError as error:
+        raise ConfigError(f"enrich.nameservers: bad port in {text!r}") from error
+    if not 0 < number < 65536:
+        raise ConfigError(f"enrich.nameservers: port out of range in {text!r}")
+    try:
+        ipaddress.ip_address(host)
+    except ValueError as error:  # dnspython queries addresses; a name would time out on every lookup
+        raise ConfigError(f"enrich.nameservers: {host!r} is not an IP address") from error
+    return host, number
+
+
 MAX_SAMPLING_RATE = 2**32 - 1
 """The largest rate an exporter can announce (sFlow's and IPFIX samplingInterval are 32 bits)."""
 
@@ -602,8 +630,6 @@ def validate_settings(settings: Settings) -> None:
     }.items():
         if not value > 0:  # an entry must live a while (a size of 0 turns a cache off)
             raise ConfigError(f"{key}: must be more than 0, got {value}")
-    from flowd.enrich.dns import parse_nameserver  # here: the resolver's module imports this one
-
     for nameserver in settings.enrich.nameservers:
         parse_nameserver(nameserver)
     seed = settings.enrich.community_id_seed

@@ -16,7 +16,6 @@ cached as a failure.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import re
 import time
@@ -30,7 +29,7 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from flowd.config import EnrichSettings
+from flowd.config import EnrichSettings, parse_nameserver
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.errors import ConfigError
 
@@ -40,7 +39,6 @@ MAX_LABEL_OCTETS = 63
 MAX_NAME_CHARS = 253
 MAX_PENDING_LOOKUPS = 10_000
 """Lookups queued or running at once; first-seen addresses beyond it wait for a later batch."""
-DNS_PORT = 53
 
 _LDH_LABEL = re.compile(rb"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\Z")
 
@@ -75,31 +73,6 @@ def _hostname_from_labels(labels: tuple[bytes, ...] | list[bytes]) -> str | None
     if length > MAX_NAME_CHARS or labels[-1].isdigit():
         return None  # RFC 1123 2.1: a host name never looks like a dotted-decimal address
     return b".".join(labels).decode("ascii").lower()
-
-
-def parse_nameserver(text: str) -> tuple[str, int]:
-    """`host`, `host:port`, `[v6]:port` or a bare IPv6 address -> (address, port)."""
-    text = text.strip()
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif text.count(":") == 1:
-        host, port = text.split(":")
-    else:
-        host, port = text, ""
-    if not host:
-        raise ConfigError(f"enrich.nameservers: {text!r} has no address")
-    try:
-        number = int(port) if port else DNS_PORT
-    except ValueError as error:
-        raise ConfigError(f"enrich.nameservers: bad port in {text!r}") from error
-    if not 0 < number < 65536:
-        raise ConfigError(f"enrich.nameservers: port out of range in {text!r}")
-    try:
-        ipaddress.ip_address(host)
-    except ValueError as error:  # dnspython queries addresses; a name would time out on every lookup
-        raise ConfigError(f"enrich.nameservers: {host!r} is not an IP address") from error
-    return host, number
 
 
 class ReverseDnsResolver:
