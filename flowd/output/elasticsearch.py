@@ -293,14 +293,19 @@ class ElasticsearchSink:
         """The worker stops: documents may wait for the cluster `deliver_for_s` more, then what
         memory holds goes to the spool instead (a slow or silent cluster must not keep them in
         memory until the supervisor's kill)."""
-        async with self._cond:
-            self._shutdown_at = self._clock() + max(0.0, deliver_for_s)
-            self._cond.notify_all()
+        await self._stop_waiting_at(self._clock() + max(0.0, deliver_for_s))
+
+    async def _stop_waiting_at(self, when: float) -> None:
+        """Documents wait for the cluster until `when` at the latest (an earlier time stays)."""
+        if self._shutdown_at is None or self._shutdown_at > when:
+            async with self._cond:
+                self._shutdown_at = when
+                self._cond.notify_all()
 
     def _spooling(self) -> bool:
         """Whether batches go to the spool rather than wait in memory: during an outage, or
         once a stopping worker's time for the cluster is up."""
-        return self._failures > 0 or (self._shutdown_at is not None and self._clock() >= self._shutdown_at)
+        return self._failures > 0 or self._past_shutdown()
 
     async def _wait(self) -> None:
         """`self._cond.wait()` (the lock held), bounded by the shutdown deadline when there is one."""
@@ -350,10 +355,7 @@ class ElasticsearchSink:
         budget = self._close_timeout_s if timeout_s is None else max(0.0, timeout_s)
         deadline = self._clock() + budget
         spool_from = deadline - min(SPOOL_RESERVE_S, budget / 2)
-        if self._shutdown_at is None or self._shutdown_at > spool_from:
-            async with self._cond:
-                self._shutdown_at = spool_from
-                self._cond.notify_all()
+        await self._stop_waiting_at(spool_from)
         try:
             await asyncio.wait_for(self.flush(), max(0.05, deadline - self._clock()))
         except TimeoutError:
