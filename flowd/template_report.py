@@ -17,8 +17,7 @@ from typing import Any
 
 import orjson
 
-from flowd.decode.records import TemplateField, compile_template
-from flowd.decode.templates import SNAPSHOT_FORMAT
+from flowd.decode.templates import SNAPSHOT_FORMAT, snapshot_template
 
 VERSIONS = {9: "v9", 10: "IPFIX"}
 
@@ -68,11 +67,7 @@ def read_snapshots(base: str | Path) -> list[Snapshot]:
 
 def field_names(item: dict[str, Any]) -> list[str]:
     """The names flowd decodes a snapshot template's fields as (`netflow.<name>` in documents)."""
-    fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
-    scope_count = int(item["scope_count"])
-    options = bool(item.get("options", scope_count > 0))
-    template = compile_template(int(item["id"]), fields, scope_count, netflow_v9=item["version"] == 9, options=options)
-    return list(template.names)
+    return list(snapshot_template(item).names)
 
 
 def _exporter(item: dict[str, Any]) -> str:

@@ -105,6 +105,14 @@ class DomainState:
     """IPFIX systemInitTimeMilliseconds, for sysUpTime-relative timestamps."""
 
 
+def snapshot_template(item: dict[str, Any]) -> CompiledTemplate:
+    """The template one `TemplateCache.snapshot` entry describes, compiled."""
+    fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
+    scope_count = int(item["scope_count"])
+    options = bool(item.get("options", scope_count > 0))  # absent from earlier snapshots
+    return compile_template(int(item["id"]), fields, scope_count, netflow_v9=int(item["version"]) == 9, options=options)
+
+
 class TemplateCache:
     """Templates and related per-domain state for every exporter seen."""
 
@@ -463,11 +471,7 @@ class TemplateCache:
             existing = self._templates.get(key)
             if existing is not None and existing.seen_at >= seen_at:
                 continue
-            fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
-            scope_count = int(item["scope_count"])
-            options = bool(item.get("options", scope_count > 0))  # absent from earlier snapshots
-            template = compile_template(int(item["id"]), fields, scope_count, netflow_v9=version == 9, options=options)
-            self.put(key, template, seen_at)
+            self.put(key, snapshot_template(item), seen_at)
         restored = len(self._templates) - known
         self.stats = counted
         for item in snapshot.get("domains", []):
