@@ -7,7 +7,7 @@ import struct
 
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.records import TemplateField, compile_template
-from flowd.decode.templates import ParkedSet
+from flowd.decode.templates import ParkedSet, render_snapshot
 from flowd.errors import DecodeError
 from tests.test_data_set_batch import v9_datagram, v9_records, v9_set, v9_template
 from tests.test_ipfix_features import V4_TEMPLATE, ipfix_message, ipfix_set, v4_record
@@ -375,3 +375,20 @@ def test_forgetting_an_exporter_leaves_another_runs_file_alone() -> None:
     assert cache.parked_sets == 0
     cache.expire(1_000.0)
     assert claims.asked == [] and "file-a" in claims.open
+
+
+def test_a_capture_renders_the_state_it_was_taken_at_whatever_changes_after() -> None:
+    """The periodic save copies the cache in the event loop and renders the copy in a thread, while
+    the loop goes on decoding: later templates and options data must not leak into that file."""
+    cache = TemplateCache()
+    opt = struct.pack("!HHH", 401, 3, 1) + struct.pack("!HHHHHH", 302, 8, 305, 4, 306, 4)
+    sampler = ipfix_message(ipfix_set(3, opt), ipfix_set(401, struct.pack("!QII", 7, 1, 99)))
+    decode_datagram(sampler, EXPORTER, cache, 0.0)
+    decode_datagram(ipfix_message(ipfix_set(2, V4_TEMPLATE)), EXPORTER, cache, 0.0)
+    expected = json.loads(json.dumps(cache.snapshot()))
+    captured = cache.capture()
+    resampled = ipfix_message(ipfix_set(401, struct.pack("!QII", 7, 1, 9) + struct.pack("!QII", 8, 1, 3)))
+    decode_datagram(resampled, EXPORTER, cache, 5.0)
+    decode_datagram(ipfix_message(ipfix_set(2, _template(300))), EXPORTER, cache, 5.0)
+    assert json.loads(json.dumps(render_snapshot(captured))) == expected
+    assert json.loads(json.dumps(cache.snapshot())) != expected  # the changes did reach the cache

@@ -113,6 +113,57 @@ def snapshot_template(item: dict[str, Any]) -> CompiledTemplate:
     return compile_template(int(item["id"]), fields, scope_count, netflow_v9=int(item["version"]) == 9, options=options)
 
 
+@dataclass(slots=True, frozen=True)
+class SnapshotCopy:
+    """A template cache's state at one moment (`TemplateCache.capture`), not yet JSON-able."""
+
+    templates: list[tuple[TemplateKey, CompiledTemplate, float]]
+    domains: list[tuple[DomainKey, DomainState]]
+
+
+def render_snapshot(copy: SnapshotCopy) -> dict[str, Any]:
+    """The JSON-able snapshot of a captured cache. Touches only `copy`, so it may run in a thread.
+
+    Templates of the same layout share their field tuple (`compile_template`), so each distinct
+    field list is turned into lists once: at 262,144 templates that took most of the time.
+    """
+    field_lists: dict[int, list[list[int]]] = {}
+
+    def field_list(fields: tuple[TemplateField, ...]) -> list[list[int]]:
+        known = field_lists.get(id(fields))
+        if known is None:
+            known = field_lists[id(fields)] = [[f.element_id, f.length, f.pen] for f in fields]
+        return known
+
+    templates = [
+        {
+            "exporter": list(key[0]),
+            "version": key[1],
+            "domain": key[2],
+            "id": key[3],
+            "scope_count": template.scope_count,
+            "options": template.options,
+            "fields": field_list(template.fields),
+            "seen_at": seen_at,
+        }
+        for key, template, seen_at in copy.templates
+    ]
+    domains = [
+        {
+            "exporter": list(key[0]),
+            "version": key[1],
+            "domain": key[2],
+            "sampling_rate": state.sampling_rate,
+            "samplers": [[k, v] for k, v in state.samplers.items()],
+            "rate_sampler": state.rate_sampler,
+            "interface_rates": [[k, v] for k, v in state.interface_rates.items()],
+            "system_init_ms": state.system_init_ms,
+        }
+        for key, state in copy.domains
+    ]
+    return {"format": SNAPSHOT_FORMAT, "templates": templates, "domains": domains}
+
+
 class TemplateCache:
     """Templates and related per-domain state for every exporter seen."""
 
@@ -426,33 +477,18 @@ class TemplateCache:
 
     def snapshot(self) -> dict[str, Any]:
         """A JSON-able copy of every template and domain state, for restore after a restart."""
-        templates = [
-            {
-                "exporter": list(key[0]),
-                "version": key[1],
-                "domain": key[2],
-                "id": key[3],
-                "scope_count": entry.template.scope_count,
-                "options": entry.template.options,
-                "fields": [[f.element_id, f.length, f.pen] for f in entry.template.fields],
-                "seen_at": entry.seen_at,
-            }
-            for key, entry in self._templates.items()
-        ]
+        return render_snapshot(self.capture())
+
+    def capture(self) -> SnapshotCopy:
+        """What `snapshot` holds, copied in one cheap pass (about 40 ms at 262,144 templates) so
+        that the event loop can hand the slow part, `render_snapshot`, to a thread: templates are
+        immutable and shared, so only references and the mutable domain tables are copied."""
+        templates = [(key, entry.template, entry.seen_at) for key, entry in self._templates.items()]
         domains = [
-            {
-                "exporter": list(key[0]),
-                "version": key[1],
-                "domain": key[2],
-                "sampling_rate": state.sampling_rate,
-                "samplers": [[k, v] for k, v in state.samplers.items()],
-                "rate_sampler": state.rate_sampler,
-                "interface_rates": [[k, v] for k, v in state.interface_rates.items()],
-                "system_init_ms": state.system_init_ms,
-            }
+            (key, replace(state, samplers=dict(state.samplers), interface_rates=dict(state.interface_rates)))
             for key, state in self._domains.items()
         ]
-        return {"format": SNAPSHOT_FORMAT, "templates": templates, "domains": domains}
+        return SnapshotCopy(templates, domains)
 
     def restore(self, snapshot: dict[str, Any]) -> int:
         """Load a snapshot; returns the number of templates it added. Every worker loads every

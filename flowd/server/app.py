@@ -25,6 +25,7 @@ import orjson
 from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings, worker_count
 from flowd.decode import TemplateCache
+from flowd.decode.templates import SnapshotCopy, render_snapshot
 from flowd.durable import write_atomically
 from flowd.enrich.chain import build_enricher
 from flowd.errors import ConfigError, SinkError
@@ -349,7 +350,7 @@ class Worker:
                 next_expire = now + TEMPLATE_EXPIRE_INTERVAL_S
             if now >= next_persist:
                 self._persisting = asyncio.ensure_future(
-                    asyncio.to_thread(self._write_templates, self.templates.snapshot())
+                    asyncio.to_thread(self._write_templates, self.templates.capture())
                 )
                 self._count_persist(await asyncio.shield(self._persisting))
                 next_persist = now + interval
@@ -469,16 +470,17 @@ class Worker:
             )
 
     def persist_templates(self) -> None:
-        self._count_persist(self._write_templates(self.templates.snapshot()))
+        self._count_persist(self._write_templates(self.templates.capture()))
 
     def _count_persist(self, written: bool) -> None:
         self.stats.inc("flowd_templates_persisted" if written else "flowd_templates_persist_errors")
 
-    def _write_templates(self, snapshot: dict[str, Any]) -> bool:
-        """Runs in a thread for the periodic save: touches nothing but the file."""
+    def _write_templates(self, captured: SnapshotCopy) -> bool:
+        """Runs in a thread for the periodic save: touches nothing but the copy and the file.
+        Rendering the copy takes seconds at the template cap, which the event loop must not wait."""
         path = template_path(self.settings.templates.path, self.worker)
         try:
-            write_snapshot_atomically(path, snapshot)
+            write_snapshot_atomically(path, render_snapshot(captured))
         except OSError as error:
             log.error("cannot persist templates to %s: %s", path, error)
             return False
