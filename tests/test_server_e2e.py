@@ -824,3 +824,39 @@ def test_a_stop_while_workers_start_is_a_clean_stop(server_factory: Any) -> None
         time.sleep(0.01)
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0, server.log()
+
+
+def test_a_worker_that_dies_is_restarted_and_the_others_keep_the_pod_ready(server_factory: Any) -> None:
+    """A killed worker's sockets close, so the kernel sends its exporters to the other worker:
+    flowd goes on receiving, so /readyz stays 200 while the worker waits out its restart backoff
+    (it used to answer 503, taking a one-replica pod out of its Service), and the restart is
+    counted."""
+    server = server_factory(workers=2)
+    server.start()
+    assert server.process is not None
+    children = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
+    workers = [int(pid) for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    target = ("127.0.0.1", server.ports["netflow"])
+    sockets = [sender() for _ in range(16)]
+    sent, readiness, restarted = 0, [], False
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        readiness.append(server.get("/readyz")[0])
+        metrics = server.metrics()
+        if metrics.get('flowd_workers{state="ready"}') == 1.0 and sent == 0:
+            for ident, sock in enumerate(sockets):  # while one worker is down
+                sock.sendto(netflow_v5(ident, records=2), target)
+                sent += 1
+        restarted = metrics.get("flowd_worker_restarts_total") == 1.0
+        if sent and restarted and metrics.get('flowd_workers{state="ready"}') == 2.0:
+            break
+        time.sleep(0.05)
+    assert sent == 16 and restarted, server.log()
+    assert set(readiness) == {200}, readiness
+    server.wait_received(16)
+    assert server.stop() == 0, server.log()
+    assert len(server.documents()) == 32
+    for sock in sockets:
+        sock.close()

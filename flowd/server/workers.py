@@ -113,6 +113,8 @@ class Supervisor:
         self.failed = False
         self._signalled = False
         self._reload_requested = False
+        self._started = False
+        """Every worker has been ready once: from then on one ready worker keeps flowd ready."""
 
     # --- health ---------------------------------------------------------------------------------
 
@@ -120,7 +122,15 @@ class Supervisor:
         return self.stopping_since is None and any(s.process is not None and s.process.is_alive() for s in self.slots)
 
     def ready(self) -> bool:
-        return self.stopping_since is None and all(s.ready for s in self.slots)
+        """Ready once every worker has started, and then while any worker runs.
+
+        A worker that dies closes its sockets, and the kernel hands its exporters to the others
+        (SO_REUSEPORT), so a worker in restart backoff must not take the pod out of its Service:
+        with one replica, or `externalTrafficPolicy: Local`, that would drop every exporter's
+        traffic instead of a share of one worker's. At the first start all must be bound, or the
+        first to bind would be sent the whole load.
+        """
+        return self.stopping_since is None and self._started and any(s.ready for s in self.slots)
 
     # --- processes ------------------------------------------------------------------------------
 
@@ -146,6 +156,7 @@ class Supervisor:
                 kind, _, payload = connection.recv()
                 if kind == "ready":
                     slot.ready = True
+                    self._started = self._started or all(s.ready for s in self.slots)
                     slot.failures = 0 if time.monotonic() - slot.started_at > STABLE_RUN_S else slot.failures
                     slot.listeners = list(payload.get("listeners", []))
                     if slot.index == 0:
