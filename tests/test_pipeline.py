@@ -733,3 +733,60 @@ def test_at_the_tcp_connection_cap_an_idle_peer_makes_room_and_refusals_are_coun
     assert idle.closed and not busy.closed and idle not in server.connections
     assert not server.admit(Peer("192.0.2.4", now))  # type: ignore[arg-type]  # all busy: refused
     assert stats.counters["flowd_tcp_connections_refused"] == {("idle_evicted",): 1, ("limit",): 1}
+
+
+async def test_paused_tcp_peers_resume_one_at_a_time_so_the_queue_stays_near_its_capacity() -> None:
+    """Found by an audit: every peer paused by a full queue resumed at the same poll, and each
+    queued one read's messages past the capacity (TCP is paused, never dropped): 50 peers grew a
+    queue of 16 to hundreds. Here each resumed peer delivers a read of 8 messages at once."""
+    from flowd.server import tcp
+
+    message = struct.pack("!HHIII", 10, 16, 0, 0, 0)
+    read = message * 8
+    loop = asyncio.get_running_loop()
+
+    class Transport:
+        def __init__(self) -> None:
+            self.protocol: tcp.IpfixTcpReceiver | None = None
+
+        def get_extra_info(self, name: str) -> Any:
+            return ("192.0.2.1", 4739) if name == "peername" else None
+
+        def pause_reading(self) -> None:
+            pass
+
+        def resume_reading(self) -> None:
+            assert self.protocol is not None
+            loop.call_soon(self.protocol.data_received, read)
+
+        def is_closing(self) -> bool:
+            return False
+
+        def close(self) -> None:
+            pass
+
+    queue = IngressQueue(batch_size=4, capacity=16)
+    server = tcp.IpfixTcpServer("ipfix/tcp", queue, WorkerStats(), str)
+    server.allowlist = None
+    for _ in range(16):
+        queue.append(message, ("192.0.2.2", 2055), 0.0)
+    peers = []
+    for _ in range(50):
+        transport = Transport()
+        peer = tcp.IpfixTcpReceiver(server)
+        transport.protocol = peer
+        peer.connection_made(transport)  # type: ignore[arg-type]
+        peer.data_received(read)  # all were reading when the queue filled: all pause
+        peers.append(peer)
+    assert queue.full
+    longest, taken = 0, 0
+    deadline = time.monotonic() + 10
+    while taken < 16 + 50 * 8 * 2 and time.monotonic() < deadline:  # each peer's first read and one more
+        while queue.pop() is not None:  # the decoder takes all that waits
+            pass
+        await asyncio.sleep(tcp.RESUME_POLL_S / 2)
+        taken = queue.accepted
+        longest = max(longest, len(queue))
+    assert taken >= 16 + 50 * 8 * 2  # every peer was let read again
+    assert longest <= 16 + 8, longest
+    await server.stop_receiving()

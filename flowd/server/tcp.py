@@ -14,6 +14,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections import deque
 from typing import Any, cast
 
 from flowd.config import split_address
@@ -125,16 +126,15 @@ class IpfixTcpReceiver(asyncio.Protocol):
         if server.ingress.full and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-            asyncio.get_running_loop().call_later(RESUME_POLL_S, self._maybe_resume)
+            server.wait_for_room(self)
 
-    def _maybe_resume(self) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        if self.server.ingress.full and not self.server.closing:
-            asyncio.get_running_loop().call_later(RESUME_POLL_S, self._maybe_resume)
-            return
+    def resume(self) -> bool:
+        """Read again (False when the connection has closed meanwhile)."""
         self._paused = False
+        if self.transport is None or self.transport.is_closing():
+            return False
         self.transport.resume_reading()
+        return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.forget(self)
@@ -168,6 +168,9 @@ class IpfixTcpServer:
         self.listener_bytes = 0
         self.closing = False
         self._server: asyncio.Server | None = None
+        self._paused: deque[IpfixTcpReceiver] = deque()
+        """Connections waiting for room in the ingress queue, first paused first."""
+        self._resuming: asyncio.TimerHandle | None = None
 
     async def start(self, address: str, allowlist: Any) -> None:
         host, port = split_address(address, self.name)
@@ -197,6 +200,27 @@ class IpfixTcpServer:
 
     def forget(self, connection: IpfixTcpReceiver) -> None:
         self.connections.discard(connection)
+
+    def wait_for_room(self, connection: IpfixTcpReceiver) -> None:
+        """`connection` stopped reading because the ingress queue is full."""
+        self._paused.append(connection)
+        if self._resuming is None:
+            self._resuming = asyncio.get_running_loop().call_later(RESUME_POLL_S, self._resume_next)
+
+    def _resume_next(self) -> None:
+        """Let one paused connection read again once the queue has room, then the next a poll
+        later. Each reading connection may queue one read's messages past the capacity (TCP is
+        paused, never dropped), so resuming them all at once let the queue grow by up to 1,024
+        reads (`force` in `IngressQueue.append`); one at a time keeps that to the few reading."""
+        self._resuming = None
+        if self.closing:
+            self._paused.clear()
+            return
+        if not self.ingress.full:
+            while self._paused and not self._paused.popleft().resume():
+                pass  # closed while it waited
+        if self._paused:
+            self._resuming = asyncio.get_running_loop().call_later(RESUME_POLL_S, self._resume_next)
 
     def ended(self, peer: tuple[str, int]) -> None:
         if len(self.ended_sessions) >= MAX_SESSIONS_REMEMBERED:
