@@ -511,6 +511,23 @@ def test_every_reference_resolves_inside_the_file() -> None:
                 assert f"controlGroup_{control_id}:optionsListDataView" in names, item["id"]
 
 
+def test_split_time_series_rank_their_top_values_over_the_whole_range() -> None:
+    """Lens nests a layer's aggregations in column order and puts a terms column above the first
+    date histogram when one is added in its editor. A terms column below the date histogram ranks
+    its top values per interval: more series than its size, each broken where it left an interval's
+    top, and a counter rate of it null after every gap."""
+    checked = 0
+    for item in by_type("lens"):
+        for layer in lens_layers(item).values():
+            columns = layer["columns"]
+            buckets = [columns[cid]["operationType"] for cid in layer["columnOrder"] if columns[cid]["isBucketed"]]
+            if "date_histogram" in buckets and "terms" in buckets:
+                checked += 1
+                first_date = buckets.index("date_histogram")
+                assert "terms" not in buckets[first_date:], f"{item['id']}: {buckets}"
+    assert checked >= 10
+
+
 def test_dashboards_panels_titles_units_and_controls() -> None:
     objects = {item["id"]: item for item in saved_objects()}
     boards = by_type("dashboard")

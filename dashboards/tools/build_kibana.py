@@ -271,10 +271,16 @@ def time_series(
     helpers: list[tuple[str, dict[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """Metrics over @timestamp, optionally split by a terms column; `helpers` are hidden columns
-    that other columns reference (the max behind a counter rate)."""
+    that other columns reference (the max behind a counter rate).
+
+    The split comes before the date histogram in the column order, as Lens itself puts a terms
+    column "above the first date histogram": aggregations nest in column order, so the top values
+    are ranked over the whole time range and each series is the same value from end to end. With
+    the date histogram first, every interval ranked its own top values (more series than `size`,
+    lines broken where a value left an interval's top, counter rates lost after each gap)."""
     layer = Layer(object_id)
-    x = layer.add("time", date_histogram())
     split_id = layer.add("split", split) if split else None
+    x = layer.add("time", date_histogram())
     for name, column in helpers or []:
         layer.add(name, column)
     accessors = [layer.add(name, column) for name, column in metrics]
