@@ -26,8 +26,10 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import importlib.util
+import itertools
 import json
 import re
+import struct
 import sys
 import urllib.request
 import uuid
@@ -772,6 +774,127 @@ def test_every_lens_layer_returns_buckets(flow_index: tuple[str, str]) -> None:
             leaves += check_lens_layer(url, index, item, layer)
             layers += 1
     assert layers >= 40 and leaves > layers
+
+
+INTERFACE_INDEX_FIELDS = {"sflow.if_index", "observer.ingress.interface.id", "observer.egress.interface.id"}
+
+
+def test_every_interface_split_names_its_exporter() -> None:
+    """An ifIndex numbers an interface within one exporter or agent only (every router has its
+    ifIndex 1): a bucket on one must have observer.ip in it or in an enclosing bucket, else the
+    interfaces of different devices sharing a number are added up, or their counters maxed, as one."""
+    checked = 0
+    for item in by_type("lens"):
+        for layer in lens_layers(item).values():
+            columns = layer["columns"]
+            enclosing: set[str] = set()
+            for column_id in layer["columnOrder"]:
+                column = columns[column_id]
+                if column["operationType"] != "terms":
+                    continue
+                fields = {column["sourceField"], *column["params"].get("secondaryFields", [])}
+                enclosing |= fields
+                if fields & INTERFACE_INDEX_FIELDS:
+                    checked += 1
+                    assert "observer.ip" in enclosing, f"{item['id']}: {column['label']} without the exporter"
+    assert checked >= 9
+
+
+def interface_counter_documents() -> list[dict[str, Any]]:
+    """Hourly sFlow generic interface counters (sFlow v5 counters_sample, if_counters) from two
+    agents that both number the port 7: agent .60's counters are large and count 1 a second, agent
+    .61's are small and count 100 a second."""
+
+    from flowd.decode import TemplateCache, decode_datagram
+    from flowd.output.documents import flow_document
+    from tests.test_sflow_properties import counter_sample, datagram, xdr
+
+    documents = []
+    for agent, base, per_second in (("192.0.2.60", 3_000_000_000, 1), ("192.0.2.61", 1_000, 100)):
+        for hour in range(5):
+            value = base + per_second * 3600 * hour
+            # ifIndex, ifType, ifSpeed, ifDirection, ifStatus, ifInOctets, ifInUcastPkts, ifInMulticastPkts,
+            # ifInBroadcastPkts, ifInDiscards, ifInErrors, ifInUnknownProtos, ifOutOctets, ifOutUcastPkts,
+            # ifOutMulticastPkts, ifOutBroadcastPkts, ifOutDiscards, ifOutErrors, ifPromiscuousMode
+            record = struct.pack(
+                "!IIQIIQIIIIIIQIIIIII",
+                7,
+                6,
+                10**9,
+                1,
+                3,
+                value,
+                0,
+                0,
+                0,
+                value,
+                value,
+                0,
+                value,
+                0,
+                0,
+                0,
+                value,
+                value,
+                2,
+            )
+            payload = datagram(counter_sample(xdr(1, record)), agent=agent, sequence=hour + 1)
+            received_at = 1_764_072_000.0 + 3600 * hour + 60
+            result = decode_datagram(payload, (agent, 6343), TemplateCache(), received_at)
+            documents += [flow_document(record) for record in result.flows]
+    assert len(documents) == 10 and {doc["sflow.if_index"] for doc in documents} == {7}
+    return documents
+
+
+def counter_rates(answer: dict[str, Any], layer: dict[str, Any]) -> dict[tuple[Any, ...], set[float]]:
+    """Per series (the split's key), the per-second rates Lens's counter_rate draws from the
+    hourly maxima: the difference to the previous bucket, or the value itself after a reset."""
+    columns = layer["columns"]
+    split, time = [cid for cid in layer["columnOrder"] if columns[cid]["isBucketed"]]
+    assert columns[time]["operationType"] == "date_histogram"
+    rates: dict[tuple[Any, ...], set[float]] = {}
+    for rate in (cid for cid, column in columns.items() if column["operationType"] == "counter_rate"):
+        (helper,) = columns[rate]["references"]
+        for series in answer["aggregations"][split]["buckets"]:
+            key = tuple(series["key"]) if isinstance(series["key"], list) else (series["key"],)
+            maxima = [bucket[helper]["value"] for bucket in series[time]["buckets"]]
+            for previous, current in itertools.pairwise(maxima):
+                change = current - previous if current >= previous else current
+                rates.setdefault(key, set()).add(change / 3600)
+    return rates
+
+
+@pytest.mark.integration
+def test_interface_counter_rates_are_each_interfaces_own(es_url: str) -> None:  # noqa: F811
+    name = f"flows-flowdifc-{uuid.uuid4().hex[:8]}"
+    template = index_template(
+        ElasticsearchSettings(data_stream="flows-flowdifc"), data_stream=False, ilm_policy=None, logsdb=False
+    )
+    template["index_patterns"] = [name]
+    assert es_request(es_url, "PUT", f"/_index_template/{name}", template).get("acknowledged")
+    lines = b"".join(
+        orjson.dumps({"create": {}}) + b"\n" + orjson.dumps(d) + b"\n" for d in interface_counter_documents()
+    )
+    request = urllib.request.Request(
+        f"{es_url}/{name}/_bulk?refresh=true",
+        data=lines,
+        method="POST",
+        headers={"content-type": "application/x-ndjson"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert not orjson.loads(response.read()).get("errors")
+        charts = [item for item in by_type("lens") if "counter_rate" in json.dumps(lens_layers(item))]
+        assert len(charts) == 4
+        for item in charts:
+            for layer in lens_layers(item).values():
+                body = lens_search(layer, item["attributes"]["state"]["query"]["query"])
+                rates = counter_rates(es_request(es_url, "POST", f"/{name}/_search", body), layer)
+                agents = {key[0]: found for key, found in rates.items() if len(key) == 2}
+                assert len(rates) == 2 and agents == {"192.0.2.60": {1.0}, "192.0.2.61": {100.0}}, (item["id"], rates)
+    finally:
+        delete_target(es_url, name)
+        es_request(es_url, "DELETE", f"/_index_template/{name}")
 
 
 @pytest.mark.integration

@@ -1084,16 +1084,18 @@ def exporters_interfaces() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         return time_series(
             object_id,
             title,
-            f"Bytes per second by {side} ifIndex (top 10)",
+            f"Bytes per second by exporter and {side} ifIndex (top 10)",
             [("bytes", bytes_sum("Bytes/s", per_second=True))],
             y_title="Bytes/s",
             series="area_stacked",
+            # An ifIndex is only unique within its exporter: the series is the pair.
             split=terms(
-                f"observer.{side}.interface.id",
-                f"{side.capitalize()} ifIndex",
+                "observer.ip",
+                f"Exporter › {side} ifIndex",
                 stable_id(object_id, "bytes"),
                 size=10,
-                data_type="number",
+                data_type="ip",
+                secondary=[f"observer.{side}.interface.id"],
             ),
             query=q,
         )
@@ -1211,8 +1213,15 @@ def sflow_counters() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             description,
             rates,
             y_title=y_title,
+            # A counter belongs to one agent's interface: split by the pair, or the max of the same
+            # ifIndex on several agents would take turns between their counters.
             split=terms(
-                "sflow.if_index", "ifIndex", stable_id(object_id, f"max-{counters[0][0]}"), size=10, data_type="number"
+                "observer.ip",
+                "Agent › ifIndex",
+                stable_id(object_id, f"max-{counters[0][0]}"),
+                size=10,
+                data_type="ip",
+                secondary=["sflow.if_index"],
             ),
             helpers=helpers,
             query=q,
@@ -1222,21 +1231,21 @@ def sflow_counters() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         per_interface(
             "in-octets",
             "Interface input (bytes/s)",
-            "ifInOctets rate per interface (top 10)",
+            "ifInOctets rate per agent and interface (top 10)",
             [("in", "sflow.if_in_octets", "In bytes/s", BYTES)],
             "Bytes/s",
         ),
         per_interface(
             "out-octets",
             "Interface output (bytes/s)",
-            "ifOutOctets rate per interface (top 10)",
+            "ifOutOctets rate per agent and interface (top 10)",
             [("out", "sflow.if_out_octets", "Out bytes/s", BYTES)],
             "Bytes/s",
         ),
         per_interface(
             "errors",
             "Interface errors (errors/s)",
-            "ifInErrors and ifOutErrors rates per interface",
+            "ifInErrors and ifOutErrors rates per agent and interface",
             [
                 ("in-errors", "sflow.if_in_errors", "In errors/s", ERRORS),
                 ("out-errors", "sflow.if_out_errors", "Out errors/s", ERRORS),
@@ -1246,7 +1255,7 @@ def sflow_counters() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         per_interface(
             "discards",
             "Interface discards (discards/s)",
-            "ifInDiscards and ifOutDiscards rates per interface",
+            "ifInDiscards and ifOutDiscards rates per agent and interface",
             [
                 ("in-discards", "sflow.if_in_discards", "In discards/s", DISCARDS),
                 ("out-discards", "sflow.if_out_discards", "Out discards/s", DISCARDS),
