@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 
 from flowd.config import ElasticsearchSettings
+from flowd.decode.fields import element_names
 from flowd.output.index_template import (
     add_setup_arguments,
     index_template,
     parse_cluster_info,
     settings_from_args,
     setup_cluster,
+    total_fields_limit,
 )
 from tests.es_server import delete_target, es_auth, es_request, es_url, is_osmem  # noqa: F401
 
@@ -113,8 +115,36 @@ def test_template_types_every_schema_field() -> None:
         "codec": "best_compression",
         "lifecycle": {"name": "p"},
         "mode": "logsdb",
+        "mapping": {"total_fields": {"limit": total_fields_limit()}},
     }
     assert body["data_stream"] == {} and body["index_patterns"] == ["flows-flowd-*"]
+
+
+def test_field_limit_holds_every_named_element() -> None:
+    """Elasticsearch's default limit (1,000 fields, objects included) is below what the element
+    registry alone can name; the template's limit holds the mapping and every name with room."""
+    body = index_template(ElasticsearchSettings(), data_stream=True, ilm_policy=None, logsdb=False)
+    mapped = flatten_count(body["template"]["mappings"]["properties"])
+    limit = body["template"]["settings"]["index"]["mapping"]["total_fields"]["limit"]
+    assert len(element_names()) > 1_000
+    assert limit >= mapped + len(element_names()) + 500
+
+
+def flatten_count(properties: dict[str, Any]) -> int:
+    return sum(1 + flatten_count(spec.get("properties", {})) for spec in properties.values())
+
+
+def test_fields_past_the_limit_unmapped_only_from_elasticsearch_8_13() -> None:
+    assert parse_cluster_info({"version": {"number": "8.13.0"}}).supports_ignore_dynamic_beyond_limit
+    assert parse_cluster_info({"version": {"number": "9.0.1"}}).supports_ignore_dynamic_beyond_limit
+    assert not parse_cluster_info({"version": {"number": "8.12.2"}}).supports_ignore_dynamic_beyond_limit
+    opensearch = parse_cluster_info({"version": {"number": "2.19.0", "distribution": "opensearch"}})
+    assert not opensearch.supports_ignore_dynamic_beyond_limit
+    body = index_template(
+        ElasticsearchSettings(), data_stream=True, ilm_policy=None, logsdb=False, ignore_dynamic_beyond_limit=True
+    )
+    total_fields = body["template"]["settings"]["index"]["mapping"]["total_fields"]
+    assert total_fields == {"limit": total_fields_limit(), "ignore_dynamic_beyond_limit": True}
 
 
 def test_logsdb_only_from_elasticsearch_8_17() -> None:
@@ -161,6 +191,16 @@ async def test_setup_is_idempotent_and_the_mapping_holds(es_url: str) -> None:  
         mapping = next(iter(es_request(es_url, "GET", f"/{target}/_mapping").values()))["mappings"]
         raw_types = flatten(mapping["properties"])
         assert {k: raw_types.get(k) for k in RAW_FIELDS} == {k: t for k, (_, t) in RAW_FIELDS.items()}
+
+        # A collector hearing many vendors comes to hold every element name the registry knows.
+        names = sorted(element_names())
+        for start in range(0, len(names), 200):
+            raw = {f"netflow.{name}": "x" for name in names[start : start + 200]}
+            document = {"@timestamp": "2026-01-01T00:00:00Z", **raw}
+            answer = es_request(es_url, "POST", f"/{target}/_create/names-{start}", document)
+            assert answer.get("result") == "created", answer
+        mapping = next(iter(es_request(es_url, "GET", f"/{target}/_mapping").values()))["mappings"]
+        assert set(names) <= set(mapping["properties"]["netflow"]["properties"])
 
         if is_osmem(es_url):
             # osmem: no ILM/ISM and no data streams; setup must say so and fall back to an index.

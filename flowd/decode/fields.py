@@ -182,3 +182,12 @@ def v9_field_spec(field_id: int) -> FieldSpec:
     if field_id < 32768:
         return field_spec(0, field_id)
     return FieldSpec(f"pen_0_ie_{field_id}", OCTETS)
+
+
+def element_names() -> frozenset[str]:
+    """Every name the registry can give an element (IANA, their RFC 5103 reverse twins, vendor
+    and NetFlow v9 vendor elements): the raw `netflow.*` fields a deployment may come to hold."""
+    names = {spec.name for spec in _IANA.values()}
+    names |= {"reverse_" + name for name in names}
+    names |= {spec.name for spec in _VENDOR.values()} | {spec.name for spec in _V9_VENDOR.values()}
+    return frozenset(names)

@@ -9,6 +9,13 @@ What the server supports decides the rest, and `setup` says what it did:
   through `ism_template`); no LogsDB.
 - A server without data streams (osmem-server) gets the template without `data_stream` and a
   plain index of the same name, so the sink's `create` requests work unchanged.
+
+Raw fields are mapped as they first arrive, one field per element name, and the names come from
+the network: the registry alone names about 1,500 elements, and an exporter of elements no
+registry knows (`pen_<PEN>_ie_<ID>`) can invent new ones without end. The template raises the
+total-fields limit above what the registry can name, and where Elasticsearch can (8.13 on) it
+leaves fields past the limit unmapped (kept in `_source`) instead of rejecting every document
+that brings one.
 """
 
 from __future__ import annotations
@@ -24,11 +31,18 @@ import orjson
 from elastic_transport import AsyncTransport, TransportError
 
 from flowd.config import ElasticsearchSettings
+from flowd.decode.fields import element_names
 from flowd.output.elasticsearch import build_transport, error_reason, request_json
 
 TEMPLATE_VERSION = 1
 LOGSDB_MIN_VERSION = (8, 17)
 """LogsDB index mode is generally available from Elasticsearch 8.17."""
+IGNORE_DYNAMIC_BEYOND_LIMIT_MIN_VERSION = (8, 13)
+"""`index.mapping.total_fields.ignore_dynamic_beyond_limit` exists from Elasticsearch 8.13 (not in
+OpenSearch, which refuses settings it does not know)."""
+RAW_FIELDS_HEADROOM = 1_000
+"""Fields beyond the explicit mapping and the registry's element names: sFlow's raw fields (about
+250), options scopes, and elements no registry names."""
 
 _KEYWORD = {"type": "keyword", "ignore_above": 1024}
 _LONG = {"type": "long"}
@@ -183,10 +197,28 @@ def mappings() -> dict[str, Any]:
     return {"date_detection": False, "dynamic_templates": dynamic_templates, "properties": properties}
 
 
+def count_fields(properties: dict[str, Any]) -> int:
+    """Fields as `index.mapping.total_fields.limit` counts them: every leaf and every object."""
+    return sum(1 + count_fields(spec.get("properties", {})) for spec in properties.values())
+
+
+def total_fields_limit() -> int:
+    """Room for the explicit mapping, every element name the registry knows, and the headroom."""
+    return count_fields(mappings()["properties"]) + len(element_names()) + RAW_FIELDS_HEADROOM
+
+
 def index_template(
-    settings: ElasticsearchSettings, *, data_stream: bool, ilm_policy: str | None, logsdb: bool
+    settings: ElasticsearchSettings,
+    *,
+    data_stream: bool,
+    ilm_policy: str | None,
+    logsdb: bool,
+    ignore_dynamic_beyond_limit: bool = False,
 ) -> dict[str, Any]:
-    index_settings: dict[str, Any] = {"codec": "best_compression"}
+    total_fields: dict[str, Any] = {"limit": total_fields_limit()}
+    if ignore_dynamic_beyond_limit:
+        total_fields["ignore_dynamic_beyond_limit"] = True
+    index_settings: dict[str, Any] = {"codec": "best_compression", "mapping": {"total_fields": total_fields}}
     if ilm_policy:
         index_settings["lifecycle"] = {"name": ilm_policy}
     if logsdb:
@@ -259,6 +291,10 @@ class ClusterInfo:
     @property
     def supports_logsdb(self) -> bool:
         return self.product == "elasticsearch" and self.version >= LOGSDB_MIN_VERSION
+
+    @property
+    def supports_ignore_dynamic_beyond_limit(self) -> bool:
+        return self.product == "elasticsearch" and self.version >= IGNORE_DYNAMIC_BEYOND_LIMIT_MIN_VERSION
 
 
 def parse_cluster_info(body: Any) -> ClusterInfo:
@@ -396,9 +432,24 @@ async def setup_cluster(settings: ElasticsearchSettings, printer: Callable[[str]
         policy = await _install_lifecycle(transport, info, settings, printer)
         logsdb = info.supports_logsdb
         printer(f"LogsDB index mode: {'on' if logsdb else 'not available on this server'}")
+        beyond_limit = info.supports_ignore_dynamic_beyond_limit
+        printer(
+            f"field limit {total_fields_limit()}: "
+            + (
+                "fields past it are left unmapped"
+                if beyond_limit
+                else "a document bringing a field past it is rejected (this server cannot leave it unmapped)"
+            )
+        )
 
         def template_body(data_stream: bool) -> dict[str, Any]:
-            return index_template(settings, data_stream=data_stream, ilm_policy=policy, logsdb=logsdb)
+            return index_template(
+                settings,
+                data_stream=data_stream,
+                ilm_policy=policy,
+                logsdb=logsdb,
+                ignore_dynamic_beyond_limit=beyond_limit,
+            )
 
         await _install_target(transport, settings, template_body, printer)
         return 0
