@@ -8,13 +8,17 @@ back to a plain index, and that the template and the mapping are right. Against 
 from __future__ import annotations
 
 import argparse
+import struct
 import uuid
 from typing import Any
 
 import pytest
 
 from flowd.config import ElasticsearchSettings
+from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.fields import element_names
+from flowd.output.batch_documents import documents_for
+from flowd.output.documents import flow_document
 from flowd.output.index_template import (
     add_setup_arguments,
     index_template,
@@ -212,3 +216,48 @@ async def test_setup_is_idempotent_and_the_mapping_holds(es_url: str) -> None:  
     finally:
         delete_target(es_url, target)
         es_request(es_url, "DELETE", "/_index_template/flows-flowdsetup")
+
+
+def odd_length_datagram(records: int) -> bytes:
+    """NetFlow v9 whose template gives sourceIPv4Address 5 bytes, ingressInterface 16 and
+    bgpSourceAsNumber 12 (RFC 3954 lets a template declare any length): flowd keeps them as hex."""
+    fields = [(8, 5), (12, 4), (7, 2), (11, 2), (10, 16), (16, 12), (1, 4), (2, 4), (4, 1)]
+    template = struct.pack("!HH", 256, len(fields)) + b"".join(struct.pack("!HH", *field) for field in fields)
+    record = bytes([10, 0, 0, 1, 9, 10, 0, 0, 2]) + struct.pack("!HH", 1234, 80) + b"\x01" * 16 + b"\x02" * 12
+    record += struct.pack("!IIB", 100, 1, 6)
+    data = record * records
+    data += bytes(-len(data) % 4)
+    return (
+        struct.pack("!HHIIII", 9, 1 + records, 1000, 1_700_000_000, 1, 0)
+        + struct.pack("!HH", 0, 4 + len(template))
+        + template
+        + struct.pack("!HH", 256, 4 + len(data))
+        + data
+    )
+
+
+async def test_documents_with_hex_for_ecs_values_are_indexed(es_url: str) -> None:  # noqa: F811
+    """ECS fields copied from element values (source.ip, interface ids, AS numbers) hold the hex
+    too; the cluster must leave those values unindexed, not reject the flow."""
+    user, password = es_auth()
+    settings = ElasticsearchSettings(
+        hosts=[es_url], user=user, password=password, data_stream="flows-flowdodd", namespace=uuid.uuid4().hex[:10]
+    )
+    target = f"{settings.data_stream}-{settings.namespace}"
+    result = decode_datagram(odd_length_datagram(20), ("192.0.2.9", 2055), TemplateCache(), 1_700_000_000.0)
+    documents = [*documents_for(result.flows), *(flow_document(record) for record in result.flows)]
+    assert len(documents) == 40
+    assert documents[0]["source.ip"] == "0a00000109"
+    assert documents[0]["observer.ingress.interface.id"] == "01" * 16
+    try:
+        lines: list[str] = []
+        assert await setup_cluster(settings, lines.append) == 0, lines
+        for number, document in enumerate(documents):
+            answer = es_request(es_url, "POST", f"/{target}/_create/odd-{number}", document)
+            assert answer.get("result") == "created", answer
+        es_request(es_url, "POST", f"/{target}/_refresh")
+        found = es_request(es_url, "POST", f"/{target}/_count", {"query": {"term": {"destination.ip": "10.0.0.2"}}})
+        assert found["count"] == 40
+    finally:
+        delete_target(es_url, target)
+        es_request(es_url, "DELETE", "/_index_template/flows-flowdodd")

@@ -52,15 +52,17 @@ _RAW_IP = {"type": "ip", "ignore_malformed": True}
 _RAW_LONG = {"type": "long", "ignore_malformed": True}
 """Raw exporter values (`netflow.*`, `sflow.*`) that do not fit their type (an unsigned64 identifier
 past 2^63, an address element of an odd length kept as hex) are left out of the index, and kept in
-`_source`, instead of costing the cluster the whole document."""
+`_source`, instead of costing the cluster the whole document. The ECS fields the documents copy
+from those values unchanged (addresses, ports, ifIndexes, BGP AS numbers) get the same treatment:
+a template giving `sourceIPv4Address` 5 bytes or `ingressInterface` 16 makes them hex there too."""
 
 
 def _endpoint() -> dict[str, Any]:
     """`source` and `destination`: the same fields."""
     return {
         "properties": {
-            "ip": _IP,
-            "port": _LONG,
+            "ip": _RAW_IP,
+            "port": _RAW_LONG,
             "mac": _KEYWORD,
             "domain": _KEYWORD,
             "bytes": _LONG,
@@ -76,14 +78,14 @@ def _endpoint() -> dict[str, Any]:
                     "location": {"type": "geo_point"},
                 }
             },
-            "as": {"properties": {"number": _LONG, "organization": {"properties": {"name": _KEYWORD}}}},
+            "as": {"properties": {"number": _RAW_LONG, "organization": {"properties": {"name": _KEYWORD}}}},
         }
     }
 
 
 def _interface() -> dict[str, Any]:
     """ifIndex, name, and alias (ECS: the interface description, from options data)."""
-    return {"properties": {"interface": {"properties": {"id": _LONG, "name": _KEYWORD, "alias": _KEYWORD}}}}
+    return {"properties": {"interface": {"properties": {"id": _RAW_LONG, "name": _KEYWORD, "alias": _KEYWORD}}}}
 
 
 def mappings() -> dict[str, Any]:
@@ -166,7 +168,7 @@ def mappings() -> dict[str, Any]:
                 "application": _KEYWORD,
             }
         },
-        "related": {"properties": {"ip": _IP, "hosts": _KEYWORD}},
+        "related": {"properties": {"ip": _RAW_IP, "hosts": _KEYWORD}},
         "flow": {"properties": {"id": _KEYWORD, "locality": _KEYWORD}},
         "netflow": {
             "properties": {
