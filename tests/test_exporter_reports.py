@@ -40,19 +40,19 @@ def reported(decoder: BatchDecoder) -> dict[tuple[str, ...], float]:
     return dict(decoder.stats.gauges.get("flowd_exporter_reported", {}))
 
 
-def test_reliability_statistics_become_gauges_per_exporter_summed_over_domains() -> None:
+def test_reliability_statistics_become_gauges_per_exporter_and_domain() -> None:
     decoder = BatchDecoder(TemplateCache(), WorkerStats())
     router, other = ("192.0.2.7", 4739), ("198.51.100.1", 4739)
     decoder.decode_parts([(reliability(1, 100, 2_000, 5, 50, 3), router, 1.0)])
     assert reported(decoder) == {
-        ("192.0.2.7", "exported_message_total_count"): 100,
-        ("192.0.2.7", "exported_flow_record_total_count"): 2_000,
-        ("192.0.2.7", "not_sent_flow_total_count"): 5,
-        ("192.0.2.7", "not_sent_packet_total_count"): 50,
-        ("192.0.2.7", "ignored_packet_total_count"): 3,
+        ("192.0.2.7", "1", "exported_message_total_count"): 100,
+        ("192.0.2.7", "1", "exported_flow_record_total_count"): 2_000,
+        ("192.0.2.7", "1", "not_sent_flow_total_count"): 5,
+        ("192.0.2.7", "1", "not_sent_packet_total_count"): 50,
+        ("192.0.2.7", "1", "ignored_packet_total_count"): 3,
     }
-    # A later report replaces the domain's totals; a second domain adds its own; another exporter
-    # has its own series.
+    # A later report replaces the domain's totals; a second domain and another exporter have their
+    # own series.
     decoder.decode_parts(
         [
             (reliability(1, 150, 2_900, 9, 90, 3), router, 2.0),
@@ -61,16 +61,17 @@ def test_reliability_statistics_become_gauges_per_exporter_summed_over_domains()
         ]
     )
     gauges = reported(decoder)
-    assert gauges[("192.0.2.7", "exported_flow_record_total_count")] == 2_900 + 200
-    assert gauges[("192.0.2.7", "not_sent_flow_total_count")] == 9 + 1
-    assert gauges[("192.0.2.7", "not_sent_packet_total_count")] == 90 + 4
-    assert gauges[("198.51.100.1", "exported_flow_record_total_count")] == 2
+    assert gauges[("192.0.2.7", "1", "exported_flow_record_total_count")] == 2_900
+    assert gauges[("192.0.2.7", "2", "exported_flow_record_total_count")] == 200
+    assert gauges[("192.0.2.7", "1", "not_sent_flow_total_count")] == 9
+    assert gauges[("192.0.2.7", "2", "not_sent_packet_total_count")] == 4
+    assert gauges[("198.51.100.1", "1", "exported_flow_record_total_count")] == 2
     assert decoder.stats.counter("flowd_options_records_decoded", ("ipfix",)) == 4
 
     aggregator = Aggregator()
     aggregator.update(0, decoder.stats.snapshot())
     text = generate_latest(build_registry(aggregator)).decode()
-    assert 'flowd_exporter_reported{counter="not_sent_flow_total_count",exporter="192.0.2.7"} 10.0' in text
+    assert 'flowd_exporter_reported{counter="not_sent_flow_total_count",domain="2",exporter="192.0.2.7"} 1.0' in text
 
 
 def test_a_restarted_exporter_lowers_its_totals() -> None:
@@ -79,7 +80,7 @@ def test_a_restarted_exporter_lowers_its_totals() -> None:
     router = ("192.0.2.7", 4739)
     decoder.decode_parts([(reliability(1, 100, 2_000, 5, 50, 3), router, 1.0)])
     decoder.decode_parts([(reliability(1, 2, 40, 0, 0, 0), router, 2.0)])
-    assert reported(decoder)[("192.0.2.7", "exported_flow_record_total_count")] == 40
+    assert reported(decoder)[("192.0.2.7", "1", "exported_flow_record_total_count")] == 40
 
 
 def test_flow_records_carrying_the_same_elements_are_not_reports() -> None:
@@ -100,7 +101,7 @@ def test_cisco_v9_exporter_statistics_from_the_corpus() -> None:
     decoder = BatchDecoder(TemplateCache(), WorkerStats())
     decoder.decode_parts([(path.read_bytes(), ("192.0.2.1", 50000), 1.0)])
     gauges = reported(decoder)
-    assert set(gauges) == {
+    assert {(exporter, counter) for exporter, _, counter in gauges} == {
         ("192.0.2.1", "exported_flow_record_total_count"),
         ("192.0.2.1", "exported_message_total_count"),
     }
@@ -123,7 +124,7 @@ def test_values_that_are_not_counts_and_too_many_sources_are_ignored() -> None:
         for i in range(MAX_SOURCES_PER_SERIES + 5)
     ]
     reports.learn(documents)
-    assert stats.gauges["flowd_exporter_reported"] == {("other", "not_sent_flow_total_count"): MAX_SOURCES_PER_SERIES}
+    assert stats.gauges["flowd_exporter_reported"] == {("other", "", "not_sent_flow_total_count"): MAX_SOURCES_PER_SERIES}
 
 
 def test_an_exporter_that_moved_between_workers_is_not_counted_twice() -> None:
@@ -146,3 +147,45 @@ def test_an_exporter_that_moved_between_workers_is_not_counted_twice() -> None:
     now[0] = STALE_AFTER_S + 120.0
     reports[0].maybe_prune()  # the worker it left hears nothing more of it (the decoder calls this per batch)
     assert "flowd_exporter_reported" not in left.gauges or not left.gauges["flowd_exporter_reported"]
+
+
+def test_a_domain_going_quiet_or_restarting_leaves_the_others_series_alone() -> None:
+    """Found by an audit: the gauge summed an exporter's domains, so when one domain was let go
+    after half an hour of silence, or restarted, the sum fell, and `increase()` (the alert, the
+    dashboard's rate) read a reset and counted the other domains' whole totals as new loss."""
+    from flowd.server.exporter_reports import STALE_AFTER_S
+
+    now = [0.0]
+    stats = WorkerStats()
+    reports = ExporterReports(stats, str, clock=lambda: now[0])
+
+    def report(domain: int, not_sent: int) -> None:
+        document = {"observer.ip": "192.0.2.7", "netflow.exporter.source_id": domain}
+        reports.learn([{**document, "netflow.not_sent_flow_total_count": not_sent}])
+
+    report(1, 1_000)
+    report(2, 5_000_000)
+    report(2, 10)  # domain 2's process restarted: its own series falls, domain 1's does not
+    assert stats.gauges["flowd_exporter_reported"] == {
+        ("192.0.2.7", "1", "not_sent_flow_total_count"): 1_000,
+        ("192.0.2.7", "2", "not_sent_flow_total_count"): 10,
+    }
+    for minute in range(1, 40):  # only domain 1 goes on reporting
+        now[0] = minute * 60.0
+        report(1, 1_000 + minute)
+    assert now[0] > STALE_AFTER_S
+    assert stats.gauges["flowd_exporter_reported"] == {("192.0.2.7", "1", "not_sent_flow_total_count"): 1_039}
+
+
+def test_exporters_folded_into_one_label_keep_the_total_of_one_let_go() -> None:
+    """Past `metrics.exporter_label_limit` exporters share the label "other": one that goes quiet
+    keeps its last total in the series, which would otherwise fall and read as a reset."""
+    now = [0.0]
+    stats = WorkerStats()
+    reports = ExporterReports(stats, lambda address: "other", clock=lambda: now[0])
+    for address, total in (("192.0.2.1", 700), ("192.0.2.2", 300)):
+        reports.learn([{"observer.ip": address, "netflow.not_sent_flow_total_count": total}])
+    for minute in range(1, 40):
+        now[0] = minute * 60.0
+        reports.learn([{"observer.ip": "192.0.2.2", "netflow.not_sent_flow_total_count": 300 + minute}])
+    assert stats.gauges["flowd_exporter_reported"] == {("other", "", "not_sent_flow_total_count"): 700 + 339}

@@ -4,9 +4,11 @@ Sequence numbers show what was lost between an exporter and flowd. Some losses h
 inside the exporter: a full flow cache, a metering process that skipped packets, records it never
 sent. Exporters report these in options records: IPFIX's Metering Process and Exporting Process
 Reliability Statistics (RFC 7011 section 4.2 and 4.3), and Cisco's NetFlow v9 exporter statistics.
-The values are the exporter's running totals. Each one becomes a gauge per exporter and counter,
-summed over the exporter's observation domains (v9 source ids). A total that falls means the
-exporter restarted, and `increase()` treats it as a reset.
+The values are the exporter's running totals. Each one becomes a gauge per exporter, observation
+domain (v9 source id) and counter: a domain is a metering or exporting process of its own, which
+restarts, or goes quiet, on its own. A total that falls means that process restarted, and
+`increase()` treats it as a reset. A sum over domains fell whenever one of them restarted or was
+let go, and `increase()` then counted the other domains' whole totals as new loss.
 """
 
 from __future__ import annotations
@@ -32,7 +34,10 @@ REPORTED_COUNTERS = (
 """IANA elements 41, 42, 40, 163, 164, 165, 407, 166, 167 and 168, by their document names."""
 _KEYS = tuple((f"netflow.{name}", name) for name in REPORTED_COUNTERS)
 MAX_SOURCES_PER_SERIES = 10_000
-"""Exporters and domains summed into one series: bounds what spoofed sources can make flowd keep."""
+"""Exporter addresses summed into one series (they share it when `metrics.exporter_label_limit`
+folds them into one label): bounds what spoofed sources can make flowd keep."""
+MAX_SERIES = 10_000
+"""Series (exporter label, domain, counter) kept; the same bound for domains."""
 MAX_VALUE = 2**64 - 1
 
 
@@ -40,6 +45,9 @@ STALE_AFTER_S = 1_800.0
 """A source not heard from for this long is let go: it has moved to another worker (the kernel
 rehashes exporters when workers restart) or stopped, and its last total must not stay counted."""
 PRUNE_EVERY_S = 60.0
+
+Series = tuple[str, str, str]
+"""(exporter label, observation domain or v9 source id, counter)."""
 
 
 class ExporterReports:
@@ -53,9 +61,13 @@ class ExporterReports:
         self.stats = stats
         self.exporter_label = exporter_label
         self._clock = clock
-        self._latest: dict[tuple[str, str], dict[tuple[str, Any], tuple[int, float]]] = {}
-        """(exporter label, counter) -> {(exporter address, domain): (latest total, when)}."""
-        self._totals: dict[tuple[str, str], int] = {}
+        self._latest: dict[Series, dict[str, tuple[int, float]]] = {}
+        """(exporter label, domain, counter) -> {exporter address: (latest total, when)}: one address
+        but where the label limit folds several exporters into one label."""
+        self._totals: dict[Series, int] = {}
+        self._retired: dict[Series, int] = {}
+        """Last totals of addresses let go from a series that others still share, so that the sum
+        does not fall (a fall reads as the exporter's restart)."""
         self._pruned_at = clock()
 
     @property
@@ -71,14 +83,17 @@ class ExporterReports:
                 if type(value) is not int or not 0 <= value <= MAX_VALUE:
                     continue
                 address = str(document.get("observer.ip"))
-                label = self.exporter_label(address)
-                series = (label, counter)
-                sources = self._latest.setdefault(series, {})
-                source = (address, document.get("netflow.exporter.source_id"))
-                previous = sources.get(source)
+                domain = document.get("netflow.exporter.source_id")
+                series = (self.exporter_label(address), "" if domain is None else str(domain), counter)
+                sources = self._latest.get(series)
+                if sources is None:
+                    if len(self._latest) >= MAX_SERIES:
+                        continue
+                    sources = self._latest[series] = {}
+                previous = sources.get(address)
                 if previous is None and len(sources) >= MAX_SOURCES_PER_SERIES:
                     continue
-                sources[source] = (value, now)
+                sources[address] = (value, now)
                 total = self._totals.get(series, 0) + value - (previous[0] if previous else 0)
                 self._totals[series] = total
                 self.stats.set("flowd_exporter_reported", series, total)
@@ -91,19 +106,20 @@ class ExporterReports:
             self.prune(now)
 
     def prune(self, now: float) -> None:
-        """Let go of sources not heard from for `STALE_AFTER_S`."""
+        """Let go of sources not heard from for `STALE_AFTER_S`. A series left with none goes
+        (Prometheus ends it: no reset is read); one that others still share keeps the total."""
         self._pruned_at = now
         gauges = self.stats.gauges.get("flowd_exporter_reported", {})
         for series, sources in list(self._latest.items()):
-            stale = [source for source, (_, seen) in sources.items() if now - seen > STALE_AFTER_S]
+            stale = [address for address, (_, seen) in sources.items() if now - seen > STALE_AFTER_S]
             if not stale:
                 continue
-            for source in stale:
-                del sources[source]
-            if sources:
-                self._totals[series] = sum(value for value, _ in sources.values())
-                self.stats.set("flowd_exporter_reported", series, self._totals[series])
-            else:
+            if len(stale) == len(sources):
                 del self._latest[series]
                 self._totals.pop(series, None)
+                self._retired.pop(series, None)
                 gauges.pop(series, None)
+                continue
+            for address in stale:
+                self._retired[series] = self._retired.get(series, 0) + sources.pop(address)[0]
+            self._totals[series] = self._retired[series] + sum(value for value, _ in sources.values())

@@ -85,9 +85,9 @@ METRICS: dict[str, MetricDef] = {
         "gauge",
         "Running totals exporters report of themselves in options data (RFC 7011 section 4 statistics: "
         "exported, observed, ignored and not-sent messages, flows, packets and octets), latest value per "
-        "exporter, summed over its observation domains (the largest of the workers: an exporter that moved "
-        "between workers is in both for a while)",
-        ("exporter", "counter"),
+        "exporter and observation domain (the largest of the workers: an exporter that moved between workers "
+        "is in both for a while)",
+        ("exporter", "domain", "counter"),
         across_workers="max",
     ),
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
