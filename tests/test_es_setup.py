@@ -261,3 +261,58 @@ async def test_documents_with_hex_for_ecs_values_are_indexed(es_url: str) -> Non
     finally:
         delete_target(es_url, target)
         es_request(es_url, "DELETE", "/_index_template/flows-flowdodd")
+
+
+def times_datagram(times: list[tuple[int, int, int]]) -> bytes:
+    """NetFlow v9 whose records carry flowStartMilliseconds, flowEndMilliseconds and
+    observationTimeMilliseconds (IEs 152, 153, 323) as given: absolute times an exporter may fill
+    with anything, such as 2^62 ms (the year 146,140,482)."""
+    fields = [(8, 4), (12, 4), (4, 1), (152, 8), (153, 8), (323, 8)]
+    template = struct.pack("!HH", 257, len(fields)) + b"".join(struct.pack("!HH", *field) for field in fields)
+    data = b"".join(bytes([10, 0, 0, 1, 10, 0, 0, 2, 6]) + struct.pack("!QQQ", *row) for row in times)
+    data += bytes(-len(data) % 4)
+    return (
+        struct.pack("!HHIIII", 9, 1 + len(times), 1000, 1_700_000_000, 1, 0)
+        + struct.pack("!HH", 0, 4 + len(template))
+        + template
+        + struct.pack("!HH", 257, 4 + len(data))
+        + data
+    )
+
+
+async def test_times_no_date_can_hold_are_taken_as_none_and_the_flow_is_indexed(es_url: str) -> None:  # noqa: F811
+    """Found by an audit: an absolute time past the year 9999 became `@timestamp`, which
+    Elasticsearch's `date` refuses, and with it the flow. Such a time now counts as absent."""
+    good, far = 1_700_000_000_500, 2**62
+    rows = [(good - 2_000, good, good - 1), (far, far, far), (good - 2_000, far, good - 1)]
+    result = decode_datagram(times_datagram(rows), ("192.0.2.9", 2055), TemplateCache(), 1_700_000_001.0)
+    all_good = decode_datagram(times_datagram(rows[:1] * 3), ("192.0.2.9", 2055), TemplateCache(), 1_700_000_001.0)
+    for documents in (
+        list(documents_for(result.flows)),
+        [flow_document(record) for record in result.flows],
+    ):
+        first, second, third = documents
+        assert (first["@timestamp"], first["event.start"], first["event.end"]) == (
+            "2023-11-14T22:13:20.500Z",
+            "2023-11-14T22:13:18.500Z",
+            "2023-11-14T22:13:20.500Z",
+        )
+        assert second["@timestamp"] == "2023-11-14T22:13:20.000Z"  # the export time
+        assert "event.start" not in second and "event.end" not in second
+        assert third["@timestamp"] == "2023-11-14T22:13:20.499Z"  # the observation time
+        assert third["event.start"] == "2023-11-14T22:13:18.500Z" and "event.end" not in third
+    assert list(documents_for(all_good.flows))[0] == documents[0] == flow_document(next(iter(all_good.flows)))
+    user, password = es_auth()
+    settings = ElasticsearchSettings(
+        hosts=[es_url], user=user, password=password, data_stream="flows-flowdtime", namespace=uuid.uuid4().hex[:10]
+    )
+    target = f"{settings.data_stream}-{settings.namespace}"
+    try:
+        lines: list[str] = []
+        assert await setup_cluster(settings, lines.append) == 0, lines
+        for number, document in enumerate(documents):
+            answer = es_request(es_url, "POST", f"/{target}/_create/time-{number}", document)
+            assert answer.get("result") == "created", answer
+    finally:
+        delete_target(es_url, target)
+        es_request(es_url, "DELETE", "/_index_template/flows-flowdtime")

@@ -35,7 +35,7 @@ from flowd.output.render import (
     render_values,
 )
 from flowd.output.table import Column, DocumentTable, LazyColumn, Missing, python_values
-from flowd.output.timestamps import AHEAD_TOLERANCE_MS, UPTIME_WRAP_MS, iso_from_ms, uptime_age_ms
+from flowd.output.timestamps import AHEAD_TOLERANCE_MS, UPTIME_WRAP_MS, in_document_range, iso_from_ms, uptime_age_ms
 
 _U64 = np.uint64
 _MAX_LONG = np.uint64(single.MAX_LONG)
@@ -533,10 +533,6 @@ def _add_time_lists(batch: RecordBatch, fields: _Fields, count: int, table: Docu
             )
 
 
-_LARGEST_MS = 1 << 62
-"""Epoch ms beyond this (a template's garbage) take the Python path, which cannot overflow."""
-
-
 def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> bool:
     """`_add_time_lists` in numpy, when every time it reads is an integer array in range and each
     sysUpTime-relative time has its uptime; False (nothing added) otherwise."""
@@ -558,7 +554,9 @@ def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: Doc
         column = fields.integers(names)
         if column is None:
             return None
-        if not isinstance(column, np.ndarray) or (len(column) and int(column.max()) >= _LARGEST_MS):
+        if not isinstance(column, np.ndarray):
+            return False
+        if len(column) and not (in_document_range(int(column.min())) and in_document_range(int(column.max()))):
             return False
         return column.astype(np.int64)
 
@@ -633,15 +631,17 @@ def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] |
         return None if column is None else python_values(column)
 
     def resolve(absolute: tuple[str, ...], relative: str, delta: str) -> list[Any] | None:
+        values: list[Any] = [None] * count
         column = integers(absolute)
         if column is not None:
-            return column
-        values: list[Any] = [None] * count
+            values = [v if _is_time(v) else None for v in column]
+            if None not in values:
+                return values
         relative_values = integers((relative,))
         if relative_values is not None:
             values = [
-                None if u is None else e - uptime_age_ms(u, v)
-                for e, u, v in zip(export_ms, uptimes, relative_values, strict=True)
+                e - uptime_age_ms(u, r) if v is None and u is not None else v
+                for v, e, u, r in zip(values, export_ms, uptimes, relative_values, strict=True)
             ]
         delta_values = integers((delta,))
         if delta_values is not None and None in values:
@@ -655,19 +655,22 @@ def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] |
     return start, end
 
 
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int) and in_document_range(value)
+
+
 def _timestamps(batch: RecordBatch, fields: _Fields, end: list[Any] | None, count: int) -> list[Any]:
     """`documents._timestamp_ms` per record: the end, else the event time, export time, receive time."""
+    headers = batch.row_headers
+    if headers is None:
+        fallback = [single.clock_ms(batch.export_time, batch.received_at)] * count
+    else:
+        fallback = headers.per_row(
+            [single.clock_ms(e, r) for e, r in zip(headers.export_time, headers.received_at, strict=True)]
+        )
     event = fields.integers(single.EVENT_TIME)
     if event is not None:
-        fallback = python_values(event)
-    else:
-        headers = batch.row_headers
-        if headers is None:
-            fallback = [single.clock_ms(batch.export_time, batch.received_at)] * count
-        else:
-            fallback = headers.per_row(
-                [single.clock_ms(e, r) for e, r in zip(headers.export_time, headers.received_at, strict=True)]
-            )
+        fallback = [e if _is_time(e) else f for e, f in zip(python_values(event), fallback, strict=True)]
     if end is None:
         return fallback
     if None not in end:

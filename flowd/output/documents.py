@@ -12,7 +12,7 @@ from typing import Any
 from flowd.model import KIND_NETFLOW_OPTIONS, KIND_SFLOW_COUNTERS, KIND_SFLOW_DROP, KIND_SFLOW_FLOW, FlowRecord
 from flowd.output.ecs import TRANSPORTS, ecs_mac, flow_id
 from flowd.output.sflow_documents import sflow_document
-from flowd.output.timestamps import iso_from_ms, uptime_age_ms
+from flowd.output.timestamps import in_document_range, iso_from_ms, uptime_age_ms
 
 MAX_LONG = 2**63 - 1
 """Elasticsearch `long`; scaled counters saturate here rather than fail the whole document."""
@@ -112,6 +112,13 @@ def _first_int(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
         if isinstance(value, int):
             return value
     return None
+
+
+def _first_time(fields: dict[str, Any], names: tuple[str, ...]) -> int | None:
+    """The first of `names` the record has as an integer, if a document's date can hold it
+    (`timestamps.in_document_range`)."""
+    value = _first_int(fields, names)
+    return value if value is not None and in_document_range(value) else None
 
 
 def pick_address(ipv4: Any, ipv6: Any) -> Any:
@@ -233,7 +240,7 @@ def _timestamp_ms(record: FlowRecord, end_ms: int | None) -> int:
     """Flow end; else the event time; else the export time; else when it was received."""
     if end_ms is not None:
         return end_ms
-    event_ms = _first_int(record.fields, EVENT_TIME)
+    event_ms = _first_time(record.fields, EVENT_TIME)
     if event_ms is not None:
         return event_ms
     return clock_ms(record.export_time, record.received_at)
@@ -250,8 +257,8 @@ def _flow_times(record: FlowRecord) -> tuple[int | None, int | None]:
     """Absolute start and end in epoch ms, from absolute elements or sysUpTime-relative ones.
     Only integers count: a template giving a time element an odd length decodes it as hex."""
     fields = record.fields
-    start = _first_int(fields, START_ABSOLUTE)
-    end = _first_int(fields, END_ABSOLUTE)
+    start = _first_time(fields, START_ABSOLUTE)
+    end = _first_time(fields, END_ABSOLUTE)
     export_ms = clock_ms(record.export_time, record.received_at)
     if record.uptime_ms is not None:
         if start is None:

@@ -19,6 +19,7 @@ import orjson
 
 from flowd.decode.records import ipv6_string
 from flowd.output.distinct import unique_inverse
+from flowd.output.timestamps import FIRST_MS, LAST_MS
 
 _UNHASHABLE = frozenset((list, dict))
 PAD = 0x20
@@ -284,8 +285,6 @@ def ipv6_texts(addresses: npt.NDArray[Any]) -> list[str]:
     return list(map(ipv6_string, addresses.tolist()))
 
 
-_ISO_FIRST_MS = 0
-_ISO_LAST_MS = 253_402_300_799_999
 """9999-12-31T23:59:59.999Z: four-digit years only (`timestamps.iso_from_ms` covers the rest)."""
 
 
@@ -299,7 +298,7 @@ def render_iso_ms(values: npt.NDArray[Any]) -> npt.NDArray[np.uint8] | None:
     Each distinct second is formatted once (a batch spans few); milliseconds come from a table.
     """
     count = len(values)
-    if count and (values.min() < _ISO_FIRST_MS or values.max() > _ISO_LAST_MS):
+    if count and (values.min() < FIRST_MS or values.max() > LAST_MS):
         return None
     seconds, millis = np.divmod(values.astype(np.int64), 1000)
     distinct, inverse = unique_inverse(seconds)

@@ -4,6 +4,17 @@ from __future__ import annotations
 
 import time
 
+FIRST_MS = 0
+LAST_MS = 253_402_300_799_999
+"""The epoch ms a document's dates hold: 1970 to the end of 9999. Elasticsearch's `date` refuses a
+year past 9999 without a sign, and with it the whole document; a time outside comes from a
+template's garbage, and is taken as no time at all."""
+
+
+def in_document_range(epoch_ms: int) -> bool:
+    return FIRST_MS <= epoch_ms <= LAST_MS
+
+
 _SECOND_PREFIXES: dict[int, str] = {}
 _MAX_CACHED_SECONDS = 4096
 
