@@ -28,6 +28,7 @@ from flowd.output.index_template import (
     total_fields_limit,
 )
 from tests.es_server import delete_target, es_auth, es_request, es_url, is_osmem  # noqa: F401
+from tests.test_ipfix_features import ipfix_message, ipfix_set
 
 pytestmark = [pytest.mark.integration]
 
@@ -301,7 +302,7 @@ async def test_times_no_date_can_hold_are_taken_as_none_and_the_flow_is_indexed(
         assert "event.start" not in second and "event.end" not in second
         assert third["@timestamp"] == "2023-11-14T22:13:20.499Z"  # the observation time
         assert third["event.start"] == "2023-11-14T22:13:18.500Z" and "event.end" not in third
-    assert list(documents_for(all_good.flows))[0] == documents[0] == flow_document(next(iter(all_good.flows)))
+    assert next(iter(documents_for(all_good.flows))) == documents[0] == flow_document(next(iter(all_good.flows)))
     user, password = es_auth()
     settings = ElasticsearchSettings(
         hosts=[es_url], user=user, password=password, data_stream="flows-flowdtime", namespace=uuid.uuid4().hex[:10]
@@ -316,3 +317,40 @@ async def test_times_no_date_can_hold_are_taken_as_none_and_the_flow_is_indexed(
     finally:
         delete_target(es_url, target)
         es_request(es_url, "DELETE", "/_index_template/flows-flowdtime")
+
+
+def float_datagram(template_id: int, length: int, value: bytes) -> bytes:
+    """IPFIX with samplingProbability (IE 311, float64) in `length` bytes: other than 4 or 8,
+    flowd keeps it as hex."""
+    template = struct.pack("!HH", template_id, 3) + struct.pack("!HHHHHH", 8, 4, 12, 4, 311, length)
+    record = bytes([10, 0, 0, 1, 10, 0, 0, 2]) + value
+    return ipfix_message(ipfix_set(2, template), ipfix_set(template_id, record))
+
+
+async def test_a_raw_float_then_hex_in_the_same_field_is_indexed_with_its_digits(es_url: str) -> None:  # noqa: F811
+    """Found by an audit: raw float64 elements were mapped as they came, `float` with no room for a
+    later value kept as hex, which then cost its flow; a `float` also kept 7 digits of 17."""
+    cache = TemplateCache()
+    documents = []
+    for template_id, length, value in ((256, 8, struct.pack("!d", 1 / 3)), (257, 3, b"\x0a\x0b\x0c")):
+        result = decode_datagram(float_datagram(template_id, length, value), ("192.0.2.9", 4739), cache, 1.7e9)
+        documents += list(documents_for(result.flows))
+    assert [d["netflow.sampling_probability"] for d in documents] == [1 / 3, "0a0b0c"]
+    user, password = es_auth()
+    settings = ElasticsearchSettings(
+        hosts=[es_url], user=user, password=password, data_stream="flows-flowdfloat", namespace=uuid.uuid4().hex[:10]
+    )
+    target = f"{settings.data_stream}-{settings.namespace}"
+    try:
+        lines: list[str] = []
+        assert await setup_cluster(settings, lines.append) == 0, lines
+        for number, document in enumerate(documents):
+            answer = es_request(es_url, "POST", f"/{target}/_create/float-{number}", document)
+            assert answer.get("result") == "created", answer
+        mapping = es_request(es_url, "GET", f"/{target}/_mapping")
+        (index,) = mapping.values()
+        field = index["mappings"]["properties"]["netflow"]["properties"]["sampling_probability"]
+        assert field["type"] == "double"
+    finally:
+        delete_target(es_url, target)
+        es_request(es_url, "DELETE", "/_index_template/flows-flowdfloat")

@@ -124,7 +124,9 @@ def test_values_that_are_not_counts_and_too_many_sources_are_ignored() -> None:
         for i in range(MAX_SOURCES_PER_SERIES + 5)
     ]
     reports.learn(documents)
-    assert stats.gauges["flowd_exporter_reported"] == {("other", "", "not_sent_flow_total_count"): MAX_SOURCES_PER_SERIES}
+    assert stats.gauges["flowd_exporter_reported"] == {
+        ("other", "", "not_sent_flow_total_count"): MAX_SOURCES_PER_SERIES
+    }
 
 
 def test_an_exporter_that_moved_between_workers_is_not_counted_twice() -> None:

@@ -55,6 +55,10 @@ past 2^63, an address element of an odd length kept as hex) are left out of the 
 `_source`, instead of costing the cluster the whole document. The ECS fields the documents copy
 from those values unchanged (addresses, ports, ifIndexes, BGP AS numbers) get the same treatment:
 a template giving `sourceIPv4Address` 5 bytes or `ingressInterface` 16 makes them hex there too."""
+_RAW_DOUBLE = {"type": "double", "ignore_malformed": True}
+"""Raw float64 elements (samplingProbability, the error and confidence-limit elements): a `float`
+would lose digits, and a later value kept as hex (a template giving one 3 bytes) must not cost
+the document."""
 
 
 def _endpoint() -> dict[str, Any]:
@@ -126,6 +130,13 @@ def mappings() -> dict[str, Any]:
                     "path_match": f"{protocol}.*",
                     "match_mapping_type": "long",
                     "mapping": _RAW_LONG,
+                }
+            },
+            {
+                f"{protocol}_floats": {
+                    "path_match": f"{protocol}.*",
+                    "match_mapping_type": "double",
+                    "mapping": _RAW_DOUBLE,
                 }
             },
         ]
