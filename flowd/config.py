@@ -135,6 +135,9 @@ class ElasticsearchSettings:
     spool_dir: str = "./flowd-data/spool"
     spool_max_bytes: int = 1024 * 1024 * 1024
     dead_letter_path: str = "./flowd-data/dead-letter.ndjson"
+    dead_letter_max_bytes: int = 256 * 1024 * 1024
+    """The dead-letter file's cap: past it, rejected documents are counted, not written. A mapping
+    conflict rejects every flow, and an unbounded file filled the disk the spool needs."""
 
 
 @dataclass(slots=True)
@@ -615,6 +618,7 @@ def validate_settings(settings: Settings) -> None:
         "elasticsearch.flush_interval_s": settings.elasticsearch.flush_interval_s,
         "elasticsearch.retry_max_s": settings.elasticsearch.retry_max_s,
         "elasticsearch.spool_max_bytes": settings.elasticsearch.spool_max_bytes,
+        "elasticsearch.dead_letter_max_bytes": settings.elasticsearch.dead_letter_max_bytes,
         "metrics.status_interval_s": settings.metrics.status_interval_s,
         "shutdown_grace_s": settings.shutdown_grace_s,
     }

@@ -277,3 +277,34 @@ async def test_raw_values_that_do_not_fit_their_mapping_keep_their_document(es_u
         assert [hit["_source"]["labels.seq"] for hit in found["hits"]["hits"]] == [0]
     finally:
         delete_target(es_url, target)
+
+
+async def test_the_dead_letter_file_stops_at_its_cap_and_counts_the_rest(es_url: str, tmp_path: Path) -> None:  # noqa: F811
+    """Found by an audit: a mapping conflict dead-letters every flow, and the file grew until the
+    disk it shares with the spool was full. Past `dead_letter_max_bytes` documents are counted,
+    not written; once the operator moves the file away, writing starts again."""
+    settings = make_settings(tmp_path, es_url, batch_docs=1, dead_letter_max_bytes=3_000)
+    target = await prepare(es_url, settings)
+    bad = [{**document, "network.bytes": "not-a-number"} for document in numbered(40)]
+    sink = ElasticsearchSink(settings, policy=FAST_RETRY, request_timeout_s=5.0)
+    path = Path(settings.dead_letter_path)
+    try:
+        await sink.start()
+        for document in bad[:30]:
+            await sink.write([document])
+            await sink.flush()
+            assert await sink.wait_idle(30.0)
+        lines = path.read_bytes().splitlines()
+        longest = max(len(line) + 1 for line in lines)
+        assert 3_000 <= path.stat().st_size < 3_000 + longest
+        stats = sink.stats
+        assert stats["docs_dead_lettered"] == 30
+        assert stats["dead_letters_unwritten"] == 30 - len(lines) > 0
+        path.rename(tmp_path / "looked-at.ndjson")
+        await sink.write(bad[30:31])
+        await sink.flush()
+        assert await sink.wait_idle(30.0)
+        assert len(path.read_bytes().splitlines()) == 1
+        await sink.close()
+    finally:
+        delete_target(es_url, target)

@@ -84,6 +84,8 @@ class SinkStats:
     """Item failures of any kind (each attempt counts)."""
     docs_retried: int = 0
     docs_dead_lettered: int = 0
+    dead_letters_unwritten: int = 0
+    """Dead-lettered documents not written: the file was at `dead_letter_max_bytes`."""
     docs_dropped: int = 0
     """Lost at shutdown because neither the cluster nor the spool could take them (logged)."""
     bulk_requests: int = 0
@@ -231,6 +233,7 @@ class ElasticsearchSink:
         self._builder = BatchBuilder(settings.batch_docs, settings.batch_bytes, clock)
         self._spool = Spool(settings.spool_dir, settings.spool_max_bytes, wall_clock=wall_clock)
         self._dead_letter_path = Path(settings.dead_letter_path)
+        self._dead_letter_max_bytes = settings.dead_letter_max_bytes
         self._target = f"/{self.index}/_bulk?{BULK_FILTER_PATH}"
         self._stats = SinkStats()
         self._cond = asyncio.Condition()
@@ -677,19 +680,23 @@ class ElasticsearchSink:
     # -- dead letters ----------------------------------------------------------------------------
 
     async def _dead_letter(self, rejected: list[tuple[bytes, int, Any]]) -> None:
-        """Append (document, status, server error) lines to the dead-letter file; one log line per call."""
+        """Append (document, status, server error) lines to the dead-letter file, while it is
+        under its cap; one log line per call."""
         at = iso_from_seconds(self._wall_clock())
         lines = b"".join(dead_letter_line(document, status, error, at) for document, status, error in rejected)
         self._stats.docs_dead_lettered += len(rejected)
+        written = await asyncio.to_thread(self._append_dead_letters, lines)
+        if not written:
+            self._stats.dead_letters_unwritten += len(rejected)
         _document, status, error = rejected[0]
         _log.warning(
-            "%d documents rejected (first: HTTP %d %s); written to %s",
+            "%d documents rejected (first: HTTP %d %s); %s %s",
             len(rejected),
             status,
             error_reason({"error": error}),
+            "written to" if written else "not written (the file is at elasticsearch.dead_letter_max_bytes):",
             self._dead_letter_path,
         )
-        await asyncio.to_thread(self._append_dead_letters, lines)
 
     async def _dead_letter_unserialisable(self, rejected: list[Unserialisable]) -> None:
         for item in rejected:
@@ -699,10 +706,18 @@ class ElasticsearchSink:
                 document = orjson.dumps(repr(item.document))
             await self._dead_letter([(document, 0, {"type": "serialization_error", "reason": item.reason})])
 
-    def _append_dead_letters(self, lines: bytes) -> None:
-        self._dead_letter_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self._dead_letter_path, "ab") as handle:
+    def _append_dead_letters(self, lines: bytes) -> bool:
+        """False, writing nothing, when the file is at its cap. The first rejections show the
+        cause; the same cause goes on rejecting, and the disk is the spool's too. Workers share
+        the file, so each may go past the cap by one call's lines."""
+        path = self._dead_letter_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size >= self._dead_letter_max_bytes:
+                return False
+        with open(path, "ab") as handle:
             handle.write(lines)
+        return True
 
 
 def build_elasticsearch_sink(settings: ElasticsearchSettings, worker: int = 0, workers: int = 1) -> ElasticsearchSink:

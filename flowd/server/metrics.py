@@ -147,6 +147,9 @@ METRICS: dict[str, MetricDef] = {
     "flowd_es_docs_dead_lettered": MetricDef(
         "counter", "Documents rejected for their content, written to the dead-letter file"
     ),
+    "flowd_es_dead_letters_unwritten": MetricDef(
+        "counter", "Dead-lettered documents not written: the file was at elasticsearch.dead_letter_max_bytes"
+    ),
     "flowd_es_docs_dropped": MetricDef("counter", "Documents lost at shutdown (cluster and spool both full)"),
     "flowd_es_bulk_requests": MetricDef("counter", "Bulk requests sent"),
     "flowd_es_bulk_request_failures": MetricDef("counter", "Bulk requests that failed as a whole"),
@@ -444,6 +447,7 @@ ES_COUNTERS = (
     "docs_failed",
     "docs_retried",
     "docs_dead_lettered",
+    "dead_letters_unwritten",
     "docs_dropped",
     "bulk_requests",
     "bulk_request_failures",
