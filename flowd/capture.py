@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from flowd.errors import FlowdError
+
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": ("<", 1e-6),
     b"\xa1\xb2\xc3\xd4": (">", 1e-6),
@@ -39,18 +41,30 @@ class Datagram:
     transport: str = "udp"
 
 
+class CaptureError(FlowdError):
+    """A file that cannot be read as a capture at all (missing, unreadable, header cut short)."""
+
+
+PCAP_HEADER_BYTES = 24
+
+
 def read_datagrams(path: str | Path) -> Iterator[Datagram]:
-    """Every datagram in one file, whatever its format."""
-    data = Path(path).read_bytes()
+    """Every datagram in one file, whatever its format. The file is read, and its header
+    checked, when this is called, so `CaptureError` (naming the file) comes before any datagram."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise CaptureError(f"{path}: cannot read it: {error.strerror or error}") from error
     head = data[:4]
     if head in PCAP_MAGICS:
-        yield from _read_pcap(data)
-    elif head == PCAPNG_MAGIC:
-        yield from _read_pcapng(data)
-    elif head[:2] == b"\x00\x0a" and str(path).endswith((".ipfix", ".ipfx")):
-        yield from _read_ipfix_file(data)
-    else:
-        yield Datagram(data, RAW_EXPORTER, ("192.0.2.2", 0), 0.0, "raw")
+        if len(data) < PCAP_HEADER_BYTES:  # the link type is in the last word of the header
+            raise CaptureError(f"{path}: pcap file header cut short ({len(data)} of {PCAP_HEADER_BYTES} bytes)")
+        return _read_pcap(data)
+    if head == PCAPNG_MAGIC:
+        return _read_pcapng(data)
+    if head[:2] == b"\x00\x0a" and str(path).endswith((".ipfix", ".ipfx")):
+        return _read_ipfix_file(data)
+    return iter((Datagram(data, RAW_EXPORTER, ("192.0.2.2", 0), 0.0, "raw"),))
 
 
 def _read_ipfix_file(data: bytes) -> Iterator[Datagram]:

@@ -206,8 +206,10 @@ def _decode(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `flowd decode x.pcap | head` is normal use
         sys.stderr.close()
         return 0
+    for problem in summary.unreadable_files:
+        print(f"flowd: {problem}", file=sys.stderr)
     print(summary.describe(), file=sys.stderr)
-    return 0
+    return 1 if summary.unreadable_files else 0
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flowd.capture import read_datagrams
+from flowd.capture import CaptureError, read_datagrams
 from flowd.config import EnrichSettings
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.sequence import SequenceTracker, export_mark
@@ -32,6 +32,8 @@ class DecodeSummary:
     sequence_missed: Counter[str] = field(default_factory=Counter)
     """Exports the exporters numbered that are not in the files, per protocol (in its unit)."""
     sequence_events: Counter[str] = field(default_factory=Counter)
+    unreadable_files: list[str] = field(default_factory=list)
+    """One message per file that could not be read as a capture (it is skipped)."""
 
     def describe(self) -> str:
         reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.errors.items())) or "none"
@@ -55,7 +57,12 @@ def decode_results(paths: Iterable[str | Path], summary: DecodeSummary) -> Itera
     templates = TemplateCache()
     sequences = SequenceTracker()
     for path in paths:
-        for datagram in read_datagrams(path):
+        try:
+            datagrams = read_datagrams(path)
+        except CaptureError as error:
+            summary.unreadable_files.append(str(error))
+            continue
+        for datagram in datagrams:
             summary.datagrams += 1
             try:
                 result = decode_datagram(datagram.payload, datagram.source, templates, datagram.timestamp)
