@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import orjson
 
@@ -460,6 +461,33 @@ def _check_port(key: str, port: int) -> None:
         raise ConfigError(f"{key}: port {port} is outside 0-65535")
 
 
+ES_DEFAULT_PORT = 9200
+
+
+def parse_es_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
+    """`host`, `host:port` (ElastiFlow's ES_HOST form, https when `tls`) or
+    `scheme://host[:port][/prefix]` -> (scheme, host, port, path prefix). ValueError when it is
+    none of those, or carries credentials: they belong in `elasticsearch.user`/`password` or
+    `api_key`, which are masked in check-config and never logged, where a URL is printed as it is
+    (and the transport would not send them). The message never repeats such a URL."""
+    text = url.strip()
+    if "://" not in text:
+        text = ("https://" if tls else "http://") + text
+    parts = urlsplit(text)
+    if "@" in parts.netloc:
+        raise ValueError(
+            f"{parts.scheme}://…@{parts.netloc.rpartition('@')[2]}: credentials in a host URL are not used;"
+            " set elasticsearch.user and password, or api_key"
+        )
+    try:
+        port = parts.port
+    except ValueError as error:  # not a number, or past 65535
+        raise ValueError(f"{url!r}: bad port ({error})") from error
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ValueError(f"{url!r} is not http(s)://host[:port][/prefix]")
+    return parts.scheme, parts.hostname, port or ES_DEFAULT_PORT, parts.path.rstrip("/")
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_NETWORK_NAME = 256
 
@@ -591,6 +619,11 @@ def validate_settings(settings: Settings) -> None:
         except ValueError as error:
             raise ConfigError(f"listen.allowed_exporters: {network!r} is not a network") from error
     split_address(settings.metrics.address, "metrics.address")
+    for host in settings.elasticsearch.hosts:
+        try:
+            parse_es_host(host, tls=settings.elasticsearch.tls)
+        except ValueError as error:
+            raise ConfigError(f"elasticsearch.hosts: {error}") from error
     positive: dict[str, float] = {
         "listen.receive_buffer_bytes": listen.receive_buffer_bytes,
         "listen.queue_size": listen.queue_size,

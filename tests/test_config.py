@@ -206,3 +206,38 @@ def test_nameservers_are_ip_addresses() -> None:
     assert parse_nameserver("2001:db8::53") == ("2001:db8::53", 53)
     with pytest.raises(ConfigError, match="not an IP address"):
         parse_nameserver("localhost:53")
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ("ftp://es:9200", "'ftp://es:9200' is not http(s)://host[:port][/prefix]"),
+        ("es:99999", "'es:99999': bad port"),
+        ("es1:9200,es2:nine", "'es2:nine': bad port"),
+    ],
+)
+def test_bad_elasticsearch_hosts_stop_loading(hosts: str, message: str) -> None:
+    """Found by an audit: these passed check-config, then every worker died at start with a
+    ValueError traceback and the supervisor restarted it every 10 s."""
+    for env in ({"FLOWD_ELASTICSEARCH_HOSTS": hosts}, {"ELASTIFLOW_ES_HOST": hosts}):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(None, env)
+        assert str(caught.value).startswith(f"elasticsearch.hosts: {message}")
+
+
+def test_credentials_in_a_host_url_are_refused_without_repeating_them() -> None:
+    """Found by an audit: `https://elastic:changeme@es:9200` was accepted, its password printed by
+    check-config and in the start-up log line naming the output, and never sent (only the host
+    was taken from the URL)."""
+    env = {"FLOWD_ELASTICSEARCH_HOSTS": "https://elastic:changeme@es:9200"}
+    with pytest.raises(ConfigError, match=r"elasticsearch\.hosts: https://…@es:9200: credentials") as caught:
+        load_settings(None, env)
+    assert "changeme" not in str(caught.value)
+
+
+def test_elastiflow_es_host_form_takes_its_scheme_from_ssl_enable() -> None:
+    from flowd.output.elasticsearch import parse_host
+
+    loaded = load_settings(None, {"ELASTIFLOW_ES_HOST": "127.0.0.1:9200", "ELASTIFLOW_ES_SSL_ENABLE": "true"})
+    es = loaded.settings.elasticsearch
+    assert [parse_host(host, tls=es.tls) for host in es.hosts] == [("https", "127.0.0.1", 9200, "")]

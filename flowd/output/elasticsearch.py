@@ -29,7 +29,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +36,7 @@ import orjson
 from elastic_transport import AsyncTransport, NdjsonSerializer, NodeConfig, TransportError
 from elastic_transport import OrjsonSerializer as _OrjsonSerializer
 
-from flowd.config import ElasticsearchSettings
+from flowd.config import ElasticsearchSettings, parse_es_host
 from flowd.output.bulk import (
     Batch,
     BatchBuilder,
@@ -55,7 +54,6 @@ from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9200
 DEFAULT_MEMORY_BUFFER_BYTES = 64 * 1024 * 1024
 """Batches held in memory while the cluster is away, before the oldest go to the spool."""
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
@@ -105,14 +103,9 @@ class SinkStats:
 
 
 def parse_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
-    """`host`, `host:port` or `scheme://host[:port][/prefix]` -> (scheme, host, port, path prefix)."""
-    text = url.strip()
-    if "://" not in text:
-        text = ("https://" if tls else "http://") + text
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"elasticsearch host {url!r} is not http(s)://host[:port]")
-    return parts.scheme, parts.hostname, parts.port or DEFAULT_PORT, parts.path.rstrip("/")
+    """(scheme, host, port, path prefix) of a configured host; `config.parse_es_host` checks it
+    at load too, so a bad host stops start-up instead of every worker."""
+    return parse_es_host(url, tls=tls)
 
 
 def auth_headers(settings: ElasticsearchSettings) -> dict[str, str]:
