@@ -3,7 +3,9 @@ ElastiFlow 4.x compatibility names) lives below the dataclasses."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import math
 import os
 import socket
 import tomllib
@@ -242,14 +244,17 @@ def _coerce(key: str, value: Any, kind: Any) -> Any:
                 pass
         raise ConfigError(f"{key}: expected an integer, got {value!r}")
     if kind is float:
+        number: float | None = None
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{key}: expected a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value.strip())
+        # nan and inf (TOML literals, and strings float() takes) would pass every range check:
+        # nan compares false with everything, so a nan TTL or interval is neither negative nor 0.
+        if number is None or not math.isfinite(number):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return number
     if kind is str:
         if isinstance(value, str):
             return value

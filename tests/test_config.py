@@ -241,3 +241,20 @@ def test_elastiflow_es_host_form_takes_its_scheme_from_ssl_enable() -> None:
     loaded = load_settings(None, {"ELASTIFLOW_ES_HOST": "127.0.0.1:9200", "ELASTIFLOW_ES_SSL_ENABLE": "true"})
     es = loaded.settings.elasticsearch
     assert [parse_host(host, tls=es.tls) for host in es.hosts] == [("https", "127.0.0.1", 9200, "")]
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "key"),
+    [
+        ("", {"FLOWD_TEMPLATES_TTL_S": "nan"}, "templates.ttl_s"),
+        ("", {"ELASTIFLOW_DNS_HIT_CACHE_TTL": "NaN"}, "enrich.dns_hit_cache_ttl_s"),
+        ("shutdown_grace_s = inf\n", {}, "shutdown_grace_s"),
+        ("[listen]\nbatch_delay_ms = nan\n", {}, "listen.batch_delay_ms"),
+        ("", {"FLOWD_ELASTICSEARCH_RETRY_MAX_S": "-inf"}, "elasticsearch.retry_max_s"),
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, toml: str, env: dict[str, str], key: str) -> None:
+    """Found by an audit: nan passed every range check (it is neither negative nor 0), so a nan
+    TTL, delay or interval loaded and reached the timers; inf passed the non-negative ones."""
+    with pytest.raises(ConfigError, match=f"^{key}: expected a finite number"):
+        load_settings(write(tmp_path, toml), env)
