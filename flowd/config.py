@@ -637,8 +637,6 @@ def validate_settings(settings: Settings) -> None:
         "templates.max_total": settings.templates.max_total,
         "output.rotate_bytes": settings.output.rotate_bytes,
         "enrich.geoip_cache_size": settings.enrich.geoip_cache_size,
-        "enrich.dns_hit_cache_size": settings.enrich.dns_hit_cache_size,
-        "enrich.dns_failed_cache_size": settings.enrich.dns_failed_cache_size,
         "enrich.dns_concurrency": settings.enrich.dns_concurrency,
         "elasticsearch.batch_docs": settings.elasticsearch.batch_docs,
         "elasticsearch.batch_bytes": settings.elasticsearch.batch_bytes,
@@ -651,6 +649,9 @@ def validate_settings(settings: Settings) -> None:
         "templates.persist_interval_s": settings.templates.persist_interval_s,
         "templates.ttl_s": settings.templates.ttl_s,
         "enrich.dns_timeout_s": settings.enrich.dns_timeout_s,
+        # 0: no cache, every address asked again (ElastiFlow's DNS_*_CACHE_SIZE, the dns filter's sizes)
+        "enrich.dns_hit_cache_size": settings.enrich.dns_hit_cache_size,
+        "enrich.dns_failed_cache_size": settings.enrich.dns_failed_cache_size,
         "enrich.dns_deadline_ms": settings.enrich.dns_deadline_ms,
         "elasticsearch.retention_days": settings.elasticsearch.retention_days,
         "elasticsearch.flush_interval_s": settings.elasticsearch.flush_interval_s,

@@ -258,3 +258,23 @@ def test_non_finite_numbers_are_refused(tmp_path: Path, toml: str, env: dict[str
     TTL, delay or interval loaded and reached the timers; inf passed the non-negative ones."""
     with pytest.raises(ConfigError, match=f"^{key}: expected a finite number"):
         load_settings(write(tmp_path, toml), env)
+
+
+def test_dns_cache_sizes_of_0_turn_the_caches_off() -> None:
+    """Found by an audit: ElastiFlow passes DNS_HIT_CACHE_SIZE and DNS_FAILED_CACHE_SIZE to
+    Logstash's dns filter, where 0 (its default) means no cache; flowd refused 0 at load, so such a
+    manifest did not start. Negative sizes are still refused."""
+    from flowd.enrich.dns import ReverseDnsResolver
+
+    env = {
+        "ELASTIFLOW_DNS_HIT_CACHE_SIZE": "0",
+        "ELASTIFLOW_DNS_FAILED_CACHE_SIZE": "0",
+        "ELASTIFLOW_NAMESERVER": "127.0.0.1",
+    }
+    enrich = load_settings(None, env).settings.enrich
+    assert (enrich.dns_hit_cache_size, enrich.dns_failed_cache_size) == (0, 0)
+    resolver = ReverseDnsResolver.from_settings(enrich)
+    resolver.hit_cache.put("192.0.2.1", "host.example", 0.0)
+    assert resolver.hit_cache.get("192.0.2.1", 0.0) is None
+    with pytest.raises(ConfigError, match=r"^enrich\.dns_failed_cache_size: must not be negative"):
+        load_settings(None, {"ELASTIFLOW_DNS_FAILED_CACHE_SIZE": "-1"})
