@@ -152,10 +152,14 @@ def _status(args: argparse.Namespace) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             text = response.read().decode()
-    except (urllib.error.URLError, OSError) as error:
+    except (urllib.error.URLError, OSError, UnicodeDecodeError) as error:
         print(f"flowd: cannot read {url}: {error}", file=sys.stderr)
         return 1
-    status = summarize(text)
+    try:
+        status = summarize(text)
+    except ValueError as error:  # another service on that port: HTML, JSON, a login page
+        print(f"flowd: {url} did not answer with Prometheus metrics: {error}", file=sys.stderr)
+        return 1
     print(orjson.dumps(status.to_json()).decode() if args.json else describe(status, url))
     return 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 
 from flowd.server.metrics import Aggregator, WorkerStats, build_registry
@@ -80,6 +81,37 @@ def test_a_collector_that_does_not_answer_is_an_error() -> None:
     from tests.ports import free_port
 
     assert main(["status", "--url", f"http://127.0.0.1:{free_port()}/metrics"]) == 1
+
+
+@pytest.mark.parametrize("body", [b"<!DOCTYPE html><html>Kibana</html>\n", b"\xff\xfe not text\n"])
+def test_a_page_that_is_not_metrics_is_an_error(body: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by an audit: `--url` at another service (or a wrong port) ended in a ValueError or
+    UnicodeDecodeError traceback from the metrics parser."""
+    import http.server
+    import threading
+
+    from flowd.cli import main
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+        assert main(["status", "--url", url]) == 1
+    finally:
+        server.shutdown()
+        server.server_close()
+    err = capsys.readouterr().err
+    assert err.startswith("flowd: ") and url in err and "Traceback" not in err
 
 
 def test_enrichment_table_sizes_are_gauges_not_counters() -> None:
