@@ -1,7 +1,7 @@
 """Read export datagrams from files: pcap, pcapng, raw payload files and IPFIX files (RFC 5655).
 
-Only what `flowd decode` and the replay tools need: UDP payloads over Ethernet (with 802.1Q
-tags), Linux cooked capture, or raw IP; IPv4 fragments other than the first are skipped.
+Only what `flowd decode` and the replay tools need: UDP payloads over Ethernet or Linux cooked
+capture v1 and v2 (with 802.1Q tags), or raw IP; IPv4 fragments other than the first are skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
 LINKTYPE_LINUX_SLL = 113
+LINKTYPE_LINUX_SLL2 = 276
+"""Linux cooked capture v2: what `tcpdump -i any` writes since tcpdump 4.99 / libpcap 1.10."""
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_NULL = 0
@@ -139,21 +141,30 @@ def _udp_payload(frame: bytes, linktype: int) -> tuple[bytes, tuple[str, int], t
     if linktype == LINKTYPE_ETHERNET:
         if len(frame) < 14:
             return None
-        ethertype = struct.unpack_from("!H", frame, 12)[0]
-        offset = 14
-        while ethertype in (0x8100, 0x88A8, 0x9100) and len(frame) >= offset + 4:
-            ethertype = struct.unpack_from("!H", frame, offset + 2)[0]
-            offset += 4
-        return _ip_udp(frame, offset, ethertype)
-    if linktype == LINKTYPE_LINUX_SLL:
+        return _after_vlan_tags(frame, 14, struct.unpack_from("!H", frame, 12)[0])
+    if linktype == LINKTYPE_LINUX_SLL:  # protocol in the last 2 of 16 bytes
         if len(frame) < 16:
             return None
-        return _ip_udp(frame, 16, struct.unpack_from("!H", frame, 14)[0])
+        return _after_vlan_tags(frame, 16, struct.unpack_from("!H", frame, 14)[0])
+    if linktype == LINKTYPE_LINUX_SLL2:  # protocol in the first 2 of 20 bytes
+        if len(frame) < 20:
+            return None
+        return _after_vlan_tags(frame, 20, struct.unpack_from("!H", frame, 0)[0])
     if linktype == LINKTYPE_NULL:
         return _ip_udp(frame, 4, 0)
     if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6):
         return _ip_udp(frame, 0, 0)
     return None
+
+
+def _after_vlan_tags(
+    frame: bytes, offset: int, ethertype: int
+) -> tuple[bytes, tuple[str, int], tuple[str, int]] | None:
+    """802.1Q/802.1ad tags, which libpcap also writes back after a cooked header."""
+    while ethertype in (0x8100, 0x88A8, 0x9100) and len(frame) >= offset + 4:
+        ethertype = struct.unpack_from("!H", frame, offset + 2)[0]
+        offset += 4
+    return _ip_udp(frame, offset, ethertype)
 
 
 def _ip_udp(frame: bytes, offset: int, ethertype: int) -> tuple[bytes, tuple[str, int], tuple[str, int]] | None:
