@@ -7,6 +7,7 @@ import contextlib
 import ipaddress
 import math
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -493,6 +494,39 @@ def parse_es_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
     return parts.scheme, parts.hostname, port or ES_DEFAULT_PORT, parts.path.rstrip("/")
 
 
+_INDEX_NAME_FORBIDDEN = frozenset('\\/*?"<>|,# :')
+_BYTE_SIZE = re.compile(r"^\d+(\.\d+)?(b|kb|mb|gb|tb|pb)$", re.IGNORECASE)
+_TIME_VALUE = re.compile(r"^\d+(d|h|m|s|ms|micros|nanos)$")
+MAX_INDEX_NAME_BYTES = 255
+
+
+def check_index_names(settings: ElasticsearchSettings) -> None:
+    """`<data_stream>-<namespace>` is the index every document is sent to: Elasticsearch's index
+    name rules (lower case; none of \\ / * ? " < > | , # : or space; not starting with - _ +; at
+    most 255 bytes) checked at load, where a bad name would fail every `_bulk` item."""
+    stream = f"{settings.data_stream}-{settings.namespace}"
+    for key, value in (
+        ("elasticsearch.data_stream", settings.data_stream),
+        ("elasticsearch.namespace", settings.namespace),
+    ):
+        if not value or value != value.lower() or _INDEX_NAME_FORBIDDEN.intersection(value):
+            raise ConfigError(
+                f"{key}: {value!r} cannot be part of an index name"
+                ' (non-empty, lower case, none of \\ / * ? " < > | , # : or space)'
+            )
+    if stream.startswith(("-", "_", "+")) or len(stream.encode()) > MAX_INDEX_NAME_BYTES:
+        raise ConfigError(
+            f"elasticsearch.data_stream: {stream!r} cannot name an index (it may not start with - _ +"
+            f" or be over {MAX_INDEX_NAME_BYTES} bytes)"
+        )
+    if not _BYTE_SIZE.match(settings.rollover_max_size):
+        raise ConfigError(
+            f"elasticsearch.rollover_max_size: {settings.rollover_max_size!r} is not a byte size like 50gb"
+        )
+    if not _TIME_VALUE.match(settings.rollover_max_age):
+        raise ConfigError(f"elasticsearch.rollover_max_age: {settings.rollover_max_age!r} is not a time like 1d or 12h")
+
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 MAX_NETWORK_NAME = 256
 
@@ -624,6 +658,7 @@ def validate_settings(settings: Settings) -> None:
         except ValueError as error:
             raise ConfigError(f"listen.allowed_exporters: {network!r} is not a network") from error
     split_address(settings.metrics.address, "metrics.address")
+    check_index_names(settings.elasticsearch)
     for host in settings.elasticsearch.hosts:
         try:
             parse_es_host(host, tls=settings.elasticsearch.tls)

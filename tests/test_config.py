@@ -278,3 +278,37 @@ def test_dns_cache_sizes_of_0_turn_the_caches_off() -> None:
     assert resolver.hit_cache.get("192.0.2.1", 0.0) is None
     with pytest.raises(ConfigError, match=r"^enrich\.dns_failed_cache_size: must not be negative"):
         load_settings(None, {"ELASTIFLOW_DNS_FAILED_CACHE_SIZE": "-1"})
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"FLOWD_ELASTICSEARCH_NAMESPACE": "Production"}, "elasticsearch.namespace"),
+        ({"FLOWD_ELASTICSEARCH_NAMESPACE": "site a"}, "elasticsearch.namespace"),
+        ({"FLOWD_ELASTICSEARCH_NAMESPACE": ""}, "elasticsearch.namespace"),
+        ({"FLOWD_ELASTICSEARCH_DATA_STREAM": "flows/flowd"}, "elasticsearch.data_stream"),
+        ({"FLOWD_ELASTICSEARCH_DATA_STREAM": "_flows"}, "elasticsearch.data_stream"),
+        ({"FLOWD_ELASTICSEARCH_ROLLOVER_MAX_SIZE": "50 GB"}, "elasticsearch.rollover_max_size"),
+        ({"FLOWD_ELASTICSEARCH_ROLLOVER_MAX_AGE": "1 day"}, "elasticsearch.rollover_max_age"),
+    ],
+)
+def test_index_names_and_rollover_values_are_checked_at_load(env: dict[str, str], key: str) -> None:
+    """Found by an audit: these loaded, then every `_bulk` item was refused (an index name
+    Elasticsearch does not allow) or `flowd setup` failed on the lifecycle policy."""
+    with pytest.raises(ConfigError, match=f"^{key}: "):
+        load_settings(None, env)
+
+
+def test_usual_index_names_and_rollover_values_load() -> None:
+    env = {
+        "FLOWD_ELASTICSEARCH_NAMESPACE": "production",
+        "FLOWD_ELASTICSEARCH_ROLLOVER_MAX_SIZE": "1.5gb",
+        "FLOWD_ELASTICSEARCH_ROLLOVER_MAX_AGE": "12h",
+    }
+    es = load_settings(None, env).settings.elasticsearch
+    assert (es.data_stream, es.namespace, es.rollover_max_size, es.rollover_max_age) == (
+        "flows-flowd",
+        "production",
+        "1.5gb",
+        "12h",
+    )
