@@ -363,6 +363,12 @@ def _clean_environ() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("FLOWD_", "ELASTIFLOW_"))}
 
 
+def _image_environ() -> dict[str, str]:
+    """For the image's own venv: without PYTHONPATH and PYTHONHOME, which would put the checkout
+    the tests run from (or another interpreter's library) before what the venv installed."""
+    return {k: v for k, v in _clean_environ().items() if k not in {"PYTHONPATH", "PYTHONHOME"}}
+
+
 def test_configuration_change_rolls_the_pods(tmp_path: Path) -> None:
     """A changed flowd.toml or environment value gives a new ConfigMap name (content hash), the
     Deployment follows it, and checksum/config or checksum/env changes with it: a new pod template."""
@@ -591,7 +597,7 @@ def test_image_steps_install_flowd_and_its_entry_point_serves(tmp_path: Path) ->
         check=True,
         timeout=180,
         cwd=build_dir,
-        env={**_clean_environ(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+        env={**_image_environ(), "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
     where = subprocess.run(
         [str(venv / "bin" / "python"), "-c", "import flowd; print(flowd.__file__)"],
@@ -600,6 +606,7 @@ def test_image_steps_install_flowd_and_its_entry_point_serves(tmp_path: Path) ->
         timeout=60,
         cwd=tmp_path,
         check=True,
+        env=_image_environ(),
     )
     assert Path(where.stdout.strip()).is_relative_to(build_dir), where.stdout
 
@@ -629,7 +636,7 @@ def test_image_steps_install_flowd_and_its_entry_point_serves(tmp_path: Path) ->
     argv = [str(venv / "bin" / entrypoint[0]), *entrypoint[1:], *cmd[:-1], str(config)]
     data.mkdir()
     process = subprocess.Popen(
-        argv, cwd=data, env=_clean_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        argv, cwd=data, env=_image_environ(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     base = f"http://127.0.0.1:{metrics_port}"
     try:
