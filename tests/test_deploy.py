@@ -1,7 +1,8 @@
 """deploy/: the kustomize overlays render and validate against the Kubernetes schemas, carry the
-properties routers depend on, roll the pods when the configuration changes; the ConfigMap's TOML
-loads; the Dockerfile installs flowd with the README's own command, and the image's entry point
-serves /healthz and exits 0 on SIGTERM.
+properties routers depend on, roll the pods when the configuration changes, and keep on each pod's
+own volume what flowd must find again after the pod is deleted; the ConfigMap's TOML loads; the
+Dockerfile installs flowd with the README's own command, and the image's entry point serves /healthz
+and exits 0 on SIGTERM.
 
 Rendering needs `kubectl` with kustomize v5 (kubectl >= 1.27; Debian 12's kubernetes-client 1.20
 carries kustomize v2.0.3, which cannot build these kustomizations). Schema validation uses the
@@ -102,8 +103,18 @@ def configmap(objects: list[dict[str, Any]], base_name: str) -> dict[str, Any]:
 
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    containers = one(objects, "Deployment", "flowd")["spec"]["template"]["spec"]["containers"]
+    containers = one(objects, "StatefulSet", "flowd")["spec"]["template"]["spec"]["containers"]
     return next(c for c in containers if c["name"] == "flowd")
+
+
+BINARY_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+
+
+def quantity_bytes(quantity: str) -> int:
+    """A Kubernetes storage quantity in bytes (the binary suffixes these manifests use, or none)."""
+    match = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", quantity)
+    assert match, f"unexpected quantity {quantity!r}"
+    return int(match.group(1)) * BINARY_SUFFIXES.get(match.group(2) or "", 1)
 
 
 # --- schemas -------------------------------------------------------------------------------------
@@ -117,7 +128,7 @@ def test_overlay_objects_validate_against_kubernetes_schemas(
     jsonschema = pytest.importorskip("jsonschema")
     objects = rendered[overlay]
     kinds = {o["kind"] for o in objects}
-    assert {"Deployment", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"} <= kinds
+    assert {"StatefulSet", "Service", "ConfigMap", "PodDisruptionBudget", "ServiceMonitor", "PrometheusRule"} <= kinds
     errors = []
     for obj in objects:
         if obj["apiVersion"] == "monitoring.coreos.com/v1":
@@ -212,7 +223,7 @@ def test_flow_service_keeps_exporters_and_their_pods_together(
     ports = {p["name"]: (p["protocol"], p["containerPort"]) for p in container(objects)["ports"]}
     for port in spec["ports"]:
         assert ports[port["targetPort"]] == (port["protocol"], port["port"])
-    pods = one(objects, "Deployment", "flowd")["spec"]["template"]["metadata"]["labels"]
+    pods = one(objects, "StatefulSet", "flowd")["spec"]["template"]["metadata"]["labels"]
     assert spec["selector"].items() <= pods.items()
     settings = load_settings(write_configmap_toml(objects, tmp_path), {}).settings
     listening = {
@@ -258,7 +269,7 @@ def test_probes_and_scraping_use_what_the_collector_serves(
     metrics_port = next(p["containerPort"] for p in flowd["ports"] if p["name"] == "metrics")
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert flowd[probe]["httpGet"]["port"] in ("metrics", metrics_port)
-    annotations = one(objects, "Deployment", "flowd")["spec"]["template"]["metadata"]["annotations"]
+    annotations = one(objects, "StatefulSet", "flowd")["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert int(annotations["prometheus.io/port"]) == metrics_port
     assert annotations["prometheus.io/path"] in served
@@ -270,7 +281,7 @@ def test_probes_and_scraping_use_what_the_collector_serves(
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_run_unprivileged(rendered: dict[str, list[dict[str, Any]]], overlay: str, tmp_path: Path) -> None:
     objects = rendered[overlay]
-    pod = one(objects, "Deployment", "flowd")["spec"]["template"]["spec"]
+    pod = one(objects, "StatefulSet", "flowd")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     context = container(objects)["securityContext"]
@@ -296,13 +307,90 @@ def test_pods_run_unprivileged(rendered: dict[str, list[dict[str, Any]]], overla
         assert any(database.startswith(path + "/") for path in mounts), database
 
 
+def workload(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one object whose pod template runs flowd, whatever its kind."""
+    found = [
+        o
+        for o in objects
+        if o["kind"] in {"Deployment", "StatefulSet", "DaemonSet"} and o["metadata"]["name"] == "flowd"
+    ]
+    assert len(found) == 1, [o["kind"] for o in found]
+    return found[0]
+
+
+def kept_paths(settings: Any) -> dict[str, str]:
+    """What flowd writes to find again at its next start, by what it is (flowd's own path rules)."""
+    from flowd.server.app import template_path
+    from flowd.server.parked_store import parked_directory
+
+    paths = {
+        f"template snapshot of worker {worker}": str(template_path(settings.templates.path, worker))
+        for worker in range(settings.listen.workers)
+    }
+    paths["data sets parked for their templates"] = str(parked_directory(settings.templates.path))
+    paths["Elasticsearch spool"] = settings.elasticsearch.spool_dir
+    paths["dead letters"] = settings.elasticsearch.dead_letter_path
+    paths["NDJSON files (no Elasticsearch host)"] = settings.output.directory
+    return paths
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_what_flowd_keeps_outlives_the_pod(
+    rendered: dict[str, list[dict[str, Any]]], overlay: str, tmp_path: Path
+) -> None:
+    """A kubelet's SIGTERM nearly always ends with the pod deleted (rollout, eviction, drain), and an
+    emptyDir goes with the pod: what flowd spools and persists at SIGTERM must be on a volume from
+    a volumeClaimTemplate, which the pod's successor of the same name mounts again."""
+    objects = rendered[overlay]
+    owner = workload(objects)
+    pod = owner["spec"]["template"]["spec"]
+    flowd = next(c for c in pod["containers"] if c["name"] == "flowd")
+    claims = {t["metadata"]["name"]: t for t in owner["spec"].get("volumeClaimTemplates", [])}
+    pod_volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    environment = configmap(objects, "flowd-env")["data"]
+    settings = load_settings(write_configmap_toml(objects, tmp_path), environment).settings
+    for what, written in kept_paths(settings).items():
+        mounts = [m for m in flowd["volumeMounts"] if (written + "/").startswith(m["mountPath"].rstrip("/") + "/")]
+        assert mounts, f"{overlay}: {what} ({written}) is on no volume"
+        mount = max(mounts, key=lambda m: len(m["mountPath"]))
+        volume = mount["name"]
+        where = f"{overlay}: {what} ({written}) is on volume {volume!r}"
+        source = ", ".join(sorted(pod_volumes.get(volume, {}).keys() - {"name"})) or "undeclared"
+        assert volume in claims, f"{where} ({source}), not one from a volumeClaimTemplate"
+        assert volume not in pod_volumes, f"{where}, which the pod template also declares"
+        assert not mount.get("readOnly") and not mount.get("subPath"), where
+    # One claim per pod, its own; large enough for the spool's cap with room for everything else.
+    assert owner["kind"] == "StatefulSet"
+    for claim in claims.values():
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+        size = quantity_bytes(claim["spec"]["resources"]["requests"]["storage"])
+        assert size >= 1.5 * settings.elasticsearch.spool_max_bytes, "the spool's cap, the filesystem's reserve, more"
+    assert owner["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    # A fresh claim is a root-owned filesystem: the kubelet hands it to fsGroup, flowd's own group.
+    assert pod["securityContext"]["fsGroup"] == flowd["securityContext"]["runAsGroup"]
+    assert pod["securityContext"]["fsGroup"] == int(dockerfile_user().split(":")[1])
+    # The governing Service is headless and selects these pods.
+    governing = one(objects, "Service", owner["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    assert governing["spec"]["selector"].items() <= owner["spec"]["template"]["metadata"]["labels"].items()
+    # The ephemeral-storage limit holds what is still ephemeral (the disk-backed emptyDirs, with room
+    # for the log); the data directory, on its claim, is no longer part of it.
+    on_disk = sum(
+        quantity_bytes(v["emptyDir"].get("sizeLimit", "0"))
+        for v in pod_volumes.values()
+        if "emptyDir" in v and v["emptyDir"].get("medium") != "Memory"
+    )
+    limit = quantity_bytes(flowd["resources"]["limits"]["ephemeral-storage"])
+    assert on_disk < limit
+
+
 def test_overlays_differ_as_environments_do(rendered: dict[str, list[dict[str, Any]]]) -> None:
     def summary(objects: list[dict[str, Any]]) -> tuple[str, int, str, str]:
-        deployment = one(objects, "Deployment", "flowd")
+        statefulset = one(objects, "StatefulSet", "flowd")
         env = configmap(objects, "flowd-env")["data"]
         return (
-            deployment["metadata"]["namespace"],
-            deployment["spec"]["replicas"],
+            statefulset["metadata"]["namespace"],
+            statefulset["spec"]["replicas"],
             env["FLOWD_ELASTICSEARCH_HOSTS"],
             container(objects)["image"],
         )
@@ -315,7 +403,7 @@ def test_overlays_differ_as_environments_do(rendered: dict[str, list[dict[str, A
         objects = rendered[overlay]
         assert {o["metadata"].get("namespace") for o in objects} == {summary(objects)[0]}
         pdb = one(objects, "PodDisruptionBudget", "flowd")
-        selector = one(objects, "Deployment", "flowd")["spec"]["selector"]["matchLabels"]
+        selector = one(objects, "StatefulSet", "flowd")["spec"]["selector"]["matchLabels"]
         assert pdb["spec"]["selector"]["matchLabels"] == selector
 
 
@@ -371,14 +459,14 @@ def _image_environ() -> dict[str, str]:
 
 def test_configuration_change_rolls_the_pods(tmp_path: Path) -> None:
     """A changed flowd.toml or environment value gives a new ConfigMap name (content hash), the
-    Deployment follows it, and checksum/config or checksum/env changes with it: a new pod template."""
+    StatefulSet follows it, and checksum/config or checksum/env changes with it: a new pod template."""
     tree = tmp_path / "kubernetes"
     shutil.copytree(KUSTOMIZE, tree)
     overlay = tree / "overlays" / "production"
 
     def state() -> tuple[str, str, str, str]:
         objects = render(overlay)
-        template = one(objects, "Deployment", "flowd")["spec"]["template"]
+        template = one(objects, "StatefulSet", "flowd")["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         config_name = configmap(objects, "flowd-config")["metadata"]["name"]
         env_name = configmap(objects, "flowd-env")["metadata"]["name"]
@@ -410,7 +498,7 @@ def test_argocd_application_syncs_the_production_overlay(rendered: dict[str, lis
     assert (application["apiVersion"], application["kind"]) == ("argoproj.io/v1alpha1", "Application")
     source, destination = application["spec"]["source"], application["spec"]["destination"]
     assert (ROOT / source["path"]).resolve() == (KUSTOMIZE / "overlays" / "production").resolve()
-    namespace = one(rendered["production"], "Deployment", "flowd")["metadata"]["namespace"]
+    namespace = one(rendered["production"], "StatefulSet", "flowd")["metadata"]["namespace"]
     assert destination["namespace"] == namespace
     policy = application["spec"]["syncPolicy"]
     assert policy["automated"] == {"prune": True, "selfHeal": True}
