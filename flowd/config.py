@@ -402,8 +402,15 @@ def _apply_elastiflow(settings: Settings, sources: dict[str, str], env: Mapping[
                 value = _coerce(variable, env[variable], int)
                 if chosen is None or value > chosen[1]:
                     chosen = (variable, value)
-        if chosen is not None:
-            _set(settings, sources, key, chosen[1], f"env:{chosen[0]}")
+        if chosen is None:
+            continue
+        chosen_variable, chosen_value = chosen
+        if key == "listen.workers" and chosen_value > (cpus := available_cpus()):
+            # Logstash's pipeline threads; flowd's workers are processes, one per CPU at most.
+            source = f"env:{chosen_variable} ({chosen_value}, capped at the {cpus} CPUs flowd may use)"
+            _set(settings, sources, key, cpus, source)
+        else:
+            _set(settings, sources, key, chosen_value, f"env:{chosen_variable}")
 
 
 def _apply_elastiflow_input(
@@ -742,4 +749,35 @@ def describe_settings(loaded: LoadedSettings) -> str:
 
 
 def worker_count(settings: Settings) -> int:
-    return settings.listen.workers or os.cpu_count() or 1
+    """`listen.workers`, or one per CPU flowd may use when it is 0."""
+    return settings.listen.workers or available_cpus()
+
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
+    """The CPUs this process may use: its affinity, and the CPU quota of its cgroup (a
+    container's CPU limit), rounded up. `os.cpu_count` sees neither: a pod limited to 2 CPUs on
+    a 64-core node would start 64 workers."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota(cgroup_root)
+    if quota is not None:
+        count = min(count, max(1, math.ceil(quota)))
+    return max(1, count)
+
+
+def cgroup_cpu_quota(root: Path) -> float | None:
+    """CPUs' worth of time per period the cgroup allows (cgroup v2 `cpu.max`, v1
+    `cpu.cfs_quota_us` over `cpu.cfs_period_us`); None when unlimited or not found."""
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = (root / "cpu.max").read_text().split()
+        return None if quota == "max" else int(quota) / int(period)
+    with contextlib.suppress(OSError, ValueError):
+        quota_us = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period_us = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    return None

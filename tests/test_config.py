@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from flowd import config
 from flowd.cli import main
-from flowd.config import ELASTIFLOW_SIMPLE, load_settings
+from flowd.config import ELASTIFLOW_SIMPLE, available_cpus, cgroup_cpu_quota, load_settings
 from flowd.errors import ConfigError
+
+
+@pytest.fixture(autouse=True)
+def eight_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ElastiFlow's worker counts are capped at the CPUs flowd may use: the same on every machine here."""
+    monkeypatch.setattr(config, "available_cpus", lambda *_: 8)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -312,3 +320,42 @@ def test_usual_index_names_and_rollover_values_load() -> None:
         "1.5gb",
         "12h",
     )
+
+
+def test_the_cpus_flowd_may_use_follow_its_cgroup_quota(tmp_path: Path) -> None:
+    """A pod's CPU limit is its cgroup's quota; `os.cpu_count` reports the node's cores."""
+    v2, v1, none = tmp_path / "v2", tmp_path / "v1", tmp_path / "none"
+    (v1 / "cpu").mkdir(parents=True)
+    v2.mkdir()
+    none.mkdir()
+    (v2 / "cpu.max").write_text("150000 100000\n")
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert (cgroup_cpu_quota(v2), cgroup_cpu_quota(v1), cgroup_cpu_quota(none)) == (1.5, 1.0, None)
+    import os
+
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cpus(v2) == min(affinity, 2)
+    assert available_cpus(v1) == 1
+    assert available_cpus(none) == affinity
+    (v2 / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(v2) is None
+
+
+def test_elastiflow_udp_workers_are_capped_at_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ElastiFlow's UDP_WORKERS are Logstash pipeline threads (4 by default in its manifests);
+    flowd's workers are processes, so a 1-CPU pod would have run 4 of them."""
+    monkeypatch.setattr(config, "available_cpus", lambda *_: 1)
+    loaded = load_settings(None, {"ELASTIFLOW_NETFLOW_UDP_WORKERS": "4"})
+    assert loaded.settings.listen.workers == 1
+    assert "capped at the 1 CPUs" in loaded.sources["listen.workers"]
+    explicit = load_settings(None, {"ELASTIFLOW_NETFLOW_UDP_WORKERS": "4", "FLOWD_LISTEN_WORKERS": "4"})
+    assert explicit.settings.listen.workers == 4  # flowd's own setting is taken as it is
+
+
+def test_an_unknown_log_level_is_a_configuration_error(monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    from flowd.server.app import run_server
+
+    monkeypatch.setenv("FLOWD_LOG_LEVEL", "verbose")
+    assert run_server(None) == 2
+    assert "FLOWD_LOG_LEVEL" in capsys.readouterr().err

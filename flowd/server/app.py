@@ -59,9 +59,9 @@ REPORT_INTERVAL_S = 1.0
 TEMPLATE_EXPIRE_INTERVAL_S = 60.0
 DRAIN_MARGIN_S = 1.0
 SINK_RESERVE_S = 5.0
+"""Of the shutdown grace, the last seconds a sink spends spooling rather than waiting on its cluster."""
 SESSION_LINGER_S = 10.0
 """An ended IPFIX-over-TCP session's templates stay this long, for its messages still queued."""
-"""Of the shutdown grace, the last seconds a sink spends spooling rather than waiting on its cluster."""
 UDP_PROTOCOLS = ("netflow", "ipfix", "sflow")
 
 
@@ -69,6 +69,7 @@ def run_server(config_path: str | None) -> int:
     """The `flowd run` command: 0 after a clean shutdown, 2 on a configuration error."""
     try:
         loaded = load_settings(config_path)
+        log_level()
     except ConfigError as error:
         print(f"flowd: configuration error: {error}", file=sys.stderr)
         return 2
@@ -78,10 +79,19 @@ def run_server(config_path: str | None) -> int:
     return Supervisor(loaded.settings, config_path=config_path).run()
 
 
+def log_level() -> str:
+    """FLOWD_LOG_LEVEL, a `logging` level name (INFO when unset); a ConfigError naming it otherwise."""
+    level = os.environ.get("FLOWD_LOG_LEVEL", "INFO").strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        names = ", ".join(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+        raise ConfigError(f"env:FLOWD_LOG_LEVEL: {level!r} is not a log level ({names})")
+    return level
+
+
 def setup_logging(worker: int | None = None) -> None:
     who = "supervisor" if worker is None else f"worker-{worker}"
     logging.basicConfig(
-        level=os.environ.get("FLOWD_LOG_LEVEL", "INFO").upper(),
+        level=log_level(),
         format=f"%(asctime)s {who} %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
         force=True,
