@@ -507,6 +507,17 @@ _TIME_VALUE = re.compile(r"^\d+(d|h|m|s|ms|micros|nanos)$")
 MAX_INDEX_NAME_BYTES = 255
 
 
+def check_elasticsearch(settings: ElasticsearchSettings) -> None:
+    """The hosts and index names: checked at load, and again by `flowd setup` after its options
+    (`--es`, `--namespace`) replace the configured ones."""
+    check_index_names(settings)
+    for host in settings.hosts:
+        try:
+            parse_es_host(host, tls=settings.tls)
+        except ValueError as error:
+            raise ConfigError(f"elasticsearch.hosts: {error}") from error
+
+
 def check_index_names(settings: ElasticsearchSettings) -> None:
     """`<data_stream>-<namespace>` is the index every document is sent to: Elasticsearch's index
     name rules (lower case; none of \\ / * ? " < > | , # : or space; not starting with - _ +; at
@@ -665,12 +676,7 @@ def validate_settings(settings: Settings) -> None:
         except ValueError as error:
             raise ConfigError(f"listen.allowed_exporters: {network!r} is not a network") from error
     split_address(settings.metrics.address, "metrics.address")
-    check_index_names(settings.elasticsearch)
-    for host in settings.elasticsearch.hosts:
-        try:
-            parse_es_host(host, tls=settings.elasticsearch.tls)
-        except ValueError as error:
-            raise ConfigError(f"elasticsearch.hosts: {error}") from error
+    check_elasticsearch(settings.elasticsearch)
     positive: dict[str, float] = {
         "listen.receive_buffer_bytes": listen.receive_buffer_bytes,
         "listen.queue_size": listen.queue_size,

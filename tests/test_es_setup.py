@@ -23,6 +23,7 @@ from flowd.output.index_template import (
     add_setup_arguments,
     index_template,
     parse_cluster_info,
+    run_setup,
     settings_from_args,
     setup_cluster,
     total_fields_limit,
@@ -168,6 +169,22 @@ def test_setup_arguments() -> None:
     settings = settings_from_args(args)
     assert settings.hosts == ["https://a:9200", "https://b:9200"]
     assert (settings.api_key, settings.verify, settings.ca_file) == ("k", False, "ca.pem")
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--es", "http://127.0.0.1:9", "--namespace", "Production"], "elasticsearch.namespace"),
+        (["--es", "ftp://127.0.0.1:9"], "elasticsearch.hosts"),
+    ],
+)
+def test_setup_options_are_checked_as_the_configuration_is(options: list[str], named: str, capsys: Any) -> None:
+    """Found by the CLI audit: `--namespace` and `--es` replaced the checked settings unchecked,
+    so `flowd setup` installed a template for an index no `_bulk` request could write to."""
+    parser = argparse.ArgumentParser()
+    add_setup_arguments(parser)
+    assert run_setup(parser.parse_args(options)) == 2
+    assert named in capsys.readouterr().err
 
 
 async def test_setup_is_idempotent_and_the_mapping_holds(es_url: str) -> None:  # noqa: F811

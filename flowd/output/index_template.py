@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,8 +31,9 @@ from typing import Any
 import orjson
 from elastic_transport import AsyncTransport, TransportError
 
-from flowd.config import ElasticsearchSettings
+from flowd.config import ElasticsearchSettings, check_elasticsearch
 from flowd.decode.fields import element_names
+from flowd.errors import ConfigError
 from flowd.output.elasticsearch import build_transport, error_reason, request_json
 
 TEMPLATE_VERSION = 1
@@ -507,5 +509,11 @@ def add_setup_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_setup(args: argparse.Namespace, base: ElasticsearchSettings | None = None) -> int:
-    """Entry point for `flowd setup`."""
-    return asyncio.run(setup_cluster(settings_from_args(args, base), print))
+    """Entry point for `flowd setup`: 2 when an option gives a host or namespace the cluster cannot use."""
+    settings = settings_from_args(args, base)
+    try:
+        check_elasticsearch(settings)
+    except ConfigError as error:
+        print(f"flowd: {error}", file=sys.stderr)
+        return 2
+    return asyncio.run(setup_cluster(settings, print))
