@@ -350,7 +350,7 @@ def build() -> dict[str, Any]:
     b.row("Elasticsearch")
     b.add(
         "Documents",
-        "Documents indexed, retried, failed, dead-lettered and dropped per second",
+        "Documents indexed, retried, failed, dead-lettered (written or past the file's cap) and dropped per second",
         "ops",
         [
             (counter_rate("flowd_es_docs_indexed"), "indexed"),
@@ -358,6 +358,7 @@ def build() -> dict[str, Any]:
             (counter_rate("flowd_es_docs_duplicate"), "duplicates (409)"),
             (counter_rate("flowd_es_docs_failed"), "failed items"),
             (counter_rate("flowd_es_docs_dead_lettered"), "dead-lettered"),
+            (counter_rate("flowd_es_dead_letters_unwritten"), "dead-lettered, file full"),
             (counter_rate("flowd_es_docs_dropped"), "dropped"),
         ],
     )
