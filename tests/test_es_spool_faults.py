@@ -110,3 +110,34 @@ def test_workers_spool_apart_within_their_share_and_worker_0_takes_over_orphans(
         return cluster
 
     assert len(asyncio.run(replayed()).ids) == 3  # the same three ids in both files: once, then 409s
+
+
+def test_replayed_counts_each_spooled_document_once_however_many_attempts_fail(tmp_path: Path) -> None:
+    """Found by a conservation audit: every probe of a cluster still away counted its spooled
+    batch as replayed again, so after an outage `flowd_es_docs_replayed` outgrew what was
+    ever spooled. Replayed now means answered for (or, after a 413, split back into memory)."""
+    spool_and_stop(tmp_path, 3)
+    cluster = Cluster("down")
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        while cluster.requests < 4:  # several replay attempts fail
+            await asyncio.sleep(0.02)
+        assert sink.stats["docs_replayed"] == 0
+        cluster.mode = "up"
+        assert await sink.wait_idle(10.0)
+        await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert stats["docs_replayed"] == 3000 and stats["batches_replayed"] == 3
+    assert stats["docs_indexed"] == 3000 and stats["spool_docs"] == 0
+
+
+def test_a_partly_accepted_spooled_batch_counts_as_replayed_what_the_cluster_took(tmp_path: Path) -> None:
+    spool_and_stop(tmp_path, 1)
+    cluster = Cluster()
+    cluster.retry_once = set(range(0, 1000, 2))  # half of the batch is answered 429 the first time
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert stats["docs_replayed"] == 1000 and stats["docs_indexed"] == 1000

@@ -506,8 +506,6 @@ class ElasticsearchSink:
                 if entry is not None:
                     body = await asyncio.to_thread(self._spool.read, entry)
                     batch = Batch(body, entry.docs, entry.created_s, entry.name)
-                    self._stats.batches_replayed += 1
-                    self._stats.docs_replayed += entry.docs
                 assert batch is not None
                 await self._send(batch, entry)
             except asyncio.CancelledError:
@@ -591,6 +589,7 @@ class ElasticsearchSink:
                 self._cond.notify_all()
             if entry is not None:
                 await asyncio.to_thread(self._spool.remove, entry)
+                self._replayed(entry.docs, whole=True)  # out of the spool, in memory now
             _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
             return
         await self._retry(batch, entry, batch.body, batch.docs, reason)
@@ -614,9 +613,18 @@ class ElasticsearchSink:
         retry_body = b"".join(pairs[i] for i in outcome.retry)
         await self._retry(batch, entry, retry_body, len(outcome.retry), f"items not accepted: {statuses}")
 
+    def _replayed(self, docs: int, *, whole: bool) -> None:
+        """Spooled documents the cluster answered for (or, split after a 413, taken back into
+        memory): they have left the spool. An attempt that failed is not a replay, or every probe
+        of an outage would count its batch again, and the replayed total outgrow the spooled one."""
+        self._stats.docs_replayed += docs
+        if whole:
+            self._stats.batches_replayed += 1
+
     async def _succeeded(self, entry: SpoolEntry | None) -> None:
         if entry is not None:
             await asyncio.to_thread(self._spool.remove, entry)
+            self._replayed(entry.docs, whole=True)
         async with self._cond:
             if self._failures:
                 unavailable = self._clock() - (self._outage_since or self._clock())
@@ -629,6 +637,7 @@ class ElasticsearchSink:
     async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: Body, docs: int, reason: str) -> None:
         if entry is not None and docs != entry.docs:
             await asyncio.to_thread(self._spool.replace, entry, body, docs)
+            self._replayed(entry.docs - docs, whole=False)  # the rest stays spooled, for another attempt
         async with self._cond:
             if entry is not None and docs == entry.docs:
                 self._spool.release(entry)

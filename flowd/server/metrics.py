@@ -156,7 +156,9 @@ METRICS: dict[str, MetricDef] = {
     "flowd_es_retries": MetricDef("counter", "Batches put back for another attempt"),
     "flowd_es_outages": MetricDef("counter", "Times the cluster became unavailable"),
     "flowd_es_docs_spooled": MetricDef("counter", "Documents written to the disk spool"),
-    "flowd_es_docs_replayed": MetricDef("counter", "Documents replayed from the disk spool"),
+    "flowd_es_docs_replayed": MetricDef(
+        "counter", "Spooled documents replayed: answered by the cluster (failed attempts not counted)"
+    ),
     "flowd_es_bulk_latency_seconds": MetricDef("histogram", "Bulk request latency", buckets=ES_LATENCY_BUCKETS),
     "flowd_es_spool_bytes": MetricDef("gauge", "Bytes in the disk spool"),
     "flowd_es_spool_docs": MetricDef("gauge", "Documents in the disk spool"),
