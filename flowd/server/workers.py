@@ -338,17 +338,26 @@ class Supervisor:
                 next_status = now + STATUS_TICK_S
 
     def _log_summary(self) -> None:
+        """One line of what the run received, delivered and lost. /metrics goes with the process,
+        so this line is what is left of the losses a shutdown itself causes (documents the cluster
+        and the spool could not take, data sets still waiting for their templates)."""
         total = self.aggregator.counter_total
-        log.info(
-            "stopped: datagrams_received=%d flows_out=%d ingress_drops=%d kernel_drops=%d allowlist_drops=%d "
-            "decode_errors=%d templates_persisted=%d parked_kept=%d parked_lost=%d",
-            total("flowd_datagrams_received"),
-            total("flowd_flows_out"),
-            total("flowd_ingress_drops"),
-            total("flowd_kernel_drops"),
-            total("flowd_allowlist_drops"),
-            total("flowd_decode_errors"),
-            total("flowd_templates_persisted"),
-            total("flowd_parked_events", ("persisted",)),
-            total("flowd_parked_events", ("shutdown",)),
+        fields = (
+            ("datagrams_received", total("flowd_datagrams_received")),
+            ("flows_out", total("flowd_flows_out")),
+            ("ingress_drops", total("flowd_ingress_drops")),
+            ("kernel_drops", total("flowd_kernel_drops")),
+            ("allowlist_drops", total("flowd_allowlist_drops")),
+            ("decode_errors", total("flowd_decode_errors")),
+            ("templates_persisted", total("flowd_templates_persisted")),
+            ("parked_kept", total("flowd_parked_events", ("persisted",))),
+            ("parked_lost", total("flowd_parked_events", ("shutdown",))),
+            ("parked_dropped", total("flowd_parked_events", ("dropped",))),
+            ("parked_expired", total("flowd_parked_events", ("expired",))),
+            ("sink_rejected", total("flowd_sink_rejected_documents")),
+            ("es_spooled", total("flowd_es_docs_spooled")),
+            ("es_replayed", total("flowd_es_docs_replayed")),
+            ("es_dead_lettered", total("flowd_es_docs_dead_lettered")),
+            ("es_dropped", total("flowd_es_docs_dropped")),
         )
+        log.info("stopped: %s", " ".join(f"{name}={value:.0f}" for name, value in fields))
