@@ -388,14 +388,27 @@ class TemplateCache:
                 del self._parked[key]
                 self.releasable.discard(key)
 
+    def let_go_of_claimed(self) -> None:
+        """Let go of the copies of files another worker has claimed (it decoded or counted their
+        sets): one check per file held."""
+        for claim in [claim for claim in self._restored if self.claim_taken(claim)]:
+            self._forget(claim)
+
+    def waiting_sets(self, *, with_copies: bool) -> int:
+        """Data sets waiting for their templates: this worker's own, and with `with_copies` the
+        restored ones no worker has claimed yet. Every worker holds a copy of those, so one
+        worker alone must report them, or a gauge summed over workers counts each set N times."""
+        if with_copies:
+            return self._parked_count
+        return sum(1 for queue in self._parked.values() for parked in queue if not parked.claim)
+
     def expire(self, now: float) -> int:
         """Drop templates past their TTL and parked sets past theirs; returns the number dropped."""
         stale = [k for k, e in self._templates.items() if now - e.seen_at > self.ttl_s]
         for key in stale:
             self._remove(key)
         self.stats.expired += len(stale)
-        for claim in [claim for claim in self._restored if self.claim_taken(claim)]:
-            self._forget(claim)  # another worker decoded or counted them
+        self.let_go_of_claimed()
         ttl = self.parked_ttl_s
         for claim, keys in list(self._restored.items()):
             # A file is claimed to count its sets expired only once every one of them is: a set

@@ -407,7 +407,8 @@ class Worker:
         stats.set("flowd_queue_capacity", ("documents",), pipeline.documents.maxsize)
         cache = self.templates
         stats.set("flowd_templates_known", (), len(cache))
-        stats.set("flowd_parked_records", (), cache.parked_sets)
+        cache.let_go_of_claimed()  # at once, not at the next expiry: the gauge would count them twice meanwhile
+        stats.set("flowd_parked_records", (), cache.waiting_sets(with_copies=self.worker == 0))
         template_events = stats.counters.setdefault("flowd_template_events", {})
         for event in ("added", "redefined", "withdrawn", "expired", "rejected_over_cap"):
             template_events[(event,)] = getattr(cache.stats, event)
