@@ -790,3 +790,34 @@ async def test_paused_tcp_peers_resume_one_at_a_time_so_the_queue_stays_near_its
     assert taken >= 16 + 50 * 8 * 2  # every peer was let read again
     assert longest <= 16 + 8, longest
     await server.stop_receiving()
+
+
+async def test_an_aborted_drain_says_what_it_leaves_behind() -> None:
+    """Found by an accounting audit: when the drain ran out of `shutdown_grace_s`, what was still
+    queued went with the process and only a log line said how many datagrams (not documents)."""
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=4, capacity=10_000)
+    stuck = asyncio.Event()
+    handed: list[int] = []
+
+    class StuckSink(MemorySink):
+        async def write(self, documents: list[dict[str, Any]]) -> None:
+            handed.append(len(documents))
+            await stuck.wait()  # a cluster that never answers
+
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), StuckSink(), stats, batch_delay_s=0)
+    pipeline.start()
+    sent = 400
+    for ident in range(sent):
+        ingress.append(netflow_v5(ident, records=3), EXPORTER, 0.0)
+    for _ in range(400):  # until the decoder waits for room in the full document queue
+        await asyncio.sleep(0.005)
+        if pipeline.documents.full() and handed:
+            break
+    left = len(ingress)
+    assert left > 0 and handed == [handed[0]]
+    datagrams, documents = pipeline.abort()
+    assert datagrams == left
+    # Every flow decoded is lost but the part the sink was handed (v5: a batch is one part).
+    assert documents == 3 * (sent - left) - handed[0]
+    await asyncio.sleep(0)

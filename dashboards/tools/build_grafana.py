@@ -204,6 +204,7 @@ def build() -> dict[str, Any]:
             (counter_rate("flowd_kernel_drops", "listener"), "kernel {{listener}}"),
             (counter_rate("flowd_ingress_drops", "listener"), "queue full {{listener}}"),
             (counter_rate("flowd_allowlist_drops", "listener"), "not allowed {{listener}}"),
+            (counter_rate("flowd_shutdown_lost", "what"), "drain out of time ({{what}})"),
         ],
     )
     b.add(

@@ -249,7 +249,7 @@ class Worker:
         except OSError as error:
             log.error("cannot listen: %s", error)
             await self._stop_receiving()
-            pipeline.abort()
+            pipeline.abort()  # nothing was received yet
             return EXIT_STARTUP_FAILED
         self._update_stats(ingress, pipeline)
         settle_heap()
@@ -275,8 +275,15 @@ class Worker:
         try:
             await asyncio.wait_for(pipeline.drain(), timeout=max(0.1, ends_at - time.monotonic()))
         except TimeoutError:
-            log.error("drain did not finish within %.1f s; %d datagrams left", grace, len(ingress))
-            pipeline.abort()
+            datagrams, documents = pipeline.abort()
+            log.error(
+                "drain did not finish within %.1f s: %d datagrams and %d documents not written",
+                grace,
+                datagrams,
+                documents,
+            )
+            self.stats.inc("flowd_shutdown_lost", ("datagrams",), datagrams)
+            self.stats.inc("flowd_shutdown_lost", ("documents",), documents)
             code = EXIT_DRAIN_TIMEOUT
         reporter.cancel()
         if self._persisting is not None and not self._persisting.done():  # an older snapshot being written

@@ -51,6 +51,12 @@ METRICS: dict[str, MetricDef] = {
         "counter", "Datagrams the kernel dropped on our sockets (/proc/net/udp)", ("listener",)
     ),
     "flowd_ingress_drops": MetricDef("counter", "Datagrams dropped because the ingress queue was full", ("listener",)),
+    "flowd_shutdown_lost": MetricDef(
+        "counter",
+        "Datagrams still queued, and documents decoded but not written, when a worker's drain ran out of "
+        "shutdown_grace_s (what=datagrams|documents)",
+        ("what",),
+    ),
     "flowd_allowlist_drops": MetricDef(
         "counter", "Datagrams dropped because the exporter is not allowed", ("listener",)
     ),

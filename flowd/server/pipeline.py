@@ -541,6 +541,10 @@ class Pipeline:
         self._stopping = False
         self._decode_task: asyncio.Task[None] | None = None
         self._output_task: asyncio.Task[None] | None = None
+        self._waiting_to_queue: DocumentBatch | None = None
+        """A decoded batch waiting for room in `documents`."""
+        self._unwritten: list[Part] = []
+        """The parts of the batch being written that the sink has not been handed yet."""
         self.flows_out = 0
         self.last_lag_s = 0.0
 
@@ -563,7 +567,9 @@ class Pipeline:
             options = self.decoder.take_options()
             self._timed("decode", started)
             if parts or options:
-                await self.documents.put((parts, options, batch[0][2]))
+                self._waiting_to_queue = (parts, options, batch[0][2])
+                await self.documents.put(self._waiting_to_queue)
+                self._waiting_to_queue = None
             await _let_receive_run()
         await self.documents.put(None)
 
@@ -619,6 +625,7 @@ class Pipeline:
                 log.warning("learning from %d options records failed: %s", len(options), error)
         if not parts:
             return
+        self._unwritten = parts  # popped below as each part goes to the sink
         if self.enricher is not None:
             begin_batch = getattr(self.enricher, "begin_batch", None)
             if begin_batch is not None:
@@ -655,6 +662,7 @@ class Pipeline:
             await self._deliver(functools.partial(self.sink.write, part), len(part))
             self._timed("sink", started)
             await _let_receive_run()
+        self._unwritten = []
         self.last_lag_s = max(0.0, self.clock() - oldest)
         self.stats.set("flowd_sink_lag_seconds", (), self.last_lag_s)
 
@@ -712,7 +720,19 @@ class Pipeline:
         tasks = [t for t in (self._decode_task, self._output_task) if t is not None]
         await asyncio.gather(*tasks)
 
-    def abort(self) -> None:
+    def abort(self) -> tuple[int, int]:
+        """Stop where the pipeline is (the drain ran out of time). Returns what is lost: the
+        datagrams still queued, and the documents decoded but not handed to the sink (queued,
+        waiting for room in the queue, or the rest of the batch being written). The part the sink
+        holds is the sink's to deliver or spool."""
         for task in (self._decode_task, self._output_task):
             if task is not None:
                 task.cancel()
+        held = [item for item in (self._waiting_to_queue,) if item is not None]
+        while not self.documents.empty():
+            item = self.documents.get_nowait()
+            if item is not None:
+                held.append(item)
+        documents = sum(sum(len(part) for part in parts) + len(options) for parts, options, _ in held)
+        documents += sum(len(part) for part in self._unwritten)
+        return len(self.ingress), documents

@@ -346,6 +346,8 @@ class Supervisor:
             ("datagrams_received", total("flowd_datagrams_received")),
             ("flows_out", total("flowd_flows_out")),
             ("ingress_drops", total("flowd_ingress_drops")),
+            ("shutdown_lost_datagrams", total("flowd_shutdown_lost", ("datagrams",))),
+            ("shutdown_lost_documents", total("flowd_shutdown_lost", ("documents",))),
             ("kernel_drops", total("flowd_kernel_drops")),
             ("allowlist_drops", total("flowd_allowlist_drops")),
             ("decode_errors", total("flowd_decode_errors")),
