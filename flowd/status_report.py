@@ -20,7 +20,9 @@ OUTPUT_LOSSES = {
     "flowd_sink_rejected_documents_total": "rejected by the sink",
     "flowd_es_docs_dead_lettered_total": "dead-lettered by Elasticsearch",
     "flowd_es_docs_dropped_total": "dropped at shutdown (cluster and spool full)",
+    "flowd_shutdown_lost_total": "not written when a drain ran out of time",
 }
+OUTPUT_MATCH = {"flowd_shutdown_lost_total": {"what": "documents"}}
 REPORTED = {"not_sent_flow_total_count": "not sent (flows)", "ignored_packet_total_count": "ignored (packets)"}
 
 
@@ -54,6 +56,10 @@ class Status:
     kernel_drops: int
     queue_drops: int
     allowlist_drops: int
+    worker_lost: int
+    """Datagrams queued in workers that died (at their last report)."""
+    drain_lost: int
+    """Datagrams still queued when a worker's drain ran out of time."""
     decode_errors: dict[str, int]
     """By reason."""
     parked_now: int
@@ -63,13 +69,25 @@ class Status:
     exporters: list[ExporterRow]
 
     @property
+    def datagrams_lost(self) -> int:
+        """Datagrams lost inside flowd before decoding."""
+        return self.kernel_drops + self.queue_drops + self.worker_lost + self.drain_lost
+
+    @property
+    def missed_exports(self) -> int:
+        """Exports the exporters numbered that never arrived: lost on the way, and also the ones
+        flowd dropped itself (a dropped datagram is a gap in the numbers too)."""
+        return sum(row.missed_exports for row in self.exporters)
+
+    @property
     def losses(self) -> int:
-        """Everything counted as lost inside flowd or on the way to it (not what exporters report)."""
+        """Anything counted as lost, in flowd or on the way to it (not what exporters report).
+        The parts count different things (datagrams, errors, exports, data sets, documents), so
+        this answers "is anything lost?"; `describe` gives each part with its unit."""
         return (
-            self.kernel_drops
-            + self.queue_drops
+            self.datagrams_lost
             + sum(self.decode_errors.values())
-            + sum(row.missed_exports for row in self.exporters)
+            + self.missed_exports
             + sum(self.parked_losses.values())
             + sum(self.output_losses.values())
         )
@@ -107,12 +125,16 @@ def summarize(text: str) -> Status:
         kernel_drops=int(_total(samples, "flowd_kernel_drops_total")),
         queue_drops=int(_total(samples, "flowd_ingress_drops_total")),
         allowlist_drops=int(_total(samples, "flowd_allowlist_drops_total")),
+        worker_lost=int(_total(samples, "flowd_worker_lost_datagrams_total")),
+        drain_lost=int(_total(samples, "flowd_shutdown_lost_total", what="datagrams")),
         decode_errors=errors,
         parked_now=int(_total(samples, "flowd_parked_records")),
         parked_losses={
             event: int(_total(samples, "flowd_parked_events_total", event=event)) for event in PARKED_LOSSES
         },
-        output_losses={label: int(_total(samples, name)) for name, label in OUTPUT_LOSSES.items()},
+        output_losses={
+            label: int(_total(samples, name, **OUTPUT_MATCH.get(name, {}))) for name, label in OUTPUT_LOSSES.items()
+        },
         spool_bytes=int(_total(samples, "flowd_es_spool_bytes")),
         exporters=[rows[key] for key in sorted(rows)],
     )
@@ -122,7 +144,8 @@ def describe(status: Status, source: str) -> str:
     lines = [
         f"flowd at {source}: {status.workers_alive} worker(s) alive, {status.worker_restarts:,} restart(s)",
         f"received {status.datagrams_received:,} datagrams; {status.flows_out:,} documents out",
-        f"lost before decoding: kernel {status.kernel_drops:,}, queue full {status.queue_drops:,}"
+        f"lost before decoding: kernel {status.kernel_drops:,}, queue full {status.queue_drops:,},"
+        f" in workers that died {status.worker_lost:,}, when a drain ran out of time {status.drain_lost:,}"
         f" (not allowed, dropped on purpose: {status.allowlist_drops:,})",
         "decode errors: "
         + (", ".join(f"{reason} {count:,}" for reason, count in sorted(status.decode_errors.items())) or "none"),
@@ -151,6 +174,28 @@ def describe(status: Status, source: str) -> str:
             ("  " + "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))).rstrip()
             for cells in table
         ]
-    verdict = "nothing counted as lost" if status.losses == 0 else f"{status.losses:,} counted as lost (see above)"
-    lines.append(verdict)
+    lines.append(verdict(status))
     return "\n".join(lines)
+
+
+def verdict(status: Status) -> str:
+    """The losses by what they count; datagrams, errors, data sets and documents are not added up,
+    and exports missing by sequence number include flowd's own drops, so they stand apart."""
+    if status.losses == 0:
+        return "nothing counted as lost"
+    parts = [
+        (status.datagrams_lost, "datagram", "before decoding"),
+        (sum(status.decode_errors.values()), "decode error", ""),
+        (sum(status.parked_losses.values()), "data set", "that never met a template"),
+        (sum(status.output_losses.values()), "document", "at the output"),
+    ]
+    counted = ", ".join(_counted(count, noun, where) for count, noun, where in parts if count)
+    line = f"counted as lost: {counted}" if counted else "counted as lost in flowd: nothing"
+    if status.missed_exports:
+        missing = _counted(status.missed_exports, "export", "missing by sequence number")
+        line += f"; {missing} (on the way, and flowd's own drops above)"
+    return line
+
+
+def _counted(count: int, noun: str, where: str) -> str:
+    return " ".join(part for part in (f"{count:,}", noun if count == 1 else noun + "s", where) if part)

@@ -30,6 +30,8 @@ def served_metrics() -> str:
     first.inc("flowd_parked_events", ("expired",), 5)
     first.inc("flowd_parked_events", ("unparked",), 50)  # decoded in the end: not a loss
     second.inc("flowd_sink_rejected_documents", (), 1)
+    second.inc("flowd_shutdown_lost", ("datagrams",), 2)
+    second.inc("flowd_shutdown_lost", ("documents",), 6)
     first.inc("flowd_flows_out", (), 20_000)
     second.inc("flowd_flows_out", (), 3_000)
     first.set("flowd_exporter_reported", ("192.0.2.1", "1", "not_sent_flow_total_count"), 12)
@@ -40,6 +42,7 @@ def served_metrics() -> str:
     aggregator.update(1, second.snapshot())
     aggregator.local.set("flowd_workers", ("alive",), 2)
     aggregator.local.inc("flowd_worker_restarts", (), 1)
+    aggregator.local.inc("flowd_worker_lost_datagrams", (), 5)
     return generate_latest(build_registry(aggregator)).decode()
 
 
@@ -56,12 +59,20 @@ def test_the_summary_adds_up_what_the_workers_counted() -> None:
     assert (rows["192.0.2.1", "netflow_v9"].datagrams, rows["192.0.2.1", "netflow_v9"].missed_exports) == (990, 4)
     assert rows["198.51.100.7", "sflow"].decode_errors == 3
     assert rows["192.0.2.1", "ipfix"].reported == {"not_sent_flow_total_count": 12}  # the exporter's first row
-    assert status.losses == 7 + 3 + 3 + 4 + 5 + 1
+    assert (status.worker_lost, status.drain_lost) == (5, 2)
+    assert status.output_losses["not written when a drain ran out of time"] == 6
+    assert status.datagrams_lost == 7 + 3 + 5 + 2
 
     text = describe(status, "http://127.0.0.1:9107/metrics")
-    assert "lost before decoding: kernel 7, queue full 3" in text
+    lost = "lost before decoding: kernel 7, queue full 3, in workers that died 5, when a drain ran out of time 2"
+    assert lost in text
     assert "decode errors: bad_version 1, truncated 2" in text
-    assert "23 counted as lost" in text
+    # By unit, not one sum: a datagram the kernel dropped is also an export missing by number.
+    assert text.splitlines()[-1] == (
+        "counted as lost: 17 datagrams before decoding, 3 decode errors, 5 data sets that never met a"
+        " template, 7 documents at the output; 4 exports missing by sequence number (on the way, and flowd's"
+        " own drops above)"
+    )
     table = [line.split() for line in text.splitlines() if line.startswith("  ")]
     assert table[0][:2] == ["exporter", "protocol"]
     assert ["192.0.2.1", "ipfix", "10", "0", "0", "12", "-"] in table

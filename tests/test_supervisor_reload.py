@@ -75,3 +75,33 @@ def test_a_worker_started_after_the_reload_is_not_told_again(tmp_path: Path, mon
     (slot,) = supervisor.slots
     supervisor._reload()  # no process yet: nothing is pending
     assert not slot.reload_pending and signalled == []
+
+
+def test_a_worker_that_dies_has_the_datagrams_it_held_counted(tmp_path: Path) -> None:
+    """Found by an accounting audit: a killed worker's ingress queue went with it, counted nowhere.
+    What it reported queued last (about a second before) is now `flowd_worker_lost_datagrams`."""
+    from flowd.server.metrics import WorkerStats
+
+    config = tmp_path / "flowd.toml"
+    config.write_text("[listen]\nworkers = 1\n")
+    supervisor = Supervisor(load_settings(config).settings, config_path=str(config))
+    (slot,) = supervisor.slots
+
+    class Killed(StandIn):
+        exitcode = -signal.SIGKILL
+
+        def is_alive(self) -> bool:
+            return False
+
+        def join(self, timeout: float | None = None) -> None:
+            return None
+
+    stats = WorkerStats()
+    stats.set("flowd_queue_depth", ("ingress",), 37)
+    stats.inc("flowd_datagrams_received", ("netflow/udp/0.0.0.0:2055",), 900)
+    supervisor.aggregator.update(0, stats.snapshot())
+    slot.process, slot.ready, slot.started_at = Killed(1001), True, 0.0  # type: ignore[assignment]
+    supervisor._reap(slot)
+    assert supervisor.aggregator.counter_total("flowd_worker_lost_datagrams") == 37
+    assert supervisor.aggregator.counter_total("flowd_datagrams_received") == 900  # its counters stay
+    assert supervisor.aggregator.counter_total("flowd_worker_restarts") == 1

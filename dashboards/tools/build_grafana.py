@@ -450,12 +450,14 @@ def build() -> dict[str, Any]:
     )
     b.add(
         "Workers",
-        "Worker processes by state, restarts in the last hour, and SIGHUP reloads of the enrichment tables and"
+        "Worker processes by state, restarts in the last hour (and the datagrams queued in the workers that died),"
+        " and SIGHUP reloads of the enrichment tables and"
         " raw fields in the last hour (per worker; failed: the file did not load and the running tables stayed)",
         "short",
         [
             (gauge("flowd_workers", "state"), "{{state}}"),
             (f"sum (increase(flowd_worker_restarts_total{{{SELECTOR}}}[1h]))", "restarts/h"),
+            (f"sum (increase(flowd_worker_lost_datagrams_total{{{SELECTOR}}}[1h]))", "datagrams lost with them/h"),
             (f"sum by (result) (increase(flowd_config_reloads_total{{{SELECTOR}}}[1h]))", "reloads/h {{result}}"),
         ],
     )

@@ -177,6 +177,11 @@ METRICS: dict[str, MetricDef] = {
     ),
     "flowd_workers": MetricDef("gauge", "Worker processes", ("state",)),
     "flowd_worker_restarts": MetricDef("counter", "Worker processes restarted after dying"),
+    "flowd_worker_lost_datagrams": MetricDef(
+        "counter",
+        "Datagrams a worker that died held in its ingress queue at its last report (about a second before): "
+        "lost with it, as is what it received since",
+    ),
 }
 
 
@@ -270,15 +275,17 @@ class Aggregator:
         with self._lock:
             self._latest[worker] = snapshot
 
-    def retire(self, worker: int) -> None:
-        """A worker exited: keep its counters, forget its gauges."""
+    def retire(self, worker: int) -> dict[str, dict[Labels, float]]:
+        """A worker exited: keep its counters, forget its gauges (returned: its last report's)."""
         with self._lock:
             snapshot = self._latest.pop(worker, None)
             if snapshot is None:
-                return
+                return {}
             _add_into(self._retired_counters, snapshot["counters"])
             for name, counts in snapshot["histograms"].items():
                 self._add_histogram(self._retired_histograms, name, counts)
+            gauges: dict[str, dict[Labels, float]] = snapshot["gauges"]
+            return gauges
 
     @staticmethod
     def _add_histogram(target: dict[str, list[float]], name: str, counts: list[float]) -> None:

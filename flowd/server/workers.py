@@ -176,7 +176,7 @@ class Supervisor:
         self._receive(slot)
         process.join(timeout=0)
         code = process.exitcode
-        self.aggregator.retire(slot.index)
+        last_gauges = self.aggregator.retire(slot.index)
         if slot.connection is not None:
             slot.connection.close()
         slot.process, slot.connection = None, None
@@ -199,7 +199,17 @@ class Supervisor:
         delay = RESTART_BACKOFF_S[min(slot.failures, len(RESTART_BACKOFF_S) - 1)]
         slot.restart_at = time.monotonic() + delay
         self.aggregator.local.inc("flowd_worker_restarts")
-        log.error("worker %d died (exit status %s) after %.1f s; restarting in %.1f s", slot.index, code, ran, delay)
+        queued = int(last_gauges.get("flowd_queue_depth", {}).get(("ingress",), 0))
+        self.aggregator.local.inc("flowd_worker_lost_datagrams", (), queued)
+        log.error(
+            "worker %d died (exit status %s) after %.1f s with %d datagrams queued at its last report, lost;"
+            " restarting in %.1f s",
+            slot.index,
+            code,
+            ran,
+            queued,
+            delay,
+        )
 
     # --- shutdown -------------------------------------------------------------------------------
 
