@@ -361,6 +361,7 @@ def build() -> dict[str, Any]:
             (counter_rate("flowd_es_docs_dead_lettered"), "dead-lettered"),
             (counter_rate("flowd_es_dead_letters_unwritten"), "dead-lettered, file full"),
             (counter_rate("flowd_es_docs_dropped"), "dropped"),
+            (counter_rate("flowd_es_docs_spool_lost"), "spool file gone"),
         ],
     )
     b.add(

@@ -86,6 +86,8 @@ class SinkStats:
     """Dead-lettered documents not written: the file was at `dead_letter_max_bytes`."""
     docs_dropped: int = 0
     """Lost at shutdown because neither the cluster nor the spool could take them (logged)."""
+    docs_spool_lost: int = 0
+    """Spooled, then lost: their file was gone when its turn to be replayed came."""
     bulk_requests: int = 0
     bulk_request_failures: int = 0
     """Requests that failed as a whole: connection errors, timeouts, 429, 5xx and other non-2xx."""
@@ -512,9 +514,14 @@ class ElasticsearchSink:
                 self._give_back(batch, entry)
                 raise
             except FileNotFoundError:
-                _log.error("spool file %s vanished before replay", entry.name if entry else "?")
-                if entry is not None:
+                if entry is not None:  # removed by hand, or a disk gone: its documents are lost
+                    self._stats.docs_spool_lost += entry.docs
                     self._spool.remove(entry)
+                _log.error(
+                    "spool file %s vanished before replay: %d documents lost",
+                    entry.name if entry else "?",
+                    entry.docs if entry else 0,
+                )
             except Exception:
                 _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
                 self._give_back(batch, entry)

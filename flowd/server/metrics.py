@@ -157,6 +157,9 @@ METRICS: dict[str, MetricDef] = {
         "counter", "Dead-lettered documents not written: the file was at elasticsearch.dead_letter_max_bytes"
     ),
     "flowd_es_docs_dropped": MetricDef("counter", "Documents lost at shutdown (cluster and spool both full)"),
+    "flowd_es_docs_spool_lost": MetricDef(
+        "counter", "Spooled documents lost: their spool file was gone when its turn to be replayed came"
+    ),
     "flowd_es_bulk_requests": MetricDef("counter", "Bulk requests sent"),
     "flowd_es_bulk_request_failures": MetricDef("counter", "Bulk requests that failed as a whole"),
     "flowd_es_retries": MetricDef("counter", "Batches put back for another attempt"),
@@ -464,6 +467,7 @@ ES_COUNTERS = (
     "docs_dead_lettered",
     "dead_letters_unwritten",
     "docs_dropped",
+    "docs_spool_lost",
     "bulk_requests",
     "bulk_request_failures",
     "retries",
