@@ -37,6 +37,9 @@ def test_the_summary_names_every_loss_of_workers_that_have_exited(caplog: pytest
         stats.inc("flowd_parked_events", ("dropped",), 4)
         stats.inc("flowd_parked_events", ("expired",), 6)
         stats.inc("flowd_parked_events", ("shutdown",), 1)
+        stats.inc("flowd_es_docs_spool_lost", (), 9)
+        stats.inc("flowd_shutdown_lost", ("datagrams",), 5)
+        stats.inc("flowd_shutdown_lost", ("documents",), 50)
         supervisor.aggregator.update(worker, stats.snapshot())
         supervisor.aggregator.retire(worker)  # its "bye" came, and it exited
     with caplog.at_level(logging.INFO, logger="flowd.supervisor"):
@@ -48,3 +51,5 @@ def test_the_summary_names_every_loss_of_workers_that_have_exited(caplog: pytest
     assert got["sink_rejected"] == 6
     assert got["es_spooled"] == 80 and got["es_replayed"] == 20
     assert got["parked_dropped"] == 8 and got["parked_expired"] == 12 and got["parked_lost"] == 2
+    assert got["es_spool_lost"] == 18
+    assert got["shutdown_lost_datagrams"] == 10 and got["shutdown_lost_documents"] == 100

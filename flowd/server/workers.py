@@ -371,5 +371,7 @@ class Supervisor:
             ("es_replayed", total("flowd_es_docs_replayed")),
             ("es_dead_lettered", total("flowd_es_docs_dead_lettered")),
             ("es_dropped", total("flowd_es_docs_dropped")),
+            ("es_spool_lost", total("flowd_es_docs_spool_lost")),
+            ("worker_lost_datagrams", total("flowd_worker_lost_datagrams")),
         )
         log.info("stopped: %s", " ".join(f"{name}={value:.0f}" for name, value in fields))
