@@ -173,7 +173,11 @@ def test_outage_and_restart_index_every_flow_once(es_url: str, proxy: ProxyThrea
         proxy.run(proxy.proxy.up())
         want = sum(expected_ids.values())
         indexed = wait_count(es_url, index, want)
-        replayed = server.total("flowd_es_docs_replayed_total")
+        # Replayed documents count once the cluster has answered for them, which the worker
+        # reports within a second of the index holding them.
+        deadline = time.monotonic() + 10
+        while (replayed := server.total("flowd_es_docs_replayed_total")) == 0 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert server.stop() == 0, server.log()
     finally:
         server.kill()
