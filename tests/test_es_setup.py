@@ -349,10 +349,14 @@ async def test_a_raw_float_then_hex_in_the_same_field_is_indexed_with_its_digits
     later value kept as hex, which then cost its flow; a `float` also kept 7 digits of 17."""
     cache = TemplateCache()
     documents = []
-    for template_id, length, value in ((256, 8, struct.pack("!d", 1 / 3)), (257, 3, b"\x0a\x0b\x0c")):
+    for template_id, length, value in (
+        (256, 8, struct.pack("!d", 1 / 3)),
+        (257, 3, b"\x0a\x0b\x0c"),
+        (258, 3, b"\x01\x02\x03"),  # hex of digits only: must not be read as the number 10203
+    ):
         result = decode_datagram(float_datagram(template_id, length, value), ("192.0.2.9", 4739), cache, 1.7e9)
         documents += list(documents_for(result.flows))
-    assert [d["netflow.sampling_probability"] for d in documents] == [1 / 3, "0a0b0c"]
+    assert [d["netflow.sampling_probability"] for d in documents] == [1 / 3, "0a0b0c", "010203"]
     user, password = es_auth()
     settings = ElasticsearchSettings(
         hosts=[es_url], user=user, password=password, data_stream="flows-flowdfloat", namespace=uuid.uuid4().hex[:10]
@@ -364,6 +368,9 @@ async def test_a_raw_float_then_hex_in_the_same_field_is_indexed_with_its_digits
         for number, document in enumerate(documents):
             answer = es_request(es_url, "POST", f"/{target}/_create/float-{number}", document)
             assert answer.get("result") == "created", answer
+        es_request(es_url, "POST", f"/{target}/_refresh")
+        numbers = {"range": {"netflow.sampling_probability": {"gte": 1}}}
+        assert es_request(es_url, "POST", f"/{target}/_count", {"query": numbers})["count"] == 0
         mapping = es_request(es_url, "GET", f"/{target}/_mapping")
         (index,) = mapping.values()
         field = index["mappings"]["properties"]["netflow"]["properties"]["sampling_probability"]

@@ -51,13 +51,14 @@ _LONG = {"type": "long"}
 _IP = {"type": "ip"}
 _DATE = {"type": "date"}
 _RAW_IP = {"type": "ip", "ignore_malformed": True}
-_RAW_LONG = {"type": "long", "ignore_malformed": True}
+_RAW_LONG = {"type": "long", "ignore_malformed": True, "coerce": False}
 """Raw exporter values (`netflow.*`, `sflow.*`) that do not fit their type (an unsigned64 identifier
 past 2^63, an address element of an odd length kept as hex) are left out of the index, and kept in
 `_source`, instead of costing the cluster the whole document. The ECS fields the documents copy
 from those values unchanged (addresses, ports, ifIndexes, BGP AS numbers) get the same treatment:
-a template giving `sourceIPv4Address` 5 bytes or `ingressInterface` 16 makes them hex there too."""
-_RAW_DOUBLE = {"type": "double", "ignore_malformed": True}
+a template giving `sourceIPv4Address` 5 bytes or `ingressInterface` 16 makes them hex there too.
+Without `coerce`, hex made only of digits ("010203") is left out too, not indexed as a number."""
+_RAW_DOUBLE = {"type": "double", "ignore_malformed": True, "coerce": False}
 """Raw float64 elements (samplingProbability, the error and confidence-limit elements): a `float`
 would lose digits, and a later value kept as hex (a template giving one 3 bytes) must not cost
 the document."""
