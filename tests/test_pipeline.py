@@ -313,6 +313,27 @@ def test_rate_limited_log_bounds_a_storm_from_many_sources(caplog: pytest.LogCap
     assert "again (1 similar suppressed)" in caplog.text
 
 
+def test_rate_limited_log_bounds_its_held_back_counts(caplog: pytest.LogCaptureFixture) -> None:
+    """Found by an audit: every key held back got its own count, kept until that key logged
+    again, so a storm from spoofed sources grew the table by one entry per source (200,000
+    sources: 199,600 entries). Now `MAX_LOG_KEYS` keys keep their own count; the rest are summed
+    and the next line reports them."""
+    import logging
+
+    from flowd.server.pipeline import MAX_LINES_PER_INTERVAL, MAX_LOG_KEYS
+
+    now = [0.0]
+    limiter = RateLimitedLog(logging.getLogger("t"), interval_s=10.0, clock=lambda: now[0])
+    sources = 3 * MAX_LOG_KEYS
+    logged = sum(limiter.warning(f"10.0.{n >> 8}.{n & 255}|truncated", "bad") for n in range(sources))
+    assert logged == MAX_LINES_PER_INTERVAL
+    assert len(limiter._suppressed) <= MAX_LOG_KEYS
+    now[0] = 11.0
+    assert limiter.warning("10.0.0.0|truncated", "again")
+    held_elsewhere = sources - MAX_LINES_PER_INTERVAL - MAX_LOG_KEYS
+    assert f"{held_elsewhere} more suppressed from other sources" in caplog.text
+
+
 # --- the async stages ---------------------------------------------------------------------------
 
 

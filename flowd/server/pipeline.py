@@ -197,7 +197,9 @@ MAX_LINES_PER_INTERVAL = 20
 class RateLimitedLog:
     """At most one line per key per interval, and `MAX_LINES_PER_INTERVAL` in all (keys hold the
     source address: a storm from many sources must not log a line each); the lines held back are
-    counted in the next one."""
+    counted in the next one). Held-back counts are kept per key for at most `MAX_LOG_KEYS` keys;
+    the rest are summed into one count the next line reports, so that a storm from spoofed
+    sources cannot grow the table of counts without bound."""
 
     def __init__(
         self, logger: logging.Logger, interval_s: float = LOG_INTERVAL_S, clock: Callable[[], float] = time.monotonic
@@ -207,6 +209,8 @@ class RateLimitedLog:
         self.clock = clock
         self._last: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
+        self._suppressed_elsewhere = 0
+        """Lines held back under keys past the `MAX_LOG_KEYS` kept in `_suppressed`."""
         self._window_started = float("-inf")
         self._window_lines = 0
 
@@ -216,15 +220,22 @@ class RateLimitedLog:
         if now - self._window_started >= self.interval_s:
             self._window_started, self._window_lines = now, 0
         if (last is not None and now - last < self.interval_s) or self._window_lines >= MAX_LINES_PER_INTERVAL:
-            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            suppressed = self._suppressed
+            if key in suppressed or len(suppressed) < MAX_LOG_KEYS:
+                suppressed[key] = suppressed.get(key, 0) + 1
+            else:
+                self._suppressed_elsewhere += 1
             return False
         self._window_lines += 1
         if key not in self._last and len(self._last) >= MAX_LOG_KEYS:
             self._last.clear()
-            self._suppressed.clear()
         self._last[key] = now
         held = self._suppressed.pop(key, 0)
-        self.logger.warning("%s%s", message, f" ({held} similar suppressed)" if held else "")
+        elsewhere, self._suppressed_elsewhere = self._suppressed_elsewhere, 0
+        notes = [f"{held} similar suppressed"] if held else []
+        if elsewhere:
+            notes.append(f"{elsewhere} more suppressed from other sources")
+        self.logger.warning("%s%s", message, f" ({', '.join(notes)})" if notes else "")
         return True
 
 
