@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from flowd.decode import TemplateCache
-from flowd.server.exporter_reports import MAX_SOURCES_PER_SERIES, ExporterReports
+from flowd.server.exporter_reports import MAX_SOURCES, MAX_SOURCES_PER_SERIES, ExporterReports
 from flowd.server.metrics import Aggregator, WorkerStats, build_registry
 from flowd.server.pipeline import BatchDecoder
 from tests.corpus_units import CORPUS, corpus_available
@@ -127,6 +127,29 @@ def test_values_that_are_not_counts_and_too_many_sources_are_ignored() -> None:
     assert stats.gauges["flowd_exporter_reported"] == {
         ("other", "", "not_sent_flow_total_count"): MAX_SOURCES_PER_SERIES
     }
+
+
+def test_the_totals_kept_are_bounded_in_all_and_those_left_out_counted() -> None:
+    """Found by an audit: sources were capped per series and series in all, but not in all, so
+    spoofed addresses, each reporting under its own few domains, could make 10,000 x 10,000
+    totals be kept (about 90 bytes each); and what the caps left out was not counted."""
+    stats = WorkerStats()
+    reports = ExporterReports(stats, lambda address: "other")
+    domains = 16
+    addresses = MAX_SOURCES // domains + 100  # under MAX_SOURCES_PER_SERIES in each
+    assert addresses < MAX_SOURCES_PER_SERIES
+    reports.learn(
+        {
+            "observer.ip": f"10.{i >> 16}.{(i >> 8) & 255}.{i & 255}",
+            "netflow.exporter.source_id": domain,
+            "netflow.not_sent_flow_total_count": 1,
+        }
+        for i in range(addresses)
+        for domain in range(domains)
+    )
+    assert sum(len(sources) for sources in reports._latest.values()) == MAX_SOURCES
+    assert stats.counter("flowd_exporter_reports_ignored") == addresses * domains - MAX_SOURCES
+    assert sum(stats.gauges["flowd_exporter_reported"].values()) == MAX_SOURCES
 
 
 def test_an_exporter_that_moved_between_workers_is_not_counted_twice() -> None:

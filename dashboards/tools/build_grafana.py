@@ -234,14 +234,16 @@ def build() -> dict[str, Any]:
     b.add(
         "Lost inside exporters, as they report it (top 10)",
         "What exporters say in their own statistics (options data, RFC 7011 section 4) they skipped or"
-        " never sent, per second: a full flow cache or a metering process out of capacity, before flowd",
+        " never sent, per second: a full flow cache or a metering process out of capacity, before flowd;"
+        " and reports flowd left out because its tables of them were full",
         "ops",
         [
             (
                 f"topk(10, sum by (exporter, counter) (rate(flowd_exporter_reported{{{SELECTOR}, "
                 f'counter=~"not_sent_.*|ignored_.*"}}[{RATE}])))',
                 "{{exporter}} {{counter}}",
-            )
+            ),
+            (counter_rate("flowd_exporter_reports_ignored"), "reports left out (tables full)"),
         ],
     )
     b.add(

@@ -38,6 +38,9 @@ MAX_SOURCES_PER_SERIES = 10_000
 folds them into one label): bounds what spoofed sources can make flowd keep."""
 MAX_SERIES = 10_000
 """Series (exporter label, domain, counter) kept; the same bound for domains."""
+MAX_SOURCES = 131_072
+"""(series, exporter address) totals kept in all, about 90 bytes each: the two caps above alone
+let spoofed sources and domains make 10,000 x 10,000 of them."""
 MAX_VALUE = 2**64 - 1
 
 
@@ -68,6 +71,8 @@ class ExporterReports:
         self._retired: dict[Series, int] = {}
         """Last totals of addresses let go from a series that others still share, so that the sum
         does not fall (a fall reads as the exporter's restart)."""
+        self._sources = 0
+        """Addresses summed over every series of `_latest`."""
         self._pruned_at = clock()
 
     @property
@@ -86,18 +91,27 @@ class ExporterReports:
                 domain = document.get("netflow.exporter.source_id")
                 series = (self.exporter_label(address), "" if domain is None else str(domain), counter)
                 sources = self._latest.get(series)
-                if sources is None:
-                    if len(self._latest) >= MAX_SERIES:
-                        continue
-                    sources = self._latest[series] = {}
-                previous = sources.get(address)
-                if previous is None and len(sources) >= MAX_SOURCES_PER_SERIES:
+                previous = None if sources is None else sources.get(address)
+                if previous is None and not self._room_for(sources):
+                    self.stats.inc("flowd_exporter_reports_ignored")
                     continue
+                if sources is None:
+                    sources = self._latest[series] = {}
+                if previous is None:
+                    self._sources += 1
                 sources[address] = (value, now)
                 total = self._totals.get(series, 0) + value - (previous[0] if previous else 0)
                 self._totals[series] = total
                 self.stats.set("flowd_exporter_reported", series, total)
         self.maybe_prune(now)
+
+    def _room_for(self, sources: dict[str, tuple[int, float]] | None) -> bool:
+        """Whether a new address may join a series (None: a new series)."""
+        if self._sources >= MAX_SOURCES:
+            return False
+        if sources is None:
+            return len(self._latest) < MAX_SERIES
+        return len(sources) < MAX_SOURCES_PER_SERIES
 
     def maybe_prune(self, now: float | None = None) -> None:
         """`prune` at most every `PRUNE_EVERY_S` (the decoder calls it each batch)."""
@@ -114,6 +128,7 @@ class ExporterReports:
             stale = [address for address, (_, seen) in sources.items() if now - seen > STALE_AFTER_S]
             if not stale:
                 continue
+            self._sources -= len(stale)
             if len(stale) == len(sources):
                 del self._latest[series]
                 self._totals.pop(series, None)

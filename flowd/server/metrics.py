@@ -96,6 +96,11 @@ METRICS: dict[str, MetricDef] = {
         ("exporter", "domain", "counter"),
         across_workers="max",
     ),
+    "flowd_exporter_reports_ignored": MetricDef(
+        "counter",
+        "Totals exporters reported of themselves left out of flowd_exporter_reported: the tables of exporters, "
+        "domains and counters it keeps were full",
+    ),
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
     "flowd_options_records_decoded": MetricDef("counter", "Options records decoded", ("protocol",)),
     "flowd_templates_known": MetricDef("gauge", "Templates in the template caches"),
