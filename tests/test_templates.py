@@ -62,6 +62,25 @@ def test_parking_is_bounded_per_key_and_globally() -> None:
     assert cache.parked_sets <= 5
 
 
+def test_parked_bytes_are_bounded_and_what_makes_room_is_counted() -> None:
+    """Found by an audit: parking was bounded by count alone (16,384 sets), and one set may be
+    nearly 64 KiB, so data sets for templates that never come could hold a gigabyte. Now the
+    bodies are bounded in bytes too, and each set dropped to keep to it is counted."""
+    from flowd.decode.templates import MAX_PARKED_BYTES
+
+    cache = TemplateCache()
+    body = bytes(60_000)
+    datagrams = MAX_PARKED_BYTES // len(body) + 50
+    for number in range(datagrams):  # every data set under its own template id: per-key caps never bite
+        data = ipfix_message(ipfix_set(256 + number, body))
+        assert decode_datagram(data, EXPORTER, cache, float(number)).parked == 1
+    assert cache.parked_bytes <= MAX_PARKED_BYTES
+    assert cache.parked_bytes == cache.parked_sets * len(body)
+    assert cache.stats.parked_dropped == datagrams - cache.parked_sets >= 50
+    cache.expire(float(datagrams) + cache.parked_ttl_s + 1)
+    assert cache.parked_sets == 0 and cache.parked_bytes == 0
+
+
 def test_parked_sets_expire() -> None:
     cache = TemplateCache(parked_ttl_s=10.0)
     cache.park((EXPORTER, 10, 0, 256), ParkedSet(b"x", 0.0, 0, 0, None))

@@ -3,7 +3,8 @@
 Keyed by (exporter address and port, protocol version, observation domain or source id,
 template id), as RFC 7011 section 8 scopes templates to a transport session and domain. Time is
 an argument (the datagram's receive time), never read from a clock. Everything the network can
-grow is bounded: templates per exporter and in all, parked sets per key and in all.
+grow is bounded: templates per exporter and in all, parked sets per key and in all (by count and
+by bytes).
 
 Parked sets outlive a restart: at shutdown the server writes the ones a worker holds to files
 (`take_parked`), and at start every worker loads every such file (`restore_parked`), since the
@@ -34,6 +35,9 @@ MAX_TEMPLATES_PER_EXPORTER = 4_096
 MAX_TEMPLATES = 262_144
 MAX_PARKED_PER_KEY = 64
 MAX_PARKED_SETS = 16_384
+MAX_PARKED_BYTES = 32 * 1024 * 1024
+"""Bytes of parked set bodies in all. A set may be nearly 64 KiB, so the count alone let 16,384
+of them hold a gigabyte; typical sets (about 1.4 KB) reach the count first."""
 PARKED_TTL_S = 600.0
 SNAPSHOT_FORMAT = 1
 
@@ -175,6 +179,7 @@ class TemplateCache:
         max_templates: int = MAX_TEMPLATES,
         max_parked_per_key: int = MAX_PARKED_PER_KEY,
         max_parked_sets: int = MAX_PARKED_SETS,
+        max_parked_bytes: int = MAX_PARKED_BYTES,
         parked_ttl_s: float = PARKED_TTL_S,
         claim: Callable[[str], bool] = _claim_always,
         claim_taken: Callable[[str], bool] = _never_taken,
@@ -184,6 +189,7 @@ class TemplateCache:
         self.max_templates = max_templates
         self.max_parked_per_key = max_parked_per_key
         self.max_parked_sets = max_parked_sets
+        self.max_parked_bytes = max_parked_bytes
         self.parked_ttl_s = parked_ttl_s
         self.claim = claim
         """True when this worker is the first to claim a restored set's file."""
@@ -194,6 +200,8 @@ class TemplateCache:
         self._per_exporter: dict[Exporter, int] = {}
         self._parked: OrderedDict[TemplateKey, list[ParkedSet]] = OrderedDict()
         self._parked_count = 0
+        self._parked_bytes = 0
+        """Bytes of the bodies of every parked set."""
         self._restored: dict[str, list[TemplateKey]] = {}
         """Files whose sets this worker holds unclaimed -> the keys they are parked under."""
         self.releasable: set[TemplateKey] = set()
@@ -207,6 +215,15 @@ class TemplateCache:
     @property
     def parked_sets(self) -> int:
         return self._parked_count
+
+    @property
+    def parked_bytes(self) -> int:
+        return self._parked_bytes
+
+    def _unpark(self, sets: Collection[ParkedSet]) -> None:
+        """Account for `sets` leaving the parked store."""
+        self._parked_count -= len(sets)
+        self._parked_bytes -= sum(len(parked.body) for parked in sets)
 
     def get(self, key: TemplateKey, now: float) -> CompiledTemplate | None:
         entry = self._templates.get(key)
@@ -247,7 +264,7 @@ class TemplateCache:
             return []
         self._settle(key)
         released = self._parked.pop(key, [])
-        self._parked_count -= len(released)
+        self._unpark(released)
         self.stats.unparked += len(released)
         return released
 
@@ -307,7 +324,7 @@ class TemplateCache:
             for claim in {parked.claim for parked in self._parked[key] if parked.claim}:
                 self._forget(claim)  # another run's copies: their file stays
             queue = self._parked.pop(key, [])
-            self._parked_count -= len(queue)
+            self._unpark(queue)
             self.stats.parked_expired += sum(1 for parked in queue if not parked.claim)
             self.releasable.discard(key)
         return len(doomed)
@@ -327,16 +344,19 @@ class TemplateCache:
             self._settle(key)  # this worker gets the exporter: its restored copies are its own now
             queue = self._parked.get(key)
             if queue is not None and len(queue) >= self.max_parked_per_key:
-                queue.pop(0)
-                self._parked_count -= 1
+                self._unpark((queue.pop(0),))
                 self.stats.parked_dropped += 1
-        while self._parked_count >= self.max_parked_sets and self._parked:
+        size = len(parked.body)
+        while (
+            self._parked_count >= self.max_parked_sets or self._parked_bytes + size > self.max_parked_bytes
+        ) and self._parked:
             self._make_room()
         if key not in self._parked and len(self._parked) >= self.max_parked_sets:
             self.stats.parked_dropped += 1
             return False
         self._parked.setdefault(key, []).append(parked)
         self._parked_count += 1
+        self._parked_bytes += size
         self.stats.parked += 1
         return True
 
@@ -349,8 +369,7 @@ class TemplateCache:
         oldest_key = next(iter(self._parked))
         oldest = self._parked[oldest_key]
         if oldest:
-            oldest.pop(0)
-            self._parked_count -= 1
+            self._unpark((oldest.pop(0),))
             self.stats.parked_dropped += 1
         if not oldest:
             del self._parked[oldest_key]
@@ -381,7 +400,7 @@ class TemplateCache:
             if queue is None:
                 continue
             kept = [parked for parked in queue if parked.claim != claim]
-            self._parked_count -= len(queue) - len(kept)
+            self._unpark([parked for parked in queue if parked.claim == claim])
             if kept:
                 self._parked[key] = kept
             else:
@@ -423,7 +442,7 @@ class TemplateCache:
                 continue
             kept = [parked for parked in queue if parked.claim or now - parked.received_at <= ttl]
             dropped += len(queue) - len(kept)
-            self._parked_count -= len(queue) - len(kept)
+            self._unpark([parked for parked in queue if not parked.claim and now - parked.received_at > ttl])
             if kept:
                 self._parked[key] = kept
             elif key in self._parked:
@@ -442,6 +461,7 @@ class TemplateCache:
                 taken[key] = own
         self._parked.clear()
         self._parked_count = 0
+        self._parked_bytes = 0
         self._restored.clear()
         self.releasable.clear()
         return taken
@@ -457,9 +477,12 @@ class TemplateCache:
         first to make room. The per-key cap does not apply to them: it bounds what an exporter
         sends, and a file holds no more than a run let it park. Counted only once claimed."""
         total = sum(len(sets) for _, sets in entries)
+        size = sum(len(parked.body) for _, sets in entries for parked in sets)
         keys = list(dict.fromkeys(key for key, sets in entries if sets))
         new_keys = sum(1 for key in keys if key not in self._parked)
         if not total or self._parked_count + total > self.max_parked_sets:
+            return 0
+        if self._parked_bytes + size > self.max_parked_bytes:
             return 0
         if len(self._parked) + new_keys > self.max_parked_sets or claim in self._restored:
             return 0
@@ -475,6 +498,7 @@ class TemplateCache:
                 self.releasable.add(key)
         self._restored[claim] = keys
         self._parked_count += total
+        self._parked_bytes += size
         return total
 
     def domain(self, key: DomainKey) -> DomainState:
