@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 
@@ -40,6 +41,56 @@ def test_global_cap() -> None:
             assert error.reason == "template_cap"
             refused += 1
     assert len(cache) == 5 and refused == 5
+
+
+def _wide_template(template_id: int, seed: int, count: int = 512) -> bytes:
+    """A template of `count` fields whose field list differs for each `seed`."""
+    fields = [(1 + (seed + i) % 400, 4) for i in range(count - 1)] + [(2, 4 + seed % 4)]
+    return struct.pack("!HH", template_id, count) + b"".join(struct.pack("!HH", *f) for f in fields)
+
+
+def test_template_fields_are_bounded_per_exporter_and_in_distinct_layouts() -> None:
+    """Found by an audit: templates were capped by count only (4,096 per exporter, 262,144 in
+    all), but one may have 512 fields and a compiled field costs about 0.4 KB: one exporter
+    could hold 0.9 GB, and one address rotating its source port far more; refused templates were
+    compiled all the same. Now fields are bounded per exporter and, over distinct field lists, in
+    all; refused templates are counted and never compiled."""
+    from flowd.decode import records
+    from flowd.decode.templates import MAX_FIELDS_PER_EXPORTER, MAX_LAYOUT_FIELDS
+
+    cache = TemplateCache()
+    per_exporter = MAX_FIELDS_PER_EXPORTER // 512
+    sent = per_exporter + 8
+    for number in range(sent):
+        with contextlib.suppress(DecodeError):
+            decode_datagram(ipfix_message(ipfix_set(2, _wide_template(256 + number, number))), EXPORTER, cache, 0.0)
+    assert len(cache) == per_exporter and cache.stats.rejected_over_cap == sent - per_exporter
+    # Another address, rotating its source port: distinct field lists are bounded in all.
+    layouts = MAX_LAYOUT_FIELDS // 512
+    compiled = records._compiled_fields
+    for port in range(layouts):
+        template = ipfix_set(2, _wide_template(256, 1000 + port))
+        with contextlib.suppress(DecodeError):
+            decode_datagram(ipfix_message(template), ("198.51.100.1", 1024 + port), cache, 0.0)
+    assert len(cache) == layouts
+    assert cache.stats.rejected_over_cap == sent - per_exporter + per_exporter
+    assert records._compiled_fields - compiled <= layouts * 512 <= records.MAX_COMPILED_FIELDS
+    # A field list already held costs nothing more: many exporters may share it.
+    shared = ipfix_message(ipfix_set(2, _wide_template(256, 0)))
+    for port in range(100):
+        assert decode_datagram(shared, ("203.0.113.1", 1024 + port), cache, 0.0).templates_added == 1
+
+
+def test_a_refused_redefinition_does_not_leave_the_old_template_decoding() -> None:
+    cache = TemplateCache(max_fields_per_exporter=600)
+    decode_datagram(ipfix_message(ipfix_set(2, _wide_template(256, 0, 100))), EXPORTER, cache, 0.0)
+    decode_datagram(ipfix_message(ipfix_set(2, _wide_template(257, 1, 400))), EXPORTER, cache, 0.0)
+    with contextlib.suppress(DecodeError):  # 256 redefined with 300 fields: 700 in all
+        decode_datagram(ipfix_message(ipfix_set(2, _wide_template(256, 2, 300))), EXPORTER, cache, 0.0)
+    assert cache.get((EXPORTER, 10, 1, 256), 0.0) is None and cache.get((EXPORTER, 10, 1, 257), 0.0) is not None
+    assert cache.stats.rejected_over_cap == 1
+    decode_datagram(ipfix_message(ipfix_set(2, _wide_template(256, 3, 200))), EXPORTER, cache, 0.0)
+    assert len(cache) == 2
 
 
 def test_ttl_expires_templates_by_receive_time() -> None:

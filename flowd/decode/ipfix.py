@@ -98,9 +98,11 @@ def _parse_templates(
         if field_count > MAX_FIELDS:
             raise TemplateError(f"template {template_id} has {field_count} fields", offset=pos)
         fields, pos = _field_specifiers(data, pos, end, template_id, field_count)
-        template = compile_template(template_id, fields, scope_count)
         key = (context.exporter, 10, context.domain_id, template_id)
-        released = templates.put(key, template, context.received_at)
+        released = None
+        if templates.admits(key, fields):  # before compiling: a refused template costs nothing
+            template = compile_template(template_id, fields, scope_count)
+            released = templates.put(key, template, context.received_at)
         if released is None:
             result.errors.append(SoftError("template_cap", f"template {template_id} refused: cache full", pos))
             continue

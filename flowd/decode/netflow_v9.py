@@ -95,9 +95,11 @@ def _parse_templates(
             raise TruncatedError(f"template {template_id} overruns its FlowSet", offset=pos)
         fields = tuple(starmap(TemplateField, SET_HEADER.iter_unpack(data[pos : pos + field_count * 4])))
         pos += field_count * 4
-        template = compile_template(template_id, fields, scope_count, netflow_v9=True, options=options)
         key = (context.exporter, context.version, context.domain_id, template_id)
-        released = templates.put(key, template, context.received_at)
+        released = None
+        if templates.admits(key, fields):  # before compiling: a refused template costs nothing
+            template = compile_template(template_id, fields, scope_count, netflow_v9=True, options=options)
+            released = templates.put(key, template, context.received_at)
         if released is None:
             result.errors.append(SoftError("template_cap", f"template {template_id} refused: cache full", pos))
             continue

@@ -331,6 +331,10 @@ def _varlen(kind: str) -> Converter:
 _COMPILED: dict[tuple[Any, ...], CompiledTemplate] = {}
 """One compiled template per distinct field list; templates with other ids share its parts."""
 MAX_DISTINCT_LAYOUTS = 65_536
+MAX_COMPILED_FIELDS = 65_536
+"""Fields of the compiled templates `_COMPILED` keeps (about 0.4 KB each): a template may have
+512 fields, so the count of layouts alone let it hold gigabytes."""
+_compiled_fields = 0
 
 
 def compile_template(
@@ -352,9 +356,12 @@ def compile_template(
     key = (template_fields, scope_count, netflow_v9, is_options)
     known = _COMPILED.get(key)
     if known is None:
-        if len(_COMPILED) >= MAX_DISTINCT_LAYOUTS:  # hostile exporters inventing layouts: start over
-            _COMPILED.clear()
+        global _compiled_fields
+        if len(_COMPILED) >= MAX_DISTINCT_LAYOUTS or _compiled_fields + len(template_fields) > MAX_COMPILED_FIELDS:
+            _COMPILED.clear()  # hostile exporters inventing layouts: start over
+            _compiled_fields = 0
         known = _COMPILED[key] = _compile(template_id, template_fields, scope_count, netflow_v9, is_options)
+        _compiled_fields += len(template_fields)
     if known.template_id == template_id:
         return known
     return known.with_id(template_id)

@@ -33,6 +33,13 @@ DomainKey = tuple[Exporter, int, int]
 TEMPLATE_TTL_S = 86_400.0
 MAX_TEMPLATES_PER_EXPORTER = 4_096
 MAX_TEMPLATES = 262_144
+MAX_FIELDS_PER_EXPORTER = 16_384
+"""Fields of one exporter's templates: templates may have up to 512 fields each, and a compiled
+field costs about 0.4 KB, so the template count alone let one exporter hold 0.9 GB."""
+MAX_LAYOUT_FIELDS = 65_536
+"""Fields of the distinct field lists held in all (about 28 MB compiled). Templates with the same
+field list share one compiled decoder (`compile_template`), so distinct lists are what cost
+memory: thousands of exporters sending the same few templates hold a few hundred fields."""
 MAX_PARKED_PER_KEY = 64
 MAX_PARKED_SETS = 16_384
 MAX_PARKED_BYTES = 32 * 1024 * 1024
@@ -177,6 +184,8 @@ class TemplateCache:
         ttl_s: float = TEMPLATE_TTL_S,
         max_per_exporter: int = MAX_TEMPLATES_PER_EXPORTER,
         max_templates: int = MAX_TEMPLATES,
+        max_fields_per_exporter: int = MAX_FIELDS_PER_EXPORTER,
+        max_layout_fields: int = MAX_LAYOUT_FIELDS,
         max_parked_per_key: int = MAX_PARKED_PER_KEY,
         max_parked_sets: int = MAX_PARKED_SETS,
         max_parked_bytes: int = MAX_PARKED_BYTES,
@@ -187,6 +196,8 @@ class TemplateCache:
         self.ttl_s = ttl_s
         self.max_per_exporter = max_per_exporter
         self.max_templates = max_templates
+        self.max_fields_per_exporter = max_fields_per_exporter
+        self.max_layout_fields = max_layout_fields
         self.max_parked_per_key = max_parked_per_key
         self.max_parked_sets = max_parked_sets
         self.max_parked_bytes = max_parked_bytes
@@ -198,6 +209,11 @@ class TemplateCache:
         self.stats = TemplateStats()
         self._templates: dict[TemplateKey, _Entry] = {}
         self._per_exporter: dict[Exporter, int] = {}
+        self._fields_per_exporter: dict[Exporter, int] = {}
+        self._layouts: dict[tuple[TemplateField, ...], int] = {}
+        """Distinct field lists held -> how many templates have it."""
+        self._layout_fields = 0
+        """Fields of the distinct field lists held."""
         self._parked: OrderedDict[TemplateKey, list[ParkedSet]] = OrderedDict()
         self._parked_count = 0
         self._parked_bytes = 0
@@ -235,29 +251,72 @@ class TemplateCache:
             return None
         return entry.template
 
+    def admits(self, key: TemplateKey, fields: tuple[TemplateField, ...]) -> bool:
+        """Whether `put` would take a template of these fields under `key` (checked before it is
+        compiled: compiling is the costly part, for time and memory). False is counted."""
+        exporter = key[0]
+        old = self._templates.get(key)
+        if old is not None and old.template.fields == fields:
+            return True  # a refresh
+        held = 0 if old is None else len(old.template.fields)
+        if old is None and (
+            self._per_exporter.get(exporter, 0) >= self.max_per_exporter or len(self._templates) >= self.max_templates
+        ):
+            self.stats.rejected_over_cap += 1
+            return False
+        new_layout = 0 if fields in self._layouts else len(fields)
+        if (
+            self._fields_per_exporter.get(exporter, 0) - held + len(fields) > self.max_fields_per_exporter
+            or self._layout_fields + new_layout > self.max_layout_fields
+        ):
+            self.stats.rejected_over_cap += 1
+            if old is not None:  # its redefinition is refused: the old one must not go on decoding
+                self._remove(key)
+            return False
+        return True
+
     def put(self, key: TemplateKey, template: CompiledTemplate, now: float) -> list[ParkedSet] | None:
         """Learn or refresh a template. Returns the parked sets it releases, or None when refused."""
         exporter = key[0]
         old = self._templates.get(key)
+        if old is not None and (
+            old.template.fields == template.fields
+            and old.template.scope_count == template.scope_count
+            and old.template.options == template.options
+        ):
+            old.seen_at = now  # a refresh: keep the compiled decoder
+            return self._release(key)
+        if not self.admits(key, template.fields):
+            return None
         if old is None:
-            if (
-                self._per_exporter.get(exporter, 0) >= self.max_per_exporter
-                or len(self._templates) >= self.max_templates
-            ):
-                self.stats.rejected_over_cap += 1
-                return None
             self._per_exporter[exporter] = self._per_exporter.get(exporter, 0) + 1
             self.stats.added += 1
-        elif (
-            old.template.fields != template.fields
-            or old.template.scope_count != template.scope_count
-            or old.template.options != template.options
-        ):
-            self.stats.redefined += 1
         else:
-            template = old.template  # a refresh: keep the compiled decoder
+            self.stats.redefined += 1
+            self._drop_fields(key, old.template.fields)
+        self._add_fields(key, template.fields)
         self._templates[key] = _Entry(template, key[1], now)
         return self._release(key)
+
+    def _add_fields(self, key: TemplateKey, fields: tuple[TemplateField, ...]) -> None:
+        self._fields_per_exporter[key[0]] = self._fields_per_exporter.get(key[0], 0) + len(fields)
+        holders = self._layouts.get(fields, 0)
+        if not holders:
+            self._layout_fields += len(fields)
+        self._layouts[fields] = holders + 1
+
+    def _drop_fields(self, key: TemplateKey, fields: tuple[TemplateField, ...]) -> None:
+        left = self._fields_per_exporter.get(key[0], 0) - len(fields)
+        if left > 0:
+            self._fields_per_exporter[key[0]] = left
+        else:
+            self._fields_per_exporter.pop(key[0], None)
+        holders = self._layouts.get(fields, 0) - 1
+        if holders > 0:
+            self._layouts[fields] = holders
+        else:
+            self._layouts.pop(fields, None)
+            self._layout_fields -= len(fields)
 
     def _release(self, key: TemplateKey) -> list[ParkedSet]:
         if key not in self._parked:
@@ -330,7 +389,8 @@ class TemplateCache:
         return len(doomed)
 
     def _remove(self, key: TemplateKey) -> None:
-        del self._templates[key]
+        entry = self._templates.pop(key)
+        self._drop_fields(key, entry.template.fields)
         count = self._per_exporter.get(key[0], 1) - 1
         if count:
             self._per_exporter[key[0]] = count
