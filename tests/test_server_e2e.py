@@ -569,6 +569,7 @@ def test_sighup_reloads_the_enrichment_tables(server_factory: Any) -> None:
     server.config.write_text(original.replace("[enrich]\n", "[enrich]\nnetwork_names = [\n"))
     server.process.send_signal(signal.SIGHUP)
     wait_for(lambda: "reload refused, the running configuration stays" in server.log(), server)
+    wait_for(lambda: server.total('flowd_config_reloads_total{result="failed"}') == 1, server)
     server.config.write_text(
         original.replace("[enrich]\n", '[enrich]\nnetwork_names = { "10.0.0.0/8" = "campus" }\n').replace(
             "shutdown_grace_s = 20", "shutdown_grace_s = 21"

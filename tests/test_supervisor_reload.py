@@ -105,3 +105,21 @@ def test_a_worker_that_dies_has_the_datagrams_it_held_counted(tmp_path: Path) ->
     assert supervisor.aggregator.counter_total("flowd_worker_lost_datagrams") == 37
     assert supervisor.aggregator.counter_total("flowd_datagrams_received") == 900  # its counters stay
     assert supervisor.aggregator.counter_total("flowd_worker_restarts") == 1
+
+
+def test_a_file_the_supervisor_refuses_counts_as_a_failed_reload(tmp_path: Path, monkeypatch: Any) -> None:
+    """Found by a documentation audit: the supervisor checks the file before it signals the
+    workers, so a file that did not load never reached a worker's `failed` count, and
+    FlowdConfigReloadFailed (which alerts on `flowd_config_reloads_total{result="failed"}`) could
+    not fire for a reload that was refused."""
+    config = tmp_path / "flowd.toml"
+    config.write_text("[listen]\nworkers = 1\n")
+    supervisor = Supervisor(load_settings(config).settings, config_path=str(config))
+    signalled = record_hangups(monkeypatch)
+    (slot,) = supervisor.slots
+    slot.process, slot.ready = StandIn(1001), True  # type: ignore[assignment]
+
+    config.write_text("[listen]\nworkers = 1\n[enrich]\nnetwork_names = { 'not a network' = 'x' }\n")
+    supervisor._reload()
+    assert signalled == []  # the workers keep their tables
+    assert supervisor.aggregator.counter_total("flowd_config_reloads", ("failed",)) == 1

@@ -225,9 +225,12 @@ class Supervisor:
         try:
             loaded = load_settings(self.config_path)
         except ConfigError as error:
+            # Counted here: the workers are not signalled, so none of them counts it.
+            self.aggregator.local.inc("flowd_config_reloads", ("failed",))
             log.error("reload refused, the running configuration stays: %s", error)
             return
         except Exception as error:  # a reload must never end the supervisor's loop
+            self.aggregator.local.inc("flowd_config_reloads", ("failed",))
             log.exception("reload refused, the running configuration stays: %s: %s", type(error).__name__, error)
             return
         fresh = loaded.settings
