@@ -73,3 +73,88 @@ def test_document_fields_table_is_the_index_mapping() -> None:
 
     walk(mappings()["properties"], "")
     assert documented_fields() == mapped
+
+
+def _mapped_types() -> dict[str, str]:
+    from flowd.output.index_template import mappings
+
+    types: dict[str, str] = {}
+
+    def walk(properties: dict[str, dict[str, object]], prefix: str) -> None:
+        for key, node in properties.items():
+            if "properties" in node:
+                walk(node["properties"], f"{prefix}{key}.")  # type: ignore[arg-type]
+            else:
+                types[prefix + key] = str(node["type"])
+
+    walk(mappings()["properties"], "")
+    return types
+
+
+def _slots(name: str, mirrored: bool) -> list[list[str]]:
+    """The fields one type of the table's type column stands for: one slot per choice of the name's
+    last brace group (`source.{ip,port}`: `ip`, `port`), each with the fields that choice expands to."""
+    groups = list(re.finditer(r"\{([^}]*)\}", name))
+    choices = (
+        [name]
+        if not groups
+        else [name[: groups[-1].start()] + c + name[groups[-1].end() :] for c in groups[-1].group(1).split(",")]
+    )
+    slots = []
+    for choice in choices:
+        fields = _expand(choice)
+        if mirrored:
+            fields += ["destination." + f.removeprefix("source.") for f in fields if f.startswith("source.")]
+        slots.append(fields)
+    return slots
+
+
+def document_field_types() -> dict[str, set[str]]:
+    """Field -> the types the table gives it: positional where the type column lists one type per
+    name (or per choice of a name's last brace group), else any of the row's types."""
+    section = README[README.index("### Document fields") :]
+    section = section[: section.index("\n###")]
+    documented: dict[str, set[str]] = {}
+    for names_cell, types_cell in re.findall(r"^\| (`.*?) \| ([a-z_, ]+) \|", section, re.M):
+        mirrored = "destination" in names_cell
+        slots = [
+            slot
+            for name in re.findall(r"`([^`]+)`", names_cell)
+            if not name.endswith(".*")
+            for slot in _slots(name, mirrored)
+        ]
+        types = [t.strip() for t in types_cell.split(",")]
+        for index, slot in enumerate(slots):
+            allowed = {types[0]} if len(types) == 1 else {types[index]} if len(types) == len(slots) else set(types)
+            for field in slot:
+                documented[field] = allowed
+    return documented
+
+
+def test_document_fields_table_gives_the_mapped_types() -> None:
+    mapped = _mapped_types()
+    documented = document_field_types()
+    assert documented.keys() == mapped.keys()
+    wrong = {field: (sorted(types), mapped[field]) for field, types in documented.items() if mapped[field] not in types}
+    assert not wrong, wrong
+
+
+ROOTS = ("source", "destination", "network", "flowd", "observer", "event", "flow", "related")
+
+
+def test_document_fields_named_in_the_prose_are_mapped() -> None:
+    """A document field the README or deploy/README.md names anywhere (`flowd.source_address_class`,
+    `destination.geo.*`) is one the index mapping has (file names such as `flowd.toml` aside)."""
+    mapped = set(_mapped_types())
+    named = re.compile(rf"`((?:{'|'.join(ROOTS)})\.[a-z_.{{}},*]+)`")
+    unknown = []
+    for text in (README, (REPO / "deploy" / "README.md").read_text()):
+        for name in set(named.findall(text)):
+            if name.endswith((".toml", ".ndjson")):
+                continue
+            for field in _expand(name):
+                stem = field.removesuffix("*")
+                known = any(m.startswith(stem) for m in mapped) if field.endswith("*") else field in mapped
+                if not known:
+                    unknown.append(field)
+    assert not unknown, unknown
