@@ -158,3 +158,22 @@ def test_document_fields_named_in_the_prose_are_mapped() -> None:
                 if not known:
                     unknown.append(field)
     assert not unknown, unknown
+
+
+def test_metrics_named_in_the_readmes_are_served() -> None:
+    """Every `flowd_*` metric the READMEs name is one flowd serves: a counter with `_total` (or by
+    its family name), a gauge or histogram without it, and with the labels written beside it."""
+    from flowd.server.metrics import METRICS
+
+    wrong = []
+    for text in (README, (REPO / "deploy" / "README.md").read_text()):
+        for name, labels in re.findall(r"`(flowd_[a-z_]+)(?:\{([^}]*)\})?`", text):
+            family = name.removesuffix("_total")
+            definition = METRICS.get(family)
+            if definition is None or (name != family and definition.kind != "counter"):
+                wrong.append(name)
+                continue
+            for label in filter(None, labels.split(",")):
+                if label.split("=")[0].strip() not in definition.labels:
+                    wrong.append(f"{name}{{{label}}}")
+    assert not wrong, wrong
