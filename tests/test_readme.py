@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from flowd.config import describe_settings, load_settings
+from flowd.config import ELASTIFLOW_SIMPLE, describe_settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
@@ -176,4 +176,65 @@ def test_metrics_named_in_the_readmes_are_served() -> None:
             for label in filter(None, labels.split(",")):
                 if label.split("=")[0].strip() not in definition.labels:
                     wrong.append(f"{name}{{{label}}}")
+    assert not wrong, wrong
+
+
+USER_SETTINGS_LINES = {
+    "enrich.interface_names": '"192.0.2.1::ifName.3": "ge-0/0/3"',
+    "enrich.default_sampling_rates": '"192.0.2.1": 512',
+    "enrich.endpoint_applications": '"10.1.1.5:8443": "portal"',
+}
+
+
+def _elastiflow_value(key: str) -> str:
+    from flowd.config import Settings
+
+    section, name = key.split(".")
+    default = getattr(getattr(Settings(), section), name)
+    if key == "enrich.nameservers":
+        return "192.0.2.53"
+    if key == "enrich.resolve_ip2host":
+        return "exporters"
+    if key.startswith("listen.") and isinstance(default, list):
+        return "9995"  # the port variable's value; a host variable is set with its port
+    if key == "elasticsearch.hosts":
+        return "es1:9200"
+    if isinstance(default, bool) or key == "output.raw_fields":
+        return "false"
+    if isinstance(default, int | float):
+        return "1"
+    return "/srv/x"
+
+
+def test_elastiflow_table_is_what_the_loader_honours(tmp_path: Path) -> None:
+    """Each variable of the README's ElastiFlow table, set alone, sets the flowd key its row names."""
+    section = README[README.index("ElastiFlow 4.x variables honoured") :]
+    section = section[: section.index("\n\n", section.index("| ElastiFlow variable"))]
+    rows = re.findall(r"^\| (`ELASTIFLOW_.*?) \| (`.*?`)[^|]* \|$", section, re.M)
+    assert len(rows) > 20
+    assert not [name for name in ELASTIFLOW_SIMPLE if f"`ELASTIFLOW_{name}`" not in section]  # none left out
+    wrong = []
+    for variables_cell, keys_cell in rows:
+        named = re.findall(r"`([A-Z_0-9.{},]+)`", variables_cell.split(":")[0].split("(")[0])
+        first = _expand(named[0])[0]
+        variables = [
+            v
+            for name in named
+            for v in _expand(name if name.startswith("ELASTIFLOW_") else first.rsplit("_", 2)[0] + name)
+        ]
+        for key in re.findall(r"`([a-z_]+\.[a-z_0-9]+)`", keys_cell):
+            for variable in variables:
+                environ = {variable: _elastiflow_value(key)}
+                if variable.endswith("_HOST") and key.startswith("listen."):
+                    environ = {variable: "127.0.0.1" if "IPV4" in variable else "::1", variable[:-4] + "PORT": "9995"}
+                if variable.endswith("_USER_SETTINGS_PATH"):
+                    directory = tmp_path / key
+                    directory.mkdir(exist_ok=True)
+                    file = re.search(r"`(\w+\.yml)`", variables_cell)
+                    assert file is not None, variables_cell
+                    (directory / file.group(1)).write_text(USER_SETTINGS_LINES[key] + "\n")
+                    environ = {variable: str(directory)}
+                sources = load_settings(None, environ=environ).sources
+                if variable not in sources[key]:
+                    wrong.append(f"{variable} -> {key}: {sources[key]}")
     assert not wrong, wrong
