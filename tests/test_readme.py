@@ -238,3 +238,21 @@ def test_elastiflow_table_is_what_the_loader_honours(tmp_path: Path) -> None:
                 if variable not in sources[key]:
                     wrong.append(f"{variable} -> {key}: {sources[key]}")
     assert not wrong, wrong
+
+
+def test_sighup_list_is_what_a_reload_applies() -> None:
+    from flowd.server.workers import RELOADABLE_SETTINGS
+
+    paragraph = README[README.index("SIGHUP (`kill -HUP") :]
+    paragraph = paragraph[: paragraph.index("\n\n")]
+    listed = paragraph[: paragraph.index("Every worker reads")]
+    named = re.findall(r"`([a-z_.]+)`", listed)
+    section = ""
+    keys = set()
+    for name in named:
+        if "." in name:
+            section = name.split(".")[0]
+            keys.add(name)
+        else:
+            keys.add(f"{section}.{name}")  # `network_names` after `enrich.internal_networks`
+    assert keys == set(RELOADABLE_SETTINGS)
