@@ -462,3 +462,35 @@ def test_a_capture_renders_the_state_it_was_taken_at_whatever_changes_after() ->
     decode_datagram(ipfix_message(ipfix_set(2, _template(300))), EXPORTER, cache, 5.0)
     assert json.loads(json.dumps(render_snapshot(captured))) == expected
     assert json.loads(json.dumps(cache.snapshot())) != expected  # the changes did reach the cache
+
+
+def test_sampler_rates_are_bounded_over_every_domain_and_counted() -> None:
+    """Found by an audit: each domain held up to 4,096 sampler and 4,096 interface rates, and one
+    exporter may name thousands of domains (gigabytes from one address); at the domain cap the
+    whole table was cleared without a count."""
+    cache = TemplateCache(max_sampling_entries=100, max_templates=12)
+    opt = struct.pack("!HHH", 401, 3, 1) + struct.pack("!HHHHHH", 302, 8, 305, 4, 306, 4)
+
+    def samplers(domain: int, first: int, count: int, interval: int = 1) -> None:
+        rows = b"".join(struct.pack("!QII", first + n, interval, 99) for n in range(count))
+        message = ipfix_message(ipfix_set(3, opt), ipfix_set(401, rows), domain=domain)
+        decode_datagram(message, EXPORTER, cache, 0.0)
+
+    for domain in range(1, 11):
+        samplers(domain, 0, 20)
+    held = [cache.peek_domain((EXPORTER, 10, domain)) for domain in range(1, 11)]
+    assert sum(len(state.samplers) for state in held if state is not None) == 100
+    assert cache.stats.sampling_over_cap == 100
+    samplers(1, 0, 1, interval=4)  # a known sampler's new rate is taken at the cap
+    state = cache.peek_domain((EXPORTER, 10, 1))
+    assert state is not None and state.samplers[0] == (4 + 99) // 4
+    cache.forget_exporters({EXPORTER})  # its rates give their room back
+    samplers(1, 0, 20)
+    state = cache.peek_domain((EXPORTER, 10, 1))
+    assert state is not None and len(state.samplers) == 20
+    for domain in range(2, 14):  # past the domain cap (domains outlive expired templates): the oldest goes
+        cache.domain((EXPORTER, 10, domain))
+    assert cache.peek_domain((EXPORTER, 10, 1)) is None and cache.stats.domains_evicted == 1
+    samplers(2, 100, 100)  # domain 1's 20 rates gave their room back as it went
+    state = cache.peek_domain((EXPORTER, 10, 2))
+    assert state is not None and len(state.samplers) == 100

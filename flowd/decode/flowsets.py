@@ -190,7 +190,7 @@ def emit_records(
     if template.is_options:
         options_state = templates.domain(domain_key)
         for row in rows:
-            apply_options(row, options_state)
+            apply_options(row, options_state, templates.take_sampling_entry)
             result.options.append(_record(KIND_NETFLOW_OPTIONS, context, template, row, context.uptime_ms, 1))
         return
     state = templates.peek_domain(domain_key)
@@ -323,19 +323,20 @@ def _stated_rate(row: dict[str, Any]) -> int:
     return 0
 
 
-def apply_options(row: dict[str, Any], state: DomainState) -> None:
-    """Options data that changes how later flow records are read."""
+def apply_options(row: dict[str, Any], state: DomainState, room: Callable[[], bool] = lambda: True) -> None:
+    """Options data that changes how later flow records are read. A new sampler or interface
+    rate is kept only when `room` says the cache has room for one more (it counts them)."""
     rate = rate_from(row)
     if rate:
         sampler = _sampler_id(row)
         interface = _scoped_interface(row) if sampler is None else None
         if interface:
-            if len(state.interface_rates) < MAX_SAMPLERS or interface in state.interface_rates:
+            if interface in state.interface_rates or (len(state.interface_rates) < MAX_SAMPLERS and room()):
                 state.interface_rates[interface] = rate
         elif sampler is None:
             state.sampling_rate = rate
             state.rate_sampler = None
-        elif len(state.samplers) < MAX_SAMPLERS or sampler in state.samplers:
+        elif sampler in state.samplers or (len(state.samplers) < MAX_SAMPLERS and room()):
             state.samplers[sampler] = rate
             if not state.sampling_rate or sampler == state.rate_sampler:
                 state.sampling_rate = rate

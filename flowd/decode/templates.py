@@ -42,6 +42,10 @@ MAX_LAYOUT_FIELDS = 65_536
 """Fields of the distinct field lists held in all (about 28 MB compiled). Templates with the same
 field list share one compiled decoder (`compile_template`), so distinct lists are what cost
 memory: thousands of exporters sending the same few templates hold a few hundred fields."""
+MAX_SAMPLING_ENTRIES = 65_536
+"""Sampler and per-interface rates held over every domain. Each domain holds up to 4,096 of each
+(`flowsets.MAX_SAMPLERS`), and an exporter may name thousands of domains: one address could make
+a worker hold gigabytes of rates without this."""
 MAX_PARKED_PER_KEY = 64
 MAX_PARKED_SETS = 16_384
 MAX_PARKED_BYTES = 32 * 1024 * 1024
@@ -81,6 +85,10 @@ class TemplateStats:
     withdrawn: int = 0
     expired: int = 0
     rejected_over_cap: int = 0
+    sampling_over_cap: int = 0
+    """Sampler or interface rates refused: `MAX_SAMPLING_ENTRIES` are held."""
+    domains_evicted: int = 0
+    """Domains' sampling state let go, oldest first, to make room for a new domain."""
     parked: int = 0
     unparked: int = 0
     parked_dropped: int = 0
@@ -191,6 +199,7 @@ class TemplateCache:
         max_parked_per_key: int = MAX_PARKED_PER_KEY,
         max_parked_sets: int = MAX_PARKED_SETS,
         max_parked_bytes: int = MAX_PARKED_BYTES,
+        max_sampling_entries: int = MAX_SAMPLING_ENTRIES,
         parked_ttl_s: float = PARKED_TTL_S,
         claim: Callable[[str], bool] = _claim_always,
         claim_taken: Callable[[str], bool] = _never_taken,
@@ -203,6 +212,7 @@ class TemplateCache:
         self.max_parked_per_key = max_parked_per_key
         self.max_parked_sets = max_parked_sets
         self.max_parked_bytes = max_parked_bytes
+        self.max_sampling_entries = max_sampling_entries
         self.parked_ttl_s = parked_ttl_s
         self.claim = claim
         """True when this worker is the first to claim a restored set's file."""
@@ -226,6 +236,8 @@ class TemplateCache:
         """Keys whose restored sets met a template already known at start (from a snapshot):
         `take_releasable` hands them to the decoder once their exporter's traffic comes."""
         self._domains: dict[DomainKey, DomainState] = {}
+        self._sampling_entries = 0
+        """Sampler and interface rates held over every domain."""
 
     def __len__(self) -> int:
         return len(self._templates)
@@ -380,7 +392,7 @@ class TemplateCache:
             self._remove(key)
         self.stats.withdrawn += len(doomed)
         for domain in [key for key in self._domains if key[0] in exporters]:
-            del self._domains[domain]
+            self._drop_domain(domain)
         for key in [key for key in self._parked if key[0] in exporters]:
             for claim in {parked.claim for parked in self._parked[key] if parked.claim}:
                 self._forget(claim)  # another run's copies: their file stays
@@ -566,10 +578,23 @@ class TemplateCache:
     def domain(self, key: DomainKey) -> DomainState:
         state = self._domains.get(key)
         if state is None:
-            if len(self._domains) >= self.max_templates:
-                self._domains.clear()
+            if len(self._domains) >= self.max_templates:  # the oldest domain's state makes room
+                self._drop_domain(next(iter(self._domains)))
+                self.stats.domains_evicted += 1
             state = self._domains[key] = DomainState()
         return state
+
+    def _drop_domain(self, key: DomainKey) -> None:
+        state = self._domains.pop(key)
+        self._sampling_entries -= len(state.samplers) + len(state.interface_rates)
+
+    def take_sampling_entry(self) -> bool:
+        """Room for one more sampler or interface rate over every domain (counted when there is none)."""
+        if self._sampling_entries >= self.max_sampling_entries:
+            self.stats.sampling_over_cap += 1
+            return False
+        self._sampling_entries += 1
+        return True
 
     def peek_domain(self, key: DomainKey) -> DomainState | None:
         return self._domains.get(key)
@@ -613,9 +638,11 @@ class TemplateCache:
             exporter = (str(item["exporter"][0]), int(item["exporter"][1]))
             state = self.domain((exporter, int(item["version"]), int(item["domain"])))
             state.sampling_rate = int(item["sampling_rate"])
+            self._sampling_entries -= len(state.samplers) + len(state.interface_rates)
             state.samplers = {int(k): int(v) for k, v in item["samplers"]}
             rate_sampler = item.get("rate_sampler")  # absent from earlier snapshots
             state.rate_sampler = int(rate_sampler) if rate_sampler is not None else None
             state.interface_rates = {int(k): int(v) for k, v in item.get("interface_rates", [])}
+            self._sampling_entries += len(state.samplers) + len(state.interface_rates)
             state.system_init_ms = item["system_init_ms"]
         return restored

@@ -63,6 +63,16 @@ SINK_RESERVE_S = 5.0
 SESSION_LINGER_S = 10.0
 """An ended IPFIX-over-TCP session's templates stay this long, for its messages still queued."""
 UDP_PROTOCOLS = ("netflow", "ipfix", "sflow")
+TEMPLATE_EVENTS = (
+    "added",
+    "redefined",
+    "withdrawn",
+    "expired",
+    "rejected_over_cap",
+    "sampling_over_cap",
+    "domains_evicted",
+)
+"""`TemplateStats` counters served as `flowd_template_events{event}`."""
 
 
 def run_server(config_path: str | None) -> int:
@@ -417,7 +427,15 @@ class Worker:
         cache.let_go_of_claimed()  # at once, not at the next expiry: the gauge would count them twice meanwhile
         stats.set("flowd_parked_records", (), cache.waiting_sets(with_copies=self.worker == 0))
         template_events = stats.counters.setdefault("flowd_template_events", {})
-        for event in ("added", "redefined", "withdrawn", "expired", "rejected_over_cap"):
+        for event in (
+            "added",
+            "redefined",
+            "withdrawn",
+            "expired",
+            "rejected_over_cap",
+            "sampling_over_cap",
+            "domains_evicted",
+        ):
             template_events[(event,)] = getattr(cache.stats, event)
         parked_events = stats.counters.setdefault("flowd_parked_events", {})
         for event, attribute in (

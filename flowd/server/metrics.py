@@ -104,7 +104,12 @@ METRICS: dict[str, MetricDef] = {
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
     "flowd_options_records_decoded": MetricDef("counter", "Options records decoded", ("protocol",)),
     "flowd_templates_known": MetricDef("gauge", "Templates in the template caches"),
-    "flowd_template_events": MetricDef("counter", "Template cache events", ("event",)),
+    "flowd_template_events": MetricDef(
+        "counter",
+        "Template cache events (sampling_over_cap: sampler or interface rates refused, the cache holding"
+        " its cap of them; domains_evicted: the oldest domain's sampling state let go for a new one)",
+        ("event",),
+    ),
     "flowd_parked_records": MetricDef("gauge", "Data sets parked waiting for their template"),
     "flowd_parked_events": MetricDef(
         "counter",
