@@ -67,3 +67,23 @@ def test_chain_names_ingress_and_egress() -> None:
     assert first["observer.egress.interface.name"] == "wan0"
     assert "observer.egress.interface.alias" not in first
     assert "observer.ingress.interface.name" not in second
+
+
+def test_the_learned_table_stays_within_a_workers_memory() -> None:
+    """Found by a resource audit: 262,144 learned names of 128 characters took about 195 MB. The
+    table is now bounded to what fits a worker's budget, least recently used first out, counted."""
+    import tracemalloc
+
+    from flowd.enrich.interfaces import INTERFACE_TABLE_SIZE, InterfaceNames
+
+    names = InterfaceNames()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(INTERFACE_TABLE_SIZE + 1_000):
+            names.learn("192.0.2.1", index, f"{index:0128d}", f"{index:0128x}")
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert names.learned.stats()["interface_names_evictions"] == 1_000
+    assert held < 64 * 1024 * 1024

@@ -15,7 +15,10 @@ from flowd.config import parse_address_key
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.services import clean_name
 
-INTERFACE_TABLE_SIZE = 262_144
+INTERFACE_TABLE_SIZE = 65_536
+"""Learned (exporter, ifIndex) names per worker, least recently used evicted (counted). A worker
+learns only its own exporters' tables; at 128-character names and descriptions an entry costs
+about 780 bytes, so 262,144 could take 195 MB, more than a worker's whole budget."""
 INTERFACE_TABLE_TTL_S = 7 * 86_400.0
 IFINDEX_KEYS = ("netflow.ingress_interface", "netflow.scope_interface", "netflow.egress_interface")
 
