@@ -85,11 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from flowd.config import describe_settings, load_settings
+    from flowd.config import describe_settings, load_settings, log_level
     from flowd.errors import ConfigError
 
     try:
         loaded = load_settings(args.config)
+        log_level()  # what `flowd run` also refuses
     except ConfigError as error:
         print(f"flowd: configuration error: {error}", file=sys.stderr)
         return 2

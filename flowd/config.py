@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import math
 import os
 import re
@@ -752,6 +753,15 @@ def describe_settings(loaded: LoadedSettings) -> str:
         rendered = '"********"' if key in SECRET_KEYS and value else orjson.dumps(value).decode()
         lines.append(f"{key} = {rendered}  # {loaded.sources[key]}")
     return "\n".join(lines)
+
+
+def log_level(env: Mapping[str, str] | None = None) -> str:
+    """FLOWD_LOG_LEVEL, a `logging` level name (INFO when unset); a ConfigError naming it otherwise."""
+    level = (os.environ if env is None else env).get("FLOWD_LOG_LEVEL", "INFO").strip().upper()
+    if not isinstance(logging.getLevelName(level), int):
+        names = ", ".join(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
+        raise ConfigError(f"env:FLOWD_LOG_LEVEL: {level!r} is not a log level ({names})")
+    return level
 
 
 def worker_count(settings: Settings) -> int:

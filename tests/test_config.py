@@ -359,3 +359,5 @@ def test_an_unknown_log_level_is_a_configuration_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("FLOWD_LOG_LEVEL", "verbose")
     assert run_server(None) == 2
     assert "FLOWD_LOG_LEVEL" in capsys.readouterr().err
+    assert main(["check-config"]) == 2  # the check an operator runs before a start says so too
+    assert "FLOWD_LOG_LEVEL" in capsys.readouterr().err

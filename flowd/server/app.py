@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from flowd.allocator import tune_allocator
-from flowd.config import Settings, load_settings, worker_count
+from flowd.config import Settings, load_settings, log_level, worker_count
 from flowd.decode import TemplateCache
 from flowd.decode.templates import SnapshotCopy, render_snapshot
 from flowd.durable import write_atomically
@@ -87,15 +87,6 @@ def run_server(config_path: str | None) -> int:
     from flowd.server.workers import Supervisor
 
     return Supervisor(loaded.settings, config_path=config_path).run()
-
-
-def log_level() -> str:
-    """FLOWD_LOG_LEVEL, a `logging` level name (INFO when unset); a ConfigError naming it otherwise."""
-    level = os.environ.get("FLOWD_LOG_LEVEL", "INFO").strip().upper()
-    if not isinstance(logging.getLevelName(level), int):
-        names = ", ".join(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))
-        raise ConfigError(f"env:FLOWD_LOG_LEVEL: {level!r} is not a log level ({names})")
-    return level
 
 
 def setup_logging(worker: int | None = None) -> None:
