@@ -108,8 +108,9 @@ def test_tracked_streams_are_bounded() -> None:
     tracker = SequenceTracker(max_streams=3)
     for index in range(5):
         tracker.observe((f"192.0.2.{index}", "sflow", 0), 1, 1)
-    assert len(tracker) == 3
+    assert len(tracker) == 3 and tracker.evicted == 2  # counted (flowd_export_sequence_streams_evicted)
     assert tracker.observe(("192.0.2.0", "sflow", 0), 9, 1) == (None, 0)  # forgotten: first again
+    assert tracker.evicted == 3
 
 
 def _decoded_with_losses(datagrams: list[bytes], lost: set[int], batch_size: int = 10) -> WorkerStats:

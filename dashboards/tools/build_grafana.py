@@ -250,9 +250,12 @@ def build() -> dict[str, Any]:
         "Export sequence events",
         "Sequence numbers not as expected, per second: gaps (exports missing before this one), late"
         " (out of order), duplicate, reset (the exporter restarted its count), unnumbered (an exporter"
-        " that does not number its exports, once)",
+        " that does not number its exports, once), and streams forgotten at the tracker's cap",
         "ops",
-        [(counter_rate("flowd_export_sequence_events", "protocol, event"), "{{protocol}} {{event}}")],
+        [
+            (counter_rate("flowd_export_sequence_events", "protocol, event"), "{{protocol}} {{event}}"),
+            (counter_rate("flowd_export_sequence_streams_evicted"), "streams forgotten"),
+        ],
     )
     b.add(
         "Queue fill",

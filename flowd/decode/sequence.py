@@ -136,6 +136,8 @@ class SequenceTracker:
 
     def __init__(self, max_streams: int = MAX_STREAMS) -> None:
         self.max_streams = max_streams
+        self.evicted = 0
+        """Streams forgotten to make room: their next export is checked against nothing."""
         self.streams: dict[StreamKey, tuple[int | None, int, int | None]] = {}
         """key -> (the number expected next, None when not known; the last number seen; the
         number after the last late export, which the next one carries if the exporter restarted
@@ -155,6 +157,7 @@ class SequenceTracker:
         if known is None:
             if len(streams) >= self.max_streams:
                 del streams[next(iter(streams))]
+                self.evicted += 1
             streams[key] = (following, sequence, None)
             return None, 0
         expected, last, after_late = known

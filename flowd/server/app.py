@@ -392,6 +392,7 @@ class Worker:
     def _update_stats(self, ingress: IngressQueue, pipeline: Pipeline) -> None:
         stats = self.stats
         self._record_kernel_drops()
+        stats.counters.setdefault("flowd_export_sequence_streams_evicted", {})[()] = pipeline.decoder.sequences.evicted
         stats.counters.setdefault("flowd_stage_seconds", {})[("receive",)] = sum(
             listener.receive_seconds for listener in self.listeners
         )

@@ -80,6 +80,10 @@ METRICS: dict[str, MetricDef] = {
         " data records (IPFIX), datagrams (NetFlow v9, sFlow)",
         ("exporter", "protocol"),
     ),
+    "flowd_export_sequence_streams_evicted": MetricDef(
+        "counter",
+        "Export sequence streams forgotten to make room (65,536 per worker): their next export is not checked",
+    ),
     "flowd_export_sequence_events": MetricDef(
         "counter",
         "Export sequence numbers not as expected (gap: exports missing before it; late: older than expected;"
