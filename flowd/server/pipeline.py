@@ -643,7 +643,7 @@ class Pipeline:
                 begin_batch()
             enrich_table = getattr(self.enricher, "enrich_table", None)
             if enrich_table is None:  # an enricher that only knows dicts
-                parts = [p.to_dicts() if isinstance(p, DocumentTable) else p for p in parts]
+                parts = self._unwritten = [p.to_dicts() if isinstance(p, DocumentTable) else p for p in parts]
             for part in parts:
                 started = time.perf_counter()
                 await self._enrich(part, enrich_table)
