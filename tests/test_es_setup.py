@@ -8,8 +8,10 @@ back to a plain index, and that the template and the mapping are right. Against 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import struct
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -236,6 +238,32 @@ async def test_setup_is_idempotent_and_the_mapping_holds(es_url: str) -> None:  
         es_request(es_url, "DELETE", "/_index_template/flows-flowdsetup")
 
 
+@contextlib.asynccontextmanager
+async def set_up(es_url: str, data_stream: str) -> AsyncIterator[str]:  # noqa: F811
+    """A target installed by `flowd setup`'s code (template, then index or data stream) under a
+    fresh namespace; its name, removed with its template afterwards."""
+    user, password = es_auth()
+    settings = ElasticsearchSettings(
+        hosts=[es_url], user=user, password=password, data_stream=data_stream, namespace=uuid.uuid4().hex[:10]
+    )
+    target = f"{data_stream}-{settings.namespace}"
+    try:
+        lines: list[str] = []
+        assert await setup_cluster(settings, lines.append) == 0, lines
+        yield target
+    finally:
+        delete_target(es_url, target)
+        es_request(es_url, "DELETE", f"/_index_template/{data_stream}")
+
+
+def create_each(es_url: str, target: str, documents: list[dict[str, Any]]) -> None:  # noqa: F811
+    """Each document through `_create`, as the sink sends it; every one must be indexed."""
+    for number, document in enumerate(documents):
+        answer = es_request(es_url, "POST", f"/{target}/_create/{number}", document)
+        assert answer.get("result") == "created", answer
+    es_request(es_url, "POST", f"/{target}/_refresh")
+
+
 def odd_length_datagram(records: int) -> bytes:
     """NetFlow v9 whose template gives sourceIPv4Address 5 bytes, ingressInterface 16 and
     bgpSourceAsNumber 12 (RFC 3954 lets a template declare any length): flowd keeps them as hex."""
@@ -257,28 +285,15 @@ def odd_length_datagram(records: int) -> bytes:
 async def test_documents_with_hex_for_ecs_values_are_indexed(es_url: str) -> None:  # noqa: F811
     """ECS fields copied from element values (source.ip, interface ids, AS numbers) hold the hex
     too; the cluster must leave those values unindexed, not reject the flow."""
-    user, password = es_auth()
-    settings = ElasticsearchSettings(
-        hosts=[es_url], user=user, password=password, data_stream="flows-flowdodd", namespace=uuid.uuid4().hex[:10]
-    )
-    target = f"{settings.data_stream}-{settings.namespace}"
     result = decode_datagram(odd_length_datagram(20), ("192.0.2.9", 2055), TemplateCache(), 1_700_000_000.0)
     documents = [*documents_for(result.flows), *(flow_document(record) for record in result.flows)]
     assert len(documents) == 40
     assert documents[0]["source.ip"] == "0a00000109"
     assert documents[0]["observer.ingress.interface.id"] == "01" * 16
-    try:
-        lines: list[str] = []
-        assert await setup_cluster(settings, lines.append) == 0, lines
-        for number, document in enumerate(documents):
-            answer = es_request(es_url, "POST", f"/{target}/_create/odd-{number}", document)
-            assert answer.get("result") == "created", answer
-        es_request(es_url, "POST", f"/{target}/_refresh")
+    async with set_up(es_url, "flows-flowdodd") as target:
+        create_each(es_url, target, documents)
         found = es_request(es_url, "POST", f"/{target}/_count", {"query": {"term": {"destination.ip": "10.0.0.2"}}})
         assert found["count"] == 40
-    finally:
-        delete_target(es_url, target)
-        es_request(es_url, "DELETE", "/_index_template/flows-flowdodd")
 
 
 def times_datagram(times: list[tuple[int, int, int]]) -> bytes:
@@ -320,20 +335,8 @@ async def test_times_no_date_can_hold_are_taken_as_none_and_the_flow_is_indexed(
         assert third["@timestamp"] == "2023-11-14T22:13:20.499Z"  # the observation time
         assert third["event.start"] == "2023-11-14T22:13:18.500Z" and "event.end" not in third
     assert next(iter(documents_for(all_good.flows))) == documents[0] == flow_document(next(iter(all_good.flows)))
-    user, password = es_auth()
-    settings = ElasticsearchSettings(
-        hosts=[es_url], user=user, password=password, data_stream="flows-flowdtime", namespace=uuid.uuid4().hex[:10]
-    )
-    target = f"{settings.data_stream}-{settings.namespace}"
-    try:
-        lines: list[str] = []
-        assert await setup_cluster(settings, lines.append) == 0, lines
-        for number, document in enumerate(documents):
-            answer = es_request(es_url, "POST", f"/{target}/_create/time-{number}", document)
-            assert answer.get("result") == "created", answer
-    finally:
-        delete_target(es_url, target)
-        es_request(es_url, "DELETE", "/_index_template/flows-flowdtime")
+    async with set_up(es_url, "flows-flowdtime") as target:
+        create_each(es_url, target, documents)
 
 
 def float_datagram(template_id: int, length: int, value: bytes) -> bytes:
@@ -357,24 +360,11 @@ async def test_a_raw_float_then_hex_in_the_same_field_is_indexed_with_its_digits
         result = decode_datagram(float_datagram(template_id, length, value), ("192.0.2.9", 4739), cache, 1.7e9)
         documents += list(documents_for(result.flows))
     assert [d["netflow.sampling_probability"] for d in documents] == [1 / 3, "0a0b0c", "010203"]
-    user, password = es_auth()
-    settings = ElasticsearchSettings(
-        hosts=[es_url], user=user, password=password, data_stream="flows-flowdfloat", namespace=uuid.uuid4().hex[:10]
-    )
-    target = f"{settings.data_stream}-{settings.namespace}"
-    try:
-        lines: list[str] = []
-        assert await setup_cluster(settings, lines.append) == 0, lines
-        for number, document in enumerate(documents):
-            answer = es_request(es_url, "POST", f"/{target}/_create/float-{number}", document)
-            assert answer.get("result") == "created", answer
-        es_request(es_url, "POST", f"/{target}/_refresh")
+    async with set_up(es_url, "flows-flowdfloat") as target:
+        create_each(es_url, target, documents)
         numbers = {"range": {"netflow.sampling_probability": {"gte": 1}}}
         assert es_request(es_url, "POST", f"/{target}/_count", {"query": numbers})["count"] == 0
         mapping = es_request(es_url, "GET", f"/{target}/_mapping")
         (index,) = mapping.values()
         field = index["mappings"]["properties"]["netflow"]["properties"]["sampling_probability"]
         assert field["type"] == "double"
-    finally:
-        delete_target(es_url, target)
-        es_request(es_url, "DELETE", "/_index_template/flows-flowdfloat")

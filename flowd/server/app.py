@@ -419,15 +419,7 @@ class Worker:
         cache.let_go_of_claimed()  # at once, not at the next expiry: the gauge would count them twice meanwhile
         stats.set("flowd_parked_records", (), cache.waiting_sets(with_copies=self.worker == 0))
         template_events = stats.counters.setdefault("flowd_template_events", {})
-        for event in (
-            "added",
-            "redefined",
-            "withdrawn",
-            "expired",
-            "rejected_over_cap",
-            "sampling_over_cap",
-            "domains_evicted",
-        ):
+        for event in TEMPLATE_EVENTS:
             template_events[(event,)] = getattr(cache.stats, event)
         parked_events = stats.counters.setdefault("flowd_parked_events", {})
         for event, attribute in (
