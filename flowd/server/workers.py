@@ -100,6 +100,31 @@ class StatusLine:
             self.stream.flush()
 
 
+SUMMARY_FIELDS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
+    ("datagrams_received", "flowd_datagrams_received", None),
+    ("flows_out", "flowd_flows_out", None),
+    ("ingress_drops", "flowd_ingress_drops", None),
+    ("shutdown_lost_datagrams", "flowd_shutdown_lost", ("datagrams",)),
+    ("shutdown_lost_documents", "flowd_shutdown_lost", ("documents",)),
+    ("kernel_drops", "flowd_kernel_drops", None),
+    ("allowlist_drops", "flowd_allowlist_drops", None),
+    ("decode_errors", "flowd_decode_errors", None),
+    ("templates_persisted", "flowd_templates_persisted", None),
+    ("parked_kept", "flowd_parked_events", ("persisted",)),
+    ("parked_lost", "flowd_parked_events", ("shutdown",)),
+    ("parked_dropped", "flowd_parked_events", ("dropped",)),
+    ("parked_expired", "flowd_parked_events", ("expired",)),
+    ("sink_rejected", "flowd_sink_rejected_documents", None),
+    ("es_spooled", "flowd_es_docs_spooled", None),
+    ("es_replayed", "flowd_es_docs_replayed", None),
+    ("es_dead_lettered", "flowd_es_docs_dead_lettered", None),
+    ("es_dropped", "flowd_es_docs_dropped", None),
+    ("es_spool_lost", "flowd_es_docs_spool_lost", None),
+    ("worker_lost_datagrams", "flowd_worker_lost_datagrams", None),
+)
+"""The shutdown summary line: name, counter, and the label set it takes (None: all summed)."""
+
+
 class Supervisor:
     def __init__(self, settings: Settings, *, stream: TextIO | None = None, config_path: str | None = None) -> None:
         self.settings = settings
@@ -355,26 +380,5 @@ class Supervisor:
         so this line is what is left of the losses a shutdown itself causes (documents the cluster
         and the spool could not take, data sets still waiting for their templates)."""
         total = self.aggregator.counter_total
-        fields = (
-            ("datagrams_received", total("flowd_datagrams_received")),
-            ("flows_out", total("flowd_flows_out")),
-            ("ingress_drops", total("flowd_ingress_drops")),
-            ("shutdown_lost_datagrams", total("flowd_shutdown_lost", ("datagrams",))),
-            ("shutdown_lost_documents", total("flowd_shutdown_lost", ("documents",))),
-            ("kernel_drops", total("flowd_kernel_drops")),
-            ("allowlist_drops", total("flowd_allowlist_drops")),
-            ("decode_errors", total("flowd_decode_errors")),
-            ("templates_persisted", total("flowd_templates_persisted")),
-            ("parked_kept", total("flowd_parked_events", ("persisted",))),
-            ("parked_lost", total("flowd_parked_events", ("shutdown",))),
-            ("parked_dropped", total("flowd_parked_events", ("dropped",))),
-            ("parked_expired", total("flowd_parked_events", ("expired",))),
-            ("sink_rejected", total("flowd_sink_rejected_documents")),
-            ("es_spooled", total("flowd_es_docs_spooled")),
-            ("es_replayed", total("flowd_es_docs_replayed")),
-            ("es_dead_lettered", total("flowd_es_docs_dead_lettered")),
-            ("es_dropped", total("flowd_es_docs_dropped")),
-            ("es_spool_lost", total("flowd_es_docs_spool_lost")),
-            ("worker_lost_datagrams", total("flowd_worker_lost_datagrams")),
-        )
+        fields = [(name, total(metric, labels)) for name, metric, labels in SUMMARY_FIELDS]
         log.info("stopped: %s", " ".join(f"{name}={value:.0f}" for name, value in fields))
