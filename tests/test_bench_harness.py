@@ -7,6 +7,7 @@ reported by `flowd bench`, not tested here. The whole module stays well under 60
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +18,10 @@ import pytest
 
 from flowd.bench import PROTOCOLS
 from flowd.bench.cli import GOALS_FPS, evaluate_goals, main, memory_trial_rate
-from flowd.bench.collectors import FlowdCollector, parse_metrics, stage_seconds
-from flowd.bench.procfs import process_tree, udp_sockets
+from flowd.bench.collectors import FlowdCollector, PeerCollector, PeerPreset, parse_metrics, stage_seconds
+from flowd.bench.procfs import CpuWatch, process_tree, udp_sockets
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
+from flowd.bench.sender import SendResult
 from flowd.bench.traffic import RECORDS_PER_DATAGRAM, build_traffic, template_datagrams
 from flowd.config import load_settings
 from flowd.decode import TemplateCache, decode_datagram
@@ -234,3 +236,69 @@ def test_benchmarks_run_as_plain_tests(name: str) -> None:
         timeout=120,
     )
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-2000:]
+
+
+FORKING_PEER = """
+import os, signal, socket, sys, time
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reaped by the kernel: their CPU never reaches cutime
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.recv(2048)
+for _ in range(3):  # a writer per cache purge, as pmacct's print plugin forks them
+    pid = os.fork()
+    if pid == 0:
+        end = time.process_time() + 0.15
+        while time.process_time() < end:
+            pass
+        os._exit(0)
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_peer_cpu_includes_short_lived_writer_children(tmp_path: Path) -> None:
+    """A peer's CPU counts the children it forks and the kernel reaps between two samples
+    (pmacct's cache writers): they did the serialising, and two samples never saw them."""
+    script = tmp_path / "peer.py"
+    script.write_text(FORKING_PEER)
+    preset = PeerPreset(f"{sys.executable} {script} {{host}} {{port}}", ("v9",), "echo 1")
+    peer = PeerCollector("forking", preset)
+    peer.start()
+    try:
+        host, port = peer.begin("v9")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"x", (host, port))
+        delivery = peer.finish(SendResult(datagrams=1, flows=1, packets=1), timeout_s=20)
+    finally:
+        peer.stop()
+    assert delivery.delivered_flows == 1
+    assert delivery.cpu_s >= 0.8 * 3 * 0.15
+
+
+def test_cpu_watch_counts_a_child_that_came_and_went() -> None:
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, time\n"
+            "time.sleep(0.3)\n"
+            "pid = os.fork()\n"
+            "if pid == 0:\n"
+            "    end = time.process_time() + 0.3\n"
+            "    while time.process_time() < end: pass\n"
+            "    os._exit(0)\n"
+            "os.waitpid(pid, 0)\n"
+            "time.sleep(0.3)\n",
+        ]
+    )
+    try:
+        watch = CpuWatch([child.pid]).start()
+        child.wait(timeout=20)
+        assert watch.stop() >= 0.25
+    finally:
+        child.kill()
+        child.wait()

@@ -161,7 +161,7 @@ status_interval_s = 0
         self._before: dict[str, float] = {}
         self._before_stages: dict[str, float] = {}
         self._before_sockets = procfs.SocketState()
-        self._before_processes = procfs.ProcessSample({}, {}, {})
+        self._cpu = procfs.CpuWatch(())
         self._janitor_stop = threading.Event()
         self._janitor: threading.Thread | None = None
 
@@ -232,7 +232,7 @@ status_interval_s = 0
         self._protocol = protocol
         self._before, self._before_stages = self._scrape()
         self._before_sockets = procfs.udp_sockets(self.port(protocol))
-        self._before_processes = procfs.sample_processes(self.pids())
+        self._cpu = procfs.CpuWatch(self.pids()).start()
         return self.host, self.port(protocol)
 
     def finish(self, sent: SendResult, timeout_s: float) -> Delivery:
@@ -254,6 +254,7 @@ status_interval_s = 0
             if time.monotonic() - last_change >= QUIET_S and depth == 0:
                 break
             time.sleep(POLL_S)
+        cpu_s = self._cpu.stop()
         processes = procfs.sample_processes(self.pids())
         sockets = procfs.udp_sockets(self.port(self._protocol))
         delivered = now_metrics.get("flowd_flows_out_total", 0.0) - self._before.get("flowd_flows_out_total", 0.0)
@@ -265,7 +266,7 @@ status_interval_s = 0
             exact=delivered >= sent.flows and kernel == 0 and ingress == 0,
             kernel_drops=kernel,
             ingress_drops=int(ingress),
-            cpu_s=procfs.cpu_between(self._before_processes, processes),
+            cpu_s=cpu_s,
             rss_bytes=processes.hwm,
             drain_s=drain_s,
             note=f"decode errors {errors:.0f}" if errors else "",
@@ -273,6 +274,7 @@ status_interval_s = 0
         )
 
     def stop(self) -> None:
+        self._cpu.stop()
         self._janitor_stop.set()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
@@ -369,7 +371,7 @@ class PeerCollector:
         self.outdir = Path()
         self.port = 0
         self._before_sockets = procfs.SocketState()
-        self._before_processes = procfs.ProcessSample({}, {}, {})
+        self._cpu = procfs.CpuWatch(())
 
     def supports(self, protocol: str) -> bool:
         return protocol in self.preset.protocols
@@ -404,7 +406,7 @@ class PeerCollector:
             time.sleep(0.05)
         time.sleep(0.3 if not self.external else 1.0)  # pmacct forks its plugins after binding
         self._before_sockets = procfs.udp_sockets(self.port)
-        self._before_processes = procfs.sample_processes(procfs.process_group(self.process.pid))
+        self._cpu = procfs.CpuWatch(procfs.process_group(self.process.pid)).start()
         return self.host, self.port
 
     def log_tail(self, lines: int = 20) -> str:
@@ -415,12 +417,11 @@ class PeerCollector:
         assert self.process is not None
         started = time.monotonic()
         deadline = started + timeout_s
-        pids = procfs.process_group(self.process.pid)
-        previous = procfs.sample_processes(pids)
+        previous = self._cpu.cpu_s()
         while time.monotonic() < deadline:
             time.sleep(0.5)
-            current = procfs.sample_processes(procfs.process_group(self.process.pid))
-            busy = procfs.cpu_between(previous, current) / 0.5
+            current = self._cpu.cpu_s()  # writer children included: they are the work being waited for
+            busy = (current - previous) / 0.5
             previous = current
             if procfs.udp_sockets(self.port).rx_queue_bytes == 0 and busy < IDLE_CPU_FRACTION:
                 break
@@ -429,6 +430,7 @@ class PeerCollector:
         processes = procfs.sample_processes(procfs.process_group(self.process.pid))
         sockets = procfs.udp_sockets(self.port)
         self._stop_process()
+        cpu_s = self._cpu.stop()  # what it wrote out when told to stop is work for this trial's flows
         kernel = max(0, sockets.drops - self._before_sockets.drops)
         delivered, exact = self._count(sent)
         self.cleanup_trial()  # each trial's output is gigabytes on tmpfs (memory) at peer rates
@@ -437,7 +439,7 @@ class PeerCollector:
             exact=exact and kernel == 0,
             kernel_drops=kernel,
             ingress_drops=0,
-            cpu_s=procfs.cpu_between(self._before_processes, processes),
+            cpu_s=cpu_s,
             rss_bytes=processes.hwm,
             drain_s=drain_s,
         )
@@ -478,6 +480,7 @@ class PeerCollector:
 
     def stop(self) -> None:
         self._stop_process()
+        self._cpu.stop()
         self.cleanup_trial()
 
     def cleanup_trial(self) -> None:

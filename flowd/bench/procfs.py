@@ -6,6 +6,7 @@ write cannot hand us SO_RXQ_OVFL counts)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -104,6 +105,84 @@ def sample_processes(pids: Iterable[int]) -> ProcessSample:
 def cpu_between(before: ProcessSample, after: ProcessSample) -> float:
     """CPU used between two samples by the processes of `after` (new ones count from zero)."""
     return sum(max(0.0, cpu - before.cpu_s.get(pid, 0.0)) for pid, cpu in after.cpu_s.items())
+
+
+def children_of(pid: int) -> list[int]:
+    """The live children of `pid` (those of each of its threads: /proc/<pid>/task/<tid>/children)."""
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    found: list[int] = []
+    for tid in threads:
+        found.extend(int(child) for child in (_read(f"/proc/{pid}/task/{tid}/children") or "").split())
+    return found
+
+
+class CpuWatch:
+    """CPU seconds used by some processes and every process they start, between `start()` and
+    `stop()`, short-lived ones included.
+
+    Two samples of utime + stime miss a child that is born and gone between them, and such a
+    child's time reaches its parent's cutime only if the parent waits for it: pmacct's plugins
+    fork a writer for each cache purge (the JSON is built and written there) and leave the
+    reaping to the kernel, so their CPU appeared nowhere. A thread re-reads the processes and
+    their children every `interval_s` and keeps each one's last reading; a process that exits
+    counts with its last reading (at most one interval of its life is missed)."""
+
+    def __init__(self, pids: Iterable[int], interval_s: float = 0.02) -> None:
+        self._roots = list(pids)
+        self.interval_s = interval_s
+        self._baseline: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._banked = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _poll(self) -> None:
+        with self._lock:
+            live = [pid for pid in self._last if _read(f"/proc/{pid}/stat") is not None]
+            pending, seen = live, set(live)
+            while pending:
+                found = [child for pid in pending for child in children_of(pid) if child not in seen]
+                seen.update(found)
+                pending = found
+            for pid in seen:
+                stat = _read(f"/proc/{pid}/stat")
+                if stat is None:
+                    continue
+                fields = stat.rpartition(")")[2].split()
+                cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                before = self._last.get(pid)
+                if before is not None and cpu + 1.0 / CLOCK_TICKS < before:  # a reused pid: a new process
+                    self._banked += max(0.0, before - self._baseline.pop(pid, 0.0))
+                    before = None
+                self._last[pid] = cpu if before is None else max(cpu, before)
+
+    def start(self) -> CpuWatch:
+        self._baseline = {pid: cpu_seconds(pid) for pid in self._roots if _read(f"/proc/{pid}/stat") is not None}
+        self._last = dict(self._baseline)
+        self._poll()
+        self._thread = threading.Thread(target=self._run, name="flowd-bench-cpu-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._poll()
+
+    def cpu_s(self) -> float:
+        """CPU seconds used since `start()` so far."""
+        with self._lock:
+            return self._banked + sum(max(0.0, cpu - self._baseline.get(pid, 0.0)) for pid, cpu in self._last.items())
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self._poll()
+        return self.cpu_s()
 
 
 @dataclass(slots=True)

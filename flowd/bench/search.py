@@ -34,7 +34,8 @@ class Trial:
     kernel_drops: int = 0
     ingress_drops: int = 0
     cpu_s: float = 0.0
-    """CPU seconds of all the collector's processes between trial start and drained."""
+    """CPU seconds of all the collector's processes, and of every process they started (pmacct's
+    cache writers), between trial start and drained (a peer: and written out at its stop)."""
     rss_peak_bytes: int = 0
     """Largest VmHWM among the collector's processes (the busiest worker)."""
     sender_cpu_s: float = 0.0
