@@ -302,3 +302,28 @@ def test_cpu_watch_counts_a_child_that_came_and_went() -> None:
     finally:
         child.kill()
         child.wait()
+
+
+def test_a_search_that_ran_out_of_trials_is_reported_as_a_lower_bound() -> None:
+    """Two trials, both passing, far below the capacity (or a bracket far wider than the
+    resolution): the zero-loss figure is where the trials ran out, and the report says so."""
+    from flowd.bench.report import summary, table
+
+    doubling = SearchResult(
+        "fake", "v9", 1, search_zero_loss(fake_trial(1e6, []), start_dps=1_000, max_dps=1e7, max_trials=2)
+    )
+    row = summary(doubling)
+    assert row["zero_loss_dps"] == 2_000
+    assert (row["converged"], row["sender_limited"], row["max_rate_reached"]) == (False, False, False)
+    assert "2,000?" in table([doubling])
+
+    wide = SearchResult(
+        "fake", "v9", 1, search_zero_loss(fake_trial(5_000, []), start_dps=1_000, max_dps=1e7, max_trials=4), 0.1
+    )
+    row = summary(wide)
+    assert (row["zero_loss_dps"], row["first_loss_dps"], row["bracket"], row["converged"]) == (4_000, 8_000, 0.5, False)
+
+    narrow = SearchResult(
+        "fake", "v9", 1, search_zero_loss(fake_trial(7_300, []), start_dps=1_000, max_dps=1e7, max_trials=20), 0.1
+    )
+    assert summary(narrow)["converged"] and "?" not in table([narrow]).splitlines()[2]

@@ -167,7 +167,7 @@ def _search(
         resolution=args.resolution,
         rates=rates,
     )
-    return SearchResult(collector.name, traffic.protocol, collector.workers, trials)
+    return SearchResult(collector.name, traffic.protocol, collector.workers, trials, args.resolution)
 
 
 def measure_template_memory(collector: FlowdCollector, count: int, timeout_s: float = 30.0) -> dict[str, Any]:

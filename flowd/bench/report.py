@@ -37,6 +37,9 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "rss_peak_mb": round(max((t.rss_peak_bytes for t in result.trials), default=0) / MB, 1),
         "sender_limited": bool(best and best.sender_limited),
         "max_rate_reached": bool(best and "reached --max-rate" in best.note),
+        "first_loss_dps": round(result.first_loss.target_dps) if result.first_loss else None,
+        "bracket": round(result.bracket, 3) if result.bracket is not None else None,
+        "converged": result.converged,
         "stage_share": stage_share(best) if best else {},
         "trials": [trial_dict(t) for t in result.trials],
     }
@@ -74,6 +77,9 @@ def ratios(results: list[SearchResult]) -> list[dict[str, Any]]:
                     if theirs.flows_per_cpu_s
                     else None,
                     "peer_sender_limited": theirs.sender_limited,
+                    "flowd_sender_limited": mine.sender_limited,
+                    "flowd_converged": ours.converged,
+                    "peer_converged": peer.converged,
                 }
             )
     return out
@@ -87,7 +93,7 @@ def table(results: list[SearchResult]) -> str:
     lines = [header, "-" * len(header)]
     for result in results:
         row = summary(result)
-        mark = "+" if row["sender_limited"] or row["max_rate_reached"] else " "
+        mark = "+" if row["sender_limited"] or row["max_rate_reached"] else " " if row["converged"] else "?"
         cpu = f"{row['cpu_s_per_million_flows']:.2f}" if row["cpu_s_per_million_flows"] is not None else "-"
         per_cpu = f"{row['flows_per_cpu_s']:,}" if row["flows_per_cpu_s"] is not None else "-"
         lines.append(
@@ -95,6 +101,10 @@ def table(results: list[SearchResult]) -> str:
             f"{row['zero_loss_fps']:>10,} {cpu:>11} {per_cpu:>11} {row['rss_peak_mb']:>11.1f} {len(result.trials):>6}"
         )
     lines.append("+ the senders could not offer more, or --max-rate was reached: the collector's limit is higher")
+    lines.append(
+        "? the trials ran out before the best pass came within --resolution of a loss: a lower bound "
+        "(bracket in bench.json)"
+    )
     shares = [
         (result, stage_share(result.best) if result.best else {}) for result in results if result.collector == "flowd"
     ]

@@ -69,12 +69,38 @@ class SearchResult:
     protocol: str
     workers: int
     trials: list[Trial] = field(default_factory=list)
+    resolution: float = 0.1
+    """The search's --resolution: how close the best pass and the first loss had to get."""
 
     @property
     def best(self) -> Trial | None:
         """The zero-loss trial with the highest delivered flow rate."""
         passing = [t for t in self.trials if t.zero_loss]
         return max(passing, key=lambda t: t.delivered_fps) if passing else None
+
+    @property
+    def first_loss(self) -> Trial | None:
+        """The lossy trial at the lowest offered rate above the best zero-loss one."""
+        best = self.best
+        floor = best.target_dps if best is not None else 0.0
+        failing = [t for t in self.trials if not t.zero_loss and t.target_dps > floor]
+        return min(failing, key=lambda t: t.target_dps) if failing else None
+
+    @property
+    def bracket(self) -> float | None:
+        """(first loss - best pass) / first loss in offered rate; None without both."""
+        best, loss = self.best, self.first_loss
+        if best is None or loss is None:
+            return None
+        return (loss.target_dps - best.target_dps) / loss.target_dps
+
+    @property
+    def converged(self) -> bool:
+        """The best pass is within `resolution` of a loss: the zero-loss rate is the collector's
+        limit. False when the trials ran out first (the figure is then only a lower bound, as far
+        below the limit as the bracket is wide) or nothing was lost at all."""
+        bracket = self.bracket
+        return bracket is not None and bracket <= self.resolution + 1e-9
 
 
 def search_zero_loss(
