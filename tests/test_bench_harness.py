@@ -327,3 +327,20 @@ def test_a_search_that_ran_out_of_trials_is_reported_as_a_lower_bound() -> None:
         "fake", "v9", 1, search_zero_loss(fake_trial(7_300, []), start_dps=1_000, max_dps=1e7, max_trials=20), 0.1
     )
     assert summary(narrow)["converged"] and "?" not in table([narrow]).splitlines()[2]
+
+
+def test_a_sender_that_fails_marks_the_trial_as_failed() -> None:
+    """A sender that dies after sending some datagrams reported nothing, so the others' counts
+    alone were taken as what was sent and a collector could pass having lost its share."""
+    from flowd.bench.sender import replay
+    from flowd.bench.traffic import Datagram, ExporterStream, Traffic
+
+    good = ExporterStream(0, [Datagram(b"ok", 1, 1)])
+    broken = ExporterStream(1, [Datagram(b"ok", 1, 1), Datagram("not bytes", 1, 1)])  # type: ignore[arg-type]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        sent = replay(
+            Traffic("v5", [good, broken]), sink.getsockname(), rate_dps=200, duration_s=0.1, max_datagrams=20, senders=2
+        )
+    assert sent.datagrams > 0
+    assert sent.errors > 0

@@ -87,7 +87,7 @@ def _sender(
     connection: Connection,
 ) -> None:
     """One sender process: exporters `share` of `traffic`, `count` datagrams at `rate` per second."""
-    result = SendResult()
+    result = SendResult(errors=1)  # what it reports if it fails: it may have sent datagrams it did not count
     sockets = [_open_socket(target[0], traffic.streams[i].index) for i in share]
     try:
         streams = [traffic.streams[i].datagrams for i in share]
@@ -174,9 +174,13 @@ def replay(
     result = SendResult()
     limit = START_DELAY_S + duration_s * OVERRUN_MARGIN + 15.0
     for process, receiver in processes:
+        reported = False
         if receiver.poll(limit):
             with contextlib.suppress(EOFError):
                 result.add(SendResult(**receiver.recv()))
+                reported = True
+        if not reported:  # a sender that died or hung sent what nobody counted: the trial cannot pass
+            result.errors += 1
         process.join(timeout=5)
         if process.is_alive() and process.pid is not None:
             os.kill(process.pid, 9)
