@@ -287,9 +287,11 @@ def test_spool_is_bounded_atomic_and_survives_restart(tmp_path: Path, caplog: py
     restarted.release(oldest)
     again = restarted.claim()
     assert again == oldest
-    smaller = restarted.replace(again, b"a" * 10, 1)
+    smaller = restarted.shrink(again, b"a" * 10, 1)
+    restarted.replace(again, smaller)
     assert restarted.nbytes == 50
     assert restarted.claim() == smaller
+    restarted.delete(smaller)
     restarted.remove(smaller)
     assert restarted.nbytes == 40 and restarted.batches == 1
 

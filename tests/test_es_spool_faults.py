@@ -163,3 +163,27 @@ def test_a_spool_file_gone_before_its_replay_is_counted_lost(tmp_path: Path) -> 
     stats = asyncio.run(main())
     assert len(cluster.ids) == 2000
     assert stats["docs_spool_lost"] == 1000
+
+
+def test_the_spool_is_accounted_on_the_event_loop_only(tmp_path: Path, monkeypatch: Any) -> None:
+    """Found by a soak audit: removing and shrinking spooled batches changed the spool's queue and
+    byte count from a worker thread while the loop changed them too; a thread switch inside
+    `_bytes += ...` loses an update. File work stays in threads; the bookkeeping must not."""
+    import threading
+
+    threads: dict[str, set[str]] = {}
+    for name in ("reserve", "commit", "abandon", "claim", "release", "remove", "replace"):
+        real = getattr(Spool, name)
+
+        def recorded(self: Spool, *args: Any, _real: Any = real, _name: str = name) -> Any:
+            threads.setdefault(_name, set()).add(threading.current_thread().name)
+            return _real(self, *args)
+
+        monkeypatch.setattr(Spool, name, recorded)
+    spool_and_stop(tmp_path, 3)
+    cluster = Cluster()  # batches taken whole (their files removed), and one partly refused:
+    cluster.retry_once = set(range(1000, 2000, 2))  # its file shrunk to what is left
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 3000 and stats["spool_bytes"] == 0
+    assert {"remove", "replace", "claim", "reserve", "commit"} <= set(threads)
+    assert set().union(*threads.values()) == {threading.main_thread().name}, threads

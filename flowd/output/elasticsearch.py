@@ -595,7 +595,8 @@ class ElasticsearchSink:
                 self._push_front(Batch(b"".join(pairs[:half]), half, batch.created_at))
                 self._cond.notify_all()
             if entry is not None:
-                await asyncio.to_thread(self._spool.remove, entry)
+                await asyncio.to_thread(self._spool.delete, entry)
+                self._spool.remove(entry)
                 self._replayed(entry.docs, whole=True)  # out of the spool, in memory now
             _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
             return
@@ -630,7 +631,8 @@ class ElasticsearchSink:
 
     async def _succeeded(self, entry: SpoolEntry | None) -> None:
         if entry is not None:
-            await asyncio.to_thread(self._spool.remove, entry)
+            await asyncio.to_thread(self._spool.delete, entry)
+            self._spool.remove(entry)
             self._replayed(entry.docs, whole=True)
         async with self._cond:
             if self._failures:
@@ -643,7 +645,8 @@ class ElasticsearchSink:
 
     async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: Body, docs: int, reason: str) -> None:
         if entry is not None and docs != entry.docs:
-            await asyncio.to_thread(self._spool.replace, entry, body, docs)
+            smaller = await asyncio.to_thread(self._spool.shrink, entry, body, docs)
+            self._spool.replace(entry, smaller)
             self._replayed(entry.docs - docs, whole=False)  # the rest stays spooled, for another attempt
         async with self._cond:
             if entry is not None and docs == entry.docs:

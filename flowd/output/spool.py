@@ -44,7 +44,12 @@ class SpoolFull(Exception):
 
 
 class Spool:
-    """Spooled batches in a directory, oldest first, at most `max_bytes` in total."""
+    """Spooled batches in a directory, oldest first, at most `max_bytes` in total.
+
+    The methods marked blocking do file work only and run in a thread; the bookkeeping (queue,
+    claims, byte count) is changed on the event loop alone, since a thread switch in the middle
+    of `_bytes += ...` would lose an update the loop made meanwhile.
+    """
 
     def __init__(self, directory: str | Path, max_bytes: int, *, wall_clock: Callable[[], float] = time.time) -> None:
         self.directory = Path(directory)
@@ -151,25 +156,32 @@ class Spool:
         if self._claimed.pop(entry.name, None) is not None:
             self._queued.appendleft(entry)
 
-    def remove(self, entry: SpoolEntry) -> None:
-        """Blocking: the cluster has every document of the batch."""
+    def delete(self, entry: SpoolEntry) -> None:
+        """Blocking: the batch's file goes (the cluster has every document); `remove` then."""
         (self.directory / entry.name).unlink(missing_ok=True)
+
+    def remove(self, entry: SpoolEntry) -> None:
+        """The batch is gone: its bytes leave the count."""
         if self._claimed.pop(entry.name, None) is not None:
             self._bytes -= entry.nbytes
         self._check_cap()
 
-    def replace(self, entry: SpoolEntry, body: Body, docs: int) -> SpoolEntry:
-        """Blocking: keep only the documents still to send, under the same position in the queue.
-        When the smaller file cannot be written the original stays claimed, whole, for `release`."""
+    def shrink(self, entry: SpoolEntry, body: Body, docs: int) -> SpoolEntry:
+        """Blocking: write the documents still to send as the batch's file, under the same
+        position in the queue, and delete the original; `replace` then. When the smaller file
+        cannot be written this raises, and the original stays, whole, for `release`."""
         head = entry.name.rsplit("-", 1)[0]
         smaller = SpoolEntry(f"{head}-{docs}{SUFFIX}", len(body), docs, entry.created_s)
-        self.write(smaller, body)  # when it fails, the original stays claimed, whole
-        self._claimed.pop(entry.name, None)
+        self.write(smaller, body)
         if smaller.name != entry.name:
             (self.directory / entry.name).unlink(missing_ok=True)
+        return smaller
+
+    def replace(self, entry: SpoolEntry, smaller: SpoolEntry) -> None:
+        """`smaller` (`shrink`) takes the claimed `entry`'s place at the front of the queue."""
+        self._claimed.pop(entry.name, None)
         self._bytes += smaller.nbytes - entry.nbytes
         self._queued.appendleft(smaller)
-        return smaller
 
     def _check_cap(self) -> None:
         if not self._warned and self._bytes >= NEAR_CAP_FRACTION * self.max_bytes:
