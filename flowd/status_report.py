@@ -22,6 +22,7 @@ OUTPUT_LOSSES = {
     "flowd_es_docs_dropped_total": "dropped at shutdown (cluster and spool full)",
     "flowd_es_docs_spool_lost_total": "spool files gone before replay",
     "flowd_shutdown_lost_total": "not written when a drain ran out of time",
+    "flowd_worker_lost_documents_total": "held by workers that died",
 }
 OUTPUT_MATCH = {"flowd_shutdown_lost_total": {"what": "documents"}}
 REPORTED = {"not_sent_flow_total_count": "not sent (flows)", "ignored_packet_total_count": "ignored (packets)"}

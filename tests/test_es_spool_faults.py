@@ -187,3 +187,23 @@ def test_the_spool_is_accounted_on_the_event_loop_only(tmp_path: Path, monkeypat
     assert len(cluster.ids) == 3000 and stats["spool_bytes"] == 0
     assert {"remove", "replace", "claim", "reserve", "commit"} <= set(threads)
     assert set().union(*threads.values()) == {threading.main_thread().name}, threads
+
+
+def test_the_sink_reports_the_documents_it_holds_in_memory(tmp_path: Path) -> None:
+    """What a worker that dies takes with it (`flowd_worker_lost_documents`) is, from the sink,
+    the documents in its memory: buffered, batched, and in requests not from the spool."""
+
+    async def main() -> None:
+        cluster = Cluster("hang")  # requests never answered: batches stay in flight
+        sink = sink_for(tmp_path, cluster, close_timeout_s=0.5)
+        await sink.start()
+        for batch in documents(3):
+            await sink.write(batch)
+        await sink.write([{"n": 10_000, "pad": "x"}])  # not yet a whole batch
+        await asyncio.sleep(0.2)
+        assert sink.stats["buffered_docs"] == 3001 and sink.stats["spool_docs"] == 0
+        await sink.close(timeout_s=0.5)
+        stats = sink.stats
+        assert stats["buffered_docs"] == 0 and stats["spool_docs"] + stats["docs_dropped"] == 3001
+
+    asyncio.run(main())

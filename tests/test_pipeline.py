@@ -837,8 +837,9 @@ async def test_an_aborted_drain_says_what_it_leaves_behind() -> None:
             break
     left = len(ingress)
     assert left > 0 and handed == [handed[0]]
+    waiting = pipeline.documents_waiting()  # what the worker reports as flowd_documents_waiting
     datagrams, documents = pipeline.abort()
-    assert datagrams == left
+    assert datagrams == left and documents == waiting
     # Every flow decoded is lost but the part the sink was handed (v5: a batch is one part).
     assert documents == 3 * (sent - left) - handed[0]
     await asyncio.sleep(0)

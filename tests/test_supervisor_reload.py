@@ -78,8 +78,9 @@ def test_a_worker_started_after_the_reload_is_not_told_again(tmp_path: Path, mon
 
 
 def test_a_worker_that_dies_has_the_datagrams_it_held_counted(tmp_path: Path) -> None:
-    """Found by an accounting audit: a killed worker's ingress queue went with it, counted nowhere.
-    What it reported queued last (about a second before) is now `flowd_worker_lost_datagrams`."""
+    """Found by an accounting audit and a soak: a killed worker's ingress queue, and the documents
+    it had decoded or held in its Elasticsearch sink's memory (64 MiB in an outage), went with it,
+    counted nowhere. What it reported last (about a second before) is now counted."""
     from flowd.server.metrics import WorkerStats
 
     config = tmp_path / "flowd.toml"
@@ -98,11 +99,14 @@ def test_a_worker_that_dies_has_the_datagrams_it_held_counted(tmp_path: Path) ->
 
     stats = WorkerStats()
     stats.set("flowd_queue_depth", ("ingress",), 37)
+    stats.set("flowd_documents_waiting", (), 600)
+    stats.set("flowd_es_buffered_docs", (), 5_000)
     stats.inc("flowd_datagrams_received", ("netflow/udp/0.0.0.0:2055",), 900)
     supervisor.aggregator.update(0, stats.snapshot())
     slot.process, slot.ready, slot.started_at = Killed(1001), True, 0.0  # type: ignore[assignment]
     supervisor._reap(slot)
     assert supervisor.aggregator.counter_total("flowd_worker_lost_datagrams") == 37
+    assert supervisor.aggregator.counter_total("flowd_worker_lost_documents") == 5_600
     assert supervisor.aggregator.counter_total("flowd_datagrams_received") == 900  # its counters stay
     assert supervisor.aggregator.counter_total("flowd_worker_restarts") == 1
 

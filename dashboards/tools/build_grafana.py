@@ -420,7 +420,17 @@ def build() -> dict[str, Any]:
         "bytes",
         [(gauge("flowd_es_buffered_bytes"), "buffered")],
     )
-    b.add("Requests in flight", "Bulk requests in flight", "short", [(gauge("flowd_es_in_flight"), "in flight")])
+    b.add(
+        "Requests and documents in flight",
+        "Bulk requests in flight, documents held in memory by the sink, and documents decoded but not yet"
+        " handed to it (what a worker that dies takes with it)",
+        "short",
+        [
+            (gauge("flowd_es_in_flight"), "requests in flight"),
+            (gauge("flowd_es_buffered_docs"), "documents in the sink's memory"),
+            (gauge("flowd_documents_waiting"), "documents between the stages"),
+        ],
+    )
     b.add(
         "Outages",
         "Times the cluster became unavailable (per hour)",
@@ -464,6 +474,7 @@ def build() -> dict[str, Any]:
             (gauge("flowd_workers", "state"), "{{state}}"),
             (f"sum (increase(flowd_worker_restarts_total{{{SELECTOR}}}[1h]))", "restarts/h"),
             (f"sum (increase(flowd_worker_lost_datagrams_total{{{SELECTOR}}}[1h]))", "datagrams lost with them/h"),
+            (f"sum (increase(flowd_worker_lost_documents_total{{{SELECTOR}}}[1h]))", "documents lost with them/h"),
             (f"sum by (result) (increase(flowd_config_reloads_total{{{SELECTOR}}}[1h]))", "reloads/h {{result}}"),
         ],
     )

@@ -236,6 +236,7 @@ class ElasticsearchSink:
         self._pending_bytes = 0
         self._in_flight = 0
         self._memory_in_flight = 0
+        self._memory_in_flight_docs = 0
         self._failures = 0
         self._resume_at = 0.0
         self._outage_since: float | None = None
@@ -396,6 +397,9 @@ class ElasticsearchSink:
         snapshot["spool_max_bytes"] = self._spool.max_bytes
         snapshot["buffered_bytes"] = self._pending_bytes + self._builder.nbytes
         snapshot["buffered_batches"] = len(self._pending)
+        snapshot["buffered_docs"] = (
+            sum(batch.docs for batch in self._pending) + self._builder.docs + self._memory_in_flight_docs
+        )
         snapshot["in_flight"] = self._in_flight
         snapshot["unavailable_seconds"] = 0.0 if self._outage_since is None else self._clock() - self._outage_since
         return snapshot
@@ -494,6 +498,7 @@ class ElasticsearchSink:
                     self._pending_bytes -= batch.nbytes
                     self._in_flight += 1
                     self._memory_in_flight += 1
+                    self._memory_in_flight_docs += batch.docs
                     self._cond.notify_all()
                     return batch, None
                 await self._cond.wait()
@@ -504,6 +509,7 @@ class ElasticsearchSink:
             if job is None:
                 return
             batch, entry = job
+            taken_docs = 0 if batch is None else batch.docs
             try:
                 if entry is not None:
                     body = await asyncio.to_thread(self._spool.read, entry)
@@ -531,6 +537,7 @@ class ElasticsearchSink:
                     self._in_flight -= 1
                     if entry is None:
                         self._memory_in_flight -= 1
+                        self._memory_in_flight_docs -= taken_docs
                     self._cond.notify_all()
 
     def _give_back(self, batch: Batch | None, entry: SpoolEntry | None) -> None:

@@ -413,6 +413,7 @@ class Worker:
         stats.set("flowd_queue_depth", ("ingress",), len(ingress))
         stats.set("flowd_queue_capacity", ("ingress",), ingress.capacity)
         stats.set("flowd_queue_depth", ("documents",), pipeline.documents.qsize())
+        stats.set("flowd_documents_waiting", (), pipeline.documents_waiting())
         stats.set("flowd_queue_capacity", ("documents",), pipeline.documents.maxsize)
         cache = self.templates
         stats.set("flowd_templates_known", (), len(cache))

@@ -188,12 +188,23 @@ METRICS: dict[str, MetricDef] = {
     "flowd_es_spool_max_bytes": MetricDef("gauge", "Disk spool cap", across_workers="sum"),
     "flowd_es_spool_oldest_age_seconds": MetricDef("gauge", "Age of the oldest spooled batch", across_workers="max"),
     "flowd_es_buffered_bytes": MetricDef("gauge", "Bytes buffered in memory for bulk requests"),
+    "flowd_es_buffered_docs": MetricDef(
+        "gauge", "Documents in memory for bulk requests (buffered, and in requests not from the spool)"
+    ),
     "flowd_es_in_flight": MetricDef("gauge", "Bulk requests in flight"),
     "flowd_es_unavailable_seconds": MetricDef(
         "gauge", "How long the cluster has been unavailable", across_workers="max"
     ),
     "flowd_workers": MetricDef("gauge", "Worker processes", ("state",)),
     "flowd_worker_restarts": MetricDef("counter", "Worker processes restarted after dying"),
+    "flowd_documents_waiting": MetricDef(
+        "gauge", "Documents decoded and not yet handed to the output (queued between the stages)"
+    ),
+    "flowd_worker_lost_documents": MetricDef(
+        "counter",
+        "Documents a worker that died held at its last report (about a second before): decoded and not yet"
+        " written, or in its Elasticsearch sink's memory",
+    ),
     "flowd_worker_lost_datagrams": MetricDef(
         "counter",
         "Datagrams a worker that died held in its ingress queue at its last report (about a second before): "
@@ -495,6 +506,7 @@ ES_GAUGES = (
     "spool_max_bytes",
     "spool_oldest_age_seconds",
     "buffered_bytes",
+    "buffered_docs",
     "in_flight",
     "unavailable_seconds",
 )

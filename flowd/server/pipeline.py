@@ -63,6 +63,12 @@ Part = DocumentTable | list[dict[str, Any]]
 DocumentBatch = tuple[list[Part], list[dict[str, Any]], float]
 """(flow documents, options documents, receive time of the batch's first datagram)."""
 
+
+def _documents_in(batch: DocumentBatch) -> int:
+    parts, options, _ = batch
+    return sum(len(part) for part in parts) + len(options)
+
+
 COALESCED_BATCHES = 8
 """Full ingress batches the decoder joins into one when they queue up (`IngressQueue.pop`):
 a table costs about a millisecond whatever its rows, so a backlog is decoded in fewer, larger
@@ -554,6 +560,8 @@ class Pipeline:
         self._output_task: asyncio.Task[None] | None = None
         self._waiting_to_queue: DocumentBatch | None = None
         """A decoded batch waiting for room in `documents`."""
+        self._queued_documents = 0
+        """Documents in the batches `documents` holds."""
         self._unwritten: list[Part] = []
         """The parts of the batch being written that the sink has not been handed yet."""
         self.flows_out = 0
@@ -578,9 +586,10 @@ class Pipeline:
             options = self.decoder.take_options()
             self._timed("decode", started)
             if parts or options:
-                self._waiting_to_queue = (parts, options, batch[0][2])
-                await self.documents.put(self._waiting_to_queue)
+                item = self._waiting_to_queue = (parts, options, batch[0][2])
+                await self.documents.put(item)
                 self._waiting_to_queue = None
+                self._queued_documents += _documents_in(item)
             await _let_receive_run()
         await self.documents.put(None)
 
@@ -618,6 +627,7 @@ class Pipeline:
             else:
                 if item is None:
                     break
+                self._queued_documents -= _documents_in(item)
                 await self._write(*item)
                 dirty = True
             now = self.clock()
@@ -739,11 +749,13 @@ class Pipeline:
         for task in (self._decode_task, self._output_task):
             if task is not None:
                 task.cancel()
-        held = [item for item in (self._waiting_to_queue,) if item is not None]
+        documents = self.documents_waiting()
         while not self.documents.empty():
-            item = self.documents.get_nowait()
-            if item is not None:
-                held.append(item)
-        documents = sum(sum(len(part) for part in parts) + len(options) for parts, options, _ in held)
-        documents += sum(len(part) for part in self._unwritten)
+            self.documents.get_nowait()
         return len(self.ingress), documents
+
+    def documents_waiting(self) -> int:
+        """Documents decoded and not yet handed to the sink: queued for output, waiting for room
+        in that queue, and the rest of the batch being written."""
+        waiting = 0 if self._waiting_to_queue is None else _documents_in(self._waiting_to_queue)
+        return self._queued_documents + waiting + sum(len(part) for part in self._unwritten)

@@ -121,6 +121,7 @@ SUMMARY_FIELDS: tuple[tuple[str, str, tuple[str, ...] | None], ...] = (
     ("es_dropped", "flowd_es_docs_dropped", None),
     ("es_spool_lost", "flowd_es_docs_spool_lost", None),
     ("worker_lost_datagrams", "flowd_worker_lost_datagrams", None),
+    ("worker_lost_documents", "flowd_worker_lost_documents", None),
 )
 """The shutdown summary line: name, counter, and the label set it takes (None: all summed)."""
 
@@ -225,14 +226,19 @@ class Supervisor:
         slot.restart_at = time.monotonic() + delay
         self.aggregator.local.inc("flowd_worker_restarts")
         queued = int(last_gauges.get("flowd_queue_depth", {}).get(("ingress",), 0))
+        held = sum(
+            int(last_gauges.get(name, {}).get((), 0)) for name in ("flowd_documents_waiting", "flowd_es_buffered_docs")
+        )
         self.aggregator.local.inc("flowd_worker_lost_datagrams", (), queued)
+        self.aggregator.local.inc("flowd_worker_lost_documents", (), held)
         log.error(
-            "worker %d died (exit status %s) after %.1f s with %d datagrams queued at its last report, lost;"
-            " restarting in %.1f s",
+            "worker %d died (exit status %s) after %.1f s holding, at its last report, %d datagrams and %d"
+            " documents, lost; restarting in %.1f s",
             slot.index,
             code,
             ran,
             queued,
+            held,
             delay,
         )
 
