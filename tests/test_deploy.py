@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import http.client
 import importlib.util
 import json
 import os
@@ -627,7 +628,7 @@ def http_status(url: str) -> int:
             return int(response.status)
     except urllib.error.HTTPError as error:
         return error.code
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not bound yet (a self-connect reads its own request)
         return 0
 
 

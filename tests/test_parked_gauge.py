@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 from flowd.config import load_settings
 from flowd.decode import decode_datagram
+from flowd.decode.sequence import SequenceTracker
 from flowd.server.app import Worker
 from flowd.server.pipeline import IngressQueue
 from tests.test_data_set_batch import v9_datagram, v9_records, v9_set, v9_template
@@ -28,7 +29,12 @@ def worker(tmp_path: Path, index: int) -> Worker:
 
 def gauge(workers: list[Worker]) -> float:
     """The gauge as the supervisor serves it: each worker's last report, summed."""
-    stand_in = SimpleNamespace(documents=asyncio.Queue(2), enricher=None)
+    stand_in = SimpleNamespace(
+        documents=asyncio.Queue(2),
+        enricher=None,
+        decoder=SimpleNamespace(sequences=SequenceTracker()),
+        documents_waiting=lambda: 0,
+    )
     total = 0.0
     for each in workers:
         each._update_stats(IngressQueue(64, 1024), stand_in)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import os
 import random
 import re
@@ -121,7 +122,9 @@ status_interval_s = 0
             try:
                 if self.get("/readyz")[0] == 200:
                     return
-            except OSError:
+            except (OSError, http.client.HTTPException):
+                # Before the port is bound, a connection to it can come from that same port (TCP
+                # self-connect): the client then reads its own request as the answer.
                 pass
             time.sleep(0.1)
         raise AssertionError("server not ready:\n" + self.log())
