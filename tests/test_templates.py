@@ -447,6 +447,22 @@ def test_forgetting_an_exporter_leaves_another_runs_file_alone() -> None:
     assert claims.asked == [] and "file-a" in claims.open
 
 
+def test_forgetting_an_exporter_whose_file_holds_sets_under_several_keys() -> None:
+    """One restored file holds an exporter's sets under several templates: forgetting the file at
+    the first key took the others away, and the loop then read them (KeyError)."""
+    cache = TemplateCache()
+    cache.restore_parked(
+        "file-a",
+        [
+            ((EXPORTER, 10, 1, 256), [ParkedSet(b"x", 0.0, 0, 0, None)]),
+            ((EXPORTER, 10, 1, 257), [ParkedSet(b"y", 0.0, 0, 0, None)]),
+        ],
+    )
+    cache.park((EXPORTER, 10, 1, 256), ParkedSet(b"own", 0.0, 0, 0, None))
+    cache.forget_exporters({EXPORTER})
+    assert cache.parked_sets == 0 and cache.parked_bytes == 0 and cache.stats.parked_expired == 1
+
+
 def test_a_capture_renders_the_state_it_was_taken_at_whatever_changes_after() -> None:
     """The periodic save copies the cache in the event loop and renders the copy in a thread, while
     the loop goes on decoding: later templates and options data must not leak into that file."""

@@ -394,7 +394,9 @@ class TemplateCache:
         for domain in [key for key in self._domains if key[0] in exporters]:
             self._drop_domain(domain)
         for key in [key for key in self._parked if key[0] in exporters]:
-            for claim in {parked.claim for parked in self._parked[key] if parked.claim}:
+            # One file's copies may sit under several of these keys: forgetting it at an earlier
+            # key takes the later ones away.
+            for claim in {parked.claim for parked in self._parked.get(key, ()) if parked.claim}:
                 self._forget(claim)  # another run's copies: their file stays
             queue = self._parked.pop(key, [])
             self._unpark(queue)
