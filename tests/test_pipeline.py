@@ -843,3 +843,41 @@ async def test_an_aborted_drain_says_what_it_leaves_behind() -> None:
     # Every flow decoded is lost but the part the sink was handed (v5: a batch is one part).
     assert documents == 3 * (sent - left) - handed[0]
     await asyncio.sleep(0)
+
+
+async def test_options_records_are_not_counted_as_documents_waiting_or_lost() -> None:
+    """Found in review: options records only teach the enricher (`learn_from_options`), they never
+    go to the sink, yet they were counted in flowd_documents_waiting and, at an aborted drain, in
+    flowd_shutdown_lost{what="documents"}."""
+    from tests.test_ipfix_features import ipfix_message, ipfix_set
+
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=1, capacity=10_000)
+    stuck = asyncio.Event()
+    handed: list[int] = []
+
+    class StuckSink(MemorySink):
+        async def write(self, documents: list[dict[str, Any]]) -> None:
+            handed.append(len(documents))
+            await stuck.wait()
+
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), StuckSink(), stats, batch_delay_s=0)
+    pipeline.start()
+    ingress.append(netflow_v5(1, records=3), EXPORTER, 0.0)
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if handed:
+            break
+    assert handed == [3]  # the sink holds that part: it is the sink's to count
+    opt = struct.pack("!HHH", 401, 3, 1) + struct.pack("!HHHHHH", 302, 8, 305, 4, 306, 4)
+    for ident in range(5):
+        sampler = ipfix_set(3, opt) + ipfix_set(401, struct.pack("!QII", ident, 1, 99))
+        ingress.append(ipfix_message(sampler), EXPORTER, 0.0)
+    for _ in range(200):
+        await asyncio.sleep(0.005)
+        if not len(ingress) and pipeline.documents.qsize():
+            break
+    assert stats.snapshot()["counters"]["flowd_options_records_decoded"]
+    assert pipeline.documents_waiting() == 0
+    assert pipeline.abort() == (0, 0)
+    await asyncio.sleep(0)

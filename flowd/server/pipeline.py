@@ -65,8 +65,8 @@ DocumentBatch = tuple[list[Part], list[dict[str, Any]], float]
 
 
 def _documents_in(batch: DocumentBatch) -> int:
-    parts, options, _ = batch
-    return sum(len(part) for part in parts) + len(options)
+    """Documents of a batch that go to the sink: its options records only teach the enricher."""
+    return sum(len(part) for part in batch[0])
 
 
 COALESCED_BATCHES = 8
