@@ -214,3 +214,32 @@ def test_exporters_folded_into_one_label_keep_the_total_of_one_let_go() -> None:
         now[0] = minute * 60.0
         reports.learn([{"observer.ip": "192.0.2.2", "netflow.not_sent_flow_total_count": 300 + minute}])
     assert stats.gauges["flowd_exporter_reported"] == {("other", "", "not_sent_flow_total_count"): 700 + 339}
+
+
+def test_an_address_back_in_a_shared_series_is_not_counted_twice() -> None:
+    """Found in review: an address let go from a series others share left its last total in the
+    series' sum, and when it reported again its whole running total was added once more, so the
+    series grew by that total instead of by what the exporter reported since."""
+    from flowd.server.exporter_reports import STALE_AFTER_S
+
+    now = [0.0]
+    stats = WorkerStats()
+    reports = ExporterReports(stats, lambda address: "other", clock=lambda: now[0])
+    series = ("other", "", "not_sent_flow_total_count")
+
+    def report(address: str, total: int) -> None:
+        reports.learn([{"observer.ip": address, "netflow.not_sent_flow_total_count": total}])
+
+    report("192.0.2.1", 100)
+    report("192.0.2.2", 1_000)
+    now[0] = STALE_AFTER_S / 2
+    report("192.0.2.2", 1_000)
+    now[0] = STALE_AFTER_S + 1
+    reports.prune(now[0])
+    assert stats.gauges["flowd_exporter_reported"][series] == 1_100  # the quiet one's total stays
+    report("192.0.2.1", 110)
+    assert stats.gauges["flowd_exporter_reported"][series] == 1_110
+    now[0] = 2 * STALE_AFTER_S + 2
+    reports.prune(now[0])  # both quiet: the series goes, and with it what it kept
+    assert series not in stats.gauges["flowd_exporter_reported"]
+    assert reports._retired_count == 0 and not reports._retired_by

@@ -41,6 +41,9 @@ MAX_SERIES = 10_000
 MAX_SOURCES = 131_072
 """(series, exporter address) totals kept in all, about 90 bytes each: the two caps above alone
 let spoofed sources and domains make 10,000 x 10,000 of them."""
+MAX_RETIRED = 131_072
+"""Addresses whose last total is kept, once let go, so that their return is not counted twice;
+past it, a total let go is kept only in its series' sum."""
 MAX_VALUE = 2**64 - 1
 
 
@@ -71,6 +74,10 @@ class ExporterReports:
         self._retired: dict[Series, int] = {}
         """Last totals of addresses let go from a series that others still share, so that the sum
         does not fall (a fall reads as the exporter's restart)."""
+        self._retired_by: dict[Series, dict[str, int]] = {}
+        """The part of `_retired` kept by address (up to `MAX_RETIRED` in all): an address that
+        reports again takes its total back out, or its running total would be counted twice."""
+        self._retired_count = 0
         self._sources = 0
         """Addresses summed over every series of `_latest`."""
         self._pruned_at = clock()
@@ -99,11 +106,25 @@ class ExporterReports:
                     sources = self._latest[series] = {}
                 if previous is None:
                     self._sources += 1
+                    previous = self._rejoin(series, address, now)
                 sources[address] = (value, now)
                 total = self._totals.get(series, 0) + value - (previous[0] if previous else 0)
                 self._totals[series] = total
                 self.stats.set("flowd_exporter_reported", series, total)
         self.maybe_prune(now)
+
+    def _rejoin(self, series: Series, address: str, now: float) -> tuple[int, float] | None:
+        """An address let go from `series` reports again: its last total leaves the retired sum,
+        to be counted as its latest (the series grows by what it reported since)."""
+        retired = self._retired_by.get(series)
+        earlier = None if retired is None else retired.pop(address, None)
+        if earlier is None:
+            return None
+        self._retired_count -= 1
+        self._retired[series] -= earlier
+        if not retired:
+            del self._retired_by[series]
+        return (earlier, now)
 
     def _room_for(self, sources: dict[str, tuple[int, float]] | None) -> bool:
         """Whether a new address may join a series (None: a new series)."""
@@ -133,8 +154,13 @@ class ExporterReports:
                 del self._latest[series]
                 self._totals.pop(series, None)
                 self._retired.pop(series, None)
+                self._retired_count -= len(self._retired_by.pop(series, {}))
                 gauges.pop(series, None)
                 continue
             for address in stale:
-                self._retired[series] = self._retired.get(series, 0) + sources.pop(address)[0]
+                value = sources.pop(address)[0]
+                self._retired[series] = self._retired.get(series, 0) + value
+                if self._retired_count < MAX_RETIRED:
+                    self._retired_by.setdefault(series, {})[address] = value
+                    self._retired_count += 1
             self._totals[series] = self._retired[series] + sum(value for value, _ in sources.values())
