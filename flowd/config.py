@@ -488,10 +488,14 @@ def parse_es_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
     if "://" not in text:
         text = ("https://" if tls else "http://") + text
     parts = urlsplit(text)
-    if "@" in parts.netloc:
+    if "@" in text:
+        # Anywhere, not only in the netloc urlsplit finds: a password holding / ? or # ends the
+        # netloc early, and the rest (the password, the real host) became a path, or a "bad port"
+        # message repeating the URL. An @ in a path prefix is written %40.
+        scheme = text.partition("://")[0]
         raise ValueError(
-            f"{parts.scheme}://…@{parts.netloc.rpartition('@')[2]}: credentials in a host URL are not used;"
-            " set elasticsearch.user and password, or api_key"
+            f"{scheme}://…@{text.rpartition('@')[2]}: credentials in a host URL are not used;"
+            " set elasticsearch.user and password, or api_key (an @ in a path prefix is written %40)"
         )
     try:
         port = parts.port

@@ -243,6 +243,17 @@ def test_credentials_in_a_host_url_are_refused_without_repeating_them() -> None:
     assert "changeme" not in str(caught.value)
 
 
+@pytest.mark.parametrize("password", ["p/ss", "12/x", "p#ss", "p?ss"])
+def test_credentials_whose_password_ends_the_host_are_refused_without_repeating_them(password: str) -> None:
+    """Found in review: a password holding / ? or # ends the URL's host part early, so the @ was
+    not seen: the error said "bad port" and repeated the URL with the password, and with a
+    password of digits before the / the user name was taken as the host and the rest as a path."""
+    for url in (f"https://elastic:{password}@es:9200", f"elastic:{password}@es:9200"):
+        with pytest.raises(ConfigError, match=r"elasticsearch\.hosts: https?://…@es:9200: credentials") as caught:
+            load_settings(None, {"FLOWD_ELASTICSEARCH_HOSTS": url})
+        assert password not in str(caught.value)
+
+
 def test_elastiflow_es_host_form_takes_its_scheme_from_ssl_enable() -> None:
     from flowd.output.elasticsearch import parse_host
 
