@@ -510,3 +510,24 @@ def test_sampler_rates_are_bounded_over_every_domain_and_counted() -> None:
     samplers(2, 100, 100)  # domain 1's 20 rates gave their room back as it went
     state = cache.peek_domain((EXPORTER, 10, 2))
     assert state is not None and len(state.samplers) == 100
+
+
+def test_restoring_every_workers_snapshot_keeps_the_sampling_cap() -> None:
+    """Found in review: every worker loads every worker's snapshot, and `restore` took all their
+    sampler and interface rates, so after a restart each worker held the sum of the workers' caps."""
+    snapshots = []
+    for worker in range(4):
+        cache = TemplateCache(max_sampling_entries=10)
+        for domain in range(5):
+            state = cache.domain(((f"192.0.2.{worker}", 2055), 9, domain))
+            for sampler in range(3):
+                if cache.take_sampling_entry():
+                    state.samplers[sampler] = 100
+                    state.interface_rates[sampler + 1] = 10
+        snapshots.append(cache.snapshot())
+    restored = TemplateCache(max_sampling_entries=10)
+    for snapshot in snapshots:
+        restored.restore(snapshot)
+    held = sum(len(state.samplers) + len(state.interface_rates) for _, state in restored.capture().domains)
+    assert held == restored._sampling_entries == 10
+    assert not restored.take_sampling_entry()

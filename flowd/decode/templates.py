@@ -641,10 +641,13 @@ class TemplateCache:
             state = self.domain((exporter, int(item["version"]), int(item["domain"])))
             state.sampling_rate = int(item["sampling_rate"])
             self._sampling_entries -= len(state.samplers) + len(state.interface_rates)
-            state.samplers = {int(k): int(v) for k, v in item["samplers"]}
+            # Every worker loads every worker's snapshot: only what `max_sampling_entries` leaves room for.
+            room = max(0, self.max_sampling_entries - self._sampling_entries)
+            state.samplers = {int(k): int(v) for k, v in item["samplers"][:room]}
+            room -= len(state.samplers)
             rate_sampler = item.get("rate_sampler")  # absent from earlier snapshots
             state.rate_sampler = int(rate_sampler) if rate_sampler is not None else None
-            state.interface_rates = {int(k): int(v) for k, v in item.get("interface_rates", [])}
+            state.interface_rates = {int(k): int(v) for k, v in item.get("interface_rates", [])[:room]}
             self._sampling_entries += len(state.samplers) + len(state.interface_rates)
             state.system_init_ms = item["system_init_ms"]
         return restored
