@@ -507,8 +507,9 @@ def parse_es_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
 
 
 _INDEX_NAME_FORBIDDEN = frozenset('\\/*?"<>|,# :')
-_BYTE_SIZE = re.compile(r"^\d+(\.\d+)?(b|kb|mb|gb|tb|pb)$", re.IGNORECASE)
-_TIME_VALUE = re.compile(r"^\d+(d|h|m|s|ms|micros|nanos)$")
+_BYTE_SIZE = re.compile(r"^\d+(\.\d+)?(b|kb?|mb?|gb?|tb?|pb?)$", re.IGNORECASE)
+"""Elasticsearch's byte sizes: its parser takes the unit in any case, with or without the b."""
+_TIME_VALUE = re.compile(r"^\d+(d|h|m|s|ms|micros|nanos)$", re.IGNORECASE)
 MAX_INDEX_NAME_BYTES = 255
 
 
@@ -793,7 +794,7 @@ def available_cpus(cgroup_root: Path = CGROUP_ROOT) -> int:
 def cgroup_cpu_quota(root: Path) -> float | None:
     """CPUs' worth of time per period the cgroup allows (cgroup v2 `cpu.max`, v1
     `cpu.cfs_quota_us` over `cpu.cfs_period_us`); None when unlimited or not found."""
-    with contextlib.suppress(OSError, ValueError):
+    with contextlib.suppress(OSError, ValueError, ZeroDivisionError):
         quota, period = (root / "cpu.max").read_text().split()
         return None if quota == "max" else int(quota) / int(period)
     with contextlib.suppress(OSError, ValueError):

@@ -372,3 +372,17 @@ def test_an_unknown_log_level_is_a_configuration_error(monkeypatch: pytest.Monke
     assert "FLOWD_LOG_LEVEL" in capsys.readouterr().err
     assert main(["check-config"]) == 2  # the check an operator runs before a start says so too
     assert "FLOWD_LOG_LEVEL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("size", "age"), [("50g", "1D"), ("512MB", "30d"), ("1T", "36H")])
+def test_rollover_values_elasticsearch_takes_are_taken(size: str, age: str) -> None:
+    """Elasticsearch's parsers take a byte unit without its b and any case: refusing `50g` or `1D`
+    stopped a configuration the cluster would have run."""
+    env = {"FLOWD_ELASTICSEARCH_ROLLOVER_MAX_SIZE": size, "FLOWD_ELASTICSEARCH_ROLLOVER_MAX_AGE": age}
+    es = load_settings(None, env).settings.elasticsearch
+    assert (es.rollover_max_size, es.rollover_max_age) == (size, age)
+
+
+def test_a_cgroup_period_of_zero_is_no_quota(tmp_path: Path) -> None:
+    (tmp_path / "cpu.max").write_text("100000 0\n")
+    assert cgroup_cpu_quota(tmp_path) is None
