@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from flowd.decode.templates import SNAPSHOT_FORMAT, snapshot_template
+from flowd.decode.template_snapshot import SNAPSHOT_FORMAT, snapshot_template
 
 VERSIONS = {9: "v9", 10: "IPFIX"}
 

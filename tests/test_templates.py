@@ -8,7 +8,8 @@ import struct
 
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.records import TemplateField, compile_template
-from flowd.decode.templates import ParkedSet, render_snapshot
+from flowd.decode.template_snapshot import render_snapshot
+from flowd.decode.templates import ParkedSet
 from flowd.errors import DecodeError
 from tests.test_data_set_batch import v9_datagram, v9_records, v9_set, v9_template
 from tests.test_ipfix_features import V4_TEMPLATE, ipfix_message, ipfix_set, v4_record

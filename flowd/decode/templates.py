@@ -22,7 +22,8 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from flowd.decode.records import CompiledTemplate, TemplateField, compile_template
+from flowd.decode.records import CompiledTemplate, TemplateField
+from flowd.decode.template_snapshot import SNAPSHOT_FORMAT, SnapshotCopy, render_snapshot, snapshot_template
 from flowd.model import Exporter
 
 TemplateKey = tuple[Exporter, int, int, int]
@@ -52,7 +53,6 @@ MAX_PARKED_BYTES = 32 * 1024 * 1024
 """Bytes of parked set bodies in all. A set may be nearly 64 KiB, so the count alone let 16,384
 of them hold a gigabyte; typical sets (about 1.4 KB) reach the count first."""
 PARKED_TTL_S = 600.0
-SNAPSHOT_FORMAT = 1
 
 
 @dataclass(slots=True)
@@ -124,65 +124,6 @@ class DomainState:
     reconfigured, so is the rate of records that name none."""
     system_init_ms: int | None = None
     """IPFIX systemInitTimeMilliseconds, for sysUpTime-relative timestamps."""
-
-
-def snapshot_template(item: dict[str, Any]) -> CompiledTemplate:
-    """The template one `TemplateCache.snapshot` entry describes, compiled."""
-    fields = tuple(TemplateField(int(e), int(n), int(p)) for e, n, p in item["fields"])
-    scope_count = int(item["scope_count"])
-    options = bool(item.get("options", scope_count > 0))  # absent from earlier snapshots
-    return compile_template(int(item["id"]), fields, scope_count, netflow_v9=int(item["version"]) == 9, options=options)
-
-
-@dataclass(slots=True, frozen=True)
-class SnapshotCopy:
-    """A template cache's state at one moment (`TemplateCache.capture`), not yet JSON-able."""
-
-    templates: list[tuple[TemplateKey, CompiledTemplate, float]]
-    domains: list[tuple[DomainKey, DomainState]]
-
-
-def render_snapshot(copy: SnapshotCopy) -> dict[str, Any]:
-    """The JSON-able snapshot of a captured cache. Touches only `copy`, so it may run in a thread.
-
-    Templates of the same layout share their field tuple (`compile_template`), so each distinct
-    field list is turned into lists once: at 262,144 templates that took most of the time.
-    """
-    field_lists: dict[int, list[list[int]]] = {}
-
-    def field_list(fields: tuple[TemplateField, ...]) -> list[list[int]]:
-        known = field_lists.get(id(fields))
-        if known is None:
-            known = field_lists[id(fields)] = [[f.element_id, f.length, f.pen] for f in fields]
-        return known
-
-    templates = [
-        {
-            "exporter": list(key[0]),
-            "version": key[1],
-            "domain": key[2],
-            "id": key[3],
-            "scope_count": template.scope_count,
-            "options": template.options,
-            "fields": field_list(template.fields),
-            "seen_at": seen_at,
-        }
-        for key, template, seen_at in copy.templates
-    ]
-    domains = [
-        {
-            "exporter": list(key[0]),
-            "version": key[1],
-            "domain": key[2],
-            "sampling_rate": state.sampling_rate,
-            "samplers": [[k, v] for k, v in state.samplers.items()],
-            "rate_sampler": state.rate_sampler,
-            "interface_rates": [[k, v] for k, v in state.interface_rates.items()],
-            "system_init_ms": state.system_init_ms,
-        }
-        for key, state in copy.domains
-    ]
-    return {"format": SNAPSHOT_FORMAT, "templates": templates, "domains": domains}
 
 
 class TemplateCache:

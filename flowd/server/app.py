@@ -25,7 +25,7 @@ import orjson
 from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings, log_level, worker_count
 from flowd.decode import TemplateCache
-from flowd.decode.templates import SnapshotCopy, render_snapshot
+from flowd.decode.template_snapshot import SnapshotCopy, render_snapshot
 from flowd.durable import write_atomically
 from flowd.enrich.chain import build_enricher
 from flowd.errors import ConfigError, SinkError
