@@ -813,21 +813,27 @@ async def test_paused_tcp_peers_resume_one_at_a_time_so_the_queue_stays_near_its
     await server.stop_receiving()
 
 
-async def test_an_aborted_drain_says_what_it_leaves_behind() -> None:
-    """Found by an accounting audit: when the drain ran out of `shutdown_grace_s`, what was still
-    queued went with the process and only a log line said how many datagrams (not documents)."""
-    stats = WorkerStats()
-    ingress = IngressQueue(batch_size=4, capacity=10_000)
-    stuck = asyncio.Event()
+def stuck_pipeline(ingress: IngressQueue, stats: WorkerStats) -> tuple[Pipeline, list[int]]:
+    """A started pipeline whose sink never finishes a write (a cluster that never answers), and
+    the sizes of the parts it was handed."""
     handed: list[int] = []
 
     class StuckSink(MemorySink):
         async def write(self, documents: list[dict[str, Any]]) -> None:
             handed.append(len(documents))
-            await stuck.wait()  # a cluster that never answers
+            await asyncio.Event().wait()
 
     pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), StuckSink(), stats, batch_delay_s=0)
     pipeline.start()
+    return pipeline, handed
+
+
+async def test_an_aborted_drain_says_what_it_leaves_behind() -> None:
+    """Found by an accounting audit: when the drain ran out of `shutdown_grace_s`, what was still
+    queued went with the process and only a log line said how many datagrams (not documents)."""
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=4, capacity=10_000)
+    pipeline, handed = stuck_pipeline(ingress, stats)
     sent = 400
     for ident in range(sent):
         ingress.append(netflow_v5(ident, records=3), EXPORTER, 0.0)
@@ -853,16 +859,7 @@ async def test_options_records_are_not_counted_as_documents_waiting_or_lost() ->
 
     stats = WorkerStats()
     ingress = IngressQueue(batch_size=1, capacity=10_000)
-    stuck = asyncio.Event()
-    handed: list[int] = []
-
-    class StuckSink(MemorySink):
-        async def write(self, documents: list[dict[str, Any]]) -> None:
-            handed.append(len(documents))
-            await stuck.wait()
-
-    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), StuckSink(), stats, batch_delay_s=0)
-    pipeline.start()
+    pipeline, handed = stuck_pipeline(ingress, stats)
     ingress.append(netflow_v5(1, records=3), EXPORTER, 0.0)
     for _ in range(200):
         await asyncio.sleep(0.005)
