@@ -255,11 +255,11 @@ def test_credentials_whose_password_ends_the_host_are_refused_without_repeating_
 
 
 def test_elastiflow_es_host_form_takes_its_scheme_from_ssl_enable() -> None:
-    from flowd.output.elasticsearch import parse_host
+    from flowd.config import parse_es_host
 
     loaded = load_settings(None, {"ELASTIFLOW_ES_HOST": "127.0.0.1:9200", "ELASTIFLOW_ES_SSL_ENABLE": "true"})
     es = loaded.settings.elasticsearch
-    assert [parse_host(host, tls=es.tls) for host in es.hosts] == [("https", "127.0.0.1", 9200, "")]
+    assert [parse_es_host(host, tls=es.tls) for host in es.hosts] == [("https", "127.0.0.1", 9200, "")]
 
 
 @pytest.mark.parametrize(

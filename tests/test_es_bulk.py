@@ -13,7 +13,7 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowd.config import ElasticsearchSettings
+from flowd.config import ElasticsearchSettings, parse_es_host
 from flowd.output.bulk import (
     BatchBuilder,
     BulkEncoder,
@@ -23,7 +23,7 @@ from flowd.output.bulk import (
     document_of,
     split_pairs,
 )
-from flowd.output.elasticsearch import ElasticsearchSink, auth_headers, parse_host
+from flowd.output.elasticsearch import ElasticsearchSink, auth_headers
 from flowd.output.spool import Spool, SpoolFull
 from flowd.output.table import DocumentTable
 
@@ -297,11 +297,11 @@ def test_spool_is_bounded_atomic_and_survives_restart(tmp_path: Path, caplog: py
 
 
 def test_hosts_and_auth() -> None:
-    assert parse_host("es1", tls=False) == ("http", "es1", 9200, "")
-    assert parse_host("es1:9201", tls=True) == ("https", "es1", 9201, "")
-    assert parse_host("https://es.example/prefix/", tls=False) == ("https", "es.example", 9200, "/prefix")
+    assert parse_es_host("es1", tls=False) == ("http", "es1", 9200, "")
+    assert parse_es_host("es1:9201", tls=True) == ("https", "es1", 9201, "")
+    assert parse_es_host("https://es.example/prefix/", tls=False) == ("https", "es.example", 9200, "/prefix")
     with pytest.raises(ValueError):
-        parse_host("ftp://x", tls=False)
+        parse_es_host("ftp://x", tls=False)
     assert auth_headers(ElasticsearchSettings(user="u", password="p")) == {"authorization": "Basic dTpw"}
     assert auth_headers(ElasticsearchSettings(api_key="id:key", user="u")) == {"authorization": "ApiKey aWQ6a2V5"}
     assert auth_headers(ElasticsearchSettings(api_key="ZW5jb2RlZA==")) == {"authorization": "ApiKey ZW5jb2RlZA=="}

@@ -104,12 +104,6 @@ class SinkStats:
     outages: int = 0
 
 
-def parse_host(url: str, *, tls: bool) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path prefix) of a configured host; `config.parse_es_host` checks it
-    at load too, so a bad host stops start-up instead of every worker."""
-    return parse_es_host(url, tls=tls)
-
-
 def auth_headers(settings: ElasticsearchSettings) -> dict[str, str]:
     """An API key wins over user/password. `id:key` is encoded; an encoded key is sent as given."""
     if settings.api_key:
@@ -132,7 +126,7 @@ def build_transport(
     headers = auth_headers(settings)
     nodes = []
     for host in settings.hosts:
-        scheme, hostname, port, prefix = parse_host(host, tls=settings.tls)
+        scheme, hostname, port, prefix = parse_es_host(host, tls=settings.tls)
         tls_options: dict[str, Any] = {}
         if scheme == "https":
             tls_options["verify_certs"] = settings.verify
