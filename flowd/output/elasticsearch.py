@@ -596,9 +596,7 @@ class ElasticsearchSink:
                 self._push_front(Batch(b"".join(pairs[:half]), half, batch.created_at))
                 self._cond.notify_all()
             if entry is not None:
-                await asyncio.to_thread(self._spool.delete, entry)
-                self._spool.remove(entry)
-                self._replayed(entry.docs, whole=True)  # out of the spool, in memory now
+                await self._out_of_spool(entry)  # in memory now
             _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
             return
         await self._retry(batch, entry, batch.body, batch.docs, reason)
@@ -630,11 +628,16 @@ class ElasticsearchSink:
         if whole:
             self._stats.batches_replayed += 1
 
+    async def _out_of_spool(self, entry: SpoolEntry) -> None:
+        """A spooled batch is done with (answered for, or taken back into memory): its file goes,
+        its bytes leave the spool's count, and its documents count as replayed."""
+        await asyncio.to_thread(self._spool.delete, entry)
+        self._spool.remove(entry)
+        self._replayed(entry.docs, whole=True)
+
     async def _succeeded(self, entry: SpoolEntry | None) -> None:
         if entry is not None:
-            await asyncio.to_thread(self._spool.delete, entry)
-            self._spool.remove(entry)
-            self._replayed(entry.docs, whole=True)
+            await self._out_of_spool(entry)
         async with self._cond:
             if self._failures:
                 unavailable = self._clock() - (self._outage_since or self._clock())
