@@ -66,8 +66,11 @@ def process_group(pgid: int) -> list[int]:
 def cpu_seconds(pid: int) -> float:
     """utime + stime of one process (its own threads, not its children)."""
     stat = _read(f"/proc/{pid}/stat")
-    if stat is None:
-        return 0.0
+    return 0.0 if stat is None else _stat_cpu_seconds(stat)
+
+
+def _stat_cpu_seconds(stat: str) -> float:
+    """utime + stime from the text of /proc/<pid>/stat (fields after the command's last ')')."""
     fields = stat.rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
@@ -142,18 +145,18 @@ class CpuWatch:
 
     def _poll(self) -> None:
         with self._lock:
-            live = [pid for pid in self._last if _read(f"/proc/{pid}/stat") is not None]
-            pending, seen = live, set(live)
-            while pending:
-                found = [child for pid in pending for child in children_of(pid) if child not in seen]
-                seen.update(found)
-                pending = found
-            for pid in seen:
-                stat = _read(f"/proc/{pid}/stat")
-                if stat is None:
-                    continue
-                fields = stat.rpartition(")")[2].split()
-                cpu = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+            stats = {pid: stat for pid in self._last if (stat := _read(f"/proc/{pid}/stat")) is not None}
+            pending = list(stats)
+            while pending:  # each process's stat is read once a poll, its children's too
+                found = [child for pid in pending for child in children_of(pid) if child not in stats]
+                pending = []
+                for child in found:
+                    stat = _read(f"/proc/{child}/stat")
+                    if stat is not None:
+                        stats[child] = stat
+                        pending.append(child)
+            for pid, stat in stats.items():
+                cpu = _stat_cpu_seconds(stat)
                 before = self._last.get(pid)
                 if before is not None and cpu + 1.0 / CLOCK_TICKS < before:  # a reused pid: a new process
                     self._banked += max(0.0, before - self._baseline.pop(pid, 0.0))
