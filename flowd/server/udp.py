@@ -69,10 +69,10 @@ class ListenerStats:
 
 MAX_DATAGRAM_BYTES = 65_535
 READS_PER_WAKE = 256
+"""Datagrams read each time the socket turns readable, at most (then the loop runs other work)."""
 FINAL_DRAIN_S = 2.0
 """At shutdown, the longest a socket's queued datagrams are read for (a 32 MiB buffer of small
 datagrams takes well under a second)."""
-"""Datagrams read each time the socket turns readable, at most (then the loop runs other work)."""
 
 
 class DrainingReceiver:
