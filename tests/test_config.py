@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 
 from flowd import config
+from flowd.cgroup import available_cpus, cgroup_cpu_quota
 from flowd.cli import main
-from flowd.config import ELASTIFLOW_SIMPLE, available_cpus, cgroup_cpu_quota, load_settings
+from flowd.config import ELASTIFLOW_SIMPLE, load_settings
 from flowd.errors import ConfigError
 
 
