@@ -199,7 +199,11 @@ class IpfixTcpServer:
         return True
 
     def forget(self, connection: IpfixTcpReceiver) -> None:
+        """`connection` has closed: it leaves the open set and the paused list at once, not
+        when a resume poll comes to it (it and its unsplit bytes were kept until then)."""
         self.connections.discard(connection)
+        with contextlib.suppress(ValueError):
+            self._paused.remove(connection)
 
     def wait_for_room(self, connection: IpfixTcpReceiver) -> None:
         """`connection` stopped reading because the ingress queue is full."""
