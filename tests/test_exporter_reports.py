@@ -243,3 +243,41 @@ def test_an_address_back_in_a_shared_series_is_not_counted_twice() -> None:
     reports.prune(now[0])  # both quiet: the series goes, and with it what it kept
     assert series not in stats.gauges["flowd_exporter_reported"]
     assert reports._retired_count == 0 and not reports._retired_by
+
+
+def test_past_max_retired_an_address_back_in_its_series_is_not_counted_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found in review: past `MAX_RETIRED` a total let go stayed in its series' sum without its
+    address, so when that address reported again its whole running total was added once more.
+    Now what is forgotten by address is taken back out by the next addresses to join the series,
+    up to what each reports: a new one may be under-counted by as much (counted as ignored),
+    nothing is counted twice, and the series never falls."""
+    from flowd.server import exporter_reports
+    from flowd.server.exporter_reports import STALE_AFTER_S
+
+    monkeypatch.setattr(exporter_reports, "MAX_RETIRED", 1)
+    now = [0.0]
+    stats = WorkerStats()
+    reports = ExporterReports(stats, lambda address: "other", clock=lambda: now[0])
+    series = ("other", "", "not_sent_flow_total_count")
+
+    def report(address: str, total: int) -> float:
+        reports.learn([{"observer.ip": address, "netflow.not_sent_flow_total_count": total}])
+        return stats.gauges["flowd_exporter_reported"][series]
+
+    report("192.0.2.1", 100)  # kept by address when let go
+    report("192.0.2.2", 1_000)  # past the bound: forgotten by address
+    report("192.0.2.9", 10)  # goes on reporting, keeping the series
+    now[0] = STALE_AFTER_S + 1
+    assert report("192.0.2.9", 10) == 1_110
+    reports.prune(now[0])
+    assert stats.gauges["flowd_exporter_reported"][series] == 1_110  # neither total is lost
+    assert report("192.0.2.2", 1_005) == 1_115  # grows by what it reported since, not by 1,005
+    assert report("192.0.2.1", 130) == 1_145
+    assert report("192.0.2.2", 1_020) == 1_160
+    assert stats.counter("flowd_exporter_reports_ignored") == 1  # the return told by its total only
+    now[0] = 2 * STALE_AFTER_S + 2
+    report("192.0.2.9", 10)
+    reports.prune(now[0])  # 1 and 2 quiet again; one kept by address, the other forgotten
+    assert report("192.0.2.3", 50) == 1_160  # a newcomer, taken for the forgotten one's return
+    assert report("192.0.2.3", 70) == 1_180
+    assert stats.counter("flowd_exporter_reports_ignored") == 2

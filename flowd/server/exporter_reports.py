@@ -42,8 +42,11 @@ MAX_SOURCES = 131_072
 """(series, exporter address) totals kept in all, about 90 bytes each: the two caps above alone
 let spoofed sources and domains make 10,000 x 10,000 of them."""
 MAX_RETIRED = 131_072
-"""Addresses whose last total is kept, once let go, so that their return is not counted twice;
-past it, a total let go is kept only in its series' sum."""
+"""Addresses whose last total is kept, once let go, so that their return is not counted twice.
+Past it, a total let go is kept in its series' sum without its address ("forgotten"), and the
+next addresses to join the series take it back out, each up to what it reports: a return is not
+counted twice, and a newcomer may be under-counted by at most the forgotten totals (each such
+report counted in `flowd_exporter_reports_ignored`)."""
 MAX_VALUE = 2**64 - 1
 
 
@@ -77,6 +80,9 @@ class ExporterReports:
         self._retired_by: dict[Series, dict[str, int]] = {}
         """The part of `_retired` kept by address (up to `MAX_RETIRED` in all): an address that
         reports again takes its total back out, or its running total would be counted twice."""
+        self._forgotten: dict[Series, int] = {}
+        """The rest of `_retired`: totals let go past `MAX_RETIRED`, taken back out by the
+        addresses that join the series next (one may be a forgotten one's return)."""
         self._retired_count = 0
         self._sources = 0
         """Addresses summed over every series of `_latest`."""
@@ -106,25 +112,41 @@ class ExporterReports:
                     sources = self._latest[series] = {}
                 if previous is None:
                     self._sources += 1
-                    previous = self._rejoin(series, address, now)
+                    previous = self._rejoin(series, address, value, now)
                 sources[address] = (value, now)
                 total = self._totals.get(series, 0) + value - (previous[0] if previous else 0)
                 self._totals[series] = total
                 self.stats.set("flowd_exporter_reported", series, total)
         self.maybe_prune(now)
 
-    def _rejoin(self, series: Series, address: str, now: float) -> tuple[int, float] | None:
+    def _rejoin(self, series: Series, address: str, value: int, now: float) -> tuple[int, float] | None:
         """An address let go from `series` reports again: its last total leaves the retired sum,
-        to be counted as its latest (the series grows by what it reported since)."""
+        to be counted as its latest (the series grows by what it reported since). An address not
+        kept takes up to `value` of the forgotten totals instead: it may be one of them."""
         retired = self._retired_by.get(series)
         earlier = None if retired is None else retired.pop(address, None)
         if earlier is None:
-            return None
+            return self._take_forgotten(series, value, now)
         self._retired_count -= 1
         self._retired[series] -= earlier
         if not retired:
             del self._retired_by[series]
         return (earlier, now)
+
+    def _take_forgotten(self, series: Series, value: int, now: float) -> tuple[int, float] | None:
+        """Up to `value` of `series`' forgotten totals, taken as the joining address's earlier
+        total: the series neither falls nor counts a return twice."""
+        forgotten = self._forgotten.get(series, 0)
+        taken = min(value, forgotten)
+        if not taken:
+            return None
+        self.stats.inc("flowd_exporter_reports_ignored")
+        self._retired[series] -= taken
+        if taken == forgotten:
+            del self._forgotten[series]
+        else:
+            self._forgotten[series] = forgotten - taken
+        return (taken, now)
 
     def _room_for(self, sources: dict[str, tuple[int, float]] | None) -> bool:
         """Whether a new address may join a series (None: a new series)."""
@@ -154,6 +176,7 @@ class ExporterReports:
                 del self._latest[series]
                 self._totals.pop(series, None)
                 self._retired.pop(series, None)
+                self._forgotten.pop(series, None)
                 self._retired_count -= len(self._retired_by.pop(series, {}))
                 gauges.pop(series, None)
                 continue
@@ -163,4 +186,6 @@ class ExporterReports:
                 if self._retired_count < MAX_RETIRED:
                     self._retired_by.setdefault(series, {})[address] = value
                     self._retired_count += 1
+                else:
+                    self._forgotten[series] = self._forgotten.get(series, 0) + value
             self._totals[series] = self._retired[series] + sum(value for value, _ in sources.values())

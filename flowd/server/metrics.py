@@ -103,7 +103,8 @@ METRICS: dict[str, MetricDef] = {
     "flowd_exporter_reports_ignored": MetricDef(
         "counter",
         "Totals exporters reported of themselves left out of flowd_exporter_reported: the tables of exporters, "
-        "domains and counters it keeps were full",
+        "domains and counters it keeps were full (past the exporters let go it keeps by address, a first report "
+        "is taken, up to its value, as the return of one it no longer knows)",
     ),
     "flowd_flows_decoded": MetricDef("counter", "Flow records and sFlow samples decoded", ("protocol",)),
     "flowd_options_records_decoded": MetricDef("counter", "Options records decoded", ("protocol",)),
