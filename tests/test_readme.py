@@ -179,6 +179,15 @@ def test_metrics_named_in_the_readmes_are_served() -> None:
     assert not wrong, wrong
 
 
+def test_memo_cache_table_names_every_cache_counted() -> None:
+    """The `cache` values of `flowd_memo_cache_clears` the README lists are the ones counted."""
+    from flowd.decode.memo import MEMO_CACHES
+
+    section = README[README.index("**Caches that thrash.**") :]
+    rows = section[section.index("|---") : section.index("\n\n", section.index("|---"))]
+    assert re.findall(r"^\| `([a-z_]+)` \|", rows, re.M) == list(MEMO_CACHES)
+
+
 USER_SETTINGS_LINES = {
     "enrich.interface_names": '"192.0.2.1::ifName.3": "ge-0/0/3"',
     "enrich.default_sampling_rates": '"192.0.2.1": 512',

@@ -488,6 +488,13 @@ def build() -> dict[str, Any]:
             (counter_rate("flowd_templates_restored"), "restored at start"),
         ],
     )
+    b.add(
+        "Memo cache clears",
+        "Times per second a cache that only saves time (address text, template layouts, timestamp prefixes...)"
+        " was full and started over, by cache: a steady rate means its working set outgrew it",
+        "ops",
+        [(counter_rate("flowd_memo_cache_clears", "cache"), "{{cache}}")],
+    )
 
     return {
         "__inputs": [

@@ -21,6 +21,8 @@ import struct
 from socket import AF_INET6, inet_ntoa, inet_ntop
 from typing import Any
 
+from flowd.decode.memo import MEMO_CLEARS
+
 HEADER_PROTOCOL_ETHERNET = 1
 HEADER_PROTOCOL_IPV4 = 11
 HEADER_PROTOCOL_IPV6 = 12
@@ -68,6 +70,7 @@ fifth of `inet_ntoa` (far less than `inet_ntop`); bounded by clearing when full.
 def _address_text(packed: bytes) -> str:
     if len(_ADDRESS_TEXT) >= MAX_CACHED_ADDRESSES:
         _ADDRESS_TEXT.clear()
+        MEMO_CLEARS["header_address_text"] += 1
     text = _ADDRESS_TEXT[packed] = inet_ntoa(packed) if len(packed) == 4 else inet_ntop(AF_INET6, packed)
     return text
 

@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowd.decode import fields as ie
+from flowd.decode.memo import MEMO_CLEARS
 from flowd.errors import DecodeError, TruncatedError
 
 VARIABLE_LENGTH = 0xFFFF
@@ -47,6 +48,7 @@ def ipv4_string(raw: bytes) -> str:
     if text is None:
         if len(_ipv4_strings) >= _ADDRESS_CACHE_MAX:
             _ipv4_strings.clear()
+            MEMO_CLEARS["record_address_text"] += 1
         text = _ipv4_strings[raw] = socket.inet_ntoa(raw)
     return text
 
@@ -60,6 +62,7 @@ def ipv6_string(raw: bytes) -> str:
     if text is None:
         if len(_ipv6_strings) >= _ADDRESS_CACHE_MAX:
             _ipv6_strings.clear()
+            MEMO_CLEARS["record_address_text"] += 1
         text = _ipv6_strings[raw] = socket.inet_ntop(socket.AF_INET6, raw)
     return text
 
@@ -359,6 +362,7 @@ def compile_template(
         global _compiled_fields
         if len(_COMPILED) >= MAX_DISTINCT_LAYOUTS or _compiled_fields + len(template_fields) > MAX_COMPILED_FIELDS:
             _COMPILED.clear()  # hostile exporters inventing layouts: start over
+            MEMO_CLEARS["compiled_layouts"] += 1
             _compiled_fields = 0
         known = _COMPILED[key] = _compile(template_id, template_fields, scope_count, netflow_v9, is_options)
         _compiled_fields += len(template_fields)

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from flowd.config import EnrichSettings, parse_address_key, parse_network_names, parse_networks
+from flowd.decode.memo import MEMO_CLEARS
 from flowd.enrich.addresses import INVALID, AddressClassifier, AddressFacts, PrefixMap
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.community_id import (
@@ -198,7 +199,10 @@ class EnrichmentChain:
         if not len(table):
             return
         self.sampling.apply(table)
-        if self.geoip.maybe_reload(now) or len(self._groups) > MAX_ADDRESS_GROUPS:
+        full = len(self._groups) > MAX_ADDRESS_GROUPS
+        if self.geoip.maybe_reload(now) or full:
+            if full:
+                MEMO_CLEARS["enrich_address_groups"] += 1
             self._clear_address_caches()
         ends = [self._add_addresses(table, key, now) for key in ("source.ip", "destination.ip")]
         protocols = self._protocols(table)
@@ -514,8 +518,9 @@ class EnrichmentChain:
     def _application_group(self, name: str) -> FieldGroup:
         group = self._application_groups.get(name)
         if group is None:
-            if len(self._application_groups) >= 65_536:
+            if len(self._application_groups) >= MAX_APPLICATION_GROUPS:
                 self._application_groups.clear()
+                MEMO_CLEARS["application_groups"] += 1
             group = self._application_groups[name] = FieldGroup({"network.application": name})
         return group
 
@@ -762,6 +767,8 @@ MAX_ADDRESS_GROUPS = 65_536
 hundred bytes; as many as `FieldGroup.shared` keeps)."""
 MAX_VENDOR_GROUPS = 65_536
 """MACs whose vendor field is cached (cleared whole when full, as the address groups are)."""
+MAX_APPLICATION_GROUPS = 65_536
+"""Application names whose field group is kept (cleared whole when full, as the vendors' are)."""
 _UNKNOWN = FieldGroup({})
 """The vendor cache's "not looked up yet" (None there means "no vendor")."""
 

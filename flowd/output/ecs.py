@@ -8,6 +8,8 @@ import hashlib
 import socket
 from typing import Any
 
+from flowd.decode.memo import MEMO_CLEARS
+
 TRANSPORTS = {
     1: "icmp",
     2: "igmp",
@@ -30,14 +32,16 @@ def ecs_mac(mac: str) -> str:
 FNV_OFFSET = 0xCBF29CE484222325
 FNV_PRIME = 0x100000001B3
 MASK64 = 0xFFFFFFFFFFFFFFFF
+MAX_EXPORTER_WORDS = 65_536
 _exporter_words: dict[str, int] = {}
 
 
 def exporter_word(exporter: str) -> int:
     word = _exporter_words.get(exporter)
     if word is None:
-        if len(_exporter_words) > 65_536:
+        if len(_exporter_words) > MAX_EXPORTER_WORDS:
             _exporter_words.clear()
+            MEMO_CLEARS["exporter_hashes"] += 1
         word = _exporter_words[exporter] = int.from_bytes(hashlib.blake2b(exporter.encode(), digest_size=8).digest())
     return word
 

@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from flowd.decode.memo import MEMO_CLEARS
 from flowd.output.distinct import unique_inverse
 from flowd.output.render import PAD, render_fragments, render_integers, render_values
 
@@ -53,6 +54,7 @@ class FieldGroup:
         if group is None:
             if len(_SHARED_GROUPS) >= MAX_SHARED_GROUPS:
                 _SHARED_GROUPS.clear()
+                MEMO_CLEARS["field_groups"] += 1
             group = _SHARED_GROUPS[key] = cls(fields)
         return group
 
@@ -66,14 +68,16 @@ class FieldGroup:
 
 MAX_SHARED_GROUPS = 65_536
 _SHARED_GROUPS: dict[bytes, FieldGroup] = {}
+MAX_KEY_SETS = 4096
 _KEY_SETS: dict[tuple[str, ...], frozenset[str]] = {}
 
 
 def _interned_keys(keys: tuple[str, ...]) -> frozenset[str]:
     found = _KEY_SETS.get(keys)
     if found is None:
-        if len(_KEY_SETS) > 4096:  # key combinations are few; bound it anyway
+        if len(_KEY_SETS) > MAX_KEY_SETS:  # key combinations are few; bound it anyway
             _KEY_SETS.clear()
+            MEMO_CLEARS["field_key_sets"] += 1
         found = _KEY_SETS[keys] = frozenset(keys)
     return found
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+from flowd.decode.memo import MEMO_CLEARS
+
 FIRST_MS = 0
 LAST_MS = 253_402_300_799_999
 """The epoch ms a document's dates hold: 1970 to the end of 9999. Elasticsearch's `date` refuses a
@@ -25,6 +27,7 @@ def iso_from_ms(epoch_ms: int) -> str:
     if prefix is None:
         if len(_SECOND_PREFIXES) >= _MAX_CACHED_SECONDS:
             _SECOND_PREFIXES.clear()
+            MEMO_CLEARS["timestamp_prefixes"] += 1
         try:
             prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
         except (OverflowError, OSError, ValueError):

@@ -25,6 +25,7 @@ import orjson
 from flowd.allocator import tune_allocator
 from flowd.config import Settings, load_settings, log_level, worker_count
 from flowd.decode import TemplateCache
+from flowd.decode.memo import MEMO_CLEARS
 from flowd.decode.template_snapshot import SnapshotCopy, render_snapshot
 from flowd.durable import write_atomically
 from flowd.enrich.chain import build_enricher
@@ -410,6 +411,9 @@ class Worker:
         if self.tcp_servers:  # all listeners' (IPv4 and IPv6), not the last one's
             stats.set("flowd_tcp_connections_open", (), sum(len(server.connections) for server in self.tcp_servers))
         export_component_stats(stats, self.sink, pipeline.enricher)
+        memo_clears = stats.counters.setdefault("flowd_memo_cache_clears", {})
+        for name, clears in MEMO_CLEARS.items():  # this process's, as its caches are
+            memo_clears[(name,)] = clears
         stats.set("flowd_queue_depth", ("ingress",), len(ingress))
         stats.set("flowd_queue_capacity", ("ingress",), ingress.capacity)
         stats.set("flowd_queue_depth", ("documents",), pipeline.documents.qsize())

@@ -155,6 +155,12 @@ METRICS: dict[str, MetricDef] = {
         ("reason",),
     ),
     "flowd_enrich_events": MetricDef("counter", "Enrichment counters (cache hits/misses, lookups...)", ("counter",)),
+    "flowd_memo_cache_clears": MetricDef(
+        "counter",
+        "Times a memo cache (one that only saves time: address text, compiled template layouts, timestamp"
+        " prefixes...) was full and started over; a steady rate means its working set outgrew it",
+        ("cache",),
+    ),
     "flowd_enrich_entries": MetricDef(
         "gauge",
         "Enrichment caches' sizes and table entries (per worker: the largest of the workers)",

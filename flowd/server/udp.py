@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from flowd.config import split_address
+from flowd.decode.memo import MEMO_CLEARS
 from flowd.server.pipeline import IngressQueue
 
 log = logging.getLogger("flowd.udp")
@@ -48,6 +49,7 @@ class ExporterAllowlist:
                 verdict = any(ip.version == n.version and ip in n for n in self.networks)
             if len(self._verdicts) >= MAX_ALLOWLIST_VERDICTS:
                 self._verdicts.clear()
+                MEMO_CLEARS["allowlist_verdicts"] += 1
             self._verdicts[address] = verdict
         return verdict
 
