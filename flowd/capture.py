@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +29,8 @@ LINKTYPE_LINUX_SLL2 = 276
 LINKTYPE_IPV4 = 228
 LINKTYPE_IPV6 = 229
 LINKTYPE_NULL = 0
+PCAPNG_PACKET_BLOCKS = (2, 3, 6)
+"""Obsolete, simple and enhanced packet blocks (only enhanced ones are decoded)."""
 RAW_EXPORTER = ("192.0.2.1", 50000)
 """Made-up exporter for payload files, which carry no addresses; one per invocation so
 templates from an earlier file apply to the next."""
@@ -47,12 +49,57 @@ class CaptureError(FlowdError):
     """A file that cannot be read as a capture at all (missing, unreadable, header cut short)."""
 
 
+@dataclass(frozen=True, slots=True)
+class CaptureCut:
+    """Where a capture stops being readable before its end: a capture stopped abruptly, or cut
+    with `head -c`, ends inside a record. What comes before it is read as usual."""
+
+    offset: int
+    """Byte offset of the first record (or record header) that cannot be read."""
+    size: int
+    records: int
+    """Whole records read before it."""
+    unit: str
+    """What a record is in this format: "packet record", "IPFIX message"."""
+    reason: str
+
+    def describe(self, path: str | Path) -> str:
+        return (
+            f"{path}: the capture stops being readable at byte {self.offset} of {self.size} ({self.reason});"
+            f" {self.records} whole {self.unit}{'' if self.records == 1 else 's'} read before it"
+        )
+
+
+Reader = Generator[Datagram, None, CaptureCut | None]
+"""Yields a file's datagrams; returns where the file stopped being readable, if before its end."""
+
+
+class Capture(Iterator[Datagram]):
+    """The datagrams of one file, in order. Once they have all been taken, `cut` tells whether
+    the file ended inside a record, so a caller can say so instead of stopping in silence."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+        self.cut: CaptureCut | None = None
+
+    def __iter__(self) -> Capture:
+        return self
+
+    def __next__(self) -> Datagram:
+        try:
+            return next(self._reader)
+        except StopIteration as stop:
+            self.cut = stop.value
+            raise
+
+
 PCAP_HEADER_BYTES = 24
 
 
-def read_datagrams(path: str | Path) -> Iterator[Datagram]:
+def read_datagrams(path: str | Path) -> Capture:
     """Every datagram in one file, whatever its format. The file is read, and its header
-    checked, when this is called, so `CaptureError` (naming the file) comes before any datagram."""
+    checked, when this is called, so `CaptureError` (naming the file) comes before any datagram;
+    a file that ends inside a record gives what precedes it, and says where in `Capture.cut`."""
     try:
         data = Path(path).read_bytes()
     except OSError as error:
@@ -61,43 +108,63 @@ def read_datagrams(path: str | Path) -> Iterator[Datagram]:
     if head in PCAP_MAGICS:
         if len(data) < PCAP_HEADER_BYTES:  # the link type is in the last word of the header
             raise CaptureError(f"{path}: pcap file header cut short ({len(data)} of {PCAP_HEADER_BYTES} bytes)")
-        return _read_pcap(data)
+        return Capture(_read_pcap(data))
     if head == PCAPNG_MAGIC:
-        return _read_pcapng(data)
+        return Capture(_read_pcapng(data))
     if head[:2] == b"\x00\x0a" and str(path).endswith((".ipfix", ".ipfx")):
-        return _read_ipfix_file(data)
-    return iter((Datagram(data, RAW_EXPORTER, ("192.0.2.2", 0), 0.0, "raw"),))
+        return Capture(_read_ipfix_file(data))
+    return Capture(_read_payload(data))
 
 
-def _read_ipfix_file(data: bytes) -> Iterator[Datagram]:
+def _read_payload(data: bytes) -> Reader:
+    yield Datagram(data, RAW_EXPORTER, ("192.0.2.2", 0), 0.0, "raw")
+    return None
+
+
+CUT_SHORT = "a record cut short"
+
+
+def _read_ipfix_file(data: bytes) -> Reader:
     """RFC 5655: IPFIX messages back to back; the message length word delimits each."""
-    pos = 0
+    pos = messages = 0
     while pos + 16 <= len(data):
         length = struct.unpack_from("!H", data, pos + 2)[0]
-        if length < 16 or pos + length > len(data):
-            return
+        if length < 16:  # RFC 7011 section 3.1: the length includes the 16-byte header
+            return CaptureCut(pos, len(data), messages, "IPFIX message", f"a message length of {length}")
+        if pos + length > len(data):
+            break
         export_time = struct.unpack_from("!I", data, pos + 4)[0]
         yield Datagram(data[pos : pos + length], RAW_EXPORTER, ("192.0.2.2", 4739), float(export_time), "file")
         pos += length
+        messages += 1
+    return CaptureCut(pos, len(data), messages, "IPFIX message", CUT_SHORT) if pos < len(data) else None
 
 
-def _read_pcap(data: bytes) -> Iterator[Datagram]:
+def _read_pcap(data: bytes) -> Reader:
     endian, resolution = PCAP_MAGICS[data[:4]]
     linktype = struct.unpack_from(endian + "I", data, 20)[0] & 0x0FFFFFFF
     record = struct.Struct(endian + "IIII")
     pos = 24
+    records = 0
+    cut = None
     while pos + 16 <= len(data):
         seconds, fraction, caplen, _ = record.unpack_from(data, pos)
+        if pos + 16 + caplen > len(data):
+            cut = CaptureCut(pos, len(data), records, "packet record", CUT_SHORT)
         pos += 16
-        frame = data[pos : pos + caplen]
+        frame = data[pos : pos + caplen]  # a record cut short still gives what it holds
         pos += caplen
+        records += 1
         found = _udp_payload(frame, linktype)
         if found is not None:
             yield Datagram(found[0], found[1], found[2], seconds + fraction * resolution)
+    if cut is None and pos < len(data):  # the last record header itself is cut
+        cut = CaptureCut(pos, len(data), records, "packet record", CUT_SHORT)
+    return cut
 
 
-def _read_pcapng(data: bytes) -> Iterator[Datagram]:
-    pos = 0
+def _read_pcapng(data: bytes) -> Reader:
+    pos = packets = 0
     endian = "<"
     linktypes: list[int] = []
     resolutions: list[float] = []
@@ -107,8 +174,10 @@ def _read_pcapng(data: bytes) -> Iterator[Datagram]:
             endian = "<" if data[pos + 8 : pos + 12] == b"\x4d\x3c\x2b\x1a" else ">"
             linktypes, resolutions = [], []
         length = struct.unpack_from(endian + "I", data, pos + 4)[0]
-        if length < 12 or pos + length > len(data):
-            return
+        if length < 12:  # pcapng section 3.1: the length includes type and both length words
+            return CaptureCut(pos, len(data), packets, "packet record", f"a block length of {length}")
+        if pos + length > len(data):
+            break
         body = data[pos + 8 : pos + length - 4]
         if block_type == 1:
             linktypes.append(struct.unpack_from(endian + "H", body, 0)[0])
@@ -121,7 +190,10 @@ def _read_pcapng(data: bytes) -> Iterator[Datagram]:
                 if found is not None:
                     stamp = ((high << 32) | low) * resolutions[iface]
                     yield Datagram(found[0], found[1], found[2], stamp)
+        if block_type in PCAPNG_PACKET_BLOCKS:
+            packets += 1
         pos += length
+    return CaptureCut(pos, len(data), packets, "packet record", CUT_SHORT) if pos < len(data) else None
 
 
 def _pcapng_resolution(options: bytes, endian: str) -> float:

@@ -211,7 +211,7 @@ def _decode(args: argparse.Namespace) -> int:
     except BrokenPipeError:  # `flowd decode x.pcap | head` is normal use
         sys.stderr.close()
         return 0
-    for problem in summary.unreadable_files:
+    for problem in [*summary.unreadable_files, *summary.cut_files]:
         print(f"flowd: {problem}", file=sys.stderr)
     print(summary.describe(), file=sys.stderr)
     return 1 if summary.unreadable_files else 0

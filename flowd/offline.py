@@ -34,6 +34,8 @@ class DecodeSummary:
     sequence_events: Counter[str] = field(default_factory=Counter)
     unreadable_files: list[str] = field(default_factory=list)
     """One message per file that could not be read as a capture (it is skipped)."""
+    cut_files: list[str] = field(default_factory=list)
+    """One message per capture that ends inside a record (what precedes it was decoded)."""
 
     def describe(self) -> str:
         reasons = ", ".join(f"{reason}={count}" for reason, count in sorted(self.errors.items())) or "none"
@@ -84,6 +86,8 @@ def decode_results(paths: Iterable[str | Path], summary: DecodeSummary) -> Itera
             for soft in result.errors:
                 summary.errors[soft.reason] += 1
             yield result
+        if datagrams.cut is not None:
+            summary.cut_files.append(datagrams.cut.describe(path))
     summary.parked_now = templates.parked_sets
 
 

@@ -86,3 +86,97 @@ def test_linux_cooked_captures(
     path.write_bytes(_pcap(linktype, [link_header + network(payload)]))
     (datagram,) = read_datagrams(path)
     assert (datagram.payload, datagram.source, datagram.destination[1]) == (payload, (exporter, 50000), 2055)
+
+
+def _scapy_capture(tmp_path: Path, kind: str) -> tuple[Path, list[int]]:
+    """Three NetFlow v5 datagrams of two records each, written by scapy as pcap or pcapng;
+    with the byte offset where each packet record starts."""
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    from scapy.utils import wrpcap, wrpcapng
+
+    from tests.test_pipeline import netflow_v5
+
+    packets = [
+        Ether() / IP(src="192.0.2.9", dst="192.0.2.1") / UDP(sport=50000, dport=2055) / netflow_v5(n) for n in range(3)
+    ]
+    path = tmp_path / f"three.{kind}"
+    (wrpcap if kind == "pcap" else wrpcapng)(str(path), packets)
+    data = path.read_bytes()
+    frame = bytes(packets[-1])
+    last = data.rindex(frame) - (16 if kind == "pcap" else 28)  # its record or block header
+    if kind == "pcap":
+        starts = [24 + n * (16 + len(frame)) for n in range(3)]
+    else:
+        length = len(data) - last  # every block of the three is as long (same frame length)
+        starts = [last - (2 - n) * length for n in range(3)]
+    assert starts[-1] == last
+    return path, starts
+
+
+@pytest.mark.parametrize("kind", ["pcap", "pcapng"])
+@pytest.mark.parametrize("into", [10, 40], ids=["in_header", "in_frame"])
+def test_a_capture_cut_inside_its_last_record_says_where_once(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], kind: str, into: int
+) -> None:
+    """`head -c` or a capture stopped abruptly: what precedes the cut is decoded, and stderr says
+    where the file stops being readable and how many records came before it; the exit status
+    stays 0 (the file could be read)."""
+    whole, starts = _scapy_capture(tmp_path, kind)
+    assert main(["decode", str(whole)]) == 0
+    out, err = capsysbinary.readouterr()
+    assert len(out.splitlines()) == 6
+    assert b"stops being readable" not in err
+
+    cut = tmp_path / f"cut.{kind}"
+    data = whole.read_bytes()[: starts[2] + into]
+    cut.write_bytes(data)
+    assert main(["decode", str(cut)]) == 0
+    out, err = capsysbinary.readouterr()
+    documents = [orjson.loads(line) for line in out.splitlines()]
+    assert len(documents) >= 4  # the two whole datagrams' flows (and what the cut one gave)
+    text = err.decode()
+    note = (
+        f"flowd: {cut}: the capture stops being readable at byte {starts[2]} of {len(data)}"
+        " (a record cut short); 2 whole packet records read before it\n"
+    )
+    assert text.count("stops being readable") == 1 and note in text, text
+    assert "Traceback" not in text
+
+
+def test_an_ipfix_file_cut_inside_a_message_says_where(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    source = CORPUS / "ipfixcol2" / "example_flows.ipfix"
+    messages = [d.payload for d in read_datagrams(source)]
+    cut = tmp_path / "cut.ipfix"
+    offset = len(messages[0]) + len(messages[1])
+    cut.write_bytes(source.read_bytes()[: offset + 20])
+    assert main(["decode", str(cut)]) == 0
+    text = capsysbinary.readouterr().err.decode()
+    assert (
+        f"flowd: {cut}: the capture stops being readable at byte {offset} of {offset + 20}"
+        " (a record cut short); 2 whole IPFIX messages read before it\n"
+    ) in text
+
+
+def test_an_impossible_length_is_where_a_capture_stops(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """A length word shorter than its own header cannot be stepped over: the file stops there."""
+    whole, starts = _scapy_capture(tmp_path, "pcapng")
+    pcapng = tmp_path / "zero.pcapng"
+    pcapng.write_bytes(whole.read_bytes()[: starts[1]] + struct.pack("<II", 6, 0) + bytes(24))
+    first = next(iter(read_datagrams(CORPUS / "ipfixcol2" / "example_flows.ipfix"))).payload
+    ipfix = tmp_path / "zero.ipfix"
+    ipfix.write_bytes(first + struct.pack("!HH", 10, 8) + bytes(12))
+    assert main(["decode", str(pcapng), str(ipfix)]) == 0
+    text = capsysbinary.readouterr().err.decode()
+    assert (
+        f"flowd: {pcapng}: the capture stops being readable at byte {starts[1]} of {starts[1] + 32}"
+        " (a block length of 0); 1 whole packet record read before it\n"
+    ) in text
+    assert (
+        f"flowd: {ipfix}: the capture stops being readable at byte {len(first)} of {len(first) + 16}"
+        " (a message length of 8); 1 whole IPFIX message read before it\n"
+    ) in text
