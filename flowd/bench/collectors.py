@@ -231,7 +231,7 @@ status_interval_s = 0
     def begin(self, protocol: str) -> tuple[str, int]:
         self._protocol = protocol
         self._before, self._before_stages = self._scrape()
-        self._before_sockets = procfs.udp_sockets(self.port(protocol))
+        self._before_sockets = procfs.collector_sockets(self.port(protocol), self.pids())
         self._cpu = procfs.CpuWatch(self.pids()).start()
         return self.host, self.port(protocol)
 
@@ -256,7 +256,7 @@ status_interval_s = 0
             time.sleep(POLL_S)
         cpu_s = self._cpu.stop()
         processes = procfs.sample_processes(self.pids())
-        sockets = procfs.udp_sockets(self.port(self._protocol))
+        sockets = procfs.collector_sockets(self.port(self._protocol), self.pids())
         delivered = now_metrics.get("flowd_flows_out_total", 0.0) - self._before.get("flowd_flows_out_total", 0.0)
         ingress = now_metrics.get("flowd_ingress_drops_total", 0.0) - self._before.get("flowd_ingress_drops_total", 0.0)
         kernel = max(0, sockets.drops - self._before_sockets.drops)
@@ -400,14 +400,20 @@ class PeerCollector:
         )
         log.close()
         deadline = time.monotonic() + READY_TIMEOUT_S
+        # Ready when something bound the port we gave it (whichever process of the command did).
         while procfs.udp_sockets(self.port).sockets == 0 and not self.external:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{self.name} did not bind port {self.port}: {self.log_tail()}")
             time.sleep(0.05)
         time.sleep(0.3 if not self.external else 1.0)  # pmacct forks its plugins after binding
-        self._before_sockets = procfs.udp_sockets(self.port)
+        self._before_sockets = self._sockets()
         self._cpu = procfs.CpuWatch(procfs.process_group(self.process.pid)).start()
         return self.host, self.port
+
+    def _sockets(self) -> procfs.SocketState:
+        """The peer's own sockets on its port (those its process group holds)."""
+        assert self.process is not None
+        return procfs.collector_sockets(self.port, procfs.process_group(self.process.pid))
 
     def log_tail(self, lines: int = 20) -> str:
         path = self.outdir / "peer.log"
@@ -423,12 +429,12 @@ class PeerCollector:
             current = self._cpu.cpu_s()  # writer children included: they are the work being waited for
             busy = (current - previous) / 0.5
             previous = current
-            if procfs.udp_sockets(self.port).rx_queue_bytes == 0 and busy < IDLE_CPU_FRACTION:
+            if self._sockets().rx_queue_bytes == 0 and busy < IDLE_CPU_FRACTION:
                 break
         # Idle is only seen after a 0.5 s window without work: the work ended before it.
         drain_s = max(0.0, time.monotonic() - started - 0.5)
         processes = procfs.sample_processes(procfs.process_group(self.process.pid))
-        sockets = procfs.udp_sockets(self.port)
+        sockets = self._sockets()
         self._stop_process()
         cpu_s = self._cpu.stop()  # what it wrote out when told to stop is work for this trial's flows
         kernel = max(0, sockets.drops - self._before_sockets.drops)

@@ -1,7 +1,7 @@
 """What the kernel knows about a collector: CPU time and memory of its processes
 (/proc/<pid>/stat, /proc/<pid>/status) and the drops and queue of its UDP sockets
-(/proc/net/udp{,6}: the `drops` column, matched by local port, since a collector we did not
-write cannot hand us SO_RXQ_OVFL counts)."""
+(/proc/net/udp{,6}: the `drops` column of the sockets its processes hold, since a collector we
+did not write cannot hand us SO_RXQ_OVFL counts)."""
 
 from __future__ import annotations
 
@@ -195,8 +195,35 @@ class SocketState:
     drops: int = 0
 
 
-def udp_sockets(port: int, paths: Iterable[str] = PROC_NET_UDP) -> SocketState:
-    """Every UDP socket bound to local `port` (SO_REUSEPORT groups have several)."""
+def socket_inodes(pids: Iterable[int], proc: str = "/proc") -> frozenset[int] | None:
+    """Inodes of the sockets `pids` hold open (/proc/<pid>/fd/N -> "socket:[inode]"). None when
+    a process's fds cannot be read (another user's process, hidepid) or no process was read:
+    the caller then matches sockets by port alone. A process gone since it was listed is skipped."""
+    inodes: set[int] = set()
+    read_any = False
+    for pid in pids:
+        fds = f"{proc}/{pid}/fd"
+        try:
+            names = os.listdir(fds)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return None
+        read_any = True
+        for name in names:
+            try:
+                target = os.readlink(f"{fds}/{name}")
+            except OSError:
+                continue  # closed since the listing
+            if target.startswith("socket:[") and target.endswith("]"):
+                inodes.add(int(target[8:-1]))
+    return frozenset(inodes) if read_any else None
+
+
+def udp_sockets(port: int, paths: Iterable[str] = PROC_NET_UDP, *, inodes: frozenset[int] | None = None) -> SocketState:
+    """The UDP sockets bound to local `port` (SO_REUSEPORT groups have several) that are among
+    `inodes`, the collector's own; every socket on the port when `inodes` is None. By port alone,
+    another socket on the same port (another address, IPv6 beside IPv4) would be charged its drops."""
     state = SocketState()
     for path in paths:
         for line in (_read(path) or "").splitlines()[1:]:
@@ -206,12 +233,19 @@ def udp_sockets(port: int, paths: Iterable[str] = PROC_NET_UDP) -> SocketState:
             try:
                 if int(columns[1].rpartition(":")[2], 16) != port:
                     continue
+                if inodes is not None and int(columns[9]) not in inodes:
+                    continue
                 state.rx_queue_bytes += int(columns[4].partition(":")[2], 16)
                 state.drops += int(columns[12])
             except ValueError:
                 continue
             state.sockets += 1
     return state
+
+
+def collector_sockets(port: int, pids: Iterable[int]) -> SocketState:
+    """The UDP sockets on `port` that processes `pids` hold (by port alone if their fds are unreadable)."""
+    return udp_sockets(port, inodes=socket_inodes(pids))
 
 
 def loadavg() -> tuple[float, float, float]:

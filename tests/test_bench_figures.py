@@ -1,0 +1,123 @@
+"""What `flowd bench` charges to a collector and how it reports it: the kernel's drops on the
+collector's own sockets, its memory, and goals judged no further than the figures prove. Fake
+/proc trees, pure functions and tiny Python peers on loopback; no `flowd bench` run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+from flowd.bench.collectors import PeerCollector, PeerPreset
+from flowd.bench.procfs import socket_inodes, udp_sockets
+from flowd.bench.sender import SendResult
+
+UDP_HEADER = (
+    "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref "
+    "pointer drops\n"
+)
+
+
+def udp_row(number: int, address: str, port: int, inode: int, drops: int) -> str:
+    queues = "00000000:00000000 00:00000000 00000000"
+    return f"  {number}: {address}:{port:04X} 00000000:0000 07 {queues} 0 0 {inode} 2 0 {drops}\n"
+
+
+def fake_fds(proc: Path, pid: int, links: dict[str, str]) -> None:
+    """/proc/<pid>/fd as the kernel shows it: one symlink per descriptor."""
+    fds = proc / str(pid) / "fd"
+    fds.mkdir(parents=True)
+    for name, target in links.items():
+        (fds / name).symlink_to(target)
+
+
+def test_kernel_drops_are_read_from_the_collectors_own_sockets(tmp_path: Path) -> None:
+    """Port 2055 is bound three times: by the collector's worker on 127.0.0.1, by another
+    process on another address, and on IPv6 by the collector's supervisor. Only the collector's
+    two sockets count; its socket on another port does not."""
+    proc = tmp_path / "proc"
+    fake_fds(proc, 100, {"0": "/dev/null", "3": "socket:[5001]", "4": "pipe:[77]"})
+    fake_fds(proc, 101, {"5": "socket:[5003]", "6": "socket:[5004]"})
+    udp, udp6 = tmp_path / "udp", tmp_path / "udp6"
+    udp.write_text(
+        UDP_HEADER
+        + udp_row(1, "0100007F", 2055, 5001, 7)
+        + udp_row(2, "0200007F", 2055, 5002, 1000)  # not the collector's
+        + udp_row(3, "0100007F", 4739, 5004, 30)  # the collector's, another port
+    )
+    udp6.write_text(UDP_HEADER + udp_row(1, "00000000000000000000000001000000", 2055, 5003, 2))
+    inodes = socket_inodes([100, 101, 4_000_000], proc=str(proc))  # the third is gone: skipped
+    assert inodes == {5001, 5003, 5004}
+    state = udp_sockets(2055, [str(udp), str(udp6)], inodes=inodes)
+    assert (state.sockets, state.drops) == (2, 9)
+
+
+def test_sockets_are_matched_by_port_when_the_fds_cannot_be_read(tmp_path: Path) -> None:
+    proc = tmp_path / "proc"
+    fake_fds(proc, 100, {"3": "socket:[5001]"})
+    (proc / "200").mkdir()
+    (proc / "200" / "fd").write_text("")  # not a directory: unreadable as the collector's fds
+    assert socket_inodes([100, 200], proc=str(proc)) is None
+    assert socket_inodes([], proc=str(proc)) is None
+    udp = tmp_path / "udp"
+    udp.write_text(UDP_HEADER + udp_row(1, "0100007F", 2055, 5001, 7) + udp_row(2, "0200007F", 2055, 5002, 5))
+    assert udp_sockets(2055, [str(udp)], inodes=None).drops == 12
+
+
+PLUGIN_PEER = """
+import os, socket, sys, time
+megabytes = int(sys.argv[3])
+read_end, write_end = os.pipe()
+if os.fork() == 0:  # a plugin, as pmacct's: memory of its own, gone with the core
+    os.close(write_end)
+    held = b"\\x01" * (megabytes << 20)
+    os.read(read_end, 1)
+    os._exit(0)
+os.close(read_end)
+held = b"\\x01" * (megabytes << 20)
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind((sys.argv[1], int(sys.argv[2])))
+sock.recv(2048)
+time.sleep(60)
+"""
+
+
+def plugin_peer(tmp_path: Path, megabytes: int) -> PeerCollector:
+    script = tmp_path / "peer.py"
+    script.write_text(PLUGIN_PEER)
+    return PeerCollector(
+        "plugin", PeerPreset(f"{sys.executable} {script} {{host}} {{port}} {megabytes}", ("v9",), "echo 1")
+    )
+
+
+def overflow(sock: socket.socket, target: tuple[str, int]) -> None:
+    """Datagrams past a minimal receive buffer that nobody reads: the kernel drops them."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sender:
+        for _ in range(64):
+            sender.sendto(b"x" * 1_000, target)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_peer_is_not_charged_the_drops_of_another_socket_on_its_port(tmp_path: Path) -> None:
+    """Another socket on the peer's port number (on ::1, the peer being on 127.0.0.1) overflows
+    during the trial: its drops are its own, and the peer lost nothing."""
+    peer = plugin_peer(tmp_path, 0)
+    peer.start()
+    try:
+        host, port = peer.begin("v9")
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as other:
+            other.bind(("::1", port))
+            overflow(other, ("::1", port))
+            ours = socket_inodes([os.getpid()])
+            assert ours is not None and udp_sockets(port, inodes=ours).drops > 0  # the other socket dropped
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.sendto(b"x", (host, port))
+            delivery = peer.finish(SendResult(datagrams=1, flows=1, packets=1), timeout_s=20)
+    finally:
+        peer.stop()
+    assert (delivery.kernel_drops, delivery.exact) == (0, True)
