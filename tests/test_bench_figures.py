@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from flowd.bench.collectors import PeerCollector, PeerPreset
-from flowd.bench.procfs import socket_inodes, udp_sockets
+from flowd.bench.procfs import CpuWatch, memory_bytes, socket_inodes, udp_sockets
+from flowd.bench.report import MB, summary, table
+from flowd.bench.search import SearchResult, Trial
 from flowd.bench.sender import SendResult
 
 UDP_HEADER = (
@@ -121,3 +125,63 @@ def test_a_peer_is_not_charged_the_drops_of_another_socket_on_its_port(tmp_path:
     finally:
         peer.stop()
     assert (delivery.kernel_drops, delivery.exact) == (0, True)
+
+
+@pytest.fixture
+def two_processes_of_24_mb() -> Iterator[list[int]]:
+    """Two processes, each holding 24 MB until its stdin closes."""
+    code = "import sys\nheld = b'\\x01' * (24 << 20)\nprint('ready', flush=True)\nsys.stdin.read()\n"
+    children = [
+        subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(2)
+    ]
+    try:
+        for child in children:
+            assert child.stdout is not None and child.stdout.readline() == b"ready\n"
+        yield [child.pid for child in children]
+    finally:
+        for child in children:
+            child.communicate(timeout=20)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_cpu_watch_keeps_the_highest_total_rss_of_its_processes(two_processes_of_24_mb: list[int]) -> None:
+    watch = CpuWatch(two_processes_of_24_mb).start()
+    watch.stop()
+    rss = [memory_bytes(pid)[0] for pid in two_processes_of_24_mb]
+    assert watch.rss_peak_bytes() >= 0.95 * sum(rss)
+    assert watch.rss_peak_bytes() >= 48 * MB > max(rss)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_peers_memory_is_its_core_and_plugins_together(tmp_path: Path) -> None:
+    """A core and a plugin holding 24 MB each: the collector takes both, not its largest process."""
+    peer = plugin_peer(tmp_path, 24)
+    peer.start()
+    try:
+        host, port = peer.begin("v9")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"x", (host, port))
+        delivery = peer.finish(SendResult(datagrams=1, flows=1, packets=1), timeout_s=20)
+    finally:
+        peer.stop()
+    assert delivery.rss_total_bytes >= 48 * MB
+
+
+def rss_trial(rate: float, zero_loss: bool, rss_mb: int) -> Trial:
+    delivered = rate * 20 if zero_loss else rate * 10
+    return Trial("flowd", "v9", 2, rate, rate, rate * 20, delivered, 100, 100, zero_loss, rss_total_bytes=rss_mb * MB)
+
+
+def test_the_report_gives_the_rss_at_the_zero_loss_rate_and_the_searchs_peak_apart() -> None:
+    """An overload trial filled the queues (300 MB); the zero-loss rate took 120 MB, a lower one 100 MB."""
+    result = SearchResult(
+        "flowd", "v9", 2, [rss_trial(1_000, True, 100), rss_trial(4_000, False, 300), rss_trial(2_000, True, 120)]
+    )
+    row = summary(result)
+    assert (row["rss_at_zero_loss_mb"], row["rss_search_peak_mb"]) == (120.0, 300.0)
+    lines = table([result]).splitlines()
+    assert lines[0].endswith(" RSS MB search peak MB trials")
+    assert any(line.startswith("RSS MB: the collector's processes together") for line in lines)
+    assert lines[2].split()[-3:] == ["120.0", "300.0", "3"]
+    nothing_passed = summary(SearchResult("flowd", "v9", 2, [rss_trial(4_000, False, 300)]))
+    assert (nothing_passed["rss_at_zero_loss_mb"], nothing_passed["rss_search_peak_mb"]) == (None, 300.0)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flowd.bench import IPV6_SHARE, PROTOCOLS, procfs
-from flowd.bench.collectors import PEERS, SINKS, Collector, FlowdCollector, PeerCollector, PeerPreset
+from flowd.bench.collectors import PEERS, SINKS, Collector, Delivery, FlowdCollector, PeerCollector, PeerPreset
 from flowd.bench.report import MB, ratios, table, write_json, write_plot
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
-from flowd.bench.sender import replay, source_address
+from flowd.bench.sender import SendResult, replay, source_address
 
 if TYPE_CHECKING:
     from flowd.bench.traffic import Traffic
@@ -109,6 +109,35 @@ def _peer_from_args(args: argparse.Namespace) -> PeerCollector:
     return PeerCollector(binary, preset, host=host, port=int(port), external=not local)
 
 
+def trial_of(
+    collector: Collector, protocol: str, rate: float, sent: SendResult, delivery: Delivery, settle_s: float
+) -> Trial:
+    """One trial's figures from what the senders sent and what the collector delivered."""
+    elapsed = sent.elapsed_s if sent.elapsed_s > 0 else float("inf")  # senders that failed sent nothing
+    return Trial(
+        collector=collector.name,
+        protocol=protocol,
+        workers=collector.workers,
+        target_dps=rate,
+        offered_dps=sent.datagrams / elapsed,
+        offered_fps=sent.flows / elapsed,
+        delivered_fps=delivery.delivered_flows / elapsed,
+        sent_flows=sent.flows,
+        delivered_flows=delivery.delivered_flows,
+        zero_loss=delivery.exact and sent.datagrams > 0 and sent.errors == 0 and delivery.drain_s <= settle_s,
+        kernel_drops=delivery.kernel_drops,
+        ingress_drops=delivery.ingress_drops,
+        cpu_s=delivery.cpu_s,
+        rss_total_bytes=delivery.rss_total_bytes,
+        sender_cpu_s=sent.cpu_s,
+        duration_s=sent.elapsed_s,
+        drain_s=delivery.drain_s,
+        loadavg=procfs.loadavg()[0],
+        note=delivery.note,
+        stage_s=delivery.stage_s,
+    )
+
+
 def _trial(collector: Collector, traffic: Traffic, rate: float, args: argparse.Namespace) -> Trial:
     host, port = collector.begin(traffic.protocol)
     sent = replay(
@@ -119,30 +148,7 @@ def _trial(collector: Collector, traffic: Traffic, rate: float, args: argparse.N
         max_datagrams=args.max_datagrams,
         senders=args.senders,
     )
-    delivery = collector.finish(sent, args.drain_timeout)
-    elapsed = sent.elapsed_s if sent.elapsed_s > 0 else float("inf")  # senders that failed sent nothing
-    trial = Trial(
-        collector=collector.name,
-        protocol=traffic.protocol,
-        workers=collector.workers,
-        target_dps=rate,
-        offered_dps=sent.datagrams / elapsed,
-        offered_fps=sent.flows / elapsed,
-        delivered_fps=delivery.delivered_flows / elapsed,
-        sent_flows=sent.flows,
-        delivered_flows=delivery.delivered_flows,
-        zero_loss=delivery.exact and sent.datagrams > 0 and sent.errors == 0 and delivery.drain_s <= args.settle,
-        kernel_drops=delivery.kernel_drops,
-        ingress_drops=delivery.ingress_drops,
-        cpu_s=delivery.cpu_s,
-        rss_peak_bytes=max(delivery.rss_bytes.values(), default=0),
-        sender_cpu_s=sent.cpu_s,
-        duration_s=sent.elapsed_s,
-        drain_s=delivery.drain_s,
-        loadavg=procfs.loadavg()[0],
-        note=delivery.note,
-        stage_s=delivery.stage_s,
-    )
+    trial = trial_of(collector, traffic.protocol, rate, sent, collector.finish(sent, args.drain_timeout), args.settle)
     mark = "ok  " if trial.zero_loss else "LOSS"
     print(
         f"  {collector.name} x{collector.workers} {traffic.protocol:<5} {mark} "

@@ -59,8 +59,9 @@ class Delivery:
     kernel_drops: int
     ingress_drops: int
     cpu_s: float
-    rss_bytes: dict[int, int] = field(default_factory=dict)
-    """Peak RSS (VmHWM) per process of the collector."""
+    rss_total_bytes: int = 0
+    """The collector's RSS summed over its processes (flowd's supervisor and workers, pmacct's
+    core and plugins), the highest during the trial (`procfs.CpuWatch`)."""
     drain_s: float = 0.0
     note: str = ""
     stage_s: dict[str, float] = field(default_factory=dict)
@@ -255,7 +256,6 @@ status_interval_s = 0
                 break
             time.sleep(POLL_S)
         cpu_s = self._cpu.stop()
-        processes = procfs.sample_processes(self.pids())
         sockets = procfs.collector_sockets(self.port(self._protocol), self.pids())
         delivered = now_metrics.get("flowd_flows_out_total", 0.0) - self._before.get("flowd_flows_out_total", 0.0)
         ingress = now_metrics.get("flowd_ingress_drops_total", 0.0) - self._before.get("flowd_ingress_drops_total", 0.0)
@@ -267,7 +267,7 @@ status_interval_s = 0
             kernel_drops=kernel,
             ingress_drops=int(ingress),
             cpu_s=cpu_s,
-            rss_bytes=processes.hwm,
+            rss_total_bytes=self._cpu.rss_peak_bytes(),
             drain_s=drain_s,
             note=f"decode errors {errors:.0f}" if errors else "",
             stage_s={stage: value - self._before_stages.get(stage, 0.0) for stage, value in now_stages.items()},
@@ -433,7 +433,6 @@ class PeerCollector:
                 break
         # Idle is only seen after a 0.5 s window without work: the work ended before it.
         drain_s = max(0.0, time.monotonic() - started - 0.5)
-        processes = procfs.sample_processes(procfs.process_group(self.process.pid))
         sockets = self._sockets()
         self._stop_process()
         cpu_s = self._cpu.stop()  # what it wrote out when told to stop is work for this trial's flows
@@ -446,7 +445,7 @@ class PeerCollector:
             kernel_drops=kernel,
             ingress_drops=0,
             cpu_s=cpu_s,
-            rss_bytes=processes.hwm,
+            rss_total_bytes=self._cpu.rss_peak_bytes(),
             drain_s=drain_s,
         )
 

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 PROC_NET_UDP = ("/proc/net/udp", "/proc/net/udp6")
 
 
@@ -75,6 +76,11 @@ def _stat_cpu_seconds(stat: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def _stat_rss_bytes(stat: str) -> int:
+    """rss (field 24, in pages: what VmRSS says) from the text of /proc/<pid>/stat."""
+    return int(stat.rpartition(")")[2].split()[21]) * PAGE_BYTES
+
+
 def memory_bytes(pid: int) -> tuple[int, int]:
     """(VmRSS, VmHWM) of one process in bytes; (0, 0) when it is gone."""
     status = _read(f"/proc/{pid}/status")
@@ -84,30 +90,6 @@ def memory_bytes(pid: int) -> tuple[int, int]:
         if len(parts) >= 2 and parts[0] in values:
             values[parts[0]] = int(parts[1]) * 1024
     return values["VmRSS:"], values["VmHWM:"]
-
-
-@dataclass(slots=True)
-class ProcessSample:
-    cpu_s: dict[int, float]
-    rss: dict[int, int]
-    hwm: dict[int, int]
-
-    @property
-    def total_cpu_s(self) -> float:
-        return sum(self.cpu_s.values())
-
-
-def sample_processes(pids: Iterable[int]) -> ProcessSample:
-    sample = ProcessSample({}, {}, {})
-    for pid in pids:
-        sample.cpu_s[pid] = cpu_seconds(pid)
-        sample.rss[pid], sample.hwm[pid] = memory_bytes(pid)
-    return sample
-
-
-def cpu_between(before: ProcessSample, after: ProcessSample) -> float:
-    """CPU used between two samples by the processes of `after` (new ones count from zero)."""
-    return sum(max(0.0, cpu - before.cpu_s.get(pid, 0.0)) for pid, cpu in after.cpu_s.items())
 
 
 def children_of(pid: int) -> list[int]:
@@ -131,7 +113,12 @@ class CpuWatch:
     fork a writer for each cache purge (the JSON is built and written there) and leave the
     reaping to the kernel, so their CPU appeared nowhere. A thread re-reads the processes and
     their children every `interval_s` and keeps each one's last reading; a process that exits
-    counts with its last reading (at most one interval of its life is missed)."""
+    counts with its last reading (at most one interval of its life is missed).
+
+    From the same reads it keeps the collector's memory: the highest sum of the RSS of the
+    processes it was given (flowd's supervisor and workers, pmacct's core and plugins), not of
+    their children: pmacct's writers are forks sharing their parent's pages, which a sum would
+    count twice."""
 
     def __init__(self, pids: Iterable[int], interval_s: float = 0.02) -> None:
         self._roots = list(pids)
@@ -139,6 +126,7 @@ class CpuWatch:
         self._baseline: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._banked = 0.0
+        self._rss_peak = 0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -155,6 +143,8 @@ class CpuWatch:
                     if stat is not None:
                         stats[child] = stat
                         pending.append(child)
+            rss = sum(_stat_rss_bytes(stats[pid]) for pid in self._roots if pid in stats)
+            self._rss_peak = max(self._rss_peak, rss)
             for pid, stat in stats.items():
                 cpu = _stat_cpu_seconds(stat)
                 before = self._last.get(pid)
@@ -179,6 +169,11 @@ class CpuWatch:
         """CPU seconds used since `start()` so far."""
         with self._lock:
             return self._banked + sum(max(0.0, cpu - self._baseline.get(pid, 0.0)) for pid, cpu in self._last.items())
+
+    def rss_peak_bytes(self) -> int:
+        """The highest total RSS of the given processes seen since `start()`."""
+        with self._lock:
+            return self._rss_peak
 
     def stop(self) -> float:
         self._stop.set()

@@ -34,7 +34,8 @@ def summary(result: SearchResult) -> dict[str, Any]:
         "zero_loss_fps": round(best.delivered_fps) if best else 0,
         "cpu_s_per_million_flows": round(best.cpu_s_per_million, 3) if best else None,
         "flows_per_cpu_s": round(best.flows_per_cpu_s) if best else None,
-        "rss_peak_mb": round(max((t.rss_peak_bytes for t in result.trials), default=0) / MB, 1),
+        "rss_at_zero_loss_mb": round(best.rss_total_bytes / MB, 1) if best else None,
+        "rss_search_peak_mb": round(max((t.rss_total_bytes for t in result.trials), default=0) / MB, 1),
         "sender_limited": bool(best and best.sender_limited),
         "max_rate_reached": bool(best and "reached --max-rate" in best.note),
         "first_loss_dps": round(result.first_loss.target_dps) if result.first_loss else None,
@@ -88,7 +89,7 @@ def ratios(results: list[SearchResult]) -> list[dict[str, Any]]:
 def table(results: list[SearchResult]) -> str:
     header = (
         f"{'collector':<9} {'proto':<6} {'wk':>2} {'zero-loss dgram/s':>17} {'flows/s':>10} "
-        f"{'CPU s/Mflow':>11} {'flows/CPU-s':>11} {'peak RSS MB':>11} {'trials':>6}"
+        f"{'CPU s/Mflow':>11} {'flows/CPU-s':>11} {'RSS MB':>7} {'search peak MB':>14} {'trials':>6}"
     )
     lines = [header, "-" * len(header)]
     for result in results:
@@ -96,14 +97,21 @@ def table(results: list[SearchResult]) -> str:
         mark = "+" if row["sender_limited"] or row["max_rate_reached"] else " " if row["converged"] else "?"
         cpu = f"{row['cpu_s_per_million_flows']:.2f}" if row["cpu_s_per_million_flows"] is not None else "-"
         per_cpu = f"{row['flows_per_cpu_s']:,}" if row["flows_per_cpu_s"] is not None else "-"
+        rss = f"{row['rss_at_zero_loss_mb']:.1f}" if row["rss_at_zero_loss_mb"] is not None else "-"
         lines.append(
             f"{result.collector:<9} {result.protocol:<6} {result.workers:>2} {row['zero_loss_dps']:>16,}{mark} "
-            f"{row['zero_loss_fps']:>10,} {cpu:>11} {per_cpu:>11} {row['rss_peak_mb']:>11.1f} {len(result.trials):>6}"
+            f"{row['zero_loss_fps']:>10,} {cpu:>11} {per_cpu:>11} {rss:>7} {row['rss_search_peak_mb']:>14.1f} "
+            f"{len(result.trials):>6}"
         )
     lines.append("+ the senders could not offer more, or --max-rate was reached: the collector's limit is higher")
     lines.append(
         "? the trials ran out before the best pass came within --resolution of a loss: a lower bound "
         "(bracket in bench.json)"
+    )
+    lines.append(
+        "RSS MB: the collector's processes together (flowd's supervisor and workers, pmacct's core and "
+        "plugins), the most during the zero-loss trial; search peak MB: the same, the most in any trial "
+        "of the search, overload ones included"
     )
     shares = [
         (result, stage_share(result.best) if result.best else {}) for result in results if result.collector == "flowd"

@@ -36,8 +36,9 @@ class Trial:
     cpu_s: float = 0.0
     """CPU seconds of all the collector's processes, and of every process they started (pmacct's
     cache writers), between trial start and drained (a peer: and written out at its stop)."""
-    rss_peak_bytes: int = 0
-    """Largest VmHWM among the collector's processes (the busiest worker)."""
+    rss_total_bytes: int = 0
+    """The collector's RSS summed over its processes (flowd's supervisor and workers, pmacct's
+    core and plugins), the highest sampled during the trial: this trial's, not the search's."""
     sender_cpu_s: float = 0.0
     duration_s: float = 0.0
     drain_s: float = 0.0
