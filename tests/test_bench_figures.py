@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from flowd.bench.cli import evaluate_goals
 from flowd.bench.collectors import PeerCollector, PeerPreset
 from flowd.bench.procfs import CpuWatch, memory_bytes, socket_inodes, udp_sockets
 from flowd.bench.report import MB, summary, table
@@ -185,3 +186,53 @@ def test_the_report_gives_the_rss_at_the_zero_loss_rate_and_the_searchs_peak_apa
     assert lines[2].split()[-3:] == ["120.0", "300.0", "3"]
     nothing_passed = summary(SearchResult("flowd", "v9", 2, [rss_trial(4_000, False, 300)]))
     assert (nothing_passed["rss_at_zero_loss_mb"], nothing_passed["rss_search_peak_mb"]) == (None, 300.0)
+
+
+def search(
+    collector: str, workers: int, fps: float, *, loss_at: float | None = None, cpu_s: float = 1.0
+) -> SearchResult:
+    """A v9 search whose best pass delivered `fps` flows/s at 1,000 datagrams/s, and lost at
+    `loss_at` times that rate: within the 0.1 resolution (converged) at 1.05, not at 2; without
+    a loss, the trials ran out (a lower bound)."""
+    trials = [Trial(collector, "v9", workers, 1_000, 1_000, fps, fps, 100, 100, True, cpu_s=cpu_s)]
+    if loss_at is not None:
+        trials.append(
+            Trial(collector, "v9", workers, 1_000 * loss_at, 1_000 * loss_at, fps * loss_at, fps, 100, 90, False)
+        )
+    return SearchResult(collector, "v9", workers, trials, 0.1)
+
+
+def statuses(*results: SearchResult) -> dict[str, tuple[str, bool]]:
+    return {goal["goal"]: (goal["status"], goal["converged"]) for goal in evaluate_goals(list(results), None)}
+
+
+RATE = "v9: one worker >= 300,000 flows/s with zero loss"
+SCALING = "v9: 2 workers >= 0.8 x 2 x one worker"
+PER_CPU = "v9: one worker does more per CPU-second than nfacctd"
+
+
+def test_a_rate_goal_is_decided_only_by_a_figure_that_proves_it() -> None:
+    """A lower bound above the goal proves it met; one below proves nothing, unless a trial at
+    or below the goal rate lost flows."""
+    assert statuses(search("flowd", 1, 310_000))[RATE] == ("met", False)
+    assert statuses(search("flowd", 1, 200_000))[RATE] == ("unproven", False)
+    assert statuses(search("flowd", 1, 200_000, loss_at=2.0))[RATE] == ("unproven", False)  # lost at 400k
+    assert statuses(search("flowd", 1, 100_000, loss_at=2.0))[RATE] == ("missed", False)  # lost at 200k
+    assert statuses(search("flowd", 1, 200_000, loss_at=1.05))[RATE] == ("missed", True)
+
+
+def test_a_ratio_goal_is_unproven_when_a_lower_bound_is_on_the_wrong_side() -> None:
+    """Scaling over a converged one-worker figure: a lower-bound numerator proves it met, not
+    missed. Over a lower-bound one-worker figure the ratio is an upper bound: missed, not met."""
+    one, one_bound = search("flowd", 1, 100_000, loss_at=1.05), search("flowd", 1, 100_000)
+    assert statuses(one, search("flowd", 2, 170_000))[SCALING] == ("met", False)
+    assert statuses(one, search("flowd", 2, 140_000))[SCALING] == ("unproven", False)
+    assert statuses(one_bound, search("flowd", 2, 140_000, loss_at=1.05))[SCALING] == ("missed", False)
+    assert statuses(one_bound, search("flowd", 2, 170_000, loss_at=1.05))[SCALING] == ("unproven", False)
+    assert statuses(one_bound, search("flowd", 2, 170_000))[SCALING] == ("unproven", False)
+    assert statuses(one, search("flowd", 2, 140_000, loss_at=1.05))[SCALING] == ("missed", True)
+    # Work per CPU-second counts only where both searches found their collector's limit.
+    peer_bound, peer = search("nfacctd", 1, 80_000, cpu_s=0.8), search("nfacctd", 1, 80_000, loss_at=1.05, cpu_s=0.8)
+    assert statuses(one, peer_bound)[PER_CPU] == ("unproven", False)
+    assert statuses(one, peer)[PER_CPU] == ("missed", True)
+    assert statuses(search("flowd", 1, 100_000, loss_at=1.05, cpu_s=0.5), peer)[PER_CPU] == ("met", True)

@@ -253,53 +253,104 @@ def _memory_at_rate(
     return memory
 
 
+MET, MISSED, UNPROVEN = "met", "missed", "unproven"
+EXACT, LOWER, UPPER = "exact", "lower bound", "upper bound"
+"""What a figure is: a converged search's zero-loss figure is the collector's limit (within
+--resolution); one whose trials ran out, or that the senders or --max-rate stopped, a lower bound."""
+
+
+def figure_kind(result: SearchResult) -> str:
+    return EXACT if result.converged else LOWER
+
+
+def ratio_kind(numerator: str, denominator: str) -> str | None:
+    """What a ratio of two search figures is: over an exact denominator, what the numerator is;
+    an exact numerator over a lower bound, an upper bound; two lower bounds, nothing (None)."""
+    if denominator == EXACT:
+        return numerator
+    return UPPER if numerator == EXACT else None
+
+
+def judge(value: float, goal: float, kind: str | None, *, strictly: bool = False) -> str:
+    """Whether `value` >= `goal` (> if `strictly`) is proven: a lower bound proves a goal met but
+    never missed, an upper bound missed but never met; the other side is unproven."""
+    if kind is None:
+        return UNPROVEN
+    if value > goal or (value == goal and not strictly):
+        return MET if kind in (EXACT, LOWER) else UNPROVEN
+    return MISSED if kind in (EXACT, UPPER) else UNPROVEN
+
+
+def _rate_goal(protocol: str, goal: float, one: SearchResult) -> dict[str, Any]:
+    best = one.best
+    measured = best.delivered_fps if best else 0.0
+    status = judge(measured, goal, figure_kind(one))
+    loss = one.first_loss
+    if status == UNPROVEN and loss is not None and loss.offered_fps <= goal:
+        status = MISSED  # a loss at or below the goal rate bounds the limit from above
+    return {
+        "goal": f"{protocol}: one worker >= {goal:,} flows/s with zero loss",
+        "measured_fps": round(measured),
+        "flows_per_cpu_s": round(best.flows_per_cpu_s) if best else 0,
+        "converged": one.converged,
+        "status": status,
+    }
+
+
 def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each goal with the figures it turns on, whether their searches converged, and its status:
+    met or missed when the figures prove it, unproven when a figure that is only a bound (its
+    search did not converge) lies on the side that cannot decide it."""
     goals: list[dict[str, Any]] = []
-    flowd = {(r.protocol, r.workers): r.best for r in results if r.collector == "flowd"}
+    flowd = {(r.protocol, r.workers): r for r in results if r.collector == "flowd"}
     for protocol, goal in GOALS_FPS.items():
         one = flowd.get((protocol, 1))
-        if (protocol, 1) in flowd:
-            measured = one.delivered_fps if one else 0.0
-            goals.append(
-                {
-                    "goal": f"{protocol}: one worker >= {goal:,} flows/s with zero loss",
-                    "measured_fps": round(measured),
-                    "flows_per_cpu_s": round(one.flows_per_cpu_s) if one else 0,
-                    "met": measured >= goal,
-                }
-            )
-        for (other, workers), best in flowd.items():
-            if other != protocol or workers == 1 or one is None:
+        if one is None:
+            continue
+        goals.append(_rate_goal(protocol, goal, one))
+        if one.best is None:
+            continue
+        for (other, workers), more in flowd.items():
+            if other != protocol or workers == 1:
                 continue
-            scaling = (best.delivered_fps if best else 0.0) / (workers * one.delivered_fps)
+            scaling = (more.best.delivered_fps if more.best else 0.0) / (workers * one.best.delivered_fps)
             goals.append(
                 {
                     "goal": f"{protocol}: {workers} workers >= {GOAL_SCALING} x {workers} x one worker",
                     "measured_scaling": round(scaling, 3),
-                    "met": scaling >= GOAL_SCALING,
+                    "converged": more.converged and one.converged,
+                    "status": judge(scaling, GOAL_SCALING, ratio_kind(figure_kind(more), figure_kind(one))),
                 }
             )
     for compared in ratios(results):
         if compared["flowd_workers"] != 1 or compared["peer"] not in JSON_PEERS:
             continue
         per_cpu = compared["flows_per_cpu_s_ratio"]
+        converged = compared["flowd_converged"] and compared["peer_converged"]
+        # Work per CPU-second below a collector's limit bounds nothing about it at its limit.
         goals.append(
             {
                 "goal": f"{compared['protocol']}: one worker does more per CPU-second than {compared['peer']}",
                 "flows_per_cpu_s_ratio": per_cpu,
                 "zero_loss_fps_ratio": compared["zero_loss_fps_ratio"],
-                "met": per_cpu is not None and per_cpu > 1.0,
+                "converged": converged,
+                "status": judge(per_cpu, 1.0, EXACT if converged else None, strictly=True)
+                if per_cpu is not None
+                else UNPROVEN,
             }
         )
     if memory:
+        met = (
+            memory["max_worker_rss_mb"] < GOAL_RSS_MB
+            and memory["templates_known"] >= memory["templates_sent"]
+            and memory["trial_zero_loss"]
+        )
         goals.append(
             {
                 "goal": f"RSS per worker < {GOAL_RSS_MB} MB with {memory['templates_sent']:,} templates "
                 f"at the goal rate ({memory['rate_dps']:,} {memory['protocol']} datagrams/s; peak)",
                 "measured_mb": memory["max_worker_rss_mb"],
-                "met": memory["max_worker_rss_mb"] < GOAL_RSS_MB
-                and memory["templates_known"] >= memory["templates_sent"]
-                and memory["trial_zero_loss"],
+                "status": MET if met else MISSED,
             }
         )
     return goals
@@ -400,8 +451,10 @@ def run_bench(args: argparse.Namespace) -> int:
     if goals:
         log("")
         for goal in goals:
-            figures = ", ".join(f"{k} {v}" for k, v in goal.items() if k not in ("goal", "met"))
-            log(f"  [{'met' if goal['met'] else 'MISSED'}] {goal['goal']}: {figures}")
+            figures = ", ".join(f"{k} {v}" for k, v in goal.items() if k not in ("goal", "status"))
+            log(f"  [{goal['status'] if goal['status'] != MISSED else 'MISSED'}] {goal['goal']}: {figures}")
+        if any(goal["status"] == UNPROVEN for goal in goals):
+            log("  unproven: a figure it turns on is only a bound (its search did not converge: ? or + above)")
     log(f"\nload average {meta['loadavg_after']}; results in {json_path} and {plot_path}")
     return 0
 
