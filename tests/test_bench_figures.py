@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from flowd.bench.cli import evaluate_goals
-from flowd.bench.collectors import PeerCollector, PeerPreset
+from flowd.bench.cli import evaluate_goals, trial_of
+from flowd.bench.collectors import Delivery, PeerCollector, PeerPreset
 from flowd.bench.procfs import CpuWatch, memory_bytes, socket_inodes, udp_sockets
 from flowd.bench.report import MB, summary, table
 from flowd.bench.search import SearchResult, Trial
@@ -236,3 +236,46 @@ def test_a_ratio_goal_is_unproven_when_a_lower_bound_is_on_the_wrong_side() -> N
     assert statuses(one, peer_bound)[PER_CPU] == ("unproven", False)
     assert statuses(one, peer)[PER_CPU] == ("missed", True)
     assert statuses(search("flowd", 1, 100_000, loss_at=1.05, cpu_s=0.5), peer)[PER_CPU] == ("met", True)
+
+
+class OneWorker:
+    name = "flowd"
+    workers = 1
+
+
+def test_a_trial_reports_the_rate_the_collector_received() -> None:
+    """Asked for 1,000 datagrams/s for 8 s, the senders sent 8,000 but flowd received 6,000:
+    it took 750 a second. A peer does not say what it received."""
+    sent = SendResult(datagrams=8_000, flows=160_000, packets=160_000, elapsed_s=8.0)
+    delivery = Delivery(120_000, False, 2_000, 0, 1.0, rss_total_bytes=90 * MB, received_datagrams=6_000)
+    trial = trial_of(OneWorker(), "v9", 1_000, sent, delivery, settle_s=2.5)
+    assert (trial.offered_dps, trial.received_dps, trial.rss_total_bytes) == (1_000, 750, 90 * MB)
+    peer = trial_of(OneWorker(), "v9", 1_000, sent, Delivery(160_000, True, 0, 0, 1.0), settle_s=2.5)
+    assert peer.received_dps is None
+
+
+def memory_goal(achieved_dps: int | None, rss_mb: float = 90.0) -> tuple[str, int, int | None]:
+    memory = {
+        "templates_sent": 10_000,
+        "templates_known": 10_000,
+        "max_worker_rss_mb": rss_mb,
+        "trial_zero_loss": True,
+        "protocol": "v9",
+        "target_dps": 15_000,
+        "goal_dps": 15_000,
+        "achieved_dps": achieved_dps,
+    }
+    (goal,) = evaluate_goals([], memory)
+    assert (
+        goal["goal"] == "RSS per worker < 150 MB with 10,000 templates at the goal rate (15,000 v9 datagrams/s; peak)"
+    )
+    return goal["status"], goal["target_dps"], goal["achieved_dps"]
+
+
+def test_the_memory_goal_is_judged_only_at_the_goal_rate() -> None:
+    """The trial asked for the goal rate but took 9,000 datagrams/s (the senders, or a worker
+    below the goal, fell short): 90 MB there says nothing of the goal rate."""
+    assert memory_goal(9_000) == ("unproven", 15_000, 9_000)
+    assert memory_goal(None) == ("unproven", 15_000, None)
+    assert memory_goal(15_020) == ("met", 15_000, 15_020)
+    assert memory_goal(15_020, rss_mb=160.0)[0] == "missed"

@@ -66,6 +66,8 @@ class Delivery:
     note: str = ""
     stage_s: dict[str, float] = field(default_factory=dict)
     """flowd: seconds its workers spent in each stage during the trial (`flowd_stage_seconds`)."""
+    received_datagrams: int | None = None
+    """flowd: datagrams its listeners received during the trial; None for a peer."""
 
 
 class Collector(Protocol):
@@ -261,6 +263,9 @@ status_interval_s = 0
         ingress = now_metrics.get("flowd_ingress_drops_total", 0.0) - self._before.get("flowd_ingress_drops_total", 0.0)
         kernel = max(0, sockets.drops - self._before_sockets.drops)
         errors = now_metrics.get("flowd_decode_errors_total", 0.0) - self._before.get("flowd_decode_errors_total", 0.0)
+        received = now_metrics.get("flowd_datagrams_received_total", 0.0) - self._before.get(
+            "flowd_datagrams_received_total", 0.0
+        )
         return Delivery(
             delivered_flows=delivered,
             exact=delivered >= sent.flows and kernel == 0 and ingress == 0,
@@ -271,6 +276,7 @@ status_interval_s = 0
             drain_s=drain_s,
             note=f"decode errors {errors:.0f}" if errors else "",
             stage_s={stage: value - self._before_stages.get(stage, 0.0) for stage, value in now_stages.items()},
+            received_datagrams=int(received),
         )
 
     def stop(self) -> None:

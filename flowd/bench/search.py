@@ -39,6 +39,9 @@ class Trial:
     rss_total_bytes: int = 0
     """The collector's RSS summed over its processes (flowd's supervisor and workers, pmacct's
     core and plugins), the highest sampled during the trial: this trial's, not the search's."""
+    received_datagrams: int | None = None
+    """flowd: datagrams its listeners received in the trial (`flowd_datagrams_received`); None
+    for a peer, which does not say."""
     sender_cpu_s: float = 0.0
     duration_s: float = 0.0
     drain_s: float = 0.0
@@ -58,6 +61,13 @@ class Trial:
     @property
     def flows_per_cpu_s(self) -> float:
         return self.delivered_flows / self.cpu_s if self.cpu_s > 0 else 0.0
+
+    @property
+    def received_dps(self) -> float | None:
+        """Datagrams received per second of sending: the rate the collector took, as far as it says."""
+        if self.received_datagrams is None or self.duration_s <= 0:
+            return None
+        return self.received_datagrams / self.duration_s
 
     @property
     def sender_limited(self) -> bool:
