@@ -269,6 +269,9 @@ def _memory_at_rate(
 
 
 MET, MISSED, UNPROVEN = "met", "missed", "unproven"
+PACING_TOLERANCE = 0.99
+"""The share of the goal rate a memory trial must receive to count as at it: the senders pace to
+within a fraction of a percent of their target, on either side."""
 EXACT, LOWER, UPPER = "exact", "lower bound", "upper bound"
 """What a figure is: a converged search's zero-loss figure is the collector's limit (within
 --resolution); one whose trials ran out, or that the senders or --max-rate stopped, a lower bound."""
@@ -361,6 +364,9 @@ def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -
             and memory["trial_zero_loss"]
         )
         achieved = memory["achieved_dps"]
+        status = MET if met else MISSED
+        if achieved is None or achieved < PACING_TOLERANCE * memory["goal_dps"]:
+            status = UNPROVEN
         goals.append(
             {
                 "goal": f"RSS per worker < {GOAL_RSS_MB} MB with {memory['templates_sent']:,} templates "
@@ -369,7 +375,7 @@ def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -
                 "target_dps": memory["target_dps"],
                 "achieved_dps": achieved,
                 # A trial below the goal rate (the worker's limit, or the senders') proves nothing at it.
-                "status": UNPROVEN if achieved is None or achieved < memory["goal_dps"] else MET if met else MISSED,
+                "status": status,
             }
         )
     return goals
