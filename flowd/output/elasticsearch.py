@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import gzip
 import logging
 import time
@@ -49,7 +50,7 @@ from flowd.output.bulk import (
     split_pairs,
 )
 from flowd.output.sink import Body, row_bytes
-from flowd.output.spool import Spool, SpoolEntry, SpoolFull, adopt_orphans
+from flowd.output.spool import Spool, SpoolEntry, SpoolFull, adopt_orphans, finish_in_thread
 from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
@@ -324,14 +325,9 @@ class ElasticsearchSink:
                     continue
                 waiting = self._pending.popleft()  # one at a time: a cancel leaves the rest queued
                 self._pending_bytes -= waiting.nbytes
-            try:
-                spooled = await self._spool_batch(waiting)
-            except asyncio.CancelledError:
-                self._push_front(waiting)  # a second copy at worst, which its `_id` makes a 409
-                raise
-            if not spooled:
+            if not await self._spool_batch(waiting):
+                self._push_front(waiting)
                 async with self._cond:  # spool full: wait for the cluster to take some back
-                    self._push_front(waiting)
                     await self._wait()
 
     def _past_shutdown(self) -> bool:
@@ -423,7 +419,6 @@ class ElasticsearchSink:
         if self._failures:
             batch.detach()  # it waits out the outage
         held: Batch | None = batch
-        oldest: Batch | None = None
         try:
             while True:
                 async with self._cond:
@@ -438,16 +433,11 @@ class ElasticsearchSink:
                         continue
                     oldest = self._pending.popleft()
                     self._pending_bytes -= oldest.nbytes
-                spooled = await self._spool_batch(oldest)
-                if not spooled:
+                if not await self._spool_batch(oldest):  # cancelled, it has put `oldest` away itself
+                    self._push_front(oldest)
                     async with self._cond:
-                        self._push_front(oldest)
-                        oldest = None
                         await self._wait()
-                oldest = None
         except asyncio.CancelledError:
-            if oldest is not None:
-                self._push_front(oldest)
             if held is not None:
                 held.detach()
                 self._pending.append(held)
@@ -455,18 +445,23 @@ class ElasticsearchSink:
             raise
 
     async def _spool_batch(self, batch: Batch) -> bool:
+        """Whether the batch is now spooled; if not (spool full, disk error) it is the caller's.
+        Cancelled, the cancel waits for the file's write to end: the batch is then spooled if
+        the file was written, else back in memory in front; never both, never neither."""
         try:
             entry = self._spool.reserve(batch.body, batch.docs)
         except SpoolFull:
             return False
         try:
-            await asyncio.to_thread(self._spool.write, entry, batch.body)
+            await finish_in_thread(functools.partial(self._spool.written, entry), self._spool.write, entry, batch.body)
         except OSError as error:
-            self._spool.abandon(entry)
             _log.error("spool write %s failed: %s", entry.name, error)
             return False
+        except asyncio.CancelledError:
+            if not self._spool.holds(entry):
+                self._push_front(batch)
+            raise
         async with self._cond:
-            self._spool.commit(entry)
             self._cond.notify_all()
         return True
 

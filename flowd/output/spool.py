@@ -6,12 +6,15 @@ so a crash leaves either the whole batch or nothing (stale `.tmp` files are remo
 The body keeps its action lines and their `_id`s, so a replay of a batch the cluster already has
 (flowd died between the cluster's answer and the file's removal) is answered 409 and not indexed twice.
 
-The methods do blocking file I/O; the sink calls them in a worker thread. Bookkeeping (what is
-queued, claimed, how many bytes) is updated synchronously under the caller's event loop.
+The methods do blocking file I/O; the sink calls them in a worker thread (`finish_in_thread`).
+Bookkeeping (what is queued, claimed, how many bytes) is updated synchronously under the caller's
+event loop, and follows what the thread did to the files, also when its caller was cancelled.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import os
 import time
@@ -19,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from flowd.durable import write_atomically
 from flowd.output.sink import Body
@@ -28,6 +32,7 @@ _log = logging.getLogger(__name__)
 NEAR_CAP_FRACTION = 0.8
 """Warn once the spool holds this share of its cap; warn again after it has fallen below half."""
 SUFFIX = ".ndjson"
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True)
@@ -139,6 +144,17 @@ class Spool:
         self.spooled_batches -= 1
         self.spooled_docs -= entry.docs
 
+    def written(self, entry: SpoolEntry, done: asyncio.Future[None]) -> None:
+        """`write` has ended (`finish_in_thread`): `commit`, or `abandon` if it raised."""
+        if done.exception() is None:
+            self.commit(entry)
+        else:
+            self.abandon(entry)
+
+    def holds(self, entry: SpoolEntry) -> bool:
+        """Whether the batch is spooled: queued or claimed."""
+        return entry.name in self._claimed or entry in self._queued
+
     def claim(self) -> SpoolEntry | None:
         """The oldest queued batch, now owned by the caller until `release` or `remove`."""
         if not self._queued:
@@ -195,6 +211,26 @@ class Spool:
             )
         elif self._warned and self._bytes < self.max_bytes / 2:
             self._warned = False
+
+
+async def finish_in_thread(then: Callable[[asyncio.Future[T]], None], work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a thread; once it has ended, `then(done)` on the event loop with its
+    future; then its result, or its exception.
+
+    Cancelling the caller does not stop the thread (`asyncio.to_thread` cannot), so the bookkeeping
+    must follow what the thread did, not the cancel: a cancel waits for the thread and is raised
+    after `then`, which leaves the caller's cancel handler a spool that matches its files."""
+    done = asyncio.get_running_loop().run_in_executor(None, functools.partial(work, *args))
+    cancel: asyncio.CancelledError | None = None
+    while not done.done():
+        try:
+            await asyncio.wait([done])  # unlike `await done`, a cancel here leaves `done` to the thread
+        except asyncio.CancelledError as error:
+            cancel = error
+    then(done)
+    if cancel is not None:
+        raise cancel
+    return done.result()
 
 
 def adopt_orphans(base: Path, own: Path, workers: int) -> int:

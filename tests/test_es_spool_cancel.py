@@ -1,0 +1,124 @@
+"""The spool under cancellation. Found by an audit: a deadline that cancelled the task awaiting a
+spool write, delete or shrink left the spool's count to the cancel, while the thread doing the
+file work ran on (a thread cannot be cancelled). A cancelled write kept its reservation (spool
+bytes high for the rest of the run) and its batch went back to memory too, spooled a second time;
+a cancelled delete or shrink put back an entry whose file was gone.
+
+Each test holds the file work in its thread, cancels the task awaiting it, then lets the thread
+finish, and compares what the sink reports with the files on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+from flowd.output.bulk import RetryPolicy
+from flowd.output.elasticsearch import ElasticsearchSink
+from flowd.output.spool import Spool
+from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
+
+
+class Gate:
+    """Holds the first call of a blocking `Spool` method in its thread until `cancel_inside` lets it go."""
+
+    def __init__(self, monkeypatch: Any, name: str) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        real = getattr(Spool, name)
+
+        def held(spool: Spool, *args: Any) -> Any:
+            if not self.entered.is_set():
+                self.entered.set()
+                self.release.wait(10.0)
+            return real(spool, *args)
+
+        monkeypatch.setattr(Spool, name, held)
+
+    async def cancel_inside(self, *tasks: asyncio.Task[Any]) -> None:
+        """Cancel `tasks` while the file work is held, then let it finish; returns once they end."""
+        try:
+            assert await asyncio.to_thread(self.entered.wait, 10.0)
+            for task in tasks:
+                task.cancel()
+            await asyncio.sleep(0)  # one turn of the loop: the cancel reaches the tasks
+        finally:
+            self.release.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Refusing(Cluster):
+    """Connection refused, and `refused` set once a request was."""
+
+    def __init__(self) -> None:
+        super().__init__("down")
+        self.refused = asyncio.Event()
+
+    async def perform_request(self, method: str, target: str, **kwargs: Any) -> Any:
+        try:
+            return await super().perform_request(method, target, **kwargs)
+        finally:
+            self.refused.set()
+
+
+def on_disk(tmp_path: Path) -> tuple[int, int, int]:
+    """(batches, bytes, documents) in the spool directory, documents counted by their lines."""
+    files = sorted((tmp_path / "spool").glob("*.ndjson"))
+    docs = sum(len(f.read_bytes().splitlines()) // 2 for f in files)
+    return len(files), sum(f.stat().st_size for f in files), docs
+
+
+def reported(sink: ElasticsearchSink) -> tuple[int, int, int]:
+    stats = sink.stats
+    return stats["spool_batches"], stats["spool_bytes"], stats["spool_docs"]
+
+
+async def outage(tmp_path: Path, **kwargs: Any) -> tuple[ElasticsearchSink, Refusing]:
+    """A sink whose first batch (1,000 documents) the cluster refused: it waits in memory, for
+    a retry a minute away."""
+    cluster = Refusing()
+    sink = sink_for(tmp_path, cluster, RetryPolicy(initial_s=60.0, cap_s=60.0, jitter=0.0), **kwargs)
+    await sink.start()
+    await sink.write(documents(1)[0])
+    await cluster.refused.wait()
+    return sink, cluster
+
+
+def test_a_flush_cancelled_while_its_batch_is_written_leaves_it_spooled_once(tmp_path: Path, monkeypatch: Any) -> None:
+    gate = Gate(monkeypatch, "write")
+
+    async def main() -> None:
+        sink, _cluster = await outage(tmp_path)
+        await gate.cancel_inside(asyncio.create_task(sink.flush()))
+        assert reported(sink) == on_disk(tmp_path) == (1, on_disk(tmp_path)[1], 1000)
+        assert sink.stats["buffered_docs"] == 0  # spooled, so not in memory as well
+        await sink.close(timeout_s=1.0)
+        assert reported(sink) == on_disk(tmp_path)
+        assert sink.stats["docs_spooled"] == 1000 and sink.stats["docs_dropped"] == 0
+
+    asyncio.run(main())
+    cluster = Cluster()
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 1000 and stats["docs_duplicate"] == 0
+
+
+def test_a_write_cancelled_while_memory_overflows_to_the_spool_keeps_each_batch_once(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The pipeline's drain deadline cancels `write` while it spools the oldest batch to make room."""
+    gate = Gate(monkeypatch, "write")
+
+    async def main() -> None:
+        sink, _cluster = await outage(tmp_path, memory_buffer_bytes=1)  # the next batch spools it
+        second = [{"n": 1000 + n, "pad": "y"} for n in range(1000)]
+        await gate.cancel_inside(asyncio.create_task(sink.write(second)))
+        assert reported(sink) == on_disk(tmp_path) == (1, on_disk(tmp_path)[1], 1000)
+        assert sink.stats["buffered_docs"] == 1000  # the second batch, in memory
+        await sink.close(timeout_s=1.0)
+        assert reported(sink) == on_disk(tmp_path) == (2, on_disk(tmp_path)[1], 2000)
+
+    asyncio.run(main())
+    cluster = Cluster()
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 2000 and stats["docs_duplicate"] == 0
