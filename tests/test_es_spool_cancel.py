@@ -18,6 +18,7 @@ from flowd.output.bulk import RetryPolicy
 from flowd.output.elasticsearch import ElasticsearchSink
 from flowd.output.spool import Spool
 from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
+from tests.test_es_spool_faults import spool_and_stop
 
 
 class Gate:
@@ -26,18 +27,24 @@ class Gate:
     def __init__(self, monkeypatch: Any, name: str) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
+        self.finished = threading.Event()
         real = getattr(Spool, name)
 
         def held(spool: Spool, *args: Any) -> Any:
-            if not self.entered.is_set():
-                self.entered.set()
-                self.release.wait(10.0)
-            return real(spool, *args)
+            if self.entered.is_set():
+                return real(spool, *args)
+            self.entered.set()
+            self.release.wait(10.0)
+            try:
+                return real(spool, *args)
+            finally:
+                self.finished.set()
 
         monkeypatch.setattr(Spool, name, held)
 
     async def cancel_inside(self, *tasks: asyncio.Task[Any]) -> None:
-        """Cancel `tasks` while the file work is held, then let it finish; returns once they end."""
+        """Cancel `tasks` while the file work is held, then let it finish; returns once they and
+        the file work have ended."""
         try:
             assert await asyncio.to_thread(self.entered.wait, 10.0)
             for task in tasks:
@@ -46,6 +53,7 @@ class Gate:
         finally:
             self.release.set()
         await asyncio.gather(*tasks, return_exceptions=True)
+        assert await asyncio.to_thread(self.finished.wait, 10.0)
 
 
 class Refusing(Cluster):
@@ -122,3 +130,42 @@ def test_a_write_cancelled_while_memory_overflows_to_the_spool_keeps_each_batch_
     cluster = Cluster()
     stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 2000 and stats["docs_duplicate"] == 0
+
+
+def test_a_replay_cancelled_while_its_file_is_deleted_leaves_nothing_spooled(tmp_path: Path, monkeypatch: Any) -> None:
+    spool_and_stop(tmp_path, 1)
+    gate = Gate(monkeypatch, "delete")
+    cluster = Cluster()
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()  # a worker replays the batch; the cluster takes it; its file goes
+        await gate.cancel_inside(*sink._tasks)  # as the close's deadline does
+        assert reported(sink) == on_disk(tmp_path) == (0, 0, 0)
+        assert sink.stats["docs_replayed"] == 1000
+        await sink.close(timeout_s=1.0)
+
+    asyncio.run(main())
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 1000 and stats["docs_duplicate"] == 0 and stats["docs_spool_lost"] == 0
+
+
+def test_a_replay_cancelled_while_its_file_is_shrunk_keeps_what_is_left(tmp_path: Path, monkeypatch: Any) -> None:
+    spool_and_stop(tmp_path, 1)
+    gate = Gate(monkeypatch, "shrink")
+    cluster = Cluster()
+    cluster.retry_once = set(range(0, 1000, 100))  # ten documents answered 429: the file keeps them
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        await gate.cancel_inside(*sink._tasks)
+        assert reported(sink) == on_disk(tmp_path) == (1, on_disk(tmp_path)[1], 10)
+        assert sink.stats["docs_replayed"] == 990
+        await sink.close(timeout_s=1.0)
+        assert reported(sink) == on_disk(tmp_path)
+
+    asyncio.run(main())
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 1000 and stats["docs_replayed"] == 10
+    assert stats["docs_duplicate"] == 0 and stats["docs_spool_lost"] == 0

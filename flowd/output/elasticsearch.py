@@ -625,10 +625,20 @@ class ElasticsearchSink:
 
     async def _out_of_spool(self, entry: SpoolEntry) -> None:
         """A spooled batch is done with (answered for, or taken back into memory): its file goes,
-        its bytes leave the spool's count, and its documents count as replayed."""
-        await asyncio.to_thread(self._spool.delete, entry)
-        self._spool.remove(entry)
-        self._replayed(entry.docs, whole=True)
+        then its bytes leave the spool's count and its documents count as replayed (`_gone`)."""
+        await finish_in_thread(functools.partial(self._gone, entry), self._spool.delete, entry)
+
+    def _gone(self, entry: SpoolEntry, done: asyncio.Future[None]) -> None:
+        """On the loop once the file's removal ended, whether or not its caller was cancelled."""
+        if done.exception() is None:
+            self._spool.remove(entry)
+            self._replayed(entry.docs, whole=True)
+
+    def _shrunk(self, entry: SpoolEntry, docs: int, done: asyncio.Future[SpoolEntry]) -> None:
+        """On the loop once `Spool.shrink` ended: the smaller file, if written, takes the batch's place."""
+        if done.exception() is None:
+            self._spool.replace(entry, done.result())
+            self._replayed(entry.docs - docs, whole=False)
 
     async def _succeeded(self, entry: SpoolEntry | None) -> None:
         if entry is not None:
@@ -644,9 +654,8 @@ class ElasticsearchSink:
 
     async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: Body, docs: int, reason: str) -> None:
         if entry is not None and docs != entry.docs:
-            smaller = await asyncio.to_thread(self._spool.shrink, entry, body, docs)
-            self._spool.replace(entry, smaller)
-            self._replayed(entry.docs - docs, whole=False)  # the rest stays spooled, for another attempt
+            shrunk = functools.partial(self._shrunk, entry, docs)  # the rest stays, for another attempt
+            await finish_in_thread(shrunk, self._spool.shrink, entry, body, docs)
         async with self._cond:
             if entry is not None and docs == entry.docs:
                 self._spool.release(entry)
