@@ -21,7 +21,7 @@ from flowd.decode import TemplateCache, decode_datagram, headers, records
 from flowd.decode.batch import RecordBatch
 from flowd.decode.memo import MEMO_CACHES, MEMO_CLEARS
 from flowd.decode.sequence import SequenceTracker
-from flowd.enrich import chain as chain_module
+from flowd.enrich import address_ends, applications
 from flowd.enrich.chain import EnrichmentChain
 from flowd.output import ecs, table, timestamps
 from flowd.output.batch_documents import batch_table
@@ -117,12 +117,12 @@ CASES: list[tuple[str, dict[tuple[Any, str], Any], Callable[[], Lookup]]] = [
     ),
     (
         "enrich_address_groups",  # checked as a batch starts: 4 groups, then 6 (over the cap)
-        {(chain_module, "MAX_ADDRESS_GROUPS"): 5},
+        {(address_ends, "MAX_ADDRESS_GROUPS"): 5},
         address_groups,
     ),
     (
         "application_groups",
-        {(chain_module, "MAX_APPLICATION_GROUPS"): 2},
+        {(applications, "MAX_APPLICATION_GROUPS"): 2},
         application_groups,
     ),
     ("allowlist_verdicts", {(udp, "MAX_ALLOWLIST_VERDICTS"): 2}, allowlist_verdicts),
