@@ -199,7 +199,7 @@ def test_cli_exits_2_on_bad_configuration(tmp_path: Path, capsys: pytest.Capture
 def test_ipv6_keys_are_written_as_documents_write_addresses() -> None:
     """Found by an audit: `::ffff:10.1.1.5` was stored as `::ffff:a01:105`, which no document
     holds, so such endpoint and interface entries never matched."""
-    from flowd.config import parse_address_key
+    from flowd.config_values import parse_address_key
 
     assert parse_address_key("[::ffff:10.1.1.5]:8443", "k", "f") == ("::ffff:10.1.1.5", 8443)
     assert parse_address_key("[2001:DB8::10]:8443", "k", "f") == ("2001:db8::10", 8443)
@@ -256,7 +256,7 @@ def test_credentials_whose_password_ends_the_host_are_refused_without_repeating_
 
 
 def test_elastiflow_es_host_form_takes_its_scheme_from_ssl_enable() -> None:
-    from flowd.config import parse_es_host
+    from flowd.config_values import parse_es_host
 
     loaded = load_settings(None, {"ELASTIFLOW_ES_HOST": "127.0.0.1:9200", "ELASTIFLOW_ES_SSL_ENABLE": "true"})
     es = loaded.settings.elasticsearch

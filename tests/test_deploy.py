@@ -37,7 +37,8 @@ from typing import Any
 
 import pytest
 
-from flowd.config import load_settings, split_address
+from flowd.config import load_settings
+from flowd.config_values import split_address
 from tests.ports import free_port
 
 

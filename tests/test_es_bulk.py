@@ -13,7 +13,8 @@ from elastic_transport import ConnectionError as TransportConnectionError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowd.config import ElasticsearchSettings, parse_es_host
+from flowd.config import ElasticsearchSettings
+from flowd.config_values import parse_es_host
 from flowd.output.bulk import (
     BatchBuilder,
     BulkEncoder,

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from flowd.config import Network, parse_networks
+from flowd.config_values import Network, parse_networks
 from flowd.enrich.cache import Clock, TtlLruCache
 
 PUBLIC = "public"

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import parse_address_key
+from flowd.config_values import parse_address_key
 from flowd.decode.memo import MEMO_CLEARS
 from flowd.enrich.columns import distinct_pairs, factorized, port_column
 from flowd.enrich.services import ApplicationTable, ServiceNames, clean_name

@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import EnrichSettings, parse_network_names, parse_networks
+from flowd.config import EnrichSettings
+from flowd.config_values import parse_network_names, parse_networks
 from flowd.decode.memo import MEMO_CLEARS
 from flowd.enrich.address_ends import AddressEnds, End
 from flowd.enrich.addresses import AddressClassifier, PrefixMap

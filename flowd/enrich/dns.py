@@ -29,7 +29,8 @@ import dns.rdatatype
 import dns.resolver
 import dns.reversename
 
-from flowd.config import EnrichSettings, parse_nameserver
+from flowd.config import EnrichSettings
+from flowd.config_values import parse_nameserver
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.errors import ConfigError
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from flowd.config import parse_address_key
+from flowd.config_values import parse_address_key
 from flowd.enrich.cache import Clock, TtlLruCache
 from flowd.enrich.services import clean_name
 

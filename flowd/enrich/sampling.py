@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.config import parse_exporter_rates
+from flowd.config_values import parse_exporter_rates
 from flowd.enrich.addresses import PrefixMap
 from flowd.output.documents import MAX_LONG
 from flowd.output.table import Table

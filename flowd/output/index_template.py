@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 from elastic_transport import AsyncTransport, TransportError
 
-from flowd.config import ElasticsearchSettings, check_elasticsearch
+from flowd.config import ElasticsearchSettings
+from flowd.config_values import check_elasticsearch
 from flowd.decode.fields import element_names
 from flowd.errors import ConfigError
 from flowd.output.elasticsearch import build_transport, error_reason, request_json

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flowd.config import RAW_NAMESPACES, parse_raw_fields
+from flowd.config_values import RAW_NAMESPACES, parse_raw_fields
 from flowd.model import KIND_NETFLOW_FLOW, KIND_SFLOW_FLOW
 from flowd.output.table import DocumentTable, FieldGroup
 

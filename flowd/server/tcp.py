@@ -17,7 +17,7 @@ import time
 from collections import deque
 from typing import Any, cast
 
-from flowd.config import split_address
+from flowd.config_values import split_address
 from flowd.errors import DecodeError
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import IngressQueue, RateLimitedLog

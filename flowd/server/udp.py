@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from flowd.config import split_address
+from flowd.config_values import split_address
 from flowd.decode.memo import MEMO_CLEARS
 from flowd.server.pipeline import IngressQueue
 

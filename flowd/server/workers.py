@@ -23,7 +23,8 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any, TextIO
 
-from flowd.config import SECTIONS, Settings, load_settings, split_address, worker_count
+from flowd.config import SECTIONS, Settings, load_settings, worker_count
+from flowd.config_values import split_address
 from flowd.enrich.chain import RELOADABLE_KEYS
 from flowd.errors import ConfigError
 from flowd.server.app import EXIT_STARTUP_FAILED, describe_output, worker_main
