@@ -1,4 +1,4 @@
-"""The layering style.md asks for, checked on the source: decoders are pure."""
+"""The layering style.md asks for, checked on the source: decoders are pure, modules stay small."""
 
 from __future__ import annotations
 
@@ -44,6 +44,37 @@ def test_no_socket_io_in_decoders() -> None:
         assert "socket.socket(" not in text and "open(" not in text.replace("inet_", ""), path.name
 
 
+MAX_MODULE_LINES = 650
+"""style.md: one job per module, each under about 600 lines; split before a module becomes the
+place where everything happens."""
+FLOWD = DECODE.parent
+OVER_THE_LIMIT = frozenset(
+    {
+        # Still to split; each is being edited on other branches, so its split waits for those.
+        "server/pipeline.py",
+        "output/elasticsearch.py",
+        "output/batch_documents.py",
+    }
+)
+"""Modules allowed past `MAX_MODULE_LINES` for now: shrink this list, never grow it."""
+
+
+def _module_lines() -> dict[str, int]:
+    return {
+        path.relative_to(FLOWD).as_posix(): len(path.read_text().splitlines()) for path in sorted(FLOWD.rglob("*.py"))
+    }
+
+
 def test_modules_stay_small() -> None:
-    for path in sorted(DECODE.glob("*.py")):
-        assert len(path.read_text().splitlines()) <= 650, path.name
+    """Every module of flowd/, not only the decoders: a new big module fails here."""
+    lines = _module_lines()
+    assert "decode/ipfix.py" in lines and "enrich/chain.py" in lines  # the walk reaches every package
+    too_big = {name: count for name, count in lines.items() if count > MAX_MODULE_LINES and name not in OVER_THE_LIMIT}
+    assert not too_big, too_big
+
+
+def test_every_allowance_is_still_needed() -> None:
+    """A module on the allowance list that was split below the limit comes off the list."""
+    lines = _module_lines()
+    stale = sorted(name for name in OVER_THE_LIMIT if lines.get(name, 0) <= MAX_MODULE_LINES)
+    assert not stale, stale
