@@ -19,7 +19,7 @@ PARKED_LOSSES = ("dropped", "expired", "shutdown")
 OUTPUT_LOSSES = {
     "flowd_sink_rejected_documents_total": "rejected by the sink",
     "flowd_es_docs_dead_lettered_total": "dead-lettered by Elasticsearch",
-    "flowd_es_docs_dropped_total": "dropped at shutdown (cluster and spool full)",
+    "flowd_es_docs_dropped_total": "dropped at shutdown (neither delivered nor spooled)",
     "flowd_es_docs_spool_lost_total": "spool files gone before replay",
     "flowd_shutdown_lost_total": "not written when a drain ran out of time",
     "flowd_worker_lost_documents_total": "held by workers that died",

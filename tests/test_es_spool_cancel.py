@@ -10,9 +10,13 @@ finish, and compares what the sink reports with the files on disk."""
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import threading
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from flowd.output.bulk import RetryPolicy
 from flowd.output.elasticsearch import ElasticsearchSink
@@ -169,3 +173,62 @@ def test_a_replay_cancelled_while_its_file_is_shrunk_keeps_what_is_left(tmp_path
     stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 1000 and stats["docs_replayed"] == 10
     assert stats["docs_duplicate"] == 0 and stats["docs_spool_lost"] == 0
+
+
+@pytest.mark.parametrize("write_fails", [False, True], ids=["written", "disk-full"])
+def test_a_close_cancelled_while_it_spools_counts_what_it_had_not_spooled_as_dropped(
+    tmp_path: Path, monkeypatch: Any, caplog: Any, write_fails: bool
+) -> None:
+    """Found by an audit: a caller's deadline that cancelled `close` while it spooled the batches
+    its workers gave back lost the batches after the one being written, counted nowhere. The one
+    being written ends spooled, or (its write failed) dropped: once, never both, never neither."""
+    if write_fails:
+
+        def full(spool: Spool, entry: Any, body: Any) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Spool, "write", full)
+    gate = Gate(monkeypatch, "write")
+    spooled = 0 if write_fails else 1000
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, Cluster("hang"))  # three requests in flight, never answered
+        await sink.start()
+        for batch in documents(3):
+            await sink.write(batch)
+        with caplog.at_level(logging.ERROR, logger="flowd.output.elasticsearch"):
+            await gate.cancel_inside(asyncio.create_task(sink.close(timeout_s=1.0)))
+        assert sink.stats["docs_dropped"] == 3000 - spooled
+        assert reported(sink) == on_disk(tmp_path) == (spooled // 1000, on_disk(tmp_path)[1], spooled)
+        assert sink.stats["buffered_docs"] == 0 and sink.stats["in_flight"] == 0
+        assert [r.getMessage() for r in caplog.records if "close cancelled" in r.getMessage()] == [
+            f"elasticsearch sink: close cancelled before it spooled {3000 - spooled} documents "
+            f"({3 - spooled // 1000} batches): lost"
+        ]
+
+    asyncio.run(main())
+    cluster = Cluster()
+    asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == spooled
+
+
+def test_a_close_cancelled_before_it_spools_counts_what_memory_and_requests_held(tmp_path: Path) -> None:
+    """Cancelled while it still waits for the cluster, the close stops its workers: the batches of
+    their requests and of memory are counted dropped, and nothing is left held by a closed sink."""
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, Cluster("hang"))
+        await sink.start()
+        for batch in documents(3):
+            await sink.write(batch)
+        await sink.write([{"n": 10_000, "pad": "x"}])  # not yet a whole batch
+        close = asyncio.create_task(sink.close(timeout_s=30.0))
+        await asyncio.sleep(0)  # the close starts: it waits for the cluster until 27 s from now
+        close.cancel()
+        await asyncio.gather(close, return_exceptions=True)
+        stats = sink.stats
+        assert stats["docs_dropped"] == 3001 and stats["buffered_docs"] == 0 and stats["in_flight"] == 0
+        assert all(task.done() for task in sink._tasks)
+
+    asyncio.run(main())
+    assert on_disk(tmp_path) == (0, 0, 0)

@@ -86,7 +86,8 @@ class SinkStats:
     dead_letters_unwritten: int = 0
     """Dead-lettered documents not written: the file was at `dead_letter_max_bytes`."""
     docs_dropped: int = 0
-    """Lost at shutdown because neither the cluster nor the spool could take them (logged)."""
+    """Lost at shutdown because neither the cluster nor the spool took them: both full, or the
+    close cancelled before it spooled them (logged)."""
     docs_spool_lost: int = 0
     """Spooled, then lost: their file was gone when its turn to be replayed came."""
     bulk_requests: int = 0
@@ -336,11 +337,20 @@ class ElasticsearchSink:
     async def close(self, timeout_s: float | None = None) -> None:
         """Deliver what the time allows, then spool the rest: requests still in flight are
         cancelled and their batches spooled (a batch the cluster took meanwhile comes back as a
-        409 when replayed)."""
+        409 when replayed). Cancelled itself, it counts what it had not yet spooled as dropped."""
         if self._closed or not self._started:
             self._closed = True
             return
         self._closed = True
+        try:
+            await self._deliver_then_spool(timeout_s)
+        except asyncio.CancelledError:
+            await self._drop_held()
+            raise
+        if self._transport is not None and self._own_transport:
+            await self._transport.close()
+
+    async def _deliver_then_spool(self, timeout_s: float | None) -> None:
         budget = self._close_timeout_s if timeout_s is None else max(0.0, timeout_s)
         deadline = self._clock() + budget
         spool_from = deadline - min(SPOOL_RESERVE_S, budget / 2)
@@ -359,18 +369,41 @@ class ElasticsearchSink:
         for task in running:
             task.cancel()
         await asyncio.gather(*self._tasks, *([self._timer] if self._timer else []), return_exceptions=True)
-        leftover = list(self._pending)
-        self._pending.clear()
-        self._pending_bytes = 0
         opened = self._builder.cut()
         if opened is not None:
-            leftover.append(opened)
-        for batch in leftover:
+            self._pending.append(opened)
+            self._pending_bytes += opened.nbytes
+        while self._pending:  # one at a time, from memory: a cancel leaves the rest for `_drop_held`
+            batch = self._pending.popleft()
+            self._pending_bytes -= batch.nbytes
             if not await self._spool_batch(batch):
                 self._stats.docs_dropped += batch.docs
                 _log.error("elasticsearch sink: %d documents lost at close: cluster and spool both full", batch.docs)
-        if self._transport is not None and self._own_transport:
-            await self._transport.close()
+
+    async def _drop_held(self) -> None:
+        """The close was cancelled (its caller's deadline): the workers stop, giving their batches
+        back (to memory; spooled ones stay spooled), and what memory then holds is counted as
+        dropped, with one log line. A batch whose spool write the cancel interrupted is spooled or
+        back in memory by then (`_spool_batch`), so it is counted here only if it is not on disk."""
+        self._stopping = True
+        tasks = [*self._tasks, *([self._timer] if self._timer else [])]
+        for task in tasks:
+            task.cancel()
+        try:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:  # cancelled again: a worker still ending holds its batch, counted here too
+            opened = self._builder.cut()
+            batches = [*self._pending, *([opened] if opened is not None else [])]
+            docs = sum(batch.docs for batch in batches) + self._memory_in_flight_docs
+            self._pending.clear()
+            self._pending_bytes = 0
+            if docs:
+                self._stats.docs_dropped += docs
+                _log.error(
+                    "elasticsearch sink: close cancelled before it spooled %d documents (%d batches): lost",
+                    docs,
+                    len(batches),
+                )
 
     # -- observability ---------------------------------------------------------------------------
 

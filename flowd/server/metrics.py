@@ -177,7 +177,9 @@ METRICS: dict[str, MetricDef] = {
     "flowd_es_dead_letters_unwritten": MetricDef(
         "counter", "Dead-lettered documents not written: the file was at elasticsearch.dead_letter_max_bytes"
     ),
-    "flowd_es_docs_dropped": MetricDef("counter", "Documents lost at shutdown (cluster and spool both full)"),
+    "flowd_es_docs_dropped": MetricDef(
+        "counter", "Documents lost at shutdown: neither delivered nor spooled (both full, or the close cancelled)"
+    ),
     "flowd_es_docs_spool_lost": MetricDef(
         "counter", "Spooled documents lost: their spool file was gone when its turn to be replayed came"
     ),
