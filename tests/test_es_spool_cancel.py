@@ -232,3 +232,26 @@ def test_a_close_cancelled_before_it_spools_counts_what_memory_and_requests_held
 
     asyncio.run(main())
     assert on_disk(tmp_path) == (0, 0, 0)
+
+
+def test_a_split_cancelled_while_its_file_is_deleted_leaves_the_halves_in_memory(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A replayed batch answered 413 goes to memory as two halves once its file is gone; a cancel
+    that comes while the file is deleted must not leave the documents neither in memory nor spooled."""
+    spool_and_stop(tmp_path, 1)  # one batch of about 70 KB
+    gate = Gate(monkeypatch, "delete")
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, Cluster(max_body=50_000))
+        await sink.start()
+        await gate.cancel_inside(*sink._tasks)
+        assert reported(sink) == on_disk(tmp_path) == (0, 0, 0)
+        assert sink.stats["buffered_docs"] == 1000 and sink.stats["buffered_batches"] == 2
+        await sink.close(timeout_s=1.0)
+        assert reported(sink) == on_disk(tmp_path) == (2, on_disk(tmp_path)[1], 1000)
+
+    asyncio.run(main())
+    cluster = Cluster()
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 1000 and stats["docs_duplicate"] == 0

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from flowd.config import ElasticsearchSettings
+from flowd.output.bulk import RetryPolicy
 from flowd.output.elasticsearch import build_elasticsearch_sink
 from flowd.output.spool import Spool
 from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
@@ -38,6 +39,42 @@ def test_a_spooled_batch_too_large_for_the_cluster_is_split_until_it_fits(tmp_pa
 
     stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 2000 and stats["docs_dead_lettered"] == 0
+    assert not list((tmp_path / "spool").glob("*.ndjson"))
+
+
+def test_a_split_spooled_batch_whose_file_cannot_be_deleted_stays_spooled_only(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Found by an audit: a replayed batch answered 413 was split into memory, then its file could
+    not be deleted (a permission or I/O error) and the entry went back to the spool queue too:
+    its documents were held, sent and counted twice. Now the batch stays spooled, whole, and
+    the split is tried again from the file once the back-off is over."""
+    spool_and_stop(tmp_path, 1)  # one batch of about 70 KB
+    cluster = Cluster(max_body=50_000)  # answered 413; either half fits
+    refused: list[str] = []
+
+    def undeletable(self: Spool, entry: Any) -> None:
+        refused.append(entry.name)
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(Spool, "delete", undeletable)
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, cluster, RetryPolicy(initial_s=60.0, cap_s=60.0, jitter=0.0))
+        await sink.start()
+        async with sink._cond:  # the worker ends its attempt: the entry is back, a retry a minute away
+            await sink._cond.wait_for(lambda: bool(refused) and sink.stats["in_flight"] == 0)
+        stats = sink.stats
+        assert len(cluster.ids) + stats["buffered_docs"] + stats["spool_docs"] == 1000  # each document once
+        assert (stats["spool_docs"], stats["spool_batches"], stats["buffered_docs"]) == (1000, 1, 0)
+        assert stats["docs_replayed"] == 0 and len(list((tmp_path / "spool").glob("*.ndjson"))) == 1
+        await sink.close(timeout_s=1.0)
+        assert sink.stats["docs_spooled"] == 0  # the close had nothing of it in memory to spool again
+
+    asyncio.run(main())
+    monkeypatch.undo()
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 1000 and stats["docs_duplicate"] == 0 and stats["docs_replayed"] == 1000
     assert not list((tmp_path / "spool").glob("*.ndjson"))
 
 

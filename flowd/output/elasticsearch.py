@@ -618,16 +618,34 @@ class ElasticsearchSink:
                 self._stats.docs_failed += 1
                 await self._succeeded(entry)
                 return
-            half = len(pairs) // 2
-            async with self._cond:  # halves into memory, in front; a spooled original goes after
-                self._push_front(Batch(b"".join(pairs[half:]), len(pairs) - half, batch.created_at))
-                self._push_front(Batch(b"".join(pairs[:half]), half, batch.created_at))
-                self._cond.notify_all()
-            if entry is not None:
-                await self._out_of_spool(entry)  # in memory now
+            await self._split(batch, entry, pairs)
             _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
             return
         await self._retry(batch, entry, batch.body, batch.docs, reason)
+
+    async def _split(self, batch: Batch, entry: SpoolEntry | None, pairs: list[bytes]) -> None:
+        """A batch too large for the cluster (413) goes back into memory, in front, as two halves.
+
+        A spooled batch's file is deleted first, and its halves go to memory only once it is gone:
+        the documents are then either spooled or in memory, never both. When the file cannot be
+        deleted (the OSError goes to the worker, which puts the entry back and backs off), the
+        batch stays spooled, whole, and is split again from its file later. Taking the halves
+        anyway would leave a file the bookkeeping no longer knows, replayed (as 409s) at the next
+        start, and the spool's count no longer that of its files."""
+        half = len(pairs) // 2
+        halves = (
+            Batch(b"".join(pairs[:half]), half, batch.created_at),
+            Batch(b"".join(pairs[half:]), len(pairs) - half, batch.created_at),
+        )
+        try:
+            if entry is not None:
+                await self._out_of_spool(entry)
+        finally:
+            # Also when cancelled once the file went (`finish_in_thread`). Nothing is awaited after
+            # the push (the worker's `finally` wakes the others): a cancel cannot give `batch` back too.
+            if entry is None or not self._spool.holds(entry):
+                for part in reversed(halves):
+                    self._push_front(part)
 
     async def _settle(self, batch: Batch, entry: SpoolEntry | None, body: Any) -> None:
         outcome = classify_bulk_response(body, batch.docs)
