@@ -31,7 +31,6 @@ from flowd.config_values import (
     parse_raw_fields,
     split_address,
 )
-from flowd.config_values import parse_es_host as parse_es_host  # re-exported: output/elasticsearch.py imports it here
 from flowd.elastiflow_settings import APPLICATIONS_FILE, INTERFACE_NAMES_FILE, SAMPLING_RATES_FILE, user_settings
 from flowd.errors import ConfigError
 

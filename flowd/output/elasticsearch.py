@@ -37,7 +37,8 @@ import orjson
 from elastic_transport import AsyncTransport, NdjsonSerializer, NodeConfig, TransportError
 from elastic_transport import OrjsonSerializer as _OrjsonSerializer
 
-from flowd.config import ElasticsearchSettings, parse_es_host
+from flowd.config import ElasticsearchSettings
+from flowd.config_values import parse_es_host
 from flowd.output.bulk import (
     Batch,
     BatchBuilder,
