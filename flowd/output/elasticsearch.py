@@ -85,7 +85,8 @@ class SinkStats:
     docs_retried: int = 0
     docs_dead_lettered: int = 0
     dead_letters_unwritten: int = 0
-    """Dead-lettered documents not written: the file was at `dead_letter_max_bytes`."""
+    """Dead-lettered documents not written: the file was at `dead_letter_max_bytes`, or writing
+    it failed (a disk error, logged)."""
     docs_dropped: int = 0
     """Lost at shutdown because neither the cluster nor the spool took them: both full, or the
     close cancelled before it spooled them (logged)."""
@@ -753,11 +754,18 @@ class ElasticsearchSink:
 
     async def _dead_letter(self, rejected: list[tuple[bytes, int, Any]]) -> None:
         """Append (document, status, server error) lines to the dead-letter file, while it is
-        under its cap; one log line per call."""
+        under its cap; one log line per call. The cluster's answer stands whatever the file does:
+        a disk error counts the documents as not written, and never sends their batch again
+        (its other documents would be counted twice, its rejected ones dead-lettered twice).
+        They are counted once the write has ended: a cancel gives the batch back, counted then."""
         at = iso_from_seconds(self._wall_clock())
         lines = b"".join(dead_letter_line(document, status, error, at) for document, status, error in rejected)
+        try:
+            written = await asyncio.to_thread(self._append_dead_letters, lines)
+            outcome = "written to" if written else "not written (the file is at elasticsearch.dead_letter_max_bytes):"
+        except OSError as failure:
+            written, outcome = False, f"not written ({failure}):"
         self._stats.docs_dead_lettered += len(rejected)
-        written = await asyncio.to_thread(self._append_dead_letters, lines)
         if not written:
             self._stats.dead_letters_unwritten += len(rejected)
         _document, status, error = rejected[0]
@@ -766,7 +774,7 @@ class ElasticsearchSink:
             len(rejected),
             status,
             error_reason({"error": error}),
-            "written to" if written else "not written (the file is at elasticsearch.dead_letter_max_bytes):",
+            outcome,
             self._dead_letter_path,
         )
 

@@ -172,10 +172,12 @@ METRICS: dict[str, MetricDef] = {
     "flowd_es_docs_failed": MetricDef("counter", "Bulk item failures (each attempt counts)"),
     "flowd_es_docs_retried": MetricDef("counter", "Documents sent again after a failure"),
     "flowd_es_docs_dead_lettered": MetricDef(
-        "counter", "Documents rejected for their content, written to the dead-letter file"
+        "counter", "Documents rejected for their content, not retried: written to the dead-letter file, or unwritten"
     ),
     "flowd_es_dead_letters_unwritten": MetricDef(
-        "counter", "Dead-lettered documents not written: the file was at elasticsearch.dead_letter_max_bytes"
+        "counter",
+        "Dead-lettered documents not written: the file was at elasticsearch.dead_letter_max_bytes, or writing it"
+        " failed (a disk error, logged)",
     ),
     "flowd_es_docs_dropped": MetricDef(
         "counter", "Documents lost at shutdown: neither delivered nor spooled (both full, or the close cancelled)"
