@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import orjson
 
 from flowd.output.bulk import RetryPolicy
 from flowd.output.elasticsearch import ElasticsearchSink
-from tests.test_es_shutdown import Cluster, documents, sink_for
+from flowd.output.spool import Spool
+from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
+from tests.test_es_spool_faults import spool_and_stop
 
 SLOW_RETRY = RetryPolicy(initial_s=60.0, cap_s=60.0, jitter=0.0)
 """A retry a minute away: a test sees what the first attempt left."""
@@ -78,3 +81,100 @@ def test_a_dead_letter_file_that_cannot_be_written_counts_its_documents_once_as_
     assert not [r for r in caplog.records if r.exc_info]  # no "unexpected error" traceback
     (line,) = [r.getMessage() for r in caplog.records if "rejected" in r.getMessage()]
     assert "No space left on device" in line
+
+
+def spool_files(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "spool").glob("*.ndjson"))
+
+
+def test_a_delivered_spooled_batch_whose_file_cannot_be_deleted_is_done_with_all_the_same(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """The cluster takes two replayed batches; their files cannot be deleted (a read-only disk).
+    Each went back to the spool queue and was sent again, answered 409, forever, with a traceback
+    each time, and the sink backed off as from an outage, spooling new batches instead of sending
+    them. Now each is delivered once and kept as a leftover file, counted in the spool's bytes
+    only, and deleted once the disk lets it be; new batches go to the cluster meanwhile."""
+    spool_and_stop(tmp_path, 2)
+    cluster = Cluster()
+    threads: set[str] = set()
+    for name in ("keep_leftover", "forget"):
+        real = getattr(Spool, name)
+
+        def recorded(self: Spool, *args: Any, _real: Any = real) -> Any:
+            threads.add(threading.current_thread().name)
+            return _real(self, *args)
+
+        monkeypatch.setattr(Spool, name, recorded)
+    real_delete = Spool.delete
+    read_only = [True]
+
+    def delete(self: Spool, entry: Any) -> None:
+        if read_only[0]:
+            raise OSError(errno.EROFS, "Read-only file system")
+        real_delete(self, entry)
+
+    monkeypatch.setattr(Spool, "delete", delete)
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        with caplog.at_level(logging.WARNING, logger="flowd.output"):
+            await sink.start()
+            await settled(sink, cluster, 2)
+            stats = sink.stats
+            assert (stats["docs_indexed"], stats["docs_duplicate"], stats["docs_replayed"]) == (2000, 0, 2000)
+            assert (stats["retries"], stats["outages"], stats["spool_docs"], stats["spool_batches"]) == (0, 0, 0, 0)
+            assert stats["spool_bytes"] == sum(f.stat().st_size for f in spool_files(tmp_path)) > 0
+            await sink.write(documents(3)[2])  # a new batch: to the cluster, not the spool
+            await sink.flush()
+            assert (sink.stats["docs_indexed"], sink.stats["docs_spooled"]) == (3000, 0)
+            read_only[0] = False  # the disk is writable again: the close deletes what was left
+            await sink.close()
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert cluster.requests == 3 and stats["docs_duplicate"] == 0
+    assert stats["spool_bytes"] == 0 and not spool_files(tmp_path)
+    assert threads == {threading.main_thread().name}
+    assert not [r for r in caplog.records if r.exc_info]
+    (line,) = [r.getMessage() for r in caplog.records if "cannot delete" in r.getMessage()]  # once, not per batch
+    assert "Read-only file system" in line
+
+
+def test_a_spooled_batch_that_cannot_be_read_waits_for_the_disk_not_for_the_cluster(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """Reading a spooled batch fails (EIO): it stays spooled, to be read again after the disk's
+    back-off, and documents in memory are still sent; it used to set the sink backing off as
+    if the cluster had failed, with a traceback."""
+    spool_and_stop(tmp_path, 1)
+    cluster = Cluster()
+    real_read = Spool.read
+    failing = [True]
+
+    def read(self: Spool, entry: Any) -> bytes:
+        if failing[0]:
+            failing[0] = False
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(self, entry)
+
+    monkeypatch.setattr(Spool, "read", read)
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, cluster, SLOW_RETRY)  # the disk's back-off is a minute too
+        with caplog.at_level(logging.WARNING, logger="flowd.output"):
+            await sink.start()
+            async with sink._cond:
+                await sink._cond.wait_for(lambda: not failing[0] and sink.stats["in_flight"] == 0)
+            assert (sink.stats["retries"], sink.stats["spool_docs"]) == (0, 1000)
+            await sink.write(documents(2)[1])
+            await sink.flush()
+            assert (sink.stats["docs_indexed"], sink.stats["spool_docs"]) == (1000, 1000)
+            await sink.close(timeout_s=1.0)
+        assert sink.stats["spool_docs"] == 1000 and len(spool_files(tmp_path)) == 1
+
+    asyncio.run(main())
+    assert not [r for r in caplog.records if r.exc_info]
+    assert [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()] != []
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert len(cluster.ids) == 2000 and stats["docs_replayed"] == 1000 and not spool_files(tmp_path)

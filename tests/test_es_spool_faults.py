@@ -48,7 +48,8 @@ def test_a_split_spooled_batch_whose_file_cannot_be_deleted_stays_spooled_only(
     """Found by an audit: a replayed batch answered 413 was split into memory, then its file could
     not be deleted (a permission or I/O error) and the entry went back to the spool queue too:
     its documents were held, sent and counted twice. Now the batch stays spooled, whole, and
-    the split is tried again from the file once the back-off is over."""
+    the split is tried again from the file once the disk's back-off is over; the sink does not
+    back off from the cluster, which is fine."""
     spool_and_stop(tmp_path, 1)  # one batch of about 70 KB
     cluster = Cluster(max_body=50_000)  # answered 413; either half fits
     refused: list[str] = []
@@ -68,6 +69,7 @@ def test_a_split_spooled_batch_whose_file_cannot_be_deleted_stays_spooled_only(
         assert len(cluster.ids) + stats["buffered_docs"] + stats["spool_docs"] == 1000  # each document once
         assert (stats["spool_docs"], stats["spool_batches"], stats["buffered_docs"]) == (1000, 1, 0)
         assert stats["docs_replayed"] == 0 and len(list((tmp_path / "spool").glob("*.ndjson"))) == 1
+        assert stats["retries"] == stats["outages"] == 0  # the disk's error, not the cluster's
         await sink.close(timeout_s=1.0)
         assert sink.stats["docs_spooled"] == 0  # the close had nothing of it in memory to spool again
 

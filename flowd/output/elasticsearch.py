@@ -51,7 +51,7 @@ from flowd.output.bulk import (
     split_pairs,
 )
 from flowd.output.sink import Body, row_bytes
-from flowd.output.spool import Spool, SpoolEntry, SpoolFull, adopt_orphans, finish_in_thread
+from flowd.output.spool import DiskErrors, Spool, SpoolEntry, SpoolFull, adopt_orphans, finish_in_thread
 from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ GZIP_LEVEL = 1
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 BULK_FILTER_PATH = "filter_path=errors,items.*.status,items.*.error"
 """Successful items need only their status; this keeps responses small."""
+DELIVERED_UNDELETED = "its batch was delivered; deleting the file is tried again later"
 _NDJSON_HEADERS = {"content-type": "application/x-ndjson", "accept": "application/json"}
 _GZIP_HEADERS = {**_NDJSON_HEADERS, "content-encoding": "gzip"}
 
@@ -225,6 +226,8 @@ class ElasticsearchSink:
         self._encoder = BulkEncoder(document_ids=document_ids)
         self._builder = BatchBuilder(settings.batch_docs, settings.batch_bytes, clock)
         self._spool = Spool(settings.spool_dir, settings.spool_max_bytes, wall_clock=wall_clock)
+        self._disk = DiskErrors(self._policy.delay_s, clock)
+        self._deleting_leftovers = False
         self._dead_letter_path = Path(settings.dead_letter_path)
         self._dead_letter_max_bytes = settings.dead_letter_max_bytes
         self._target = f"/{self.index}/_bulk?{BULK_FILTER_PATH}"
@@ -381,6 +384,14 @@ class ElasticsearchSink:
             if not await self._spool_batch(batch):
                 self._stats.docs_dropped += batch.docs
                 _log.error("elasticsearch sink: %d documents lost at close: cluster and spool both full", batch.docs)
+        await self._delete_leftovers(now=True)
+        if leftovers := self._spool.leftovers():
+            _log.error(
+                "elasticsearch sink: %d spool files of delivered batches could not be deleted from %s; "
+                "the next start sends them again (answered 409 when they carry ids)",
+                len(leftovers),
+                self._spool.directory,
+            )
 
     async def _drop_held(self) -> None:
         """The close was cancelled (its caller's deadline): the workers stop, giving their batches
@@ -513,7 +524,7 @@ class ElasticsearchSink:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._cond.wait(), self._resume_at - now)
                     continue
-                entry = self._spool.claim()
+                entry = self._spool.claim() if now >= self._disk.replay_at else None
                 if entry is not None:
                     self._in_flight += 1
                     return None, entry
@@ -525,6 +536,10 @@ class ElasticsearchSink:
                     self._memory_in_flight_docs += batch.docs
                     self._cond.notify_all()
                     return batch, None
+                if self._spool.has_ready():  # held back by the disk's errors, not the cluster's
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._cond.wait(), self._disk.replay_at - now)
+                    continue
                 await self._cond.wait()
 
     async def _run_worker(self) -> None:
@@ -536,10 +551,9 @@ class ElasticsearchSink:
             taken_docs = 0 if batch is None else batch.docs
             try:
                 if entry is not None:
-                    body = await asyncio.to_thread(self._spool.read, entry)
-                    batch = Batch(body, entry.docs, entry.created_s, entry.name)
-                assert batch is not None
-                await self._send(batch, entry)
+                    batch = await self._read(entry)
+                if batch is not None:
+                    await self._send(batch, entry)
             except asyncio.CancelledError:
                 self._give_back(batch, entry)
                 raise
@@ -563,6 +577,37 @@ class ElasticsearchSink:
                         self._memory_in_flight -= 1
                         self._memory_in_flight_docs -= taken_docs
                     self._cond.notify_all()
+            await self._delete_leftovers()
+
+    async def _read(self, entry: SpoolEntry) -> Batch | None:
+        """The claimed batch from its file; None when the disk refused (the batch is back in the
+        queue, replayed after the disk's back-off). FileNotFoundError is the worker's: it is lost."""
+        try:
+            body = await asyncio.to_thread(self._spool.read, entry)
+        except FileNotFoundError:
+            raise
+        except OSError as error:
+            self._spool.release(entry)
+            self._disk.failed("read", entry.name, error, "it stays spooled, to be read again", hold_replay=True)
+            return None
+        return Batch(body, entry.docs, entry.created_s, entry.name)
+
+    async def _delete_leftovers(self, *, now: bool = False) -> None:
+        """Once the disk's back-off is over (or `now`, at close), the files of delivered batches
+        that could not be deleted are tried again, by one worker at a time."""
+        leftovers = self._spool.leftovers()
+        if not leftovers or self._deleting_leftovers or not (now or self._clock() >= self._disk.retry_at):
+            return
+        self._deleting_leftovers = True
+        try:
+            deleted, error = await finish_in_thread(self._forget, self._spool.delete_leftovers, leftovers)
+        finally:
+            self._deleting_leftovers = False
+        if error is not None:
+            name = leftovers[len(deleted)].name
+            self._disk.failed("delete", name, error, DELIVERED_UNDELETED, hold_replay=False)
+        else:
+            self._disk.recovered()
 
     def _give_back(self, batch: Batch | None, entry: SpoolEntry | None) -> None:
         if entry is not None:
@@ -630,10 +675,10 @@ class ElasticsearchSink:
 
         A spooled batch's file is deleted first, and its halves go to memory only once it is gone:
         the documents are then either spooled or in memory, never both. When the file cannot be
-        deleted (the OSError goes to the worker, which puts the entry back and backs off), the
-        batch stays spooled, whole, and is split again from its file later. Taking the halves
-        anyway would leave a file the bookkeeping no longer knows, replayed (as 409s) at the next
-        start, and the spool's count no longer that of its files."""
+        deleted, the batch stays spooled, whole, and is split again from its file after the disk's
+        back-off (`DiskErrors`; the cluster is fine). Taking the halves anyway would leave a file
+        the bookkeeping no longer knows, replayed (as 409s) at the next start, and the spool's
+        count no longer that of its files."""
         half = len(pairs) // 2
         halves = (
             Batch(b"".join(pairs[:half]), half, batch.created_at),
@@ -641,7 +686,13 @@ class ElasticsearchSink:
         )
         try:
             if entry is not None:
-                await self._out_of_spool(entry)
+                await finish_in_thread(functools.partial(self._gone, entry, False), self._spool.delete, entry)
+        except OSError as error:
+            assert entry is not None
+            self._spool.release(entry)
+            self._disk.failed(
+                "delete", entry.name, error, "the batch stays spooled, whole, to be split again", hold_replay=True
+            )
         finally:
             # Also when cancelled once the file went (`finish_in_thread`). Nothing is awaited after
             # the push (the worker's `finally` wakes the others): a cancel cannot give `batch` back too.
@@ -677,15 +728,30 @@ class ElasticsearchSink:
             self._stats.batches_replayed += 1
 
     async def _out_of_spool(self, entry: SpoolEntry) -> None:
-        """A spooled batch is done with (answered for, or taken back into memory): its file goes,
-        then its bytes leave the spool's count and its documents count as replayed (`_gone`)."""
-        await finish_in_thread(functools.partial(self._gone, entry), self._spool.delete, entry)
+        """A spooled batch the cluster answered for: its file goes, then its bytes leave the
+        spool's count and its documents count as replayed (`_gone`). A file that cannot be deleted
+        is kept as a leftover, deleted later: the batch is done with all the same, never sent
+        again (its documents would be counted twice) nor counted as a failure of the cluster."""
+        with contextlib.suppress(OSError):  # `_gone` has dealt with it
+            await finish_in_thread(functools.partial(self._gone, entry, True), self._spool.delete, entry)
 
-    def _gone(self, entry: SpoolEntry, done: asyncio.Future[None]) -> None:
-        """On the loop once the file's removal ended, whether or not its caller was cancelled."""
-        if done.exception() is None:
+    def _gone(self, entry: SpoolEntry, answered: bool, done: asyncio.Future[None]) -> None:
+        """On the loop once the file's removal ended, whether or not its caller was cancelled; a
+        batch taken back into memory (not `answered`) stays spooled when its file stays."""
+        error = done.exception()
+        if error is None:
             self._spool.remove(entry)
-            self._replayed(entry.docs, whole=True)
+            self._disk.recovered()
+        elif answered and isinstance(error, OSError):
+            self._spool.keep_leftover(entry)
+            self._disk.failed("delete", entry.name, error, DELIVERED_UNDELETED, hold_replay=False)
+        else:
+            return
+        self._replayed(entry.docs, whole=True)
+
+    def _forget(self, done: asyncio.Future[tuple[list[SpoolEntry], OSError | None]]) -> None:
+        if done.exception() is None:
+            self._spool.forget(done.result()[0])
 
     def _shrunk(self, entry: SpoolEntry, docs: int, done: asyncio.Future[SpoolEntry]) -> None:
         """On the loop once `Spool.shrink` ended: the smaller file, if written, takes the batch's place."""
@@ -708,11 +774,16 @@ class ElasticsearchSink:
     async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: Body, docs: int, reason: str) -> None:
         if entry is not None and docs != entry.docs:
             shrunk = functools.partial(self._shrunk, entry, docs)  # the rest stays, for another attempt
-            await finish_in_thread(shrunk, self._spool.shrink, entry, body, docs)
+            try:
+                await finish_in_thread(shrunk, self._spool.shrink, entry, body, docs)
+            except OSError as error:
+                self._disk.failed(
+                    "shrink", entry.name, error, "the batch stays whole, to be sent again", hold_replay=False
+                )
         async with self._cond:
-            if entry is not None and docs == entry.docs:
+            if entry is not None:  # still claimed, unless `_shrunk` has put the smaller in its place
                 self._spool.release(entry)
-            elif entry is None:
+            else:
                 self._push_front(batch if docs == batch.docs else Batch(body, docs, batch.created_at))
             if self._failures == 0:
                 self._outage_since = self._clock()

@@ -5,6 +5,8 @@ oldest-first order, across restarts too. Each file is written to a `.tmp` name, 
 so a crash leaves either the whole batch or nothing (stale `.tmp` files are removed at start).
 The body keeps its action lines and their `_id`s, so a replay of a batch the cluster already has
 (flowd died between the cluster's answer and the file's removal) is answered 409 and not indexed twice.
+A file the disk would not let go once its batch was delivered is kept as a leftover: never replayed
+in this run, deleted once the disk lets it (`DiskErrors` paces the tries), or replayed at the next start.
 
 The methods do blocking file I/O; the sink calls them in a worker thread (`finish_in_thread`).
 Bookkeeping (what is queued, claimed, how many bytes) is updated synchronously under the caller's
@@ -29,6 +31,8 @@ from flowd.output.sink import Body
 
 _log = logging.getLogger(__name__)
 
+DISK_ERROR_LOG_INTERVAL_S = 60.0
+"""At most one log line per kind of spool file error (read, delete, shrink) in this time."""
 NEAR_CAP_FRACTION = 0.8
 """Warn once the spool holds this share of its cap; warn again after it has fallen below half."""
 SUFFIX = ".ndjson"
@@ -62,6 +66,9 @@ class Spool:
         self._wall_clock = wall_clock
         self._queued: deque[SpoolEntry] = deque()
         self._claimed: dict[str, SpoolEntry] = {}
+        self._leftovers: dict[str, SpoolEntry] = {}
+        """Files of batches done with that could not be deleted: never replayed in this run, their
+        bytes counted while they are on disk, deleted when the disk lets us (`delete_leftovers`)."""
         self._bytes = 0
         self._sequence = 0
         self._warned = False
@@ -77,7 +84,8 @@ class Spool:
                 path.unlink(missing_ok=True)
                 continue
             entry = self._entry_for(path)
-            if entry is not None and entry.name not in self._claimed and entry not in self._queued:
+            known = entry is not None and (entry.name in self._claimed or entry.name in self._leftovers)
+            if entry is not None and not known and entry not in self._queued:
                 found.append(entry)
         for entry in found:
             self._queued.append(entry)
@@ -94,7 +102,7 @@ class Spool:
 
     @property
     def nbytes(self) -> int:
-        """Bytes on disk, claimed files included."""
+        """Bytes on disk, claimed files and leftovers included."""
         return self._bytes
 
     @property
@@ -182,6 +190,34 @@ class Spool:
             self._bytes -= entry.nbytes
         self._check_cap()
 
+    def keep_leftover(self, entry: SpoolEntry) -> None:
+        """The claimed batch is done with (the cluster has it) but its file could not be deleted:
+        it leaves the queue for good, and its bytes stay counted while the file is on disk."""
+        if self._claimed.pop(entry.name, None) is not None:
+            self._leftovers[entry.name] = entry
+
+    def leftovers(self) -> list[SpoolEntry]:
+        return list(self._leftovers.values())
+
+    def delete_leftovers(self, entries: list[SpoolEntry]) -> tuple[list[SpoolEntry], OSError | None]:
+        """Blocking: delete the leftover files, up to the first that fails (the disk still
+        refuses: the rest would too); the ones deleted, for `forget`, and that failure."""
+        deleted: list[SpoolEntry] = []
+        for entry in entries:
+            try:
+                self.delete(entry)
+            except OSError as error:
+                return deleted, error
+            deleted.append(entry)
+        return deleted, None
+
+    def forget(self, leftovers: list[SpoolEntry]) -> None:
+        """Leftover files deleted (`delete_leftovers`): their bytes leave the count."""
+        for entry in leftovers:
+            if self._leftovers.pop(entry.name, None) is not None:
+                self._bytes -= entry.nbytes
+        self._check_cap()
+
     def shrink(self, entry: SpoolEntry, body: Body, docs: int) -> SpoolEntry:
         """Blocking: write the documents still to send as the batch's file, under the same
         position in the queue, and delete the original; `replace` then. When the smaller file
@@ -231,6 +267,53 @@ async def finish_in_thread(then: Callable[[asyncio.Future[T]], None], work: Call
     if cancel is not None:
         raise cancel
     return done.result()
+
+
+class DiskErrors:
+    """Spool files that cannot be read, shrunk or deleted (EIO, EACCES, EROFS): an error of the
+    disk, not of the cluster, so it has a back-off of its own, for retrying the file work, while
+    documents in memory are still sent; and it is logged without a traceback, once a minute at
+    most per operation (a disk that refuses goes on refusing, batch after batch)."""
+
+    def __init__(self, delay_s: Callable[[int], float], clock: Callable[[], float]) -> None:
+        self._delay_s = delay_s
+        self._clock = clock
+        self._failures = 0
+        self.retry_at = 0.0
+        """No leftover file is deleted again before then."""
+        self.replay_at = 0.0
+        """No spooled batch is claimed before then: one the disk could not read or split waits."""
+        self._logged_at: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+        """Lines held back per operation since its last line; the keys are flowd's, a fixed few."""
+
+    def failed(self, operation: str, name: str, error: OSError, consequence: str, *, hold_replay: bool) -> None:
+        """`hold_replay` when the batch went back to the queue: replaying it at once would fail
+        again at once. A delivered batch's file that stays is no reason to hold back the others."""
+        now = self._clock()
+        self.retry_at = now + self._delay_s(self._failures)
+        if hold_replay:
+            self.replay_at = self.retry_at
+        self._failures += 1
+        last = self._logged_at.get(operation)
+        if last is not None and now - last < DISK_ERROR_LOG_INTERVAL_S:
+            self._held[operation] = self._held.get(operation, 0) + 1
+            return
+        self._logged_at[operation] = now
+        held = self._held.pop(operation, 0)
+        _log.error(
+            "spool: cannot %s %s: %s; %s%s",
+            operation,
+            name,
+            error,
+            consequence,
+            f" ({held} more such errors since the last line)" if held else "",
+        )
+
+    def recovered(self) -> None:
+        """A spool file was deleted: the disk works, the back-off starts over."""
+        self._failures = 0
+        self.retry_at = self.replay_at = 0.0
 
 
 def adopt_orphans(base: Path, own: Path, workers: int) -> int:
