@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from flowd.output.bulk import RetryPolicy
 from flowd.output.elasticsearch import ElasticsearchSink
@@ -178,3 +179,33 @@ def test_a_spooled_batch_that_cannot_be_read_waits_for_the_disk_not_for_the_clus
     assert [r.getMessage() for r in caplog.records if "cannot read" in r.getMessage()] != []
     stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 2000 and stats["docs_replayed"] == 1000 and not spool_files(tmp_path)
+
+
+@pytest.mark.parametrize("refusals", [1, 2])
+def test_a_shrunk_spooled_batch_leaves_one_file_when_the_original_cannot_be_deleted(
+    tmp_path: Path, monkeypatch: Any, refusals: int
+) -> None:
+    """A hundred documents of a replayed batch are answered 429: those hundred are written to a
+    smaller file, and the original deleted. That delete failed, and
+    both files stayed: the smaller one, unknown to the sink, was replayed at every start. Now the
+    smaller file is deleted again and the original sent again, whole; when that delete fails too
+    (`refusals` 2), the smaller file is kept as a leftover, deleted once the disk lets it."""
+    spool_and_stop(tmp_path, 1)
+    (original,) = spool_files(tmp_path)
+    cluster = Cluster()
+    cluster.retry_once = set(range(0, 1000, 10))
+    real_unlink = Path.unlink
+    refused: list[str] = []
+
+    def unlink(self: Path, missing_ok: bool = False) -> None:
+        if self.suffix == ".ndjson" and len(refused) < refusals:
+            refused.append(self.name)
+            raise OSError(errno.EIO, "Input/output error")
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert refused[0] == original.name and len(refused) == refusals
+    assert len(cluster.ids) == 1000 and stats["docs_indexed"] == 1000
+    assert stats["spool_bytes"] == 0 and stats["docs_replayed"] == 1000
+    assert not spool_files(tmp_path)  # nothing for the next start to send again

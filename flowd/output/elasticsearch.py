@@ -51,7 +51,15 @@ from flowd.output.bulk import (
     split_pairs,
 )
 from flowd.output.sink import Body, row_bytes
-from flowd.output.spool import DiskErrors, Spool, SpoolEntry, SpoolFull, adopt_orphans, finish_in_thread
+from flowd.output.spool import (
+    DiskErrors,
+    Spool,
+    SpoolEntry,
+    SpoolFull,
+    StrandedCopy,
+    adopt_orphans,
+    finish_in_thread,
+)
 from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
@@ -754,10 +762,14 @@ class ElasticsearchSink:
             self._spool.forget(done.result()[0])
 
     def _shrunk(self, entry: SpoolEntry, docs: int, done: asyncio.Future[SpoolEntry]) -> None:
-        """On the loop once `Spool.shrink` ended: the smaller file, if written, takes the batch's place."""
-        if done.exception() is None:
+        """On the loop once `Spool.shrink` ended: the smaller file, if written, takes the batch's
+        place; if it stays beside the original, whole, it is a leftover."""
+        error = done.exception()
+        if error is None:
             self._spool.replace(entry, done.result())
             self._replayed(entry.docs - docs, whole=False)
+        elif isinstance(error, StrandedCopy):
+            self._spool.keep_stranded(error.copy)
 
     async def _succeeded(self, entry: SpoolEntry | None) -> None:
         if entry is not None:

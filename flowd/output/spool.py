@@ -52,6 +52,14 @@ class SpoolFull(Exception):
     """The batch would take the spool past its cap."""
 
 
+class StrandedCopy(OSError):
+    """`Spool.shrink` wrote the smaller file, then could delete neither the original nor it."""
+
+    def __init__(self, copy: SpoolEntry, error: OSError) -> None:
+        super().__init__(error.errno, f"{error.strerror}; {copy.name} left beside it")
+        self.copy = copy
+
+
 class Spool:
     """Spooled batches in a directory, oldest first, at most `max_bytes` in total.
 
@@ -220,14 +228,36 @@ class Spool:
 
     def shrink(self, entry: SpoolEntry, body: Body, docs: int) -> SpoolEntry:
         """Blocking: write the documents still to send as the batch's file, under the same
-        position in the queue, and delete the original; `replace` then. When the smaller file
-        cannot be written this raises, and the original stays, whole, for `release`."""
+        position in the queue, and delete the original; `replace` then. One of the two stays:
+        when the smaller file cannot be written, or the original cannot be deleted (the smaller
+        is then deleted again), this raises, and the original stays, whole, for `release`.
+        Should the smaller file not go either, `StrandedCopy` names it, for `keep_stranded`.
+
+        Not written over the original's name, though a rename cannot leave two files: the name
+        holds the count of documents, which a restart takes as the batch's; a smaller body under
+        it would never match the cluster's answer (retried whole, forever)."""
         head = entry.name.rsplit("-", 1)[0]
         smaller = SpoolEntry(f"{head}-{docs}{SUFFIX}", len(body), docs, entry.created_s)
         self.write(smaller, body)
-        if smaller.name != entry.name:
+        if smaller.name == entry.name:
+            return smaller
+        try:
             (self.directory / entry.name).unlink(missing_ok=True)
+        except OSError as error:
+            try:
+                (self.directory / smaller.name).unlink(missing_ok=True)
+            except OSError:
+                raise StrandedCopy(smaller, error) from error
+            raise
         return smaller
+
+    def keep_stranded(self, copy: SpoolEntry) -> None:
+        """A file `shrink` wrote and could not delete again: a leftover, deleted later; its bytes
+        join the count (they were never reserved)."""
+        if copy.name not in self._leftovers:
+            self._leftovers[copy.name] = copy
+            self._bytes += copy.nbytes
+            self._check_cap()
 
     def replace(self, entry: SpoolEntry, smaller: SpoolEntry) -> None:
         """`smaller` (`shrink`) takes the claimed `entry`'s place at the front of the queue."""
