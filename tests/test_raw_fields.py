@@ -156,7 +156,15 @@ def test_elastiflow_keep_orig_data(value: str, fields: list[str]) -> None:
     "pattern", ["tcp_control_bits", "source.ip", "netflow.*bits", "netflow.tcp*", "netflow", "sflow.x.*.y", "maybe"]
 )
 def test_patterns_that_name_no_raw_field_stop_start_up(pattern: str) -> None:
-    with pytest.raises(ConfigError, match=r"output\.raw_fields: .* is not"):
+    with pytest.raises(ConfigError, match=r"output\.raw_fields: .* (is not|names no raw field)"):
+        load_settings(None, {"FLOWD_OUTPUT_RAW_FIELDS": pattern})
+
+
+@pytest.mark.parametrize("pattern", ["ipfix.*", "ipfix.octet_delta_count", "source.ip"])
+def test_a_pattern_outside_the_raw_namespaces_is_told_where_ipfix_elements_are(pattern: str) -> None:
+    """IPFIX elements are kept under netflow.…, as Filebeat names them: "ipfix.*" is a natural
+    guess, and the refusal says where they are instead of asking for a prefix ending in ".*"."""
+    with pytest.raises(ConfigError, match=r"names no raw field: they are netflow\.… \(NetFlow v5/v9 and IPFIX alike"):
         load_settings(None, {"FLOWD_OUTPUT_RAW_FIELDS": pattern})
 
 
