@@ -117,6 +117,8 @@ class RecordBatch(Sequence[FlowRecord]):
         if not len(self):
             return []
         columns = self.columns()
+        if not columns:  # only padding: as many records as `len` says, each without a field
+            return [{} for _ in range(len(self))]
         names = tuple(columns)
         return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
