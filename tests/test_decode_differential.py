@@ -12,6 +12,7 @@ batch paths must raise nothing (the pipeline would hide it by falling back to di
 from __future__ import annotations
 
 import json
+import struct
 from collections import Counter
 from typing import Any
 
@@ -25,7 +26,7 @@ from flowd.output.table import DocumentTable, split_lines
 from flowd.server import pipeline
 from flowd.server.metrics import WorkerStats
 from flowd.server.pipeline import BatchDecoder
-from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+from tests.test_ipfix_features import ipfix_message, ipfix_set, options_template, template
 
 EXPORTER = ("203.0.113.5", 4739)
 RECEIVED_AT = 1_764_072_000.5
@@ -151,3 +152,18 @@ def test_records_of_a_template_of_padding_only_are_as_many_as_counted(monkeypatc
     released = decode_datagram(definition, EXPORTER, templates, RECEIVED_AT).flows
     assert [r.fields for r in released] == [r.fields for r in live] == [{}, {}]
     assert len(assert_paths_agree(monkeypatch, [definition, data])) == 2
+
+
+def test_a_system_init_time_past_any_date_is_not_taken(monkeypatch: pytest.MonkeyPatch) -> None:
+    """systemInitTimeMilliseconds of 2**64 - 2**32 + 410 (garbage): the uptime it implied fell
+    below -2**63, so `batch_table` raised OverflowError (`flowd decode` died with a traceback,
+    `flowd run` went to dicts) and no document of the domain could be written as JSON. An init
+    time past the last date a document holds (year 9999) is now ignored, like such dates."""
+    init_options = options_template(400, 1, (149, 4), (160, 8))
+    relative = template(260, (8, 4), (22, 4), (21, 4))
+    datagrams = [
+        ipfix_message(ipfix_set(3, init_options), ipfix_set(400, struct.pack("!IQ", 1, 0xFFFF_FFFF_0000_019A))),
+        ipfix_message(ipfix_set(2, relative), ipfix_set(260, bytes(4) + struct.pack("!II", 1_000, 2_000))),
+    ]
+    (document,) = assert_paths_agree(monkeypatch, datagrams)
+    assert "netflow.exporter.uptime_millis" not in json.loads(document)

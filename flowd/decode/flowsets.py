@@ -34,6 +34,10 @@ SAMPLING_FIELD_NAMES = frozenset(
     )
 )
 """Every field `sampling_rate` reads in a record."""
+LAST_INIT_MS = 253_402_300_799_999
+"""The last systemInitTimeMilliseconds taken: the end of year 9999, the last date a document
+holds (`output.timestamps.LAST_MS`). A later one is garbage, and the uptime it implies would
+not even fit the 64-bit integers the columnar path and JSON hold."""
 
 
 SET_HEADER = struct.Struct("!HH")
@@ -342,7 +346,7 @@ def apply_options(row: dict[str, Any], state: DomainState, room: Callable[[], bo
                 state.sampling_rate = rate
                 state.rate_sampler = sampler
     init = row.get("system_init_time_milliseconds")
-    if isinstance(init, int):
+    if isinstance(init, int) and init <= LAST_INIT_MS:
         state.system_init_ms = init
 
 
