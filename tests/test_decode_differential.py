@@ -167,3 +167,17 @@ def test_a_system_init_time_past_any_date_is_not_taken(monkeypatch: pytest.Monke
     ]
     (document,) = assert_paths_agree(monkeypatch, datagrams)
     assert "netflow.exporter.uptime_millis" not in json.loads(document)
+
+
+@pytest.mark.parametrize("signs", [(-0.0, 0.0, 0.0), (0.0, -0.0, 1.5)], ids=["minus_first", "plus_first"])
+def test_negative_and_positive_zero_floats_keep_their_sign_in_ndjson(
+    monkeypatch: pytest.MonkeyPatch, signs: tuple[float, ...]
+) -> None:
+    """A float64 element (samplingProbability) that is -0.0 in one record and 0.0 in another:
+    the NDJSON renderer took them for one value (they are equal, and equal dict keys), so one
+    sign was written for both and the NDJSON disagreed with `to_dicts` and the per-record path."""
+    floats = template(258, (8, 4), (311, 8))
+    records = b"".join(bytes(4) + struct.pack("!d", value) for value in signs)
+    datagrams = [ipfix_message(ipfix_set(2, floats), ipfix_set(258, records))]
+    documents = assert_paths_agree(monkeypatch, datagrams)
+    assert sorted(str(json.loads(d)["netflow.sampling_probability"]) for d in documents) == sorted(map(str, signs))

@@ -21,7 +21,9 @@ from flowd.decode.records import ipv6_string
 from flowd.output.distinct import unique_inverse
 from flowd.output.timestamps import FIRST_MS, LAST_MS
 
-_UNHASHABLE = frozenset((list, dict))
+_UNCACHED = frozenset((list, dict, float))
+"""Types rendered value by value, not once per distinct value: lists and dicts are no keys, and
+-0.0 == 0.0 (one key for both would write one zero with the other's sign)."""
 PAD = 0x20
 """The padding byte: a space, JSON's insignificant whitespace."""
 
@@ -35,7 +37,7 @@ def render_values(values: Sequence[Any]) -> tuple[npt.NDArray[np.uint8], npt.NDA
         missing = np.fromiter((v is None for v in values), dtype=np.bool_, count=len(values))
         if types == {int}:
             values = [0 if v is None else v for v in values]
-    if missing is None and len(types) == 1 and values and values.count(values[0]) == len(values):
+    if missing is None and len(types) == 1 and float not in types and values.count(values[0]) == len(values):
         # One value in every row (header values of joined data sets): rendered once.
         single = orjson.dumps(values[0])
         return np.broadcast_to(np.frombuffer(single, dtype=np.uint8), (len(values), len(single))), None
@@ -48,7 +50,7 @@ def render_values(values: Sequence[Any]) -> tuple[npt.NDArray[np.uint8], npt.NDA
             except OverflowError:
                 pass  # beyond 64 bits: orjson below raises, and the caller isolates the row
     dumps = orjson.dumps
-    if len(types) != 1 or types <= _UNHASHABLE:  # 1, 1.0 and True are equal keys: no cache across types
+    if len(types) != 1 or types <= _UNCACHED:  # 1, 1.0 and True are equal keys: no cache across types
         return render_fragments([b"" if v is None else dumps(v) for v in values]), missing
     distinct: dict[Any, bytes] = {}
     encoded: list[bytes] = []
