@@ -495,6 +495,13 @@ def build() -> dict[str, Any]:
         "ops",
         [(counter_rate("flowd_memo_cache_clears", "cache"), "{{cache}}")],
     )
+    b.add(
+        "Fast path fallbacks",
+        "Times per second a vectorised decode path raised and its records were decoded one by one instead,"
+        " by path: nothing is lost, but each is a bug worth reporting, and costs throughput",
+        "ops",
+        [(counter_rate("flowd_fast_path_fallbacks", "path"), "{{path}}")],
+    )
 
     return {
         "__inputs": [

@@ -155,6 +155,12 @@ METRICS: dict[str, MetricDef] = {
         ("reason",),
     ),
     "flowd_enrich_events": MetricDef("counter", "Enrichment counters (cache hits/misses, lookups...)", ("counter",)),
+    "flowd_fast_path_fallbacks": MetricDef(
+        "counter",
+        "Times a vectorised decode path raised and its records were decoded one by one instead (nothing is"
+        " lost; each is a bug to report, and costs throughput), by path",
+        ("path",),
+    ),
     "flowd_memo_cache_clears": MetricDef(
         "counter",
         "Times a memo cache (one that only saves time: address text, compiled template layouts, timestamp"

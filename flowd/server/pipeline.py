@@ -297,7 +297,7 @@ class BatchDecoder:
             data_batches, taken = decode_data_datagrams(items, self.templates, decode_one, counted)
         except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
             # (after those it had already passed on: a template change between them is applied early)
-            self.warn.warning("data_sets|at_once", f"data set batch decode failed: {type(error).__name__}: {error}")
+            self._fell_back("data_sets", error)
             data_batches, taken = [], {}
             counted.clear()
             for index, done in enumerate(decoded):
@@ -318,8 +318,8 @@ class BatchDecoder:
                     try:
                         parts.append(batch_table(part))
                         continue
-                    except Exception:  # a mapping bug: redo record by record to isolate it
-                        pass
+                    except Exception as error:  # a mapping bug: redo record by record to isolate it
+                        self._fell_back("netflow_table", error)
             elif isinstance(part, SampleBatch):
                 sample_batches.append(part)  # read in numpy below, the whole batch at once
                 continue
@@ -332,7 +332,8 @@ class BatchDecoder:
         if samples:
             try:
                 tables, rest = sflow_tables(samples)
-            except Exception:  # a mapping bug: the dict path isolates it record by record
+            except Exception as error:  # a mapping bug: the dict path isolates it record by record
+                self._fell_back("sflow_tables", error)
                 tables, rest = [], samples
             parts.extend(tables)
             self._documents(rest, dicts)
@@ -464,7 +465,8 @@ class BatchDecoder:
         """Tables of the sFlow samples read in numpy; the rest join `samples` as records."""
         try:
             tables, left = sample_batch_tables(batch)
-        except Exception:  # a bug in the vectorised reader: every sample goes the per-sample way
+        except Exception as error:  # a bug in the vectorised reader: every sample goes the per-sample way
+            self._fell_back("sflow_samples", error)
             samples.extend(batch)
             return []
         samples.extend(batch.records(left))
@@ -482,6 +484,15 @@ class BatchDecoder:
             except Exception as error:  # a mapping bug must not lose the rest of the batch
                 protocol = "sflow" if record.kind.startswith("sflow") else PROTOCOLS.get(record.version, "unknown")
                 self._error(record.exporter, protocol, "document_error", f"{type(error).__name__}: {error}")
+
+    def _fell_back(self, path: str, error: Exception) -> None:
+        """A vectorised path raised and its records went the per-record way: nothing is lost, but
+        it is a bug, and costs throughput; counted (`flowd_fast_path_fallbacks`) and logged."""
+        self.stats.inc("flowd_fast_path_fallbacks", (path,))
+        self.warn.warning(
+            f"fallback|{path}",
+            f"{path}: the vectorised path failed, records taken one by one: {type(error).__name__}: {error}",
+        )
 
     def _error(self, exporter: tuple[str, int], protocol: str, reason: str, message: str) -> None:
         self.stats.inc("flowd_decode_errors", (self.exporter_label(exporter[0]), protocol, reason))
