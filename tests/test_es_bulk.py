@@ -24,7 +24,8 @@ from flowd.output.bulk import (
     document_of,
     split_pairs,
 )
-from flowd.output.elasticsearch import ElasticsearchSink, auth_headers
+from flowd.output.elasticsearch import ElasticsearchSink
+from flowd.output.es_transport import auth_headers
 from flowd.output.spool import Spool, SpoolFull
 from flowd.output.table import DocumentTable
 

@@ -35,7 +35,7 @@ from flowd.config import ElasticsearchSettings
 from flowd.config_values import check_elasticsearch
 from flowd.decode.fields import element_names
 from flowd.errors import ConfigError
-from flowd.output.elasticsearch import build_transport, error_reason, request_json
+from flowd.output.es_transport import build_transport, error_reason, request_json
 
 TEMPLATE_VERSION = 1
 LOGSDB_MIN_VERSION = (8, 17)

@@ -19,7 +19,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from flowd.config import ElasticsearchSettings
-from flowd.output.elasticsearch import auth_headers
+from flowd.output.es_transport import auth_headers
 
 DEFAULT_NDJSON = Path(__file__).resolve().parents[2] / "dashboards" / "kibana" / "flowd.ndjson"
 """The saved objects in a source checkout (the repository's dashboards/ folder)."""
