@@ -692,10 +692,10 @@ def test_template_snapshot_round_trip(tmp_path: Path) -> None:
 
 
 def test_es_latency_buckets_in_step() -> None:
-    from flowd.output import elasticsearch
+    from flowd.output import es_stats
     from flowd.server.metrics import ES_LATENCY_BUCKETS
 
-    assert tuple(elasticsearch.LATENCY_BUCKETS_S) == ES_LATENCY_BUCKETS
+    assert tuple(es_stats.LATENCY_BUCKETS_S) == ES_LATENCY_BUCKETS
 
 
 async def test_sink_content_error_is_counted_not_retried_forever(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from flowd.output.bulk import (
     document_of,
     split_pairs,
 )
+from flowd.output.es_stats import SinkStats
 from flowd.output.es_transport import (
     BULK_FILTER_PATH,
     DEFAULT_REQUEST_TIMEOUT_S,
@@ -67,45 +68,7 @@ DEFAULT_MEMORY_BUFFER_BYTES = 64 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT_S = 30.0
 SPOOL_RESERVE_S = 3.0
 """Of a close's time, what is kept for spooling what the cluster did not take."""
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 DELIVERED_UNDELETED = "its batch was delivered; deleting the file is tried again later"
-
-
-@dataclass(slots=True)
-class SinkStats:
-    """Counters (monotonic) and gauges for /metrics; `ElasticsearchSink.stats` adds the live gauges."""
-
-    docs_written: int = 0
-    """Documents handed to `write`."""
-    docs_indexed: int = 0
-    docs_duplicate: int = 0
-    """Answered 409 to `create`: already indexed by an earlier attempt; counted as done."""
-    docs_failed: int = 0
-    """Item failures of any kind (each attempt counts)."""
-    docs_retried: int = 0
-    docs_dead_lettered: int = 0
-    dead_letters_unwritten: int = 0
-    """Dead-lettered documents not written: the file was at `dead_letter_max_bytes`, or writing
-    it failed (a disk error, logged)."""
-    docs_dropped: int = 0
-    """Lost at shutdown because neither the cluster nor the spool took them: both full, or the
-    close cancelled before it spooled them (logged)."""
-    docs_spool_lost: int = 0
-    """Spooled, then lost: their file was gone when its turn to be replayed came."""
-    bulk_requests: int = 0
-    bulk_request_failures: int = 0
-    """Requests that failed as a whole: connection errors, timeouts, 429, 5xx and other non-2xx."""
-    retries: int = 0
-    """Batches (or the failed part of one) put back for another attempt."""
-    bulk_latency_seconds_sum: float = 0.0
-    bulk_latency_seconds_count: int = 0
-    bulk_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
-    """Non-cumulative counts per LATENCY_BUCKETS_S upper bound, the last one for +Inf."""
-    batches_spooled: int = 0
-    docs_spooled: int = 0
-    batches_replayed: int = 0
-    docs_replayed: int = 0
-    outages: int = 0
 
 
 class ElasticsearchSink:
@@ -547,11 +510,11 @@ class ElasticsearchSink:
                 "POST", self._target, body=body, headers=headers, request_timeout=self._request_timeout_s
             )
         except TransportError as error:
-            self._observe_latency(self._clock() - started)
+            self._stats.observe_latency(self._clock() - started)
             self._stats.bulk_request_failures += 1
             await self._retry(batch, entry, batch.body, batch.docs, f"{type(error).__name__}: {error}")
             return
-        self._observe_latency(self._clock() - started)
+        self._stats.observe_latency(self._clock() - started)
         status = response.meta.status
         if 200 <= status < 300:
             await self._settle(batch, entry, response.body)
@@ -721,16 +684,6 @@ class ElasticsearchSink:
         self._failures += 1
         self._resume_at = max(self._resume_at, self._clock() + delay)
         self._stats.retries += 1
-
-    def _observe_latency(self, seconds: float) -> None:
-        stats = self._stats
-        stats.bulk_latency_seconds_sum += seconds
-        stats.bulk_latency_seconds_count += 1
-        for position, bound in enumerate(LATENCY_BUCKETS_S):
-            if seconds <= bound:
-                stats.bulk_latency_buckets[position] += 1
-                return
-        stats.bulk_latency_buckets[-1] += 1
 
     # -- dead letters ----------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ Labels = tuple[str, ...]
 OTHER = "other"
 SINK_SECONDS_BUCKETS: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 ES_LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-"""flowd.output.elasticsearch's LATENCY_BUCKETS_S (kept in step by a test)."""
+"""flowd.output.es_stats's LATENCY_BUCKETS_S (kept in step by a test)."""
 
 
 @dataclass(frozen=True, slots=True)
