@@ -17,6 +17,7 @@ import orjson
 import pytest
 
 from flowd.output.bulk import RetryPolicy
+from flowd.output.dead_letters import DeadLetterFile
 from flowd.output.elasticsearch import ElasticsearchSink
 from flowd.output.spool import Spool
 from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
@@ -60,15 +61,15 @@ def test_a_dead_letter_file_that_cannot_be_written_counts_its_documents_once_as_
     sent again."""
     cluster = Rejecting({3, 500})
 
-    def disk_full(self: ElasticsearchSink, lines: bytes) -> bool:
+    def disk_full(self: DeadLetterFile, lines: bytes) -> bool:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(ElasticsearchSink, "_append_dead_letters", disk_full)
+    monkeypatch.setattr(DeadLetterFile, "append", disk_full)
 
     async def main() -> dict[str, Any]:
         sink = sink_for(tmp_path, cluster, SLOW_RETRY)
         await sink.start()
-        with caplog.at_level(logging.WARNING, logger="flowd.output.elasticsearch"):
+        with caplog.at_level(logging.WARNING, logger="flowd.output"):
             await sink.write(documents(1)[0])
             await settled(sink, cluster, 1)
         stats = sink.stats

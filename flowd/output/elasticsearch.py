@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 from elastic_transport import AsyncTransport, TransportError
 
 from flowd.config import ElasticsearchSettings
@@ -35,12 +34,11 @@ from flowd.output.bulk import (
     BatchBuilder,
     BulkEncoder,
     RetryPolicy,
-    Unserialisable,
     classify_bulk_response,
-    dead_letter_line,
     document_of,
     split_pairs,
 )
+from flowd.output.dead_letters import DeadLetterFile
 from flowd.output.es_stats import SinkStats
 from flowd.output.es_transport import (
     BULK_FILTER_PATH,
@@ -59,7 +57,6 @@ from flowd.output.spool import (
     adopt_orphans,
     finish_in_thread,
 )
-from flowd.output.timestamps import iso_from_seconds
 
 _log = logging.getLogger(__name__)
 
@@ -93,7 +90,6 @@ class ElasticsearchSink:
         self._own_transport = transport is None
         self._policy = policy if policy is not None else RetryPolicy(cap_s=settings.retry_max_s)
         self._clock = clock
-        self._wall_clock = wall_clock
         self._memory_limit = memory_buffer_bytes
         self._request_timeout_s = request_timeout_s
         self._close_timeout_s = close_timeout_s
@@ -102,10 +98,11 @@ class ElasticsearchSink:
         self._spool = Spool(settings.spool_dir, settings.spool_max_bytes, wall_clock=wall_clock)
         self._disk = DiskErrors(self._policy.delay_s, clock)
         self._deleting_leftovers = False
-        self._dead_letter_path = Path(settings.dead_letter_path)
-        self._dead_letter_max_bytes = settings.dead_letter_max_bytes
-        self._target = f"/{self.index}/_bulk?{BULK_FILTER_PATH}"
         self._stats = SinkStats()
+        self._dead_letters = DeadLetterFile(
+            Path(settings.dead_letter_path), settings.dead_letter_max_bytes, self._stats, wall_clock
+        )
+        self._target = f"/{self.index}/_bulk?{BULK_FILTER_PATH}"
         self._cond = asyncio.Condition()
         self._pending: deque[Batch] = deque()
         self._pending_bytes = 0
@@ -147,7 +144,7 @@ class ElasticsearchSink:
         pairs, unserialisable = self._encoder.encode(documents)
         self._stats.docs_written += len(documents)
         if unserialisable:
-            await self._dead_letter_unserialisable(unserialisable)
+            await self._dead_letters.add_unserialisable(unserialisable)
         for batch in self._builder.add(pairs):
             await self._enqueue(batch)
 
@@ -524,14 +521,14 @@ class ElasticsearchSink:
         if status == 400:
             # The request as a whole is refused for what it says; sending it again cannot help.
             pairs = split_pairs(batch.body)
-            await self._dead_letter([(document_of(p), status, response.body) for p in pairs])
+            await self._dead_letters.add([(document_of(p), status, response.body) for p in pairs])
             self._stats.docs_failed += batch.docs
             await self._succeeded(entry)
             return
         if status == 413:
             pairs = split_pairs(batch.body)
             if len(pairs) == 1:  # one document over the cluster's request limit: never accepted
-                await self._dead_letter([(document_of(pairs[0]), status, response.body)])
+                await self._dead_letters.add([(document_of(pairs[0]), status, response.body)])
                 self._stats.docs_failed += 1
                 await self._succeeded(entry)
                 return
@@ -581,7 +578,7 @@ class ElasticsearchSink:
         self._stats.docs_failed += failed
         pairs = split_pairs(batch.body)
         if outcome.rejected:
-            await self._dead_letter([(document_of(pairs[r.index]), r.status, r.error) for r in outcome.rejected])
+            await self._dead_letters.add([(document_of(pairs[r.index]), r.status, r.error) for r in outcome.rejected])
         if not outcome.retry:
             await self._succeeded(entry)
             return
@@ -684,55 +681,6 @@ class ElasticsearchSink:
         self._failures += 1
         self._resume_at = max(self._resume_at, self._clock() + delay)
         self._stats.retries += 1
-
-    # -- dead letters ----------------------------------------------------------------------------
-
-    async def _dead_letter(self, rejected: list[tuple[bytes, int, Any]]) -> None:
-        """Append (document, status, server error) lines to the dead-letter file, while it is
-        under its cap; one log line per call. The cluster's answer stands whatever the file does:
-        a disk error counts the documents as not written, and never sends their batch again
-        (its other documents would be counted twice, its rejected ones dead-lettered twice).
-        They are counted once the write has ended: a cancel gives the batch back, counted then."""
-        at = iso_from_seconds(self._wall_clock())
-        lines = b"".join(dead_letter_line(document, status, error, at) for document, status, error in rejected)
-        try:
-            written = await asyncio.to_thread(self._append_dead_letters, lines)
-            outcome = "written to" if written else "not written (the file is at elasticsearch.dead_letter_max_bytes):"
-        except OSError as failure:
-            written, outcome = False, f"not written ({failure}):"
-        self._stats.docs_dead_lettered += len(rejected)
-        if not written:
-            self._stats.dead_letters_unwritten += len(rejected)
-        _document, status, error = rejected[0]
-        _log.warning(
-            "%d documents rejected (first: HTTP %d %s); %s %s",
-            len(rejected),
-            status,
-            error_reason({"error": error}),
-            outcome,
-            self._dead_letter_path,
-        )
-
-    async def _dead_letter_unserialisable(self, rejected: list[Unserialisable]) -> None:
-        for item in rejected:
-            try:
-                document = orjson.dumps(item.document, default=repr, option=orjson.OPT_NON_STR_KEYS)
-            except orjson.JSONEncodeError:
-                document = orjson.dumps(repr(item.document))
-            await self._dead_letter([(document, 0, {"type": "serialization_error", "reason": item.reason})])
-
-    def _append_dead_letters(self, lines: bytes) -> bool:
-        """False, writing nothing, when the file is at its cap. The first rejections show the
-        cause; the same cause goes on rejecting, and the disk is the spool's too. Workers share
-        the file, so each may go past the cap by one call's lines."""
-        path = self._dead_letter_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size >= self._dead_letter_max_bytes:
-                return False
-        with open(path, "ab") as handle:
-            handle.write(lines)
-        return True
 
 
 def build_elasticsearch_sink(settings: ElasticsearchSettings, worker: int = 0, workers: int = 1) -> ElasticsearchSink:

@@ -1,0 +1,82 @@
+"""The dead-letter file: documents the cluster refused for their content, with its reason.
+
+One NDJSON line per document (`bulk.dead_letter_line`): the document, the HTTP status and the
+server's error, and when. The file is capped; past the cap, and when the disk fails, the
+documents are counted as not written rather than sent again: the cluster's answer stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from flowd.output.bulk import Unserialisable, dead_letter_line
+from flowd.output.es_stats import SinkStats
+from flowd.output.es_transport import error_reason
+from flowd.output.timestamps import iso_from_seconds
+
+_log = logging.getLogger(__name__)
+
+
+class DeadLetterFile:
+    """Appends rejected documents to `path` (shared by a sink's workers) and counts them."""
+
+    def __init__(self, path: Path, max_bytes: int, stats: SinkStats, wall_clock: Callable[[], float]) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self._stats = stats
+        self._wall_clock = wall_clock
+
+    async def add(self, rejected: list[tuple[bytes, int, Any]]) -> None:
+        """Append (document, status, server error) lines to the dead-letter file, while it is
+        under its cap; one log line per call. The cluster's answer stands whatever the file does:
+        a disk error counts the documents as not written, and never sends their batch again
+        (its other documents would be counted twice, its rejected ones dead-lettered twice).
+        They are counted once the write has ended: a cancel gives the batch back, counted then."""
+        at = iso_from_seconds(self._wall_clock())
+        lines = b"".join(dead_letter_line(document, status, error, at) for document, status, error in rejected)
+        try:
+            written = await asyncio.to_thread(self.append, lines)
+            outcome = "written to" if written else "not written (the file is at elasticsearch.dead_letter_max_bytes):"
+        except OSError as failure:
+            written, outcome = False, f"not written ({failure}):"
+        self._stats.docs_dead_lettered += len(rejected)
+        if not written:
+            self._stats.dead_letters_unwritten += len(rejected)
+        _document, status, error = rejected[0]
+        _log.warning(
+            "%d documents rejected (first: HTTP %d %s); %s %s",
+            len(rejected),
+            status,
+            error_reason({"error": error}),
+            outcome,
+            self.path,
+        )
+
+    async def add_unserialisable(self, rejected: list[Unserialisable]) -> None:
+        """Documents the encoder could not serialise: kept as best JSON can say them (status 0)."""
+        for item in rejected:
+            try:
+                document = orjson.dumps(item.document, default=repr, option=orjson.OPT_NON_STR_KEYS)
+            except orjson.JSONEncodeError:
+                document = orjson.dumps(repr(item.document))
+            await self.add([(document, 0, {"type": "serialization_error", "reason": item.reason})])
+
+    def append(self, lines: bytes) -> bool:
+        """False, writing nothing, when the file is at its cap. The first rejections show the
+        cause; the same cause goes on rejecting, and the disk is the spool's too. Workers share
+        the file, so each may go past the cap by one call's lines."""
+        path = self.path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size >= self.max_bytes:
+                return False
+        with open(path, "ab") as handle:
+            handle.write(lines)
+        return True
