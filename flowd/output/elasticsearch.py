@@ -6,9 +6,11 @@ batches by documents and bytes (or by the flush interval), batches wait in a bou
 and `max_in_flight` workers send them. A failed request (connection error, timeout, 429, 5xx)
 puts its batch back at the front and the whole sink backs off (capped exponential with jitter);
 while backing off only one request probes the cluster. While the cluster is away and memory is
-full, the oldest batches go to the disk spool (spool.py), which is replayed first, oldest first,
-when the cluster answers again, and at the next start. Items the cluster refuses for their
-content go to the dead-letter file with the server's reason. Nothing is dropped without a count.
+full, the oldest batches go to the disk spool (spool.py; its file work is spool_keeper.py's),
+which is replayed first, oldest first, when the cluster answers again, and at the next start.
+Items the cluster refuses for their content go to the dead-letter file (dead_letters.py) with the
+server's reason. Nothing is dropped without a count. This module is that queue, its workers and
+what they do with each answer, and the close that spools what the cluster did not take in time.
 """
 
 from __future__ import annotations
@@ -53,10 +55,10 @@ from flowd.output.spool import (
     Spool,
     SpoolEntry,
     SpoolFull,
-    StrandedCopy,
     adopt_orphans,
     finish_in_thread,
 )
+from flowd.output.spool_keeper import SpoolKeeper
 
 _log = logging.getLogger(__name__)
 
@@ -65,7 +67,6 @@ DEFAULT_MEMORY_BUFFER_BYTES = 64 * 1024 * 1024
 DEFAULT_CLOSE_TIMEOUT_S = 30.0
 SPOOL_RESERVE_S = 3.0
 """Of a close's time, what is kept for spooling what the cluster did not take."""
-DELIVERED_UNDELETED = "its batch was delivered; deleting the file is tried again later"
 
 
 class ElasticsearchSink:
@@ -97,8 +98,8 @@ class ElasticsearchSink:
         self._builder = BatchBuilder(settings.batch_docs, settings.batch_bytes, clock)
         self._spool = Spool(settings.spool_dir, settings.spool_max_bytes, wall_clock=wall_clock)
         self._disk = DiskErrors(self._policy.delay_s, clock)
-        self._deleting_leftovers = False
         self._stats = SinkStats()
+        self._keeper = SpoolKeeper(self._spool, self._disk, self._stats, clock)
         self._dead_letters = DeadLetterFile(
             Path(settings.dead_letter_path), settings.dead_letter_max_bytes, self._stats, wall_clock
         )
@@ -255,7 +256,7 @@ class ElasticsearchSink:
             if not await self._spool_batch(batch):
                 self._stats.docs_dropped += batch.docs
                 _log.error("elasticsearch sink: %d documents lost at close: cluster and spool both full", batch.docs)
-        await self._delete_leftovers(now=True)
+        await self._keeper.delete_leftovers(now=True)
         if leftovers := self._spool.leftovers():
             _log.error(
                 "elasticsearch sink: %d spool files of delivered batches could not be deleted from %s; "
@@ -295,13 +296,7 @@ class ElasticsearchSink:
     def stats(self) -> dict[str, Any]:
         """Counters and gauges, flat, for the metrics exporter."""
         snapshot: dict[str, Any] = asdict(self._stats)
-        snapshot["batches_spooled"] = self._spool.spooled_batches
-        snapshot["docs_spooled"] = self._spool.spooled_docs
-        snapshot["spool_bytes"] = self._spool.nbytes
-        snapshot["spool_batches"] = self._spool.batches
-        snapshot["spool_docs"] = self._spool.docs
-        snapshot["spool_oldest_age_seconds"] = self._spool.oldest_age_s()
-        snapshot["spool_max_bytes"] = self._spool.max_bytes
+        snapshot.update(self._keeper.gauges())
         snapshot["buffered_bytes"] = self._pending_bytes + self._builder.nbytes
         snapshot["buffered_batches"] = len(self._pending)
         snapshot["buffered_docs"] = (
@@ -422,21 +417,14 @@ class ElasticsearchSink:
             taken_docs = 0 if batch is None else batch.docs
             try:
                 if entry is not None:
-                    batch = await self._read(entry)
+                    batch = await self._keeper.read(entry)
                 if batch is not None:
                     await self._send(batch, entry)
             except asyncio.CancelledError:
                 self._give_back(batch, entry)
                 raise
             except FileNotFoundError:
-                if entry is not None:  # removed by hand, or a disk gone: its documents are lost
-                    self._stats.docs_spool_lost += entry.docs
-                    self._spool.remove(entry)
-                _log.error(
-                    "spool file %s vanished before replay: %d documents lost",
-                    entry.name if entry else "?",
-                    entry.docs if entry else 0,
-                )
+                self._keeper.lost(entry)
             except Exception:
                 _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
                 self._give_back(batch, entry)
@@ -448,37 +436,7 @@ class ElasticsearchSink:
                         self._memory_in_flight -= 1
                         self._memory_in_flight_docs -= taken_docs
                     self._cond.notify_all()
-            await self._delete_leftovers()
-
-    async def _read(self, entry: SpoolEntry) -> Batch | None:
-        """The claimed batch from its file; None when the disk refused (the batch is back in the
-        queue, replayed after the disk's back-off). FileNotFoundError is the worker's: it is lost."""
-        try:
-            body = await asyncio.to_thread(self._spool.read, entry)
-        except FileNotFoundError:
-            raise
-        except OSError as error:
-            self._spool.release(entry)
-            self._disk.failed("read", entry.name, error, "it stays spooled, to be read again", hold_replay=True)
-            return None
-        return Batch(body, entry.docs, entry.created_s, entry.name)
-
-    async def _delete_leftovers(self, *, now: bool = False) -> None:
-        """Once the disk's back-off is over (or `now`, at close), the files of delivered batches
-        that could not be deleted are tried again, by one worker at a time."""
-        leftovers = self._spool.leftovers()
-        if not leftovers or self._deleting_leftovers or not (now or self._clock() >= self._disk.retry_at):
-            return
-        self._deleting_leftovers = True
-        try:
-            deleted, error = await finish_in_thread(self._forget, self._spool.delete_leftovers, leftovers)
-        finally:
-            self._deleting_leftovers = False
-        if error is not None:
-            name = leftovers[len(deleted)].name
-            self._disk.failed("delete", name, error, DELIVERED_UNDELETED, hold_replay=False)
-        else:
-            self._disk.recovered()
+            await self._keeper.delete_leftovers()
 
     def _give_back(self, batch: Batch | None, entry: SpoolEntry | None) -> None:
         if entry is not None:
@@ -553,13 +511,7 @@ class ElasticsearchSink:
         )
         try:
             if entry is not None:
-                await finish_in_thread(functools.partial(self._gone, entry, False), self._spool.delete, entry)
-        except OSError as error:
-            assert entry is not None
-            self._spool.release(entry)
-            self._disk.failed(
-                "delete", entry.name, error, "the batch stays spooled, whole, to be split again", hold_replay=True
-            )
+                await self._keeper.take_back(entry)
         finally:
             # Also when cancelled once the file went (`finish_in_thread`). Nothing is awaited after
             # the push (the worker's `finally` wakes the others): a cancel cannot give `batch` back too.
@@ -586,53 +538,9 @@ class ElasticsearchSink:
         retry_body = b"".join(pairs[i] for i in outcome.retry)
         await self._retry(batch, entry, retry_body, len(outcome.retry), f"items not accepted: {statuses}")
 
-    def _replayed(self, docs: int, *, whole: bool) -> None:
-        """Spooled documents the cluster answered for (or, split after a 413, taken back into
-        memory): they have left the spool. An attempt that failed is not a replay, or every probe
-        of an outage would count its batch again, and the replayed total outgrow the spooled one."""
-        self._stats.docs_replayed += docs
-        if whole:
-            self._stats.batches_replayed += 1
-
-    async def _out_of_spool(self, entry: SpoolEntry) -> None:
-        """A spooled batch the cluster answered for: its file goes, then its bytes leave the
-        spool's count and its documents count as replayed (`_gone`). A file that cannot be deleted
-        is kept as a leftover, deleted later: the batch is done with all the same, never sent
-        again (its documents would be counted twice) nor counted as a failure of the cluster."""
-        with contextlib.suppress(OSError):  # `_gone` has dealt with it
-            await finish_in_thread(functools.partial(self._gone, entry, True), self._spool.delete, entry)
-
-    def _gone(self, entry: SpoolEntry, answered: bool, done: asyncio.Future[None]) -> None:
-        """On the loop once the file's removal ended, whether or not its caller was cancelled; a
-        batch taken back into memory (not `answered`) stays spooled when its file stays."""
-        error = done.exception()
-        if error is None:
-            self._spool.remove(entry)
-            self._disk.recovered()
-        elif answered and isinstance(error, OSError):
-            self._spool.keep_leftover(entry)
-            self._disk.failed("delete", entry.name, error, DELIVERED_UNDELETED, hold_replay=False)
-        else:
-            return
-        self._replayed(entry.docs, whole=True)
-
-    def _forget(self, done: asyncio.Future[tuple[list[SpoolEntry], OSError | None]]) -> None:
-        if done.exception() is None:
-            self._spool.forget(done.result()[0])
-
-    def _shrunk(self, entry: SpoolEntry, docs: int, done: asyncio.Future[SpoolEntry]) -> None:
-        """On the loop once `Spool.shrink` ended: the smaller file, if written, takes the batch's
-        place; if it stays beside the original, whole, it is a leftover."""
-        error = done.exception()
-        if error is None:
-            self._spool.replace(entry, done.result())
-            self._replayed(entry.docs - docs, whole=False)
-        elif isinstance(error, StrandedCopy):
-            self._spool.keep_stranded(error.copy)
-
     async def _succeeded(self, entry: SpoolEntry | None) -> None:
         if entry is not None:
-            await self._out_of_spool(entry)
+            await self._keeper.delete_answered(entry)
         async with self._cond:
             if self._failures:
                 unavailable = self._clock() - (self._outage_since or self._clock())
@@ -644,15 +552,9 @@ class ElasticsearchSink:
 
     async def _retry(self, batch: Batch, entry: SpoolEntry | None, body: Body, docs: int, reason: str) -> None:
         if entry is not None and docs != entry.docs:
-            shrunk = functools.partial(self._shrunk, entry, docs)  # the rest stays, for another attempt
-            try:
-                await finish_in_thread(shrunk, self._spool.shrink, entry, body, docs)
-            except OSError as error:
-                self._disk.failed(
-                    "shrink", entry.name, error, "the batch stays whole, to be sent again", hold_replay=False
-                )
+            await self._keeper.shrink(entry, body, docs)
         async with self._cond:
-            if entry is not None:  # still claimed, unless `_shrunk` has put the smaller in its place
+            if entry is not None:  # still claimed, unless `shrink` has put the smaller in its place
                 self._spool.release(entry)
             else:
                 self._push_front(batch if docs == batch.docs else Batch(body, docs, batch.created_at))
