@@ -162,3 +162,35 @@ def test_a_flush_cancelled_by_the_drain_deadline_loses_nothing(tmp_path: Path, m
     cluster = Cluster()
     replayed = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 8000 and replayed["docs_duplicate"] == 0
+
+
+def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(tmp_path: Path) -> None:
+    """Found by a soak: the cluster down and the spool full, the pipeline's last flush waited for
+    room until the drain's deadline (exit 1, the drain's queue lost). Past the shutdown deadline
+    the flush returns, and the close counts what neither the cluster nor the spool took."""
+
+    async def main() -> tuple[float, dict[str, Any]]:
+        settings = ElasticsearchSettings(
+            hosts=["http://cluster"],
+            batch_docs=1000,
+            flush_interval_s=3600,
+            spool_dir=str(tmp_path / "spool"),
+            spool_max_bytes=250_000,  # two batches of the five
+            dead_letter_path=str(tmp_path / "dead.ndjson"),
+        )
+        policy = RetryPolicy(initial_s=0.05, cap_s=0.2)
+        sink = ElasticsearchSink(settings, transport=Cluster("down"), policy=policy)  # type: ignore[arg-type]
+        await sink.start()
+        for batch in documents(5):
+            await sink.write(batch)
+        await asyncio.sleep(0.1)  # the first request failed: an outage
+        started = time.monotonic()
+        await sink.begin_shutdown(0.5)
+        await asyncio.wait_for(sink.flush(), 2.0)  # the drain's deadline
+        await sink.close(timeout_s=1.0)
+        return time.monotonic() - started, sink.stats
+
+    took, stats = asyncio.run(main())
+    assert took < 1.5
+    assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 3000
+    assert len(asyncio.run(replay(tmp_path)).ids) == 2000

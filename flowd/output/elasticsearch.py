@@ -190,7 +190,8 @@ class ElasticsearchSink:
 
     async def flush(self) -> None:
         """Returns once every document written is indexed, dead-lettered or spooled (or, when
-        the shutdown deadline has passed, in a request the close will cancel and spool)."""
+        the shutdown deadline has passed, in a request the close will cancel and spool, or in
+        memory with the spool full, for the close to count as dropped)."""
         batch = self._builder.cut()
         if batch is not None:
             await self._enqueue(batch)
@@ -205,6 +206,8 @@ class ElasticsearchSink:
                 self._pending_bytes -= waiting.nbytes
             if not await self._spool_batch(waiting):
                 self._push_front(waiting)
+                if self._past_shutdown():  # no time left to wait for room: the close counts them dropped
+                    return
                 async with self._cond:  # spool full: wait for the cluster to take some back
                     await self._wait()
 
