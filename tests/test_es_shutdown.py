@@ -194,3 +194,41 @@ def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(tmp_pat
     assert took < 1.5
     assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 3000
     assert len(asyncio.run(replay(tmp_path)).ids) == 2000
+
+
+def test_a_write_past_the_shutdown_deadline_with_memory_and_spool_full_is_held_for_the_close(
+    tmp_path: Path,
+) -> None:
+    """The same with memory full too (a long outage): the drain's writes waited for room in
+    memory that only the cluster could make. Past the deadline memory takes them, and the close
+    counts them as dropped."""
+
+    async def main() -> tuple[float, dict[str, Any]]:
+        settings = ElasticsearchSettings(
+            hosts=["http://cluster"],
+            batch_docs=1000,
+            flush_interval_s=3600,
+            spool_dir=str(tmp_path / "spool"),
+            spool_max_bytes=250_000,  # two batches
+            dead_letter_path=str(tmp_path / "dead.ndjson"),
+        )
+        policy = RetryPolicy(initial_s=0.05, cap_s=0.2)
+        cluster = Cluster("down")
+        sink = ElasticsearchSink(settings, transport=cluster, policy=policy, memory_buffer_bytes=250_000)  # type: ignore[arg-type]
+        await sink.start()
+        batches = documents(6)
+        for batch in batches[:4]:  # two in memory, two spooled
+            await sink.write(batch)
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        await sink.begin_shutdown(0.3)
+        for batch in batches[4:]:  # the drain's last documents
+            await asyncio.wait_for(sink.write(batch), 2.0)
+        await asyncio.wait_for(sink.flush(), 2.0)
+        await sink.close(timeout_s=1.0)
+        return time.monotonic() - started, sink.stats
+
+    took, stats = asyncio.run(main())
+    assert took < 1.5
+    assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 4000
+    assert len(asyncio.run(replay(tmp_path)).ids) == 2000

@@ -330,14 +330,16 @@ class ElasticsearchSink:
     async def _enqueue(self, batch: Batch) -> None:
         """Into memory; when memory is full apply backpressure, or during an outage (or a
         stopping worker's last seconds) spool the oldest. Cancelled (the drain's deadline), the
-        batches it holds go into memory anyway, for the close to spool."""
+        batches it holds go into memory anyway, for the close to spool. Past the shutdown
+        deadline with the spool full, memory takes it too: the close counts it as dropped."""
         if self._failures:
             batch.detach()  # it waits out the outage
         held: Batch | None = batch
+        overflow = False
         try:
             while True:
                 async with self._cond:
-                    if not self._pending or self._pending_bytes + batch.nbytes <= self._memory_limit:
+                    if overflow or not self._pending or self._pending_bytes + batch.nbytes <= self._memory_limit:
                         self._pending.append(batch)
                         self._pending_bytes += batch.nbytes
                         held = None
@@ -350,8 +352,10 @@ class ElasticsearchSink:
                     self._pending_bytes -= oldest.nbytes
                 if not await self._spool_batch(oldest):  # cancelled, it has put `oldest` away itself
                     self._push_front(oldest)
-                    async with self._cond:
-                        await self._wait()
+                    overflow = self._past_shutdown()  # no room, and no time left to wait for some
+                    if not overflow:
+                        async with self._cond:
+                            await self._wait()
         except asyncio.CancelledError:
             if held is not None:
                 held.detach()
