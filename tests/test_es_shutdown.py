@@ -10,12 +10,14 @@ an `_id` it has), hangs, answers late, or refuses connections."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import orjson
+import pytest
 from elastic_transport import ConnectionError as TransportConnectionError
 
 from flowd.config import ElasticsearchSettings
@@ -164,10 +166,13 @@ def test_a_flush_cancelled_by_the_drain_deadline_loses_nothing(tmp_path: Path, m
     assert len(cluster.ids) == 8000 and replayed["docs_duplicate"] == 0
 
 
-def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(tmp_path: Path) -> None:
+def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Found by a soak: the cluster down and the spool full, the pipeline's last flush waited for
     room until the drain's deadline (exit 1, the drain's queue lost). Past the shutdown deadline
-    the flush returns, and the close counts what neither the cluster nor the spool took."""
+    the flush returns, and the close counts what neither the cluster nor the spool took, in one
+    log line (the soak's close wrote one per batch, 40 a stop)."""
 
     async def main() -> tuple[float, dict[str, Any]]:
         settings = ElasticsearchSettings(
@@ -190,9 +195,12 @@ def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(tmp_pat
         await sink.close(timeout_s=1.0)
         return time.monotonic() - started, sink.stats
 
-    took, stats = asyncio.run(main())
+    with caplog.at_level(logging.ERROR, logger="flowd.output"):
+        took, stats = asyncio.run(main())
     assert took < 1.5
     assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 3000
+    lost = [line for line in caplog.messages if "lost at close" in line]
+    assert lost == ["elasticsearch sink: 3000 documents (3 batches) lost at close: cluster and spool both full"]
     assert len(asyncio.run(replay(tmp_path)).ids) == 2000
 
 

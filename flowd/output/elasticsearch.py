@@ -253,12 +253,22 @@ class ElasticsearchSink:
         if opened is not None:
             self._pending.append(opened)
             self._pending_bytes += opened.nbytes
-        while self._pending:  # one at a time, from memory: a cancel leaves the rest for `_drop_held`
-            batch = self._pending.popleft()
-            self._pending_bytes -= batch.nbytes
-            if not await self._spool_batch(batch):
-                self._stats.docs_dropped += batch.docs
-                _log.error("elasticsearch sink: %d documents lost at close: cluster and spool both full", batch.docs)
+        dropped_docs = dropped_batches = 0
+        try:
+            while self._pending:  # one at a time, from memory: a cancel leaves the rest for `_drop_held`
+                batch = self._pending.popleft()
+                self._pending_bytes -= batch.nbytes
+                if not await self._spool_batch(batch):
+                    self._stats.docs_dropped += batch.docs
+                    dropped_docs += batch.docs
+                    dropped_batches += 1
+        finally:  # one line for them all: a long outage leaves hundreds of batches
+            if dropped_docs:
+                _log.error(
+                    "elasticsearch sink: %d documents (%d batches) lost at close: cluster and spool both full",
+                    dropped_docs,
+                    dropped_batches,
+                )
         await self._keeper.delete_leftovers(now=True)
         if leftovers := self._spool.leftovers():
             _log.error(
