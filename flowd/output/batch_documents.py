@@ -34,7 +34,7 @@ from flowd.output.render import (
     render_iso_ms,
     render_values,
 )
-from flowd.output.table import Column, DocumentTable, LazyColumn, Missing, python_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, Missing, python_list, python_values
 from flowd.output.timestamps import AHEAD_TOLERANCE_MS, UPTIME_WRAP_MS, in_document_range, iso_from_ms, uptime_age_ms
 
 _U64 = np.uint64
@@ -385,10 +385,6 @@ def _widened(matrix: npt.NDArray[np.uint8], width: int) -> npt.NDArray[np.uint8]
 
 def _ipv4_strings(array: Array) -> list[Any]:
     return column_values(ie.IPV4, 4, array)
-
-
-def python_list(array: Array) -> list[Any]:
-    return array.tolist()  # type: ignore[no-any-return]
 
 
 def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any] | None:

@@ -40,14 +40,13 @@ from flowd.output.batch_documents import (
     ipv6_words,
     iso_column,
     mix_word_columns,
-    python_list,
     related_addresses,
     vlan_id_column,
 )
 from flowd.output.distinct import unique_inverse
 from flowd.output.render import IPV6_DTYPE, mac_texts, render_hex64, render_integers, render_mac
 from flowd.output.sflow_documents import VLAN_UNKNOWN
-from flowd.output.table import Column, DocumentTable, LazyColumn, Matrix, python_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, Matrix, python_list, python_values
 from flowd.output.timestamps import iso_from_seconds
 
 MIN_TABLE_ROWS = 16

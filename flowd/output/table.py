@@ -189,6 +189,11 @@ def python_values(column: Column) -> list[Any]:
     return column
 
 
+def python_list(array: npt.NDArray[Any]) -> list[Any]:
+    """An array's Python values: the `convert` of a `LazyColumn` whose array is its values."""
+    return array.tolist()  # type: ignore[no-any-return]
+
+
 def render_column(column: Column) -> tuple[Matrix, Missing]:
     """The JSON of every value as a space-padded byte matrix, and the rows without a value."""
     if isinstance(column, LazyColumn):
