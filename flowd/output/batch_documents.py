@@ -10,7 +10,7 @@ both paths to identical output.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,19 +22,19 @@ from flowd.decode.records import column_values, is_plain_integer
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
+from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
 from flowd.output.render import (
     IPV6_BYTES,
     IPV6_DTYPE,
     PAD,
     Ipv6Texts,
-    pad_nuls,
     render_hex64,
     render_integers,
     render_ipv4,
     render_iso_ms,
     render_values,
 )
-from flowd.output.table import Column, DocumentTable, LazyColumn, Missing, python_list, python_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, python_list, python_values
 from flowd.output.timestamps import AHEAD_TOLERANCE_MS, UPTIME_WRAP_MS, in_document_range, iso_from_ms, uptime_age_ms
 
 _U64 = np.uint64
@@ -393,43 +393,6 @@ def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any]
     if ipv4 is None:
         return ipv6
     return [single.pick_address(four, six) for four, six in zip(ipv4, ipv6, strict=True)]
-
-
-NameTable = tuple[npt.NDArray[np.uint8], list[str]]
-"""The JSON string of each code (a padded byte matrix, a row per code) and its text."""
-
-
-def _quoted_table(names: Callable[[int], str], size: int = 256) -> NameTable:
-    texts = [names(value) for value in range(size)]
-    encoded = np.array([f'"{t}"'.encode() for t in texts], dtype=np.bytes_)
-    return pad_nuls(encoded.view(np.uint8).reshape(size, encoded.dtype.itemsize)), texts
-
-
-IANA_NUMBERS = _quoted_table(str)
-TRANSPORT_NAMES = _quoted_table(lambda p: ecs.TRANSPORTS.get(p, str(p)))
-VLAN_IDS = _quoted_table(str, 4096)
-"""`network.vlan.id` is a string in ECS; a 12-bit VLAN id is one of these."""
-
-
-def byte_names(codes: Array, table: NameTable, missing: Missing = None) -> LazyColumn:
-    """A column of small codes (a byte, or a VLAN id) through a table of names, one per code
-    (every code must be below the table's length, `missing` rows' too)."""
-    rendered, texts = table
-    return LazyColumn(
-        codes,
-        lambda a: np.take(rendered, a.astype(np.intp), axis=0),
-        lambda a: [texts[v] for v in a.tolist()],
-        missing,
-        elementwise=True,
-    )
-
-
-def vlan_id_column(values: Array, missing: Missing = None) -> LazyColumn | None:
-    """`network.vlan.id` (a string in ECS) of 12-bit VLAN ids, through `VLAN_IDS`; None when a
-    value is not one (`missing` rows' values must be one too)."""
-    if len(values) and int(values.min()) >= 0 and int(values.max()) < len(VLAN_IDS[1]):
-        return byte_names(values, VLAN_IDS, missing)
-    return None
 
 
 def _iso(epoch_ms: list[Any]) -> Column:

@@ -27,12 +27,9 @@ from flowd.decode.sflow_batch import PackedAddresses, SampleBatch, SampleGroup, 
 from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
 from flowd.output.batch_documents import (
-    IANA_NUMBERS,
-    TRANSPORT_NAMES,
     MixedFamiliesError,
     address_family,
     address_word_columns,
-    byte_names,
     hex_strings,
     int_words,
     ipv4_column,
@@ -41,9 +38,9 @@ from flowd.output.batch_documents import (
     iso_column,
     mix_word_columns,
     related_addresses,
-    vlan_id_column,
 )
 from flowd.output.distinct import unique_inverse
+from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
 from flowd.output.render import IPV6_DTYPE, mac_texts, render_hex64, render_integers, render_mac
 from flowd.output.sflow_documents import VLAN_UNKNOWN
 from flowd.output.table import Column, DocumentTable, LazyColumn, Matrix, python_list, python_values
