@@ -68,7 +68,7 @@ def test_address_columns_stay_arrays_in_both_families(protocol: str) -> None:
     per-record documents from address arrays (uint32, 16-byte values): `related.ip` from them
     too, `network.type` once per set."""
     from flowd.bench.traffic import build_traffic
-    from flowd.output.batch_documents import address_family
+    from flowd.output.address_columns import address_family
 
     cache = TemplateCache()
     ipv6_sets = 0

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from flowd.output.batch_documents import ipv6_column
+from flowd.output.address_columns import ipv6_column
 from flowd.output.render import render_hex64, render_integers, render_ipv4, render_iso_ms
 from flowd.output.table import DocumentTable, FieldGroup, LazyColumn, factorize_values, split_lines
 from flowd.output.timestamps import iso_from_ms

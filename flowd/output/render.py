@@ -247,7 +247,7 @@ IPV6_DTYPE = np.dtype(f"V{IPV6_BYTES}")
 class Ipv6Texts:
     """The text of a column of 16-byte IPv6 addresses (a `V16` array), in the form
     `socket.inet_ntop` gives (RFC 5952): each distinct address formatted once by the C library,
-    shared by the column's rendering and its Python values (`batch_documents.ipv6_column`)."""
+    shared by the column's rendering and its Python values (`address_columns.ipv6_column`)."""
 
     __slots__ = ("_found", "_texts", "array")
 

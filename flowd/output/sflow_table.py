@@ -26,18 +26,15 @@ from flowd.decode.records import column_values
 from flowd.decode.sflow_batch import PackedAddresses, SampleBatch, SampleGroup, simple_sample_columns
 from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
+from flowd.output.address_columns import address_family, ipv4_column, ipv6_column, related_addresses
 from flowd.output.batch_documents import (
     MixedFamiliesError,
-    address_family,
     address_word_columns,
     hex_strings,
     int_words,
-    ipv4_column,
-    ipv6_column,
     ipv6_words,
     iso_column,
     mix_word_columns,
-    related_addresses,
 )
 from flowd.output.distinct import unique_inverse
 from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
