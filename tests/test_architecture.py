@@ -52,7 +52,6 @@ OVER_THE_LIMIT = frozenset(
     {
         # Still to split; each is being edited on other branches, so its split waits for those.
         "server/pipeline.py",
-        "output/batch_documents.py",
     }
 )
 """Modules allowed past `MAX_MODULE_LINES` for now: shrink this list, never grow it."""

@@ -16,16 +16,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from flowd.decode import fields as ie
 from flowd.decode.batch import RecordBatch, RowHeaders
-from flowd.decode.records import column_values, is_plain_integer
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
 from flowd.output import documents as single
 from flowd.output import ecs
-from flowd.output.address_columns import address_family, ipv4_column, ipv6_column, related_addresses, related_lists
+from flowd.output.address_columns import address_family, related_addresses, related_lists
+from flowd.output.batch_fields import BatchFields
 from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
 from flowd.output.render import (
-    IPV6_BYTES,
     render_hex64,
     render_integers,
     render_iso_ms,
@@ -58,89 +56,12 @@ def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
     return batch_table(batch).to_dicts()
 
 
-class _Fields:
-    """A batch's fields: plain integers as numpy arrays, IPv4 addresses as uint32 arrays, the
-    rest converted to document values on first use."""
-
-    def __init__(self, batch: RecordBatch) -> None:
-        self.count = len(batch)
-        self.extra = batch.extra or {}
-        self.kinds: dict[str, tuple[str, int]] = {}
-        self.arrays: dict[str, Array] = {}
-        self.ipv4: dict[str, Array] = {}
-        self.ipv6: dict[str, Array] = {}
-        self._lists: dict[str, list[Any]] = {}
-        self._addresses: dict[str, LazyColumn] = {}
-        self._array = batch.array
-        for name, kind, length in batch.template.columns:
-            self.kinds[name] = (kind, length)
-            if name in self.extra:
-                continue
-            column = batch.array[name]
-            if is_plain_integer(kind, length, column):
-                self.arrays[name] = column
-            elif kind == ie.IPV4 and column.dtype.kind == "u":
-                self.ipv4[name] = column
-            elif kind == ie.IPV6 and column.dtype.itemsize == IPV6_BYTES:
-                self.ipv6[name] = column
-        self.names = list(self.kinds) + [name for name in self.extra if name not in self.kinds]
-
-    def __contains__(self, name: str) -> bool:
-        return name in self.kinds or name in self.extra
-
-    def values(self, name: str) -> list[Any] | None:
-        """Document values of a field, None when the template does not have it."""
-        values = self._lists.get(name)
-        if values is None:
-            if name in self.extra:
-                values = [self.extra[name]] * self.count
-            elif name in self.kinds:
-                kind, length = self.kinds[name]
-                values = column_values(kind, length, self._array[name])
-            else:
-                return None
-            self._lists[name] = values
-        return values
-
-    def column(self, name: str) -> Column:
-        """The table column of a field that is present."""
-        array = self.arrays.get(name)
-        if array is not None:
-            return array
-        if name in self.ipv4 or name in self.ipv6:
-            return self.address_column(name)
-        values = self.values(name)
-        assert values is not None
-        return values
-
-    def address_column(self, name: str) -> LazyColumn:
-        """One column object per field, so `netflow.*` and its ECS copy render their dotted
-        quads once (`to_ndjson` renders a column shared by several keys once)."""
-        column = self._addresses.get(name)
-        if column is None:
-            four = self.ipv4.get(name)
-            column = ipv4_column(four) if four is not None else ipv6_column(self.ipv6[name])
-            self._addresses[name] = column
-        return column
-
-    def integers(self, names: tuple[str, ...]) -> Array | list[Any] | None:
-        """The first of `names` the template has with integer values (array when it can be)."""
-        for name in names:
-            if name in self.arrays:
-                return self.arrays[name]
-            if name in self:
-                values = self.values(name)
-                if values and isinstance(values[0], int):
-                    return values
-        return None
-
-
 def batch_table(batch: RecordBatch) -> DocumentTable:
     count = len(batch)
     table = DocumentTable(count)
     if not count:
         return table
-    fields = _Fields(batch)
+    fields = BatchFields(batch)
     exporter_address, exporter_port = batch.exporter
     for name in fields.names:
         table.add("netflow." + name, fields.column(name))
@@ -229,7 +150,7 @@ _EVENT_TYPES = [list(types) for types in _EVENT_ORDER]
 _EVENT_CODES = {types: code for code, types in enumerate(_EVENT_ORDER)}
 
 
-def _add_event_type(fields: _Fields, count: int, table: DocumentTable) -> None:
+def _add_event_type(fields: BatchFields, count: int, table: DocumentTable) -> None:
     """`event.type` as `documents.event_type` gives it: a constant unless the records carry a
     firewall or NAT event or a forwarding status that says otherwise."""
     sources = [(fields.integers(names), types) for names, types in single.EVENT_SOURCES]
@@ -288,7 +209,7 @@ class _Runs:
         )
 
 
-def _add_addresses(table: DocumentTable, fields: _Fields, count: int) -> None:
+def _add_addresses(table: DocumentTable, fields: BatchFields, count: int) -> None:
     ends: list[Column | None] = []
     for end in ("source", "destination"):
         four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
@@ -372,7 +293,7 @@ def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None)
     return forward if forward is not None else reverse
 
 
-def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:
+def _add_counters(batch: RecordBatch, fields: BatchFields, count: int, table: DocumentTable) -> None:
     rates = batch.rates
     if isinstance(rates, list):
         table.add("flowd.sampling_rate", rates)
@@ -397,7 +318,7 @@ def _add_counters(batch: RecordBatch, fields: _Fields, count: int, table: Docume
             table.add(key, _scaled(total, scale))
 
 
-def _add_time_lists(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> None:
+def _add_time_lists(batch: RecordBatch, fields: BatchFields, count: int, table: DocumentTable) -> None:
     """@timestamp, event.start, event.end and event.duration from Python integers (any value)."""
     start, end = _times(batch, fields, count)
     timestamps = _timestamps(batch, fields, end, count)
@@ -419,7 +340,7 @@ def _add_time_lists(batch: RecordBatch, fields: _Fields, count: int, table: Docu
             )
 
 
-def _add_time_arrays(batch: RecordBatch, fields: _Fields, count: int, table: DocumentTable) -> bool:
+def _add_time_arrays(batch: RecordBatch, fields: BatchFields, count: int, table: DocumentTable) -> bool:
     """`_add_time_lists` in numpy, when every time it reads is an integer array in range and each
     sysUpTime-relative time has its uptime; False (nothing added) otherwise."""
     headers = batch.row_headers
@@ -499,7 +420,7 @@ def iso_column(epoch_ms: npt.NDArray[np.int64]) -> LazyColumn:
     return LazyColumn(epoch_ms, render_iso_ms, lambda array: _iso_strings(array.tolist()))
 
 
-def _times(batch: RecordBatch, fields: _Fields, count: int) -> tuple[list[Any] | None, list[Any] | None]:
+def _times(batch: RecordBatch, fields: BatchFields, count: int) -> tuple[list[Any] | None, list[Any] | None]:
     """Per-record start and end in epoch ms, as `documents._flow_times` computes them."""
     headers = batch.row_headers
     if headers is None:
@@ -545,7 +466,7 @@ def _is_time(value: Any) -> bool:
     return isinstance(value, int) and in_document_range(value)
 
 
-def _timestamps(batch: RecordBatch, fields: _Fields, end: list[Any] | None, count: int) -> list[Any]:
+def _timestamps(batch: RecordBatch, fields: BatchFields, end: list[Any] | None, count: int) -> list[Any]:
     """`documents._timestamp_ms` per record: the end, else the event time, export time, receive time."""
     headers = batch.row_headers
     if headers is None:
@@ -566,7 +487,7 @@ def _timestamps(batch: RecordBatch, fields: _Fields, end: list[Any] | None, coun
 
 def _flow_ids(
     batch: RecordBatch,
-    fields: _Fields,
+    fields: BatchFields,
     table: DocumentTable,
     source_port: Array | None,
     destination_port: Array | None,
