@@ -33,7 +33,6 @@ from flowd.output.batch_documents import (
     hex_strings,
     int_words,
     ipv6_words,
-    iso_column,
     mix_word_columns,
 )
 from flowd.output.distinct import unique_inverse
@@ -41,6 +40,7 @@ from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names,
 from flowd.output.render import IPV6_DTYPE, mac_texts, render_hex64, render_integers, render_mac
 from flowd.output.sflow_documents import VLAN_UNKNOWN
 from flowd.output.table import Column, DocumentTable, LazyColumn, Matrix, python_list, python_values
+from flowd.output.time_columns import iso_column
 from flowd.output.timestamps import iso_from_seconds
 
 MIN_TABLE_ROWS = 16
