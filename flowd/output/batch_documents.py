@@ -22,6 +22,7 @@ from flowd.output import documents as single
 from flowd.output import ecs
 from flowd.output.address_columns import address_family, related_addresses, related_lists
 from flowd.output.batch_fields import BatchFields
+from flowd.output.flow_ids import batch_flow_ids, hex_strings
 from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
 from flowd.output.render import (
     render_hex64,
@@ -111,7 +112,7 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
         listed = fields.values(name)
         if listed is not None:
             table.add(key, [v if v else None for v in listed])
-    ids = _flow_ids(batch, fields, table, source_port, destination_port, protocol, count)
+    ids = batch_flow_ids(batch, fields, table, source_port, destination_port, protocol, count)
     table.add("flow.id", LazyColumn(ids, render_hex64, hex_strings))
 
     _add_event_type(fields, count, table)
@@ -242,11 +243,6 @@ def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any]
     return [single.pick_address(four, six) for four, six in zip(ipv4, ipv6, strict=True)]
 
 
-def hex_strings(ids: Array) -> list[str]:
-    text = ids.astype(">u8").tobytes().hex()
-    return [text[i : i + 16] for i in range(0, len(text), 16)]
-
-
 def _scaled(column: Array | list[int], rates: int | list[int]) -> Array | list[int]:
     """Counter × rate, saturated at the largest `long`; numpy when no value can overflow."""
     limit = single.MAX_LONG
@@ -297,144 +293,3 @@ def _add_counters(batch: RecordBatch, fields: BatchFields, count: int, table: Do
     ):
         if total is not None:  # records without counters count nothing, not 0
             table.add(key, _scaled(total, scale))
-
-
-def _flow_ids(
-    batch: RecordBatch,
-    fields: BatchFields,
-    table: DocumentTable,
-    source_port: Array | None,
-    destination_port: Array | None,
-    protocol: Array | None,
-    count: int,
-) -> Array:
-    """`ecs.flow_id` of every record as a uint64 array, computed over numpy columns."""
-    words = _raw_words(batch)
-    if words is not None:
-        return _mix_columns(batch, words, count)
-    source = table.column("source.ip")
-    destination = table.column("destination.ip")
-    source_ports = fields.values("source_transport_port")
-    destination_ports = fields.values("destination_transport_port")
-    protocols = fields.values("protocol_identifier")
-    try:
-        source_words = address_word_columns(source, count)
-        destination_words = address_word_columns(destination, count)
-    except MixedFamiliesError:  # one set mixing IPv4 and IPv6 flows: hash record by record
-        nothing = [None] * count
-        headers = batch.row_headers
-        exporters = [batch.exporter] * count if headers is None else headers.per_row(headers.exporter)
-        return np.array(
-            [
-                int(ecs.flow_id(exporter[0], *five), 16)
-                for exporter, *five in zip(
-                    exporters,
-                    source or nothing,
-                    source_ports or nothing,
-                    destination or nothing,
-                    destination_ports or nothing,
-                    protocols or nothing,
-                    strict=True,
-                )
-            ],
-            dtype=_U64,
-        )
-    words = [
-        *source_words,
-        int_words(source_ports, count),
-        *destination_words,
-        int_words(destination_ports, count),
-        int_words(protocols, count),
-    ]
-    return _mix_columns(batch, words, count)
-
-
-def _mix_columns(batch: RecordBatch, words: list[Array], count: int) -> Array:
-    headers = batch.row_headers
-    if headers is None:
-        exporter_words = np.full(count, ecs.exporter_word(batch.exporter[0]), dtype=_U64)
-    else:
-        exporter_words = headers.repeat([ecs.exporter_word(address) for address, _ in headers.exporter], _U64)
-    return mix_word_columns([exporter_words, *words], count)
-
-
-def mix_word_columns(words: list[Array], count: int) -> Array:
-    """`ecs.mix_words` over columns of 64-bit words: every row's flow id at once."""
-    value = np.full(count, ecs.FNV_OFFSET, dtype=_U64)
-    prime = _U64(ecs.FNV_PRIME)
-    for word in words:
-        value = (value ^ word) * prime
-    value ^= value >> _U64(29)
-    value = value * prime
-    value ^= value >> _U64(32)
-    return value
-
-
-def _raw_words(batch: RecordBatch) -> list[Array] | None:
-    """The flow-id words straight from the decoded array, when each end has one address family."""
-    array = batch.array
-    names = set(batch.template.names)
-    words: list[Array] = []
-    for end in ("source", "destination"):
-        four, six = f"{end}_ipv4_address", f"{end}_ipv6_address"
-        if four in names and six in names:
-            return None
-        if four in names:
-            column = array[four]
-            if column.dtype.kind != "u":
-                return None
-            words.append(column.astype(_U64))
-        elif six in names:
-            column = array[six]
-            if column.dtype.itemsize != 16:
-                return None
-            words += ipv6_words(column)
-        else:
-            words.append(np.zeros(len(array), dtype=_U64))
-        port = _array_word(array, names, f"{end}_transport_port")
-        if port is None:
-            return None
-        words.append(port)
-    protocol = _array_word(array, names, "protocol_identifier")
-    if protocol is None:
-        return None
-    words.append(protocol)
-    return words
-
-
-def _array_word(array: Array, names: set[str], name: str) -> Array | None:
-    """The column as words; None when it is held as raw bytes (sent in 3, 5, 6 or 7 bytes), which
-    the generic path reads as the integers the per-record path hashes."""
-    if name not in names:
-        return np.zeros(len(array), dtype=_U64)
-    if array[name].dtype.kind == "u":
-        return array[name].astype(_U64)
-    return None
-
-
-def ipv6_words(addresses: Array) -> list[Array]:
-    """16-byte addresses as their two 64-bit words (`ecs.address_words`), one array each."""
-    pairs = np.frombuffer(np.ascontiguousarray(addresses).tobytes(), dtype=">u8").reshape(-1, 2)
-    return [pairs[:, 0].astype(_U64), pairs[:, 1].astype(_U64)]
-
-
-def int_words(column: list[Any] | None, count: int) -> Array:
-    if column is None:
-        return np.zeros(count, dtype=_U64)
-    return np.array([v & ecs.MASK64 if isinstance(v, int) else 0 for v in column], dtype=_U64)
-
-
-def address_word_columns(addresses: list[Any] | None, count: int) -> list[Array]:
-    if addresses is None:
-        return [np.zeros(count, dtype=_U64)]
-    distinct = {address: ecs.address_words(address) for address in set(addresses)}
-    words = [distinct[address] for address in addresses]
-    if all(len(w) == 1 for w in words):
-        return [np.array([w[0] for w in words], dtype=_U64)]
-    if all(len(w) == 2 for w in words):
-        return [np.array([w[0] for w in words], dtype=_U64), np.array([w[1] for w in words], dtype=_U64)]
-    raise MixedFamiliesError
-
-
-class MixedFamiliesError(Exception):
-    """A set mixing IPv4 and IPv6 addresses in one column pair; handled by the per-record path."""

@@ -1,6 +1,6 @@
 """ECS value helpers shared by the NetFlow/IPFIX and sFlow document builders: transport names,
 MAC format, and the stable `flow.id` hash (computed per record here, per column in
-`batch_documents`, with the same result)."""
+`flow_ids`, with the same result)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def address_words(address: str | None) -> tuple[int, ...]:
 
 
 def mix_words(words: tuple[int, ...]) -> int:
-    """FNV-1a over 64-bit words with a final avalanche; `batch_documents` computes the same in numpy."""
+    """FNV-1a over 64-bit words with a final avalanche; `flow_ids` computes the same in numpy."""
     value = FNV_OFFSET
     for word in words:
         value = ((value ^ word) * FNV_PRIME) & MASK64

@@ -27,7 +27,8 @@ from flowd.decode.sflow_batch import PackedAddresses, SampleBatch, SampleGroup, 
 from flowd.model import KIND_SFLOW_FLOW, FlowRecord
 from flowd.output import ecs
 from flowd.output.address_columns import address_family, ipv4_column, ipv6_column, related_addresses
-from flowd.output.batch_documents import (
+from flowd.output.distinct import unique_inverse
+from flowd.output.flow_ids import (
     MixedFamiliesError,
     address_word_columns,
     hex_strings,
@@ -35,7 +36,6 @@ from flowd.output.batch_documents import (
     ipv6_words,
     mix_word_columns,
 )
-from flowd.output.distinct import unique_inverse
 from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
 from flowd.output.render import IPV6_DTYPE, mac_texts, render_hex64, render_integers, render_mac
 from flowd.output.sflow_documents import VLAN_UNKNOWN
