@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from flowd.decode.batch import RecordBatch, RowHeaders
 from flowd.model import KIND_NETFLOW_FLOW, FlowRecord
@@ -22,6 +21,7 @@ from flowd.output import documents as single
 from flowd.output import ecs
 from flowd.output.address_columns import address_family, related_addresses, related_lists
 from flowd.output.batch_fields import BatchFields
+from flowd.output.counter_columns import add_counter_columns
 from flowd.output.flow_ids import batch_flow_ids, hex_strings
 from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
 from flowd.output.render import (
@@ -29,13 +29,9 @@ from flowd.output.render import (
     render_integers,
     render_values,
 )
-from flowd.output.table import Column, DocumentTable, LazyColumn, python_list, python_values
+from flowd.output.table import Column, DocumentTable, LazyColumn, python_list
 from flowd.output.time_columns import add_time_columns
 from flowd.output.timestamps import iso_from_ms
-
-_U64 = np.uint64
-_MAX_LONG = np.uint64(single.MAX_LONG)
-Array = npt.NDArray[Any]
 
 
 def documents_for(records: Iterable[FlowRecord]) -> list[dict[str, Any]]:
@@ -85,7 +81,7 @@ def batch_table(batch: RecordBatch) -> DocumentTable:
         table.add(
             "network.transport", [ecs.TRANSPORTS.get(p, str(p)) if isinstance(p, int) else str(p) for p in values]
         )
-    _add_counters(batch, fields, count, table)
+    add_counter_columns(batch, fields, count, table)
 
     mac = fields.values("source_mac_address")
     if mac is not None:
@@ -241,55 +237,3 @@ def _pick_addresses(ipv4: list[Any] | None, ipv6: list[Any] | None) -> list[Any]
     if ipv4 is None:
         return ipv6
     return [single.pick_address(four, six) for four, six in zip(ipv4, ipv6, strict=True)]
-
-
-def _scaled(column: Array | list[int], rates: int | list[int]) -> Array | list[int]:
-    """Counter × rate, saturated at the largest `long`; numpy when no value can overflow."""
-    limit = single.MAX_LONG
-    if isinstance(rates, list):
-        return [min(v * r, limit) for v, r in zip(python_values(column), rates, strict=True)]
-    if isinstance(column, np.ndarray):
-        if not len(column) or int(column.max()) * rates <= limit:
-            return column if rates == 1 else column.astype(_U64) * _U64(rates)
-        column = column.tolist()
-    if not column or max(column) * rates <= limit:
-        return column if rates == 1 else [v * rates for v in column]
-    return [min(v * rates, limit) for v in column]
-
-
-def _total(forward: Array | list[int] | None, reverse: Array | list[int] | None) -> Array | list[int] | None:
-    """Both directions' counters summed; None when the records carry neither."""
-    if forward is not None and reverse is not None:
-        if (
-            isinstance(forward, np.ndarray)
-            and isinstance(reverse, np.ndarray)
-            and int(forward.max()) + int(reverse.max()) <= single.MAX_LONG
-        ):
-            return forward.astype(_U64) + reverse.astype(_U64)
-        return [f + r for f, r in zip(python_values(forward), python_values(reverse), strict=True)]
-    return forward if forward is not None else reverse
-
-
-def _add_counters(batch: RecordBatch, fields: BatchFields, count: int, table: DocumentTable) -> None:
-    rates = batch.rates
-    if isinstance(rates, list):
-        table.add("flowd.sampling_rate", rates)
-    found = [
-        fields.integers(names)
-        for names in (single.FORWARD_BYTES, single.FORWARD_PACKETS, single.REVERSE_BYTES, single.REVERSE_PACKETS)
-    ]
-    for column, key in zip(
-        found, ("source.bytes", "source.packets", "destination.bytes", "destination.packets"), strict=True
-    ):
-        if column is not None:
-            table.add(key, _scaled(column, rates))
-    total_bytes = _total(found[0], found[2])
-    total_packets = _total(found[1], found[3])
-    for key, total, scale in (
-        ("network.bytes", total_bytes, rates),
-        ("network.packets", total_packets, rates),
-        ("flowd.raw_bytes", total_bytes, 1),
-        ("flowd.raw_packets", total_packets, 1),
-    ):
-        if total is not None:  # records without counters count nothing, not 0
-            table.add(key, _scaled(total, scale))
