@@ -1,11 +1,13 @@
-"""Documents for a whole decoded data set at once, column by column.
+"""Documents for a whole decoded data set at once, column by column: `batch_table` assembles them.
 
 `netflow_document` builds one document from one record's dict; this module builds the same
 documents for a `RecordBatch` as a `DocumentTable` (table.py): plain integer fields stay numpy
 arrays, addresses stay arrays (IPv4 as uint32, IPv6 as 16-byte values) rendered as text only
 when written, the derived ECS fields are computed once per column (flow ids, scaled counters
 and ISO times in numpy), and what is the same for every record is a constant. A test holds
-both paths to identical output.
+both paths to identical output. The columns are built by their own modules (`batch_fields`,
+`address_columns`, `time_columns`, `counter_columns`, `name_columns`, `flow_ids`); this one
+chooses which fields feed which ECS keys, the event type, and the per-export header fields.
 """
 
 from __future__ import annotations
@@ -24,11 +26,7 @@ from flowd.output.batch_fields import BatchFields
 from flowd.output.counter_columns import add_counter_columns
 from flowd.output.flow_ids import batch_flow_ids, hex_strings
 from flowd.output.name_columns import IANA_NUMBERS, TRANSPORT_NAMES, byte_names, vlan_id_column
-from flowd.output.render import (
-    render_hex64,
-    render_integers,
-    render_values,
-)
+from flowd.output.render import render_hex64, render_integers, render_values
 from flowd.output.table import Column, DocumentTable, LazyColumn, python_list
 from flowd.output.time_columns import add_time_columns
 from flowd.output.timestamps import iso_from_ms
