@@ -47,10 +47,6 @@ def parts_of(records: Iterable[FlowRecord]) -> Iterable[Sequence[FlowRecord]]:
     return records.parts if hasattr(records, "parts") else [list(records)]
 
 
-def batch_documents(batch: RecordBatch) -> list[dict[str, Any]]:
-    return batch_table(batch).to_dicts()
-
-
 def batch_table(batch: RecordBatch) -> DocumentTable:
     count = len(batch)
     table = DocumentTable(count)
