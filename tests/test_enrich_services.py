@@ -41,7 +41,20 @@ def test_parse_services_and_protocols() -> None:
     assert services[("udp", 443)] == "https"
     assert ("tcp", 99999) not in services
     assert len(services) == 7
-    assert parse_protocols(PROTOCOLS.splitlines()) == {0: "ip", 1: "icmp", 89: "ospf", 112: "vrrp"}
+    assert parse_protocols(PROTOCOLS.splitlines()) == {1: "icmp", 89: "ospf", 112: "vrrp"}  # `ip 0` is a pseudo entry
+
+
+def test_protocol_0_is_hopopt_with_or_without_a_protocols_file(tmp_path: Path) -> None:
+    """netbase's /etc/protocols opens with `ip 0`, a pseudo entry (IPPROTO_IP, for socket
+    options) before the protocol numbered 0, `hopopt 0` (IANA's keyword HOPOPT, which ECS
+    `network.transport` takes, lower-cased): flows carrying IPv6 hop-by-hop options (MLD, RSVP)
+    were named `ip` where the file exists and `hopopt` where it does not."""
+    path = tmp_path / "protocols"
+    path.write_text(PROTOCOLS.replace("icmp ", "hopopt  0       HOPOPT          # IPv6 Hop-by-Hop Option\nicmp ", 1))
+    for protocols in (path, tmp_path / "absent"):
+        chain = EnrichmentChain(EnrichSettings(oui_lookup=False), protocols_path=str(protocols))
+        documents = enrich(chain, [{"network.iana_number": "0", "network.transport": "0"}])
+        assert documents[0]["network.transport"] == "hopopt"
 
 
 def test_server_port_is_the_lower_known_port(tmp_path: Path) -> None:

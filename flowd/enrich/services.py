@@ -108,13 +108,20 @@ def parse_services(lines: Iterable[str]) -> dict[tuple[str, int], str]:
     return table
 
 
+PSEUDO_PROTOCOL = (0, "ip")
+"""netbase's first /etc/protocols line, `ip 0` ("pseudo protocol number": IPPROTO_IP, a socket
+option level), not the protocol numbered 0, which IANA and ECS `network.transport` call HOPOPT."""
+
+
 def parse_protocols(lines: Iterable[str]) -> dict[int, str]:
-    """`name number [aliases]` lines."""
+    """`name number [aliases]` lines; the first name for a number wins, the pseudo entry aside."""
     table: dict[int, str] = {}
     for line in lines:
         fields = line.split("#", 1)[0].split()
         if len(fields) >= 2 and fields[1].isdigit() and int(fields[1]) < 256:
-            table.setdefault(int(fields[1]), fields[0].lower())
+            number, name = int(fields[1]), fields[0].lower()
+            if (number, name) != PSEUDO_PROTOCOL:
+                table.setdefault(number, name)
     return table
 
 
