@@ -24,7 +24,8 @@ from flowd.server import pipeline as pipeline_module
 from flowd.server import udp
 from flowd.server.app import build_sink, restore_templates, template_path, write_snapshot_atomically
 from flowd.server.metrics import Aggregator, LabelCap, WorkerStats, build_registry
-from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline, RateLimitedLog, protocol_of
+from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline, protocol_of
+from flowd.server.rate_limited_log import RateLimitedLog
 from flowd.server.tcp import IpfixStreamSplitter
 from flowd.server.udp import ExporterAllowlist, open_udp_listener, parse_proc_net_udp
 from tests.corpus_units import UNITS_BY_NAME, corpus_available, unit_datagrams
@@ -302,7 +303,7 @@ def test_rate_limited_log_bounds_a_storm_from_many_sources(caplog: pytest.LogCap
     3,000 lines; now at most MAX_LINES_PER_INTERVAL an interval, the rest counted later."""
     import logging
 
-    from flowd.server.pipeline import MAX_LINES_PER_INTERVAL
+    from flowd.server.rate_limited_log import MAX_LINES_PER_INTERVAL
 
     now = [0.0]
     limiter = RateLimitedLog(logging.getLogger("t"), interval_s=10.0, clock=lambda: now[0])
@@ -320,7 +321,7 @@ def test_rate_limited_log_bounds_its_held_back_counts(caplog: pytest.LogCaptureF
     and the next line reports them."""
     import logging
 
-    from flowd.server.pipeline import MAX_LINES_PER_INTERVAL, MAX_LOG_KEYS
+    from flowd.server.rate_limited_log import MAX_LINES_PER_INTERVAL, MAX_LOG_KEYS
 
     now = [0.0]
     limiter = RateLimitedLog(logging.getLogger("t"), interval_s=10.0, clock=lambda: now[0])

@@ -20,7 +20,8 @@ from typing import Any, cast
 from flowd.config_values import split_address
 from flowd.errors import DecodeError
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import IngressQueue, RateLimitedLog
+from flowd.server.pipeline import IngressQueue
+from flowd.server.rate_limited_log import RateLimitedLog
 from flowd.server.udp import bind_socket
 
 log = logging.getLogger("flowd.tcp")
