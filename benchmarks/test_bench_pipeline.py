@@ -30,8 +30,9 @@ from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain, build_enricher
 from flowd.output.discard import DiscardSink
 from flowd.output.raw_fields import RawFieldFilter
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline
+from flowd.server.pipeline import IngressQueue, Pipeline
 
 EXPORTERS = 16
 DATAGRAMS_PER_EXPORTER = 24

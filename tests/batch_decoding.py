@@ -10,9 +10,9 @@ import pytest
 
 from flowd.decode import TemplateCache
 from flowd.decode.batch import RecordBatch
-from flowd.server import pipeline
+from flowd.server import batch_decoder
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 
 
 def _one_at_a_time(
@@ -37,8 +37,8 @@ def assert_batch_paths_change_nothing(
     and the options."""
     at_once = BatchDecoder(TemplateCache(), WorkerStats())
     documents = _unordered(at_once, batch)
-    patcher.setattr(pipeline, "decode_data_datagrams", _one_at_a_time)
-    patcher.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
+    patcher.setattr(batch_decoder, "decode_data_datagrams", _one_at_a_time)
+    patcher.setattr(batch_decoder, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
     alone = BatchDecoder(TemplateCache(), WorkerStats())
     assert documents == _unordered(alone, batch)
     assert at_once.stats.counters == alone.stats.counters
@@ -50,17 +50,17 @@ def assert_batch_paths_change_nothing(
 def assert_at_once_equals_per_datagram(
     monkeypatch: pytest.MonkeyPatch, batch: list[Any], function: str, rows: int
 ) -> tuple[BatchDecoder, BatchDecoder]:
-    """`assert_batch_paths_change_nothing`, where the batch decoder `pipeline.<function>` decodes
+    """`assert_batch_paths_change_nothing`, where the batch decoder `batch_decoder.<function>` decodes
     `rows` records of `batch` at once; returns both decoders."""
     decoded: list[int] = []
-    original = getattr(pipeline, function)
+    original = getattr(batch_decoder, function)
 
     def spy(*args: Any) -> Any:
         parts, left = original(*args)
         decoded.append(sum(len(part) for part in parts) if isinstance(parts, list) else len(parts or ()))
         return parts, left
 
-    monkeypatch.setattr(pipeline, function, spy)
+    monkeypatch.setattr(batch_decoder, function, spy)
     at_once, alone, _ = assert_batch_paths_change_nothing(monkeypatch, batch)
     assert decoded == [rows]
     return at_once, alone

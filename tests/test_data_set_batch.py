@@ -33,9 +33,9 @@ from flowd.decode.batch import RecordBatch
 from flowd.decode.data_set_batch import decode_data_datagrams
 from flowd.errors import DecodeError
 from flowd.model import FlowRecord
-from flowd.server import pipeline
+from flowd.server import batch_decoder
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.batch_decoding import assert_batch_paths_change_nothing
 from tests.corpus_units import UNITS, corpus_available, unit_datagrams
 from tests.test_ipfix_features import V4_TEMPLATE, ipfix_message, ipfix_set, options_template, template, v4_record
@@ -344,7 +344,7 @@ def test_a_bug_in_the_batch_path_sends_its_datagrams_one_at_a_time(monkeypatch: 
             decode_other(index)
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(pipeline, "decode_data_datagrams", half_then_fail)
+    monkeypatch.setattr(batch_decoder, "decode_data_datagrams", half_then_fail)
     decoder = BatchDecoder(TemplateCache(), WorkerStats())
     assert _documents(decoder, list(items)) == expected
 

@@ -25,9 +25,9 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.errors import DecodeError
 from flowd.output.documents import flow_document
 from flowd.output.table import DocumentTable, split_lines
-from flowd.server import pipeline
+from flowd.server import batch_decoder
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_ipfix_features import ipfix_message, ipfix_set, options_template, template
 
 EXPORTER = ("203.0.113.5", 4739)
@@ -48,7 +48,7 @@ def _per_datagram(batch: list[Item]) -> tuple[list[str], list[str], Counter[tupl
     errors: Counter[tuple[str, str]] = Counter()
     records = 0
     for data, exporter, received_at in batch:
-        protocol = pipeline.protocol_of(data)
+        protocol = batch_decoder.protocol_of(data)
         try:
             result = decode_datagram(data, exporter, templates, received_at)
         except DecodeError as error:
@@ -68,7 +68,7 @@ class _Raising:
     def __init__(self, patch: pytest.MonkeyPatch) -> None:
         self.raised: list[str] = []
         for name in ("batch_table", "sample_batch_tables", "sflow_tables"):
-            patch.setattr(pipeline, name, self._spy(getattr(pipeline, name)))
+            patch.setattr(batch_decoder, name, self._spy(getattr(batch_decoder, name)))
 
     def _spy(self, function: Any) -> Any:
         def spy(*args: Any) -> Any:
@@ -98,10 +98,10 @@ def _pipeline(batch: list[Item], raising: _Raising, *, at_once: bool) -> tuple[A
     against its NDJSON), options, errors by (protocol, reason), flows counted, and counters."""
     with pytest.MonkeyPatch.context() as patch:
         if at_once:
-            patch.setattr(pipeline, "MIN_WALKED_DATAGRAMS", 1)
+            patch.setattr(batch_decoder, "MIN_WALKED_DATAGRAMS", 1)
         else:
-            patch.setattr(pipeline, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
-            patch.setattr(pipeline, "decode_data_datagrams", _one_at_a_time)
+            patch.setattr(batch_decoder, "MIN_WALKED_DATAGRAMS", len(batch) + 1)
+            patch.setattr(batch_decoder, "decode_data_datagrams", _one_at_a_time)
         decoder = BatchDecoder(TemplateCache(), WorkerStats(), warn=raising)  # type: ignore[arg-type]
         parts = decoder.decode_parts(batch)
     documents: list[str] = []

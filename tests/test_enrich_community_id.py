@@ -222,8 +222,8 @@ def test_sflow_icmp_samples_hash_their_sampled_type_and_code() -> None:
     from flowd.decode import TemplateCache
     from flowd.enrich.chain import build_enricher
     from flowd.output.table import DocumentTable
+    from flowd.server.batch_decoder import BatchDecoder
     from flowd.server.metrics import WorkerStats
-    from flowd.server.pipeline import BatchDecoder
     from tests.test_sflow_properties import datagram, flow_sample, raw_header
 
     frames = {

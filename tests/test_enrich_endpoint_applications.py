@@ -19,8 +19,8 @@ from flowd.decode import TemplateCache
 from flowd.enrich.chain import EnrichmentChain
 from flowd.errors import ConfigError
 from flowd.output.table import DocumentTable
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 
 EXPORTER = ("192.0.2.1", 2055)
 _HEADER = struct.Struct("!HHIIIIBBH")

@@ -14,8 +14,8 @@ from flowd.enrich.chain import EnrichmentChain
 from flowd.enrich.oui import OuiRegistry, load_registry, registry_files
 from flowd.output.documents import flow_document
 from flowd.output.table import DocumentTable, LazyColumn
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_sflow_properties import datagram as sflow_datagram
 from tests.test_sflow_properties import flow_sample, ipv4_tcp_frame, raw_header
 

@@ -28,8 +28,8 @@ from flowd.enrich.sampling import SamplingRates
 from flowd.errors import ConfigError
 from flowd.output.documents import flow_document
 from flowd.output.table import DocumentsView, DocumentTable, split_lines
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_ipfix_features import ipfix_message, ipfix_set, template
 
 EXPORT_TIME = 1_700_000_000

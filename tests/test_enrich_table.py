@@ -256,8 +256,8 @@ def test_tables_are_freed_without_the_cycle_collector(protocol: str) -> None:
 
 def write_batch(batch: list[tuple[bytes, tuple[str, int], float]], chain: EnrichmentChain) -> int:
     """What a worker does with an ingress batch, without a sink; returns the bytes written."""
+    from flowd.server.batch_decoder import BatchDecoder
     from flowd.server.metrics import WorkerStats
-    from flowd.server.pipeline import BatchDecoder
 
     written = 0
     for part in BatchDecoder(TemplateCache(), WorkerStats()).decode_parts(batch):

@@ -13,9 +13,9 @@ import pytest
 from prometheus_client import generate_latest
 
 from flowd.decode import TemplateCache
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.exporter_reports import MAX_SOURCES, MAX_SOURCES_PER_SERIES, ExporterReports
 from flowd.server.metrics import Aggregator, WorkerStats, build_registry
-from flowd.server.pipeline import BatchDecoder
 from tests.corpus_units import CORPUS, corpus_available
 from tests.test_ipfix_features import ipfix_message, ipfix_set, options_template
 

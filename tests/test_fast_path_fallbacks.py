@@ -12,9 +12,9 @@ import pytest
 from benchmarks.test_bench_enrich import build_datagrams
 from flowd.capture import read_datagrams
 from flowd.decode import TemplateCache
-from flowd.server import pipeline
+from flowd.server import batch_decoder
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.corpus_units import UNITS, unit_datagrams
 from tests.shared_data import CORPUS
 
@@ -62,7 +62,7 @@ def test_a_fast_path_that_raises_loses_nothing_and_is_counted(
     batch = make_batch()
     expected = documents(batch)
     assert expected, "the capture decodes to documents"
-    monkeypatch.setattr(pipeline, function, broken)
+    monkeypatch.setattr(batch_decoder, function, broken)
     decoder = BatchDecoder(TemplateCache(), WorkerStats())
     with caplog.at_level(logging.WARNING):
         got = sorted(repr(sorted(document.items())) for document in decoder.decode(batch))

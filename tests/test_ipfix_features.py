@@ -313,8 +313,8 @@ def test_built_message_agrees_with_tshark(tmp_path: Path) -> None:
 def _rates_both_paths(*messages: bytes) -> list[tuple[int, int]]:
     """(flowd.sampling_rate, network.bytes) of every flow, per datagram and as a worker decodes
     the same messages in one batch (the two must agree)."""
+    from flowd.server.batch_decoder import BatchDecoder
     from flowd.server.metrics import WorkerStats
-    from flowd.server.pipeline import BatchDecoder
 
     flows, _, _ = decode_all(*messages)
     per_datagram = [(int(str(d["flowd.sampling_rate"])), int(str(d["network.bytes"]))) for d in flows]

@@ -142,8 +142,8 @@ def test_a_template_known_at_start_releases_the_sets_with_the_exporters_first_tr
     """A worker's snapshot had the template while another worker parked the exporter's data (the
     kernel moved the exporter): at the next start the worker that gets the exporter's traffic
     takes the sets, ahead of that traffic."""
+    from flowd.server.batch_decoder import BatchDecoder
     from flowd.server.metrics import WorkerStats
-    from flowd.server.pipeline import BatchDecoder
 
     directory = tmp_path / "templates.parked"
     now = time.time()  # the decoder releases them at the time it runs

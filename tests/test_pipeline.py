@@ -20,11 +20,12 @@ from flowd.errors import DecodeError
 from flowd.output.bulk import BulkEncoder, document_of, split_pairs
 from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
+from flowd.server import batch_decoder, udp
 from flowd.server import pipeline as pipeline_module
-from flowd.server import udp
 from flowd.server.app import build_sink, restore_templates, template_path, write_snapshot_atomically
+from flowd.server.batch_decoder import BatchDecoder, protocol_of
 from flowd.server.metrics import Aggregator, LabelCap, WorkerStats, build_registry
-from flowd.server.pipeline import BatchDecoder, IngressQueue, Pipeline, protocol_of
+from flowd.server.pipeline import IngressQueue, Pipeline
 from flowd.server.rate_limited_log import RateLimitedLog
 from flowd.server.tcp import IpfixStreamSplitter
 from flowd.server.udp import ExporterAllowlist, open_udp_listener, parse_proc_net_udp
@@ -269,7 +270,7 @@ def test_decoder_survives_a_decoder_bug(monkeypatch: pytest.MonkeyPatch) -> None
     def broken(*args: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pipeline_module, "decode_datagram", broken)
+    monkeypatch.setattr(batch_decoder, "decode_datagram", broken)
     stats = WorkerStats()
     assert BatchDecoder(TemplateCache(), stats).decode([(netflow_v5(1), EXPORTER, 1.0)]) == []
     assert stats.counter("flowd_decode_errors", ("192.0.2.7", "netflow_v5", "internal_error")) == 1

@@ -18,8 +18,8 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.output.batch_documents import documents_for
 from flowd.output.documents import flow_document
 from flowd.output.table import DocumentTable
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_batch_documents import assert_ndjson_equals_dicts
 from tests.test_ipfix_features import _iso_ms, ipfix_message, ipfix_set, options_template, template
 

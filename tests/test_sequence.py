@@ -25,8 +25,8 @@ from flowd.decode.sequence import (
     SequenceTracker,
     export_mark,
 )
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_sflow_properties import datagram as sflow_datagram
 from tests.test_sflow_properties import flow_sample, raw_header
 

@@ -26,8 +26,8 @@ from flowd.decode import TemplateCache, decode_datagram
 from flowd.decode.sflow import MAX_NAME_BYTES, MAX_URL_BYTES, decode_sflow
 from flowd.output.documents import flow_document
 from flowd.output.table import DocumentTable
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_sflow_properties import counter_sample, datagram, raw_header, string, xdr
 
 EXPORTER = ("192.0.2.1", 6343)

@@ -15,8 +15,8 @@ import orjson
 from flowd.decode import TemplateCache, decode_datagram
 from flowd.output.documents import flow_document
 from flowd.output.table import DocumentTable
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_sflow_properties import datagram, flow_sample, ipv4_tcp_frame, raw_header, xdr
 
 EXPORTER = ("192.0.2.1", 6343)

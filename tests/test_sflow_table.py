@@ -27,8 +27,8 @@ from flowd.output import sflow_table
 from flowd.output.documents import flow_document
 from flowd.output.sflow_table import sample_batch_tables, sflow_tables
 from flowd.output.table import DocumentTable, split_lines
+from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import BatchDecoder
 from tests.test_sflow_corpus import MALFORMED, SFLOW_FILES, corpus_datagrams
 from tests.test_sflow_properties import address, datagram, needs_corpus, u32_list, xdr
 
