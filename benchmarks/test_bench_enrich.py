@@ -36,8 +36,8 @@ from flowd.enrich.addresses import PUBLIC, classify_address
 from flowd.enrich.chain import EnrichmentChain
 from flowd.output.table import DocumentTable, split_lines
 from flowd.server.batch_decoder import BatchDecoder
+from flowd.server.ingress import COALESCED_BATCHES
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import COALESCED_BATCHES
 from tests.shared_data import GEOIP as SHARED_GEOIP
 
 GEOIP_DIR = SHARED_GEOIP

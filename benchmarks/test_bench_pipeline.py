@@ -31,8 +31,9 @@ from flowd.enrich.chain import EnrichmentChain, build_enricher
 from flowd.output.discard import DiscardSink
 from flowd.output.raw_fields import RawFieldFilter
 from flowd.server.batch_decoder import BatchDecoder
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import IngressQueue, Pipeline
+from flowd.server.pipeline import Pipeline
 
 EXPORTERS = 16
 DATAGRAMS_PER_EXPORTER = 24

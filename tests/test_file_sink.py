@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 
 from flowd.output.files import NdjsonFileSink
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import IngressQueue, Pipeline
+from flowd.server.pipeline import Pipeline
 
 
 def lines_in(directory: Path) -> list[bytes]:

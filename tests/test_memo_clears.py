@@ -27,8 +27,8 @@ from flowd.output import ecs, table, timestamps
 from flowd.output.batch_documents import batch_table
 from flowd.server import udp
 from flowd.server.app import Worker
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import Aggregator, build_registry, parse_samples
-from flowd.server.pipeline import IngressQueue
 from tests.test_pipeline import netflow_v5
 
 

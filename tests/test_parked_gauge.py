@@ -15,7 +15,7 @@ from flowd.config import load_settings
 from flowd.decode import decode_datagram
 from flowd.decode.sequence import SequenceTracker
 from flowd.server.app import Worker
-from flowd.server.pipeline import IngressQueue
+from flowd.server.ingress import IngressQueue
 from tests.test_data_set_batch import v9_datagram, v9_records, v9_set, v9_template
 
 EXPORTER = ("192.0.2.30", 2055)

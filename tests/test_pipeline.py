@@ -21,11 +21,11 @@ from flowd.output.bulk import BulkEncoder, document_of, split_pairs
 from flowd.output.discard import DiscardSink
 from flowd.output.files import NdjsonFileSink
 from flowd.server import batch_decoder, udp
-from flowd.server import pipeline as pipeline_module
 from flowd.server.app import build_sink, restore_templates, template_path, write_snapshot_atomically
 from flowd.server.batch_decoder import BatchDecoder, protocol_of
+from flowd.server.ingress import COALESCED_BATCHES, SFLOW_COALESCED_BATCHES, IngressQueue
 from flowd.server.metrics import Aggregator, LabelCap, WorkerStats, build_registry
-from flowd.server.pipeline import IngressQueue, Pipeline
+from flowd.server.pipeline import Pipeline
 from flowd.server.rate_limited_log import RateLimitedLog
 from flowd.server.tcp import IpfixStreamSplitter
 from flowd.server.udp import ExporterAllowlist, open_udp_listener, parse_proc_net_udp
@@ -117,7 +117,7 @@ def test_ingress_joins_queued_full_batches_up_to_the_limit_in_order() -> None:
 def test_ingress_joins_more_sflow_batches_than_netflow_ones() -> None:
     """sFlow datagrams carry fewer records, so more of them join (by the oldest datagram)."""
     sflow = struct.pack("!II", 5, 1) + bytes(20)
-    size, netflow_joined, sflow_joined = 4, pipeline_module.COALESCED_BATCHES, pipeline_module.SFLOW_COALESCED_BATCHES
+    size, netflow_joined, sflow_joined = 4, COALESCED_BATCHES, SFLOW_COALESCED_BATCHES
     assert sflow_joined > netflow_joined
     queue = IngressQueue(batch_size=size, capacity=1000)
     assert queue.head() is None

@@ -22,8 +22,9 @@ from flowd.errors import ConfigError
 from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.table import DocumentTable, FieldGroup
 from flowd.server.batch_decoder import BatchDecoder
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import IngressQueue, Pipeline
+from flowd.server.pipeline import Pipeline
 from tests.corpus_units import UNITS_BY_NAME, corpus_available, unit_datagrams
 from tests.test_pipeline import EXPORTER, EncodedMemorySink, netflow_v5
 from tests.test_sflow_corpus import MALFORMED, SFLOW_FILES, corpus_datagrams

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from flowd.server import tcp
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import IngressQueue
 from tests.ports import free_port
 
 MESSAGE = struct.pack("!HHIII", 10, 16, 0, 0, 0)

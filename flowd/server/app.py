@@ -36,6 +36,7 @@ from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sink import Sink
 from flowd.server.batch_decoder import BatchDecoder
 from flowd.server.heap import settle_heap
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats, export_component_stats
 from flowd.server.parked_store import (
     claim_file,
@@ -46,7 +47,7 @@ from flowd.server.parked_store import (
     remove_stale_temporaries,
     write_parked,
 )
-from flowd.server.pipeline import IngressQueue, Pipeline
+from flowd.server.pipeline import Pipeline
 from flowd.server.tcp import IpfixTcpServer
 from flowd.server.udp import DrainingReceiver, ExporterAllowlist, ListenerStats, open_udp_listener, read_kernel_drops
 from flowd.template_report import snapshot_files

@@ -1,14 +1,11 @@
-"""The worker's pipeline: ingress batches -> decode -> enrich -> sink, joined by bounded queues.
+"""The worker's pipeline: ingress batches -> decode -> enrich -> serialise -> sink, in two async
+stages joined by a bounded queue.
 
-The policies here are plain classes with injected clocks, testable without sockets:
-- `IngressQueue`: the UDP receiver appends (data, address, time); datagrams are grouped in
-  batches of `batch_size`; the only place that drops (when `capacity` datagrams wait), and it
-  counts what it drops. The consumer takes a full batch (queued ones joined), or the partial one
-  when nothing else waits; `Pipeline` lets a partial batch wait at most `batch_delay_s` for company.
-- `BatchDecoder` (batch_decoder.py) turns each batch into documents.
-- `Pipeline`: the async stages. Between decode and output an `asyncio.Queue` of document
-  batches applies backpressure (later stages never drop); `drain()` empties both in order. Each
-  stage's time goes to `flowd_stage_seconds`.
+`Pipeline` takes batches from the `IngressQueue` (ingress.py), letting a partial batch wait at
+most `batch_delay_s` for company, and has the `BatchDecoder` (batch_decoder.py) turn them into
+documents. Between decode and output an `asyncio.Queue` of document batches applies backpressure
+(later stages never drop); `drain()` empties both in order. Each stage's time goes to
+`flowd_stage_seconds`.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import asyncio
 import functools
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -28,7 +24,8 @@ from flowd.errors import SinkError
 from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sink import Body, Sink
 from flowd.output.table import DocumentTable, Matrix
-from flowd.server.batch_decoder import Batch, BatchDecoder, Item, Part, protocol_of
+from flowd.server.batch_decoder import BatchDecoder, Part
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
 
 log = logging.getLogger("flowd.pipeline")
@@ -42,115 +39,12 @@ def _documents_in(batch: DocumentBatch) -> int:
     return sum(len(part) for part in batch[0])
 
 
-COALESCED_BATCHES = 8
-"""Full ingress batches the decoder joins into one when they queue up (`IngressQueue.pop`):
-a table costs about a millisecond whatever its rows, so a backlog is decoded in fewer, larger
-tables. Measured with one worker on v9 (fixed-rate trials, alternated): 4 lost 5% at 350k
-flows/s where 8 held it; 16 lost less above that but let v5 batches run long enough (some 75 ms)
-for the kernel to drop. It needs the receiver to drain its socket per wake
-(`udp.DrainingReceiver`): with asyncio's 32 datagrams per loop turn, joins of 4 already lost
-datagrams in the kernel."""
-SFLOW_COALESCED_BATCHES = 16
-"""The same for batches that start with an sFlow datagram. Its datagrams carry a few samples
-each (about 6, against NetFlow's 20-30), so twice as many join, for a joined batch of some
-thousands of records either way (one worker: 8 lost 4% at 114k samples/s where 16 held it)."""
 DOCUMENT_QUEUE_BATCHES = 2
 """Decoded batches waiting for enrichment and the sink; the decoder waits when it is full.
 A joined batch of 8 x 64 NetFlow v5 datagrams holds up to about 15,400 documents (about 34 MB
 as NDJSON), so two are enough to keep both stages busy and bound the memory a slow sink can pin."""
 SINK_FLUSH_INTERVAL_S = 1.0
 SINK_RETRY_S = 1.0
-
-
-def _noop() -> None:
-    return None
-
-
-class IngressQueue:
-    """Datagrams grouped in batches, at most `capacity` waiting; the excess is dropped and counted."""
-
-    def __init__(self, batch_size: int, capacity: int, wake: Callable[[], None] = _noop) -> None:
-        self.batch_size = max(1, batch_size)
-        self.capacity = max(self.batch_size, capacity)
-        self.wake = wake
-        """Called when the queue goes from empty to non-empty, and when `wake_at` datagrams wait
-        (sets the consumer's event)."""
-        self.wake_at = 0
-        """A count of waiting datagrams that also wakes the consumer (0: none): what a decoder
-        lingering over a partial batch waits for."""
-        self._ready: deque[Batch] = deque()
-        self._current: Batch = []
-        self._waiting = 0
-        self.accepted = 0
-        self.dropped = 0
-
-    def __len__(self) -> int:
-        """Datagrams waiting."""
-        return self._waiting
-
-    @property
-    def full(self) -> bool:
-        return self._waiting >= self.capacity
-
-    def append(self, data: bytes, address: Any, received_at: float, *, force: bool = False) -> bool:
-        """Queue a datagram; False (counted in `dropped`) when full. `force` is for TCP, whose
-        sender is paused by backpressure instead of dropped (see tcp.py)."""
-        if self._waiting >= self.capacity and not force:
-            self.dropped += 1
-            return False
-        current = self._current
-        if len(current) >= self.batch_size:
-            self._ready.append(current)
-            current = self._current = []
-        current.append((data, address, received_at))
-        self._waiting += 1
-        self.accepted += 1
-        if self._waiting == 1 or self._waiting == self.wake_at:
-            self.wake()
-        return True
-
-    def _oldest(self) -> Item | None:
-        if self._ready:
-            return self._ready[0][0]
-        return self._current[0] if self._current else None
-
-    def oldest_at(self) -> float | None:
-        """When the oldest waiting datagram arrived; None when none waits."""
-        oldest = self._oldest()
-        return None if oldest is None else oldest[2]
-
-    def head(self) -> bytes | None:
-        """The payload of the oldest waiting datagram, None when nothing waits."""
-        oldest = self._oldest()
-        return None if oldest is None else oldest[0]
-
-    def joined_limit(self) -> int:
-        """How many datagrams `pop` may join now: by the protocol of the oldest one."""
-        first = self.head()
-        joined = SFLOW_COALESCED_BATCHES if first is not None and protocol_of(first) == "sflow" else COALESCED_BATCHES
-        return self.batch_size * joined
-
-    def pop(self, limit: int = 0) -> Batch | None:
-        """The oldest full batch, else the partial one; None when nothing waits.
-
-        With `limit`, the full batches queued behind the first are joined to it while the total
-        stays within `limit` datagrams: a backlog is decoded in bigger batches, whose fixed
-        costs per table weigh less per flow, while a quiet queue still hands over at once.
-        """
-        ready = self._ready
-        if ready:
-            batch = ready.popleft()
-            while ready and len(batch) + len(ready[0]) <= limit:
-                batch += ready.popleft()
-            if not ready and self._current and len(batch) + len(self._current) <= limit:
-                batch += self._current  # the newest, maybe partial, batch too
-                self._current = []
-        elif self._current:
-            batch, self._current = self._current, []
-        else:
-            return None
-        self._waiting -= len(batch)
-        return batch
 
 
 def _ndjson(table: DocumentTable, action_lines: Callable[[int], Matrix] | None) -> Body | None:

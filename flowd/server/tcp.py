@@ -19,8 +19,8 @@ from typing import Any, cast
 
 from flowd.config_values import split_address
 from flowd.errors import DecodeError
+from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
-from flowd.server.pipeline import IngressQueue
 from flowd.server.rate_limited_log import RateLimitedLog
 from flowd.server.udp import bind_socket
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from flowd.config_values import split_address
 from flowd.decode.memo import MEMO_CLEARS
-from flowd.server.pipeline import IngressQueue
+from flowd.server.ingress import IngressQueue
 
 log = logging.getLogger("flowd.udp")
 
