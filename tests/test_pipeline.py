@@ -4,6 +4,7 @@ backpressure, drain, metrics aggregation, TCP framing, /proc parsing, file outpu
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import struct
@@ -462,6 +463,36 @@ async def test_pipeline_writes_tables_as_ndjson_to_sinks_that_take_it() -> None:
 
     assert sorted(map(key, written)) == sorted(map(key, expected))
     assert all(d["network.community_id"].startswith("1:") for d in written)
+
+
+async def test_a_table_that_fails_to_render_goes_out_as_dicts_and_is_counted(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A bug in the NDJSON writer costs throughput, not documents: the table goes the dict way,
+    and `flowd_fast_path_fallbacks{path="ndjson"}` and a rate-limited line say so (it logged
+    every table before, and counted none)."""
+    from flowd.output.table import DocumentTable
+
+    def broken(self: DocumentTable, action_lines: Any = None) -> Any:
+        raise ZeroDivisionError("a rendering bug")
+
+    monkeypatch.setattr(DocumentTable, "to_ndjson_buffer", broken)
+    stats = WorkerStats()
+    ingress = IngressQueue(batch_size=4, capacity=100)
+    sink = EncodedMemorySink()
+    pipeline = Pipeline(ingress, BatchDecoder(TemplateCache(), stats), sink, stats)
+    pipeline.start()
+    with caplog.at_level(logging.WARNING):
+        for ident in range(12):  # three batches of four: three tables
+            ingress.append(netflow_v5(ident, records=5), EXPORTER, 1.0)
+            await asyncio.sleep(0.01)
+        await asyncio.wait_for(pipeline.drain(), timeout=10)
+    assert sink.bodies == []
+    assert sum(len(b) for b in sink.batches) == 60 == pipeline.flows_out
+    fallbacks = stats.counters["flowd_fast_path_fallbacks"][("ndjson",)]
+    assert fallbacks == len(sink.batches) >= 1
+    lines = [line for line in caplog.messages if "ZeroDivisionError: a rendering bug" in line]
+    assert len(lines) == 1 and "ndjson" in lines[0]
 
 
 class BulkMemorySink(EncodedMemorySink):

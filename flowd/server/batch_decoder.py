@@ -117,7 +117,7 @@ class BatchDecoder:
             data_batches, taken = decode_data_datagrams(items, self.templates, decode_one, counted)
         except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
             # (after those it had already passed on: a template change between them is applied early)
-            self._fell_back("data_sets", error)
+            self.fell_back("data_sets", error)
             data_batches, taken = [], {}
             counted.clear()
             for index, done in enumerate(decoded):
@@ -139,7 +139,7 @@ class BatchDecoder:
                         parts.append(batch_table(part))
                         continue
                     except Exception as error:  # a mapping bug: redo record by record to isolate it
-                        self._fell_back("netflow_table", error)
+                        self.fell_back("netflow_table", error)
             elif isinstance(part, SampleBatch):
                 sample_batches.append(part)  # read in numpy below, the whole batch at once
                 continue
@@ -153,7 +153,7 @@ class BatchDecoder:
             try:
                 tables, rest = sflow_tables(samples)
             except Exception as error:  # a mapping bug: the dict path isolates it record by record
-                self._fell_back("sflow_tables", error)
+                self.fell_back("sflow_tables", error)
                 tables, rest = [], samples
             parts.extend(tables)
             self._documents(rest, dicts)
@@ -286,7 +286,7 @@ class BatchDecoder:
         try:
             tables, left = sample_batch_tables(batch)
         except Exception as error:  # a bug in the vectorised reader: every sample goes the per-sample way
-            self._fell_back("sflow_samples", error)
+            self.fell_back("sflow_samples", error)
             samples.extend(batch)
             return []
         samples.extend(batch.records(left))
@@ -305,9 +305,10 @@ class BatchDecoder:
                 protocol = "sflow" if record.kind.startswith("sflow") else PROTOCOLS.get(record.version, "unknown")
                 self._error(record.exporter, protocol, "document_error", f"{type(error).__name__}: {error}")
 
-    def _fell_back(self, path: str, error: Exception) -> None:
-        """A vectorised path raised and its records went the per-record way: nothing is lost, but
-        it is a bug, and costs throughput; counted (`flowd_fast_path_fallbacks`) and logged."""
+    def fell_back(self, path: str, error: Exception) -> None:
+        """A vectorised path raised and its records went the per-record way (or a table's documents
+        the dict way, `path` "ndjson"): nothing is lost, but it is a bug, and costs throughput;
+        counted (`flowd_fast_path_fallbacks`) and logged, rate-limited per path."""
         self.stats.inc("flowd_fast_path_fallbacks", (path,))
         self.warn.warning(
             f"fallback|{path}",

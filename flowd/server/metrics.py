@@ -157,8 +157,8 @@ METRICS: dict[str, MetricDef] = {
     "flowd_enrich_events": MetricDef("counter", "Enrichment counters (cache hits/misses, lookups...)", ("counter",)),
     "flowd_fast_path_fallbacks": MetricDef(
         "counter",
-        "Times a vectorised decode path raised and its records were decoded one by one instead (nothing is"
-        " lost; each is a bug to report, and costs throughput), by path",
+        "Times a vectorised path raised and its records were decoded one by one instead, or a table's"
+        " documents written as dicts (nothing is lost; each is a bug to report, and costs throughput), by path",
         ("path",),
     ),
     "flowd_memo_cache_clears": MetricDef(

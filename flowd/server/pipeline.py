@@ -47,18 +47,19 @@ SINK_FLUSH_INTERVAL_S = 1.0
 SINK_RETRY_S = 1.0
 
 
-def _ndjson(table: DocumentTable, action_lines: Callable[[int], Matrix] | None) -> Body | None:
+def _ndjson(
+    table: DocumentTable, action_lines: Callable[[int], Matrix] | None, fell_back: Callable[[str, Exception], None]
+) -> Body | None:
     """The table as NDJSON (each document after its `_bulk` action line when the sink gives them);
     None sends it the dict way: a value orjson cannot hold (an integer beyond 64 bits) is
-    dead-lettered there document by document, and a bug here loses nothing."""
+    dead-lettered there document by document, and a bug here loses nothing (`fell_back` counts
+    and logs it, rate-limited: it would fail for every table alike)."""
     try:
         return table.to_ndjson_buffer(action_lines(len(table)) if action_lines is not None else None)
     except orjson.JSONEncodeError:
         return None
     except Exception as error:  # a rendering bug: the dict path still delivers every document
-        log.warning(
-            "NDJSON from columns failed, writing %d documents as dicts: %s: %s", len(table), type(error).__name__, error
-        )
+        fell_back("ndjson", error)
         return None
 
 
@@ -217,7 +218,7 @@ class Pipeline:
                 else:
                     self.raw_fields.trim_documents(part)
             if isinstance(part, DocumentTable):
-                body = _ndjson(part, action_lines) if encoded is not None else None
+                body = _ndjson(part, action_lines, self.decoder.fell_back) if encoded is not None else None
                 if encoded is not None and body is not None:
                     started = self._timed("serialise", started)
                     await self._deliver(functools.partial(encoded, body, len(part)), len(part))
