@@ -47,7 +47,13 @@ from flowd.errors import ConfigError
         ("192.0.0.10", "public"),  # TURN anycast
         ("192.0.0.8", "reserved"),
         ("198.18.0.1", "reserved"),
+        ("192.0.0.170", "reserved"),  # NAT64/DNS64 discovery (RFC 7050)
+        ("192.31.196.1", "public"),  # AS112-v4 (RFC 7535), globally reachable
+        ("192.52.193.1", "public"),  # AMT (RFC 7450)
+        ("192.175.48.1", "public"),  # AS112 direct delegation (RFC 7534)
         ("2001:2::1", "reserved"),  # benchmarking, as 198.18.0.0/15
+        ("2001:5::1", "reserved"),  # unassigned in 2001::/23, IETF protocol assignments
+        ("2001:1::1", "public"),  # PCP anycast: globally reachable
         ("2001:3::1", "public"),
         ("64:ff9b::8.8.8.8", "public"),  # NAT64 well-known prefix: the embedded IPv4 address's class
         ("64:ff9b::10.0.0.1", "private"),

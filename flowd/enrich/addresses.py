@@ -3,7 +3,9 @@
 Address classes follow the IANA special-purpose registries (RFC 6890 and its updates): private
 (RFC 1918, ULA RFC 4193), loopback, link-local (RFC 3927, RFC 4291), CGNAT shared space
 (RFC 6598, 100.64.0.0/10), documentation (RFC 5737, RFC 3849 2001:db8::/32, RFC 9637 3fff::/20),
-multicast, and the rest. Only `public` addresses are worth a GeoIP lookup.
+multicast, broadcast, unspecified, and `reserved` for the other blocks the registries mark not
+globally reachable (192.0.0.0/24, benchmarking, 240.0.0.0/4, most of 2001::/23, IPv6 outside
+2000::/3). Only `public` addresses are worth a GeoIP lookup.
 
 `network.direction` and `flow.locality` compare both ends with the operator's internal networks,
 as Filebeat's netflow input and ECS describe them. Networks the operator names (a site, a
@@ -54,7 +56,16 @@ _V6_CLASSES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("fe80::/10", "link_local"),
         ("fc00::/7", "private"),
         ("2001:db8::/32", "documentation"),
-        ("2001:2::/48", "reserved"),  # benchmarking (RFC 5180), as 198.18.0.0/15
+        # 2001::/23, IETF protocol assignments (RFC 2928), is not globally reachable but for
+        # these assignments, which are (IANA IPv6 special-purpose registry):
+        ("2001:1::1/128", PUBLIC),  # PCP anycast (RFC 7723)
+        ("2001:1::2/128", PUBLIC),  # TURN anycast (RFC 8155)
+        ("2001:1::3/128", PUBLIC),  # DNS-SD service registration anycast (RFC 9665)
+        ("2001:3::/32", PUBLIC),  # AMT (RFC 7450)
+        ("2001:4:112::/48", PUBLIC),  # AS112-v6 (RFC 7535)
+        ("2001:20::/28", PUBLIC),  # ORCHIDv2 (RFC 7343)
+        ("2001:30::/28", PUBLIC),  # drone remote ID entity tags (RFC 9374)
+        ("2001::/23", "reserved"),  # benchmarking 2001:2::/48 (RFC 5180), old ORCHID, unassigned
         ("3fff::/20", "documentation"),
         ("ff00::/8", "multicast"),
     )

@@ -1,0 +1,76 @@
+"""Address classes against the IANA special-purpose registries (RFC 6890, RFC 8190), on both
+document paths: an IPFIX IPv6 data set enriched as a table (the numpy IPv6 cache) and as dicts.
+
+Only `public` addresses reach the GeoIP databases, so a block the registries mark not globally
+reachable must not be `public`; one they mark globally reachable must be.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from typing import Any
+
+from flowd.config import EnrichSettings
+from flowd.enrich.chain import EnrichmentChain
+from tests.shared_data import GEOIP
+from tests.test_enrich_sampling import enriched_both_ways
+from tests.test_ipfix_features import ipfix_message, ipfix_set, template
+
+IETF_ASSIGNMENTS = {
+    "2001:2::1": "reserved",  # benchmarking (RFC 5180)
+    "2001:5::1": "reserved",  # unassigned in 2001::/23
+    "2001:1::4": "reserved",
+    "2001:10::1": "reserved",  # deprecated ORCHID (RFC 4843)
+    "2001:1ff:ffff::1": "reserved",  # the block's last /32
+    "2001:1::1": "public",  # PCP anycast (RFC 7723)
+    "2001:1::2": "public",  # TURN anycast (RFC 8155)
+    "2001:1::3": "public",  # DNS-SD service registration anycast (RFC 9665)
+    "2001:3::1": "public",  # AMT (RFC 7450)
+    "2001:4:112::1": "public",  # AS112-v6 (RFC 7535)
+    "2001:4:113::1": "reserved",
+    "2001:20::1": "public",  # ORCHIDv2 (RFC 7343)
+    "2001:30::1": "public",  # drone remote ID entity tags (RFC 9374)
+    "2001:200::1": "public",  # past 2001::/23: ordinary global unicast
+    "2620:4f:8000::1": "public",  # AS112 direct delegation (RFC 7534)
+}
+"""2001::/23, IETF protocol assignments: not globally reachable except where the registry says so."""
+
+
+def make_chain(**settings: Any) -> EnrichmentChain:
+    enrich = EnrichSettings(oui_lookup=False, **settings)
+    if GEOIP.is_dir():
+        enrich.geoip_city_db = str(GEOIP / "GeoIP2-City-Test.mmdb")
+        enrich.geoip_asn_db = str(GEOIP / "GeoLite2-ASN-Test.mmdb")
+    return EnrichmentChain(enrich)
+
+
+def ipv6_flows(pairs: list[tuple[str, str]]) -> bytes:
+    """An IPFIX message with one TCP flow per (source, destination) pair."""
+    fields = ((27, 16), (28, 16), (7, 2), (11, 2), (4, 1), (1, 8), (2, 8))
+    records = b"".join(
+        socket.inet_pton(socket.AF_INET6, source)
+        + socket.inet_pton(socket.AF_INET6, destination)
+        + struct.pack("!HHBQQ", 40000, 443, 6, 900, 3)
+        for source, destination in pairs
+    )
+    return ipfix_message(ipfix_set(2, template(256, *fields)), ipfix_set(256, records))
+
+
+def enriched(chain: EnrichmentChain, pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """The flows of `pairs` enriched as a table and as dicts (which must agree), in order."""
+    documents = enriched_both_ways(chain, [(ipv6_flows(pairs), ("192.0.2.1", 4739))])
+    assert [(d["source.ip"], d["destination.ip"]) for d in documents] == pairs
+    return documents
+
+
+def test_ietf_protocol_assignments_are_reserved_but_for_the_globally_reachable_ones() -> None:
+    chain = make_chain()
+    addresses = list(IETF_ASSIGNMENTS)
+    documents = enriched(chain, list(zip(addresses, reversed(addresses), strict=True)))
+    for document in documents:
+        assert document["flowd.source_address_class"] == IETF_ASSIGNMENTS[document["source.ip"]], document
+        assert document["flowd.destination_address_class"] == IETF_ASSIGNMENTS[document["destination.ip"]], document
+    if GEOIP.is_dir():  # each public address once per path, none of the reserved ones
+        public = sum(label == "public" for label in IETF_ASSIGNMENTS.values())
+        assert chain.geoip.lookups == 2 * public
