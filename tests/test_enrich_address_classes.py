@@ -7,6 +7,7 @@ reachable must not be `public`; one they mark globally reachable must be.
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 import struct
 from typing import Any
@@ -74,3 +75,27 @@ def test_ietf_protocol_assignments_are_reserved_but_for_the_globally_reachable_o
     if GEOIP.is_dir():  # each public address once per path, none of the reserved ones
         public = sum(label == "public" for label in IETF_ASSIGNMENTS.values())
         assert chain.geoip.lookups == 2 * public
+
+
+def teredo(server: str, client: str) -> str:
+    """A Teredo client's address (RFC 4380 section 4): server, flags, port and the client's
+    outside address, the last two inverted."""
+    number = (0x2001_0000 << 96) | (int(ipaddress.IPv4Address(server)) << 64) | (0x8000 << 48) | (0x63BF << 32)
+    return str(ipaddress.IPv6Address(number | (~int(ipaddress.IPv4Address(client)) & 0xFFFF_FFFF)))
+
+
+def test_teredo_addresses_take_the_class_and_geography_of_their_clients_address() -> None:
+    """Teredo's reachability is its embedded address's (RFC 8190: "N/A"), and MaxMind's alias of
+    2001::/32 finds the server (here London), not the client."""
+    server = "81.2.69.142"
+    assert teredo(server, "192.0.2.45") == "2001:0:5102:458e:8000:63bf:3fff:fdd2"  # RFC 4380's example client
+    cases = {"89.160.20.112": "public", "10.1.2.3": "private", "192.0.2.45": "documentation", "127.0.0.1": "loopback"}
+    pairs = [(teredo(server, client), "2a00:1450::1") for client in cases]
+    documents = enriched(make_chain(), pairs)
+    for document, (client, label) in zip(documents, cases.items(), strict=True):
+        assert document["flowd.source_address_class"] == label, client
+        if label != "public":
+            assert not any(key.startswith(("source.geo", "source.as")) for key in document), client
+        elif GEOIP.is_dir():  # Linköping, Bredband2 in the test databases
+            assert document["source.geo.city_name"] == "Linköping", document
+            assert document["source.as.number"] == 29518

@@ -54,6 +54,8 @@ from flowd.errors import ConfigError
         ("2001:2::1", "reserved"),  # benchmarking, as 198.18.0.0/15
         ("2001:5::1", "reserved"),  # unassigned in 2001::/23, IETF protocol assignments
         ("2001:1::1", "public"),  # PCP anycast: globally reachable
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "documentation"),  # Teredo: its client's, 192.0.2.45
+        ("2001:0:4136:e378:8000:63bf:f5fe:fdfc", "private"),  # client 10.1.2.3
         ("2001:3::1", "public"),
         ("64:ff9b::8.8.8.8", "public"),  # NAT64 well-known prefix: the embedded IPv4 address's class
         ("64:ff9b::10.0.0.1", "private"),

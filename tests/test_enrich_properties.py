@@ -4,7 +4,7 @@ bounded property from the differential enrichment fuzz campaign).
 Hypothesis builds an IPFIX message (a template of its choosing: either address family or both,
 ports or none, protocols of every number, ICMP type/code elements, MACs, interfaces,
 application ids, sampling) whose values come from every address class (special-purpose ranges,
-IPv4-mapped, NAT64, 6to4, the GeoIP test databases' networks, equal ends). Its data set goes
+IPv4-mapped, NAT64, Teredo, 6to4, the GeoIP test databases' networks, equal ends). Its data set goes
 through `batch_table` and `EnrichmentChain.enrich_table` with tiny address caches (so lookups
 miss, hit and evict), twice; the same documents as dicts go through `enrich` of a second chain.
 Both must write the same documents, the NDJSON the same as `to_dicts`, and every Community ID
@@ -46,7 +46,7 @@ V4_SPECIAL = [
 """Every special-purpose class, and addresses in the GeoIP City/ASN test databases' networks."""
 V6_SPECIAL = [
     "::", "::1", "fe80::1", "fd00::5", "2001:db8::7", "3fff::1", "ff02::1", "2001:2::1", "2001::1", "2001:5::1",
-    "2001:1::3", "2001:20::1", "2001:4:112::1",
+    "2001:1::3", "2001:20::1", "2001:4:112::1", "2001:0:5102:458e:8000:63bf:a65f:eb8f", "2001:0:4136:e378::f5fe:fdfc",
     "64:ff9b::808:808", "64:ff9b::a00:1", "64:ff9b:1::1", "2002:5102:458e::1", "2002:a00:1::", "::51.2.69.142",
     "::ffff:10.1.2.3", "::ffff:81.2.69.142", "::ffff:1.128.0.1", "2001:218::1", "2a02:ff00::1", "2001:4860::1",
 ]  # fmt: skip

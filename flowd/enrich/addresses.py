@@ -66,6 +66,7 @@ _V6_CLASSES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("2001:20::/28", PUBLIC),  # ORCHIDv2 (RFC 7343)
         ("2001:30::/28", PUBLIC),  # drone remote ID entity tags (RFC 9374)
         ("2001::/23", "reserved"),  # benchmarking 2001:2::/48 (RFC 5180), old ORCHID, unassigned
+        # (Teredo, 2001::/32, takes its client's class: `embedded_ipv4`.)
         ("3fff::/20", "documentation"),
         ("ff00::/8", "multicast"),
     )
@@ -74,20 +75,24 @@ _V6_GLOBAL_UNICAST = ipaddress.IPv6Network("2000::/3")
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
-def nat64_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address behind the well-known NAT64 prefix (RFC 6052: the last 32 bits), if any."""
+def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address stands for, if any: an IPv4-mapped one (RFC 4291 section
+    2.5.5.2), the well-known NAT64 prefix's (RFC 6052 section 2.1: the last 32 bits), a Teredo
+    client's (RFC 4380 section 4: its NAT's outside address, inverted, in the last 32 bits).
+    The registries mark these blocks' reachability as the embedded address's (RFC 8190)."""
+    mapped = address.ipv4_mapped
+    if mapped is not None:
+        return mapped
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
-    return None
+    teredo = address.teredo
+    return None if teredo is None else teredo[1]
 
 
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
     """`public`, or the special-purpose class the address belongs to."""
     if isinstance(address, ipaddress.IPv6Address):
-        mapped = address.ipv4_mapped
-        if mapped is not None:
-            return classify_address(mapped)
-        embedded = nat64_ipv4(address)
+        embedded = embedded_ipv4(address)
         if embedded is not None:
             return classify_address(embedded)
         for network6, label in _V6_CLASSES:

@@ -25,7 +25,7 @@ import geoip2.errors
 import maxminddb
 
 from flowd.config import EnrichSettings
-from flowd.enrich.addresses import PUBLIC, nat64_ipv4
+from flowd.enrich.addresses import PUBLIC, embedded_ipv4
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +40,18 @@ GeoFields = tuple[Fields, Fields]
 NO_FIELDS: GeoFields = ({}, {})
 
 
+_EMBEDDING_PREFIXES = ("64:ff9b::", "2001:0:", "2001::", "::ffff:")
+"""How addresses of the blocks `embedded_ipv4` reads are written (RFC 5952): the few worth parsing."""
+
+
 def database_address(address: str) -> str:
-    """The address a database is asked for: `address`, or the IPv4 address a NAT64 one carries."""
-    if not address.startswith("64:ff9b::"):  # how every address in 64:ff9b::/96 is written, compressed
+    """The address a database is asked for: `address`, or the IPv4 address it stands for
+    (`embedded_ipv4`: NAT64, Teredo, IPv4-mapped). MaxMind's databases alias Teredo to the
+    server's address, which says nothing of where the client is."""
+    if not address.startswith(_EMBEDDING_PREFIXES):
         return address
     try:
-        embedded = nat64_ipv4(ipaddress.IPv6Address(address))
+        embedded = embedded_ipv4(ipaddress.IPv6Address(address))
     except ValueError:
         return address
     return address if embedded is None else str(embedded)
