@@ -99,3 +99,45 @@ def test_teredo_addresses_take_the_class_and_geography_of_their_clients_address(
         elif GEOIP.is_dir():  # Linköping, Bredband2 in the test databases
             assert document["source.geo.city_name"] == "Linköping", document
             assert document["source.as.number"] == 29518
+
+
+def test_embedded_ipv4_addresses_match_the_internal_networks_and_names_of_their_ipv4_address() -> None:
+    """A NAT64 address (64:ff9b::/96) or a Teredo client's stands for its IPv4 address: an
+    IPv6-only host reaching the campus's IPv4 server through NAT64 stays inside the campus, as
+    an IPv4-mapped address already did. The IPv6 form's networks still count (a name for the
+    translator's prefix). The local-use prefix 64:ff9b:1::/48 is not unwrapped: where the IPv4
+    address sits in it depends on the prefix length the operator chose (RFC 8215 section 3,
+    RFC 6052 section 2.2), so it matches only as IPv6."""
+    chain = make_chain(
+        internal_networks=["2001:db8:1::/48", "81.2.69.0/24", "10.0.0.0/8", "64:ff9b:1::/48"],
+        network_names={
+            "2001:db8:1::/48": "campus-v6",
+            "81.2.69.0/24": "campus-dmz",
+            "10.0.0.0/8": "campus-private",
+            "64:ff9b::/96": "nat64",
+            "64:ff9b:1::/48": "local-nat64",
+        },
+    )
+    pairs = [
+        ("2001:db8:1::5", "64:ff9b::5102:458e"),  # to 81.2.69.142, the campus's, through NAT64
+        ("2001:db8:1::5", "64:ff9b::808:808"),  # to 8.8.8.8
+        ("64:ff9b::5102:4501", "2a00:1450::1"),  # from 81.2.69.1
+        (teredo("192.0.2.1", "81.2.69.7"), "2001:db8:1::9"),  # a campus host behind Teredo
+        ("::ffff:10.1.2.3", "2a00:1450::1"),
+        ("64:ff9b:1::a01:203", "2001:db8:1::5"),  # local-use: internal and named as IPv6 only
+    ]
+    expected = [
+        ("internal", "campus-v6", "campus-dmz"),
+        ("outbound", "campus-v6", "nat64"),
+        ("outbound", "campus-dmz", None),
+        ("internal", "campus-dmz", "campus-v6"),
+        ("outbound", "campus-private", None),
+        ("internal", "local-nat64", "campus-v6"),
+    ]
+    documents = enriched(chain, pairs)
+    found = [(d["network.direction"], d.get("source.geo.name"), d.get("destination.geo.name")) for d in documents]
+    assert found == expected
+    localities = ["internal", "external", "external", "internal", "external", "internal"]
+    assert [d["flow.locality"] for d in documents] == localities
+    if GEOIP.is_dir():  # the NAT64 address is looked up as the IPv4 address it carries
+        assert documents[0]["destination.geo.city_name"] == "London"

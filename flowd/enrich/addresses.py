@@ -1,11 +1,11 @@
 """Facts about an address that need no database: its class, whether it is internal, its packed form.
 
 Address classes follow the IANA special-purpose registries (RFC 6890 and its updates): private
-(RFC 1918, ULA RFC 4193), loopback, link-local (RFC 3927, RFC 4291), CGNAT shared space
-(RFC 6598, 100.64.0.0/10), documentation (RFC 5737, RFC 3849 2001:db8::/32, RFC 9637 3fff::/20),
-multicast, broadcast, unspecified, and `reserved` for the other blocks the registries mark not
-globally reachable (192.0.0.0/24, benchmarking, 240.0.0.0/4, most of 2001::/23, IPv6 outside
-2000::/3). Only `public` addresses are worth a GeoIP lookup.
+(RFC 1918, ULA RFC 4193), loopback, link-local (RFC 3927, RFC 4291),
+CGNAT shared space (RFC 6598, 100.64.0.0/10), documentation (RFC 5737, RFC 3849 2001:db8::/32,
+RFC 9637 3fff::/20), multicast, broadcast, unspecified, and `reserved` for the other blocks the
+registries mark not globally reachable (192.0.0.0/24, benchmarking, 240.0.0.0/4, most of
+2001::/23, IPv6 outside 2000::/3). Only `public` addresses are worth a GeoIP lookup.
 
 `network.direction` and `flow.locality` compare both ends with the operator's internal networks,
 as Filebeat's netflow input and ECS describe them. Networks the operator names (a site, a
@@ -79,7 +79,10 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     """The IPv4 address an IPv6 address stands for, if any: an IPv4-mapped one (RFC 4291 section
     2.5.5.2), the well-known NAT64 prefix's (RFC 6052 section 2.1: the last 32 bits), a Teredo
     client's (RFC 4380 section 4: its NAT's outside address, inverted, in the last 32 bits).
-    The registries mark these blocks' reachability as the embedded address's (RFC 8190)."""
+    Such an address is classed, geolocated, found internal and named as the IPv4 address.
+
+    The local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) is not read: the operator picks the
+    prefix length within it (RFC 6052 section 2.2), and with it where the IPv4 address sits."""
     mapped = address.ipv4_mapped
     if mapped is not None:
         return mapped
@@ -176,9 +179,13 @@ class AddressClassifier:
         except ValueError:
             self.invalid += 1
             return INVALID
-        lookup = parsed.ipv4_mapped if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped else parsed
-        internal = any(lookup in network for network in self.internal_networks)
-        name = self.network_names.lookup(lookup) if self.network_names else None
+        # An address standing for an IPv4 one is internal, and named, as that address first.
+        embedded = embedded_ipv4(parsed) if isinstance(parsed, ipaddress.IPv6Address) else None
+        ends = (parsed,) if embedded is None else (embedded, parsed)
+        internal = any(end in network for end in ends for network in self.internal_networks)
+        name = None
+        if self.network_names:
+            name = next((n for n in map(self.network_names.lookup, ends) if n is not None), None)
         facts = AddressFacts(parsed.packed, classify_address(parsed), internal, name)
         if cache:
             self.cache.put(address, facts, now)
