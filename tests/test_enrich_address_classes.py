@@ -139,5 +139,6 @@ def test_embedded_ipv4_addresses_match_the_internal_networks_and_names_of_their_
     assert found == expected
     localities = ["internal", "external", "external", "internal", "external", "internal"]
     assert [d["flow.locality"] for d in documents] == localities
+    assert documents[-1]["flowd.source_address_class"] == "private"  # not globally reachable (RFC 8215)
     if GEOIP.is_dir():  # the NAT64 address is looked up as the IPv4 address it carries
         assert documents[0]["destination.geo.city_name"] == "London"

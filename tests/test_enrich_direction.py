@@ -59,7 +59,7 @@ from flowd.errors import ConfigError
         ("2001:3::1", "public"),
         ("64:ff9b::8.8.8.8", "public"),  # NAT64 well-known prefix: the embedded IPv4 address's class
         ("64:ff9b::10.0.0.1", "private"),
-        ("64:ff9b:1::1", "reserved"),
+        ("64:ff9b:1::1", "private"),  # local-use NAT64 prefix (RFC 8215): not unwrapped, not global
     ],
 )
 def test_classify_address(address: str, expected: str) -> None:

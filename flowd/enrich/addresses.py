@@ -1,7 +1,7 @@
 """Facts about an address that need no database: its class, whether it is internal, its packed form.
 
 Address classes follow the IANA special-purpose registries (RFC 6890 and its updates): private
-(RFC 1918, ULA RFC 4193), loopback, link-local (RFC 3927, RFC 4291),
+(RFC 1918, ULA RFC 4193, local-use NAT64 RFC 8215), loopback, link-local (RFC 3927, RFC 4291),
 CGNAT shared space (RFC 6598, 100.64.0.0/10), documentation (RFC 5737, RFC 3849 2001:db8::/32,
 RFC 9637 3fff::/20), multicast, broadcast, unspecified, and `reserved` for the other blocks the
 registries mark not globally reachable (192.0.0.0/24, benchmarking, 240.0.0.0/4, most of
@@ -55,6 +55,7 @@ _V6_CLASSES: tuple[tuple[ipaddress.IPv6Network, str], ...] = tuple(
         ("::1/128", "loopback"),
         ("fe80::/10", "link_local"),
         ("fc00::/7", "private"),
+        ("64:ff9b:1::/48", "private"),  # local-use IPv4/IPv6 translation (RFC 8215), as ULA
         ("2001:db8::/32", "documentation"),
         # 2001::/23, IETF protocol assignments (RFC 2928), is not globally reachable but for
         # these assignments, which are (IANA IPv6 special-purpose registry):
