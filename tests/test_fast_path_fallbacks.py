@@ -4,6 +4,7 @@ go the per-record way, `flowd_fast_path_fallbacks{path}` counts it, and the log 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -50,6 +51,8 @@ def broken(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize(
     ("function", "path", "make_batch"),
     [
+        ("decode_netflow_v5_batch", "netflow_v5_batch", v5_batch),
+        ("walk_sflow_datagrams", "sflow_walk", sflow_batch),
         ("batch_table", "netflow_table", v5_batch),
         ("decode_data_datagrams", "data_sets", v9_batch),
         ("sample_batch_tables", "sflow_samples", sflow_batch),
@@ -69,3 +72,12 @@ def test_a_fast_path_that_raises_loses_nothing_and_is_counted(
     assert got == expected
     assert decoder.stats.counters["flowd_fast_path_fallbacks"] == {(path,): 1}
     assert any(path in line and "ZeroDivisionError: a bug in the vectorised path" in line for line in caplog.messages)
+
+
+def test_every_path_counted_is_in_the_readme() -> None:
+    from flowd.server.fallbacks import PATHS
+    from tests.test_readme import README
+
+    section = README[README.index("**Fast paths that fail.**") :]
+    section = section[: section.index("\n\n")]
+    assert re.findall(r"`([a-z_0-9]+)`", section.split("counts each time", 1)[1]) == list(PATHS)

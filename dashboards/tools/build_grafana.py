@@ -497,8 +497,9 @@ def build() -> dict[str, Any]:
     )
     b.add(
         "Fast path fallbacks",
-        "Times per second a vectorised decode path raised and its records were decoded one by one instead,"
-        " by path: nothing is lost, but each is a bug worth reporting, and costs throughput",
+        "Times per second a vectorised path raised and its work was done one record at a time instead"
+        " (decoded one by one, or a table written as dicts), by path: nothing is lost, but each is a bug"
+        " worth reporting, and costs throughput",
         "ops",
         [(counter_rate("flowd_fast_path_fallbacks", "path"), "{{path}}")],
     )

@@ -34,6 +34,7 @@ from flowd.output.documents import flow_document
 from flowd.output.sflow_table import sample_batch_tables, sflow_tables
 from flowd.output.table import DocumentTable
 from flowd.server.exporter_reports import ExporterReports
+from flowd.server.fallbacks import Fallbacks
 from flowd.server.metrics import LabelCap, WorkerStats
 from flowd.server.rate_limited_log import RateLimitedLog
 
@@ -80,6 +81,7 @@ class BatchDecoder:
         self.stats = stats
         self.exporter_label = LabelCap(exporter_label_limit)
         self.warn = warn or RateLimitedLog(log)
+        self.fallbacks = Fallbacks(stats, self.warn)
         self.options: list[dict[str, Any]] = []
         self.sequences = SequenceTracker()
         self.exporter_reports = ExporterReports(stats, self.exporter_label)
@@ -117,7 +119,7 @@ class BatchDecoder:
             data_batches, taken = decode_data_datagrams(items, self.templates, decode_one, counted)
         except Exception as error:  # a bug in the batch path: what it held goes one datagram at a time
             # (after those it had already passed on: a template change between them is applied early)
-            self.fell_back("data_sets", error)
+            self.fallbacks.fell_back("data_sets", error)
             data_batches, taken = [], {}
             counted.clear()
             for index, done in enumerate(decoded):
@@ -139,7 +141,7 @@ class BatchDecoder:
                         parts.append(batch_table(part))
                         continue
                     except Exception as error:  # a mapping bug: redo record by record to isolate it
-                        self.fell_back("netflow_table", error)
+                        self.fallbacks.fell_back("netflow_table", error)
             elif isinstance(part, SampleBatch):
                 sample_batches.append(part)  # read in numpy below, the whole batch at once
                 continue
@@ -153,7 +155,7 @@ class BatchDecoder:
             try:
                 tables, rest = sflow_tables(samples)
             except Exception as error:  # a mapping bug: the dict path isolates it record by record
-                self.fell_back("sflow_tables", error)
+                self.fallbacks.fell_back("sflow_tables", error)
                 tables, rest = [], samples
             parts.extend(tables)
             self._documents(rest, dicts)
@@ -245,7 +247,7 @@ class BatchDecoder:
     def _netflow_v5_at_once(self, batch: Batch) -> tuple[list[RecordBatch], Batch]:
         """The records of the batch's well-formed NetFlow v5 datagrams decoded at once
         (`decode_netflow_v5_batch`), and the datagrams left for `decode_datagram`."""
-        return self._at_once(batch, V5_PREFIX, "netflow_v5", decode_netflow_v5_batch)
+        return self._at_once(batch, V5_PREFIX, "netflow_v5", "netflow_v5_batch", decode_netflow_v5_batch)
 
     def _walk_sflow(self, batch: Batch) -> tuple[list[SampleBatch], Batch]:
         """The batch's sFlow datagrams made only of common-shape flow samples, walked at once
@@ -255,25 +257,26 @@ class BatchDecoder:
             walked, left = walk_sflow_datagrams(items, decode_flow_sample)
             return ([] if walked is None else [walked]), left
 
-        return self._at_once(batch, SFLOW_V5_PREFIX, "sflow", walk)
+        return self._at_once(batch, SFLOW_V5_PREFIX, "sflow", "sflow_walk", walk)
 
     def _at_once(
         self,
         batch: Batch,
         prefix: bytes,
         protocol: str,
+        path: str,
         decode: Callable[[list[ExporterItem]], tuple[list[AtOnce], list[int]]],
     ) -> tuple[list[AtOnce], Batch]:
         """What `decode` makes of the batch's datagrams that start with `prefix` (when there are
         enough to pay), and the datagrams it left, with the rest, for `decode_datagram`. A bug
-        in `decode` is logged and every datagram goes the per-datagram way."""
+        in `decode` is counted as a fallback of `path`, and every datagram goes the per-datagram way."""
         indices = [i for i, item in enumerate(batch) if item[0][: len(prefix)] == prefix]
         if len(indices) < MIN_WALKED_DATAGRAMS:
             return [], batch
         try:
             parts, left = decode(_exporter_items(batch, indices))
         except Exception as error:
-            self.warn.warning(f"{protocol}|at_once", f"{protocol} batch decode failed: {type(error).__name__}: {error}")
+            self.fallbacks.fell_back(path, error)
             return [], batch
         if not parts:
             return [], batch
@@ -286,7 +289,7 @@ class BatchDecoder:
         try:
             tables, left = sample_batch_tables(batch)
         except Exception as error:  # a bug in the vectorised reader: every sample goes the per-sample way
-            self.fell_back("sflow_samples", error)
+            self.fallbacks.fell_back("sflow_samples", error)
             samples.extend(batch)
             return []
         samples.extend(batch.records(left))
@@ -304,16 +307,6 @@ class BatchDecoder:
             except Exception as error:  # a mapping bug must not lose the rest of the batch
                 protocol = "sflow" if record.kind.startswith("sflow") else PROTOCOLS.get(record.version, "unknown")
                 self._error(record.exporter, protocol, "document_error", f"{type(error).__name__}: {error}")
-
-    def fell_back(self, path: str, error: Exception) -> None:
-        """A vectorised path raised and its records went the per-record way (or a table's documents
-        the dict way, `path` "ndjson"): nothing is lost, but it is a bug, and costs throughput;
-        counted (`flowd_fast_path_fallbacks`) and logged, rate-limited per path."""
-        self.stats.inc("flowd_fast_path_fallbacks", (path,))
-        self.warn.warning(
-            f"fallback|{path}",
-            f"{path}: the vectorised path failed, records taken one by one: {type(error).__name__}: {error}",
-        )
 
     def _error(self, exporter: tuple[str, int], protocol: str, reason: str, message: str) -> None:
         self.stats.inc("flowd_decode_errors", (self.exporter_label(exporter[0]), protocol, reason))

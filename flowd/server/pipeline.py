@@ -25,8 +25,10 @@ from flowd.output.raw_fields import RawFieldFilter
 from flowd.output.sink import Body, Sink
 from flowd.output.table import DocumentTable, Matrix
 from flowd.server.batch_decoder import BatchDecoder, Part
+from flowd.server.fallbacks import Fallbacks
 from flowd.server.ingress import IngressQueue
 from flowd.server.metrics import WorkerStats
+from flowd.server.rate_limited_log import RateLimitedLog
 
 log = logging.getLogger("flowd.pipeline")
 
@@ -95,6 +97,8 @@ class Pipeline:
         self.raw_fields = raw_fields
         """`output.raw_fields`: None keeps every raw field."""
         self.stats = stats
+        self.fallbacks = Fallbacks(stats, RateLimitedLog(log))
+        """The output stage's fast path (NDJSON from columns) giving up, counted as the decoder's are."""
         self.clock = clock
         self.flush_interval_s = flush_interval_s
         self.batch_delay_s = batch_delay_s
@@ -218,7 +222,7 @@ class Pipeline:
                 else:
                     self.raw_fields.trim_documents(part)
             if isinstance(part, DocumentTable):
-                body = _ndjson(part, action_lines, self.decoder.fell_back) if encoded is not None else None
+                body = _ndjson(part, action_lines, self.fallbacks.fell_back) if encoded is not None else None
                 if encoded is not None and body is not None:
                     started = self._timed("serialise", started)
                     await self._deliver(functools.partial(encoded, body, len(part)), len(part))
