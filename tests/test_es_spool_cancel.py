@@ -19,32 +19,35 @@ from typing import Any
 import pytest
 
 from flowd.output.bulk import RetryPolicy
+from flowd.output.dead_letters import DeadLetterFile
 from flowd.output.elasticsearch import ElasticsearchSink
 from flowd.output.spool import Spool
+from tests.test_es_disk_errors import Rejecting
 from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
 from tests.test_es_spool_faults import spool_and_stop
 
 
 class Gate:
-    """Holds the first call of a blocking `Spool` method in its thread until `cancel_inside` lets it go."""
+    """Holds the first call of a blocking method of `owner` (the spool's, or the dead-letter
+    file's) in its thread until `cancel_inside` lets it go."""
 
-    def __init__(self, monkeypatch: Any, name: str) -> None:
+    def __init__(self, monkeypatch: Any, name: str, owner: type = Spool) -> None:
         self.entered = threading.Event()
         self.release = threading.Event()
         self.finished = threading.Event()
-        real = getattr(Spool, name)
+        real = getattr(owner, name)
 
-        def held(spool: Spool, *args: Any) -> Any:
+        def held(self_: Any, *args: Any) -> Any:
             if self.entered.is_set():
-                return real(spool, *args)
+                return real(self_, *args)
             self.entered.set()
             self.release.wait(10.0)
             try:
-                return real(spool, *args)
+                return real(self_, *args)
             finally:
                 self.finished.set()
 
-        monkeypatch.setattr(Spool, name, held)
+        monkeypatch.setattr(owner, name, held)
 
     async def cancel_inside(self, *tasks: asyncio.Task[Any]) -> None:
         """Cancel `tasks` while the file work is held, then let it finish; returns once they and
@@ -255,3 +258,37 @@ def test_a_split_cancelled_while_its_file_is_deleted_leaves_the_halves_in_memory
     cluster = Cluster()
     stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 1000 and stats["docs_duplicate"] == 0
+
+
+@pytest.mark.parametrize("spooled", [False, True], ids=["from-memory", "replayed"])
+def test_a_worker_cancelled_while_it_settles_an_answer_is_done_with_the_batch(
+    tmp_path: Path, monkeypatch: Any, spooled: bool
+) -> None:
+    """Found by an audit: the cluster answered a batch (998 created, 2 refused for their content)
+    and the worker was cancelled (the close's deadline) while it appended the two to the
+    dead-letter file. The 998 were counted indexed, then the cancel gave the batch back: spooled,
+    replayed, the 998 counted again as 409 duplicates and the two dead-lettered a second time. Now
+    the cancel waits for the answer to be settled, and the batch is done with."""
+    if spooled:
+        spool_and_stop(tmp_path, 1)
+    gate = Gate(monkeypatch, "append", DeadLetterFile)
+    cluster = Rejecting({3, 500})
+
+    async def main() -> None:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        if not spooled:
+            await sink.write(documents(1)[0])
+        await gate.cancel_inside(*sink._tasks)
+        stats = sink.stats
+        assert (stats["docs_indexed"], stats["docs_dead_lettered"], stats["dead_letters_unwritten"]) == (998, 2, 0)
+        assert stats["buffered_docs"] == 0 and stats["in_flight"] == 0
+        assert reported(sink) == on_disk(tmp_path) == (0, 0, 0)
+        assert stats["docs_replayed"] == (1000 if spooled else 0)
+        await sink.close(timeout_s=1.0)
+        assert on_disk(tmp_path) == (0, 0, 0) and sink.stats["docs_dropped"] == 0
+
+    asyncio.run(main())
+    stats = asyncio.run(replay_into(tmp_path, cluster))
+    assert cluster.requests == 1 and stats["docs_duplicate"] == 0
+    assert len((tmp_path / "dead.ndjson").read_bytes().splitlines()) == 2

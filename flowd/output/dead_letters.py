@@ -38,7 +38,8 @@ class DeadLetterFile:
         under its cap; one log line per call. The cluster's answer stands whatever the file does:
         a disk error counts the documents as not written, and never sends their batch again
         (its other documents would be counted twice, its rejected ones dead-lettered twice).
-        They are counted once the write has ended: a cancel gives the batch back, counted then."""
+        They are counted once the write has ended, which a worker's cancel waits for
+        (`finish_uncancelled`): its batch is done with, never given back to be sent again."""
         at = iso_from_seconds(self._wall_clock())
         lines = b"".join(dead_letter_line(document, status, error, at) for document, status, error in rejected)
         try:

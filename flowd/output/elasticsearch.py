@@ -57,6 +57,7 @@ from flowd.output.spool import (
     SpoolFull,
     adopt_orphans,
     finish_in_thread,
+    finish_uncancelled,
 )
 from flowd.output.spool_keeper import SpoolKeeper
 
@@ -280,9 +281,10 @@ class ElasticsearchSink:
 
     async def _drop_held(self) -> None:
         """The close was cancelled (its caller's deadline): the workers stop, giving their batches
-        back (to memory; spooled ones stay spooled), and what memory then holds is counted as
-        dropped, with one log line. A batch whose spool write the cancel interrupted is spooled or
-        back in memory by then (`_spool_batch`), so it is counted here only if it is not on disk."""
+        back (to memory; spooled ones stay spooled; answered ones are settled first, not given
+        back), and what memory then holds is counted as dropped, with one log line. A batch whose
+        spool write the cancel interrupted is spooled or back in memory by then (`_spool_batch`),
+        so it is counted here only if it is not on disk."""
         self._stopping = True
         tasks = [*self._tasks, *([self._timer] if self._timer else [])]
         for task in tasks:
@@ -432,13 +434,19 @@ class ElasticsearchSink:
                 return
             batch, entry = job
             taken_docs = 0 if batch is None else batch.docs
+            answered = False
             try:
                 if entry is not None:
                     batch = await self._keeper.read(entry)
                 if batch is not None:
-                    await self._send(batch, entry)
+                    answer = await self._request(batch)
+                    # From here the batch is the answer's (counted, dead-lettered, deleted, put back):
+                    # a cancel waits for all of it, and must not give the batch back a second time.
+                    answered = True
+                    await finish_uncancelled(self._settle(batch, entry, answer))
             except asyncio.CancelledError:
-                self._give_back(batch, entry)
+                if not answered:
+                    self._give_back(batch, entry)
                 raise
             except FileNotFoundError:
                 self._keeper.lost(entry)
@@ -472,24 +480,30 @@ class ElasticsearchSink:
 
     # -- one request -----------------------------------------------------------------------------
 
-    async def _send(self, batch: Batch, entry: SpoolEntry | None) -> None:
+    async def _request(self, batch: Batch) -> Any:
+        """The cluster's response to the batch, or the transport's error when there was none."""
         assert self._transport is not None
         body, headers = await bulk_request(batch.body, compress=self.settings.gzip)
         self._stats.bulk_requests += 1
         started = self._clock()
         try:
-            response = await self._transport.perform_request(
+            response: Any = await self._transport.perform_request(
                 "POST", self._target, body=body, headers=headers, request_timeout=self._request_timeout_s
             )
         except TransportError as error:
-            self._stats.observe_latency(self._clock() - started)
-            self._stats.bulk_request_failures += 1
-            await self._retry(batch, entry, batch.body, batch.docs, f"{type(error).__name__}: {error}")
-            return
+            response = error
         self._stats.observe_latency(self._clock() - started)
+        return response
+
+    async def _settle(self, batch: Batch, entry: SpoolEntry | None, response: Any) -> None:
+        """What the request's end means for the batch: done with, dead-lettered, split or retried."""
+        if isinstance(response, TransportError):
+            self._stats.bulk_request_failures += 1
+            await self._retry(batch, entry, batch.body, batch.docs, f"{type(response).__name__}: {response}")
+            return
         status = response.meta.status
         if 200 <= status < 300:
-            await self._settle(batch, entry, response.body)
+            await self._settle_items(batch, entry, response.body)
             return
         self._stats.bulk_request_failures += 1
         reason = f"HTTP {status} {error_reason(response.body)}"
@@ -530,13 +544,13 @@ class ElasticsearchSink:
             if entry is not None:
                 await self._keeper.take_back(entry)
         finally:
-            # Also when cancelled once the file went (`finish_in_thread`). Nothing is awaited after
-            # the push (the worker's `finally` wakes the others): a cancel cannot give `batch` back too.
+            # A cancel of the worker waits for this settle (`finish_uncancelled`) and gives nothing
+            # back after it: the halves stand for `batch`, which is never given back as well.
             if entry is None or not self._spool.holds(entry):
                 for part in reversed(halves):
                     self._push_front(part)
 
-    async def _settle(self, batch: Batch, entry: SpoolEntry | None, body: Any) -> None:
+    async def _settle_items(self, batch: Batch, entry: SpoolEntry | None, body: Any) -> None:
         outcome = classify_bulk_response(body, batch.docs)
         self._stats.docs_indexed += outcome.created
         self._stats.docs_duplicate += outcome.duplicates

@@ -21,7 +21,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -287,15 +287,25 @@ async def finish_in_thread(then: Callable[[asyncio.Future[T]], None], work: Call
     must follow what the thread did, not the cancel: a cancel waits for the thread and is raised
     after `then`, which leaves the caller's cancel handler a spool that matches its files."""
     done = asyncio.get_running_loop().run_in_executor(None, functools.partial(work, *args))
+    try:
+        return await finish_uncancelled(done)
+    finally:
+        then(done)
+
+
+async def finish_uncancelled(work: Awaitable[T]) -> T:
+    """`work`'s result, or its exception; a cancel of the caller meanwhile waits for `work` to end
+    and is raised then. For work that must not be left half done: once it has started, the
+    caller's cancel handler finds it finished (unlike `asyncio.shield`, which returns at once)."""
+    done = asyncio.ensure_future(work)
     cancel: asyncio.CancelledError | None = None
     while not done.done():
         try:
-            await asyncio.wait([done])  # unlike `await done`, a cancel here leaves `done` to the thread
+            await asyncio.wait([done])  # unlike `await done`, a cancel here leaves `done` running
         except asyncio.CancelledError as error:
             cancel = error
-    then(done)
-    if cancel is not None:
-        raise cancel
+    if cancel is not None:  # the cancel wins; an error of `work` goes with it, as its cause
+        raise cancel from (None if done.cancelled() else done.exception())
     return done.result()
 
 
