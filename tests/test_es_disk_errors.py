@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import resource
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
-from flowd.output.bulk import RetryPolicy
+from flowd.output.bulk import RetryPolicy, dead_letter_line
 from flowd.output.dead_letters import DeadLetterFile
 from flowd.output.elasticsearch import ElasticsearchSink
+from flowd.output.es_stats import SinkStats
 from flowd.output.spool import Spool
 from tests.test_es_shutdown import Cluster, documents, replay_into, sink_for
 from tests.test_es_spool_faults import spool_and_stop
@@ -210,3 +213,48 @@ def test_a_shrunk_spooled_batch_leaves_one_file_when_the_original_cannot_be_dele
     assert len(cluster.ids) == 1000 and stats["docs_indexed"] == 1000
     assert stats["spool_bytes"] == 0 and stats["docs_replayed"] == 1000
     assert not spool_files(tmp_path)  # nothing for the next start to send again
+
+
+def dead_letters(first: int, count: int) -> bytes:
+    error = {"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"}
+    return b"".join(
+        dead_letter_line(orjson.dumps({"n": n}), 400, error, "2024-05-01T00:00:00Z")
+        for n in range(first, first + count)
+    )
+
+
+def dead_lettered_numbers(path: Path) -> list[int]:
+    """The documents in the dead-letter file, line by line (a line that is not JSON fails here)."""
+    return [orjson.loads(line)["document"]["n"] for line in path.read_bytes().splitlines()]
+
+
+def test_a_dead_letter_append_cut_short_by_a_full_disk_leaves_no_half_line(tmp_path: Path) -> None:
+    """Found by an audit: the disk filled in the middle of an append (the kernel writes what fits,
+    then fails the rest, as RLIMIT_FSIZE makes it here). The half line stayed, and the next append
+    ran into it: two records lost to one unreadable line. Now the append is taken back whole."""
+    path = tmp_path / "dead.ndjson"
+    file = DeadLetterFile(path, 1 << 20, SinkStats(), lambda: 0.0)
+    assert file.append(dead_letters(0, 10))
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (path.stat().st_size + 100, hard))  # the disk fills mid-append
+        with pytest.raises(OSError):
+            file.append(dead_letters(10, 10))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert file.append(dead_letters(20, 10))
+    assert dead_lettered_numbers(path) == [*range(10), *range(20, 30)]
+
+
+def test_a_dead_letter_file_left_mid_line_keeps_the_next_record_whole(tmp_path: Path) -> None:
+    """A run killed in the middle of an append (or a half line that could not be taken back)
+    leaves the file mid-line: the next append starts on a line of its own."""
+    path = tmp_path / "dead.ndjson"
+    path.write_bytes(dead_letters(0, 2) + dead_letters(2, 1)[:30])
+    assert DeadLetterFile(path, 1 << 20, SinkStats(), lambda: 0.0).append(dead_letters(3, 2))
+    lines = path.read_bytes().splitlines()
+    assert lines[2] == dead_letters(2, 1)[:30]
+    del lines[2]
+    assert [orjson.loads(line)["document"]["n"] for line in lines] == [0, 1, 3, 4]

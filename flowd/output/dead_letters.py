@@ -1,15 +1,18 @@
 """The dead-letter file: documents the cluster refused for their content, with its reason.
 
 One NDJSON line per document (`bulk.dead_letter_line`): the document, the HTTP status and the
-server's error, and when. The file is capped; past the cap, and when the disk fails, the
-documents are counted as not written rather than sent again: the cluster's answer stands.
+server's error, and when; an append is whole lines or none, so a failed one spoils no other
+record. The file is capped; past the cap, and when the disk fails, the documents are counted as
+not written rather than sent again: the cluster's answer stands.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,12 +75,29 @@ class DeadLetterFile:
     def append(self, lines: bytes) -> bool:
         """False, writing nothing, when the file is at its cap. The first rejections show the
         cause; the same cause goes on rejecting, and the disk is the spool's too. Workers share
-        the file, so each may go past the cap by one call's lines."""
+        the file, so each may go past the cap by one call's lines.
+
+        Whole lines or none: an append the disk cuts short (full, quota) is truncated back, since
+        a half line would swallow the next record too; a file left mid-line (a run killed while
+        appending, a truncate refused) gets a newline first. Worker processes share the file: an
+        exclusive lock keeps each append, and its taking back, to itself."""
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size >= self.max_bytes:
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            size = os.fstat(fd).st_size
+            if size >= self.max_bytes:
                 return False
-        with open(path, "ab") as handle:
-            handle.write(lines)
+            data = memoryview(b"\n" + lines if size and os.pread(fd, 1, size - 1) != b"\n" else lines)
+            written = 0
+            try:
+                while written < len(data):
+                    written += os.write(fd, data[written:])
+            except OSError:
+                with contextlib.suppress(OSError):  # best effort: the next append starts a new line anyway
+                    os.ftruncate(fd, size)
+                raise
+        finally:
+            os.close(fd)  # and with it the lock
         return True
