@@ -12,6 +12,7 @@ import logging
 import resource
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -258,3 +259,44 @@ def test_a_dead_letter_file_left_mid_line_keeps_the_next_record_whole(tmp_path: 
     assert lines[2] == dead_letters(2, 1)[:30]
     del lines[2]
     assert [orjson.loads(line)["document"]["n"] for line in lines] == [0, 1, 3, 4]
+
+
+def test_spool_writes_refused_through_an_outage_are_logged_once_a_minute(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """Found by an audit: with the disk full, every batch memory had to give up to the spool logged
+    its failed write, one error line per batch for as long as the outage lasted. Now the lines go
+    through the spool's `DiskErrors`, as its other file errors do: one a minute, saying how many
+    it held back; each batch stays in memory (dropped at close, counted) and nothing is spooled."""
+
+    def disk_full(self: Spool, entry: Any, body: Any) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Spool, "write", disk_full)
+    skew = [0.0]
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, Cluster("hang"), memory_buffer_bytes=1, clock=lambda: time.monotonic() + skew[0])
+        await sink.start()
+        batches = documents(16)
+        for batch in batches[:4]:  # one request each for the four workers, never answered
+            await sink.write(batch)
+        async with sink._cond:
+            await sink._cond.wait_for(lambda: sink.stats["in_flight"] == 4)
+        await sink.begin_shutdown(0.0)  # from now on memory gives its oldest batch to the spool
+        with caplog.at_level(logging.ERROR, logger="flowd.output"):
+            for batch in batches[4:15]:  # each but the first tries to spool one batch: 10 refused
+                await sink.write(batch)
+            skew[0] = 61.0
+            await sink.write(batches[15])  # the 11th, a minute later
+            assert sink.stats["buffered_docs"] == 16_000
+            await sink.close(timeout_s=1.0)  # the close's tries fall within that minute
+        return sink.stats
+
+    stats = asyncio.run(main())
+    lines = [r.getMessage() for r in caplog.records if "spool: cannot write" in r.getMessage()]
+    assert len(lines) == 2 and all("No space left on device" in line for line in lines)
+    assert "more such errors" not in lines[0] and "(9 more such errors since the last line)" in lines[1]
+    assert not [r for r in caplog.records if "spool write" in r.getMessage()]
+    assert (stats["docs_dropped"], stats["docs_spooled"], stats["batches_spooled"]) == (16_000, 0, 0)
+    assert (stats["spool_bytes"], stats["spool_batches"]) == (0, 0) and not spool_files(tmp_path)

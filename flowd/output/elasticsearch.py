@@ -386,7 +386,7 @@ class ElasticsearchSink:
         try:
             await finish_in_thread(functools.partial(self._spool.written, entry), self._spool.write, entry, batch.body)
         except OSError as error:
-            _log.error("spool write %s failed: %s", entry.name, error)
+            self._disk.log("write", entry.name, error, "the batch stays in memory (at close: dropped, counted)")
             return False
         except asyncio.CancelledError:
             if not self._spool.holds(entry):

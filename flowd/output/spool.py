@@ -32,7 +32,7 @@ from flowd.output.sink import Body
 _log = logging.getLogger(__name__)
 
 DISK_ERROR_LOG_INTERVAL_S = 60.0
-"""At most one log line per kind of spool file error (read, delete, shrink) in this time."""
+"""At most one log line per kind of spool file error (write, read, delete, shrink) in this time."""
 NEAR_CAP_FRACTION = 0.8
 """Warn once the spool holds this share of its cap; warn again after it has fallen below half."""
 SUFFIX = ".ndjson"
@@ -312,8 +312,9 @@ async def finish_uncancelled(work: Awaitable[T]) -> T:
 class DiskErrors:
     """Spool files that cannot be read, shrunk or deleted (EIO, EACCES, EROFS): an error of the
     disk, not of the cluster, so it has a back-off of its own, for retrying the file work, while
-    documents in memory are still sent; and it is logged without a traceback, once a minute at
-    most per operation (a disk that refuses goes on refusing, batch after batch)."""
+    documents in memory are still sent. Every spool file error, a refused write too, is logged
+    without a traceback, once a minute at most per operation (a disk that refuses goes on
+    refusing, batch after batch, for as long as an outage lasts)."""
 
     def __init__(self, delay_s: Callable[[int], float], clock: Callable[[], float]) -> None:
         self._delay_s = delay_s
@@ -335,6 +336,13 @@ class DiskErrors:
         if hold_replay:
             self.replay_at = self.retry_at
         self._failures += 1
+        self.log(operation, name, error, consequence)
+
+    def log(self, operation: str, name: str, error: OSError, consequence: str) -> None:
+        """One line for the failure, unless `operation` had one within the interval: then it is
+        counted, and the next line says how many were held back. Alone (no back-off) for a refused
+        write: its batch stays in memory, and is tried again when memory next has to make room."""
+        now = self._clock()
         last = self._logged_at.get(operation)
         if last is not None and now - last < DISK_ERROR_LOG_INTERVAL_S:
             self._held[operation] = self._held.get(operation, 0) + 1
