@@ -246,3 +246,36 @@ def test_the_sink_reports_the_documents_it_holds_in_memory(tmp_path: Path) -> No
         assert stats["buffered_docs"] == 0 and stats["spool_docs"] + stats["docs_dropped"] == 3001
 
     asyncio.run(main())
+
+
+def test_a_batch_from_memory_that_meets_file_not_found_is_retried_not_dropped(tmp_path: Path) -> None:
+    """Found by a review: any FileNotFoundError while a batch was sent was taken for a vanished
+    spool file, so a batch from memory (no file at all) was dropped, uncounted, logged as
+    "spool file ? vanished: 0 documents lost". It is now an unexpected error like any other:
+    the batch goes back and is sent again."""
+    cluster = Cluster()
+    failures = [FileNotFoundError(2, "No such file or directory", "/etc/flowd/ca.pem")]
+    real = cluster.perform_request
+
+    async def once_missing(*args: Any, **kwargs: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await real(*args, **kwargs)
+
+    cluster.perform_request = once_missing  # type: ignore[method-assign]
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        await sink.write(documents(1)[0])
+        await sink.flush()
+        for _ in range(200):  # the retry comes after a back-off
+            if sink.stats["docs_indexed"] or sink.stats["docs_spool_lost"]:
+                break
+            await asyncio.sleep(0.05)
+        await sink.close(timeout_s=2.0)
+        return sink.stats
+
+    stats = asyncio.run(main())
+    assert not failures and stats["docs_spool_lost"] == 0
+    assert len(cluster.ids) == stats["docs_indexed"] == 1000

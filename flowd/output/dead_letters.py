@@ -24,7 +24,7 @@ from flowd.output.es_stats import SinkStats
 from flowd.output.es_transport import error_reason
 from flowd.output.timestamps import iso_from_seconds
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("flowd.output.elasticsearch")  # the sink's lines keep their name after the split
 
 
 class DeadLetterFile:

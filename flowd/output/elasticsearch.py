@@ -448,8 +448,6 @@ class ElasticsearchSink:
                 if not answered:
                     self._give_back(batch, entry)
                 raise
-            except FileNotFoundError:
-                self._keeper.lost(entry)
             except Exception:
                 _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
                 self._give_back(batch, entry)

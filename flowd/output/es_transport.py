@@ -24,7 +24,7 @@ from flowd.config import ElasticsearchSettings
 from flowd.config_values import parse_es_host
 from flowd.output.sink import Body
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("flowd.output.elasticsearch")  # the sink's lines keep their name after the split
 
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 GZIP_LEVEL = 1

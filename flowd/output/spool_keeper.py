@@ -22,7 +22,7 @@ from flowd.output.es_stats import SinkStats
 from flowd.output.sink import Body
 from flowd.output.spool import DiskErrors, Spool, SpoolEntry, StrandedCopy, finish_in_thread
 
-_log = logging.getLogger(__name__)
+_log = logging.getLogger("flowd.output.elasticsearch")  # the sink's lines keep their name after the split
 
 DELIVERED_UNDELETED = "its batch was delivered; deleting the file is tried again later"
 
@@ -50,12 +50,14 @@ class SpoolKeeper:
         return snapshot
 
     async def read(self, entry: SpoolEntry) -> Batch | None:
-        """The claimed batch from its file; None when the disk refused (the batch is back in the
-        queue, replayed after the disk's back-off). FileNotFoundError is the worker's: it is lost."""
+        """The claimed batch from its file; None when the file is gone (its documents are lost,
+        counted: `lost`) or the disk refused (the batch is back in the queue, replayed after the
+        disk's back-off)."""
         try:
             body = await asyncio.to_thread(self._spool.read, entry)
         except FileNotFoundError:
-            raise
+            self.lost(entry)
+            return None
         except OSError as error:
             self._spool.release(entry)
             self._disk.failed("read", entry.name, error, "it stays spooled, to be read again", hold_replay=True)
@@ -79,16 +81,12 @@ class SpoolKeeper:
         else:
             self._disk.recovered()
 
-    def lost(self, entry: SpoolEntry | None) -> None:
-        """A claimed batch's file vanished before its replay: its documents are lost, counted."""
-        if entry is not None:  # removed by hand, or a disk gone: its documents are lost
-            self._stats.docs_spool_lost += entry.docs
-            self._spool.remove(entry)
-        _log.error(
-            "spool file %s vanished before replay: %d documents lost",
-            entry.name if entry else "?",
-            entry.docs if entry else 0,
-        )
+    def lost(self, entry: SpoolEntry) -> None:
+        """A claimed batch's file vanished before its replay (removed by hand, or a disk gone):
+        its documents are lost, counted."""
+        self._stats.docs_spool_lost += entry.docs
+        self._spool.remove(entry)
+        _log.error("spool file %s vanished before replay: %d documents lost", entry.name, entry.docs)
 
     async def take_back(self, entry: SpoolEntry) -> None:
         """A spooled batch split after a 413 leaves the spool for memory once its file is deleted.
