@@ -254,12 +254,15 @@ def test_a_trial_reports_the_rate_the_collector_received() -> None:
     assert peer.received_dps is None
 
 
-def memory_goal(achieved_dps: int | None, rss_mb: float = 90.0) -> tuple[str, int, int | None]:
+def memory_goal(
+    achieved_dps: int | None, rss_mb: float = 90.0, offered_dps: int | None = None, zero_loss: bool = True
+) -> tuple[str, int, int | None]:
     memory = {
         "templates_sent": 10_000,
         "templates_known": 10_000,
         "max_worker_rss_mb": rss_mb,
-        "trial_zero_loss": True,
+        "trial_zero_loss": zero_loss,
+        "offered_dps": achieved_dps if offered_dps is None else offered_dps,
         "protocol": "v9",
         "target_dps": 15_000,
         "goal_dps": 15_000,
@@ -280,4 +283,6 @@ def test_the_memory_goal_is_judged_only_at_the_goal_rate() -> None:
     assert memory_goal(15_020) == ("met", 15_000, 15_020)
     assert memory_goal(14_960) == ("met", 15_000, 14_960)  # paced 0.3% under its target: at the goal
     assert memory_goal(14_800)[0] == "unproven"
+    # Offered at the goal rate, 3% lost on the way in: a miss at the goal rate, not a slow trial.
+    assert memory_goal(14_550, offered_dps=15_000, zero_loss=False)[0] == "missed"
     assert memory_goal(15_020, rss_mb=160.0)[0] == "missed"

@@ -253,6 +253,7 @@ def _memory_at_rate(
             "protocol": protocol,
             "target_dps": round(rate),
             "goal_dps": round(goal_rate_dps(traffic[protocol])),
+            "offered_dps": round(trial.offered_dps),
             "achieved_dps": round(received_dps) if received_dps is not None else None,
             "trial_zero_loss": trial.zero_loss,
             "worker_rss_after_trial_mb": current,
@@ -364,8 +365,11 @@ def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -
             and memory["trial_zero_loss"]
         )
         achieved = memory["achieved_dps"]
+        offered = memory.get("offered_dps", achieved)
         status = MET if met else MISSED
-        if achieved is None or achieved < PACING_TOLERANCE * memory["goal_dps"]:
+        # Paced by what the senders offered: datagrams the kernel or flowd dropped are a miss at
+        # the goal rate, not a trial below it.
+        if offered is None or offered < PACING_TOLERANCE * memory["goal_dps"]:
             status = UNPROVEN
         goals.append(
             {
@@ -373,6 +377,7 @@ def evaluate_goals(results: list[SearchResult], memory: dict[str, Any] | None) -
                 f"at the goal rate ({memory['goal_dps']:,} {memory['protocol']} datagrams/s; peak)",
                 "measured_mb": memory["max_worker_rss_mb"],
                 "target_dps": memory["target_dps"],
+                "offered_dps": offered,
                 "achieved_dps": achieved,
                 # A trial below the goal rate (the worker's limit, or the senders') proves nothing at it.
                 "status": status,
