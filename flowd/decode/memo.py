@@ -5,6 +5,10 @@ prefixes...) and bound them by clearing them when full: cheaper than an LRU, and
 the working set fits. When it does not, every lookup misses and throughput falls with no other
 sign, so each clear adds one here (an integer increment, at clear time only). Workers copy these
 into `flowd_memo_cache_clears{cache}`. Counts are per process, as the caches are.
+
+It lives among the decoders, which may import nothing of flowd's but the model (style.md rule 1),
+and keeps them pure as that rule means it: a plain count of the caches' own state, like their
+sizes, with no clock, I/O, logging or metrics registry; the server reads it and exports it.
 """
 
 from __future__ import annotations
