@@ -286,7 +286,7 @@ def parse_raw_fields(
     for text in patterns:
         pattern = text.strip()
         stem = pattern.removesuffix("*")
-        if pattern != ALL_RAW_FIELDS and not pattern.startswith(RAW_NAMESPACES):
+        if not pattern.startswith(RAW_NAMESPACES):
             raise ConfigError(
                 f"{key}: {text!r} names no raw field: they are netflow.… (NetFlow v5/v9 and IPFIX alike, "
                 'e.g. "netflow.octet_delta_count" or "netflow.*") or sflow.…'

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ def test_a_spooled_batch_too_large_for_the_cluster_is_split_until_it_fits(tmp_pa
 
 
 def test_a_split_spooled_batch_whose_file_cannot_be_deleted_stays_spooled_only(
-    tmp_path: Path, monkeypatch: Any
+    tmp_path: Path, monkeypatch: Any, caplog: Any
 ) -> None:
     """Found by an audit: a replayed batch answered 413 was split into memory, then its file could
     not be deleted (a permission or I/O error) and the entry went back to the spool queue too:
@@ -70,10 +71,12 @@ def test_a_split_spooled_batch_whose_file_cannot_be_deleted_stays_spooled_only(
         assert (stats["spool_docs"], stats["spool_batches"], stats["buffered_docs"]) == (1000, 1, 0)
         assert stats["docs_replayed"] == 0 and len(list((tmp_path / "spool").glob("*.ndjson"))) == 1
         assert stats["retries"] == stats["outages"] == 0  # the disk's error, not the cluster's
+        assert not [line for line in caplog.messages if "split in two" in line]  # it was not
         await sink.close(timeout_s=1.0)
         assert sink.stats["docs_spooled"] == 0  # the close had nothing of it in memory to spool again
 
-    asyncio.run(main())
+    with caplog.at_level(logging.WARNING, logger="flowd.output"):
+        asyncio.run(main())
     monkeypatch.undo()
     stats = asyncio.run(replay_into(tmp_path, cluster))
     assert len(cluster.ids) == 1000 and stats["docs_duplicate"] == 0 and stats["docs_replayed"] == 1000

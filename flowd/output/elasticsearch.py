@@ -519,13 +519,14 @@ class ElasticsearchSink:
                 self._stats.docs_failed += 1
                 await self._succeeded(entry)
                 return
-            await self._split(batch, entry, pairs)
-            _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
+            if await self._split(batch, entry, pairs):
+                _log.warning("bulk request of %d bytes too large (413); split in two", batch.nbytes)
             return
         await self._retry(batch, entry, batch.body, batch.docs, reason)
 
-    async def _split(self, batch: Batch, entry: SpoolEntry | None, pairs: list[bytes]) -> None:
-        """A batch too large for the cluster (413) goes back into memory, in front, as two halves.
+    async def _split(self, batch: Batch, entry: SpoolEntry | None, pairs: list[bytes]) -> bool:
+        """A batch too large for the cluster (413) goes back into memory, in front, as two halves;
+        False when it stayed spooled whole (below).
 
         A spooled batch's file is deleted first, and its halves go to memory only once it is gone:
         the documents are then either spooled or in memory, never both. When the file cannot be
@@ -544,9 +545,11 @@ class ElasticsearchSink:
         finally:
             # A cancel of the worker waits for this settle (`finish_uncancelled`) and gives nothing
             # back after it: the halves stand for `batch`, which is never given back as well.
-            if entry is None or not self._spool.holds(entry):
+            split = entry is None or not self._spool.holds(entry)
+            if split:
                 for part in reversed(halves):
                     self._push_front(part)
+        return split
 
     async def _settle_items(self, batch: Batch, entry: SpoolEntry | None, body: Any) -> None:
         outcome = classify_bulk_response(body, batch.docs)

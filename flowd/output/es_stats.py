@@ -41,8 +41,6 @@ class SinkStats:
     bulk_latency_seconds_count: int = 0
     bulk_latency_buckets: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS_S) + 1))
     """Non-cumulative counts per LATENCY_BUCKETS_S upper bound, the last one for +Inf."""
-    batches_spooled: int = 0
-    docs_spooled: int = 0
     batches_replayed: int = 0
     docs_replayed: int = 0
     outages: int = 0

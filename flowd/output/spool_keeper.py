@@ -1,4 +1,6 @@
-"""The Elasticsearch sink's side of its disk spool: the file work, and the books kept after it.
+"""The Elasticsearch sink's side of its disk spool after a batch is spooled: the file work of
+replay, and the books kept after it (the sink itself spools batches, `_spool_batch`, since a
+cancel there puts the batch back in its memory; and adopts earlier runs' files at start).
 
 A spooled batch is read back for replay, deleted once the cluster has answered for it, shrunk to
 the part to be sent again, or taken back into memory when split after a 413. Each file operation
@@ -28,7 +30,9 @@ DELIVERED_UNDELETED = "its batch was delivered; deleting the file is tried again
 
 
 class SpoolKeeper:
-    """Does a sink's spool file work and keeps its books; the sink claims and releases entries."""
+    """Does a sink's replay file work and keeps the spool's books after it. The sink claims
+    entries and releases those it does not send; `read` and `take_back` release an entry whose
+    file the disk would not read or delete, for a later try."""
 
     def __init__(self, spool: Spool, disk: DiskErrors, stats: SinkStats, clock: Callable[[], float]) -> None:
         self._spool = spool
