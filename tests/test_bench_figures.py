@@ -99,6 +99,15 @@ def plugin_peer(tmp_path: Path, megabytes: int) -> PeerCollector:
     )
 
 
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
 def overflow(sock: socket.socket, target: tuple[str, int]) -> None:
     """Datagrams past a minimal receive buffer that nobody reads: the kernel drops them."""
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
@@ -108,6 +117,7 @@ def overflow(sock: socket.socket, target: tuple[str, int]) -> None:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
 def test_a_peer_is_not_charged_the_drops_of_another_socket_on_its_port(tmp_path: Path) -> None:
     """Another socket on the peer's port number (on ::1, the peer being on 127.0.0.1) overflows
     during the trial: its drops are its own, and the peer lost nothing."""

@@ -195,7 +195,12 @@ def expected_community_id(document: dict[str, Any]) -> str | None:
     return community_id(ends[0], ends[1], protocol, *ports, SEED.to_bytes(2, "big"))
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=200,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(flows())
 def test_generated_flows_enrich_alike_as_columns_and_as_dicts(
     generated: tuple[list[str], list[dict[str, Any]]],

