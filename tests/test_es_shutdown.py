@@ -66,7 +66,13 @@ class Cluster:
         return None
 
 
-def sink_for(tmp_path: Path, cluster: Cluster, policy: RetryPolicy | None = None, **kwargs: Any) -> ElasticsearchSink:
+def sink_for(
+    tmp_path: Path,
+    cluster: Cluster,
+    policy: RetryPolicy | None = None,
+    spool_max_bytes: int | None = None,
+    **kwargs: Any,
+) -> ElasticsearchSink:
     settings = ElasticsearchSettings(
         hosts=["http://cluster"],
         batch_docs=1000,
@@ -74,6 +80,8 @@ def sink_for(tmp_path: Path, cluster: Cluster, policy: RetryPolicy | None = None
         spool_dir=str(tmp_path / "spool"),
         dead_letter_path=str(tmp_path / "dead.ndjson"),
     )
+    if spool_max_bytes is not None:
+        settings.spool_max_bytes = spool_max_bytes
     policy = policy or RetryPolicy(initial_s=0.05, cap_s=0.2)
     return ElasticsearchSink(settings, transport=cluster, policy=policy, **kwargs)  # type: ignore[arg-type]
 
@@ -184,16 +192,7 @@ def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(
     log line (the soak's close wrote one per batch, 40 a stop)."""
 
     async def main() -> tuple[float, dict[str, Any]]:
-        settings = ElasticsearchSettings(
-            hosts=["http://cluster"],
-            batch_docs=1000,
-            flush_interval_s=3600,
-            spool_dir=str(tmp_path / "spool"),
-            spool_max_bytes=250_000,  # two batches of the five
-            dead_letter_path=str(tmp_path / "dead.ndjson"),
-        )
-        policy = RetryPolicy(initial_s=0.05, cap_s=0.2)
-        sink = ElasticsearchSink(settings, transport=Cluster("down"), policy=policy)  # type: ignore[arg-type]
+        sink = sink_for(tmp_path, Cluster("down"), spool_max_bytes=250_000)  # two batches of the five
         await sink.start()
         for batch in documents(5):
             await sink.write(batch)
@@ -221,17 +220,7 @@ def test_a_write_past_the_shutdown_deadline_with_memory_and_spool_full_is_held_f
     counts them as dropped."""
 
     async def main() -> tuple[float, dict[str, Any]]:
-        settings = ElasticsearchSettings(
-            hosts=["http://cluster"],
-            batch_docs=1000,
-            flush_interval_s=3600,
-            spool_dir=str(tmp_path / "spool"),
-            spool_max_bytes=250_000,  # two batches
-            dead_letter_path=str(tmp_path / "dead.ndjson"),
-        )
-        policy = RetryPolicy(initial_s=0.05, cap_s=0.2)
-        cluster = Cluster("down")
-        sink = ElasticsearchSink(settings, transport=cluster, policy=policy, memory_buffer_bytes=250_000)  # type: ignore[arg-type]
+        sink = sink_for(tmp_path, Cluster("down"), spool_max_bytes=250_000, memory_buffer_bytes=250_000)  # two each
         await sink.start()
         batches = documents(6)
         for batch in batches[:4]:  # two in memory, two spooled
