@@ -20,6 +20,7 @@ from flowd.bench.procfs import CpuWatch, memory_bytes, socket_inodes, udp_socket
 from flowd.bench.report import MB, summary, table
 from flowd.bench.search import SearchResult, Trial
 from flowd.bench.sender import SendResult
+from tests.loopback import ipv6_loopback
 
 UDP_HEADER = (
     "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref "
@@ -97,15 +98,6 @@ def plugin_peer(tmp_path: Path, megabytes: int) -> PeerCollector:
     return PeerCollector(
         "plugin", PeerPreset(f"{sys.executable} {script} {{host}} {{port}} {megabytes}", ("v9",), "echo 1")
     )
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 def overflow(sock: socket.socket, target: tuple[str, int]) -> None:

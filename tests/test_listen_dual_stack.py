@@ -7,15 +7,7 @@ import socket
 import pytest
 
 from flowd.server.udp import bind_socket
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
+from tests.loopback import ipv6_loopback
 
 
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback here")
