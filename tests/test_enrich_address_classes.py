@@ -13,6 +13,7 @@ import struct
 from typing import Any
 
 from flowd.config import EnrichSettings
+from flowd.enrich.addresses import classify_address, embedded_ipv4
 from flowd.enrich.chain import EnrichmentChain
 from tests.shared_data import GEOIP
 from tests.test_enrich_sampling import enriched_both_ways
@@ -122,7 +123,7 @@ def test_embedded_ipv4_addresses_match_the_internal_networks_and_names_of_their_
         ("2001:db8:1::5", "64:ff9b::5102:458e"),  # to 81.2.69.142, the campus's, through NAT64
         ("2001:db8:1::5", "64:ff9b::808:808"),  # to 8.8.8.8
         ("64:ff9b::5102:4501", "2a00:1450::1"),  # from 81.2.69.1
-        (teredo("192.0.2.1", "81.2.69.7"), "2001:db8:1::9"),  # a campus host behind Teredo
+        (teredo("65.54.227.120", "81.2.69.7"), "2001:db8:1::9"),  # a campus host behind Teredo
         ("::ffff:10.1.2.3", "2a00:1450::1"),
         ("64:ff9b:1::a01:203", "2001:db8:1::5"),  # local-use: internal and named as IPv6 only
     ]
@@ -142,3 +143,16 @@ def test_embedded_ipv4_addresses_match_the_internal_networks_and_names_of_their_
     assert documents[-1]["flowd.source_address_class"] == "private"  # not globally reachable (RFC 8215)
     if GEOIP.is_dir():  # the NAT64 address is looked up as the IPv4 address it carries
         assert documents[0]["destination.geo.city_name"] == "London"
+
+
+def test_junk_in_2001_32_is_no_teredo_address() -> None:
+    """Found by a review: any address in 2001::/32 was read as Teredo, so 2001:: (server 0.0.0.0,
+    client 255.255.255.255 inverted) was `broadcast`, and the junk's low bits could match an
+    internal network. A real Teredo address names a public server; the rest is reserved."""
+    for junk in ("2001::", "2001::1", teredo("10.0.0.1", "81.2.69.7"), teredo("192.0.2.1", "81.2.69.7")):
+        address = ipaddress.IPv6Address(junk)
+        assert embedded_ipv4(address) is None, junk
+        assert classify_address(address) == "reserved", junk
+    assert embedded_ipv4(ipaddress.IPv6Address(teredo("65.54.227.120", "81.2.69.7"))) == ipaddress.IPv4Address(
+        "81.2.69.7"
+    )

@@ -176,7 +176,7 @@ def test_nat64_addresses_are_looked_up_as_the_ipv4_address_they_carry() -> None:
         assert lookup_fields(lookup, nat64) == expected, nat64
     assert database_address("64:ff9b:1::5102:458e") == "64:ff9b:1::5102:458e"
     assert database_address("2001:0:5102:458e:8000:63bf:a65f:eb8f") == "89.160.20.112"  # a Teredo client's
-    assert database_address("2001::ffff:ffff") == "0.0.0.0"
+    assert database_address("2001::ffff:ffff") == "2001::ffff:ffff"  # no Teredo server named: junk
     assert database_address("::ffff:81.2.69.142") == "81.2.69.142"
     assert database_address("2001:200::1") == "2001:200::1"
     assert database_address("2001:db8::1") == "2001:db8::1"

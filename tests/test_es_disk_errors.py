@@ -300,3 +300,73 @@ def test_spool_writes_refused_through_an_outage_are_logged_once_a_minute(
     assert not [r for r in caplog.records if "spool write" in r.getMessage()]
     assert (stats["docs_dropped"], stats["docs_spooled"], stats["batches_spooled"]) == (16_000, 0, 0)
     assert (stats["spool_bytes"], stats["spool_batches"]) == (0, 0) and not spool_files(tmp_path)
+
+
+def test_a_dead_letter_lock_held_elsewhere_fails_the_append_in_time(tmp_path: Path, monkeypatch: Any) -> None:
+    """Found by a review: a worker's cancel waits for its settle, and the settle's dead-letter
+    append waited for the file's lock without a limit; a program holding it held the stop. Past
+    `LOCK_WAIT_S` the append fails (the documents then count as unwritten) and writes nothing."""
+    import fcntl
+    import os
+
+    from flowd.output import dead_letters as dead_letter_module
+
+    monkeypatch.setattr(dead_letter_module, "LOCK_WAIT_S", 0.2, raising=False)
+    path = tmp_path / "dead.ndjson"
+    file = DeadLetterFile(path, 1 << 20, SinkStats(), lambda: 0.0)
+    first = dead_letters(0, 2)
+    assert file.append(first)
+    holder = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX)  # another open file description: it excludes ours
+        outcome: list[Any] = []
+        thread = threading.Thread(target=lambda: outcome.append(_append_or_error(file, dead_letters(2, 1))))
+        thread.start()
+        thread.join(timeout=5)
+        assert not thread.is_alive(), "the append waited for the lock without a limit"
+        assert isinstance(outcome[0], OSError)
+    finally:
+        os.close(holder)
+    assert path.read_bytes() == first
+    assert file.append(dead_letters(2, 1))  # the lock free again: appended
+
+
+def _append_or_error(file: DeadLetterFile, lines: bytes) -> Any:
+    try:
+        return file.append(lines)
+    except OSError as error:
+        return error
+
+
+def test_an_unexpected_error_after_the_answer_does_not_send_the_batch_again(
+    tmp_path: Path, monkeypatch: Any, caplog: Any
+) -> None:
+    """Found by a review: a bug raising while the cluster's answer was handled (after the batch's
+    documents were counted indexed) gave the batch back; it was sent again, answered 409, and
+    counted a second time. Once answered, the batch is done with; the error is logged."""
+    cluster = Cluster()
+    raised: list[bool] = []
+    real = ElasticsearchSink._succeeded
+
+    async def once_broken(self: ElasticsearchSink, entry: Any) -> None:
+        await real(self, entry)
+        if not raised:
+            raised.append(True)
+            raise RuntimeError("a bug after the count")
+
+    monkeypatch.setattr(ElasticsearchSink, "_succeeded", once_broken)
+
+    async def main() -> dict[str, Any]:
+        sink = sink_for(tmp_path, cluster)
+        await sink.start()
+        await sink.write(documents(1)[0])
+        await sink.flush()
+        await asyncio.sleep(0.5)  # a batch given back would be sent again within the back-off
+        await sink.close(timeout_s=2.0)
+        return sink.stats
+
+    with caplog.at_level(logging.ERROR, logger="flowd.output"):
+        stats = asyncio.run(main())
+    assert raised and len(cluster.ids) == 1000
+    assert (stats["docs_indexed"], stats["docs_duplicate"], stats["spool_docs"]) == (1000, 0, 0)
+    assert any("handling the cluster's answer" in line for line in caplog.messages)

@@ -79,7 +79,8 @@ _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     """The IPv4 address an IPv6 address stands for, if any: an IPv4-mapped one (RFC 4291 section
     2.5.5.2), the well-known NAT64 prefix's (RFC 6052 section 2.1: the last 32 bits), a Teredo
-    client's (RFC 4380 section 4: its NAT's outside address, inverted, in the last 32 bits).
+    client's (RFC 4380 section 4: its NAT's outside address, inverted, in the last 32 bits;
+    only when the address names a public Teredo server, as a real one does).
     Such an address is classed, geolocated, found internal and named as the IPv4 address.
 
     The local-use NAT64 prefix 64:ff9b:1::/48 (RFC 8215) is not read: the operator picks the
@@ -90,7 +91,10 @@ def embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | Non
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFF_FFFF)
     teredo = address.teredo
-    return None if teredo is None else teredo[1]
+    if teredo is None:
+        return None
+    server, client = teredo  # a real one names a public Teredo server; else junk in 2001::/32, reserved
+    return client if classify_address(server) == PUBLIC else None
 
 
 def classify_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:

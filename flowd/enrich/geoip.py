@@ -5,11 +5,11 @@ file on disk changes (its mtime or size), checked at most every `check_interval_
 `geoipupdate` takes effect without a restart. A database that fails to open keeps the previous
 one serving. Readers map the file, so a database must be replaced by renaming a new file over
 it (as geoipupdate does), never rewritten in place. Only `public` addresses are looked up (see
-`addresses.py`); a NAT64 address (64:ff9b::/96) as the IPv4 address it carries, which the
-databases do not alias as they do IPv4-mapped ones, into ready-made `source.*` and
-`destination.*` fields. The lookup itself keeps nothing: the enrichment chain caches what it
-makes of each address (facts and these fields together) and starts its caches again when a
-database is reloaded.
+`addresses.py`), into ready-made `source.*` and `destination.*` fields; an IPv6 address that
+stands for an IPv4 one (IPv4-mapped, NAT64 64:ff9b::/96, a Teredo client's) as that IPv4
+address (`addresses.embedded_ipv4`): the databases map Teredo's 2001::/32 to the Teredo server.
+The lookup itself keeps nothing: the enrichment chain caches what it makes of each address
+(facts and these fields together) and starts its caches again when a database is reloaded.
 """
 
 from __future__ import annotations

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import logging
 import os
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +38,7 @@ class DeadLetterFile:
         self.max_bytes = max_bytes
         self._stats = stats
         self._wall_clock = wall_clock
+        self._thread_lock = threading.Lock()
 
     async def add(self, rejected: list[tuple[bytes, int, Any]]) -> None:
         """Append (document, status, server error) lines to the dead-letter file, while it is
@@ -80,12 +84,18 @@ class DeadLetterFile:
         Whole lines or none: an append the disk cuts short (full, quota) is truncated back, since
         a half line would swallow the next record too; a file left mid-line (a run killed while
         appending, a truncate refused) gets a newline first. Worker processes share the file: an
-        exclusive lock keeps each append, and its taking back, to itself."""
+        exclusive lock keeps each append, and its taking back, to itself. A lock not had within
+        `LOCK_WAIT_S` (another program holds it) is an OSError, the documents counted unwritten:
+        a worker's cancel waits for this append, and must not wait for ever."""
+        with self._thread_lock:  # flock is per process where it is emulated (NFS)
+            return self._append(lines)
+
+    def _append(self, lines: bytes) -> bool:
         path = self.path
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            _lock(fd)
             size = os.fstat(fd).st_size
             if size >= self.max_bytes:
                 return False
@@ -101,3 +111,21 @@ class DeadLetterFile:
         finally:
             os.close(fd)  # and with it the lock
         return True
+
+
+LOCK_WAIT_S = 2.0
+"""How long an append waits for the dead-letter file's lock (flowd's own appends take
+milliseconds; a longer hold is someone else's)."""
+
+
+def _lock(fd: int) -> None:
+    """An exclusive flock on `fd`, tried until `LOCK_WAIT_S` has passed, then OSError."""
+    deadline = time.monotonic() + LOCK_WAIT_S
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise BlockingIOError(errno.EWOULDBLOCK, "the dead-letter file is locked by another process") from None
+            time.sleep(0.01)

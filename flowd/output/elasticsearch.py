@@ -266,7 +266,8 @@ class ElasticsearchSink:
         finally:  # one line for them all: a long outage leaves hundreds of batches
             if dropped_docs:
                 _log.error(
-                    "elasticsearch sink: %d documents (%d batches) lost at close: cluster and spool both full",
+                    "elasticsearch sink: %d documents (%d batches) lost at close: neither the cluster nor the "
+                    "spool took them (spool full, or refused by the disk)",
                     dropped_docs,
                     dropped_batches,
                 )
@@ -449,8 +450,11 @@ class ElasticsearchSink:
                     self._give_back(batch, entry)
                 raise
             except Exception:
-                _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
-                self._give_back(batch, entry)
+                if answered:  # counted (perhaps deleted, put back) in part: sent again, counted twice
+                    _log.exception("elasticsearch sink: unexpected error handling the cluster's answer to a batch")
+                else:
+                    _log.exception("elasticsearch sink: unexpected error sending a batch; it will be retried")
+                    self._give_back(batch, entry)
                 self._back_off()  # an error that comes back at once must not spin the event loop
             finally:
                 async with self._cond:
