@@ -208,7 +208,10 @@ def test_a_full_spool_does_not_hold_the_drain_past_the_shutdown_deadline(
     assert took < 3.0  # not the drain's whole deadline: a hang fails wait_for above
     assert stats["spool_docs"] == 2000 and stats["docs_dropped"] == 3000
     lost = [line for line in caplog.messages if "lost at close" in line]
-    assert lost == ["elasticsearch sink: 3000 documents (3 batches) lost at close: cluster and spool both full"]
+    assert lost == [
+        "elasticsearch sink: 3000 documents (3 batches) lost at close: neither the cluster nor the spool took "
+        "them (spool full, or refused by the disk)"
+    ]
     assert len(asyncio.run(replay(tmp_path)).ids) == 2000
 
 
