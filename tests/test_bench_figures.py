@@ -21,6 +21,7 @@ from flowd.bench.report import MB, summary, table
 from flowd.bench.search import SearchResult, Trial
 from flowd.bench.sender import SendResult
 from tests.loopback import ipv6_loopback
+from tests.test_bench_harness import one_datagram_trial
 
 UDP_HEADER = (
     "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref "
@@ -158,15 +159,7 @@ def test_cpu_watch_keeps_the_highest_total_rss_of_its_processes(two_processes_of
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_peers_memory_is_its_core_and_plugins_together(tmp_path: Path) -> None:
     """A core and a plugin holding 24 MB each: the collector takes both, not its largest process."""
-    peer = plugin_peer(tmp_path, 24)
-    peer.start()
-    try:
-        host, port = peer.begin("v9")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
-            sender.sendto(b"x", (host, port))
-        delivery = peer.finish(SendResult(datagrams=1, flows=1, packets=1), timeout_s=20)
-    finally:
-        peer.stop()
+    delivery = one_datagram_trial(plugin_peer(tmp_path, 24))
     assert delivery.rss_total_bytes >= 48 * MB
 
 

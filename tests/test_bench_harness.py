@@ -18,7 +18,7 @@ import pytest
 
 from flowd.bench import PROTOCOLS
 from flowd.bench.cli import GOALS_FPS, evaluate_goals, main, memory_trial_rate
-from flowd.bench.collectors import FlowdCollector, PeerCollector, PeerPreset, parse_metrics, stage_seconds
+from flowd.bench.collectors import Delivery, FlowdCollector, PeerCollector, PeerPreset, parse_metrics, stage_seconds
 from flowd.bench.procfs import CpuWatch, process_tree, udp_sockets
 from flowd.bench.search import SearchResult, Trial, search_zero_loss
 from flowd.bench.sender import SendResult
@@ -265,6 +265,18 @@ time.sleep(60)
 """
 
 
+def one_datagram_trial(peer: PeerCollector) -> Delivery:
+    """Start `peer`, send it one v9 datagram as a trial, and stop it: what it delivered."""
+    peer.start()
+    try:
+        host, port = peer.begin("v9")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(b"x", (host, port))
+        return peer.finish(SendResult(datagrams=1, flows=1, packets=1), timeout_s=20)
+    finally:
+        peer.stop()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_peer_cpu_includes_short_lived_writer_children(tmp_path: Path) -> None:
     """A peer's CPU counts the children it forks and the kernel reaps between two samples
@@ -272,15 +284,7 @@ def test_peer_cpu_includes_short_lived_writer_children(tmp_path: Path) -> None:
     script = tmp_path / "peer.py"
     script.write_text(FORKING_PEER)
     preset = PeerPreset(f"{sys.executable} {script} {{host}} {{port}}", ("v9",), "echo 1")
-    peer = PeerCollector("forking", preset)
-    peer.start()
-    try:
-        host, port = peer.begin("v9")
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.sendto(b"x", (host, port))
-        delivery = peer.finish(SendResult(datagrams=1, flows=1, packets=1), timeout_s=20)
-    finally:
-        peer.stop()
+    delivery = one_datagram_trial(PeerCollector("forking", preset))
     assert delivery.delivered_flows == 1
     assert delivery.cpu_s >= 0.8 * 3 * 0.15
 
