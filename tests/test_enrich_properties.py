@@ -13,10 +13,8 @@ must be the one-flow function's (held to the specification's vectors elsewhere).
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import ipaddress
-import json
 import struct
 from typing import Any
 
@@ -30,9 +28,8 @@ from flowd.enrich.community_id import community_id, icmp_type_code
 from flowd.enrich.oui import OuiRegistry, load_registry
 from flowd.output.batch_documents import batch_table
 from flowd.output.documents import flow_document
-from flowd.output.table import split_lines
 from tests.shared_data import GEOIP
-from tests.test_enrich_table import joined_batches, no_duplicate_keys
+from tests.test_enrich_table import enriched_alike, joined_batches
 from tests.test_ipfix_features import ipfix_message, ipfix_set, options_template, template
 
 EXPORTER = ("192.0.2.1", 4739)
@@ -216,12 +213,5 @@ def test_generated_flows_enrich_alike_as_columns_and_as_dicts(
     for chain in (columnar, by_dict):
         chain.learn_from_options(options)
     for batch in batches:
-        table = batch_table(batch)
-        documents = table.to_dicts()
-        asyncio.run(columnar.enrich_table(table))
-        asyncio.run(by_dict.enrich(documents))
-        written = [json.loads(line, object_pairs_hook=no_duplicate_keys) for line in split_lines(table.to_ndjson())]
-        assert written == documents
-        assert table.to_dicts() == documents
-        for document in documents:
+        for document in enriched_alike(columnar, by_dict, batch_table(batch)):
             assert document.get("network.community_id") == expected_community_id(document), document

@@ -88,16 +88,19 @@ def check_batches(batches: list[RecordBatch], names: dict[str, str], cache_size:
 
 def check_tables(tables: list[DocumentTable], names: dict[str, str], cache_size: int = 65_536) -> int:
     columnar, by_dict = make_chain(names, cache_size), make_chain(names)
-    checked = 0
-    for table in tables:
-        documents = table.to_dicts()
-        asyncio.run(columnar.enrich_table(table))
-        asyncio.run(by_dict.enrich(documents))
-        written = [json.loads(line, object_pairs_hook=no_duplicate_keys) for line in split_lines(table.to_ndjson())]
-        assert written == documents
-        assert table.to_dicts() == documents
-        checked += len(documents)
-    return checked
+    return sum(len(enriched_alike(columnar, by_dict, table)) for table in tables)
+
+
+def enriched_alike(columnar: EnrichmentChain, by_dict: EnrichmentChain, table: DocumentTable) -> list[dict[str, Any]]:
+    """`table` enriched by `columnar` as columns equals its dicts enriched by `by_dict`, as NDJSON
+    and as dicts; returns the documents."""
+    documents = table.to_dicts()
+    asyncio.run(columnar.enrich_table(table))
+    asyncio.run(by_dict.enrich(documents))
+    written = [json.loads(line, object_pairs_hook=no_duplicate_keys) for line in split_lines(table.to_ndjson())]
+    assert written == documents
+    assert table.to_dicts() == documents
+    return documents
 
 
 def joined_batches(datagrams: Iterable[tuple[bytes, tuple[str, int]]]) -> list[RecordBatch]:
